@@ -1,0 +1,173 @@
+//! The `meridian` command line: `serve` and `check`, with the exit codes of the SPEC
+//! (0 ok, 1 invalid input, 2 runtime failure).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::server::{self, ListenSettings};
+use crate::snapshot::{self, Snapshot};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_INVALID: i32 = 1;
+pub const EXIT_RUNTIME: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(name = "meridian", version, about = "Authoritative DNS server with global server load balancing")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Config file; relative paths inside it resolve against its folder.
+        #[arg(long, default_value = "config/meridian.toml")]
+        config: PathBuf,
+    },
+    /// Validate config, zones and GeoIP database; print every problem as file:line:col: message.
+    Check {
+        #[arg(long, default_value = "config/meridian.toml")]
+        config: PathBuf,
+    },
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => EXIT_OK,
+                _ => EXIT_INVALID,
+            };
+        }
+    };
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Serve { config } => serve(&config),
+    }
+}
+
+fn check(path: &Path) -> i32 {
+    match Snapshot::load(path) {
+        Ok(s) => {
+            let records: usize = s.zones.zones.values().map(|z| z.record_count).sum();
+            println!(
+                "{}: ok ({} zones, {} records, {} services)",
+                path.display(),
+                s.zones.zones.len(),
+                records,
+                s.config.config.service.len()
+            );
+            EXIT_OK
+        }
+        Err(problems) => {
+            for p in &problems.0 {
+                eprintln!("{p}");
+            }
+            EXIT_INVALID
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn serve(path: &Path) -> i32 {
+    init_logging();
+    let snap = match Snapshot::load(path) {
+        Ok(s) => s,
+        Err(problems) => {
+            for p in &problems.0 {
+                eprintln!("{p}");
+            }
+            return EXIT_INVALID;
+        }
+    };
+    let settings = ListenSettings {
+        addrs: snap.config.listen.clone(),
+        udp_sockets: snap.config.config.server.udp_sockets,
+        tcp_max_connections: *snap.config.config.server.tcp_max_connections.get_ref(),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meridian: cannot start runtime: {e}");
+            return EXIT_RUNTIME;
+        }
+    };
+    let config_path = path.to_path_buf();
+    rt.block_on(async move {
+        let zones = snap.zones.zones.len();
+        let generation = snap.generation;
+        let shared = snapshot::shared(snap);
+        let handle = match server::start(shared.clone(), &settings) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("meridian: {e}");
+                return EXIT_RUNTIME;
+            }
+        };
+        for a in &handle.addrs {
+            tracing::info!(address = %a, "listening on UDP and TCP");
+        }
+        tracing::info!(zones, generation, config = %config_path.display(), "serving");
+        wait_for_signals(shared, Arc::new(config_path), &settings).await;
+        tracing::info!("shutting down");
+        handle.shutdown().await;
+        EXIT_OK
+    })
+}
+
+/// Runs until SIGTERM or SIGINT; SIGHUP reloads.
+async fn wait_for_signals(shared: snapshot::SharedSnapshot, config_path: Arc<PathBuf>, settings: &ListenSettings) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        // Without signal handlers, ctrl-c is still honoured.
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => reload(&shared, &config_path, settings).await,
+        }
+    }
+}
+
+/// Builds a new snapshot off the query path and swaps it in; a bad config leaves the old one.
+pub async fn reload(shared: &snapshot::SharedSnapshot, config_path: &Path, settings: &ListenSettings) {
+    let path = config_path.to_path_buf();
+    let result = tokio::task::spawn_blocking(move || Snapshot::load(&path)).await;
+    match result {
+        Ok(Ok(snap)) => {
+            if snap.config.listen != settings.addrs {
+                tracing::warn!("server.listen changed: the new addresses take effect after a restart");
+            }
+            let generation = snap.generation;
+            shared.store(Arc::new(snap));
+            tracing::info!(generation, "reloaded");
+        }
+        Ok(Err(problems)) => {
+            for p in &problems.0 {
+                tracing::error!("reload rejected, old config keeps serving: {p}");
+            }
+        }
+        Err(e) => tracing::error!("reload failed: {e}"),
+    }
+}

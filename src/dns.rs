@@ -1,0 +1,309 @@
+//! The request handler: query bytes in, response bytes out. It knows nothing of sockets, so UDP,
+//! TCP, tests and benchmarks all call the same function, and a faster transport can replace
+//! the current one without touching answer logic.
+//!
+//! Flow: header checks → parse → EDNS (version, payload, NSID, ECS) → class (IN / CHAOS) →
+//! zone lookup with CNAME chasing → sections → encode, truncating to the client's limit.
+
+use std::net::SocketAddr;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
+use hickory_proto::rr::rdata::TXT;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+use crate::snapshot::Snapshot;
+use crate::zone::{wire_lower, Found, Node, Zone};
+
+/// How the query arrived; it decides the response size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Longest CNAME chain followed inside our zones before answering with what we have.
+const MAX_CNAME_CHAIN: usize = 12;
+/// Size limit without EDNS (RFC 1035 §4.2.1).
+const PLAIN_UDP_LIMIT: usize = 512;
+
+/// Answers one query. `None` means send nothing: the packet had no readable header or was
+/// itself a response (answering those would let two servers reflect packets at each other).
+pub fn handle(snap: &Snapshot, packet: &[u8], _src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+    if packet.len() < 12 || packet[2] & 0x80 != 0 {
+        return None;
+    }
+    let req = match Message::from_vec(packet) {
+        Ok(m) => m,
+        Err(_) => return Some(header_only_error(packet, ResponseCode::FormErr)),
+    };
+    let mut resp = Message::new(req.metadata.id, MessageType::Response, req.metadata.op_code);
+    resp.metadata.recursion_desired = req.metadata.recursion_desired;
+    resp.metadata.checking_disabled = req.metadata.checking_disabled;
+    resp.add_queries(req.queries.iter().cloned());
+
+    let limit = match (transport, &req.edns) {
+        (Transport::Tcp, _) => u16::MAX as usize,
+        (Transport::Udp, None) => PLAIN_UDP_LIMIT,
+        (Transport::Udp, Some(e)) => {
+            (e.max_payload().max(512)).min(snap.wire.max_udp_payload) as usize
+        }
+    };
+
+    if let Some(req_edns) = &req.edns {
+        let mut edns = Edns::new();
+        edns.set_max_payload(snap.wire.max_udp_payload);
+        edns.set_version(0);
+        edns.set_dnssec_ok(req_edns.flags().dnssec_ok);
+        if req_edns.version() > 0 {
+            // RFC 6891 §6.1.3: answer BADVERS with the highest version we support.
+            resp.set_edns(edns);
+            resp.metadata.response_code = ResponseCode::BADVERS;
+            resp.queries.clear();
+            return encode(resp, limit, false);
+        }
+        if req_edns.option(EdnsCode::NSID).is_some() {
+            if let Some(id) = &snap.wire.site_id {
+                if let Ok(p) = NSIDPayload::new(id.as_bytes().to_vec()) {
+                    edns.options_mut().insert(EdnsOption::NSID(p));
+                }
+            }
+        }
+        if let Some(EdnsOption::Subnet(ecs)) = req_edns.option(EdnsCode::Subnet) {
+            // Static answers do not depend on the client: scope 0 (RFC 7871 §7.2.1).
+            let mut echo = ecs.clone();
+            echo.set_scope_prefix(0);
+            edns.options_mut().insert(EdnsOption::Subnet(echo));
+        }
+        resp.set_edns(edns);
+    }
+
+    if req.metadata.op_code != OpCode::Query {
+        resp.metadata.response_code = ResponseCode::NotImp;
+        return encode(resp, limit, false);
+    }
+    if req.queries.len() != 1 {
+        resp.metadata.response_code = ResponseCode::FormErr;
+        return encode(resp, limit, false);
+    }
+    let query = &req.queries[0];
+    match query.query_class() {
+        DNSClass::IN => {}
+        DNSClass::CH => {
+            chaos(snap, query, &mut resp);
+            return encode(resp, limit, false);
+        }
+        _ => {
+            resp.metadata.response_code = ResponseCode::Refused;
+            return encode(resp, limit, false);
+        }
+    }
+    match query.query_type() {
+        RecordType::OPT => {
+            resp.metadata.response_code = ResponseCode::FormErr;
+            return encode(resp, limit, false);
+        }
+        RecordType::AXFR | RecordType::IXFR => {
+            // Zone transfers are not offered; say so rather than pretend the zone is empty.
+            resp.metadata.response_code = ResponseCode::Refused;
+            return encode(resp, limit, false);
+        }
+        _ => {}
+    }
+
+    let glue_needed = answer(snap, query, &mut resp);
+    encode(resp, limit, glue_needed)
+}
+
+/// Fills the response for an IN query. Returns true when the additional section holds glue that
+/// a referral cannot do without (RFC 9471), so truncation must set TC rather than drop it.
+fn answer(snap: &Snapshot, query: &Query, resp: &mut Message) -> bool {
+    let qtype = query.query_type();
+    let (mut wire, mut starts) = (Vec::with_capacity(64), Vec::with_capacity(8));
+    wire_lower(query.name(), &mut wire, &mut starts);
+    let Some(zone) = snap.zones.find(&wire, &starts) else {
+        resp.metadata.response_code = ResponseCode::Refused;
+        return false;
+    };
+    let zone = zone.clone();
+    resp.metadata.authoritative = true;
+
+    // The owner of answer records is spelled as the client spelled the question (0x20).
+    let mut owner: Name = query.name().clone();
+    for _hop in 0..MAX_CNAME_CHAIN {
+        match zone.find(&wire, &starts, qtype == RecordType::DS) {
+            Found::Delegation(_, cut) => {
+                if resp.answers.is_empty() {
+                    return referral(&zone, cut, resp);
+                }
+                // A CNAME led below a cut: the answer so far is all we know with authority.
+                return false;
+            }
+            Found::NxDomain => {
+                resp.metadata.response_code = ResponseCode::NXDomain;
+                negative(&zone, resp);
+                return false;
+            }
+            Found::Node(node) | Found::Wildcard(node) => {
+                if node.rrsets.is_empty() {
+                    negative(&zone, resp);
+                    return false;
+                }
+                if let Some(cname) = node.rrset(RecordType::CNAME) {
+                    if qtype != RecordType::CNAME && qtype != RecordType::ANY {
+                        let target = match &cname.records[0].data {
+                            RData::CNAME(t) => t.0.clone(),
+                            _ => return false,
+                        };
+                        push_rrset(&mut resp.answers, cname, &owner);
+                        if !zone.contains(&target) {
+                            return false;
+                        }
+                        owner = target;
+                        wire_lower(&owner, &mut wire, &mut starts);
+                        continue;
+                    }
+                }
+                let set = if qtype == RecordType::ANY {
+                    // RFC 8482: one RRset stands for all of them.
+                    node.rrsets
+                        .iter()
+                        .find(|r| r.rtype != RecordType::RRSIG)
+                } else {
+                    node.rrset(qtype)
+                };
+                match set {
+                    Some(set) => {
+                        push_rrset(&mut resp.answers, set, &owner);
+                        additional_for(&zone, set, &mut resp.additionals);
+                    }
+                    None => negative(&zone, resp),
+                }
+                return false;
+            }
+        }
+    }
+    false
+}
+
+fn push_rrset(out: &mut Vec<Record>, set: &crate::zone::RRset, owner: &Name) {
+    for r in &set.records {
+        let mut r = r.clone();
+        r.name = owner.clone();
+        out.push(r);
+    }
+}
+
+/// NODATA / NXDOMAIN: the SOA in authority with the negative TTL of RFC 2308 §5.
+fn negative(zone: &Zone, resp: &mut Message) {
+    let mut soa = zone.soa.clone();
+    if let RData::SOA(s) = &soa.data {
+        soa.ttl = soa.ttl.min(s.minimum);
+    }
+    resp.authorities.push(soa);
+}
+
+/// A referral to a delegated child: NS in authority, glue in additional, AA clear.
+fn referral(zone: &Zone, cut: &Node, resp: &mut Message) -> bool {
+    resp.metadata.authoritative = false;
+    let Some(ns) = cut.rrset(RecordType::NS) else {
+        return false;
+    };
+    resp.authorities.extend(ns.records.iter().cloned());
+    let before = resp.additionals.len();
+    additional_for(zone, ns, &mut resp.additionals);
+    resp.additionals.len() > before
+}
+
+/// Addresses of the names that NS, MX and SRV records point at, when this zone holds them.
+fn additional_for(zone: &Zone, set: &crate::zone::RRset, out: &mut Vec<Record>) {
+    for r in &set.records {
+        let target = match &r.data {
+            RData::NS(n) => &n.0,
+            RData::MX(mx) => &mx.exchange,
+            RData::SRV(srv) => &srv.target,
+            _ => continue,
+        };
+        if !zone.contains(target) {
+            continue;
+        }
+        if let Some(node) = zone.node(target) {
+            for t in [RecordType::A, RecordType::AAAA] {
+                if let Some(addrs) = node.rrset(t) {
+                    for a in &addrs.records {
+                        if !out.contains(a) {
+                            out.push(a.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// CHAOS class: the server's identity (RFC 4892) and version.
+fn chaos(snap: &Snapshot, query: &Query, resp: &mut Message) {
+    let name = query.name().to_lowercase().to_ascii();
+    let qtype = query.query_type();
+    let text = match name.trim_end_matches('.') {
+        "id.server" | "hostname.bind" => snap.wire.site_id.clone(),
+        "version.server" | "version.bind" => Some(format!("meridian {}", env!("CARGO_PKG_VERSION"))),
+        _ => None,
+    };
+    let Some(text) = text else {
+        resp.metadata.response_code = ResponseCode::Refused;
+        return;
+    };
+    resp.metadata.authoritative = true;
+    if qtype == RecordType::TXT || qtype == RecordType::ANY {
+        let mut r = Record::from_rdata(query.name().clone(), 0, RData::TXT(TXT::new(vec![text])));
+        r.dns_class = DNSClass::CH;
+        resp.answers.push(r);
+    }
+}
+
+/// Encodes the response within `limit` bytes. Optional additional records are dropped first;
+/// when the answer itself does not fit, TC is set and the sections are emptied so the client
+/// retries over TCP (RFC 2181 §9, RFC 7766).
+fn encode(mut resp: Message, limit: usize, glue_needed: bool) -> Option<Vec<u8>> {
+    let full = resp.to_vec().ok()?;
+    if full.len() <= limit {
+        return Some(full);
+    }
+    if !resp.additionals.is_empty() {
+        resp.additionals.clear();
+        if glue_needed {
+            resp.metadata.truncation = true;
+        }
+        if let Ok(b) = resp.to_vec() {
+            if b.len() <= limit {
+                return Some(b);
+            }
+        }
+    }
+    resp.answers.clear();
+    resp.authorities.clear();
+    resp.additionals.clear();
+    resp.metadata.truncation = true;
+    let b = resp.to_vec().ok()?;
+    if b.len() <= limit {
+        return Some(b);
+    }
+    // Even the question and OPT do not fit (a 512-byte limit and a huge OPT cannot happen, but
+    // a header alone always fits).
+    resp.queries.clear();
+    resp.edns = None;
+    resp.to_vec().ok()
+}
+
+/// A response made of the request's header alone, for requests that could not be parsed.
+fn header_only_error(packet: &[u8], rcode: ResponseCode) -> Vec<u8> {
+    let mut out = vec![0u8; 12];
+    out[0] = packet[0];
+    out[1] = packet[1];
+    // QR=1, opcode copied, RD copied; AA/TC clear.
+    out[2] = 0x80 | (packet[2] & 0x79);
+    out[3] = (u16::from(rcode) & 0x0f) as u8;
+    out
+}
+

@@ -1,0 +1,21 @@
+//! meridian: an authoritative DNS server that does global server load balancing.
+//!
+//! A query flows one way: socket ([`server`]) → request handler ([`dns`]) → the current
+//! [`snapshot::Snapshot`] (zones from [`zone`], settings from [`config`]) → response bytes.
+//! Nothing on that path takes a lock; reloads build a new snapshot and swap it in whole.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`config`] | the TOML schema, its checks, and `file:line:col` problems |
+//! | [`zone`] | master-file parsing, zone checks, the name index for lookups |
+//! | [`snapshot`] | everything a query needs, swapped atomically |
+//! | [`dns`] | query bytes → response bytes, independent of transport |
+//! | [`server`] | UDP and TCP listeners |
+//! | [`cli`] | the `meridian` command line |
+
+pub mod cli;
+pub mod config;
+pub mod dns;
+pub mod server;
+pub mod snapshot;
+pub mod zone;

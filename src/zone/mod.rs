@@ -1,0 +1,462 @@
+//! Static zone data: loading master files from the zones folder, the checks a zone checker
+//! makes, and meridian's own index for answering from them.
+//!
+//! Names are keyed by their lower-cased wire form. The suffixes of a name's wire form are the
+//! wire forms of its ancestors, so every closest-encloser and zone-cut question is answered with
+//! a handful of hash lookups on slices of one buffer, whatever the zone's size: a
+//! random-subdomain flood costs the same as any other query (hickory's stock handler scans the
+//! zone linearly for negative answers; see `shared/notes/hickory-0.26.md`).
+
+pub mod parse;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::config::Problem;
+use parse::ParsedRecord;
+
+/// Lower-cased uncompressed wire form of a name; the key of every index here.
+pub type WireKey = Box<[u8]>;
+
+/// Writes the lower-cased wire form of `name` into `buf`, returning the offsets where each
+/// label starts (the last entry is the root label).
+pub fn wire_lower(name: &Name, buf: &mut Vec<u8>, starts: &mut Vec<usize>) {
+    buf.clear();
+    starts.clear();
+    for label in name.iter() {
+        starts.push(buf.len());
+        buf.push(label.len() as u8);
+        buf.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    starts.push(buf.len());
+    buf.push(0);
+}
+
+pub fn wire_key(name: &Name) -> WireKey {
+    let (mut buf, mut starts) = (Vec::new(), Vec::new());
+    wire_lower(name, &mut buf, &mut starts);
+    buf.into_boxed_slice()
+}
+
+/// All records of one type at one name.
+#[derive(Debug, Clone)]
+pub struct RRset {
+    pub rtype: RecordType,
+    pub ttl: u32,
+    pub records: Vec<Record>,
+}
+
+/// One name in a zone. A node with no rrsets is an empty non-terminal: it exists (NODATA, not
+/// NXDOMAIN) because names below it do.
+#[derive(Debug, Clone, Default)]
+pub struct Node {
+    pub rrsets: Vec<RRset>,
+    /// NS records at a name other than the apex: a delegation to another server.
+    pub cut: bool,
+}
+
+impl Node {
+    pub fn rrset(&self, rtype: RecordType) -> Option<&RRset> {
+        self.rrsets.iter().find(|r| r.rtype == rtype)
+    }
+}
+
+/// A loaded zone.
+#[derive(Debug)]
+pub struct Zone {
+    pub origin: Name,
+    pub file: PathBuf,
+    pub soa: Record,
+    pub nodes: HashMap<WireKey, Node>,
+    /// Records in the file, for `check` and status output.
+    pub record_count: usize,
+}
+
+/// What the zone holds for a query name, following RFC 1034 §4.3.2.
+pub enum Found<'a> {
+    /// The name exists (possibly as an empty non-terminal).
+    Node(&'a Node),
+    /// The name does not exist but a wildcard at its closest encloser covers it.
+    Wildcard(&'a Node),
+    /// The name is at or below a zone cut: refer to the child's servers. The key is the cut's.
+    Delegation(&'a [u8], &'a Node),
+    NxDomain,
+}
+
+impl Zone {
+    /// Looks a name up, given its lower-cased wire form and label offsets (see [`wire_lower`]).
+    /// `ds_query` makes a cut answer for its own DS records instead of referring, since DS lives
+    /// on the parent side (RFC 4035 §3.1.4.1).
+    pub fn find<'a>(&'a self, wire: &[u8], starts: &[usize], ds_query: bool) -> Found<'a> {
+        let origin_labels = self.origin.num_labels() as usize + 1; // with the root label
+        let labels = starts.len();
+        if labels < origin_labels {
+            return Found::NxDomain;
+        }
+        // Walk from just below the apex down to the name, stopping at a cut or a missing name.
+        let mut closest = labels - origin_labels; // index into `starts` of the closest encloser
+        if closest == 0 {
+            return self.nodes.get(wire).map_or(Found::NxDomain, Found::Node);
+        }
+        for i in (0..labels - origin_labels).rev() {
+            match self.nodes.get_key_value(&wire[starts[i]..]) {
+                Some((key, node)) => {
+                    if node.cut && !(ds_query && i == 0) {
+                        return Found::Delegation(key, node);
+                    }
+                    if i == 0 {
+                        return Found::Node(node);
+                    }
+                    closest = i;
+                }
+                None => break,
+            }
+        }
+        // RFC 4592: a wildcard child of the closest encloser stands in for the missing name.
+        let ce = &wire[starts[closest]..];
+        let mut wild = Vec::with_capacity(ce.len() + 2);
+        wild.extend_from_slice(&[1, b'*']);
+        wild.extend_from_slice(ce);
+        match self.nodes.get(wild.as_slice()) {
+            Some(node) => Found::Wildcard(node),
+            None => Found::NxDomain,
+        }
+    }
+
+    /// The node at a name, also below a zone cut (glue lives there).
+    pub fn node(&self, name: &Name) -> Option<&Node> {
+        self.nodes.get(&*wire_key(name))
+    }
+
+    pub fn contains(&self, name: &Name) -> bool {
+        self.origin.zone_of(name)
+    }
+
+    /// Builds a zone from parsed records, making the checks that `named-checkzone` makes.
+    pub fn build(origin: Name, file: &Path, records: Vec<ParsedRecord>) -> Result<Zone, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let origin_key = wire_key(&origin);
+        let record_count = records.len();
+        let mut first_line: HashMap<WireKey, (usize, usize, PathBuf)> = HashMap::new();
+        // BTreeMap so that problems come out in a stable order.
+        let mut by_name: BTreeMap<WireKey, Vec<ParsedRecord>> = BTreeMap::new();
+        for pr in records {
+            if !origin.zone_of(&pr.record.name) {
+                problems.push(Problem::new(
+                    &pr.file,
+                    pr.line,
+                    pr.col,
+                    format!(
+                        "`{}` is outside the zone {}",
+                        pr.record.name, origin
+                    ),
+                ));
+                continue;
+            }
+            let key = wire_key(&pr.record.name);
+            first_line
+                .entry(key.clone())
+                .or_insert((pr.line, pr.col, pr.file.clone()));
+            by_name.entry(key).or_default().push(pr);
+        }
+
+        let mut nodes: HashMap<WireKey, Node> = HashMap::new();
+        let mut soa = None;
+        for (key, recs) in by_name {
+            let mut node = Node::default();
+            for pr in recs {
+                let rtype = pr.record.record_type();
+                let is_apex = key == origin_key;
+                if rtype == RecordType::SOA {
+                    if !is_apex {
+                        problems.push(Problem::new(
+                            &pr.file,
+                            pr.line,
+                            pr.col,
+                            format!("SOA at `{}`: an SOA belongs only at the apex {origin}", pr.record.name),
+                        ));
+                        continue;
+                    }
+                    if soa.is_some() {
+                        problems.push(Problem::new(
+                            &pr.file,
+                            pr.line,
+                            pr.col,
+                            "a second SOA record: a zone has exactly one",
+                        ));
+                        continue;
+                    }
+                    soa = Some(pr.record.clone());
+                }
+                if rtype == RecordType::NS && !is_apex {
+                    node.cut = true;
+                }
+                match node.rrsets.iter_mut().find(|r| r.rtype == rtype) {
+                    Some(set) => {
+                        if !set.records.iter().any(|r| r.data == pr.record.data) {
+                            if rtype == RecordType::CNAME {
+                                problems.push(Problem::new(
+                                    &pr.file,
+                                    pr.line,
+                                    pr.col,
+                                    format!("`{}` has more than one CNAME", pr.record.name),
+                                ));
+                                continue;
+                            }
+                            let mut r = pr.record.clone();
+                            r.ttl = set.ttl; // RFC 2181 §5.2: one TTL per RRset
+                            set.records.push(r);
+                        }
+                    }
+                    None => node.rrsets.push(RRset {
+                        rtype,
+                        ttl: pr.record.ttl,
+                        records: vec![pr.record.clone()],
+                    }),
+                }
+            }
+            let has_cname = node.rrset(RecordType::CNAME).is_some();
+            let others = node
+                .rrsets
+                .iter()
+                .filter(|r| {
+                    !matches!(
+                        r.rtype,
+                        RecordType::CNAME | RecordType::RRSIG | RecordType::NSEC
+                    )
+                })
+                .count();
+            if has_cname && others > 0 {
+                let (line, col, f) = &first_line[&key];
+                let name = &node.rrsets[0].records[0].name;
+                problems.push(Problem::new(
+                    f,
+                    *line,
+                    *col,
+                    format!("`{name}` has a CNAME and other data; a CNAME must stand alone (RFC 1034 §3.6.2)"),
+                ));
+            }
+            node.rrsets.sort_by_key(|r| u16::from(r.rtype));
+            nodes.insert(key, node);
+        }
+
+        let soa = match soa {
+            Some(s) => s,
+            None => {
+                problems.push(Problem::new(file, 1, 1, format!("zone {origin} has no SOA record at its apex")));
+                return Err(problems);
+            }
+        };
+        let apex = nodes.get(&origin_key);
+        let apex_ns: Vec<Record> = apex
+            .and_then(|n| n.rrset(RecordType::NS))
+            .map(|s| s.records.clone())
+            .unwrap_or_default();
+        if apex_ns.is_empty() {
+            let (line, col, f) = first_line
+                .get(&origin_key)
+                .cloned()
+                .unwrap_or((1, 1, file.to_path_buf()));
+            problems.push(Problem::new(
+                &f,
+                line,
+                col,
+                format!("zone {origin} has no NS records at its apex"),
+            ));
+        }
+
+        // Empty non-terminals: every ancestor of a name, up to the apex, exists.
+        let keys: Vec<WireKey> = nodes.keys().cloned().collect();
+        for key in keys {
+            let mut i = 0;
+            while key.len() - i > origin_key.len() {
+                i += key[i] as usize + 1;
+                let anc = &key[i..];
+                if anc.len() <= origin_key.len() {
+                    break;
+                }
+                nodes.entry(anc.into()).or_default();
+            }
+        }
+
+        // Every NS target inside this zone (in-zone or glue) needs an address.
+        let mut zone = Zone {
+            origin: origin.clone(),
+            file: file.to_path_buf(),
+            soa,
+            nodes,
+            record_count,
+        };
+        let mut ns_problems = Vec::new();
+        for (key, node) in &zone.nodes {
+            if let Some(ns) = node.rrset(RecordType::NS) {
+                for r in &ns.records {
+                    if let RData::NS(target) = &r.data {
+                        if origin.zone_of(&target.0) {
+                            let has_addr = zone.node(&target.0).is_some_and(|n| {
+                                n.rrset(RecordType::A).is_some() || n.rrset(RecordType::AAAA).is_some()
+                            });
+                            if !has_addr {
+                                let (line, col, f) = &first_line[key];
+                                ns_problems.push(Problem::new(
+                                    f,
+                                    *line,
+                                    *col,
+                                    format!(
+                                        "NS `{}` at `{}` has no A or AAAA records in the zone",
+                                        target.0, r.name
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        ns_problems.sort_by_key(|p| (p.line, p.col));
+        problems.extend(ns_problems);
+        // The apex node must not be marked as a cut.
+        if let Some(n) = zone.nodes.get_mut(&origin_key) {
+            n.cut = false;
+        }
+        if problems.is_empty() {
+            Ok(zone)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Every zone served, by origin.
+#[derive(Debug, Default)]
+pub struct ZoneSet {
+    pub zones: HashMap<WireKey, Arc<Zone>>,
+}
+
+impl ZoneSet {
+    /// The most specific zone containing the name whose wire form and label offsets are given.
+    pub fn find(&self, wire: &[u8], starts: &[usize]) -> Option<&Arc<Zone>> {
+        starts.iter().find_map(|&s| self.zones.get(&wire[s..]))
+    }
+
+    pub fn find_name(&self, name: &Name) -> Option<&Arc<Zone>> {
+        let (mut buf, mut starts) = (Vec::new(), Vec::new());
+        wire_lower(name, &mut buf, &mut starts);
+        self.find(&buf, &starts)
+    }
+
+    /// Loads every `*.zone` file in a folder. The origin is the file name without `.zone`
+    /// unless the file sets `$ORIGIN` before its first record.
+    pub fn load_dir(dir: &Path) -> Result<ZoneSet, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut set = ZoneSet::default();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                return Err(vec![Problem::new(dir, 0, 0, format!("cannot read zones folder: {e}"))]);
+            }
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "zone") && p.is_file())
+            .collect();
+        files.sort();
+        let mut origins: HashMap<WireKey, PathBuf> = HashMap::new();
+        for path in files {
+            match load_file(&path) {
+                Ok(zone) => {
+                    let key = wire_key(&zone.origin);
+                    if let Some(prev) = origins.get(&key) {
+                        problems.push(Problem::new(
+                            &path,
+                            1,
+                            1,
+                            format!("zone {} is also defined in {}", zone.origin, prev.display()),
+                        ));
+                        continue;
+                    }
+                    origins.insert(key.clone(), path.clone());
+                    set.zones.insert(key, Arc::new(zone));
+                }
+                Err(mut p) => problems.append(&mut p),
+            }
+        }
+        if problems.is_empty() {
+            Ok(set)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Reads and checks one zone file.
+pub fn load_file(path: &Path) -> Result<Zone, Vec<Problem>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![Problem::new(path, 0, 0, format!("cannot read zone file: {e}"))])?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut origin = Name::from_ascii(&stem)
+        .map_err(|e| vec![Problem::new(path, 1, 1, format!("file name `{stem}` is not a zone name: {e}"))])?;
+    origin.set_fqdn(true);
+    let (origin, records) = parse::parse_zone_file(path, &text, origin)?;
+    Zone::build(origin, path, records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zone(text: &str) -> Result<Zone, Vec<Problem>> {
+        let origin = Name::from_ascii("example.com.").unwrap();
+        let (origin, recs) = parse::parse_zone_file(Path::new("t.zone"), text, origin)?;
+        Zone::build(origin, Path::new("t.zone"), recs)
+    }
+
+    const BASE: &str = "$TTL 300\n@ SOA ns1 h 1 2 3 4 5\n@ NS ns1\nns1 A 192.0.2.1\n";
+
+    fn find<'a>(z: &'a Zone, name: &str) -> Found<'a> {
+        let (mut b, mut s) = (Vec::new(), Vec::new());
+        wire_lower(&Name::from_ascii(name).unwrap(), &mut b, &mut s);
+        // Leak the buffer so the result can borrow it in tests only.
+        let b: &'static [u8] = Box::leak(b.into_boxed_slice());
+        let s: &'static [usize] = Box::leak(s.into_boxed_slice());
+        z.find(b, s, false)
+    }
+
+    #[test]
+    fn ent_wildcard_delegation_nxdomain() {
+        let z = zone(&format!(
+            "{BASE}a.b.c A 192.0.2.2\n*.w A 192.0.2.3\nsub NS ns.sub\nns.sub A 192.0.2.4\n"
+        ))
+        .unwrap();
+        assert!(matches!(find(&z, "b.c.example.com."), Found::Node(n) if n.rrsets.is_empty()));
+        assert!(matches!(find(&z, "A.B.C.example.com."), Found::Node(n) if !n.rrsets.is_empty()));
+        assert!(matches!(find(&z, "x.w.example.com."), Found::Wildcard(_)));
+        assert!(matches!(find(&z, "y.x.w.example.com."), Found::Wildcard(_)));
+        assert!(matches!(find(&z, "deep.ns.sub.example.com."), Found::Delegation(..)));
+        assert!(matches!(find(&z, "sub.example.com."), Found::Delegation(..)));
+        assert!(matches!(find(&z, "nope.example.com."), Found::NxDomain));
+        assert!(matches!(find(&z, "x.a.b.c.example.com."), Found::NxDomain));
+    }
+
+    #[test]
+    fn checker_rejections() {
+        let e = zone(&format!("{BASE}c CNAME x\nc A 192.0.2.9\n")).unwrap_err();
+        assert!(e[0].message.contains("CNAME and other data"), "{e:?}");
+        assert_eq!(e[0].line, 5);
+        let e = zone("$TTL 1\n@ NS ns1\nns1 A 192.0.2.1\n").unwrap_err();
+        assert!(e[0].message.contains("no SOA"), "{e:?}");
+        let e = zone(&format!("{BASE}www.other.org. A 192.0.2.1\n")).unwrap_err();
+        assert!(e[0].message.contains("outside the zone"), "{e:?}");
+        assert_eq!(e[0].line, 5);
+        let e = zone(&format!("{BASE}sub NS ns.sub\n")).unwrap_err();
+        assert!(e[0].message.contains("no A or AAAA"), "{e:?}");
+        let e = zone("$TTL 1\n@ SOA ns1 h 1 2 3 4 5\nns1 A 192.0.2.1\n").unwrap_err();
+        assert!(e[0].message.contains("no NS"), "{e:?}");
+    }
+}

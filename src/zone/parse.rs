@@ -1,0 +1,797 @@
+//! RFC 1035 master-file reader with positions.
+//!
+//! hickory-proto has a zone parser, but its errors carry no line numbers and its per-type rdata
+//! parsers are crate-private, so this module tokenizes the file itself (keeping line and column
+//! for every token) and builds hickory `RData` values: directly for the common types, through
+//! the RFC 3597 `\# len hex` form for any type, and through hickory's parser, one record at a
+//! time, for the rarer types it knows.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use hickory_proto::rr::rdata::{self, CNAME, MX, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecoder, Restrict};
+
+use crate::config::Problem;
+
+/// One record as read, with where it came from.
+#[derive(Debug, Clone)]
+pub struct ParsedRecord {
+    pub record: Record,
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    text: String,
+    quoted: bool,
+    line: usize,
+    col: usize,
+}
+
+/// One logical entry (a line, or several joined by parentheses).
+#[derive(Debug)]
+struct Entry {
+    starts_blank: bool,
+    tokens: Vec<Token>,
+    line: usize,
+}
+
+const MAX_INCLUDE_DEPTH: usize = 8;
+
+/// Splits master-file text into entries. Escapes are kept in the token text (names and
+/// character-strings decode them later); quotes are removed and remembered.
+fn lex(text: &str, file: &Path) -> Result<Vec<Entry>, Problem> {
+    let mut entries = Vec::new();
+    let mut tokens: Vec<Token> = Vec::new();
+    let mut starts_blank = false;
+    let mut entry_line = 1;
+    let mut paren_depth = 0usize;
+    let mut paren_open_at = (0, 0);
+    let mut at_line_start = true;
+
+    let mut line = 1usize;
+    let mut col = 0usize;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        col += 1;
+        if at_line_start && paren_depth == 0 {
+            at_line_start = false;
+            starts_blank = c == ' ' || c == '\t';
+            entry_line = line;
+        }
+        match c {
+            '\n' => {
+                if paren_depth == 0 {
+                    if !tokens.is_empty() {
+                        entries.push(Entry {
+                            starts_blank,
+                            tokens: std::mem::take(&mut tokens),
+                            line: entry_line,
+                        });
+                    }
+                    at_line_start = true;
+                }
+                line += 1;
+                col = 0;
+            }
+            ' ' | '\t' | '\r' => {}
+            ';' => {
+                while let Some(&n) = chars.peek() {
+                    if n == '\n' {
+                        break;
+                    }
+                    chars.next();
+                }
+            }
+            '(' => {
+                if paren_depth == 0 {
+                    paren_open_at = (line, col);
+                }
+                paren_depth += 1;
+            }
+            ')' => {
+                if paren_depth == 0 {
+                    return Err(Problem::new(file, line, col, "`)` without a matching `(`"));
+                }
+                paren_depth -= 1;
+            }
+            '"' => {
+                let (tl, tc) = (line, col);
+                let mut s = String::new();
+                let mut closed = false;
+                while let Some(n) = chars.next() {
+                    col += 1;
+                    match n {
+                        '"' => {
+                            closed = true;
+                            break;
+                        }
+                        '\\' => {
+                            s.push('\\');
+                            if let Some(e) = chars.next() {
+                                col += 1;
+                                if e == '\n' {
+                                    line += 1;
+                                    col = 0;
+                                }
+                                s.push(e);
+                            }
+                        }
+                        '\n' => {
+                            line += 1;
+                            col = 0;
+                            s.push('\n');
+                        }
+                        _ => s.push(n),
+                    }
+                }
+                if !closed {
+                    return Err(Problem::new(file, tl, tc, "unterminated quoted string"));
+                }
+                tokens.push(Token {
+                    text: s,
+                    quoted: true,
+                    line: tl,
+                    col: tc,
+                });
+            }
+            _ => {
+                let (tl, tc) = (line, col);
+                let mut s = String::new();
+                s.push(c);
+                if c == '\\' {
+                    if let Some(e) = chars.next() {
+                        col += 1;
+                        s.push(e);
+                    }
+                }
+                while let Some(&n) = chars.peek() {
+                    if matches!(n, ' ' | '\t' | '\r' | '\n' | ';' | '(' | ')' | '"') {
+                        break;
+                    }
+                    chars.next();
+                    col += 1;
+                    s.push(n);
+                    if n == '\\' {
+                        if let Some(e) = chars.next() {
+                            col += 1;
+                            s.push(e);
+                        }
+                    }
+                }
+                tokens.push(Token {
+                    text: s,
+                    quoted: false,
+                    line: tl,
+                    col: tc,
+                });
+            }
+        }
+    }
+    if paren_depth > 0 {
+        return Err(Problem::new(
+            file,
+            paren_open_at.0,
+            paren_open_at.1,
+            "`(` is never closed",
+        ));
+    }
+    if !tokens.is_empty() {
+        entries.push(Entry {
+            starts_blank,
+            tokens,
+            line: entry_line,
+        });
+    }
+    Ok(entries)
+}
+
+/// Parses a TTL: plain seconds or BIND-style units (1w2d3h4m5s).
+pub fn parse_ttl(s: &str) -> Option<u32> {
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(v) = s.parse::<u32>() {
+        return Some(v);
+    }
+    let mut total: u64 = 0;
+    let mut num: Option<u64> = None;
+    for c in s.chars() {
+        if let Some(d) = c.to_digit(10) {
+            num = Some(num.unwrap_or(0).checked_mul(10)?.checked_add(d as u64)?);
+        } else {
+            let mult = match c.to_ascii_lowercase() {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86400,
+                'w' => 604800,
+                _ => return None,
+            };
+            total = total.checked_add(num.take()?.checked_mul(mult)?)?;
+        }
+    }
+    if num.is_some() {
+        return None;
+    }
+    u32::try_from(total).ok()
+}
+
+/// Decodes a character-string's escapes (`\X`, `\DDD`) into bytes.
+fn decode_escapes(s: &str) -> Result<Vec<u8>, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            if i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+                let v = (b[i + 1] - b'0') as u32 * 100
+                    + (b[i + 2] - b'0') as u32 * 10
+                    + (b[i + 3] - b'0') as u32;
+                if v > 255 {
+                    return Err(format!("escape \\{} is above 255", &s[i + 1..i + 4]));
+                }
+                out.push(v as u8);
+                i += 4;
+            } else if i + 1 < b.len() {
+                out.push(b[i + 1]);
+                i += 2;
+            } else {
+                return Err("a lone `\\` ends the string".into());
+            }
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    origin: Name,
+    default_ttl: Option<u32>,
+    last_ttl: Option<u32>,
+    last_owner: Option<Name>,
+    out: &'a mut Vec<ParsedRecord>,
+    problems: &'a mut Vec<Problem>,
+    depth: usize,
+}
+
+/// Reads a zone file. `origin` is the origin the file name implies; `$ORIGIN` before the first
+/// record replaces it. Returns the effective origin and the records, or every problem found.
+pub fn parse_zone_file(
+    path: &Path,
+    text: &str,
+    origin: Name,
+) -> Result<(Name, Vec<ParsedRecord>), Vec<Problem>> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    let mut apex = None;
+    {
+        let mut cx = Ctx {
+            file: path,
+            origin,
+            default_ttl: None,
+            last_ttl: None,
+            last_owner: None,
+            out: &mut out,
+            problems: &mut problems,
+            depth: 0,
+        };
+        parse_text(&mut cx, text, &mut apex);
+        if apex.is_none() {
+            apex = Some(cx.origin.clone());
+        }
+    }
+    if problems.is_empty() {
+        Ok((apex.unwrap_or_else(Name::root), out))
+    } else {
+        Err(problems)
+    }
+}
+
+/// `apex` is fixed by the first record: a later `$ORIGIN` only changes relative names.
+fn parse_text(cx: &mut Ctx<'_>, text: &str, apex: &mut Option<Name>) {
+    let entries = match lex(text, cx.file) {
+        Ok(e) => e,
+        Err(p) => {
+            cx.problems.push(p);
+            return;
+        }
+    };
+    for entry in entries {
+        if let Err(p) = parse_entry(cx, &entry, apex) {
+            cx.problems.push(p);
+        }
+        if cx.problems.len() >= 100 {
+            return;
+        }
+    }
+}
+
+fn parse_name(cx: &Ctx<'_>, tok: &Token, what: &str) -> Result<Name, Problem> {
+    let err = |m: String| Problem::new(cx.file, tok.line, tok.col, m);
+    if tok.text == "@" {
+        return Ok(cx.origin.clone());
+    }
+    let mut n = Name::parse(&tok.text, Some(&cx.origin))
+        .map_err(|e| err(format!("{what} `{}` is not a valid name: {e}", tok.text)))?;
+    n.set_fqdn(true);
+    Ok(n)
+}
+
+fn parse_entry(cx: &mut Ctx<'_>, e: &Entry, apex: &mut Option<Name>) -> Result<(), Problem> {
+    let first = &e.tokens[0];
+    let file = cx.file;
+    let at = |t: &Token, m: String| Problem::new(file, t.line, t.col, m);
+
+    if !e.starts_blank && first.text.starts_with('$') && !first.quoted {
+        let arg = e.tokens.get(1);
+        match first.text.to_ascii_uppercase().as_str() {
+            "$ORIGIN" => {
+                let arg = arg.ok_or_else(|| at(first, "$ORIGIN needs a name".into()))?;
+                let mut n = Name::parse(&arg.text, Some(&cx.origin))
+                    .map_err(|err| at(arg, format!("$ORIGIN `{}`: {err}", arg.text)))?;
+                n.set_fqdn(true);
+                cx.origin = n;
+            }
+            "$TTL" => {
+                let arg = arg.ok_or_else(|| at(first, "$TTL needs a value".into()))?;
+                cx.default_ttl = Some(
+                    parse_ttl(&arg.text)
+                        .ok_or_else(|| at(arg, format!("$TTL `{}` is not a TTL", arg.text)))?,
+                );
+            }
+            "$INCLUDE" => {
+                let arg = arg.ok_or_else(|| at(first, "$INCLUDE needs a file name".into()))?;
+                if cx.depth >= MAX_INCLUDE_DEPTH {
+                    return Err(at(arg, "$INCLUDE nested too deeply".into()));
+                }
+                let p = Path::new(&arg.text);
+                let p = if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    cx.file.parent().unwrap_or(Path::new(".")).join(p)
+                };
+                let text = std::fs::read_to_string(&p)
+                    .map_err(|err| at(arg, format!("$INCLUDE `{}`: {err}", p.display())))?;
+                let saved_origin = cx.origin.clone();
+                if let Some(o) = e.tokens.get(2) {
+                    cx.origin = parse_name(cx, o, "$INCLUDE origin")?;
+                }
+                let saved_file = cx.file;
+                let mut sub = Ctx {
+                    file: &p,
+                    origin: cx.origin.clone(),
+                    default_ttl: cx.default_ttl,
+                    last_ttl: cx.last_ttl,
+                    last_owner: cx.last_owner.clone(),
+                    out: cx.out,
+                    problems: cx.problems,
+                    depth: cx.depth + 1,
+                };
+                parse_text(&mut sub, &text, apex);
+                cx.file = saved_file;
+                cx.origin = saved_origin;
+            }
+            other => return Err(at(first, format!("unknown directive `{other}`"))),
+        }
+        return Ok(());
+    }
+
+    let mut i = 0;
+    let owner = if e.starts_blank {
+        cx.last_owner
+            .clone()
+            .ok_or_else(|| at(first, "record has no owner name and none came before".into()))?
+    } else {
+        i = 1;
+        parse_name(cx, first, "owner")?
+    };
+    if apex.is_none() {
+        *apex = Some(cx.origin.clone());
+    }
+    cx.last_owner = Some(owner.clone());
+
+    // [TTL] [CLASS] TYPE, with TTL and class in either order.
+    let mut ttl = None;
+    let mut class = None;
+    let rtype;
+    loop {
+        let t = e
+            .tokens
+            .get(i)
+            .ok_or_else(|| at(&e.tokens[e.tokens.len() - 1], "record has no type".into()))?;
+        i += 1;
+        if ttl.is_none() && t.text.as_bytes()[0].is_ascii_digit() {
+            ttl = Some(parse_ttl(&t.text).ok_or_else(|| at(t, format!("`{}` is not a TTL", t.text)))?);
+            continue;
+        }
+        let upper = t.text.to_ascii_uppercase();
+        if class.is_none() {
+            match upper.as_str() {
+                "IN" => {
+                    class = Some((DNSClass::IN, t.clone()));
+                    continue;
+                }
+                "CH" | "CHAOS" | "HS" | "HESIOD" | "CS" | "NONE" | "ANY" => {
+                    return Err(at(t, format!("class {upper} is not served; only IN")));
+                }
+                _ if upper.starts_with("CLASS") && upper[5..].parse::<u16>().is_ok() => {
+                    return Err(at(t, format!("class {upper} is not served; only IN")));
+                }
+                _ => {}
+            }
+        }
+        rtype = parse_type(&upper).ok_or_else(|| at(t, format!("unknown record type `{}`", t.text)))?;
+        break;
+    }
+    let type_tok = &e.tokens[i - 1];
+    let rdata_toks = &e.tokens[i..];
+
+    let ttl = match ttl {
+        Some(t) => {
+            cx.last_ttl = Some(t);
+            t
+        }
+        None => match (cx.default_ttl, cx.last_ttl) {
+            (Some(t), _) => t,
+            (None, Some(t)) => t,
+            (None, None) if rtype == RecordType::SOA => {
+                // RFC 1035: without $TTL, the SOA's MINIMUM serves as the TTL.
+                rdata_toks
+                    .get(6)
+                    .and_then(|t| parse_ttl(&t.text))
+                    .ok_or_else(|| at(type_tok, "record has no TTL and no $TTL is set".into()))?
+            }
+            (None, None) => {
+                return Err(at(type_tok, "record has no TTL and no $TTL is set".into()));
+            }
+        },
+    };
+
+    let rdata = parse_rdata(cx, rtype, type_tok, rdata_toks)?;
+    let mut record = Record::from_rdata(owner, ttl, rdata);
+    record.dns_class = DNSClass::IN;
+    cx.out.push(ParsedRecord {
+        record,
+        file: cx.file.to_path_buf(),
+        line: e.line,
+        col: first.col,
+    });
+    Ok(())
+}
+
+fn parse_type(upper: &str) -> Option<RecordType> {
+    if let Some(n) = upper.strip_prefix("TYPE") {
+        return n.parse::<u16>().ok().map(RecordType::from);
+    }
+    match RecordType::from_str(upper) {
+        Ok(RecordType::Unknown(_)) | Err(_) => None,
+        Ok(t) => Some(t),
+    }
+}
+
+fn parse_rdata(
+    cx: &Ctx<'_>,
+    rtype: RecordType,
+    type_tok: &Token,
+    toks: &[Token],
+) -> Result<RData, Problem> {
+    let file = cx.file;
+    let at = |t: &Token, m: String| Problem::new(file, t.line, t.col, m);
+    let need = |n: usize| -> Result<(), Problem> {
+        if toks.len() < n {
+            Err(at(
+                toks.last().unwrap_or(type_tok),
+                format!("{rtype} needs {n} rdata fields, found {}", toks.len()),
+            ))
+        } else if toks.len() > n {
+            Err(at(&toks[n], format!("{rtype}: unexpected `{}`", toks[n].text)))
+        } else {
+            Ok(())
+        }
+    };
+    let num = |t: &Token, what: &str| -> Result<u32, Problem> {
+        t.text
+            .parse::<u32>()
+            .map_err(|_| at(t, format!("{rtype} {what} `{}` is not a number", t.text)))
+    };
+    let num16 = |t: &Token, what: &str| -> Result<u16, Problem> {
+        t.text
+            .parse::<u16>()
+            .map_err(|_| at(t, format!("{rtype} {what} `{}` is not a number 0-65535", t.text)))
+    };
+    let time = |t: &Token, what: &str| -> Result<u32, Problem> {
+        parse_ttl(&t.text).ok_or_else(|| at(t, format!("SOA {what} `{}` is not a time value", t.text)))
+    };
+
+    // RFC 3597 generic form works for every type.
+    if toks.first().is_some_and(|t| t.text == "\\#" && !t.quoted) {
+        let len_tok = toks
+            .get(1)
+            .ok_or_else(|| at(&toks[0], "\\# needs a length".into()))?;
+        let len = len_tok
+            .text
+            .parse::<u16>()
+            .map_err(|_| at(len_tok, format!("`{}` is not a length", len_tok.text)))?;
+        let hex: String = toks[2..].iter().map(|t| t.text.as_str()).collect();
+        let bytes = decode_hex(&hex).ok_or_else(|| at(&toks[0], "\\# data is not hex".into()))?;
+        if bytes.len() != len as usize {
+            return Err(at(
+                len_tok,
+                format!("\\# says {len} bytes but {} follow", bytes.len()),
+            ));
+        }
+        return decode_wire(rtype, &bytes).map_err(|m| at(&toks[0], m));
+    }
+
+    Ok(match rtype {
+        RecordType::A => {
+            need(1)?;
+            RData::A(
+                Ipv4Addr::from_str(&toks[0].text)
+                    .map_err(|_| at(&toks[0], format!("`{}` is not an IPv4 address", toks[0].text)))?
+                    .into(),
+            )
+        }
+        RecordType::AAAA => {
+            need(1)?;
+            RData::AAAA(
+                Ipv6Addr::from_str(&toks[0].text)
+                    .map_err(|_| at(&toks[0], format!("`{}` is not an IPv6 address", toks[0].text)))?
+                    .into(),
+            )
+        }
+        RecordType::NS => {
+            need(1)?;
+            RData::NS(NS(parse_name(cx, &toks[0], "NS target")?))
+        }
+        RecordType::CNAME => {
+            need(1)?;
+            RData::CNAME(CNAME(parse_name(cx, &toks[0], "CNAME target")?))
+        }
+        RecordType::PTR => {
+            need(1)?;
+            RData::PTR(PTR(parse_name(cx, &toks[0], "PTR target")?))
+        }
+        RecordType::MX => {
+            need(2)?;
+            RData::MX(MX::new(
+                num16(&toks[0], "preference")?,
+                parse_name(cx, &toks[1], "MX exchange")?,
+            ))
+        }
+        RecordType::SRV => {
+            need(4)?;
+            RData::SRV(SRV::new(
+                num16(&toks[0], "priority")?,
+                num16(&toks[1], "weight")?,
+                num16(&toks[2], "port")?,
+                parse_name(cx, &toks[3], "SRV target")?,
+            ))
+        }
+        RecordType::SOA => {
+            need(7)?;
+            RData::SOA(SOA::new(
+                parse_name(cx, &toks[0], "SOA mname")?,
+                parse_name(cx, &toks[1], "SOA rname")?,
+                num(&toks[2], "serial")?,
+                time(&toks[3], "refresh")? as i32,
+                time(&toks[4], "retry")? as i32,
+                time(&toks[5], "expire")? as i32,
+                time(&toks[6], "minimum")?,
+            ))
+        }
+        RecordType::TXT => {
+            if toks.is_empty() {
+                return Err(at(type_tok, "TXT needs at least one string".into()));
+            }
+            let mut strings = Vec::with_capacity(toks.len());
+            for t in toks {
+                let b = decode_escapes(&t.text).map_err(|m| at(t, m))?;
+                if b.len() > 255 {
+                    return Err(at(
+                        t,
+                        format!("TXT string is {} bytes; at most 255 fit in one", b.len()),
+                    ));
+                }
+                strings.push(b);
+            }
+            RData::TXT(TXT::from_bytes(strings.iter().map(Vec::as_slice).collect()))
+        }
+        RecordType::CAA => {
+            need(3)?;
+            let flags = toks[0]
+                .text
+                .parse::<u8>()
+                .map_err(|_| at(&toks[0], format!("CAA flags `{}` is not 0-255", toks[0].text)))?;
+            let tag = &toks[1].text;
+            if tag.is_empty() || tag.len() > 15 || !tag.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(at(&toks[1], format!("CAA tag `{tag}` must be 1-15 letters or digits")));
+            }
+            let value = decode_escapes(&toks[2].text).map_err(|m| at(&toks[2], m))?;
+            let mut wire = vec![flags, tag.len() as u8];
+            wire.extend_from_slice(tag.as_bytes());
+            wire.extend_from_slice(&value);
+            decode_wire(RecordType::CAA, &wire).map_err(|m| at(&toks[2], m))?
+        }
+        _ => hickory_fallback(cx, rtype, type_tok, toks)?,
+    })
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Decodes rdata wire bytes through hickory, so unknown and generic types still get a
+/// well-formed `RData` (or a clear error if the bytes do not fit the type).
+fn decode_wire(rtype: RecordType, bytes: &[u8]) -> Result<RData, String> {
+    let len = u16::try_from(bytes.len()).map_err(|_| "rdata longer than 65535 bytes".to_string())?;
+    let mut dec = BinDecoder::new(bytes);
+    let rd = RData::read(&mut dec, rtype, Restrict::new(len))
+        .map_err(|e| format!("{rtype} rdata is not valid: {e}"))?;
+    if dec.index() != bytes.len() {
+        return Err(format!("{rtype} rdata has trailing bytes"));
+    }
+    if let RData::Update0(_) = rd {
+        return Err(format!("{rtype} rdata may not be empty"));
+    }
+    Ok(rd)
+}
+
+/// Hands one record to hickory's own parser for the types this module does not parse itself.
+fn hickory_fallback(
+    cx: &Ctx<'_>,
+    rtype: RecordType,
+    type_tok: &Token,
+    toks: &[Token],
+) -> Result<RData, Problem> {
+    use hickory_proto::serialize::txt::Parser;
+    if matches!(
+        rtype,
+        RecordType::OPT | RecordType::AXFR | RecordType::IXFR | RecordType::ANY | RecordType::NULL
+    ) {
+        return Err(Problem::new(
+            cx.file,
+            type_tok.line,
+            type_tok.col,
+            format!("{rtype} records cannot appear in a zone file"),
+        ));
+    }
+    let mut line = String::from("@ 0 IN ");
+    line.push_str(&rtype.to_string());
+    for t in toks {
+        line.push(' ');
+        if t.quoted {
+            line.push('"');
+            line.push_str(&t.text);
+            line.push('"');
+        } else {
+            line.push_str(&t.text);
+        }
+    }
+    line.push('\n');
+    let parsed = Parser::new(line, None, Some(cx.origin.clone()))
+        .parse()
+        .map_err(|e| {
+            Problem::new(
+                cx.file,
+                type_tok.line,
+                type_tok.col,
+                format!("bad {rtype} rdata: {e}"),
+            )
+        })?;
+    parsed
+        .1
+        .into_values()
+        .next()
+        .and_then(|rs| rs.records_without_rrsigs().next().map(|r| r.data.clone()))
+        .ok_or_else(|| {
+            Problem::new(
+                cx.file,
+                type_tok.line,
+                type_tok.col,
+                format!("{rtype} rdata is empty"),
+            )
+        })
+}
+
+// Keep the rdata module referenced for readers looking for where types come from.
+#[allow(unused_imports)]
+use rdata as _rdata_types;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<(Name, Vec<ParsedRecord>), Vec<Problem>> {
+        parse_zone_file(
+            Path::new("t.zone"),
+            text,
+            Name::from_ascii("example.com.").unwrap(),
+        )
+    }
+
+    #[test]
+    fn multi_line_soa_and_relative_names() {
+        let (origin, recs) = parse(
+            "$TTL 1h\n@ IN SOA ns1 hostmaster (\n  1 ; serial\n  2h 1h 1w 5m )\n  NS ns1\nns1 300 A 192.0.2.1\n",
+        )
+        .unwrap();
+        assert_eq!(origin.to_string(), "example.com.");
+        assert_eq!(recs.len(), 3);
+        assert_eq!(recs[0].record.ttl, 3600);
+        assert_eq!(recs[1].record.record_type(), RecordType::NS);
+        assert_eq!(recs[1].record.name.to_string(), "example.com.");
+        assert_eq!(recs[2].line, 6);
+        assert_eq!(recs[2].record.ttl, 300);
+        match &recs[0].record.data {
+            RData::SOA(s) => {
+                assert_eq!(s.mname().to_string(), "ns1.example.com.");
+                assert_eq!(s.minimum(), 300);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn txt_escapes_and_quotes() {
+        let (_, recs) = parse("$TTL 60\nt TXT \"a;b\" \"q\\\"x\" \\065B\n").unwrap();
+        match &recs[0].record.data {
+            RData::TXT(t) => {
+                let parts: Vec<&[u8]> = t.iter().map(|b| &b[..]).collect();
+                assert_eq!(parts, vec![&b"a;b"[..], b"q\"x", b"AB"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_carry_positions() {
+        let errs = parse("$TTL 60\nok A 192.0.2.1\nbad A 300.1.1.1\nx MX ten y\n").unwrap_err();
+        assert_eq!(errs.len(), 2);
+        assert_eq!((errs[0].line, errs[0].col), (3, 7));
+        assert!(errs[0].message.contains("IPv4"));
+        assert_eq!(errs[1].line, 4);
+    }
+
+    #[test]
+    fn generic_rfc3597_and_fallback_types() {
+        let (_, recs) = parse(
+            "$TTL 60\ng TYPE65280 \\# 3 010203\na TYPE1 \\# 4 c0000201\ns SSHFP 1 1 0123456789abcdef0123456789abcdef01234567\n",
+        )
+        .unwrap();
+        assert_eq!(recs.len(), 3);
+        assert_eq!(recs[1].record.data, RData::A(Ipv4Addr::new(192, 0, 2, 1).into()));
+        assert_eq!(recs[2].record.record_type(), RecordType::SSHFP);
+    }
+
+    #[test]
+    fn origin_directive_and_ttl_units() {
+        let (apex, recs) = parse("$ORIGIN other.net.\n$TTL 1d2h\n@ NS ns\n").unwrap();
+        assert_eq!(apex.to_string(), "other.net.");
+        assert_eq!(recs[0].record.ttl, 93600);
+        assert_eq!(parse_ttl("1w"), Some(604800));
+        assert_eq!(parse_ttl("5x"), None);
+    }
+
+    #[test]
+    fn unbalanced_parens_are_reported() {
+        let errs = parse("$TTL 60\n@ SOA a b ( 1 2 3 4 5\n").unwrap_err();
+        assert!(errs[0].message.contains("never closed"), "{:?}", errs);
+        assert_eq!(errs[0].line, 2);
+    }
+}
