@@ -740,8 +740,8 @@ mod tests {
         assert_eq!(recs[2].record.ttl, 300);
         match &recs[0].record.data {
             RData::SOA(s) => {
-                assert_eq!(s.mname().to_string(), "ns1.example.com.");
-                assert_eq!(s.minimum(), 300);
+                assert_eq!(s.mname.to_string(), "ns1.example.com.");
+                assert_eq!(s.minimum, 300);
             }
             other => panic!("{other:?}"),
         }
@@ -752,7 +752,7 @@ mod tests {
         let (_, recs) = parse("$TTL 60\nt TXT \"a;b\" \"q\\\"x\" \\065B\n").unwrap();
         match &recs[0].record.data {
             RData::TXT(t) => {
-                let parts: Vec<&[u8]> = t.iter().map(|b| &b[..]).collect();
+                let parts: Vec<&[u8]> = t.txt_data.iter().map(|b| &b[..]).collect();
                 assert_eq!(parts, vec![&b"a;b"[..], b"q\"x", b"AB"]);
             }
             other => panic!("{other:?}"),
