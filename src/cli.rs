@@ -14,7 +14,11 @@ pub const EXIT_INVALID: i32 = 1;
 pub const EXIT_RUNTIME: i32 = 2;
 
 #[derive(Parser, Debug)]
-#[command(name = "meridian", version, about = "Authoritative DNS server with global server load balancing")]
+#[command(
+    name = "meridian",
+    version,
+    about = "Authoritative DNS server with global server load balancing"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,7 +45,9 @@ pub fn main() -> i32 {
         Err(e) => {
             let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => EXIT_OK,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    EXIT_OK
+                }
                 _ => EXIT_INVALID,
             };
         }
@@ -99,7 +105,10 @@ fn serve(path: &Path) -> i32 {
         udp_sockets: snap.config.config.server.udp_sockets,
         tcp_max_connections: *snap.config.config.server.tcp_max_connections.get_ref(),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("meridian: cannot start runtime: {e}");
@@ -130,7 +139,11 @@ fn serve(path: &Path) -> i32 {
 }
 
 /// Runs until SIGTERM or SIGINT; SIGHUP reloads.
-async fn wait_for_signals(shared: snapshot::SharedSnapshot, config_path: Arc<PathBuf>, settings: &ListenSettings) {
+async fn wait_for_signals(
+    shared: snapshot::SharedSnapshot,
+    config_path: Arc<PathBuf>,
+    settings: &ListenSettings,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -151,13 +164,19 @@ async fn wait_for_signals(shared: snapshot::SharedSnapshot, config_path: Arc<Pat
 }
 
 /// Builds a new snapshot off the query path and swaps it in; a bad config leaves the old one.
-pub async fn reload(shared: &snapshot::SharedSnapshot, config_path: &Path, settings: &ListenSettings) {
+pub async fn reload(
+    shared: &snapshot::SharedSnapshot,
+    config_path: &Path,
+    settings: &ListenSettings,
+) {
     let path = config_path.to_path_buf();
     let result = tokio::task::spawn_blocking(move || Snapshot::load(&path)).await;
     match result {
         Ok(Ok(snap)) => {
             if snap.config.listen != settings.addrs {
-                tracing::warn!("server.listen changed: the new addresses take effect after a restart");
+                tracing::warn!(
+                    "server.listen changed: the new addresses take effect after a restart"
+                );
             }
             let generation = snap.generation;
             shared.store(Arc::new(snap));

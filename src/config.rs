@@ -262,7 +262,8 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// Parses a humantime duration ("500ms", "5s", "1m").
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (expected a duration like \"500ms\", \"5s\", \"1m\")"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (expected a duration like \"500ms\", \"5s\", \"1m\")"))
 }
 
 /// Resolves `p` against the config file's folder unless it is absolute.
@@ -386,20 +387,14 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
     if !lc.zones_dir.is_dir() {
         out.push(at(
             c.server.zones.span(),
-            format!(
-                "server.zones: `{}` is not a folder",
-                lc.zones_dir.display()
-            ),
+            format!("server.zones: `{}` is not a folder", lc.zones_dir.display()),
         ));
     }
 
     if let Some(site) = &c.site {
         if let Some(id) = &site.id {
             if id.get_ref().is_empty() || id.get_ref().len() > 255 {
-                out.push(at(
-                    id.span(),
-                    "site.id: must be 1 to 255 bytes long".into(),
-                ));
+                out.push(at(id.span(), "site.id: must be 1 to 255 bytes long".into()));
             }
         }
         if let Some(loc) = &site.location {
@@ -582,7 +577,10 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
             if !c.health.contains_key(h.get_ref()) {
                 out.push(at(
                     h.span(),
-                    format!("{key}.health: no health profile `{}` is defined", h.get_ref()),
+                    format!(
+                        "{key}.health: no health profile `{}` is defined",
+                        h.get_ref()
+                    ),
                 ));
             }
         }
@@ -648,7 +646,9 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
             }
             if let Some(chk) = &e.check {
                 let u = chk.get_ref();
-                if !(u.starts_with("http://") || u.starts_with("https://") || u.starts_with("tcp://"))
+                if !(u.starts_with("http://")
+                    || u.starts_with("https://")
+                    || u.starts_with("tcp://"))
                 {
                     out.push(at(
                         chk.span(),
@@ -757,8 +757,9 @@ mod tests {
 
     #[test]
     fn wrong_type_names_nested_key() {
-        let err = parse_str("[server]\nlisten = [\"127.0.0.1:1\"]\nzones = \".\"\n[site]\nid = 5\n")
-            .unwrap_err();
+        let err =
+            parse_str("[server]\nlisten = [\"127.0.0.1:1\"]\nzones = \".\"\n[site]\nid = 5\n")
+                .unwrap_err();
         let p = &err.0[0];
         assert_eq!(p.line, 5, "{p}");
         assert!(p.message.contains("site.id"), "{p}");

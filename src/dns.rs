@@ -29,7 +29,12 @@ const PLAIN_UDP_LIMIT: usize = 512;
 
 /// Answers one query. `None` means send nothing: the packet had no readable header or was
 /// itself a response (answering those would let two servers reflect packets at each other).
-pub fn handle(snap: &Snapshot, packet: &[u8], _src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+pub fn handle(
+    snap: &Snapshot,
+    packet: &[u8],
+    _src: SocketAddr,
+    transport: Transport,
+) -> Option<Vec<u8>> {
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
         return None;
     }
@@ -166,9 +171,7 @@ fn answer(snap: &Snapshot, query: &Query, resp: &mut Message) -> bool {
                 }
                 let set = if qtype == RecordType::ANY {
                     // RFC 8482: one RRset stands for all of them.
-                    node.rrsets
-                        .iter()
-                        .find(|r| r.rtype != RecordType::RRSIG)
+                    node.rrsets.iter().find(|r| r.rtype != RecordType::RRSIG)
                 } else {
                     node.rrset(qtype)
                 };
@@ -247,7 +250,9 @@ fn chaos(snap: &Snapshot, query: &Query, resp: &mut Message) {
     let qtype = query.query_type();
     let text = match name.trim_end_matches('.') {
         "id.server" | "hostname.bind" => snap.wire.site_id.clone(),
-        "version.server" | "version.bind" => Some(format!("meridian {}", env!("CARGO_PKG_VERSION"))),
+        "version.server" | "version.bind" => {
+            Some(format!("meridian {}", env!("CARGO_PKG_VERSION")))
+        }
         _ => None,
     };
     let Some(text) = text else {
@@ -306,4 +311,3 @@ fn header_only_error(packet: &[u8], rcode: ResponseCode) -> Vec<u8> {
     out[3] = (u16::from(rcode) & 0x0f) as u8;
     out
 }
-

@@ -78,7 +78,10 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 
 /// Binds UDP and TCP on one address. With port 0 the UDP port is chosen by the kernel and TCP
 /// must take the same one; if another process holds it for TCP, try another port.
-fn bind_pair(addr: SocketAddr, udp_count: usize) -> io::Result<(Vec<std::net::UdpSocket>, std::net::TcpListener)> {
+fn bind_pair(
+    addr: SocketAddr,
+    udp_count: usize,
+) -> io::Result<(Vec<std::net::UdpSocket>, std::net::TcpListener)> {
     let tries = if addr.port() == 0 { 20 } else { 1 };
     let mut last_err = None;
     for _ in 0..tries {

@@ -136,7 +136,11 @@ impl Zone {
     }
 
     /// Builds a zone from parsed records, making the checks that `named-checkzone` makes.
-    pub fn build(origin: Name, file: &Path, records: Vec<ParsedRecord>) -> Result<Zone, Vec<Problem>> {
+    pub fn build(
+        origin: Name,
+        file: &Path,
+        records: Vec<ParsedRecord>,
+    ) -> Result<Zone, Vec<Problem>> {
         let mut problems = Vec::new();
         let origin_key = wire_key(&origin);
         let record_count = records.len();
@@ -149,10 +153,7 @@ impl Zone {
                     &pr.file,
                     pr.line,
                     pr.col,
-                    format!(
-                        "`{}` is outside the zone {}",
-                        pr.record.name, origin
-                    ),
+                    format!("`{}` is outside the zone {}", pr.record.name, origin),
                 ));
                 continue;
             }
@@ -176,7 +177,10 @@ impl Zone {
                             &pr.file,
                             pr.line,
                             pr.col,
-                            format!("SOA at `{}`: an SOA belongs only at the apex {origin}", pr.record.name),
+                            format!(
+                                "SOA at `{}`: an SOA belongs only at the apex {origin}",
+                                pr.record.name
+                            ),
                         ));
                         continue;
                     }
@@ -246,7 +250,12 @@ impl Zone {
         let soa = match soa {
             Some(s) => s,
             None => {
-                problems.push(Problem::new(file, 1, 1, format!("zone {origin} has no SOA record at its apex")));
+                problems.push(Problem::new(
+                    file,
+                    1,
+                    1,
+                    format!("zone {origin} has no SOA record at its apex"),
+                ));
                 return Err(problems);
             }
         };
@@ -256,10 +265,11 @@ impl Zone {
             .map(|s| s.records.clone())
             .unwrap_or_default();
         if apex_ns.is_empty() {
-            let (line, col, f) = first_line
-                .get(&origin_key)
-                .cloned()
-                .unwrap_or((1, 1, file.to_path_buf()));
+            let (line, col, f) =
+                first_line
+                    .get(&origin_key)
+                    .cloned()
+                    .unwrap_or((1, 1, file.to_path_buf()));
             problems.push(Problem::new(
                 &f,
                 line,
@@ -297,7 +307,8 @@ impl Zone {
                     if let RData::NS(target) = &r.data {
                         if origin.zone_of(&target.0) {
                             let has_addr = zone.node(&target.0).is_some_and(|n| {
-                                n.rrset(RecordType::A).is_some() || n.rrset(RecordType::AAAA).is_some()
+                                n.rrset(RecordType::A).is_some()
+                                    || n.rrset(RecordType::AAAA).is_some()
                             });
                             if !has_addr {
                                 let (line, col, f) = &first_line[key];
@@ -356,7 +367,12 @@ impl ZoneSet {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) => {
-                return Err(vec![Problem::new(dir, 0, 0, format!("cannot read zones folder: {e}"))]);
+                return Err(vec![Problem::new(
+                    dir,
+                    0,
+                    0,
+                    format!("cannot read zones folder: {e}"),
+                )]);
             }
         };
         let mut files: Vec<PathBuf> = entries
@@ -394,14 +410,26 @@ impl ZoneSet {
 
 /// Reads and checks one zone file.
 pub fn load_file(path: &Path) -> Result<Zone, Vec<Problem>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![Problem::new(path, 0, 0, format!("cannot read zone file: {e}"))])?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![Problem::new(
+            path,
+            0,
+            0,
+            format!("cannot read zone file: {e}"),
+        )]
+    })?;
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut origin = Name::from_ascii(&stem)
-        .map_err(|e| vec![Problem::new(path, 1, 1, format!("file name `{stem}` is not a zone name: {e}"))])?;
+    let mut origin = Name::from_ascii(&stem).map_err(|e| {
+        vec![Problem::new(
+            path,
+            1,
+            1,
+            format!("file name `{stem}` is not a zone name: {e}"),
+        )]
+    })?;
     origin.set_fqdn(true);
     let (origin, records) = parse::parse_zone_file(path, &text, origin)?;
     Zone::build(origin, path, records)
@@ -438,8 +466,14 @@ mod tests {
         assert!(matches!(find(&z, "A.B.C.example.com."), Found::Node(n) if !n.rrsets.is_empty()));
         assert!(matches!(find(&z, "x.w.example.com."), Found::Wildcard(_)));
         assert!(matches!(find(&z, "y.x.w.example.com."), Found::Wildcard(_)));
-        assert!(matches!(find(&z, "deep.ns.sub.example.com."), Found::Delegation(..)));
-        assert!(matches!(find(&z, "sub.example.com."), Found::Delegation(..)));
+        assert!(matches!(
+            find(&z, "deep.ns.sub.example.com."),
+            Found::Delegation(..)
+        ));
+        assert!(matches!(
+            find(&z, "sub.example.com."),
+            Found::Delegation(..)
+        ));
         assert!(matches!(find(&z, "nope.example.com."), Found::NxDomain));
         assert!(matches!(find(&z, "x.a.b.c.example.com."), Found::NxDomain));
     }

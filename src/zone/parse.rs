@@ -387,9 +387,12 @@ fn parse_entry(cx: &mut Ctx<'_>, e: &Entry, apex: &mut Option<Name>) -> Result<(
 
     let mut i = 0;
     let owner = if e.starts_blank {
-        cx.last_owner
-            .clone()
-            .ok_or_else(|| at(first, "record has no owner name and none came before".into()))?
+        cx.last_owner.clone().ok_or_else(|| {
+            at(
+                first,
+                "record has no owner name and none came before".into(),
+            )
+        })?
     } else {
         i = 1;
         parse_name(cx, first, "owner")?
@@ -410,7 +413,9 @@ fn parse_entry(cx: &mut Ctx<'_>, e: &Entry, apex: &mut Option<Name>) -> Result<(
             .ok_or_else(|| at(&e.tokens[e.tokens.len() - 1], "record has no type".into()))?;
         i += 1;
         if ttl.is_none() && t.text.as_bytes()[0].is_ascii_digit() {
-            ttl = Some(parse_ttl(&t.text).ok_or_else(|| at(t, format!("`{}` is not a TTL", t.text)))?);
+            ttl = Some(
+                parse_ttl(&t.text).ok_or_else(|| at(t, format!("`{}` is not a TTL", t.text)))?,
+            );
             continue;
         }
         let upper = t.text.to_ascii_uppercase();
@@ -429,7 +434,8 @@ fn parse_entry(cx: &mut Ctx<'_>, e: &Entry, apex: &mut Option<Name>) -> Result<(
                 _ => {}
             }
         }
-        rtype = parse_type(&upper).ok_or_else(|| at(t, format!("unknown record type `{}`", t.text)))?;
+        rtype =
+            parse_type(&upper).ok_or_else(|| at(t, format!("unknown record type `{}`", t.text)))?;
         break;
     }
     let type_tok = &e.tokens[i - 1];
@@ -493,7 +499,10 @@ fn parse_rdata(
                 format!("{rtype} needs {n} rdata fields, found {}", toks.len()),
             ))
         } else if toks.len() > n {
-            Err(at(&toks[n], format!("{rtype}: unexpected `{}`", toks[n].text)))
+            Err(at(
+                &toks[n],
+                format!("{rtype}: unexpected `{}`", toks[n].text),
+            ))
         } else {
             Ok(())
         }
@@ -504,12 +513,16 @@ fn parse_rdata(
             .map_err(|_| at(t, format!("{rtype} {what} `{}` is not a number", t.text)))
     };
     let num16 = |t: &Token, what: &str| -> Result<u16, Problem> {
-        t.text
-            .parse::<u16>()
-            .map_err(|_| at(t, format!("{rtype} {what} `{}` is not a number 0-65535", t.text)))
+        t.text.parse::<u16>().map_err(|_| {
+            at(
+                t,
+                format!("{rtype} {what} `{}` is not a number 0-65535", t.text),
+            )
+        })
     };
     let time = |t: &Token, what: &str| -> Result<u32, Problem> {
-        parse_ttl(&t.text).ok_or_else(|| at(t, format!("SOA {what} `{}` is not a time value", t.text)))
+        parse_ttl(&t.text)
+            .ok_or_else(|| at(t, format!("SOA {what} `{}` is not a time value", t.text)))
     };
 
     // RFC 3597 generic form works for every type.
@@ -537,7 +550,12 @@ fn parse_rdata(
             need(1)?;
             RData::A(
                 Ipv4Addr::from_str(&toks[0].text)
-                    .map_err(|_| at(&toks[0], format!("`{}` is not an IPv4 address", toks[0].text)))?
+                    .map_err(|_| {
+                        at(
+                            &toks[0],
+                            format!("`{}` is not an IPv4 address", toks[0].text),
+                        )
+                    })?
                     .into(),
             )
         }
@@ -545,7 +563,12 @@ fn parse_rdata(
             need(1)?;
             RData::AAAA(
                 Ipv6Addr::from_str(&toks[0].text)
-                    .map_err(|_| at(&toks[0], format!("`{}` is not an IPv6 address", toks[0].text)))?
+                    .map_err(|_| {
+                        at(
+                            &toks[0],
+                            format!("`{}` is not an IPv6 address", toks[0].text),
+                        )
+                    })?
                     .into(),
             )
         }
@@ -608,13 +631,18 @@ fn parse_rdata(
         }
         RecordType::CAA => {
             need(3)?;
-            let flags = toks[0]
-                .text
-                .parse::<u8>()
-                .map_err(|_| at(&toks[0], format!("CAA flags `{}` is not 0-255", toks[0].text)))?;
+            let flags = toks[0].text.parse::<u8>().map_err(|_| {
+                at(
+                    &toks[0],
+                    format!("CAA flags `{}` is not 0-255", toks[0].text),
+                )
+            })?;
             let tag = &toks[1].text;
             if tag.is_empty() || tag.len() > 15 || !tag.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(at(&toks[1], format!("CAA tag `{tag}` must be 1-15 letters or digits")));
+                return Err(at(
+                    &toks[1],
+                    format!("CAA tag `{tag}` must be 1-15 letters or digits"),
+                ));
             }
             let value = decode_escapes(&toks[2].text).map_err(|m| at(&toks[2], m))?;
             let mut wire = vec![flags, tag.len() as u8];
@@ -639,7 +667,8 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 /// Decodes rdata wire bytes through hickory, so unknown and generic types still get a
 /// well-formed `RData` (or a clear error if the bytes do not fit the type).
 fn decode_wire(rtype: RecordType, bytes: &[u8]) -> Result<RData, String> {
-    let len = u16::try_from(bytes.len()).map_err(|_| "rdata longer than 65535 bytes".to_string())?;
+    let len =
+        u16::try_from(bytes.len()).map_err(|_| "rdata longer than 65535 bytes".to_string())?;
     let mut dec = BinDecoder::new(bytes);
     let rd = RData::read(&mut dec, rtype, Restrict::new(len))
         .map_err(|e| format!("{rtype} rdata is not valid: {e}"))?;
@@ -775,7 +804,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(recs.len(), 3);
-        assert_eq!(recs[1].record.data, RData::A(Ipv4Addr::new(192, 0, 2, 1).into()));
+        assert_eq!(
+            recs[1].record.data,
+            RData::A(Ipv4Addr::new(192, 0, 2, 1).into())
+        );
         assert_eq!(recs[2].record.record_type(), RecordType::SSHFP);
     }
 

@@ -1,0 +1,160 @@
+//! Test support: start a real meridian server on ephemeral loopback ports from config and zone
+//! text, and talk to it with real DNS packets over UDP and TCP (hickory-proto as client codec).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+
+use meridian::server::{self, ListenSettings};
+use meridian::snapshot::{self, SharedSnapshot, Snapshot};
+
+pub const EXAMPLE_ZONE: &str = include_str!("../../zones/example.com.zone");
+
+/// A running server with its own temporary config folder.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub shared: SharedSnapshot,
+    rt: Option<tokio::runtime::Runtime>,
+    handle: Option<server::ServerHandle>,
+}
+
+impl TestServer {
+    /// `zones` are (file name, text) pairs written to `zones/`; `extra` is appended to the config
+    /// after a `[server]` section listening on 127.0.0.1:0.
+    pub fn start(zones: &[(&str, &str)], extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let zdir = dir.path().join("zones");
+        std::fs::create_dir(&zdir).expect("mkdir zones");
+        for (name, text) in zones {
+            std::fs::write(zdir.join(name), text).expect("write zone");
+        }
+        let config = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nzones = \"zones\"\nudp_sockets = 1\ntcp_idle_timeout = \"2s\"\ntcp_max_connections = 8\n{extra}"
+        );
+        let cpath = dir.path().join("meridian.toml");
+        std::fs::write(&cpath, config).expect("write config");
+        let snap = Snapshot::load(&cpath).unwrap_or_else(|p| panic!("config rejected:\n{p}"));
+        let settings = ListenSettings {
+            addrs: snap.config.listen.clone(),
+            udp_sockets: 1,
+            tcp_max_connections: *snap.config.config.server.tcp_max_connections.get_ref(),
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let shared = snapshot::shared(snap);
+        let handle = rt
+            .block_on(async { server::start(shared.clone(), &settings) })
+            .expect("server start");
+        TestServer {
+            addr: handle.addrs[0],
+            dir,
+            shared,
+            rt: Some(rt),
+            handle: Some(handle),
+        }
+    }
+
+    /// The shipped example zone with a site id.
+    pub fn example() -> TestServer {
+        Self::start(
+            &[("example.com.zone", EXAMPLE_ZONE)],
+            "[site]\nid = \"test-site\"\n",
+        )
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("meridian.toml")
+    }
+
+    /// Sends raw bytes over UDP; `None` if nothing came back within the timeout.
+    pub fn udp_raw(&self, packet: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_read_timeout(Some(timeout)).expect("timeout");
+        sock.send_to(packet, self.addr).expect("send");
+        let mut buf = vec![0u8; 65535];
+        match sock.recv_from(&mut buf) {
+            Ok((n, _)) => Some(buf[..n].to_vec()),
+            Err(_) => None,
+        }
+    }
+
+    pub fn udp(&self, msg: &Message) -> Message {
+        let bytes = msg.to_vec().expect("encode");
+        let resp = self
+            .udp_raw(&bytes, Duration::from_secs(3))
+            .expect("no UDP response");
+        let m = Message::from_vec(&resp).expect("decode response");
+        assert_eq!(m.metadata.id, msg.metadata.id, "response id");
+        m
+    }
+
+    /// Sends several messages on one TCP connection back to back (pipelined) and reads as many
+    /// responses.
+    pub fn tcp_many(&self, msgs: &[Message]) -> Vec<Message> {
+        let mut s = TcpStream::connect(self.addr).expect("tcp connect");
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        let mut out = Vec::new();
+        for m in msgs {
+            let b = m.to_vec().expect("encode");
+            out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+            out.extend_from_slice(&b);
+        }
+        s.write_all(&out).expect("tcp write");
+        msgs.iter()
+            .map(|_| {
+                let mut len = [0u8; 2];
+                s.read_exact(&mut len).expect("tcp read length");
+                let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+                s.read_exact(&mut buf).expect("tcp read body");
+                Message::from_vec(&buf).expect("decode tcp response")
+            })
+            .collect()
+    }
+
+    pub fn tcp(&self, msg: &Message) -> Message {
+        self.tcp_many(std::slice::from_ref(msg)).remove(0)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let (Some(rt), Some(h)) = (self.rt.take(), self.handle.take()) {
+            rt.block_on(h.shutdown());
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+/// A query for `name`/`rtype` in class IN, RD clear, without EDNS.
+pub fn query(name: &str, rtype: RecordType) -> Message {
+    let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    let mut q = Query::query(Name::from_ascii(name).expect("name"), rtype);
+    q.set_query_class(DNSClass::IN);
+    m.add_query(q);
+    m
+}
+
+/// The same with an EDNS OPT advertising `payload`.
+pub fn query_edns(name: &str, rtype: RecordType, payload: u16) -> Message {
+    let mut m = query(name, rtype);
+    let mut e = Edns::new();
+    e.set_max_payload(payload);
+    m.set_edns(e);
+    m
+}
+
+fn rand_id() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(4242);
+    NEXT.fetch_add(7919, Ordering::Relaxed)
+}
