@@ -8,6 +8,9 @@
 //! |---|---|
 //! | [`config`] | the TOML schema, its checks, and `file:line:col` problems |
 //! | [`zone`] | master-file parsing, zone checks, the name index for lookups |
+//! | [`geo`] | locating a client: ECS or source, overrides, GeoIP database, site |
+//! | [`policy`] | balanced names and the seven steering policies |
+//! | [`health`] | endpoint health state, read lock-free by the query path |
 //! | [`snapshot`] | everything a query needs, swapped atomically |
 //! | [`dns`] | query bytes → response bytes, independent of transport |
 //! | [`server`] | UDP and TCP listeners |
@@ -16,6 +19,9 @@
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod geo;
+pub mod health;
+pub mod policy;
 pub mod server;
 pub mod snapshot;
 pub mod zone;

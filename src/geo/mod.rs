@@ -1,0 +1,466 @@
+//! Locating a client: which address stands for it (ECS or source), and where that address is,
+//! from `geoip.networks` overrides (longest prefix), then the GeoIP database, then this site's
+//! own location (under anycast the receiving site is near the client), else nowhere (every
+//! region counts as equally near).
+//!
+//! Also reports the prefix length the answer depended on, which becomes the ECS scope.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+
+/// Latitude and longitude in degrees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Coords {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+/// Great-circle distance in km (haversine, R = 6371 km). Flat lat/lon distance gets
+/// Melbourne and Tokyo wrong (see `shared/geoip-testdata/README.md`).
+pub fn distance_km(a: Coords, b: Coords) -> f64 {
+    let (la1, la2) = (a.lat.to_radians(), b.lat.to_radians());
+    let dlat = la2 - la1;
+    let dlon = (b.lon - a.lon).to_radians();
+    let h = (dlat / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlon / 2.0).sin().powi(2);
+    2.0 * 6371.0 * h.sqrt().min(1.0).asin()
+}
+
+/// Two-letter code (country or continent) without a heap allocation.
+pub type Code = [u8; 2];
+
+pub fn code(s: &str) -> Option<Code> {
+    let b = s.as_bytes();
+    (b.len() == 2).then(|| [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()])
+}
+
+pub fn code_str(c: &Code) -> &str {
+    std::str::from_utf8(c).unwrap_or("??")
+}
+
+/// Country → (continent, centroid), from `countries.tsv`.
+pub fn country_info(cc: Code) -> Option<(Code, Coords)> {
+    static TABLE: OnceLock<HashMap<Code, (Code, Coords)>> = OnceLock::new();
+    TABLE
+        .get_or_init(|| {
+            include_str!("countries.tsv")
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| {
+                    let mut f = l.split('\t');
+                    let cc = code(f.next()?)?;
+                    let ct = code(f.next()?)?;
+                    let lat = f.next()?.parse().ok()?;
+                    let lon = f.next()?.parse().ok()?;
+                    Some((cc, (ct, Coords { lat, lon })))
+                })
+                .collect()
+        })
+        .get(&cc)
+        .copied()
+}
+
+/// IPv4-mapped (`::ffff:a.b.c.d`) and 6to4 (`2002:aabb:ccdd::/48`) addresses stand for the IPv4
+/// address inside them.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let s = v6.segments();
+            if s[0] == 0x2002 {
+                return IpAddr::V4(Ipv4Addr::new(
+                    (s[1] >> 8) as u8,
+                    s[1] as u8,
+                    (s[2] >> 8) as u8,
+                    s[2] as u8,
+                ));
+            }
+            IpAddr::V6(v6)
+        }
+        v4 => v4,
+    }
+}
+
+/// `ip` with every bit past `prefix` cleared.
+pub fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let p = prefix.min(32) as u32;
+            let m = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
+        }
+        IpAddr::V6(a) => {
+            let p = prefix.min(128) as u32;
+            let m = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
+        }
+    }
+}
+
+/// What a `geoip.networks` entry says about the addresses it covers.
+#[derive(Debug, Clone)]
+pub enum OverrideTarget {
+    Region(String),
+    Location(Coords),
+    Country(Code),
+}
+
+#[derive(Debug, Clone)]
+pub struct Override {
+    pub net: IpAddr,
+    pub prefix: u8,
+    pub target: OverrideTarget,
+}
+
+/// What the database knows of one address.
+#[derive(Debug, Clone, Default)]
+pub struct DbHit {
+    pub country: Option<Code>,
+    pub continent: Option<Code>,
+    pub coords: Option<Coords>,
+    /// Prefix length of the database network holding the address (found or not).
+    pub prefix: u8,
+    pub found: bool,
+}
+
+/// A memory-mapped GeoIP database: MaxMind GeoIP2/GeoLite2 City or Country, or the DB-IP /
+/// ip-location-db flat schema.
+pub struct GeoDb {
+    pub path: PathBuf,
+    reader: maxminddb::Reader<maxminddb::Mmap>,
+}
+
+impl std::fmt::Debug for GeoDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GeoDb({})", self.path.display())
+    }
+}
+
+#[derive(Deserialize)]
+struct IsoCode<'a> {
+    #[serde(borrow)]
+    iso_code: Option<&'a str>,
+}
+#[derive(Deserialize)]
+struct ContinentCode<'a> {
+    #[serde(borrow)]
+    code: Option<&'a str>,
+}
+#[derive(Deserialize)]
+struct LatLon {
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+}
+
+/// Both schemas at once: MaxMind nests (`country.iso_code`), DB-IP / ip-location-db is flat
+/// (`country_code`, `latitude`, `longitude`).
+#[derive(Deserialize)]
+struct GeoRecord<'a> {
+    #[serde(borrow)]
+    country: Option<IsoCode<'a>>,
+    #[serde(borrow)]
+    continent: Option<ContinentCode<'a>>,
+    location: Option<LatLon>,
+    #[serde(borrow)]
+    country_code: Option<&'a str>,
+    #[serde(borrow)]
+    continent_code: Option<&'a str>,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+}
+
+impl GeoDb {
+    pub fn open(path: &Path) -> Result<GeoDb, String> {
+        // SAFETY: the file is opened read-only. A reload opens the new file as a new mapping;
+        // operators replace database files by rename (geoip/update.sh does), which leaves the
+        // old mapping's inode intact until the old snapshot is dropped.
+        let reader = unsafe { maxminddb::Reader::open_mmap(path) }
+            .map_err(|e| format!("cannot open GeoIP database `{}`: {e}", path.display()))?;
+        let db = GeoDb {
+            path: path.to_path_buf(),
+            reader,
+        };
+        // A database whose records decode to neither schema is almost certainly the wrong file.
+        let probe = ["81.2.69.160", "8.8.8.8", "2001:218::1", "1.0.0.1"];
+        for p in probe {
+            if let Ok(ip) = p.parse() {
+                db.try_lookup(ip).map_err(|e| {
+                    format!("GeoIP database `{}` is not readable: {e}", path.display())
+                })?;
+            }
+        }
+        Ok(db)
+    }
+
+    pub fn database_type(&self) -> &str {
+        &self.reader.metadata().database_type
+    }
+
+    fn try_lookup(&self, ip: IpAddr) -> Result<DbHit, maxminddb::MaxMindDbError> {
+        let r = self.reader.lookup(ip)?;
+        let prefix = r.network().map(|n| n.prefix()).unwrap_or(0);
+        let Some(rec) = r.decode::<GeoRecord<'_>>()? else {
+            return Ok(DbHit {
+                prefix,
+                ..DbHit::default()
+            });
+        };
+        let country = rec
+            .country
+            .and_then(|c| c.iso_code)
+            .or(rec.country_code)
+            .and_then(code);
+        let continent = rec
+            .continent
+            .and_then(|c| c.code)
+            .or(rec.continent_code)
+            .and_then(code)
+            .or_else(|| country.and_then(country_info).map(|(ct, _)| ct));
+        let coords = match (rec.location, rec.latitude, rec.longitude) {
+            (
+                Some(LatLon {
+                    latitude: Some(lat),
+                    longitude: Some(lon),
+                }),
+                _,
+                _,
+            ) => Some(Coords { lat, lon }),
+            (_, Some(lat), Some(lon)) => Some(Coords { lat, lon }),
+            _ => None,
+        };
+        Ok(DbHit {
+            country,
+            continent,
+            coords,
+            prefix,
+            found: true,
+        })
+    }
+
+    /// Looks an address up; a decode error counts as "not found" so one bad record cannot
+    /// fail a query.
+    pub fn lookup(&self, ip: IpAddr) -> DbHit {
+        self.try_lookup(ip).unwrap_or_default()
+    }
+}
+
+/// Where the client address came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrSource {
+    /// EDNS Client Subnet with this source prefix length.
+    Ecs(u8),
+    SourceIp,
+}
+
+/// How the client's location was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocatedBy {
+    Override,
+    Database,
+    Site,
+    Unknown,
+}
+
+impl LocatedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocatedBy::Override => "override",
+            LocatedBy::Database => "database",
+            LocatedBy::Site => "site",
+            LocatedBy::Unknown => "unknown",
+        }
+    }
+}
+
+/// Everything known about where a client is.
+#[derive(Debug, Clone)]
+pub struct ClientLocation {
+    pub addr: IpAddr,
+    pub source: AddrSource,
+    pub by: LocatedBy,
+    /// Set by a `geoip.networks` entry that names a region.
+    pub region: Option<String>,
+    pub country: Option<Code>,
+    pub continent: Option<Code>,
+    pub coords: Option<Coords>,
+    /// Prefix length of the network whose data decided (override or database network).
+    pub prefix: u8,
+}
+
+/// The client-locating part of a snapshot.
+#[derive(Debug, Default)]
+pub struct Locator {
+    /// Sorted longest prefix first.
+    pub overrides: Vec<Override>,
+    pub db: Option<GeoDb>,
+    pub site: Option<Coords>,
+}
+
+impl Locator {
+    pub fn new(mut overrides: Vec<Override>, db: Option<GeoDb>, site: Option<Coords>) -> Locator {
+        overrides.sort_by(|a, b| b.prefix.cmp(&a.prefix));
+        Locator {
+            overrides,
+            db,
+            site,
+        }
+    }
+
+    fn find_override(&self, ip: IpAddr) -> Option<&Override> {
+        self.overrides
+            .iter()
+            .find(|o| o.net.is_ipv4() == ip.is_ipv4() && mask(ip, o.prefix) == o.net)
+    }
+
+    /// Locates the client given by `addr` (already the ECS address when there was one).
+    pub fn locate(&self, addr: IpAddr, source: AddrSource) -> ClientLocation {
+        let ip = canonical(addr);
+        let mut loc = ClientLocation {
+            addr,
+            source,
+            by: LocatedBy::Unknown,
+            region: None,
+            country: None,
+            continent: None,
+            coords: None,
+            prefix: 0,
+        };
+        if let Some(o) = self.find_override(ip) {
+            loc.by = LocatedBy::Override;
+            loc.prefix = o.prefix;
+            match &o.target {
+                OverrideTarget::Region(r) => loc.region = Some(r.clone()),
+                OverrideTarget::Location(c) => loc.coords = Some(*c),
+                OverrideTarget::Country(cc) => {
+                    loc.country = Some(*cc);
+                    if let Some((ct, c)) = country_info(*cc) {
+                        loc.continent = Some(ct);
+                        loc.coords = Some(c);
+                    }
+                }
+            }
+            return loc;
+        }
+        let mut db_prefix = None;
+        if let Some(db) = &self.db {
+            let hit = db.lookup(ip);
+            // The database's network bounds how far the answer can be shared; for IPv4
+            // looked up through its mapped form the prefix is already IPv4-relative.
+            db_prefix = Some(hit.prefix);
+            if hit.found
+                && (hit.country.is_some() || hit.coords.is_some() || hit.continent.is_some())
+            {
+                loc.by = LocatedBy::Database;
+                loc.prefix = hit.prefix;
+                loc.country = hit.country;
+                loc.continent = hit.continent;
+                // A country-only database places the client at its country's centroid.
+                loc.coords = hit
+                    .coords
+                    .or_else(|| hit.country.and_then(country_info).map(|(_, c)| c));
+                return loc;
+            }
+        }
+        // Unknown to overrides and database: the answer depends only on not being found, so
+        // it holds for the database's whole empty network (or, without a database, for the
+        // client's whole family unless overrides could match it).
+        loc.prefix = match db_prefix {
+            Some(p) => p,
+            None if self
+                .overrides
+                .iter()
+                .any(|o| o.net.is_ipv4() == ip.is_ipv4()) =>
+            {
+                if ip.is_ipv4() {
+                    24
+                } else {
+                    56
+                }
+            }
+            None => 0,
+        };
+        match self.site {
+            Some(c) => {
+                loc.by = LocatedBy::Site;
+                loc.coords = Some(c);
+            }
+            None => loc.by = LocatedBy::Unknown,
+        }
+        loc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn haversine_known_distances() {
+        let us_east = Coords {
+            lat: 38.9,
+            lon: -77.0,
+        };
+        let eu_west = Coords {
+            lat: 53.35,
+            lon: -6.26,
+        };
+        let melbourne = Coords {
+            lat: -37.8159,
+            lon: 144.9669,
+        };
+        let d1 = distance_km(melbourne, us_east);
+        let d2 = distance_km(melbourne, eu_west);
+        assert!((d1 - 16387.0).abs() < 5.0, "{d1}");
+        assert!((d2 - 17219.0).abs() < 5.0, "{d2}");
+    }
+
+    #[test]
+    fn mapped_and_6to4_are_ipv4() {
+        let v4: IpAddr = "81.2.69.160".parse().unwrap();
+        assert_eq!(canonical("::ffff:81.2.69.160".parse().unwrap()), v4);
+        assert_eq!(canonical("2002:5102:45a0::".parse().unwrap()), v4);
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
+    }
+
+    #[test]
+    fn centroid_table_has_countries() {
+        let (ct, c) = country_info(*b"JP").unwrap();
+        assert_eq!(&ct, b"AS");
+        assert!((c.lat - 36.0).abs() < 2.0);
+        assert_eq!(country_info(*b"BR").unwrap().0, *b"SA");
+        assert!(country_info(*b"ZZ").is_none());
+    }
+
+    #[test]
+    fn overrides_longest_prefix_wins() {
+        let l = Locator::new(
+            vec![
+                Override {
+                    net: "10.0.0.0".parse().unwrap(),
+                    prefix: 8,
+                    target: OverrideTarget::Region("a".into()),
+                },
+                Override {
+                    net: "10.1.0.0".parse().unwrap(),
+                    prefix: 16,
+                    target: OverrideTarget::Region("b".into()),
+                },
+            ],
+            None,
+            None,
+        );
+        let loc = l.locate("10.1.2.3".parse().unwrap(), AddrSource::SourceIp);
+        assert_eq!(loc.region.as_deref(), Some("b"));
+        assert_eq!(loc.prefix, 16);
+        let loc = l.locate("10.2.2.3".parse().unwrap(), AddrSource::SourceIp);
+        assert_eq!(loc.region.as_deref(), Some("a"));
+        let loc = l.locate("11.2.2.3".parse().unwrap(), AddrSource::SourceIp);
+        assert_eq!(loc.by, LocatedBy::Unknown);
+    }
+}

@@ -1,0 +1,95 @@
+//! Health state of endpoints, shared between whatever writes it (the prober, the drain API,
+//! `explain --down`) and the query path, which reads it without locks: every field is an atomic.
+//!
+//! States live in a [`HealthRegistry`] keyed by what identifies a probe target, so a reload
+//! that keeps an endpoint keeps its state (SPEC "Reload": health carries over).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Live figures for one endpoint of one service.
+#[derive(Debug)]
+pub struct EndpointState {
+    healthy: AtomicBool,
+    drained: AtomicBool,
+    /// Probe round-trip time in microseconds; 0 = not measured yet.
+    rtt_us: AtomicU64,
+    /// `X-Load` reported by the endpoint, as f64 bits; NaN = not reported.
+    load: AtomicU64,
+}
+
+impl EndpointState {
+    pub fn new(initially_up: bool) -> EndpointState {
+        EndpointState {
+            healthy: AtomicBool::new(initially_up),
+            drained: AtomicBool::new(false),
+            rtt_us: AtomicU64::new(0),
+            load: AtomicU64::new(f64::NAN.to_bits()),
+        }
+    }
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+    pub fn set_healthy(&self, v: bool) {
+        self.healthy.store(v, Ordering::Relaxed)
+    }
+    pub fn drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+    pub fn set_drained(&self, v: bool) {
+        self.drained.store(v, Ordering::Relaxed)
+    }
+    /// Up for answering: healthy and not drained.
+    pub fn up(&self) -> bool {
+        self.healthy() && !self.drained()
+    }
+    pub fn rtt_us(&self) -> Option<u64> {
+        match self.rtt_us.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(v),
+        }
+    }
+    pub fn set_rtt_us(&self, v: Option<u64>) {
+        self.rtt_us.store(v.unwrap_or(0), Ordering::Relaxed)
+    }
+    pub fn load(&self) -> Option<f64> {
+        let v = f64::from_bits(self.load.load(Ordering::Relaxed));
+        (!v.is_nan()).then_some(v)
+    }
+    pub fn set_load(&self, v: Option<f64>) {
+        self.load
+            .store(v.unwrap_or(f64::NAN).to_bits(), Ordering::Relaxed)
+    }
+}
+
+/// What makes two endpoints "the same" across reloads: same service, address and probe.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EndpointKey {
+    pub service: String,
+    pub address: IpAddr,
+    pub probe: String,
+}
+
+/// Hands out endpoint states, reusing the old state for an unchanged endpoint. Used only when a
+/// snapshot is built, never per query.
+#[derive(Debug, Default)]
+pub struct HealthRegistry {
+    states: Mutex<HashMap<EndpointKey, Arc<EndpointState>>>,
+}
+
+impl HealthRegistry {
+    pub fn state(&self, key: EndpointKey, initially_up: bool) -> Arc<EndpointState> {
+        let mut m = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(key)
+            .or_insert_with(|| Arc::new(EndpointState::new(initially_up)))
+            .clone()
+    }
+
+    /// Forgets endpoints that the current config no longer has.
+    pub fn retain(&self, keep: &dyn Fn(&EndpointKey) -> bool) {
+        let mut m = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|k, _| keep(k));
+    }
+}

@@ -1,0 +1,328 @@
+//! Balanced names and the steering policies that answer them.
+//!
+//! Following pingora-load-balancing's split, a policy only puts the *eligible* endpoints (the
+//! address family asked for, healthy and not drained) in order of preference; health, drain,
+//! "next nearest takes over" and `when_all_down` live once, in [`select`], not in every policy.
+//! Each policy is one small file with one `rank` function.
+
+mod failover;
+mod geo;
+mod hash;
+mod latency;
+mod least_loaded;
+mod round_robin;
+mod weighted;
+
+use std::cell::Cell;
+use std::net::IpAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use hickory_proto::rr::Name;
+
+use crate::geo::{AddrSource, ClientLocation, Coords, Locator};
+use crate::health::EndpointState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    RoundRobin,
+    Weighted,
+    Geo,
+    Failover,
+    Hash,
+    Latency,
+    LeastLoaded,
+}
+
+impl PolicyKind {
+    pub fn parse(s: &str) -> Option<PolicyKind> {
+        Some(match s {
+            "round-robin" => PolicyKind::RoundRobin,
+            "weighted" => PolicyKind::Weighted,
+            "geo" => PolicyKind::Geo,
+            "failover" => PolicyKind::Failover,
+            "hash" => PolicyKind::Hash,
+            "latency" => PolicyKind::Latency,
+            "least-loaded" => PolicyKind::LeastLoaded,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::RoundRobin => "round-robin",
+            PolicyKind::Weighted => "weighted",
+            PolicyKind::Geo => "geo",
+            PolicyKind::Failover => "failover",
+            PolicyKind::Hash => "hash",
+            PolicyKind::Latency => "latency",
+            PolicyKind::LeastLoaded => "least-loaded",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Region {
+    pub name: String,
+    pub location: Option<Coords>,
+    pub countries: Vec<[u8; 2]>,
+    pub continents: Vec<[u8; 2]>,
+}
+
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: IpAddr,
+    /// Index into the snapshot's regions.
+    pub region: Option<usize>,
+    pub weight: f64,
+    pub priority: u32,
+    /// Probe target (the `check` URL, or derived from the profile).
+    pub probe: String,
+    pub state: Arc<EndpointState>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenAllDown {
+    ServeAll,
+    Empty,
+}
+
+#[derive(Debug)]
+pub struct Service {
+    pub name: Name,
+    pub policy: PolicyKind,
+    pub ttl: u32,
+    pub max_answers: usize,
+    pub when_all_down: WhenAllDown,
+    pub health: Option<String>,
+    pub endpoints: Vec<Endpoint>,
+    rr_next: AtomicUsize,
+}
+
+impl Service {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: Name,
+        policy: PolicyKind,
+        ttl: u32,
+        max_answers: usize,
+        when_all_down: WhenAllDown,
+        health: Option<String>,
+        endpoints: Vec<Endpoint>,
+    ) -> Service {
+        Service {
+            name,
+            policy,
+            ttl,
+            max_answers,
+            when_all_down,
+            health,
+            endpoints,
+            rr_next: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Which address family a query asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn matches(self, ip: &IpAddr) -> bool {
+        matches!(
+            (self, ip),
+            (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_))
+        )
+    }
+}
+
+/// The client as the query presents it; its location is looked up only if a policy asks.
+pub struct Client<'a> {
+    pub addr: IpAddr,
+    pub source: AddrSource,
+    pub locator: &'a Locator,
+    located: Option<ClientLocation>,
+}
+
+impl<'a> Client<'a> {
+    pub fn new(addr: IpAddr, source: AddrSource, locator: &'a Locator) -> Client<'a> {
+        Client {
+            addr,
+            source,
+            locator,
+            located: None,
+        }
+    }
+    pub fn location(&mut self) -> &ClientLocation {
+        let (addr, source, locator) = (self.addr, self.source, self.locator);
+        self.located
+            .get_or_insert_with(|| locator.locate(addr, source))
+    }
+    pub fn located(&self) -> Option<&ClientLocation> {
+        self.located.as_ref()
+    }
+}
+
+/// Why an endpoint was or was not picked, for `explain`.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    pub notes: Vec<String>,
+    /// Distance in km from the client, per endpoint index (geo only).
+    pub distance_km: Vec<(usize, f64)>,
+    /// Region chosen by geo, and why.
+    pub chosen_region: Option<(usize, String)>,
+    pub all_down: bool,
+}
+
+/// The outcome of a selection.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Endpoint indices, best first, at most `max_answers`.
+    pub picks: Vec<usize>,
+    /// Prefix length of the client address the answer depended on (ECS scope, before capping
+    /// at the query's source prefix).
+    pub scope: u8,
+    /// Every endpoint of the family was down (`when_all_down` applied).
+    pub all_down: bool,
+}
+
+/// What policies see.
+pub struct Ctx<'a, 'c> {
+    pub svc: &'a Service,
+    pub regions: &'a [Region],
+    pub client: &'a mut Client<'c>,
+    pub trace: Option<&'a mut Trace>,
+}
+
+impl Ctx<'_, '_> {
+    fn note(&mut self, f: impl FnOnce() -> String) {
+        if let Some(t) = self.trace.as_deref_mut() {
+            t.notes.push(f());
+        }
+    }
+}
+
+/// Picks the endpoints that answer a query for `family` at `svc`. `up` says whether an
+/// endpoint may be answered (the live health table normally; `explain --down` overrides it).
+pub fn select(
+    svc: &Service,
+    regions: &[Region],
+    family: Family,
+    client: &mut Client<'_>,
+    up: &dyn Fn(usize, &Endpoint) -> bool,
+    mut trace: Option<&mut Trace>,
+) -> Selection {
+    let mut eligible: Vec<usize> = svc
+        .endpoints
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| family.matches(&e.addr) && up(*i, e))
+        .map(|(i, _)| i)
+        .collect();
+    let mut all_down = false;
+    if eligible.is_empty() {
+        let any = svc.endpoints.iter().any(|e| family.matches(&e.addr));
+        if !any || svc.when_all_down == WhenAllDown::Empty {
+            if any {
+                if let Some(t) = trace.as_deref_mut() {
+                    t.all_down = true;
+                    t.notes
+                        .push("every endpoint is down; when_all_down = empty: NODATA".into());
+                }
+            }
+            return Selection {
+                all_down: any,
+                ..Selection::default()
+            };
+        }
+        // Fail open (Route 53's behaviour): answer as if every endpoint were healthy.
+        all_down = true;
+        eligible = svc
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| family.matches(&e.addr))
+            .map(|(i, _)| i)
+            .collect();
+        if let Some(t) = trace.as_deref_mut() {
+            t.all_down = true;
+            t.notes.push(
+                "every endpoint is down; when_all_down = serve-all: answering as if all were up"
+                    .into(),
+            );
+        }
+    }
+    let mut ctx = Ctx {
+        svc,
+        regions,
+        client,
+        trace,
+    };
+    let scope = match svc.policy {
+        PolicyKind::RoundRobin => round_robin::rank(&mut ctx, &mut eligible),
+        PolicyKind::Weighted => weighted::rank(&mut ctx, &mut eligible),
+        PolicyKind::Geo => geo::rank(&mut ctx, &mut eligible),
+        PolicyKind::Failover => failover::rank(&mut ctx, &mut eligible),
+        PolicyKind::Hash => hash::rank(&mut ctx, &mut eligible),
+        PolicyKind::Latency => latency::rank(&mut ctx, &mut eligible),
+        PolicyKind::LeastLoaded => least_loaded::rank(&mut ctx, &mut eligible),
+    };
+    eligible.truncate(svc.max_answers);
+    Selection {
+        picks: eligible,
+        scope,
+        all_down,
+    }
+}
+
+thread_local! {
+    static RNG: Cell<u64> = Cell::new(seed());
+}
+
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded per process from the OS; mixing in the thread gives each thread
+    // its own stream.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    h.finish() | 1
+}
+
+/// A uniform number in (0, 1) from a per-thread xorshift64* generator: no lock, no syscall.
+pub fn random_unit() -> f64 {
+    RNG.with(|c| {
+        let mut x = c.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        c.set(x);
+        let v = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11; // 53 bits
+        (v as f64 + 0.5) / (1u64 << 53) as f64
+    })
+}
+
+/// Orders `idx` by weighted random sampling without replacement (Efraimidis–Spirakis): each
+/// endpoint draws `ln(u) / weight` and the largest keys win, so the first pick has probability
+/// proportional to its weight.
+pub(crate) fn weighted_order(svc: &Service, idx: &mut [usize]) {
+    if idx.len() <= 1 {
+        return;
+    }
+    let mut keyed: Vec<(f64, usize)> = idx
+        .iter()
+        .map(|&i| (random_unit().ln() / svc.endpoints[i].weight, i))
+        .collect();
+    keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (slot, (_, i)) in idx.iter_mut().zip(keyed) {
+        *slot = i;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,169 @@
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hickory_proto::rr::Name;
+
+use super::*;
+use crate::geo::{AddrSource, Locator};
+use crate::health::EndpointState;
+
+fn ep(addr: &str, region: Option<usize>, weight: f64, priority: u32) -> Endpoint {
+    Endpoint {
+        addr: addr.parse().unwrap(),
+        region,
+        weight,
+        priority,
+        probe: String::new(),
+        state: Arc::new(EndpointState::new(true)),
+    }
+}
+
+fn svc(policy: PolicyKind, max: usize, eps: Vec<Endpoint>) -> Service {
+    Service::new(
+        Name::from_ascii("www.example.com.").unwrap(),
+        policy,
+        30,
+        max,
+        WhenAllDown::ServeAll,
+        None,
+        eps,
+    )
+}
+
+fn pick(s: &Service, client: &str) -> Vec<usize> {
+    let loc = Locator::default();
+    let mut c = Client::new(
+        client.parse::<IpAddr>().unwrap(),
+        AddrSource::SourceIp,
+        &loc,
+    );
+    select(s, &[], Family::V4, &mut c, &|_, e| e.state.up(), None).picks
+}
+
+#[test]
+fn weighted_shares_follow_weights() {
+    let s = svc(
+        PolicyKind::Weighted,
+        1,
+        vec![
+            ep("192.0.2.1", None, 3.0, 1),
+            ep("192.0.2.2", None, 2.0, 1),
+            ep("192.0.2.3", None, 1.0, 1),
+        ],
+    );
+    let mut counts = [0usize; 3];
+    let n = 30_000;
+    for _ in 0..n {
+        counts[pick(&s, "10.0.0.1")[0]] += 1;
+    }
+    for (i, w) in [3.0, 2.0, 1.0].iter().enumerate() {
+        let share = counts[i] as f64 / n as f64;
+        assert!((share - w / 6.0).abs() < 0.02, "endpoint {i}: {share}");
+    }
+}
+
+#[test]
+fn round_robin_rotates() {
+    let s = svc(
+        PolicyKind::RoundRobin,
+        1,
+        vec![
+            ep("192.0.2.1", None, 1.0, 1),
+            ep("192.0.2.2", None, 1.0, 1),
+            ep("192.0.2.3", None, 1.0, 1),
+        ],
+    );
+    let seq: Vec<usize> = (0..6).map(|_| pick(&s, "10.0.0.1")[0]).collect();
+    assert_eq!(seq, vec![0, 1, 2, 0, 1, 2]);
+}
+
+#[test]
+fn failover_takes_lowest_priority_that_is_up() {
+    let s = svc(
+        PolicyKind::Failover,
+        2,
+        vec![
+            ep("192.0.2.1", None, 1.0, 2),
+            ep("192.0.2.2", None, 1.0, 1),
+            ep("192.0.2.3", None, 1.0, 3),
+        ],
+    );
+    assert_eq!(pick(&s, "10.0.0.1"), vec![1]);
+    s.endpoints[1].state.set_healthy(false);
+    assert_eq!(pick(&s, "10.0.0.1"), vec![0]);
+    s.endpoints[0].state.set_drained(true);
+    assert_eq!(pick(&s, "10.0.0.1"), vec![2]);
+}
+
+#[test]
+fn hash_is_stable_and_moves_only_the_lost_endpoints_clients() {
+    let eps: Vec<Endpoint> = (1..=5)
+        .map(|i| ep(&format!("192.0.2.{i}"), None, 1.0, 1))
+        .collect();
+    let s = svc(PolicyKind::Hash, 1, eps);
+    let clients: Vec<String> = (0..2000)
+        .map(|i| format!("10.{}.{}.7", i / 256, i % 256))
+        .collect();
+    let before: Vec<usize> = clients.iter().map(|c| pick(&s, c)[0]).collect();
+    // Stable, and the same /24 maps to the same endpoint.
+    for (c, b) in clients.iter().zip(&before).take(50) {
+        assert_eq!(pick(&s, c)[0], *b);
+        let same_24 = format!("{}.200", &c[..c.rfind('.').unwrap()]);
+        assert_eq!(pick(&s, &same_24)[0], *b);
+    }
+    // Spread over all endpoints.
+    for e in 0..5 {
+        let n = before.iter().filter(|&&b| b == e).count();
+        assert!((250..=550).contains(&n), "endpoint {e} got {n} of 2000");
+    }
+    s.endpoints[2].state.set_healthy(false);
+    for (c, b) in clients.iter().zip(&before) {
+        let now = pick(&s, c)[0];
+        if *b != 2 {
+            assert_eq!(now, *b, "client {c} moved although its endpoint stayed up");
+        } else {
+            assert_ne!(now, 2);
+        }
+    }
+}
+
+#[test]
+fn all_down_serve_all_and_empty() {
+    let mut s = svc(
+        PolicyKind::Weighted,
+        2,
+        vec![ep("192.0.2.1", None, 1.0, 1), ep("192.0.2.2", None, 1.0, 1)],
+    );
+    for e in &s.endpoints {
+        e.state.set_healthy(false);
+    }
+    let mut p = pick(&s, "10.0.0.1");
+    p.sort();
+    assert_eq!(p, vec![0, 1]);
+    s.when_all_down = WhenAllDown::Empty;
+    assert!(pick(&s, "10.0.0.1").is_empty());
+}
+
+#[test]
+fn latency_and_least_loaded_use_live_figures_or_fall_back() {
+    let s = svc(
+        PolicyKind::Latency,
+        1,
+        vec![ep("192.0.2.1", None, 1.0, 1), ep("192.0.2.2", None, 1.0, 1)],
+    );
+    let seen: std::collections::HashSet<usize> =
+        (0..200).map(|_| pick(&s, "10.0.0.1")[0]).collect();
+    assert_eq!(seen.len(), 2, "no figures: weighted over both");
+    s.endpoints[0].state.set_rtt_us(Some(9000));
+    s.endpoints[1].state.set_rtt_us(Some(800));
+    assert!((0..50).all(|_| pick(&s, "10.0.0.1")[0] == 1));
+
+    let s = svc(
+        PolicyKind::LeastLoaded,
+        1,
+        vec![ep("192.0.2.1", None, 1.0, 1), ep("192.0.2.2", None, 1.0, 1)],
+    );
+    s.endpoints[0].state.set_load(Some(0.2));
+    s.endpoints[1].state.set_load(Some(0.9));
+    assert!((0..50).all(|_| pick(&s, "10.0.0.1")[0] == 0));
+}
