@@ -1,7 +1,9 @@
 //! The `meridian` command line: `serve` and `check`, with the exit codes of the SPEC
 //! (0 ok, 1 invalid input, 2 runtime failure).
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +39,28 @@ enum Command {
         #[arg(long, default_value = "config/meridian.toml")]
         config: PathBuf,
     },
+    /// Print, without serving, the answer a query would get and why.
+    Explain {
+        /// The name to ask for.
+        name: String,
+        /// Record type (A or AAAA for balanced names; any type works).
+        #[arg(long = "type", default_value = "A")]
+        rtype: String,
+        /// Client source address.
+        #[arg(long, default_value = "127.0.0.1")]
+        client: IpAddr,
+        /// EDNS Client Subnet, e.g. 81.2.69.0/24.
+        #[arg(long)]
+        ecs: Option<String>,
+        /// Treat an endpoint (by address) or a whole region as down; repeatable.
+        #[arg(long)]
+        down: Vec<String>,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "config/meridian.toml")]
+        config: PathBuf,
+    },
 }
 
 pub fn main() -> i32 {
@@ -55,6 +79,71 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Serve { config } => serve(&config),
+        Command::Explain {
+            name,
+            rtype,
+            client,
+            ecs,
+            down,
+            json,
+            config,
+        } => explain(&config, name, &rtype, client, ecs, down, json),
+    }
+}
+
+fn explain(
+    path: &Path,
+    name: String,
+    rtype: &str,
+    client: IpAddr,
+    ecs: Option<String>,
+    down: Vec<String>,
+    json: bool,
+) -> i32 {
+    let snap = match Snapshot::load(path) {
+        Ok(s) => s,
+        Err(problems) => {
+            for p in &problems.0 {
+                eprintln!("{p}");
+            }
+            return EXIT_INVALID;
+        }
+    };
+    let rtype = match hickory_proto::rr::RecordType::from_str(&rtype.to_ascii_uppercase()) {
+        Ok(t) => t,
+        Err(_) => {
+            eprintln!("meridian explain: --type `{rtype}` is not a record type");
+            return EXIT_INVALID;
+        }
+    };
+    let ecs = match ecs.as_deref().map(crate::config::parse_cidr) {
+        None => None,
+        Some(Some(e)) => Some(e),
+        Some(None) => {
+            eprintln!("meridian explain: --ecs must be a network like 81.2.69.0/24");
+            return EXIT_INVALID;
+        }
+    };
+    let req = crate::explain::Request {
+        name,
+        rtype,
+        client,
+        ecs,
+        down,
+    };
+    match crate::explain::explain(&snap, &req) {
+        Ok((text, value)) => {
+            if json {
+                println!("{value}");
+            } else {
+                print!("{text}");
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("meridian explain: {e}");
+            EXIT_INVALID
+        }
     }
 }
 

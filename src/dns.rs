@@ -12,6 +12,8 @@ use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
 use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
+use crate::geo::{mask, AddrSource};
+use crate::policy::{self, Client, Family, Service, Trace};
 use crate::snapshot::Snapshot;
 use crate::zone::{wire_lower, Found, Node, Zone};
 
@@ -32,8 +34,19 @@ const PLAIN_UDP_LIMIT: usize = 512;
 pub fn handle(
     snap: &Snapshot,
     packet: &[u8],
-    _src: SocketAddr,
+    src: SocketAddr,
     transport: Transport,
+) -> Option<Vec<u8>> {
+    handle_traced(snap, packet, src, transport, None)
+}
+
+/// [`handle`], recording in `trace` how a balanced name was decided (for `explain`).
+pub fn handle_traced(
+    snap: &Snapshot,
+    packet: &[u8],
+    src: SocketAddr,
+    transport: Transport,
+    trace: Option<&mut Trace>,
 ) -> Option<Vec<u8>> {
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
         return None;
@@ -74,14 +87,20 @@ pub fn handle(
                 }
             }
         }
-        if let Some(EdnsOption::Subnet(ecs)) = req_edns.option(EdnsCode::Subnet) {
-            // Static answers do not depend on the client: scope 0 (RFC 7871 §7.2.1).
-            let mut echo = ecs.clone();
-            echo.set_scope_prefix(0);
-            edns.options_mut().insert(EdnsOption::Subnet(echo));
-        }
         resp.set_edns(edns);
     }
+    let ecs = match req.edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet)) {
+        Some(EdnsOption::Subnet(ecs)) => Some(*ecs),
+        _ => None,
+    };
+    // RFC 7871: the client subnet stands for the client when it says anything (source > 0).
+    let client = match &ecs {
+        Some(e) if e.source_prefix() > 0 => (
+            mask(e.addr(), e.source_prefix()),
+            AddrSource::Ecs(e.source_prefix()),
+        ),
+        _ => (src.ip(), AddrSource::SourceIp),
+    };
 
     if req.metadata.op_code != OpCode::Query {
         resp.metadata.response_code = ResponseCode::NotImp;
@@ -116,13 +135,28 @@ pub fn handle(
         _ => {}
     }
 
-    let glue_needed = answer(snap, query, &mut resp);
+    let mut client = Client::new(client.0, client.1, &snap.locator);
+    let mut scope = 0u8;
+    let glue_needed = answer(snap, query, &mut client, &mut scope, &mut resp, trace);
+    if let (Some(mut echo), Some(edns)) = (ecs, resp.edns.as_mut()) {
+        // The scope the answer depended on, never more specific than the client asked
+        // (RFC 7871 §7.2.1); static answers say 0: valid for every client.
+        echo.set_scope_prefix(scope.min(echo.source_prefix()));
+        edns.options_mut().insert(EdnsOption::Subnet(echo));
+    }
     encode(resp, limit, glue_needed)
 }
 
 /// Fills the response for an IN query. Returns true when the additional section holds glue that
 /// a referral cannot do without (RFC 9471), so truncation must set TC rather than drop it.
-fn answer(snap: &Snapshot, query: &Query, resp: &mut Message) -> bool {
+fn answer(
+    snap: &Snapshot,
+    query: &Query,
+    client: &mut Client<'_>,
+    scope: &mut u8,
+    resp: &mut Message,
+    mut trace: Option<&mut Trace>,
+) -> bool {
     let qtype = query.query_type();
     let (mut wire, mut starts) = (Vec::with_capacity(64), Vec::with_capacity(8));
     wire_lower(query.name(), &mut wire, &mut starts);
@@ -150,6 +184,10 @@ fn answer(snap: &Snapshot, query: &Query, resp: &mut Message) -> bool {
                 return false;
             }
             Found::Node(node) | Found::Wildcard(node) => {
+                if let Some(svc) = &node.service {
+                    balanced(snap, svc, node, qtype, &owner, client, scope, resp, trace.as_deref_mut());
+                    return false;
+                }
                 if node.rrsets.is_empty() {
                     negative(&zone, resp);
                     return false;
@@ -161,7 +199,10 @@ fn answer(snap: &Snapshot, query: &Query, resp: &mut Message) -> bool {
                             _ => return false,
                         };
                         push_rrset(&mut resp.answers, cname, &owner);
-                        if !zone.contains(&target) {
+                        // Out of the zone, or a loop back to a name already answered: stop
+                        // here rather than repeat records until the hop limit.
+                        if !zone.contains(&target) || resp.answers.iter().any(|r| r.name == target)
+                        {
                             return false;
                         }
                         owner = target;
@@ -187,6 +228,70 @@ fn answer(snap: &Snapshot, query: &Query, resp: &mut Message) -> bool {
         }
     }
     false
+}
+
+/// Answers at a balanced name: A/AAAA (and ANY) from the policy, other types from the zone.
+#[allow(clippy::too_many_arguments)]
+fn balanced(
+    snap: &Snapshot,
+    svc: &Service,
+    node: &Node,
+    qtype: RecordType,
+    owner: &Name,
+    client: &mut Client<'_>,
+    scope: &mut u8,
+    resp: &mut Message,
+    mut trace: Option<&mut Trace>,
+) {
+    let family = match qtype {
+        RecordType::A => Some(Family::V4),
+        RecordType::AAAA => Some(Family::V6),
+        RecordType::ANY => Some(if svc.endpoints.iter().any(|e| e.addr.is_ipv4()) {
+            Family::V4
+        } else {
+            Family::V6
+        }),
+        _ => None,
+    };
+    let Some(family) = family else {
+        match node.rrset(qtype) {
+            Some(set) => push_rrset(&mut resp.answers, set, owner),
+            None => negative_for(snap, owner, resp),
+        }
+        return;
+    };
+    let sel = policy::select(
+        svc,
+        &snap.regions,
+        family,
+        client,
+        &|_, e| e.state.up(),
+        trace.as_deref_mut(),
+    );
+    *scope = (*scope).max(sel.scope);
+    if let Some(t) = trace {
+        t.service = Some(svc.name.clone());
+        t.client = client.located().cloned();
+        t.picks = sel.picks.clone();
+        t.scope = sel.scope;
+    }
+    if sel.picks.is_empty() {
+        negative_for(snap, owner, resp);
+        return;
+    }
+    for i in sel.picks {
+        let rdata = match svc.endpoints[i].addr {
+            std::net::IpAddr::V4(a) => RData::A(a.into()),
+            std::net::IpAddr::V6(a) => RData::AAAA(a.into()),
+        };
+        resp.answers.push(Record::from_rdata(owner.clone(), svc.ttl, rdata));
+    }
+}
+
+fn negative_for(snap: &Snapshot, name: &Name, resp: &mut Message) {
+    if let Some(zone) = snap.zones.find_name(name) {
+        negative(zone, resp);
+    }
 }
 
 fn push_rrset(out: &mut Vec<Record>, set: &crate::zone::RRset, owner: &Name) {

@@ -14,11 +14,13 @@
 //! | [`snapshot`] | everything a query needs, swapped atomically |
 //! | [`dns`] | query bytes → response bytes, independent of transport |
 //! | [`server`] | UDP and TCP listeners |
+//! | [`explain`] | `meridian explain`: an answer and the decision behind it |
 //! | [`cli`] | the `meridian` command line |
 
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod explain;
 pub mod geo;
 pub mod health;
 pub mod policy;

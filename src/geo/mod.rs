@@ -303,7 +303,7 @@ pub struct Locator {
 
 impl Locator {
     pub fn new(mut overrides: Vec<Override>, db: Option<GeoDb>, site: Option<Coords>) -> Locator {
-        overrides.sort_by(|a, b| b.prefix.cmp(&a.prefix));
+        overrides.sort_by_key(|o| std::cmp::Reverse(o.prefix));
         Locator {
             overrides,
             db,

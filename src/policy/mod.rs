@@ -174,6 +174,12 @@ pub struct Trace {
     /// Region chosen by geo, and why.
     pub chosen_region: Option<(usize, String)>,
     pub all_down: bool,
+    /// Filled by the request handler: the balanced name that decided, where the client was
+    /// placed, what was picked, and the ECS scope the answer depended on.
+    pub service: Option<Name>,
+    pub client: Option<ClientLocation>,
+    pub picks: Vec<usize>,
+    pub scope: u8,
 }
 
 /// The outcome of a selection.

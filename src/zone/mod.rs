@@ -56,6 +56,8 @@ pub struct Node {
     pub rrsets: Vec<RRset>,
     /// NS records at a name other than the apex: a delegation to another server.
     pub cut: bool,
+    /// A balanced name: its A/AAAA answers come from this service's policy.
+    pub service: Option<Arc<crate::policy::Service>>,
 }
 
 impl Node {
@@ -133,6 +135,20 @@ impl Zone {
 
     pub fn contains(&self, name: &Name) -> bool {
         self.origin.zone_of(name)
+    }
+
+    /// Attaches a balanced name, creating its node and any empty non-terminals above it.
+    pub fn attach_service(&mut self, svc: Arc<crate::policy::Service>) {
+        let key = wire_key(&svc.name);
+        let origin_len = wire_key(&self.origin).len();
+        let mut i = 0;
+        while key.len() - i > origin_len {
+            i += key[i] as usize + 1;
+            if key.len() - i > origin_len {
+                self.nodes.entry(key[i..].into()).or_default();
+            }
+        }
+        self.nodes.entry(key).or_default().service = Some(svc);
     }
 
     /// Builds a zone from parsed records, making the checks that `named-checkzone` makes.

@@ -229,7 +229,7 @@ fn decode_escapes(s: &str) -> Result<Vec<u8>, String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' {
-            if i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            if i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
                 let v = (b[i + 1] - b'0') as u32 * 100
                     + (b[i + 2] - b'0') as u32 * 10
                     + (b[i + 3] - b'0') as u32;
@@ -655,7 +655,7 @@ fn parse_rdata(
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

@@ -1,0 +1,251 @@
+//! `meridian explain`: the answer a query would get and the whole decision behind it, computed
+//! by the same request handler that serves queries, without serving. `--down` marks endpoints
+//! (by address) or whole regions down in this private snapshot only.
+
+use std::net::{IpAddr, SocketAddr};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+use hickory_proto::rr::{Name, RData, RecordType};
+use serde_json::{json, Value};
+
+use crate::dns::{handle_traced, Transport};
+use crate::geo::{code_str, distance_km, AddrSource};
+use crate::policy::Trace;
+use crate::snapshot::Snapshot;
+
+pub struct Request {
+    pub name: String,
+    pub rtype: RecordType,
+    pub client: IpAddr,
+    pub ecs: Option<(IpAddr, u8)>,
+    pub down: Vec<String>,
+}
+
+/// Runs the query and returns (human text, JSON), or an error for bad arguments.
+pub fn explain(snap: &Snapshot, req: &Request) -> Result<(String, Value), String> {
+    for d in &req.down {
+        let by_addr = d.parse::<IpAddr>().ok();
+        let mut matched = false;
+        for svc in &snap.services {
+            for e in &svc.endpoints {
+                let region = e.region.map(|r| snap.regions[r].name.as_str());
+                if Some(e.addr) == by_addr || region == Some(d.as_str()) {
+                    e.state.set_healthy(false);
+                    matched = true;
+                }
+            }
+        }
+        if !matched {
+            return Err(format!("--down {d}: no endpoint address or region of that name"));
+        }
+    }
+
+    let mut name = Name::from_ascii(&req.name).map_err(|e| format!("`{}` is not a domain name: {e}", req.name))?;
+    name.set_fqdn(true);
+    let mut msg = Message::new(0x4d45, MessageType::Query, OpCode::Query);
+    msg.add_query(Query::query(name.clone(), req.rtype));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    if let Some((ip, prefix)) = req.ecs {
+        edns.options_mut()
+            .insert(EdnsOption::Subnet(ClientSubnet::new(ip, prefix, 0)));
+    }
+    msg.set_edns(edns);
+    let packet = msg.to_vec().map_err(|e| format!("cannot encode query: {e}"))?;
+    let mut trace = Trace::default();
+    let resp = handle_traced(
+        snap,
+        &packet,
+        SocketAddr::new(req.client, 53000),
+        Transport::Tcp,
+        Some(&mut trace),
+    )
+    .ok_or("no response")?;
+    let resp = Message::from_vec(&resp).map_err(|e| format!("cannot decode response: {e}"))?;
+    Ok(render(snap, req, &name, &resp, &trace))
+}
+
+fn render(snap: &Snapshot, req: &Request, name: &Name, resp: &Message, trace: &Trace) -> (String, Value) {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<11}{v}\n"));
+    line("query", format!("{name} {}", req.rtype));
+    let (client_addr, client_src) = match req.ecs {
+        Some((ip, p)) if p > 0 => (format!("{ip}/{p}"), "ECS (EDNS Client Subnet)"),
+        _ => (req.client.to_string(), "source address"),
+    };
+    line("client", format!("{client_addr} ({client_src})"));
+
+    let mut client_json = json!({"address": client_addr, "source": if req.ecs.is_some_and(|e| e.1 > 0) { "ecs" } else { "source" }});
+    if let Some(loc) = &trace.client {
+        let mut parts = Vec::new();
+        if let Some(c) = &loc.country {
+            parts.push(format!("country {}", code_str(c)));
+        }
+        if let Some(c) = &loc.continent {
+            parts.push(format!("continent {}", code_str(c)));
+        }
+        if let Some(r) = &loc.region {
+            parts.push(format!("region {r}"));
+        }
+        if let Some(c) = loc.coords {
+            parts.push(format!("{:.4},{:.4}", c.lat, c.lon));
+        }
+        if parts.is_empty() {
+            parts.push("nowhere known".into());
+        }
+        let src = match loc.by {
+            crate::geo::LocatedBy::Override => format!("geoip.networks override /{}", loc.prefix),
+            crate::geo::LocatedBy::Database => format!("GeoIP database, network /{}", loc.prefix),
+            crate::geo::LocatedBy::Site => "not found: this site's location stands in".into(),
+            crate::geo::LocatedBy::Unknown => "not found and no site location: all regions equal".into(),
+        };
+        line("location", format!("{} ({src})", parts.join(", ")));
+        client_json["located_by"] = json!(loc.by.as_str());
+        client_json["country"] = json!(loc.country.as_ref().map(|c| code_str(c).to_string()));
+        client_json["continent"] = json!(loc.continent.as_ref().map(|c| code_str(c).to_string()));
+        client_json["region"] = json!(loc.region);
+        client_json["lat"] = json!(loc.coords.map(|c| c.lat));
+        client_json["lon"] = json!(loc.coords.map(|c| c.lon));
+        client_json["prefix"] = json!(loc.prefix);
+        let _ = AddrSource::SourceIp;
+    }
+
+    let mut candidates = Vec::new();
+    let mut policy_json = Value::Null;
+    if let Some(svc) = trace.service.as_ref().and_then(|n| snap.services.iter().find(|s| &s.name == n)) {
+        line(
+            "service",
+            format!(
+                "{} policy {}, max_answers {}, ttl {}, when_all_down {}",
+                svc.name,
+                svc.policy.as_str(),
+                svc.max_answers,
+                svc.ttl,
+                match svc.when_all_down {
+                    crate::policy::WhenAllDown::ServeAll => "serve-all",
+                    crate::policy::WhenAllDown::Empty => "empty",
+                }
+            ),
+        );
+        policy_json = json!(svc.policy.as_str());
+        out.push_str("candidates\n");
+        out.push_str(&format!(
+            "  {:<12} {:<28} {:>9} {:>7} {:>4} {:<9} {}\n",
+            "region", "address", "distance", "weight", "prio", "health", "result"
+        ));
+        let client_coords = trace.client.as_ref().and_then(|l| l.coords);
+        for (i, e) in svc.endpoints.iter().enumerate() {
+            let region = e.region.map(|r| snap.regions[r].name.clone());
+            let dist = trace
+                .distance_km
+                .iter()
+                .find(|(j, _)| *j == i)
+                .map(|(_, d)| *d)
+                .or_else(|| {
+                    let rl = e.region.and_then(|r| snap.regions[r].location)?;
+                    Some(distance_km(client_coords?, rl))
+                });
+            let family_ok = match req.rtype {
+                RecordType::AAAA => e.addr.is_ipv6(),
+                _ => e.addr.is_ipv4(),
+            };
+            let health = if e.state.drained() {
+                "drained"
+            } else if e.state.healthy() {
+                "up"
+            } else {
+                "down"
+            };
+            let picked = trace.picks.contains(&i);
+            let result = if picked {
+                "PICKED".to_string()
+            } else if !family_ok {
+                format!("other family (query is {})", req.rtype)
+            } else if !e.state.up() && !trace.all_down {
+                format!("skipped: {health}")
+            } else if let Some((r, _)) = &trace.chosen_region {
+                if e.region != Some(*r) {
+                    format!("not in chosen region {}", snap.regions[*r].name)
+                } else {
+                    "not drawn".into()
+                }
+            } else {
+                "not drawn".into()
+            };
+            out.push_str(&format!(
+                "  {:<12} {:<28} {:>9} {:>7} {:>4} {:<9} {}\n",
+                region.as_deref().unwrap_or("-"),
+                e.addr.to_string(),
+                dist.filter(|d| d.is_finite()).map_or("-".into(), |d| format!("{d:.0} km")),
+                format!("{}", e.weight),
+                e.priority,
+                health,
+                result
+            ));
+            candidates.push(json!({
+                "address": e.addr.to_string(),
+                "region": region,
+                "distance_km": dist.filter(|d| d.is_finite()).map(|d| (d * 10.0).round() / 10.0),
+                "weight": e.weight,
+                "priority": e.priority,
+                "healthy": e.state.healthy(),
+                "drained": e.state.drained(),
+                "rtt_ms": e.state.rtt_us().map(|u| u as f64 / 1000.0),
+                "load": e.state.load(),
+                "picked": picked,
+                "result": result,
+            }));
+        }
+        for n in &trace.notes {
+            out.push_str(&format!("{:<11}{n}\n", "decision"));
+        }
+    } else {
+        out.push_str(&format!("{:<11}{}\n", "decision", "static data from the zone (not a balanced name)"));
+    }
+
+    let answers: Vec<String> = resp
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            RData::AAAA(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    let records: Vec<String> = resp.answers.iter().map(|r| r.to_string()).collect();
+    out.push_str(&format!("{:<11}{}\n", "rcode", resp.metadata.response_code));
+    if records.is_empty() {
+        out.push_str(&format!("{:<11}(no records)\n", "answer"));
+    }
+    for r in &records {
+        out.push_str(&format!("{:<11}{r}\n", "answer"));
+    }
+    let ecs_scope = resp.edns.as_ref().and_then(|e| match e.option(hickory_proto::rr::rdata::opt::EdnsCode::Subnet) {
+        Some(EdnsOption::Subnet(s)) => Some(s.scope_prefix()),
+        _ => None,
+    });
+    match ecs_scope {
+        Some(s) => out.push_str(&format!("{:<11}/{s} (the answer holds for the client's /{s})\n", "ecs scope")),
+        None => out.push_str(&format!(
+            "{:<11}/{} would be returned to an ECS query\n",
+            "ecs scope", trace.scope
+        )),
+    }
+    let ttl = resp.answers.first().map(|r| r.ttl);
+    let json = json!({
+        "query": {"name": name.to_string(), "type": req.rtype.to_string()},
+        "client": client_json,
+        "service": trace.service.as_ref().map(|n| n.to_string()),
+        "policy": policy_json,
+        "candidates": candidates,
+        "notes": trace.notes,
+        "rcode": resp.metadata.response_code.to_string(),
+        "answer": answers,
+        "records": records,
+        "ttl": ttl,
+        "ecs_scope": ecs_scope.unwrap_or(trace.scope),
+        "all_down": trace.all_down,
+    });
+    (out, json)
+}
