@@ -284,8 +284,8 @@ pub fn load(path: &Path) -> Result<LoadedConfig, Problems> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Problems(vec![Problem::new(
             path,
-            0,
-            0,
+            1,
+            1,
             format!("cannot read config: {e}"),
         )])
     })?;
@@ -300,7 +300,11 @@ pub fn parse(path: &Path, text: String) -> Result<LoadedConfig, Problems> {
             Problems(vec![Problem::new(path, line, col, e.message().trim())])
         })?;
         serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
+            // Spanned<T> fields add a private segment to serde's path; operators never wrote it.
+            let key = e
+                .path()
+                .to_string()
+                .replace(".$__serde_spanned_private_value", "");
             let inner = e.into_inner();
             let (line, col) = inner
                 .span()

@@ -161,6 +161,8 @@ impl Zone {
         let origin_key = wire_key(&origin);
         let record_count = records.len();
         let mut first_line: HashMap<WireKey, (usize, usize, PathBuf)> = HashMap::new();
+        // Where each NS record (owner, target) was written, so its problems point at it.
+        let mut ns_at: HashMap<(WireKey, WireKey), (usize, usize, PathBuf)> = HashMap::new();
         // BTreeMap so that problems come out in a stable order.
         let mut by_name: BTreeMap<WireKey, Vec<ParsedRecord>> = BTreeMap::new();
         for pr in records {
@@ -177,6 +179,13 @@ impl Zone {
             first_line
                 .entry(key.clone())
                 .or_insert((pr.line, pr.col, pr.file.clone()));
+            if let RData::NS(target) = &pr.record.data {
+                ns_at.entry((key.clone(), wire_key(&target.0))).or_insert((
+                    pr.line,
+                    pr.col,
+                    pr.file.clone(),
+                ));
+            }
             by_name.entry(key).or_default().push(pr);
         }
 
@@ -327,7 +336,9 @@ impl Zone {
                                     || n.rrset(RecordType::AAAA).is_some()
                             });
                             if !has_addr {
-                                let (line, col, f) = &first_line[key];
+                                let (line, col, f) = ns_at
+                                    .get(&(key.clone(), wire_key(&target.0)))
+                                    .unwrap_or(&first_line[key]);
                                 ns_problems.push(Problem::new(
                                     f,
                                     *line,
@@ -385,8 +396,8 @@ impl ZoneSet {
             Err(e) => {
                 return Err(vec![Problem::new(
                     dir,
-                    0,
-                    0,
+                    1,
+                    1,
                     format!("cannot read zones folder: {e}"),
                 )]);
             }
@@ -429,8 +440,8 @@ pub fn load_file(path: &Path) -> Result<Zone, Vec<Problem>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![Problem::new(
             path,
-            0,
-            0,
+            1,
+            1,
             format!("cannot read zone file: {e}"),
         )]
     })?;

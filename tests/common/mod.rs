@@ -124,6 +124,45 @@ impl TestServer {
     pub fn tcp(&self, msg: &Message) -> Message {
         self.tcp_many(std::slice::from_ref(msg)).remove(0)
     }
+
+    /// Sends raw bytes over UDP and returns the raw response; panics if none came back.
+    pub fn udp_bytes(&self, packet: &[u8]) -> Vec<u8> {
+        self.udp_raw(packet, Duration::from_secs(3))
+            .expect("no UDP response")
+    }
+
+    /// Sends raw bytes as one length-prefixed TCP message on a fresh connection and returns
+    /// the raw response, or `None` if the server sent nothing (or closed) within `timeout`.
+    pub fn tcp_raw(&self, packet: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+        let mut s = TcpStream::connect(self.addr).expect("tcp connect");
+        s.set_read_timeout(Some(timeout)).expect("timeout");
+        let mut out = (packet.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(packet);
+        s.write_all(&out).expect("tcp write");
+        read_tcp_message(&mut s)
+    }
+
+    /// The same query over UDP and over TCP, labelled by transport.
+    pub fn both(&self, msg: &Message) -> Vec<(&'static str, Message)> {
+        vec![("udp", self.udp(msg)), ("tcp", self.tcp(msg))]
+    }
+
+    /// Raw bytes over UDP and over TCP, labelled by transport; both must answer.
+    pub fn both_raw(&self, packet: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+        let tcp = self
+            .tcp_raw(packet, Duration::from_secs(3))
+            .expect("no TCP response");
+        vec![("udp", self.udp_bytes(packet)), ("tcp", tcp)]
+    }
+}
+
+/// Reads one length-prefixed DNS message from a TCP stream; `None` on EOF, error or timeout.
+pub fn read_tcp_message(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).ok()?;
+    Some(buf)
 }
 
 impl Drop for TestServer {
@@ -142,6 +181,38 @@ pub fn query(name: &str, rtype: RecordType) -> Message {
     q.set_query_class(DNSClass::IN);
     m.add_query(q);
     m
+}
+
+/// A query in any class, RD clear, without EDNS.
+pub fn query_class(name: &str, rtype: RecordType, class: DNSClass) -> Message {
+    let mut m = query(name, rtype);
+    m.queries[0].set_query_class(class);
+    m
+}
+
+/// Encodes `msg` (which must carry no EDNS) and appends an OPT record written by hand, so that
+/// values hickory's encoder would normalise (payload below 512, versions, flags, raw options)
+/// reach the server exactly as given. `options` is the raw option list (code, length, data)*.
+pub fn with_raw_opt(
+    msg: &Message,
+    payload: u16,
+    version: u8,
+    flags: u16,
+    options: &[u8],
+) -> Vec<u8> {
+    assert!(msg.edns.is_none(), "with_raw_opt adds the OPT itself");
+    let mut b = msg.to_vec().expect("encode");
+    let ar = u16::from_be_bytes([b[10], b[11]]) + 1;
+    b[10..12].copy_from_slice(&ar.to_be_bytes());
+    b.push(0); // root owner
+    b.extend_from_slice(&41u16.to_be_bytes()); // TYPE OPT
+    b.extend_from_slice(&payload.to_be_bytes()); // CLASS = payload size
+    b.push(0); // extended RCODE
+    b.push(version);
+    b.extend_from_slice(&flags.to_be_bytes());
+    b.extend_from_slice(&(options.len() as u16).to_be_bytes());
+    b.extend_from_slice(options);
+    b
 }
 
 /// The same with an EDNS OPT advertising `payload`.

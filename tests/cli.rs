@@ -1,0 +1,377 @@
+//! The `meridian` command line (SPEC "CLI"): exit codes 0 / 1 / 2, `file:line:col` problems,
+//! and `serve` as a real process (bind failure, answering, SIGTERM).
+
+mod common;
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::query;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+
+fn meridian() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_meridian"));
+    // A panic would print a backtrace with this set; the tests check that none happens.
+    c.env("RUST_BACKTRACE", "1");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    meridian().args(args).output().expect("run meridian")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A temp folder holding `meridian.toml` with `config` and a `zones/` folder with the shipped
+/// example zone.
+fn config_dir(config: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zones = dir.path().join("zones");
+    std::fs::create_dir(&zones).expect("mkdir");
+    std::fs::copy(
+        repo().join("zones/example.com.zone"),
+        zones.join("example.com.zone"),
+    )
+    .expect("copy zone");
+    let path = dir.path().join("meridian.toml");
+    std::fs::write(&path, config).expect("write config");
+    (dir, path)
+}
+
+fn check(path: &Path) -> Output {
+    meridian()
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .expect("run meridian check")
+}
+
+fn assert_no_panic(out: &Output) {
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!all.contains("panicked"), "panic:\n{all}");
+    assert!(
+        !all.to_lowercase().contains("backtrace"),
+        "backtrace:\n{all}"
+    );
+}
+
+/// Asserts exit 1 and that the first stderr line is `path:line:` followed by a column and a
+/// message; returns that line.
+fn assert_problem_at(out: &Output, path: &Path, line: usize) -> String {
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_no_panic(out);
+    let stderr = text(&out.stderr);
+    let first = stderr.lines().next().expect("a problem line").to_string();
+    let prefix = format!("{}:{line}:", path.display());
+    let rest = first
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{first}\nwant prefix {prefix}"));
+    let (col, msg) = rest.split_once(": ").expect("col: message");
+    assert!(col.parse::<usize>().is_ok_and(|c| c >= 1), "{first}");
+    assert!(!msg.is_empty(), "{first}");
+    first
+}
+
+const GOOD: &str = "[server]\nlisten = [\"127.0.0.1:5300\"]\nzones = \"zones\"\n";
+
+#[test]
+fn check_shipped_config() {
+    let out = meridian()
+        .current_dir(repo())
+        .args(["check", "--config", "config/meridian.toml"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
+    // The default config path is config/meridian.toml.
+    let out = meridian()
+        .current_dir(repo())
+        .arg("check")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn check_resolves_paths_against_the_config_folder() {
+    let (dir, path) = config_dir(GOOD);
+    // Run from somewhere else: `zones = "zones"` is still the folder beside the config.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let out = meridian()
+        .current_dir(elsewhere.path())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    drop(dir);
+}
+
+#[test]
+fn typo_key_is_one_located_line() {
+    let (_dir, path) = config_dir("[server]\nlisten = [\"127.0.0.1:5300\"]\nzonse = \"zones\"\n");
+    let out = check(&path);
+    let first = assert_problem_at(&out, &path, 3);
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "exactly one line:\n{stderr}");
+    assert!(
+        first.starts_with(&format!("{}:3:1: server.zonse", path.display())),
+        "{first}"
+    );
+    assert!(text(&out.stdout).is_empty());
+}
+
+#[test]
+fn typo_in_nested_table_names_the_path() {
+    let (_dir, path) = config_dir(&format!(
+        "{GOOD}\n[site]\nid = \"x\"\nlocaton = {{ lat = 1.0, lon = 2.0 }}\n"
+    ));
+    let out = check(&path);
+    let first = assert_problem_at(&out, &path, 7);
+    assert!(first.contains("site.locaton"), "{first}");
+}
+
+#[test]
+fn wrong_type_is_located() {
+    let (_dir, path) = config_dir("[server]\nlisten = \"x\"\nzones = \"zones\"\n");
+    let out = check(&path);
+    let first = assert_problem_at(&out, &path, 2);
+    assert!(first.contains("server.listen"), "{first}");
+    let (_dir, path) = config_dir(&format!("{GOOD}tcp_max_connections = \"many\"\n"));
+    let first = assert_problem_at(&check(&path), &path, 4);
+    assert!(first.contains("server.tcp_max_connections"), "{first}");
+}
+
+/// The key path must read as the user wrote it, without serde internals.
+#[test]
+fn wrong_type_key_path_is_clean() {
+    let (_dir, path) = config_dir("[server]\nlisten = \"x\"\nzones = \"zones\"\n");
+    let first = assert_problem_at(&check(&path), &path, 2);
+    assert!(
+        first.starts_with(&format!("{}:2:10: server.listen: ", path.display())),
+        "{first}"
+    );
+}
+
+#[test]
+fn bad_listen_address_is_located() {
+    let (_dir, path) =
+        config_dir("[server]\nlisten = [\"127.0.0.1:5300\", \"nope\"]\nzones = \"zones\"\n");
+    let first = assert_problem_at(&check(&path), &path, 2);
+    assert!(
+        first.starts_with(&format!("{}:2:29: server.listen", path.display())),
+        "{first}"
+    );
+    assert!(first.contains("nope"), "{first}");
+}
+
+#[test]
+fn missing_zones_folder_is_located() {
+    let (_dir, path) =
+        config_dir("[server]\nlisten = [\"127.0.0.1:5300\"]\n\nzones = \"no-such-folder\"\n");
+    let first = assert_problem_at(&check(&path), &path, 4);
+    assert!(
+        first.starts_with(&format!("{}:4:9: server.zones", path.display())),
+        "{first}"
+    );
+    assert!(first.contains("no-such-folder"), "{first}");
+}
+
+#[test]
+fn version_and_help() {
+    let out = run(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v = text(&out.stdout);
+    assert!(v.starts_with("meridian "), "{v}");
+    assert!(v.contains(env!("CARGO_PKG_VERSION")), "{v}");
+    for args in [&["--help"][..], &["-h"], &["help"], &["serve", "--help"]] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let h = text(&out.stdout);
+        assert!(h.contains("Usage"), "{args:?}: {h}");
+    }
+    let h = text(&run(&["--help"]).stdout);
+    for cmd in ["serve", "check"] {
+        assert!(h.contains(cmd), "help lacks {cmd}: {h}");
+    }
+}
+
+#[test]
+fn bad_arguments_exit_1() {
+    for args in [
+        &["frobnicate"][..],
+        &[],
+        &["check", "--no-such-flag"],
+        &["serve", "extra-positional"],
+    ] {
+        let out = run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(!text(&out.stderr).is_empty(), "{args:?}: no message");
+        assert_no_panic(&out);
+    }
+    assert!(text(&run(&["frobnicate"]).stderr).contains("frobnicate"));
+}
+
+#[test]
+fn serve_invalid_config_exits_1() {
+    let (_dir, path) = config_dir("[server]\nlisten = [\"nope\"]\nzones = \"zones\"\n");
+    let out = meridian()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_problem_at(&out, &path, 2);
+}
+
+fn serve_with_port(port: u16) -> (tempfile::TempDir, Output) {
+    let (dir, path) = config_dir(&format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nzones = \"zones\"\n"
+    ));
+    let mut child = meridian()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // It must give up by itself; do not leave it running if it does not.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve kept running on a taken port");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (dir, child.wait_with_output().expect("output"))
+}
+
+fn assert_bind_failure(out: &Output, port: u16) {
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_no_panic(out);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains(&format!("127.0.0.1:{port}")) && l.contains("in use")),
+        "no error line naming the address:\n{stderr}"
+    );
+}
+
+#[test]
+fn serve_on_a_taken_udp_port_exits_2() {
+    let holder = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = holder.local_addr().expect("addr").port();
+    let (_dir, out) = serve_with_port(port);
+    assert_bind_failure(&out, port);
+}
+
+#[test]
+fn serve_on_a_taken_tcp_port_exits_2() {
+    let holder = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = holder.local_addr().expect("addr").port();
+    let (_dir, out) = serve_with_port(port);
+    assert_bind_failure(&out, port);
+}
+
+/// A port free for both UDP and TCP right now.
+fn free_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = u.local_addr().expect("addr").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+struct Running(Child);
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Only if a test failed half-way: never leave the server behind.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_answers_and_stops_on_sigterm() {
+    let port = free_port();
+    let (_dir, path) = config_dir(&format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nzones = \"zones\"\n\n[site]\nid = \"cli-test\"\n"
+    ));
+    let child = meridian()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut running = Running(child);
+    let pid = running.0.id();
+
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let q = query("www.example.com.", RecordType::A);
+    let bytes = q.to_vec().expect("encode");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 4096];
+    let answer = loop {
+        assert!(
+            running.0.try_wait().expect("wait").is_none(),
+            "serve exited before answering"
+        );
+        assert!(Instant::now() < deadline, "no UDP answer from serve");
+        let _ = sock.send_to(&bytes, ("127.0.0.1", port));
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            break Message::from_vec(&buf[..n]).expect("decode");
+        }
+    };
+    assert_eq!(answer.metadata.id, q.metadata.id);
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    assert!(answer.metadata.authoritative);
+    assert_eq!(answer.answers.len(), 1);
+    assert_eq!(answer.answers[0].data.to_string(), "192.0.2.10");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM failed");
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let code = loop {
+        if let Some(st) = running.0.try_wait().expect("wait") {
+            break st.code();
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0), "exit status after SIGTERM");
+    let mut stderr = String::new();
+    if let Some(mut e) = running.0.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The port is free again.
+    assert!(
+        UdpSocket::bind(("127.0.0.1", port)).is_ok(),
+        "UDP port still held"
+    );
+}
