@@ -328,7 +328,7 @@ fn serve_answers_and_stops_on_sigterm() {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .expect("timeout");
-    let q = query("www.example.com.", RecordType::A);
+    let q = query("mail.example.com.", RecordType::A);
     let bytes = q.to_vec().expect("encode");
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut buf = [0u8; 4096];
@@ -347,7 +347,7 @@ fn serve_answers_and_stops_on_sigterm() {
     assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
     assert!(answer.metadata.authoritative);
     assert_eq!(answer.answers.len(), 1);
-    assert_eq!(answer.answers[0].data.to_string(), "192.0.2.10");
+    assert_eq!(answer.answers[0].data.to_string(), "192.0.2.25");
 
     let status = Command::new("kill")
         .args(["-TERM", &pid.to_string()])

@@ -73,7 +73,7 @@ fn server() -> TestServer {
     let wz = wire_zone();
     TestServer::start(
         &[("example.com.zone", EXAMPLE_ZONE), ("wire.test.zone", &wz)],
-        "[site]\nid = \"test-site\"\n",
+        &example_config(),
     )
 }
 
@@ -174,7 +174,7 @@ fn aa_set_ra_never_rd_copied() {
             assert_eq!(r.metadata.recursion_desired, rd, "{t}: RD copied");
             assert_eq!(r.metadata.op_code, OpCode::Query, "{t}");
             assert_eq!(shows(&r.answers), vec!["www.example.com. A 192.0.2.10"]);
-            assert_eq!(r.answers[0].ttl, 300, "{t}: record TTL");
+            assert_eq!(r.answers[0].ttl, 30, "{t}: the balanced name's service TTL");
             assert!(r.authorities.is_empty() && r.additionals.is_empty(), "{t}");
         }
         // RA stays clear on every kind of answer, also negative, refused and referral ones.
@@ -342,7 +342,10 @@ fn cname_followed_in_zone() {
             "{t}: CNAME first, then the target's A"
         );
         assert_eq!(r.answers[0].ttl, 3600, "{t}");
-        assert_eq!(r.answers[1].ttl, 300, "{t}");
+        assert_eq!(
+            r.answers[1].ttl, 30,
+            "{t}: service TTL of the balanced target"
+        );
         assert!(r.authorities.is_empty(), "{t}");
     }
     for (t, r) in s.both(&query("api.example.com.", RecordType::AAAA)) {
@@ -1162,6 +1165,7 @@ fn chaos_identity_queries() {
 
 #[test]
 fn ecs_is_echoed_with_scope_zero() {
+    // A static name: its answer holds for every client, whatever subnet asks.
     let s = server();
     for (addr, source) in [
         (IpAddr::V4(Ipv4Addr::new(198, 51, 100, 0)), 24u8),
@@ -1171,14 +1175,14 @@ fn ecs_is_echoed_with_scope_zero() {
         ),
         (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
     ] {
-        let mut q = query_edns("www.example.com.", RecordType::A, 1232);
+        let mut q = query_edns("mail.example.com.", RecordType::A, 1232);
         q.edns
             .as_mut()
             .expect("edns")
             .options_mut()
             .insert(EdnsOption::Subnet(ClientSubnet::new(addr, source, 0)));
         for (t, r) in s.both(&q) {
-            assert_eq!(shows(&r.answers), vec!["www.example.com. A 192.0.2.10"]);
+            assert_eq!(shows(&r.answers), vec!["mail.example.com. A 192.0.2.25"]);
             match r.edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet)) {
                 Some(EdnsOption::Subnet(ecs)) => {
                     assert_eq!(ecs.addr(), addr, "{t}");

@@ -14,6 +14,18 @@ use meridian::server::{self, ListenSettings};
 use meridian::snapshot::{self, SharedSnapshot, Snapshot};
 
 pub const EXAMPLE_ZONE: &str = include_str!("../../zones/example.com.zone");
+pub const EXAMPLE_CONFIG: &str = include_str!("../../config/meridian.toml");
+
+/// The shipped config after its `[server]` table (site, GeoIP, regions, services), with the
+/// site id `test-site` and the GeoIP path made absolute, to append to a test `[server]`.
+pub fn example_config() -> String {
+    let rest = &EXAMPLE_CONFIG[EXAMPLE_CONFIG
+        .find("[site]")
+        .expect("shipped config has [site]")..];
+    let geoip = concat!(env!("CARGO_MANIFEST_DIR"), "/geoip/");
+    rest.replace("id = \"dev1\"", "id = \"test-site\"")
+        .replace("\"../geoip/", &format!("\"{geoip}"))
+}
 
 /// A running server with its own temporary config folder.
 pub struct TestServer {
@@ -65,10 +77,7 @@ impl TestServer {
 
     /// The shipped example zone with a site id.
     pub fn example() -> TestServer {
-        Self::start(
-            &[("example.com.zone", EXAMPLE_ZONE)],
-            "[site]\nid = \"test-site\"\n",
-        )
+        Self::start(&[("example.com.zone", EXAMPLE_ZONE)], &example_config())
     }
 
     pub fn config_path(&self) -> PathBuf {
