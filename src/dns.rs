@@ -185,7 +185,17 @@ fn answer(
             }
             Found::Node(node) | Found::Wildcard(node) => {
                 if let Some(svc) = &node.service {
-                    balanced(snap, svc, node, qtype, &owner, client, scope, resp, trace.as_deref_mut());
+                    balanced(
+                        snap,
+                        svc,
+                        node,
+                        qtype,
+                        &owner,
+                        client,
+                        scope,
+                        resp,
+                        trace.as_deref_mut(),
+                    );
                     return false;
                 }
                 if node.rrsets.is_empty() {
@@ -284,7 +294,8 @@ fn balanced(
             std::net::IpAddr::V4(a) => RData::A(a.into()),
             std::net::IpAddr::V6(a) => RData::AAAA(a.into()),
         };
-        resp.answers.push(Record::from_rdata(owner.clone(), svc.ttl, rdata));
+        resp.answers
+            .push(Record::from_rdata(owner.clone(), svc.ttl, rdata));
     }
 }
 

@@ -52,16 +52,29 @@ impl Snapshot {
 
     /// Loads with an existing health registry, so endpoints that did not change keep their
     /// state (reload).
-    pub fn load_with(config_path: &Path, health: Arc<HealthRegistry>) -> Result<Snapshot, Problems> {
+    pub fn load_with(
+        config_path: &Path,
+        health: Arc<HealthRegistry>,
+    ) -> Result<Snapshot, Problems> {
         let config = config::load(config_path)?;
         Self::from_config(config, health)
     }
 
-    pub fn from_config(config: LoadedConfig, health: Arc<HealthRegistry>) -> Result<Snapshot, Problems> {
+    pub fn from_config(
+        config: LoadedConfig,
+        health: Arc<HealthRegistry>,
+    ) -> Result<Snapshot, Problems> {
         let mut zones = ZoneSet::load_dir(&config.zones_dir).map_err(Problems)?;
         let mut problems = Vec::new();
         check_services(&config, &zones, &mut problems);
-        let db = match (&config.geoip_database, config.config.geoip.as_ref().and_then(|g| g.database.as_ref())) {
+        let db = match (
+            &config.geoip_database,
+            config
+                .config
+                .geoip
+                .as_ref()
+                .and_then(|g| g.database.as_ref()),
+        ) {
             (Some(path), Some(key)) => match GeoDb::open(path) {
                 Ok(db) => Some(db),
                 Err(e) => {
@@ -89,7 +102,9 @@ impl Snapshot {
         health.retain(&|k| {
             services.iter().any(|s| {
                 s.name.to_ascii() == k.service
-                    && s.endpoints.iter().any(|e| e.addr == k.address && e.probe == k.probe)
+                    && s.endpoints
+                        .iter()
+                        .any(|e| e.addr == k.address && e.probe == k.probe)
             })
         });
         let c = &config.config;
@@ -181,7 +196,10 @@ fn wire_key_of(n: &Name) -> crate::zone::WireKey {
 }
 
 fn loc(l: &config::Location) -> Coords {
-    Coords { lat: l.lat, lon: l.lon }
+    Coords {
+        lat: l.lat,
+        lon: l.lon,
+    }
 }
 
 fn build_regions(config: &LoadedConfig) -> Vec<Region> {
@@ -194,8 +212,16 @@ fn build_regions(config: &LoadedConfig) -> Vec<Region> {
             Region {
                 name: name.clone(),
                 location: r.location.as_ref().map(loc),
-                countries: r.countries.iter().filter_map(|c| geo::code(c.get_ref())).collect(),
-                continents: r.continents.iter().filter_map(|c| geo::code(c.get_ref())).collect(),
+                countries: r
+                    .countries
+                    .iter()
+                    .filter_map(|c| geo::code(c.get_ref()))
+                    .collect(),
+                continents: r
+                    .continents
+                    .iter()
+                    .filter_map(|c| geo::code(c.get_ref()))
+                    .collect(),
             }
         })
         .collect()
@@ -224,11 +250,19 @@ fn build_locator(config: &LoadedConfig, db: Option<GeoDb>) -> Locator {
             })
         })
         .collect();
-    let site = c.site.as_ref().and_then(|s| s.location.as_ref()).map(|l| loc(l.get_ref()));
+    let site = c
+        .site
+        .as_ref()
+        .and_then(|s| s.location.as_ref())
+        .map(|l| loc(l.get_ref()));
     Locator::new(overrides, db, site)
 }
 
-fn build_services(config: &LoadedConfig, regions: &[Region], health: &HealthRegistry) -> Vec<Arc<Service>> {
+fn build_services(
+    config: &LoadedConfig,
+    regions: &[Region],
+    health: &HealthRegistry,
+) -> Vec<Arc<Service>> {
     let c = &config.config;
     c.service
         .iter()
