@@ -140,7 +140,9 @@ pub fn handle_traced(
     let glue_needed = answer(snap, query, &mut client, &mut scope, &mut resp, trace);
     if let (Some(mut echo), Some(edns)) = (ecs, resp.edns.as_mut()) {
         // The scope the answer depended on, never more specific than the client asked
-        // (RFC 7871 §7.2.1); static answers say 0: valid for every client.
+        // (RFC 7871 §7.2.1); static answers say 0: valid for every client. Policies measure
+        // it on the IPv4 address inside a 6to4 or IPv4-mapped one; state it in the client's.
+        let scope = crate::geo::prefix_in(client.addr, scope);
         echo.set_scope_prefix(scope.min(echo.source_prefix()));
         edns.options_mut().insert(EdnsOption::Subnet(echo));
     }

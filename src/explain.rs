@@ -37,11 +37,14 @@ pub fn explain(snap: &Snapshot, req: &Request) -> Result<(String, Value), String
             }
         }
         if !matched {
-            return Err(format!("--down {d}: no endpoint address or region of that name"));
+            return Err(format!(
+                "--down {d}: no endpoint address or region of that name"
+            ));
         }
     }
 
-    let mut name = Name::from_ascii(&req.name).map_err(|e| format!("`{}` is not a domain name: {e}", req.name))?;
+    let mut name = Name::from_ascii(&req.name)
+        .map_err(|e| format!("`{}` is not a domain name: {e}", req.name))?;
     name.set_fqdn(true);
     let mut msg = Message::new(0x4d45, MessageType::Query, OpCode::Query);
     msg.add_query(Query::query(name.clone(), req.rtype));
@@ -52,7 +55,9 @@ pub fn explain(snap: &Snapshot, req: &Request) -> Result<(String, Value), String
             .insert(EdnsOption::Subnet(ClientSubnet::new(ip, prefix, 0)));
     }
     msg.set_edns(edns);
-    let packet = msg.to_vec().map_err(|e| format!("cannot encode query: {e}"))?;
+    let packet = msg
+        .to_vec()
+        .map_err(|e| format!("cannot encode query: {e}"))?;
     let mut trace = Trace::default();
     let resp = handle_traced(
         snap,
@@ -66,7 +71,13 @@ pub fn explain(snap: &Snapshot, req: &Request) -> Result<(String, Value), String
     Ok(render(snap, req, &name, &resp, &trace))
 }
 
-fn render(snap: &Snapshot, req: &Request, name: &Name, resp: &Message, trace: &Trace) -> (String, Value) {
+fn render(
+    snap: &Snapshot,
+    req: &Request,
+    name: &Name,
+    resp: &Message,
+    trace: &Trace,
+) -> (String, Value) {
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<11}{v}\n"));
     line("query", format!("{name} {}", req.rtype));
@@ -97,8 +108,12 @@ fn render(snap: &Snapshot, req: &Request, name: &Name, resp: &Message, trace: &T
         let src = match loc.by {
             crate::geo::LocatedBy::Override => format!("geoip.networks override /{}", loc.prefix),
             crate::geo::LocatedBy::Database => format!("GeoIP database, network /{}", loc.prefix),
-            crate::geo::LocatedBy::Site => "not found: this site's location stands in".into(),
-            crate::geo::LocatedBy::Unknown => "not found and no site location: all regions equal".into(),
+            crate::geo::LocatedBy::Site => {
+                "no coordinates known: this site's location stands in".into()
+            }
+            crate::geo::LocatedBy::Unknown => {
+                "not found and no site location: all regions equal".into()
+            }
         };
         line("location", format!("{} ({src})", parts.join(", ")));
         client_json["located_by"] = json!(loc.by.as_str());
@@ -113,7 +128,11 @@ fn render(snap: &Snapshot, req: &Request, name: &Name, resp: &Message, trace: &T
 
     let mut candidates = Vec::new();
     let mut policy_json = Value::Null;
-    if let Some(svc) = trace.service.as_ref().and_then(|n| snap.services.iter().find(|s| &s.name == n)) {
+    if let Some(svc) = trace
+        .service
+        .as_ref()
+        .and_then(|n| snap.services.iter().find(|s| &s.name == n))
+    {
         line(
             "service",
             format!(
@@ -177,7 +196,8 @@ fn render(snap: &Snapshot, req: &Request, name: &Name, resp: &Message, trace: &T
                 "  {:<12} {:<28} {:>9} {:>7} {:>4} {:<9} {}\n",
                 region.as_deref().unwrap_or("-"),
                 e.addr.to_string(),
-                dist.filter(|d| d.is_finite()).map_or("-".into(), |d| format!("{d:.0} km")),
+                dist.filter(|d| d.is_finite())
+                    .map_or("-".into(), |d| format!("{d:.0} km")),
                 format!("{}", e.weight),
                 e.priority,
                 health,
@@ -201,7 +221,10 @@ fn render(snap: &Snapshot, req: &Request, name: &Name, resp: &Message, trace: &T
             out.push_str(&format!("{:<11}{n}\n", "decision"));
         }
     } else {
-        out.push_str(&format!("{:<11}{}\n", "decision", "static data from the zone (not a balanced name)"));
+        out.push_str(&format!(
+            "{:<11}{}\n",
+            "decision", "static data from the zone (not a balanced name)"
+        ));
     }
 
     let answers: Vec<String> = resp
@@ -221,12 +244,17 @@ fn render(snap: &Snapshot, req: &Request, name: &Name, resp: &Message, trace: &T
     for r in &records {
         out.push_str(&format!("{:<11}{r}\n", "answer"));
     }
-    let ecs_scope = resp.edns.as_ref().and_then(|e| match e.option(hickory_proto::rr::rdata::opt::EdnsCode::Subnet) {
-        Some(EdnsOption::Subnet(s)) => Some(s.scope_prefix()),
-        _ => None,
+    let ecs_scope = resp.edns.as_ref().and_then(|e| {
+        match e.option(hickory_proto::rr::rdata::opt::EdnsCode::Subnet) {
+            Some(EdnsOption::Subnet(s)) => Some(s.scope_prefix()),
+            _ => None,
+        }
     });
     match ecs_scope {
-        Some(s) => out.push_str(&format!("{:<11}/{s} (the answer holds for the client's /{s})\n", "ecs scope")),
+        Some(s) => out.push_str(&format!(
+            "{:<11}/{s} (the answer holds for the client's /{s})\n",
+            "ecs scope"
+        )),
         None => out.push_str(&format!(
             "{:<11}/{} would be returned to an ECS query\n",
             "ecs scope", trace.scope

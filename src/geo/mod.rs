@@ -86,6 +86,22 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// `prefix`, a prefix length of `canonical(addr)`, as a prefix length of `addr` itself: the
+/// IPv4 address sits 96 bits into an IPv4-mapped address and 16 bits into a 6to4 one.
+pub fn prefix_in(addr: IpAddr, prefix: u8) -> u8 {
+    match (addr, canonical(addr)) {
+        (IpAddr::V6(v6), IpAddr::V4(_)) if prefix > 0 => {
+            let base = if v6.to_ipv4_mapped().is_some() {
+                96
+            } else {
+                16
+            };
+            base + prefix.min(32)
+        }
+        _ => prefix,
+    }
+}
+
 /// `ip` with every bit past `prefix` cleared.
 pub fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
     match ip {
@@ -363,6 +379,14 @@ impl Locator {
                 loc.coords = hit
                     .coords
                     .or_else(|| hit.country.and_then(country_info).map(|(_, c)| c));
+                // A record with a continent alone says nothing of distance: this site's
+                // location stands in (the continent still counts for `continents` mappings).
+                if loc.coords.is_none() {
+                    if let Some(c) = self.site {
+                        loc.by = LocatedBy::Site;
+                        loc.coords = Some(c);
+                    }
+                }
                 return loc;
             }
         }
@@ -426,6 +450,16 @@ mod tests {
         assert_eq!(canonical("2002:5102:45a0::".parse().unwrap()), v4);
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
         assert_eq!(canonical(v6), v6);
+    }
+
+    #[test]
+    fn prefixes_of_ipv4_inside_ipv6() {
+        let at = |s: &str, p| prefix_in(s.parse().unwrap(), p);
+        assert_eq!(at("81.2.69.160", 27), 27);
+        assert_eq!(at("2001:db8::1", 56), 56);
+        assert_eq!(at("::ffff:81.2.69.160", 27), 123);
+        assert_eq!(at("2002:5102:45a0::", 27), 43);
+        assert_eq!(at("2002:5102:45a0::", 0), 0);
     }
 
     #[test]

@@ -53,7 +53,13 @@ pub(super) fn rank(ctx: &mut Ctx<'_, '_>, eligible: &mut Vec<usize>) -> u8 {
         }
     }
 
-    let distances: Vec<(usize, f64)> = match loc.coords {
+    // A client that an override put in a region stands at that region's location, so that
+    // when the region has no eligible endpoint the region nearest to it takes over.
+    let coords = loc.coords.or_else(|| {
+        let name = loc.region.as_ref()?;
+        regions.iter().find(|x| &x.name == name)?.location
+    });
+    let distances: Vec<(usize, f64)> = match coords {
         Some(c) => eligible
             .iter()
             .map(|&i| {

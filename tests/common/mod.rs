@@ -238,3 +238,43 @@ fn rand_id() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(4242);
     NEXT.fetch_add(7919, Ordering::Relaxed)
 }
+
+/// One UDP socket reused for many queries sent and answered one after another, for loops of
+/// thousands of queries (a fresh socket per query would cost a bind each time).
+pub struct UdpClient {
+    sock: UdpSocket,
+    server: SocketAddr,
+    buf: Vec<u8>,
+}
+
+impl TestServer {
+    pub fn udp_client(&self) -> UdpClient {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        UdpClient {
+            sock,
+            server: self.addr,
+            buf: vec![0u8; 65535],
+        }
+    }
+}
+
+impl UdpClient {
+    /// Sends `msg` and returns the response with its id; panics if none comes within 3 s.
+    /// Datagrams with another id (late answers to earlier queries) are skipped.
+    pub fn ask(&mut self, msg: &Message) -> Message {
+        let bytes = msg.to_vec().expect("encode");
+        self.sock.send_to(&bytes, self.server).expect("send");
+        loop {
+            let (n, from) = self.sock.recv_from(&mut self.buf).expect("no UDP response");
+            if from != self.server {
+                continue;
+            }
+            let m = Message::from_vec(&self.buf[..n]).expect("decode response");
+            if m.metadata.id == msg.metadata.id {
+                return m;
+            }
+        }
+    }
+}
