@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::reload::Reloader;
 use crate::server::{self, ListenSettings};
 use crate::snapshot::{self, Snapshot};
 
@@ -220,20 +221,46 @@ fn serve(path: &Path) -> i32 {
         for a in &handle.addrs {
             tracing::info!(address = %a, "listening on UDP and TCP");
         }
+        let reloader = Reloader::new(shared.clone(), config_path.clone());
+        let admin = match crate::admin::AdminState::from_config(reloader.clone()) {
+            None => None,
+            Some(state) => match crate::admin::start(state).await {
+                Ok(h) => {
+                    tracing::info!(address = %h.addr, "admin API listening");
+                    Some(h)
+                }
+                Err(e) => {
+                    eprintln!("meridian: {e}");
+                    handle.shutdown().await;
+                    return if e.kind() == std::io::ErrorKind::InvalidInput {
+                        EXIT_INVALID
+                    } else {
+                        EXIT_RUNTIME
+                    };
+                }
+            },
+        };
+        let prober = crate::health::start_with(
+            shared.clone(),
+            crate::health::ProberOptions {
+                observer: Some(Arc::new(crate::metrics::observe_probe)),
+                ..Default::default()
+            },
+        );
         tracing::info!(zones, generation, config = %config_path.display(), "serving");
-        wait_for_signals(shared, Arc::new(config_path), &settings).await;
+        wait_for_signals(&reloader).await;
         tracing::info!("shutting down");
+        prober.shutdown();
+        if let Some(a) = admin {
+            a.shutdown().await;
+        }
         handle.shutdown().await;
         EXIT_OK
     })
 }
 
-/// Runs until SIGTERM or SIGINT; SIGHUP reloads.
-async fn wait_for_signals(
-    shared: snapshot::SharedSnapshot,
-    config_path: Arc<PathBuf>,
-    settings: &ListenSettings,
-) {
+/// Runs until SIGTERM or SIGINT; SIGHUP reloads (the same reload as `POST /api/v1/reload`).
+async fn wait_for_signals(reloader: &Reloader) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -248,35 +275,10 @@ async fn wait_for_signals(
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            _ = hup.recv() => reload(&shared, &config_path, settings).await,
-        }
-    }
-}
-
-/// Builds a new snapshot off the query path and swaps it in; a bad config leaves the old one.
-pub async fn reload(
-    shared: &snapshot::SharedSnapshot,
-    config_path: &Path,
-    settings: &ListenSettings,
-) {
-    let path = config_path.to_path_buf();
-    let result = tokio::task::spawn_blocking(move || Snapshot::load(&path)).await;
-    match result {
-        Ok(Ok(snap)) => {
-            if snap.config.listen != settings.addrs {
-                tracing::warn!(
-                    "server.listen changed: the new addresses take effect after a restart"
-                );
-            }
-            let generation = snap.generation;
-            shared.store(Arc::new(snap));
-            tracing::info!(generation, "reloaded");
-        }
-        Ok(Err(problems)) => {
-            for p in &problems.0 {
-                tracing::error!("reload rejected, old config keeps serving: {p}");
+            _ = hup.recv() => {
+                // The reloader logs the outcome and records it for /status and metrics.
+                let _ = reloader.reload().await;
             }
         }
-        Err(e) => tracing::error!("reload failed: {e}"),
     }
 }

@@ -462,14 +462,25 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
     }
 
     if let Some(admin) = &c.admin {
-        if admin.listen.get_ref().parse::<SocketAddr>().is_err() {
-            out.push(at(
+        match admin.listen.get_ref().parse::<SocketAddr>() {
+            Err(_) => out.push(at(
                 admin.listen.span(),
                 format!(
                     "admin.listen: `{}` is not an address with a port",
                     admin.listen.get_ref()
                 ),
-            ));
+            )),
+            // Drain and reload from anywhere on the network without a token is an outage
+            // waiting to happen.
+            Ok(a) if !a.ip().is_loopback() && admin.token.as_deref().is_none_or(str::is_empty) => {
+                out.push(at(
+                    admin.listen.span(),
+                    format!(
+                        "admin.listen: `{a}` is not a loopback address, so admin.token must be set"
+                    ),
+                ))
+            }
+            Ok(_) => {}
         }
     }
 
@@ -508,6 +519,22 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
         if let Some(s) = &p.expect_status {
             if let Err(e) = status_ranges(s.get_ref()) {
                 out.push(at(s.span(), format!("{key}.expect_status: {e}")));
+            }
+        }
+        for (h, v) in &p.headers {
+            // RFC 9110 §5.1 token characters; values without control characters.
+            let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if h.is_empty() || !h.bytes().all(tchar) {
+                out.push(at(
+                    profile.span(),
+                    format!("{key}.headers: `{h}` is not a valid HTTP header name"),
+                ));
+            }
+            if v.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                out.push(at(
+                    profile.span(),
+                    format!("{key}.headers.{h}: the value has control characters"),
+                ));
             }
         }
         if let Some(i) = &p.initial {
@@ -777,6 +804,18 @@ mod tests {
         );
         assert!(status_ranges(&StatusSpec::Text("299-200".into())).is_err());
         assert!(status_ranges(&StatusSpec::Code(42)).is_err());
+    }
+
+    #[test]
+    fn bad_health_header_is_a_problem() {
+        let err = parse_str(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\nzones = \".\"\n[health.h]\nkind = \"http\"\nheaders = { \"Bad Name\" = \"x\" }\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.0.iter().any(|p| p.message.contains("health.h.headers")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use crate::geo::{mask, AddrSource};
+use crate::metrics::{self, QueryOutcome};
 use crate::policy::{self, Client, Family, Service, Trace};
 use crate::snapshot::Snapshot;
 use crate::zone::{wire_lower, Found, Node, Zone};
@@ -48,13 +49,43 @@ pub fn handle_traced(
     transport: Transport,
     trace: Option<&mut Trace>,
 ) -> Option<Vec<u8>> {
+    let mut outcome = QueryOutcome::default();
+    let (bytes, rcode) = respond(snap, packet, src, transport, trace, &mut outcome)?;
+    // The one place every response passes: count it.
+    metrics::record_query(&outcome, rcode);
+    bytes
+}
+
+/// A response (or `None` if encoding failed) and its response code, for the metrics; `None`
+/// when nothing is to be sent.
+type Reply = Option<(Option<Vec<u8>>, ResponseCode)>;
+
+fn done(resp: Message, limit: usize, glue_needed: bool) -> Reply {
+    let rcode = resp.metadata.response_code;
+    Some((encode(resp, limit, glue_needed), rcode))
+}
+
+fn respond<'s>(
+    snap: &'s Snapshot,
+    packet: &[u8],
+    src: SocketAddr,
+    transport: Transport,
+    trace: Option<&mut Trace>,
+    outcome: &mut QueryOutcome<'s>,
+) -> Reply {
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
         return None;
     }
     let req = match Message::from_vec(packet) {
         Ok(m) => m,
-        Err(_) => return Some(header_only_error(packet, ResponseCode::FormErr)),
+        Err(_) => {
+            let rcode = ResponseCode::FormErr;
+            return Some((Some(header_only_error(packet, rcode)), rcode));
+        }
     };
+    if let [q] = &req.queries[..] {
+        outcome.qtype = Some(q.query_type());
+    }
     let mut resp = Message::new(req.metadata.id, MessageType::Response, req.metadata.op_code);
     resp.metadata.recursion_desired = req.metadata.recursion_desired;
     resp.metadata.checking_disabled = req.metadata.checking_disabled;
@@ -78,7 +109,7 @@ pub fn handle_traced(
             resp.set_edns(edns);
             resp.metadata.response_code = ResponseCode::BADVERS;
             resp.queries.clear();
-            return encode(resp, limit, false);
+            return done(resp, limit, false);
         }
         if req_edns.option(EdnsCode::NSID).is_some() {
             if let Some(id) = &snap.wire.site_id {
@@ -104,40 +135,48 @@ pub fn handle_traced(
 
     if req.metadata.op_code != OpCode::Query {
         resp.metadata.response_code = ResponseCode::NotImp;
-        return encode(resp, limit, false);
+        return done(resp, limit, false);
     }
     if req.queries.len() != 1 {
         resp.metadata.response_code = ResponseCode::FormErr;
-        return encode(resp, limit, false);
+        return done(resp, limit, false);
     }
     let query = &req.queries[0];
     match query.query_class() {
         DNSClass::IN => {}
         DNSClass::CH => {
             chaos(snap, query, &mut resp);
-            return encode(resp, limit, false);
+            return done(resp, limit, false);
         }
         _ => {
             resp.metadata.response_code = ResponseCode::Refused;
-            return encode(resp, limit, false);
+            return done(resp, limit, false);
         }
     }
     match query.query_type() {
         RecordType::OPT => {
             resp.metadata.response_code = ResponseCode::FormErr;
-            return encode(resp, limit, false);
+            return done(resp, limit, false);
         }
         RecordType::AXFR | RecordType::IXFR => {
             // Zone transfers are not offered; say so rather than pretend the zone is empty.
             resp.metadata.response_code = ResponseCode::Refused;
-            return encode(resp, limit, false);
+            return done(resp, limit, false);
         }
         _ => {}
     }
 
     let mut client = Client::new(client.0, client.1, &snap.locator);
     let mut scope = 0u8;
-    let glue_needed = answer(snap, query, &mut client, &mut scope, &mut resp, trace);
+    let glue_needed = answer(
+        snap,
+        query,
+        &mut client,
+        &mut scope,
+        &mut resp,
+        trace,
+        outcome,
+    );
     if let (Some(mut echo), Some(edns)) = (ecs, resp.edns.as_mut()) {
         // The scope the answer depended on, never more specific than the client asked
         // (RFC 7871 §7.2.1); static answers say 0: valid for every client. Policies measure
@@ -146,18 +185,19 @@ pub fn handle_traced(
         echo.set_scope_prefix(scope.min(echo.source_prefix()));
         edns.options_mut().insert(EdnsOption::Subnet(echo));
     }
-    encode(resp, limit, glue_needed)
+    done(resp, limit, glue_needed)
 }
 
 /// Fills the response for an IN query. Returns true when the additional section holds glue that
 /// a referral cannot do without (RFC 9471), so truncation must set TC rather than drop it.
-fn answer(
-    snap: &Snapshot,
+fn answer<'s>(
+    snap: &'s Snapshot,
     query: &Query,
     client: &mut Client<'_>,
     scope: &mut u8,
     resp: &mut Message,
     mut trace: Option<&mut Trace>,
+    outcome: &mut QueryOutcome<'s>,
 ) -> bool {
     let qtype = query.query_type();
     let (mut wire, mut starts) = (Vec::with_capacity(64), Vec::with_capacity(8));
@@ -166,7 +206,7 @@ fn answer(
         resp.metadata.response_code = ResponseCode::Refused;
         return false;
     };
-    let zone = zone.clone();
+    outcome.zone = Some(&zone.stats);
     resp.metadata.authoritative = true;
 
     // The owner of answer records is spelled as the client spelled the question (0x20).
@@ -175,14 +215,14 @@ fn answer(
         match zone.find(&wire, &starts, qtype == RecordType::DS) {
             Found::Delegation(_, cut) => {
                 if resp.answers.is_empty() {
-                    return referral(&zone, cut, resp);
+                    return referral(zone, cut, resp);
                 }
                 // A CNAME led below a cut: the answer so far is all we know with authority.
                 return false;
             }
             Found::NxDomain => {
                 resp.metadata.response_code = ResponseCode::NXDomain;
-                negative(&zone, resp);
+                negative(zone, resp);
                 return false;
             }
             Found::Node(node) | Found::Wildcard(node) => {
@@ -197,11 +237,12 @@ fn answer(
                         scope,
                         resp,
                         trace.as_deref_mut(),
+                        outcome,
                     );
                     return false;
                 }
                 if node.rrsets.is_empty() {
-                    negative(&zone, resp);
+                    negative(zone, resp);
                     return false;
                 }
                 if let Some(cname) = node.rrset(RecordType::CNAME) {
@@ -231,9 +272,9 @@ fn answer(
                 match set {
                     Some(set) => {
                         push_rrset(&mut resp.answers, set, &owner);
-                        additional_for(&zone, set, &mut resp.additionals);
+                        additional_for(zone, set, &mut resp.additionals);
                     }
-                    None => negative(&zone, resp),
+                    None => negative(zone, resp),
                 }
                 return false;
             }
@@ -244,9 +285,9 @@ fn answer(
 
 /// Answers at a balanced name: A/AAAA (and ANY) from the policy, other types from the zone.
 #[allow(clippy::too_many_arguments)]
-fn balanced(
+fn balanced<'s>(
     snap: &Snapshot,
-    svc: &Service,
+    svc: &'s Service,
     node: &Node,
     qtype: RecordType,
     owner: &Name,
@@ -254,6 +295,7 @@ fn balanced(
     scope: &mut u8,
     resp: &mut Message,
     mut trace: Option<&mut Trace>,
+    outcome: &mut QueryOutcome<'s>,
 ) {
     let family = match qtype {
         RecordType::A => Some(Family::V4),
@@ -281,6 +323,8 @@ fn balanced(
         trace.as_deref_mut(),
     );
     *scope = (*scope).max(sel.scope);
+    outcome.service = Some(svc);
+    outcome.all_down = sel.all_down;
     if let Some(t) = trace {
         t.service = Some(svc.name.clone());
         t.client = client.located().cloned();
@@ -291,7 +335,7 @@ fn balanced(
         negative_for(snap, owner, resp);
         return;
     }
-    for i in sel.picks {
+    for &i in &sel.picks {
         let rdata = match svc.endpoints[i].addr {
             std::net::IpAddr::V4(a) => RData::A(a.into()),
             std::net::IpAddr::V6(a) => RData::AAAA(a.into()),
@@ -299,6 +343,7 @@ fn balanced(
         resp.answers
             .push(Record::from_rdata(owner.clone(), svc.ttl, rdata));
     }
+    outcome.picks = sel.picks;
 }
 
 fn negative_for(snap: &Snapshot, name: &Name, resp: &mut Message) {

@@ -15,15 +15,21 @@
 //! | [`dns`] | query bytes → response bytes, independent of transport |
 //! | [`server`] | UDP and TCP listeners |
 //! | [`explain`] | `meridian explain`: an answer and the decision behind it |
+//! | [`metrics`] | Prometheus counters (lock-free on the query path) and their exposition |
+//! | [`reload`] | SIGHUP / API reloads: rebuild off the query path, swap, record the result |
+//! | [`admin`] | the admin HTTP API: status, metrics, drain, reload |
 //! | [`cli`] | the `meridian` command line |
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod explain;
 pub mod geo;
 pub mod health;
+pub mod metrics;
 pub mod policy;
+pub mod reload;
 pub mod server;
 pub mod snapshot;
 pub mod zone;

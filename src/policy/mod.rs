@@ -95,6 +95,8 @@ pub struct Service {
     pub when_all_down: WhenAllDown,
     pub health: Option<String>,
     pub endpoints: Vec<Endpoint>,
+    /// Answer counters per endpoint, for metrics.
+    pub stats: crate::metrics::ServiceStats,
     rr_next: AtomicUsize,
 }
 
@@ -109,6 +111,7 @@ impl Service {
         health: Option<String>,
         endpoints: Vec<Endpoint>,
     ) -> Service {
+        let stats = crate::metrics::ServiceStats::new(&name, endpoints.iter().map(|e| e.addr));
         Service {
             name,
             policy,
@@ -117,6 +120,7 @@ impl Service {
             when_all_down,
             health,
             endpoints,
+            stats,
             rr_next: AtomicUsize::new(0),
         }
     }

@@ -75,6 +75,8 @@ pub struct Zone {
     pub nodes: HashMap<WireKey, Node>,
     /// Records in the file, for `check` and status output.
     pub record_count: usize,
+    /// Query counters, carried over by a reload that keeps the zone (see [`crate::metrics`]).
+    pub stats: Arc<crate::metrics::ZoneStats>,
 }
 
 /// What the zone holds for a query name, following RFC 1034 §4.3.2.
@@ -324,6 +326,7 @@ impl Zone {
             soa,
             nodes,
             record_count,
+            stats: crate::metrics::zone_stats(&origin),
         };
         let mut ns_problems = Vec::new();
         for (key, node) in &zone.nodes {

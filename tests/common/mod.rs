@@ -278,3 +278,28 @@ impl UdpClient {
         }
     }
 }
+
+impl TestServer {
+    /// Starts the health prober on this server's runtime, following `self.shared` (reloads
+    /// included). It stops with the server's runtime.
+    pub fn start_prober(&self) -> meridian::health::ProberHandle {
+        let _guard = self.rt.as_ref().expect("runtime").enter();
+        meridian::health::start(self.shared.clone())
+    }
+
+    /// Re-reads this server's config file into a new snapshot that keeps the health registry,
+    /// and swaps it in (what SIGHUP does).
+    pub fn reload(&self) {
+        let snap = Snapshot::load_with(&self.config_path(), self.shared.load().health.clone())
+            .unwrap_or_else(|p| panic!("reload rejected:\n{p}"));
+        self.shared.store(std::sync::Arc::new(snap));
+    }
+}
+
+impl TestServer {
+    /// Runs a future on the server's runtime, e.g. to start the admin API beside the server:
+    /// what it spawns keeps running there until the server is dropped.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.as_ref().expect("runtime").block_on(f)
+    }
+}

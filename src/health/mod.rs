@@ -3,11 +3,36 @@
 //!
 //! States live in a [`HealthRegistry`] keyed by what identifies a probe target, so a reload
 //! that keeps an endpoint keeps its state (SPEC "Reload": health carries over).
+//!
+//! The prober that writes them lives in [`probe`]: [`probe::start`] runs it on the current
+//! tokio runtime and follows reloads by itself.
+
+pub mod probe;
+
+pub use probe::{start, start_with, ProbeEvent, ProberHandle, ProberOptions};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+
+/// The outcome of one probe, kept for `/status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeResult {
+    pub ok: bool,
+    /// A fixed word for metrics labels: `ok`, `timeout`, `refused`, `tls`, `status`, `body`,
+    /// `connect`, `error`.
+    pub class: &'static str,
+    /// For people: `ok`, `timeout`, `refused`, `tls error: …`, `status 503`, `body mismatch`, …
+    pub reason: String,
+    /// When the probe finished.
+    pub at: SystemTime,
+    /// How long it took (connect, request, and the body when one is expected).
+    pub duration: Duration,
+}
 
 /// Live figures for one endpoint of one service.
 #[derive(Debug)]
@@ -18,6 +43,8 @@ pub struct EndpointState {
     rtt_us: AtomicU64,
     /// `X-Load` reported by the endpoint, as f64 bits; NaN = not reported.
     load: AtomicU64,
+    /// The last probe; only `/status` reads it, never the query path.
+    last_probe: ArcSwapOption<ProbeResult>,
 }
 
 impl EndpointState {
@@ -27,6 +54,7 @@ impl EndpointState {
             drained: AtomicBool::new(false),
             rtt_us: AtomicU64::new(0),
             load: AtomicU64::new(f64::NAN.to_bits()),
+            last_probe: ArcSwapOption::empty(),
         }
     }
     pub fn healthy(&self) -> bool {
@@ -61,6 +89,14 @@ impl EndpointState {
     pub fn set_load(&self, v: Option<f64>) {
         self.load
             .store(v.unwrap_or(f64::NAN).to_bits(), Ordering::Relaxed)
+    }
+    /// The last probe of this endpoint; `None` until it has been probed (or when it has no
+    /// health check).
+    pub fn last_probe(&self) -> Option<Arc<ProbeResult>> {
+        self.last_probe.load_full()
+    }
+    pub fn set_last_probe(&self, r: Arc<ProbeResult>) {
+        self.last_probe.store(Some(r))
     }
 }
 

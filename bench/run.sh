@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs meridian side by side with gdnsd and Knot (and PowerDNS if asked) under dnsperf, using
+# the shared harness in ../shared/bench. One command on a fresh machine of this kind:
+#   bash bench/run.sh                     # pinned + ecs + tcp + unpinned, 3 interleaved reps
+#   QUICK=1 bash bench/run.sh             # harness check: 1 rep x 5 s
+#   SERVERS="gdnsd knot ours" MODES="pinned ecs" REPS=3 bash bench/run.sh
+# Results: /tmp/dns-anchors/results/<timestamp>/summary.md (printed at the end).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(dirname "$here")"
+harness="${HARNESS:-$repo/../shared/bench}"
+[ -x "$harness/run.sh" ] || { echo "bench: no harness at $harness" >&2; exit 1; }
+
+if ! command -v dnsperf >/dev/null || ! command -v gdnsd >/dev/null || ! command -v knotd >/dev/null; then
+  bash "$harness/install.sh"
+fi
+
+(cd "$repo" && cargo build --release --locked)
+
+export WORK="${WORK:-/tmp/dns-anchors}"
+export OURS_PORT="${OURS_PORT:-5314}"
+mkdir -p "$WORK/meridian"
+sed -e "s|@PORT@|$OURS_PORT|" -e "s|@ZONES@|$WORK/ours|" \
+  "$here/meridian-bench.toml.in" > "$WORK/meridian/meridian.toml"
+export OURS_CMD="$repo/target/release/meridian serve --config $WORK/meridian/meridian.toml"
+export OURS_NAME="${OURS_NAME:-meridian}"
+export MERIDIAN_LOG="${MERIDIAN_LOG:-warn}"
+export SERVERS="${SERVERS:-gdnsd knot ours}"
+export MODES="${MODES:-pinned ecs tcp unpinned}"
+exec bash "$harness/run.sh"

@@ -1,0 +1,424 @@
+//! The admin HTTP API on `[admin].listen` (SPEC "Admin HTTP API"):
+//!
+//! | call | |
+//! |---|---|
+//! | `GET /status` | JSON: site, config generation and load time, last reload, every service and endpoint |
+//! | `GET /metrics` | Prometheus / OpenMetrics text ([`crate::metrics`]) |
+//! | `POST /api/v1/drain`, `/api/v1/undrain` | `{"service", "endpoint"}` or `{"region"}` (optionally with `"service"`) |
+//! | `POST /api/v1/reload` | same as SIGHUP ([`crate::reload`]) |
+//!
+//! Mutating calls need `Authorization: Bearer TOKEN`, compared in constant time. The token in
+//! force is `admin.token` of the config being served, so a reload can rotate it; without one
+//! mutating calls are refused (403). The API will not start on a non-loopback address without
+//! a token.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::metrics::{self, name_label};
+use crate::policy::WhenAllDown;
+use crate::reload::{ReloadError, Reloader};
+use crate::snapshot::Snapshot;
+
+/// What the admin API serves.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    pub reloader: Arc<Reloader>,
+    /// Where to listen; port 0 picks a free port ([`AdminHandle::addr`] tells which).
+    pub listen: SocketAddr,
+}
+
+impl AdminState {
+    /// The API as the served config's `[admin]` table describes it; `None` when the config has
+    /// no `[admin]` (or its address does not parse, which `check` reports).
+    pub fn from_config(reloader: Arc<Reloader>) -> Option<AdminState> {
+        let listen = {
+            let snap = reloader.shared().load();
+            snap.config
+                .config
+                .admin
+                .as_ref()?
+                .listen
+                .get_ref()
+                .parse()
+                .ok()?
+        };
+        Some(AdminState { reloader, listen })
+    }
+}
+
+/// A running admin API; dropping it does not stop it, [`AdminHandle::shutdown`] does.
+#[derive(Debug)]
+pub struct AdminHandle {
+    /// The address actually bound.
+    pub addr: SocketAddr,
+    stop: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl AdminHandle {
+    /// Stops accepting and waits (up to 5 s) for open requests to finish.
+    pub async fn shutdown(mut self) {
+        self.stop.notify_one();
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+    }
+}
+
+/// The token mutating calls need, from the config being served; empty counts as none.
+fn token(snap: &Snapshot) -> Option<&str> {
+    snap.config
+        .config
+        .admin
+        .as_ref()
+        .and_then(|a| a.token.as_deref())
+        .filter(|t| !t.is_empty())
+}
+
+/// Binds `state.listen` and serves the API on the current tokio runtime. Refuses (without
+/// binding) a non-loopback address when no token is configured: drain and reload would be
+/// open to anyone who can reach it.
+pub async fn start(state: AdminState) -> io::Result<AdminHandle> {
+    let has_token = token(&state.reloader.shared().load()).is_some();
+    if !state.listen.ip().is_loopback() && !has_token {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "admin.listen {} is not a loopback address and admin.token is not set: \
+                 refusing to expose the admin API without a token",
+                state.listen
+            ),
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind(state.listen)
+        .await
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("admin API cannot listen on {}: {e}", state.listen),
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let app = router(Arc::new(state));
+    let stop = Arc::new(Notify::new());
+    let stopped = stop.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped.notified().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!("admin API stopped: {e}");
+        }
+    });
+    if !has_token {
+        tracing::warn!("admin.token is not set: drain, undrain and reload are refused");
+    }
+    tracing::info!(address = %addr, "admin API listening");
+    Ok(AdminHandle { addr, stop, task })
+}
+
+type St = Arc<AdminState>;
+
+fn router(state: St) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/metrics", get(metrics_text))
+        .route("/api/v1/drain", post(drain))
+        .route("/api/v1/undrain", post(undrain))
+        .route("/api/v1/reload", post(reload))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path") })
+        .with_state(state)
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    (code, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+async fn status(State(st): State<St>) -> Json<Value> {
+    let snap = st.reloader.shared().load_full();
+    let last_reload = st.reloader.last().map(|r| match &r.result {
+        Ok(generation) => json!({ "ok": true, "generation": generation, "at": rfc3339(r.at) }),
+        Err(e) => json!({ "ok": false, "error": e.message(), "at": rfc3339(r.at) }),
+    });
+    let mut zones: Vec<Value> = snap
+        .zones
+        .zones
+        .values()
+        .map(|z| json!({ "origin": z.origin.to_ascii(), "records": z.record_count }))
+        .collect();
+    zones.sort_by(|a, b| a["origin"].as_str().cmp(&b["origin"].as_str()));
+    let services: Vec<Value> = snap
+        .services
+        .iter()
+        .map(|s| {
+            let endpoints: Vec<Value> = s
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let st = &e.state;
+                    let last_probe = st.last_probe().map(|p| {
+                        json!({
+                            "ok": p.ok,
+                            "result": p.class,
+                            "reason": p.reason,
+                            "at": rfc3339(p.at),
+                            "duration_ms": p.duration.as_secs_f64() * 1e3,
+                        })
+                    });
+                    json!({
+                        "address": e.addr.to_string(),
+                        "region": e.region.and_then(|r| snap.regions.get(r)).map(|r| &r.name),
+                        "weight": e.weight,
+                        "priority": e.priority,
+                        "probe": (!e.probe.is_empty()).then_some(&e.probe),
+                        "healthy": st.healthy(),
+                        "drained": st.drained(),
+                        "up": st.up(),
+                        "last_probe": last_probe,
+                        "rtt_ms": st.rtt_us().map(|us| us as f64 / 1e3),
+                        "load": st.load(),
+                    })
+                })
+                .collect();
+            json!({
+                "name": name_label(&s.name),
+                "policy": s.policy.as_str(),
+                "when_all_down": match s.when_all_down {
+                    WhenAllDown::ServeAll => "serve-all",
+                    WhenAllDown::Empty => "empty",
+                },
+                "ttl": s.ttl,
+                "max_answers": s.max_answers,
+                "health": s.health,
+                "endpoints_up": s.endpoints.iter().filter(|e| e.state.up()).count(),
+                "endpoints": endpoints,
+            })
+        })
+        .collect();
+    Json(json!({
+        "site": snap.wire.site_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "generation": snap.generation,
+        "loaded_at": rfc3339(snap.loaded_at),
+        "loaded_at_unix": metrics::unix_secs(snap.loaded_at),
+        "config_path": st.reloader.config_path().display().to_string(),
+        "last_reload": last_reload,
+        "zones": zones,
+        "services": services,
+    }))
+}
+
+async fn metrics_text(State(st): State<St>) -> Response {
+    let snap = st.reloader.shared().load_full();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        )],
+        metrics::render(&snap),
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mutating
+
+/// Equal-length byte strings compared without an early exit, so the time taken does not tell
+/// how much of a guessed token was right. (The length may show; it is not the secret.)
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// `Authorization: Bearer TOKEN` against the configured token: the refusal, 403 when there is
+/// none, 401 when the header is missing or wrong; `None` when the call may go on.
+fn refuse(st: &AdminState, headers: &HeaderMap) -> Option<Response> {
+    let snap = st.reloader.shared().load();
+    let Some(expected) = token(&snap) else {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "mutating calls are disabled: no admin.token is configured",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => None,
+        _ => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"meridian\""),
+            );
+            Some(r)
+        }
+    }
+}
+
+/// Body of drain and undrain.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Target {
+    service: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+}
+
+async fn drain(State(st): State<St>, headers: HeaderMap, body: Bytes) -> Response {
+    set_drained(&st, &headers, &body, true)
+}
+
+async fn undrain(State(st): State<St>, headers: HeaderMap, body: Bytes) -> Response {
+    set_drained(&st, &headers, &body, false)
+}
+
+fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained: bool) -> Response {
+    if let Some(r) = refuse(st, headers) {
+        return r;
+    }
+    let target: Target = match serde_json::from_slice(body) {
+        Ok(t) => t,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "body must be JSON like {{\"service\": \"www.example.com\", \"endpoint\": \
+                     \"192.0.2.10\"}} or {{\"region\": \"eu-west\"}}: {e}"
+                ),
+            )
+        }
+    };
+    if target.endpoint.is_none() && target.region.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "name an \"endpoint\" (an address) or a \"region\"",
+        );
+    }
+    let endpoint: Option<IpAddr> = match target.endpoint.as_deref().map(|e| e.trim().parse()) {
+        None => None,
+        Some(Ok(a)) => Some(a),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "endpoint `{}` is not an IP address",
+                    target.endpoint.as_deref().unwrap_or_default()
+                ),
+            )
+        }
+    };
+    let service = target
+        .service
+        .as_deref()
+        .map(|s| s.trim().trim_end_matches('.').to_ascii_lowercase());
+
+    let snap = st.reloader.shared().load();
+    let region = match target.region.as_deref() {
+        None => None,
+        Some(r) => match snap.regions.iter().position(|x| x.name == r) {
+            Some(i) => Some(i),
+            None => return error(StatusCode::NOT_FOUND, format!("no region `{r}`")),
+        },
+    };
+    let mut matched = Vec::new();
+    let mut service_seen = false;
+    for s in &snap.services {
+        let name = name_label(&s.name);
+        if service.as_ref().is_some_and(|want| *want != name) {
+            continue;
+        }
+        service_seen = true;
+        for e in &s.endpoints {
+            if endpoint.is_some_and(|a| a != e.addr) || region.is_some_and(|r| e.region != Some(r))
+            {
+                continue;
+            }
+            e.state.set_drained(drained);
+            matched.push(json!({
+                "service": name,
+                "endpoint": e.addr.to_string(),
+                "region": e.region.and_then(|r| snap.regions.get(r)).map(|r| &r.name),
+            }));
+        }
+    }
+    if matched.is_empty() {
+        let what = match (&service, service_seen) {
+            (Some(s), false) => format!("no service `{s}`"),
+            _ => "no endpoint matches".to_string(),
+        };
+        return error(StatusCode::NOT_FOUND, what);
+    }
+    tracing::info!(
+        service = target.service.as_deref().unwrap_or("*"),
+        endpoint = target.endpoint.as_deref().unwrap_or("*"),
+        region = target.region.as_deref().unwrap_or("*"),
+        endpoints = matched.len(),
+        "{}",
+        if drained { "drained" } else { "undrained" }
+    );
+    Json(json!({ "drained": drained, "count": matched.len(), "endpoints": matched }))
+        .into_response()
+}
+
+async fn reload(State(st): State<St>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&st, &headers) {
+        return r;
+    }
+    match st.reloader.reload().await {
+        Ok(generation) => Json(json!({ "ok": true, "generation": generation })).into_response(),
+        Err(e) => {
+            let code = match e {
+                ReloadError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                ReloadError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (code, Json(json!({ "ok": false, "error": e.message() }))).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

@@ -1,0 +1,766 @@
+//! Prometheus metrics, rendered for `GET /metrics` by the admin API.
+//!
+//! The query path must stay cheap, so nothing it touches allocates, locks or looks anything up:
+//!
+//! - Each zone carries a [`ZoneStats`]: a table of atomic counters indexed by precomputed slots
+//!   for qtype, rcode and policy (all `&'static str` labels). A query adds one to one cell.
+//! - Each service carries a [`ServiceStats`]: one atomic counter per endpoint (answers given)
+//!   and two for answers given while every endpoint was down.
+//!
+//! Both are handed out by a small registry keyed by zone origin / service name / endpoint
+//! address, so a reload that keeps a zone or an endpoint keeps its counts (counters never go
+//! back). They are exported at scrape time by walking the current snapshot, as are the
+//! endpoint health gauges, which are read from the live `EndpointState`s: no per-query cost at
+//! all. Probe results (few per second) and reloads (rare) use plain locked maps and atomics.
+//!
+//! The exposition is built with `prometheus-client` (OpenMetrics text): its `Collector` hook
+//! lets every series be computed from the snapshot at scrape time, so series of zones and
+//! endpoints that a reload removed disappear instead of lingering, and no global recorder or
+//! exporter thread is involved.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{Name, RecordType};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::policy::{PolicyKind, Service, WhenAllDown};
+use crate::snapshot::Snapshot;
+
+/// Content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+// ---------------------------------------------------------------------------------------------
+// Label slots
+
+/// `qtype` label values; anything else counts as `other`.
+pub const QTYPES: [&str; 17] = [
+    "A", "AAAA", "NS", "CNAME", "SOA", "PTR", "MX", "TXT", "SRV", "NAPTR", "DS", "DNSKEY", "SVCB",
+    "HTTPS", "CAA", "ANY", "other",
+];
+
+fn qtype_slot(t: Option<RecordType>) -> usize {
+    match t {
+        Some(RecordType::A) => 0,
+        Some(RecordType::AAAA) => 1,
+        Some(RecordType::NS) => 2,
+        Some(RecordType::CNAME) => 3,
+        Some(RecordType::SOA) => 4,
+        Some(RecordType::PTR) => 5,
+        Some(RecordType::MX) => 6,
+        Some(RecordType::TXT) => 7,
+        Some(RecordType::SRV) => 8,
+        Some(RecordType::NAPTR) => 9,
+        Some(RecordType::DS) => 10,
+        Some(RecordType::DNSKEY) => 11,
+        Some(RecordType::SVCB) => 12,
+        Some(RecordType::HTTPS) => 13,
+        Some(RecordType::CAA) => 14,
+        Some(RecordType::ANY) => 15,
+        _ => 16,
+    }
+}
+
+/// `rcode` label values; anything else counts as `other`.
+pub const RCODES: [&str; 8] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other",
+];
+
+fn rcode_slot(r: ResponseCode) -> usize {
+    match r {
+        ResponseCode::NoError => 0,
+        ResponseCode::FormErr => 1,
+        ResponseCode::ServFail => 2,
+        ResponseCode::NXDomain => 3,
+        ResponseCode::NotImp => 4,
+        ResponseCode::Refused => 5,
+        ResponseCode::BADVERS => 6,
+        _ => 7,
+    }
+}
+
+/// `policy` label values: `static` for answers from the zone, `none` for queries answered
+/// without a zone (REFUSED, FORMERR, NOTIMP, BADVERS, CHAOS), then the seven policies.
+pub const POLICIES: [&str; 9] = [
+    "static",
+    "none",
+    "round-robin",
+    "weighted",
+    "geo",
+    "failover",
+    "hash",
+    "latency",
+    "least-loaded",
+];
+
+fn policy_slot(p: Option<PolicyKind>, zone: bool) -> usize {
+    match p {
+        None if zone => 0,
+        None => 1,
+        Some(PolicyKind::RoundRobin) => 2,
+        Some(PolicyKind::Weighted) => 3,
+        Some(PolicyKind::Geo) => 4,
+        Some(PolicyKind::Failover) => 5,
+        Some(PolicyKind::Hash) => 6,
+        Some(PolicyKind::Latency) => 7,
+        Some(PolicyKind::LeastLoaded) => 8,
+    }
+}
+
+const ROW: usize = RCODES.len() * POLICIES.len();
+
+// ---------------------------------------------------------------------------------------------
+// Per-query counters
+
+/// Query counters of one zone: one row of rcode × policy cells per qtype, allocated the first
+/// time that qtype is asked (a zone asked only A and AAAA costs two rows of 72 counters).
+#[derive(Debug)]
+pub struct ZoneStats {
+    /// The `zone` label: the origin without its final dot (`.` for the root), or `none`.
+    label: Cow<'static, str>,
+    rows: [OnceLock<Box<[AtomicU64; ROW]>>; QTYPES.len()],
+}
+
+impl ZoneStats {
+    const fn new(label: Cow<'static, str>) -> ZoneStats {
+        ZoneStats {
+            label,
+            rows: [const { OnceLock::new() }; QTYPES.len()],
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn add(&self, qtype: usize, rcode: usize, policy: usize) {
+        let row = self.rows[qtype].get_or_init(|| Box::new([const { AtomicU64::new(0) }; ROW]));
+        row[rcode * POLICIES.len() + policy].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every non-zero cell as (qtype, rcode, policy, count).
+    fn cells(&self) -> impl Iterator<Item = (&'static str, &'static str, &'static str, u64)> + '_ {
+        self.rows.iter().enumerate().flat_map(|(q, row)| {
+            row.get().into_iter().flat_map(move |row| {
+                row.iter().enumerate().filter_map(move |(i, c)| {
+                    let v = c.load(Ordering::Relaxed);
+                    (v > 0).then(|| {
+                        (
+                            QTYPES[q],
+                            RCODES[i / POLICIES.len()],
+                            POLICIES[i % POLICIES.len()],
+                            v,
+                        )
+                    })
+                })
+            })
+        })
+    }
+}
+
+/// Queries answered outside every zone.
+static NO_ZONE: ZoneStats = ZoneStats::new(Cow::Borrowed("none"));
+
+/// The label for a zone origin or service name: lower case, without the final dot.
+pub fn name_label(name: &Name) -> String {
+    let s = name.to_lowercase().to_ascii();
+    match s.strip_suffix('.') {
+        Some("") | None => s,
+        Some(t) => t.to_string(),
+    }
+}
+
+fn registry_get<T>(
+    map: &Mutex<HashMap<String, Weak<T>>>,
+    key: String,
+    make: impl FnOnce() -> T,
+) -> Arc<T> {
+    let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = m.get(&key).and_then(Weak::upgrade) {
+        return s;
+    }
+    // Forget what no snapshot holds any more, now and then rather than on every call.
+    if m.len() >= 64 && m.len().is_power_of_two() {
+        m.retain(|_, w| w.strong_count() > 0);
+    }
+    let s = Arc::new(make());
+    m.insert(key, Arc::downgrade(&s));
+    s
+}
+
+/// The counters of the zone with this origin; the same ones as the previous snapshot's if it
+/// had the zone. Called once per zone when zones are loaded.
+pub fn zone_stats(origin: &Name) -> Arc<ZoneStats> {
+    static ZONES: OnceLock<Mutex<HashMap<String, Weak<ZoneStats>>>> = OnceLock::new();
+    let label = name_label(origin);
+    registry_get(ZONES.get_or_init(Default::default), label.clone(), || {
+        ZoneStats::new(Cow::Owned(label))
+    })
+}
+
+/// Answer counters of one service, indexed like its endpoints.
+#[derive(Debug, Default)]
+pub struct ServiceStats {
+    /// Answers that carried each endpoint.
+    answers: Vec<Arc<AtomicU64>>,
+    /// Answers given while every endpoint of the family was down: `serve-all` answered them
+    /// all anyway ("answering blind"), `empty` answered NODATA.
+    all_down_served: Arc<AtomicU64>,
+    all_down_empty: Arc<AtomicU64>,
+}
+
+fn counter(key: String) -> Arc<AtomicU64> {
+    static COUNTERS: OnceLock<Mutex<HashMap<String, Weak<AtomicU64>>>> = OnceLock::new();
+    registry_get(COUNTERS.get_or_init(Default::default), key, || {
+        AtomicU64::new(0)
+    })
+}
+
+impl ServiceStats {
+    /// Counters for a service and its endpoint addresses, carried over from the previous
+    /// snapshot for what did not change. Called once per service when a snapshot is built.
+    pub fn new(name: &Name, endpoints: impl Iterator<Item = IpAddr>) -> ServiceStats {
+        let svc = name_label(name);
+        ServiceStats {
+            answers: endpoints
+                .map(|a| counter(format!("answers\0{svc}\0{a}")))
+                .collect(),
+            all_down_served: counter(format!("all-down\0{svc}\0serve-all")),
+            all_down_empty: counter(format!("all-down\0{svc}\0empty")),
+        }
+    }
+}
+
+/// What the request handler learnt about one query, recorded once when its response is made.
+#[derive(Debug, Default)]
+pub struct QueryOutcome<'a> {
+    /// The zone the query name fell in; `None` outside every zone.
+    pub zone: Option<&'a ZoneStats>,
+    pub qtype: Option<RecordType>,
+    /// The balanced name whose policy computed the answer, if one did.
+    pub service: Option<&'a Service>,
+    /// Indices of the endpoints answered.
+    pub picks: Vec<usize>,
+    /// Every endpoint of the family was down (`when_all_down` applied).
+    pub all_down: bool,
+}
+
+/// Counts one response. A handful of relaxed atomic adds; no allocation, no lock.
+pub fn record_query(o: &QueryOutcome<'_>, rcode: ResponseCode) {
+    let zone = o.zone.unwrap_or(&NO_ZONE);
+    zone.add(
+        qtype_slot(o.qtype),
+        rcode_slot(rcode),
+        policy_slot(o.service.map(|s| s.policy), o.zone.is_some()),
+    );
+    if let Some(svc) = o.service {
+        for &i in &o.picks {
+            if let Some(c) = svc.stats.answers.get(i) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if o.all_down {
+            let c = if o.picks.is_empty() {
+                &svc.stats.all_down_empty
+            } else {
+                &svc.stats.all_down_served
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probes
+
+#[derive(Debug)]
+struct ProbeStats {
+    results: BTreeMap<String, u64>,
+    duration: Histogram,
+}
+
+type ProbeKey = (String, String);
+
+fn probes() -> &'static Mutex<HashMap<ProbeKey, ProbeStats>> {
+    static PROBES: OnceLock<Mutex<HashMap<ProbeKey, ProbeStats>>> = OnceLock::new();
+    PROBES.get_or_init(Default::default)
+}
+
+fn probe_key(service: &str, endpoint: &str) -> ProbeKey {
+    let svc = service.trim_end_matches('.').to_ascii_lowercase();
+    let ep = endpoint
+        .parse::<IpAddr>()
+        .map_or_else(|_| endpoint.to_string(), |a| a.to_string());
+    (if svc.is_empty() { ".".into() } else { svc }, ep)
+}
+
+/// Buckets of the probe duration histogram, in seconds.
+const PROBE_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Records one probe of `endpoint` (its address, e.g. `192.0.2.10`) of `service` (with or
+/// without the final dot). `reason` says why a failed probe failed; keep it to a few fixed
+/// words (`timeout`, `refused`, `tls`, `status`, `body`, ...) since it becomes the `result`
+/// label (the prober's `ProbeResult::class`). Called by the prober after every probe.
+pub fn record_probe(service: &str, endpoint: &str, ok: bool, reason: &str, duration: Duration) {
+    let result = if ok {
+        "ok"
+    } else if reason.is_empty() {
+        "fail"
+    } else {
+        reason
+    };
+    let mut m = probes().lock().unwrap_or_else(|e| e.into_inner());
+    let s = m
+        .entry(probe_key(service, endpoint))
+        .or_insert_with(|| ProbeStats {
+            results: BTreeMap::new(),
+            duration: Histogram::new(PROBE_BUCKETS),
+        });
+    *s.results.entry(result.to_string()).or_insert(0) += 1;
+    s.duration.observe(duration.as_secs_f64());
+}
+
+/// [`record_probe`] for every endpoint a probe was applied to, in the shape of the prober's
+/// observer: `ProberOptions { observer: Some(Arc::new(metrics::observe_probe)), .. }`.
+pub fn observe_probe(ev: &crate::health::ProbeEvent<'_>) {
+    for ep in ev.endpoints {
+        record_probe(
+            &ep.service,
+            &ep.address.to_string(),
+            ev.result.ok,
+            ev.result.class,
+            ev.result.duration,
+        );
+    }
+}
+
+/// Forgets probe figures of endpoints the snapshot no longer has (after a reload).
+pub fn retain_probes(snap: &Snapshot) {
+    let keep: std::collections::HashSet<ProbeKey> = snap
+        .services
+        .iter()
+        .flat_map(|s| {
+            let svc = name_label(&s.name);
+            s.endpoints
+                .iter()
+                .map(move |e| (svc.clone(), e.addr.to_string()))
+        })
+        .collect();
+    let mut m = probes().lock().unwrap_or_else(|e| e.into_inner());
+    m.retain(|k, _| keep.contains(k));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reloads
+
+static RELOADS: AtomicU64 = AtomicU64::new(0);
+static RELOAD_FAILURES: AtomicU64 = AtomicU64::new(0);
+static LAST_RELOAD_OK: AtomicBool = AtomicBool::new(true);
+/// Unix seconds (f64 bits) of the last successful reload; 0 = none yet.
+static LAST_RELOAD_SUCCESS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one reload attempt (SIGHUP or the API).
+pub fn record_reload(ok: bool) {
+    RELOADS.fetch_add(1, Ordering::Relaxed);
+    LAST_RELOAD_OK.store(ok, Ordering::Relaxed);
+    if ok {
+        LAST_RELOAD_SUCCESS.store(unix_secs(SystemTime::now()).to_bits(), Ordering::Relaxed);
+    } else {
+        RELOAD_FAILURES.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub fn unix_secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exposition
+
+/// The whole exposition for the current snapshot, in OpenMetrics text ([`CONTENT_TYPE`]).
+pub fn render(snap: &Arc<Snapshot>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector(snap.clone())));
+    let mut out = String::with_capacity(16 * 1024);
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+#[derive(Debug)]
+struct SnapshotCollector(Arc<Snapshot>);
+
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+/// Writes one metric family: a descriptor, then one sample per label set.
+fn family<'l, M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (Labels<'l>, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, metric) in samples {
+        metric.encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Writes one metric without labels.
+fn single<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(enc.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge(v: f64) -> ConstGauge<f64> {
+    ConstGauge::new(v)
+}
+
+fn flag(v: bool) -> ConstGauge<i64> {
+    ConstGauge::new(v as i64)
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snap = &*self.0;
+        let site = snap.wire.site_id.as_deref().unwrap_or("");
+
+        family(
+            &mut enc,
+            "meridian_build_info",
+            "meridian version and site id (always 1).",
+            MetricType::Gauge,
+            [(
+                vec![("version", env!("CARGO_PKG_VERSION")), ("site", site)],
+                flag(true),
+            )],
+        )?;
+
+        // DNS queries.
+        let mut zones: Vec<&ZoneStats> = snap.zones.zones.values().map(|z| &*z.stats).collect();
+        zones.sort_by(|a, b| a.label.cmp(&b.label));
+        zones.push(&NO_ZONE);
+        family(
+            &mut enc,
+            "meridian_dns_queries",
+            "DNS responses sent, by zone, query type, response code and the policy that \
+             answered (static: from the zone; none: outside every zone).",
+            MetricType::Counter,
+            zones.iter().flat_map(|z| {
+                z.cells().map(move |(q, r, p, v)| {
+                    (
+                        vec![
+                            ("zone", z.label()),
+                            ("qtype", q),
+                            ("rcode", r),
+                            ("policy", p),
+                        ],
+                        ConstCounter::new(v),
+                    )
+                })
+            }),
+        )?;
+
+        // Per service and endpoint. Labels are built once per scrape.
+        struct Ep<'s> {
+            svc: Arc<str>,
+            addr: String,
+            region: &'s str,
+            service: &'s Service,
+            index: usize,
+        }
+        impl Ep<'_> {
+            fn state(&self) -> &crate::health::EndpointState {
+                &self.service.endpoints[self.index].state
+            }
+            fn labels(&self) -> Labels<'_> {
+                vec![
+                    ("service", &*self.svc),
+                    ("endpoint", self.addr.as_str()),
+                    ("region", self.region),
+                ]
+            }
+        }
+        let mut eps: Vec<Ep<'_>> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for s in &snap.services {
+            let svc: Arc<str> = name_label(&s.name).into();
+            for (i, e) in s.endpoints.iter().enumerate() {
+                // One series per service and address, even if the config names it twice.
+                if !seen.insert((svc.clone(), e.addr)) {
+                    continue;
+                }
+                eps.push(Ep {
+                    svc: svc.clone(),
+                    addr: e.addr.to_string(),
+                    region: e
+                        .region
+                        .and_then(|r| snap.regions.get(r))
+                        .map_or("", |r| r.name.as_str()),
+                    service: s,
+                    index: i,
+                });
+            }
+        }
+
+        family(
+            &mut enc,
+            "meridian_answers",
+            "Balanced answers that carried this endpoint.",
+            MetricType::Counter,
+            eps.iter().map(|e| {
+                let v = e.service.stats.answers[e.index].load(Ordering::Relaxed);
+                (
+                    vec![("service", &*e.svc), ("endpoint", e.addr.as_str())],
+                    ConstCounter::new(v),
+                )
+            }),
+        )?;
+        let mut svcs: Vec<(Arc<str>, &Service)> = Vec::new();
+        for s in &snap.services {
+            let l: Arc<str> = name_label(&s.name).into();
+            if !svcs.iter().any(|(x, _)| *x == l) {
+                svcs.push((l, s));
+            }
+        }
+        family(
+            &mut enc,
+            "meridian_answers_all_down",
+            "Queries for a balanced name answered while every endpoint of the family was down: \
+             when_all_down=serve-all answered them all anyway (answering blind), \
+             when_all_down=empty answered NODATA.",
+            MetricType::Counter,
+            svcs.iter().flat_map(|(l, s)| {
+                [
+                    ("serve-all", &s.stats.all_down_served),
+                    ("empty", &s.stats.all_down_empty),
+                ]
+                .into_iter()
+                .map(move |(mode, c)| {
+                    (
+                        vec![("service", &**l), ("when_all_down", mode)],
+                        ConstCounter::new(c.load(Ordering::Relaxed)),
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut enc,
+            "meridian_service_when_all_down_empty",
+            "1 when the service answers NODATA with every endpoint down, 0 when it serves all.",
+            MetricType::Gauge,
+            svcs.iter().map(|(l, s)| {
+                (
+                    vec![("service", &**l)],
+                    flag(s.when_all_down == WhenAllDown::Empty),
+                )
+            }),
+        )?;
+
+        // Health, read from the live endpoint states.
+        family(
+            &mut enc,
+            "meridian_endpoint_healthy",
+            "1 when the endpoint's health checks pass (or it has none).",
+            MetricType::Gauge,
+            eps.iter().map(|e| (e.labels(), flag(e.state().healthy()))),
+        )?;
+        family(
+            &mut enc,
+            "meridian_endpoint_drained",
+            "1 when the endpoint is drained through the admin API.",
+            MetricType::Gauge,
+            eps.iter().map(|e| (e.labels(), flag(e.state().drained()))),
+        )?;
+        family(
+            &mut enc,
+            "meridian_endpoint_up",
+            "1 when the endpoint may be answered: healthy and not drained.",
+            MetricType::Gauge,
+            eps.iter().map(|e| (e.labels(), flag(e.state().up()))),
+        )?;
+        family(
+            &mut enc,
+            "meridian_endpoint_rtt_seconds",
+            "Round-trip time of the endpoint's last successful probe.",
+            MetricType::Gauge,
+            eps.iter().filter_map(|e| {
+                let us = e.state().rtt_us()?;
+                Some((e.labels(), gauge(us as f64 / 1e6)))
+            }),
+        )?;
+        family(
+            &mut enc,
+            "meridian_endpoint_load",
+            "Load the endpoint last reported (X-Load).",
+            MetricType::Gauge,
+            eps.iter()
+                .filter_map(|e| Some((e.labels(), gauge(e.state().load()?)))),
+        )?;
+
+        // Probes: only endpoints of the current snapshot.
+        {
+            let m = probes().lock().unwrap_or_else(|e| e.into_inner());
+            let found: Vec<(&Ep<'_>, &ProbeStats)> = eps
+                .iter()
+                .filter_map(|e| Some((e, m.get(&(e.svc.to_string(), e.addr.clone()))?)))
+                .collect();
+            family(
+                &mut enc,
+                "meridian_probes",
+                "Health probes by result (ok, or why the probe failed).",
+                MetricType::Counter,
+                found.iter().flat_map(|(e, p)| {
+                    p.results.iter().map(move |(r, v)| {
+                        (
+                            vec![
+                                ("service", &*e.svc),
+                                ("endpoint", e.addr.as_str()),
+                                ("result", r.as_str()),
+                            ],
+                            ConstCounter::new(*v),
+                        )
+                    })
+                }),
+            )?;
+            let mut h = enc.encode_descriptor(
+                "meridian_probe_duration_seconds",
+                "How long health probes took.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (e, p) in &found {
+                let l: Labels<'_> = vec![("service", &*e.svc), ("endpoint", e.addr.as_str())];
+                p.duration.encode(h.encode_family(&l)?)?;
+            }
+        }
+
+        // Config and reloads.
+        single(
+            &mut enc,
+            "meridian_config_generation",
+            "Generation of the config being served.",
+            ConstGauge::new(snap.generation as i64),
+        )?;
+        single(
+            &mut enc,
+            "meridian_config_loaded_timestamp_seconds",
+            "When the config being served was loaded (Unix time).",
+            gauge(unix_secs(snap.loaded_at)),
+        )?;
+        single(
+            &mut enc,
+            "meridian_reloads",
+            "Reloads attempted (SIGHUP or POST /api/v1/reload).",
+            ConstCounter::new(RELOADS.load(Ordering::Relaxed)),
+        )?;
+        single(
+            &mut enc,
+            "meridian_reload_failures",
+            "Reloads rejected; the previous config kept serving.",
+            ConstCounter::new(RELOAD_FAILURES.load(Ordering::Relaxed)),
+        )?;
+        single(
+            &mut enc,
+            "meridian_last_reload_successful",
+            "1 when the last reload succeeded (or none was tried), 0 when it was rejected.",
+            flag(LAST_RELOAD_OK.load(Ordering::Relaxed)),
+        )?;
+        let last_ok = match f64::from_bits(LAST_RELOAD_SUCCESS.load(Ordering::Relaxed)) {
+            t if t > 0.0 => t,
+            _ => unix_secs(snap.loaded_at),
+        };
+        single(
+            &mut enc,
+            "meridian_last_reload_success_timestamp_seconds",
+            "When the config was last loaded successfully (Unix time).",
+            gauge(last_ok),
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zone_cells_count_and_list() {
+        let z = ZoneStats::new(Cow::Borrowed("t"));
+        z.add(0, 0, 0);
+        z.add(0, 0, 0);
+        z.add(16, 5, 1);
+        let mut cells: Vec<_> = z.cells().collect();
+        cells.sort();
+        assert_eq!(
+            cells,
+            vec![
+                ("A", "NOERROR", "static", 2),
+                ("other", "REFUSED", "none", 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn labels_drop_the_final_dot() {
+        assert_eq!(
+            name_label(&Name::from_ascii("WWW.Example.COM.").unwrap()),
+            "www.example.com"
+        );
+        assert_eq!(name_label(&Name::root()), ".");
+    }
+
+    #[test]
+    fn zone_stats_carry_over_while_held() {
+        let n = Name::from_ascii("carry.test.").unwrap();
+        let a = zone_stats(&n);
+        let b = zone_stats(&n);
+        assert!(Arc::ptr_eq(&a, &b));
+    }
+
+    #[test]
+    fn observer_fits_the_prober() {
+        let _o: crate::health::probe::ProbeObserver = Arc::new(observe_probe);
+    }
+
+    #[test]
+    fn probe_results_are_kept() {
+        record_probe(
+            "Probe.Test.",
+            "192.0.2.1",
+            false,
+            "timeout",
+            Duration::from_millis(3),
+        );
+        record_probe(
+            "probe.test",
+            "192.0.2.1",
+            true,
+            "",
+            Duration::from_millis(2),
+        );
+        let m = probes().lock().unwrap();
+        let s = &m[&("probe.test".to_string(), "192.0.2.1".to_string())];
+        assert_eq!(s.results["ok"], 1);
+        assert_eq!(s.results["timeout"], 1);
+    }
+}

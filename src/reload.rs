@@ -1,0 +1,144 @@
+//! Reloads (SPEC "Reload"): SIGHUP and `POST /api/v1/reload` both end up in
+//! [`Reloader::reload`]. It re-reads config, zones and the GeoIP database on a blocking thread,
+//! off the query path, with the current health registry, so endpoints that did not change keep
+//! their health and drain state; then it swaps the snapshot atomically. A rejected config
+//! leaves the old snapshot serving; the error goes to the log, `/status` and the metrics.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::metrics;
+use crate::snapshot::{SharedSnapshot, Snapshot};
+
+/// The outcome of the last reload, for `/status`.
+#[derive(Debug, Clone)]
+pub struct ReloadStatus {
+    pub at: SystemTime,
+    /// The new generation, or why the reload was rejected.
+    pub result: Result<u64, ReloadError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadError {
+    /// The new config, zones or GeoIP data are invalid: every problem, one per line, as
+    /// `file:line:col: message`.
+    Invalid(String),
+    /// The reload could not run (the blocking task failed).
+    Failed(String),
+}
+
+impl ReloadError {
+    pub fn message(&self) -> &str {
+        match self {
+            ReloadError::Invalid(m) | ReloadError::Failed(m) => m,
+        }
+    }
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
+/// Reloads one served snapshot from one config file; shared by the signal handler and the
+/// admin API. Reloads run one at a time, so generations are swapped in the order they were
+/// built.
+#[derive(Debug)]
+pub struct Reloader {
+    shared: SharedSnapshot,
+    config_path: PathBuf,
+    /// Addresses bound at start; a reload cannot move listeners.
+    listen: Vec<SocketAddr>,
+    admin_listen: Option<String>,
+    running: tokio::sync::Mutex<()>,
+    last: Mutex<Option<ReloadStatus>>,
+}
+
+impl Reloader {
+    pub fn new(shared: SharedSnapshot, config_path: impl Into<PathBuf>) -> Arc<Reloader> {
+        let (listen, admin_listen) = {
+            let snap = shared.load();
+            (snap.config.listen.clone(), admin_listen(&snap))
+        };
+        Arc::new(Reloader {
+            shared,
+            config_path: config_path.into(),
+            listen,
+            admin_listen,
+            running: tokio::sync::Mutex::new(()),
+            last: Mutex::new(None),
+        })
+    }
+
+    pub fn shared(&self) -> &SharedSnapshot {
+        &self.shared
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The last reload's outcome; `None` before the first.
+    pub fn last(&self) -> Option<ReloadStatus> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Rebuilds from the config file and swaps the new snapshot in; returns its generation.
+    /// On error the old snapshot keeps serving. Must run inside a tokio runtime.
+    pub async fn reload(&self) -> Result<u64, ReloadError> {
+        let _one_at_a_time = self.running.lock().await;
+        let path = self.config_path.clone();
+        let health = self.shared.load().health.clone();
+        let built = tokio::task::spawn_blocking(move || Snapshot::load_with(&path, health)).await;
+        let result = match built {
+            Ok(Ok(snap)) => {
+                if snap.config.listen != self.listen {
+                    tracing::warn!(
+                        "server.listen changed: the new addresses take effect after a restart"
+                    );
+                }
+                if admin_listen(&snap) != self.admin_listen {
+                    tracing::warn!(
+                        "admin.listen changed: the new address takes effect after a restart"
+                    );
+                }
+                let generation = snap.generation;
+                let snap = Arc::new(snap);
+                self.shared.store(snap.clone());
+                metrics::retain_probes(&snap);
+                tracing::info!(generation, config = %self.config_path.display(), "reloaded");
+                Ok(generation)
+            }
+            Ok(Err(problems)) => {
+                for p in &problems.0 {
+                    tracing::error!("reload rejected, old config keeps serving: {p}");
+                }
+                Err(ReloadError::Invalid(problems.to_string()))
+            }
+            Err(e) => {
+                tracing::error!("reload failed, old config keeps serving: {e}");
+                Err(ReloadError::Failed(format!("reload failed: {e}")))
+            }
+        };
+        metrics::record_reload(result.is_ok());
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(ReloadStatus {
+            at: SystemTime::now(),
+            result: result.clone(),
+        });
+        result
+    }
+}
+
+fn admin_listen(snap: &Snapshot) -> Option<String> {
+    snap.config
+        .config
+        .admin
+        .as_ref()
+        .map(|a| a.listen.get_ref().clone())
+}
