@@ -13,6 +13,7 @@
 //! | [`health`] | endpoint health state, read lock-free by the query path |
 //! | [`snapshot`] | everything a query needs, swapped atomically |
 //! | [`dns`] | query bytes → response bytes, independent of transport |
+//! | [`fast`] | the UDP fast path for the common queries, byte to byte |
 //! | [`server`] | UDP and TCP listeners |
 //! | [`explain`] | `meridian explain`: an answer and the decision behind it |
 //! | [`metrics`] | Prometheus counters (lock-free on the query path) and their exposition |
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod explain;
+pub mod fast;
 pub mod geo;
 pub mod health;
 pub mod metrics;

@@ -18,6 +18,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::dns::{handle, Transport};
+use crate::fast::{self, Fast};
 use crate::snapshot::SharedSnapshot;
 
 /// Listener settings fixed at start (changing them needs a restart).
@@ -133,6 +134,7 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
 
 async fn udp_loop(sock: UdpSocket, snapshot: SharedSnapshot, mut stop: watch::Receiver<bool>) {
     let mut buf = vec![0u8; 65535];
+    let mut out = Vec::with_capacity(1232);
     loop {
         let (len, src) = tokio::select! {
             r = sock.recv_from(&mut buf) => match r {
@@ -143,8 +145,15 @@ async fn udp_loop(sock: UdpSocket, snapshot: SharedSnapshot, mut stop: watch::Re
             _ = stop.changed() => return,
         };
         let snap = snapshot.load();
-        if let Some(resp) = handle(&snap, &buf[..len], src, Transport::Udp) {
-            let _ = sock.send_to(&resp, src).await;
+        match fast::answer(&snap, &buf[..len], src, &mut out) {
+            Fast::Answered => {
+                let _ = sock.send_to(&out, src).await;
+            }
+            Fast::Fallback => {
+                if let Some(resp) = handle(&snap, &buf[..len], src, Transport::Udp) {
+                    let _ = sock.send_to(&resp, src).await;
+                }
+            }
         }
     }
 }

@@ -47,6 +47,20 @@ pub struct RRset {
     pub rtype: RecordType,
     pub ttl: u32,
     pub records: Vec<Record>,
+    /// Each record's rdata in uncompressed wire form, encoded once at load for the UDP fast
+    /// path ([`crate::fast`]); empty if a record could not be encoded (the slow path serves it).
+    pub wire: Vec<Box<[u8]>>,
+}
+
+/// Uncompressed wire form of one rdata. Names inside rdata are written in full: a compression
+/// pointer would point into this record's own buffer, not into the message it lands in.
+pub fn rdata_wire(rdata: &RData) -> Option<Box<[u8]>> {
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+    let mut buf = Vec::with_capacity(32);
+    let mut enc = BinEncoder::new(&mut buf);
+    enc.set_name_encoding(NameEncoding::Uncompressed);
+    rdata.emit(&mut enc).ok()?;
+    Some(buf.into_boxed_slice())
 }
 
 /// One name in a zone. A node with no rrsets is an empty non-terminal: it exists (NODATA, not
@@ -77,6 +91,10 @@ pub struct Zone {
     pub record_count: usize,
     /// Query counters, carried over by a reload that keeps the zone (see [`crate::metrics`]).
     pub stats: Arc<crate::metrics::ZoneStats>,
+    /// The SOA's rdata in wire form and the negative-answer TTL, min(SOA TTL, MINIMUM) per
+    /// RFC 2308, precomputed for the fast path.
+    pub soa_wire: Box<[u8]>,
+    pub negative_ttl: u32,
 }
 
 /// What the zone holds for a query name, following RFC 1034 §4.3.2.
@@ -246,6 +264,7 @@ impl Zone {
                         rtype,
                         ttl: pr.record.ttl,
                         records: vec![pr.record.clone()],
+                        wire: Vec::new(),
                     }),
                 }
             }
@@ -271,6 +290,11 @@ impl Zone {
                 ));
             }
             node.rrsets.sort_by_key(|r| u16::from(r.rtype));
+            for set in &mut node.rrsets {
+                let wire: Option<Vec<_>> =
+                    set.records.iter().map(|r| rdata_wire(&r.data)).collect();
+                set.wire = wire.unwrap_or_default();
+            }
             nodes.insert(key, node);
         }
 
@@ -323,10 +347,15 @@ impl Zone {
         let mut zone = Zone {
             origin: origin.clone(),
             file: file.to_path_buf(),
-            soa,
             nodes,
             record_count,
             stats: crate::metrics::zone_stats(&origin),
+            soa_wire: rdata_wire(&soa.data).unwrap_or_default(),
+            negative_ttl: match &soa.data {
+                RData::SOA(s) => soa.ttl.min(s.minimum),
+                _ => soa.ttl,
+            },
+            soa,
         };
         let mut ns_problems = Vec::new();
         for (key, node) in &zone.nodes {

@@ -1,0 +1,332 @@
+//! The UDP fast path: the queries that make up nearly all traffic — one question of class IN,
+//! at most an OPT with ECS, answered from an exact name, a balanced name, NODATA or NXDOMAIN —
+//! read and written straight from and to bytes, with rdata encoded once at zone load.
+//!
+//! Anything else (other opcodes, CNAMEs, wildcards, referrals, ANY, NSID, CHAOS, malformed or
+//! unusual packets, answers that need truncation) returns [`Fast::Fallback`] and goes through
+//! [`crate::dns::handle`], which is the reference: `tests/fast_path.rs` checks that both give
+//! the same answers. Parsing hickory `Message`s and building responses with them costs more
+//! than the rest of the query together; this path removes that cost where it is safe to.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::geo::{mask, prefix_in, AddrSource};
+use crate::metrics::{self, QueryOutcome};
+use crate::policy::{self, Client, Family};
+use crate::snapshot::Snapshot;
+use crate::zone::Found;
+
+/// What the fast path did with a packet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fast {
+    /// The response is in the output buffer.
+    Answered,
+    /// Not a case this path handles: use [`crate::dns::handle`].
+    Fallback,
+}
+
+const TYPE_OPT: u16 = 41;
+const CLASS_IN: u16 = 1;
+const OPT_ECS: u16 = 8;
+
+/// The parts of a query this path needs.
+struct Parsed {
+    /// End of the question section (header + question).
+    qend: usize,
+    qtype: u16,
+    /// Lower-cased wire name and label starts.
+    key: [u8; 255],
+    key_len: usize,
+    starts: [usize; 128],
+    labels: usize,
+    edns: Option<EdnsInfo>,
+}
+
+struct EdnsInfo {
+    payload: u16,
+    dnssec_ok: bool,
+    /// ECS: (family, source prefix, address bytes as sent, decoded address).
+    ecs: Option<(u16, u8, [u8; 16], usize, IpAddr)>,
+}
+
+fn be16(p: &[u8], i: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*p.get(i)?, *p.get(i + 1)?]))
+}
+
+fn parse(p: &[u8]) -> Option<Parsed> {
+    if p.len() < 12 {
+        return None;
+    }
+    // QR clear, opcode QUERY, one question, nothing in answer/authority, at most the OPT.
+    if p[2] & 0xF8 != 0 || be16(p, 4)? != 1 || be16(p, 6)? != 0 || be16(p, 8)? != 0 {
+        return None;
+    }
+    let arcount = be16(p, 10)?;
+    if arcount > 1 {
+        return None;
+    }
+    let mut out = Parsed {
+        qend: 0,
+        qtype: 0,
+        key: [0; 255],
+        key_len: 0,
+        starts: [0; 128],
+        labels: 0,
+        edns: None,
+    };
+    let mut i = 12;
+    loop {
+        let len = *p.get(i)? as usize;
+        if len & 0xC0 != 0 {
+            return None; // no compression in a question we handle
+        }
+        if out.labels >= out.starts.len() || out.key_len + 1 + len > out.key.len() {
+            return None;
+        }
+        out.starts[out.labels] = out.key_len;
+        out.labels += 1;
+        out.key[out.key_len] = len as u8;
+        let label = p.get(i + 1..i + 1 + len)?;
+        for (d, s) in out.key[out.key_len + 1..out.key_len + 1 + len]
+            .iter_mut()
+            .zip(label)
+        {
+            *d = s.to_ascii_lowercase();
+        }
+        out.key_len += 1 + len;
+        i += 1 + len;
+        if len == 0 {
+            break;
+        }
+    }
+    out.qtype = be16(p, i)?;
+    if be16(p, i + 2)? != CLASS_IN {
+        return None;
+    }
+    out.qend = i + 4;
+    let mut j = out.qend;
+    if arcount == 1 {
+        // OPT: root owner, type 41, class = payload, ttl = ext-rcode/version/flags, rdata.
+        if *p.get(j)? != 0 || be16(p, j + 1)? != TYPE_OPT {
+            return None;
+        }
+        let payload = be16(p, j + 3)?;
+        let (ext_rcode, version, flags) = (*p.get(j + 5)?, *p.get(j + 6)?, *p.get(j + 7)?);
+        if ext_rcode != 0 || version != 0 {
+            return None;
+        }
+        let rdlen = be16(p, j + 9)? as usize;
+        let mut k = j + 11;
+        let end = k + rdlen;
+        if end != p.len() {
+            return None;
+        }
+        let mut edns = EdnsInfo {
+            payload,
+            dnssec_ok: flags & 0x80 != 0,
+            ecs: None,
+        };
+        while k < end {
+            let code = be16(p, k)?;
+            let len = be16(p, k + 2)? as usize;
+            let data = p.get(k + 4..k + 4 + len)?;
+            match code {
+                OPT_ECS => {
+                    if edns.ecs.is_some() || len < 4 {
+                        return None;
+                    }
+                    let family = u16::from_be_bytes([data[0], data[1]]);
+                    let (source, scope) = (data[2], data[3]);
+                    let max = match family {
+                        1 => 32,
+                        2 => 128,
+                        _ => return None,
+                    };
+                    let nbytes = (source as usize).div_ceil(8);
+                    if source > max || scope != 0 || len != 4 + nbytes {
+                        return None;
+                    }
+                    let mut bytes = [0u8; 16];
+                    bytes[..nbytes].copy_from_slice(&data[4..]);
+                    let addr = if family == 1 {
+                        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+                    } else {
+                        IpAddr::V6(Ipv6Addr::from(bytes))
+                    };
+                    // RFC 7871 §6: address bits beyond the source prefix must be zero.
+                    if mask(addr, source) != addr {
+                        return None;
+                    }
+                    edns.ecs = Some((family, source, bytes, nbytes, addr));
+                }
+                3 => return None, // NSID: the slow path adds the site id
+                _ => {}           // unknown options are ignored (RFC 6891 §6.1.2)
+            }
+            k += 4 + len;
+        }
+        j = end;
+        out.edns = Some(edns);
+    }
+    if j != p.len() {
+        return None;
+    }
+    Some(out)
+}
+
+/// Writes one resource record whose owner is a compression pointer.
+fn put_rr(out: &mut Vec<u8>, owner_ptr: u16, rtype: u16, ttl: u32, rdata: &[u8]) {
+    out.extend_from_slice(&(0xC000 | owner_ptr).to_be_bytes());
+    out.extend_from_slice(&rtype.to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    out.extend_from_slice(rdata);
+}
+
+/// Answers `packet` into `out` if it is a case this path handles.
+pub fn answer(snap: &Snapshot, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> Fast {
+    let Some(q) = parse(packet) else {
+        return Fast::Fallback;
+    };
+    let key = &q.key[..q.key_len];
+    let starts = &q.starts[..q.labels];
+    let Some(zone) = snap.zones.find(key, starts) else {
+        return Fast::Fallback;
+    };
+    // Meta types (OPT, TKEY, TSIG, IXFR, AXFR, MAILB, MAILA, ANY) have rules of their own.
+    if q.qtype == TYPE_OPT || q.qtype >= 249 {
+        return Fast::Fallback;
+    }
+    let qtype = RecordType::from(q.qtype);
+    let mut outcome = QueryOutcome {
+        zone: Some(&zone.stats),
+        qtype: Some(qtype),
+        ..QueryOutcome::default()
+    };
+
+    out.clear();
+    out.extend_from_slice(&packet[..2]);
+    // QR, opcode 0, AA, RD copied; CD copied; RA, AD clear. The rcode is patched in below.
+    out.push(0x84 | (packet[2] & 0x01));
+    out.push(packet[3] & 0x10);
+    out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&packet[12..q.qend]);
+
+    let mut rcode = ResponseCode::NoError;
+    let mut answers = 0u16;
+    let mut negative = false;
+    let mut scope = 0u8;
+    match zone.find(key, starts, qtype == RecordType::DS) {
+        Found::NxDomain => {
+            rcode = ResponseCode::NXDomain;
+            negative = true;
+        }
+        Found::Delegation(..) | Found::Wildcard(_) => return Fast::Fallback,
+        Found::Node(node) => {
+            if let Some(svc) = &node.service {
+                let family = match qtype {
+                    RecordType::A => Family::V4,
+                    RecordType::AAAA => Family::V6,
+                    _ => return Fast::Fallback,
+                };
+                let (addr, source) = match q.edns.as_ref().and_then(|e| e.ecs.as_ref()) {
+                    Some(&(_, s, _, _, a)) if s > 0 => (a, AddrSource::Ecs(s)),
+                    _ => (src.ip(), AddrSource::SourceIp),
+                };
+                let mut client = Client::new(addr, source, &snap.locator);
+                let sel = policy::select(
+                    svc,
+                    &snap.regions,
+                    family,
+                    &mut client,
+                    &|_, e| e.state.up(),
+                    None,
+                );
+                scope = prefix_in(client.addr, sel.scope);
+                for &i in &sel.picks {
+                    let rdata: &[u8] = match &svc.endpoints[i].addr {
+                        IpAddr::V4(a) => &a.octets(),
+                        IpAddr::V6(a) => &a.octets(),
+                    };
+                    put_rr(out, 12, q.qtype, svc.ttl, rdata);
+                    answers += 1;
+                }
+                negative = sel.picks.is_empty();
+                outcome.service = Some(svc);
+                outcome.all_down = sel.all_down;
+                outcome.picks = sel.picks;
+            } else {
+                if qtype == RecordType::ANY
+                    || node.rrset(RecordType::CNAME).is_some()
+                    || matches!(qtype, RecordType::NS | RecordType::MX | RecordType::SRV)
+                {
+                    // CNAME chasing and additional-section processing live in the slow path.
+                    return Fast::Fallback;
+                }
+                match node.rrset(qtype) {
+                    Some(set) => {
+                        if set.wire.len() != set.records.len() {
+                            return Fast::Fallback;
+                        }
+                        for rdata in &set.wire {
+                            put_rr(out, 12, q.qtype, set.ttl, rdata);
+                            answers += 1;
+                        }
+                    }
+                    None => negative = true,
+                }
+            }
+        }
+    }
+    let mut authority = 0u16;
+    if negative {
+        // The apex is a suffix of the question name: point at it there.
+        let apex_labels = zone.origin.num_labels() as usize + 1;
+        let apex_at = 12 + starts[q.labels - apex_labels];
+        put_rr(
+            out,
+            apex_at as u16,
+            u16::from(RecordType::SOA),
+            zone.negative_ttl,
+            &zone.soa_wire,
+        );
+        authority = 1;
+    }
+    let mut additional = 0u16;
+    let limit = match &q.edns {
+        None => 512,
+        Some(e) => e.payload.clamp(512, snap.wire.max_udp_payload.max(512)) as usize,
+    };
+    if let Some(e) = &q.edns {
+        out.push(0);
+        out.extend_from_slice(&TYPE_OPT.to_be_bytes());
+        out.extend_from_slice(&snap.wire.max_udp_payload.to_be_bytes());
+        out.extend_from_slice(&[0, 0, if e.dnssec_ok { 0x80 } else { 0 }, 0]);
+        match &e.ecs {
+            Some((family, source, bytes, nbytes, _)) => {
+                out.extend_from_slice(&((8 + nbytes) as u16).to_be_bytes());
+                out.extend_from_slice(&OPT_ECS.to_be_bytes());
+                out.extend_from_slice(&((4 + nbytes) as u16).to_be_bytes());
+                out.extend_from_slice(&family.to_be_bytes());
+                out.push(*source);
+                out.push(scope.min(*source));
+                out.extend_from_slice(&bytes[..*nbytes]);
+            }
+            None => out.extend_from_slice(&[0, 0]),
+        }
+        additional = 1;
+    }
+    if out.len() > limit {
+        // Truncation rules live in the slow path.
+        return Fast::Fallback;
+    }
+    out[3] |= u16::from(rcode) as u8 & 0x0F;
+    out[6..8].copy_from_slice(&answers.to_be_bytes());
+    out[8..10].copy_from_slice(&authority.to_be_bytes());
+    out[10..12].copy_from_slice(&additional.to_be_bytes());
+    metrics::record_query(&outcome, rcode);
+    Fast::Answered
+}

@@ -1,0 +1,277 @@
+//! The UDP fast path (`meridian::fast`) against the reference handler (`meridian::dns::handle`):
+//! for every query the fast path answers, both responses must decode to the same message; and
+//! the fast path must really take the common cases, or this test would prove nothing.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::{Name, RecordType};
+
+use meridian::dns::{handle, Transport};
+use meridian::fast::{self, Fast};
+use meridian::snapshot::Snapshot;
+
+const ZONE: &str = "$TTL 300
+@       SOA ns1 hostmaster 1 7200 1800 1209600 120
+        NS  ns1
+        NS  ns2
+        MX  10 mail
+        TXT \"v=spf1 -all\" \"second string\"
+        CAA 0 issue \"ca.example.net\"
+ns1     A 192.0.2.53
+ns2     AAAA 2001:db8::53
+mail    A 192.0.2.25
+        AAAA 2001:db8::25
+alias   CNAME mail
+*.wild  A 192.0.2.99
+a.b.c   A 192.0.2.7
+sub     NS ns.sub
+ns.sub  A 192.0.2.77
+big     TXT \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" \"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\" \"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\" \"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\" \"eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee\" \"ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\"
+";
+
+fn snapshot() -> (tempfile::TempDir, Snapshot) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("zones")).expect("mkdir");
+    std::fs::write(dir.path().join("zones/fast.test.zone"), ZONE).expect("zone");
+    let db = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/geoip-testdata/GeoIP2-City-Test.mmdb"
+    );
+    let geoip = if std::path::Path::new(db).is_file() {
+        format!("[geoip]\ndatabase = \"{db}\"\n")
+    } else {
+        String::new()
+    };
+    let cfg = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nzones = \"zones\"\n[site]\nid = \"s\"\nlocation = {{ lat = 50.0, lon = 8.0 }}\n{geoip}
+[regions.us]\nlocation = {{ lat = 38.9, lon = -77.0 }}\n[regions.eu]\nlocation = {{ lat = 53.35, lon = -6.26 }}
+[[service]]\nname = \"geo.fast.test\"\npolicy = \"geo\"\nttl = 20\nendpoints = [
+  {{ region = \"us\", address = \"192.0.2.1\" }}, {{ region = \"eu\", address = \"192.0.2.2\" }},
+  {{ region = \"us\", address = \"2001:db8::1\" }}, {{ region = \"eu\", address = \"2001:db8::2\" }} ]
+[[service]]\nname = \"hash.fast.test\"\npolicy = \"hash\"\nmax_answers = 2\nendpoints = [
+  {{ address = \"192.0.2.11\" }}, {{ address = \"192.0.2.12\" }}, {{ address = \"192.0.2.13\" }} ]
+[[service]]\nname = \"v4only.fast.test\"\npolicy = \"failover\"\nendpoints = [ {{ address = \"192.0.2.21\" }} ]
+"
+    );
+    std::fs::write(dir.path().join("m.toml"), cfg).expect("config");
+    let snap = Snapshot::load(&dir.path().join("m.toml")).unwrap_or_else(|p| panic!("{p}"));
+    (dir, snap)
+}
+
+fn packet(
+    name: &str,
+    t: RecordType,
+    edns: Option<(u16, bool)>,
+    ecs: Option<(&str, u8)>,
+) -> Vec<u8> {
+    let mut m = Message::new(0xBEEF, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.metadata.checking_disabled = name.starts_with('C');
+    m.add_query(Query::query(Name::from_ascii(name).expect("name"), t));
+    if let Some((payload, dnssec_ok)) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(payload);
+        e.set_dnssec_ok(dnssec_ok);
+        if let Some((ip, prefix)) = ecs {
+            let ip: IpAddr = ip.parse().expect("ip");
+            e.options_mut()
+                .insert(EdnsOption::Subnet(ClientSubnet::new(ip, prefix, 0)));
+        }
+        m.set_edns(e);
+    }
+    m.to_vec().expect("encode")
+}
+
+/// Everything a client can see, in a comparable form.
+fn view(m: &Message) -> String {
+    let mut s = format!(
+        "id={} rcode={} aa={} tc={} rd={} ra={} cd={} ad={}\n",
+        m.metadata.id,
+        m.metadata.response_code,
+        m.metadata.authoritative,
+        m.metadata.truncation,
+        m.metadata.recursion_desired,
+        m.metadata.recursion_available,
+        m.metadata.checking_disabled,
+        m.metadata.authentic_data
+    );
+    for q in &m.queries {
+        s += &format!("Q {} {} {}\n", q.name(), q.query_type(), q.query_class());
+    }
+    for (sect, rs) in [
+        ("AN", &m.answers),
+        ("NS", &m.authorities),
+        ("AR", &m.additionals),
+    ] {
+        for r in rs.iter() {
+            // Answer owners are compared with their case: they must read as the client wrote
+            // the question. The SOA owner in authority may take either spelling (the fast path
+            // points into the question, as Knot does; the reference writes the zone's).
+            let owner = if sect == "AN" {
+                r.name.to_string()
+            } else {
+                r.name.to_lowercase().to_string()
+            };
+            s += &format!(
+                "{sect} {owner} {} {} {} {}\n",
+                r.ttl,
+                r.dns_class,
+                r.record_type(),
+                r.data
+            );
+        }
+    }
+    if let Some(e) = &m.edns {
+        s += &format!(
+            "OPT payload={} do={} v={}\n",
+            e.max_payload(),
+            e.flags().dnssec_ok,
+            e.version()
+        );
+        if let Some(EdnsOption::Subnet(c)) = e.option(EdnsCode::Subnet) {
+            s += &format!(
+                "ECS {}/{}/{}\n",
+                c.addr(),
+                c.source_prefix(),
+                c.scope_prefix()
+            );
+        }
+    }
+    s
+}
+
+#[test]
+fn fast_path_matches_the_reference_handler() {
+    let (_dir, snap) = snapshot();
+    let src: SocketAddr = "127.0.0.1:5353".parse().expect("addr");
+    let mut out = Vec::new();
+    let mut answered = 0;
+    let mut cases = Vec::new();
+    for name in [
+        "fast.test.",
+        "FaSt.TeSt.",
+        "mail.fast.test.",
+        "MAIL.fast.test.",
+        "ns2.fast.test.",
+        "b.c.fast.test.",
+        "a.b.c.fast.test.",
+        "nope.fast.test.",
+        "x.nope.fast.test.",
+        "Cmail.fast.test.",
+        "geo.fast.test.",
+        "GEO.fast.test.",
+        "hash.fast.test.",
+        "v4only.fast.test.",
+        "big.fast.test.",
+    ] {
+        for t in [
+            RecordType::A,
+            RecordType::AAAA,
+            RecordType::TXT,
+            RecordType::SOA,
+            RecordType::CAA,
+            RecordType::SSHFP,
+            RecordType::DS,
+        ] {
+            cases.push(packet(name, t, None, None));
+            cases.push(packet(name, t, Some((1232, false)), None));
+            cases.push(packet(name, t, Some((4096, true)), None));
+            cases.push(packet(name, t, Some((512, false)), None));
+        }
+    }
+    for (ip, prefix) in [
+        ("81.2.69.160", 32),
+        ("81.2.69.0", 24),
+        ("214.0.1.0", 24),
+        ("2001:218::", 48),
+        ("1.1.1.0", 24),
+        ("0.0.0.0", 0),
+        ("10.9.8.0", 24),
+    ] {
+        for name in [
+            "geo.fast.test.",
+            "hash.fast.test.",
+            "mail.fast.test.",
+            "nope.fast.test.",
+        ] {
+            for t in [RecordType::A, RecordType::AAAA] {
+                cases.push(packet(name, t, Some((1232, false)), Some((ip, prefix))));
+            }
+        }
+    }
+    for p in &cases {
+        if fast::answer(&snap, p, src, &mut out) == Fast::Answered {
+            answered += 1;
+            let slow = handle(&snap, p, src, Transport::Udp).expect("slow path answers");
+            let (f, s) = (
+                Message::from_vec(&out).expect("fast response decodes"),
+                Message::from_vec(&slow).expect("slow response decodes"),
+            );
+            assert_eq!(
+                view(&f),
+                view(&s),
+                "query {:?}",
+                Message::from_vec(p).map(|m| m.queries)
+            );
+        }
+    }
+    assert!(
+        answered * 10 >= cases.len() * 7,
+        "fast path took only {answered} of {}",
+        cases.len()
+    );
+}
+
+#[test]
+fn fast_path_leaves_the_special_cases_to_the_reference() {
+    let (_dir, snap) = snapshot();
+    let src: SocketAddr = "127.0.0.1:5353".parse().expect("addr");
+    let mut out = Vec::new();
+    let fallback = [
+        packet("alias.fast.test.", RecordType::A, None, None), // CNAME chase
+        packet("x.wild.fast.test.", RecordType::A, None, None), // wildcard
+        packet("www.sub.fast.test.", RecordType::A, None, None), // referral
+        packet("fast.test.", RecordType::NS, None, None),      // additional section
+        packet("fast.test.", RecordType::MX, None, None),
+        packet("fast.test.", RecordType::ANY, None, None), // RFC 8482
+        packet("fast.test.", RecordType::AXFR, None, None),
+        packet("example.org.", RecordType::A, None, None), // REFUSED
+        packet("big.fast.test.", RecordType::TXT, None, None), // needs truncation at 512
+        packet("geo.fast.test.", RecordType::TXT, None, None), // other type at a balanced name
+    ];
+    for p in &fallback {
+        assert_eq!(
+            fast::answer(&snap, p, src, &mut out),
+            Fast::Fallback,
+            "{:?}",
+            Message::from_vec(p).map(|m| m.queries)
+        );
+    }
+    // Malformed or unusual packets never get a fast answer.
+    let good = packet("mail.fast.test.", RecordType::A, Some((1232, false)), None);
+    assert_eq!(fast::answer(&snap, &good, src, &mut out), Fast::Answered);
+    for cut in 0..good.len() {
+        assert_eq!(
+            fast::answer(&snap, &good[..cut], src, &mut out),
+            Fast::Fallback,
+            "cut at {cut}"
+        );
+    }
+    let mut qr = good.clone();
+    qr[2] |= 0x80;
+    assert_eq!(fast::answer(&snap, &qr, src, &mut out), Fast::Fallback);
+    let mut v1 = good.clone();
+    let opt_version = v1.len() - 11 + 6;
+    v1[opt_version] = 1; // EDNS version 1: BADVERS is the slow path's
+    assert_eq!(fast::answer(&snap, &v1, src, &mut out), Fast::Fallback);
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert_eq!(
+        fast::answer(&snap, &trailing, src, &mut out),
+        Fast::Fallback
+    );
+}
