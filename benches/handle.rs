@@ -12,6 +12,7 @@ use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
 
 use meridian::dns::{handle, Transport};
+use meridian::fast::{self, Fast};
 use meridian::geo::{AddrSource, GeoDb, Locator};
 use meridian::snapshot::Snapshot;
 
@@ -66,8 +67,13 @@ fn bench(c: &mut Criterion) {
     ];
     for (name, packet) in &cases {
         assert!(handle(&snap, packet, src, Transport::Udp).is_some());
-        c.bench_function(name, |b| {
+        c.bench_function(&format!("reference: {name}"), |b| {
             b.iter(|| handle(black_box(&snap), black_box(packet), src, Transport::Udp))
+        });
+        let mut out = Vec::with_capacity(1232);
+        assert_eq!(fast::answer(&snap, packet, src, &mut out), Fast::Answered, "{name}");
+        c.bench_function(&format!("fast path: {name}"), |b| {
+            b.iter(|| fast::answer(black_box(&snap), black_box(packet), src, &mut out))
         });
     }
     // The GeoIP lookup alone, in the shipped country database and the MaxMind city test data.
