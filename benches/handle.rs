@@ -71,7 +71,11 @@ fn bench(c: &mut Criterion) {
             b.iter(|| handle(black_box(&snap), black_box(packet), src, Transport::Udp))
         });
         let mut out = Vec::with_capacity(1232);
-        assert_eq!(fast::answer(&snap, packet, src, &mut out), Fast::Answered, "{name}");
+        assert_eq!(
+            fast::answer(&snap, packet, src, &mut out),
+            Fast::Answered,
+            "{name}"
+        );
         c.bench_function(&format!("fast path: {name}"), |b| {
             b.iter(|| fast::answer(black_box(&snap), black_box(packet), src, &mut out))
         });

@@ -1,25 +1,27 @@
 //! Sockets: UDP and TCP listeners on every `listen` address, feeding [`crate::dns::handle`].
 //!
-//! UDP uses several SO_REUSEPORT sockets per address, one task each, answering inline without
-//! spawning per packet (the hickory-server loop copies, spawns and crosses a channel per query;
-//! measured at ~20 % of a core's throughput in `shared/notes/hickory-0.26.md`). TCP follows
+//! UDP uses several SO_REUSEPORT sockets per address, one blocking thread each with batched
+//! system calls ([`udp`]); the hickory-server loop copies, spawns and crosses a channel per
+//! query (~20 % of a core's throughput, `shared/notes/hickory-0.26.md`). TCP follows
 //! RFC 7766: queries on one connection are answered in order as they arrive (pipelining),
 //! idle connections are closed, and the number of connections at once is bounded.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::dns::{handle, Transport};
-use crate::fast::{self, Fast};
 use crate::snapshot::SharedSnapshot;
+
+mod udp;
 
 /// Listener settings fixed at start (changing them needs a restart).
 #[derive(Debug, Clone)]
@@ -33,6 +35,8 @@ pub struct ListenSettings {
 pub struct ServerHandle {
     /// The addresses actually bound (ports filled in when 0 was asked for).
     pub addrs: Vec<SocketAddr>,
+    udp_stop: Arc<AtomicBool>,
+    udp_threads: Vec<std::thread::JoinHandle<()>>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -40,6 +44,35 @@ pub struct ServerHandle {
 impl ServerHandle {
     /// Stops accepting, lets in-flight TCP answers finish, and waits for the tasks.
     pub async fn shutdown(mut self) {
+        self.udp_stop.store(true, Ordering::Relaxed);
+        // Wake the blocked receivers now rather than at their next poll: an empty datagram to
+        // each address (the loopback one for a wildcard bind), one per socket.
+        if let Ok(waker) = std::net::UdpSocket::bind("127.0.0.1:0") {
+            let waker6 = std::net::UdpSocket::bind("[::1]:0").ok();
+            for a in &self.addrs {
+                let mut to = *a;
+                if to.ip().is_unspecified() {
+                    to.set_ip(if to.is_ipv4() {
+                        std::net::Ipv4Addr::LOCALHOST.into()
+                    } else {
+                        std::net::Ipv6Addr::LOCALHOST.into()
+                    });
+                }
+                for _ in 0..self.udp_threads.len() {
+                    let _ = match (&waker6, to.is_ipv6()) {
+                        (Some(w6), true) => w6.send_to(&[], to),
+                        _ => waker.send_to(&[], to),
+                    };
+                }
+            }
+        }
+        let threads = std::mem::take(&mut self.udp_threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
         let _ = self.stop.send(true);
         let deadline = tokio::time::sleep(Duration::from_secs(5));
         tokio::pin!(deadline);
@@ -58,7 +91,6 @@ fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
         s.set_only_v6(true)?;
     }
     s.set_reuse_port(true)?;
-    s.set_nonblocking(true)?;
     // Bursts queue in the kernel instead of being dropped while a worker is busy.
     let _ = s.set_recv_buffer_size(4 << 20);
     s.bind(&addr.into())?;
@@ -105,6 +137,8 @@ fn bind_pair(
 /// Binds every listener and starts serving. Must run inside a tokio runtime.
 pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<ServerHandle> {
     let (stop, stop_rx) = watch::channel(false);
+    let udp_stop = Arc::new(AtomicBool::new(false));
+    let mut udp_threads = Vec::new();
     let mut tasks = JoinSet::new();
     let mut addrs = Vec::new();
     let udp_count = if settings.udp_sockets == 0 {
@@ -118,8 +152,12 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         addrs.push(tcp.local_addr()?);
         for u in udps {
-            let sock = UdpSocket::from_std(u)?;
-            tasks.spawn(udp_loop(sock, snapshot.clone(), stop_rx.clone()));
+            let (snapshot, stop) = (snapshot.clone(), udp_stop.clone());
+            udp_threads.push(
+                std::thread::Builder::new()
+                    .name(format!("udp {addr}"))
+                    .spawn(move || udp::run(u, snapshot, stop))?,
+            );
         }
         let listener = TcpListener::from_std(tcp)?;
         tasks.spawn(tcp_accept_loop(
@@ -129,33 +167,13 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
             stop_rx.clone(),
         ));
     }
-    Ok(ServerHandle { addrs, stop, tasks })
-}
-
-async fn udp_loop(sock: UdpSocket, snapshot: SharedSnapshot, mut stop: watch::Receiver<bool>) {
-    let mut buf = vec![0u8; 65535];
-    let mut out = Vec::with_capacity(1232);
-    loop {
-        let (len, src) = tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                // ICMP errors from earlier sends surface here on some systems; keep serving.
-                Err(_) => continue,
-            },
-            _ = stop.changed() => return,
-        };
-        let snap = snapshot.load();
-        match fast::answer(&snap, &buf[..len], src, &mut out) {
-            Fast::Answered => {
-                let _ = sock.send_to(&out, src).await;
-            }
-            Fast::Fallback => {
-                if let Some(resp) = handle(&snap, &buf[..len], src, Transport::Udp) {
-                    let _ = sock.send_to(&resp, src).await;
-                }
-            }
-        }
-    }
+    Ok(ServerHandle {
+        addrs,
+        udp_stop,
+        udp_threads,
+        stop,
+        tasks,
+    })
 }
 
 async fn tcp_accept_loop(

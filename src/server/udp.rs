@@ -1,0 +1,154 @@
+//! The UDP loop: one blocking thread per SO_REUSEPORT socket, receiving and sending in batches
+//! with `recvmmsg`/`sendmmsg`. On loopback the kernel's per-packet cost dominates everything
+//! meridian does in user space (`shared/notes/hickory-0.26.md`), so a system call per batch
+//! instead of two per query is the largest single saving; a blocking thread also avoids the
+//! epoll round trip and task wake-up an async socket pays per packet.
+
+use std::mem::{size_of, zeroed};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dns::{handle, Transport};
+use crate::fast::{self, Fast};
+use crate::snapshot::SharedSnapshot;
+
+/// Packets per system call. Under load a batch fills; when idle `MSG_WAITFORONE` returns as soon
+/// as one packet is there, so batching adds no latency.
+const BATCH: usize = 32;
+/// Largest query we read; EDNS queries are small, and anything longer is cut and then FORMERR.
+const MAX_QUERY: usize = 4096;
+/// How often an idle thread looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(200);
+
+fn to_socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match ss.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in for AF_INET; storage is large enough.
+            let sin = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for AF_INET6.
+            let sin6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Runs until `stop` is set. The socket must be blocking.
+pub fn run(sock: UdpSocket, snapshot: SharedSnapshot, stop: Arc<AtomicBool>) {
+    let _ = sock.set_read_timeout(Some(STOP_POLL));
+    let fd = sock.as_raw_fd();
+    let mut bufs = vec![[0u8; MAX_QUERY]; BATCH];
+    let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1232)).collect();
+    // SAFETY: all-zero is a valid value for these plain C structs.
+    let mut addrs: Vec<libc::sockaddr_storage> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
+    let mut iovs: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: MAX_QUERY,
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
+    let mut send_iovs: Vec<libc::iovec> = (0..BATCH)
+        .map(|_| libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        })
+        .collect();
+    let mut send_msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
+    let mut fallback: Vec<Option<Vec<u8>>> = (0..BATCH).map(|_| None).collect();
+
+    while !stop.load(Ordering::Relaxed) {
+        for i in 0..BATCH {
+            let h = &mut msgs[i].msg_hdr;
+            h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = &mut iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+            msgs[i].msg_len = 0;
+        }
+        // SAFETY: every header points at live buffers of the stated sizes owned by this frame.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n <= 0 {
+            continue; // timeout (stop check), EINTR, or an ICMP error from an earlier send
+        }
+        let n = n as usize;
+        let snap = snapshot.load();
+        let mut ready = 0;
+        for i in 0..n {
+            let Some(src) = to_socket_addr(&addrs[i]) else {
+                continue;
+            };
+            let len = (msgs[i].msg_len as usize).min(MAX_QUERY);
+            let packet = &bufs[i][..len];
+            let out = &mut outs[i];
+            let reply: &[u8] = match fast::answer(&snap, packet, src, out) {
+                Fast::Answered => out,
+                Fast::Fallback => match handle(&snap, packet, src, Transport::Udp) {
+                    Some(r) => fallback[i].insert(r),
+                    None => continue,
+                },
+            };
+            send_iovs[ready] = libc::iovec {
+                iov_base: reply.as_ptr() as *mut libc::c_void,
+                iov_len: reply.len(),
+            };
+            let h = &mut send_msgs[ready].msg_hdr;
+            h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = msgs[i].msg_hdr.msg_namelen;
+            h.msg_iov = &mut send_iovs[ready];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+            ready += 1;
+        }
+        let mut sent = 0;
+        while sent < ready {
+            // SAFETY: the headers point at replies and addresses that live until the loop ends.
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    send_msgs[sent..].as_mut_ptr(),
+                    (ready - sent) as libc::c_uint,
+                    0,
+                )
+            };
+            if r <= 0 {
+                // A send that fails (e.g. an unreachable client) must not stall the others:
+                // skip that one message.
+                sent += 1;
+            } else {
+                sent += r as usize;
+            }
+        }
+        for f in fallback.iter_mut().take(n) {
+            *f = None;
+        }
+    }
+}
