@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use crate::dns::{handle, Transport};
 use crate::snapshot::SharedSnapshot;
 
-mod udp;
+pub mod udp;
 
 /// Listener settings fixed at start (changing them needs a restart).
 #[derive(Debug, Clone)]

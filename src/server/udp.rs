@@ -47,8 +47,32 @@ fn to_socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Runs until `stop` is set. The socket must be blocking.
+/// Serves DNS on `sock` until `stop` is set: the fast path, else the reference handler.
 pub fn run(sock: UdpSocket, snapshot: SharedSnapshot, stop: Arc<AtomicBool>) {
+    run_batched(sock, stop, |packet, src, out| {
+        let snap = snapshot.load();
+        match fast::answer(&snap, packet, src, out) {
+            Fast::Answered => true,
+            Fast::Fallback => match handle(&snap, packet, src, Transport::Udp) {
+                Some(r) => {
+                    out.clear();
+                    out.extend_from_slice(&r);
+                    true
+                }
+                None => false,
+            },
+        }
+    })
+}
+
+/// The batched receive/answer/send loop, for any `answer` that writes a reply into its buffer
+/// and says whether to send it. `bench/` runs a reflector through this same loop to measure
+/// the floor that the kernel and the loop itself set. The socket must be blocking.
+pub fn run_batched(
+    sock: UdpSocket,
+    stop: Arc<AtomicBool>,
+    mut answer: impl FnMut(&[u8], SocketAddr, &mut Vec<u8>) -> bool,
+) {
     let _ = sock.set_read_timeout(Some(STOP_POLL));
     let fd = sock.as_raw_fd();
     let mut bufs = vec![[0u8; MAX_QUERY]; BATCH];
@@ -70,7 +94,6 @@ pub fn run(sock: UdpSocket, snapshot: SharedSnapshot, stop: Arc<AtomicBool>) {
         })
         .collect();
     let mut send_msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
-    let mut fallback: Vec<Option<Vec<u8>>> = (0..BATCH).map(|_| None).collect();
 
     while !stop.load(Ordering::Relaxed) {
         for i in 0..BATCH {
@@ -98,7 +121,6 @@ pub fn run(sock: UdpSocket, snapshot: SharedSnapshot, stop: Arc<AtomicBool>) {
             continue; // timeout (stop check), EINTR, or an ICMP error from an earlier send
         }
         let n = n as usize;
-        let snap = snapshot.load();
         let mut ready = 0;
         for i in 0..n {
             let Some(src) = to_socket_addr(&addrs[i]) else {
@@ -107,13 +129,10 @@ pub fn run(sock: UdpSocket, snapshot: SharedSnapshot, stop: Arc<AtomicBool>) {
             let len = (msgs[i].msg_len as usize).min(MAX_QUERY);
             let packet = &bufs[i][..len];
             let out = &mut outs[i];
-            let reply: &[u8] = match fast::answer(&snap, packet, src, out) {
-                Fast::Answered => out,
-                Fast::Fallback => match handle(&snap, packet, src, Transport::Udp) {
-                    Some(r) => fallback[i].insert(r),
-                    None => continue,
-                },
-            };
+            if !answer(packet, src, out) {
+                continue;
+            }
+            let reply: &[u8] = out;
             send_iovs[ready] = libc::iovec {
                 iov_base: reply.as_ptr() as *mut libc::c_void,
                 iov_len: reply.len(),
@@ -146,9 +165,6 @@ pub fn run(sock: UdpSocket, snapshot: SharedSnapshot, stop: Arc<AtomicBool>) {
             } else {
                 sent += r as usize;
             }
-        }
-        for f in fallback.iter_mut().take(n) {
-            *f = None;
         }
     }
 }
