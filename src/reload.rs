@@ -95,7 +95,9 @@ impl Reloader {
         let _one_at_a_time = self.running.lock().await;
         let path = self.config_path.clone();
         let health = self.shared.load().health.clone();
+        let started = std::time::Instant::now();
         let built = tokio::task::spawn_blocking(move || Snapshot::load_with(&path, health)).await;
+        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
         let result = match built {
             Ok(Ok(snap)) => {
                 if snap.config.listen != self.listen {
@@ -112,7 +114,7 @@ impl Reloader {
                 let snap = Arc::new(snap);
                 self.shared.store(snap.clone());
                 metrics::retain_probes(&snap);
-                tracing::info!(generation, config = %self.config_path.display(), "reloaded");
+                tracing::info!(generation, took_ms, config = %self.config_path.display(), "reloaded");
                 Ok(generation)
             }
             Ok(Err(problems)) => {

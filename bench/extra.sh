@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# The performance targets the shared harness does not cover, measured on loopback:
+#   static  - a 100,000-record zone: existing names and random NXDOMAIN labels, meridian vs Knot,
+#             pinned (server core 0, dnsperf core 1), REPS interleaved runs, QPS per server core
+#   floor   - meridian vs the reflector (examples/reflector.rs: the same UDP loop, no DNS work)
+#             on the harness's query mix: CPU per query as a multiple of the floor
+#   latency - p99 at 50 % of meridian's peak rate (dnsperf -Q with -v, per-query latencies)
+#   reload  - SIGHUP with the 100,000-record zone under a steady query load: reload time from
+#             the log, lost queries from dnsperf
+#   rss     - RSS with the shipped config (country GeoIP database) after 10 s of ECS queries
+# Usage: bash bench/extra.sh [static floor latency reload rss]   (default: all)
+# Everything listens on 127.0.0.1 only; every run is bounded by dnsperf -l and timeout.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(dirname "$here")"
+harness="${HARNESS:-$repo/../shared/bench}"
+W="${WORK:-/tmp/meridian-extra}"
+REPS="${REPS:-3}"
+DUR="${DURATION:-10}"
+PORT_M=5321 PORT_K=5322 PORT_R=5323
+TICKS=$(getconf CLK_TCK)
+what=("$@")
+[ ${#what[@]} -gt 0 ] || what=(static floor latency reload rss)
+
+command -v dnsperf >/dev/null && command -v knotd >/dev/null || bash "$harness/install.sh"
+(cd "$repo" && cargo build --release --locked --bin meridian --example reflector)
+bin="$repo/target/release/meridian"
+refl="$repo/target/release/examples/reflector"
+mkdir -p "$W"
+pids=()
+cleanup() { for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# run_dnsperf LABEL PID PORT QUERYFILE [dnsperf args...] -> one TSV line: label qps cpu% qps/core lost
+run_dnsperf() {
+  local label=$1 pid=$2 port=$3 file=$4; shift 4
+  local t0 t1 out qps lost cpu
+  t0=$(cpu_ticks "$pid")
+  out=$(timeout $((DUR + 15)) taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$file" -l "$DUR" -c 4 "$@" 2>&1)
+  t1=$(cpu_ticks "$pid")
+  qps=$(awk '/Queries per second/ {print $4}' <<<"$out")
+  lost=$(awk '/Queries lost/ {print $3}' <<<"$out")
+  cpu=$(awk -v a="$t0" -v b="$t1" -v t="$TICKS" -v d="$DUR" 'BEGIN {printf "%.1f", (b - a) / t / d * 100}')
+  awk -v l="$label" -v q="$qps" -v c="$cpu" -v lo="$lost" 'BEGIN {printf "%s\t%.0f\t%s\t%.0f\t%s\n", l, q, c, (c > 0 ? q / (c / 100) : 0), lo}'
+}
+
+start_pinned() { # start_pinned LOGFILE CMD... ; echoes the pid once the port answers
+  local log=$1; shift
+  taskset -c 0 "$@" >"$log" 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  sleep 1
+  # Servers may pin their own workers (Knot does): put every thread back on core 0.
+  taskset -a -p -c 0 "$pid" >/dev/null 2>&1 || true
+  echo "$pid"
+}
+
+median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+
+# ---- the 100k-record zone -------------------------------------------------------------------
+make_big_zone() {
+  mkdir -p "$W/big/zones" "$W/knot/zones" "$W/knot/db" "$W/knot/run"
+  awk 'BEGIN {
+    srand(7)
+    print "$TTL 300"
+    print "@ IN SOA ns1.example.com. hostmaster.example.com. 1 7200 1800 1209600 300"
+    print "@ IN NS ns1.example.com."
+    print "ns1 IN A 192.0.2.53"
+    for (i = 0; i < 100000; i++) printf "h%06d IN A 10.%d.%d.%d\n", i, int(i / 65536) % 256, int(i / 256) % 256, i % 256
+  }' >"$W/big/zones/example.com.zone"
+  cp "$W/big/zones/example.com.zone" "$W/knot/zones/example.com.zone"
+  awk 'BEGIN { srand(11); for (i = 0; i < 200000; i++) printf "h%06d.example.com A\n", int(rand() * 100000) }' >"$W/q-static.txt"
+  awk 'BEGIN { srand(13); for (i = 0; i < 200000; i++) printf "nx-%08d.example.com A\n", int(rand() * 100000000) }' >"$W/q-nx.txt"
+  cat >"$W/big/meridian.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$PORT_M"]
+zones = "zones"
+EOF
+  sed -e "s|@DIR@|$W/knot|g" -e "s|@PORT@|$PORT_K|g" "$harness/configs/knot/knot.conf" >"$W/knot/knot.conf"
+}
+
+bench_static() {
+  make_big_zone
+  local mp kp
+  mp=$(MERIDIAN_LOG=warn start_pinned "$W/big/meridian.log" "$bin" serve --config "$W/big/meridian.toml")
+  kp=$(start_pinned "$W/knot/knot.log" knotd -c "$W/knot/knot.conf")
+  sleep 2
+  : >"$W/static.tsv"
+  for rep in $(seq "$REPS"); do
+    for q in static nx; do
+      run_dnsperf "meridian/$q" "$mp" "$PORT_M" "$W/q-$q.txt" | tee -a "$W/static.tsv"
+      run_dnsperf "knot/$q" "$kp" "$PORT_K" "$W/q-$q.txt" | tee -a "$W/static.tsv"
+    done
+  done
+  echo "RSS meridian (100k zone): $(awk '/VmRSS/ {print $2, $3}' /proc/$mp/status)  knot: $(awk '/VmRSS/ {print $2, $3}' /proc/$kp/status)"
+  for s in meridian/static knot/static meridian/nx knot/nx; do
+    printf '%s\tmedian QPS per core %s\n' "$s" "$(awk -v s="$s" '$1 == s {print $4}' "$W/static.tsv" | median)"
+  done
+  kill "$mp" "$kp" 2>/dev/null || true
+  wait "$mp" "$kp" 2>/dev/null || true
+}
+
+# ---- meridian on the harness mix, and the reflector floor ------------------------------------
+harness_config() {
+  mkdir -p "$W/mix/zones"
+  cp "$harness/configs/zone-static.inc" "$W/mix/zones/example.com.zone"
+  sed -e "s|@PORT@|$PORT_M|" -e "s|@ZONES@|zones|" "$here/meridian-bench.toml.in" >"$W/mix/meridian.toml"
+  [ -s "$W/q-mix.txt" ] || bash "$harness/gen_queries.sh" 100000 42 >"$W/q-mix.txt"
+}
+
+bench_floor() {
+  harness_config
+  local mp rp
+  mp=$(MERIDIAN_LOG=warn start_pinned "$W/mix/meridian.log" "$bin" serve --config "$W/mix/meridian.toml")
+  rp=$(start_pinned "$W/reflector.log" "$refl" "127.0.0.1:$PORT_R")
+  : >"$W/floor.tsv"
+  for rep in $(seq "$REPS"); do
+    run_dnsperf meridian "$mp" "$PORT_M" "$W/q-mix.txt" | tee -a "$W/floor.tsv"
+    run_dnsperf reflector "$rp" "$PORT_R" "$W/q-mix.txt" | tee -a "$W/floor.tsv"
+  done
+  local m r
+  m=$(awk '$1 == "meridian" {print $3 / $2 * 10000}' "$W/floor.tsv" | median)
+  r=$(awk '$1 == "reflector" {print $3 / $2 * 10000}' "$W/floor.tsv" | median)
+  awk -v m="$m" -v r="$r" 'BEGIN {printf "CPU per query: meridian %.2f us, reflector %.2f us, ratio %.2f\n", m, r, m / r}'
+  kill "$mp" "$rp" 2>/dev/null || true
+  wait "$mp" "$rp" 2>/dev/null || true
+}
+
+bench_latency() {
+  harness_config
+  local mp peak half
+  mp=$(MERIDIAN_LOG=warn start_pinned "$W/mix/meridian.log" "$bin" serve --config "$W/mix/meridian.toml")
+  peak=$(run_dnsperf peak "$mp" "$PORT_M" "$W/q-mix.txt" | cut -f2)
+  half=$((peak / 2))
+  timeout $((DUR + 15)) taskset -c 1 dnsperf -s 127.0.0.1 -p "$PORT_M" -d "$W/q-mix.txt" -l "$DUR" -c 4 -Q "$half" -v >"$W/latency.txt" 2>&1 || true
+  awk '/^> / {print $NF}' "$W/latency.txt" | sort -n | awk -v peak="$peak" -v half="$half" '
+    {a[NR] = $1}
+    END {printf "peak %d QPS; at %d QPS (50%%): %d queries, p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, max %.3f ms\n",
+      peak, half, NR, a[int(NR * 0.5)] * 1000, a[int(NR * 0.99)] * 1000, a[int(NR * 0.999)] * 1000, a[NR] * 1000}'
+  grep -E "Queries lost" "$W/latency.txt" || true
+  kill "$mp" 2>/dev/null || true
+  wait "$mp" 2>/dev/null || true
+}
+
+bench_reload() {
+  [ -s "$W/big/zones/example.com.zone" ] || make_big_zone
+  local mp out
+  mp=$(MERIDIAN_LOG=info start_pinned "$W/big/reload.log" "$bin" serve --config "$W/big/meridian.toml")
+  sleep 1
+  (sleep 2; for i in 1 2 3; do kill -HUP "$mp"; sleep 2; done) &
+  out=$(timeout $((DUR + 15)) taskset -c 1 dnsperf -s 127.0.0.1 -p "$PORT_M" -d "$W/q-static.txt" -l "$DUR" -c 4 -Q 20000 -t 1 2>&1)
+  wait
+  grep -o 'took_ms=[0-9.]*' "$W/big/reload.log" | sed 's/took_ms=/reload of the 100k-record zone (ms): /'
+  grep -E "Queries (sent|completed|lost)" <<<"$out"
+  kill "$mp" 2>/dev/null || true
+  wait "$mp" 2>/dev/null || true
+}
+
+bench_rss() {
+  mkdir -p "$W/shipped"
+  sed -e "s|^listen = \\[\"127.0.0.1:5300\"\\]|listen = [\"127.0.0.1:$PORT_M\"]|" \
+      -e "s|\"../zones\"|\"$repo/zones\"|" -e "s|\"../geoip/|\"$repo/geoip/|" \
+      -e "s|^listen = \"127.0.0.1:9053\"|listen = \"127.0.0.1:0\"|" \
+      "$repo/config/meridian.toml" >"$W/shipped/meridian.toml"
+  awk 'BEGIN { srand(17); for (i = 0; i < 100000; i++) print "www.example.com A" }' >"$W/q-www.txt"
+  local mp
+  mp=$(MERIDIAN_LOG=warn start_pinned "$W/shipped/meridian.log" "$bin" serve --config "$W/shipped/meridian.toml")
+  echo "RSS after start: $(awk '/VmRSS/ {print $2, $3}' /proc/$mp/status)"
+  # Client addresses spread over the database through the source address is not possible on
+  # loopback; ECS with a fixed subnet per run, several runs.
+  for ecs in 00011800510245 00011800d8a053 00011800d60001 00011800af10c7; do
+    run_dnsperf "rss-$ecs" "$mp" "$PORT_M" "$W/q-www.txt" -e -E "8:$ecs" >/dev/null
+  done
+  echo "RSS after the runs (shipped config, country GeoIP database): $(awk '/VmRSS/ {print $2, $3}' /proc/$mp/status)"
+  kill "$mp" 2>/dev/null || true
+  wait "$mp" 2>/dev/null || true
+}
+
+for w in "${what[@]}"; do
+  echo "== $w ($(date -u '+%F %T') UTC)"
+  "bench_$w"
+done
