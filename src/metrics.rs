@@ -251,7 +251,7 @@ pub struct QueryOutcome<'a> {
     /// The balanced name whose policy computed the answer, if one did.
     pub service: Option<&'a Service>,
     /// Indices of the endpoints answered.
-    pub picks: Vec<usize>,
+    pub picks: crate::policy::Picks,
     /// Every endpoint of the family was down (`when_all_down` applied).
     pub all_down: bool,
 }

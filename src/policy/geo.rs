@@ -5,7 +5,7 @@
 use super::{weighted_order, Ctx};
 use crate::geo::{code_str, distance_km, LocatedBy};
 
-pub(super) fn rank(ctx: &mut Ctx<'_, '_>, eligible: &mut Vec<usize>) -> u8 {
+pub(super) fn rank(ctx: &mut Ctx<'_, '_>, eligible: &mut super::Picks) -> u8 {
     let svc = ctx.svc;
     let regions = ctx.regions;
     let loc = ctx.client.location().clone();
@@ -95,7 +95,7 @@ pub(super) fn rank(ctx: &mut Ctx<'_, '_>, eligible: &mut Vec<usize>) -> u8 {
     }
     match chosen {
         Some((r, why)) => {
-            eligible.retain(|&i| region_of(i) == Some(r));
+            eligible.retain(|i| region_of(*i) == Some(r));
             weighted_order(svc, eligible);
             if let Some(t) = ctx.trace.as_deref_mut() {
                 t.notes.push(why.clone());

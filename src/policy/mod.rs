@@ -23,6 +23,9 @@ use hickory_proto::rr::Name;
 use crate::geo::{AddrSource, ClientLocation, Coords, Locator};
 use crate::health::EndpointState;
 
+/// Endpoint indices; on the stack for services of up to 8 endpoints (no allocation per query).
+pub type Picks = smallvec::SmallVec<[usize; 8]>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyKind {
     RoundRobin,
@@ -182,7 +185,7 @@ pub struct Trace {
     /// placed, what was picked, and the ECS scope the answer depended on.
     pub service: Option<Name>,
     pub client: Option<ClientLocation>,
-    pub picks: Vec<usize>,
+    pub picks: Picks,
     pub scope: u8,
 }
 
@@ -190,7 +193,7 @@ pub struct Trace {
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
     /// Endpoint indices, best first, at most `max_answers`.
-    pub picks: Vec<usize>,
+    pub picks: Picks,
     /// Prefix length of the client address the answer depended on (ECS scope, before capping
     /// at the query's source prefix).
     pub scope: u8,
@@ -224,7 +227,7 @@ pub fn select(
     up: &dyn Fn(usize, &Endpoint) -> bool,
     mut trace: Option<&mut Trace>,
 ) -> Selection {
-    let mut eligible: Vec<usize> = svc
+    let mut eligible: Picks = svc
         .endpoints
         .iter()
         .enumerate()
@@ -324,7 +327,7 @@ pub(crate) fn weighted_order(svc: &Service, idx: &mut [usize]) {
     if idx.len() <= 1 {
         return;
     }
-    let mut keyed: Vec<(f64, usize)> = idx
+    let mut keyed: smallvec::SmallVec<[(f64, usize); 8]> = idx
         .iter()
         .map(|&i| (random_unit().ln() / svc.endpoints[i].weight, i))
         .collect();
