@@ -37,7 +37,9 @@ fn pick(s: &Service, client: &str) -> Vec<usize> {
         AddrSource::SourceIp,
         &loc,
     );
-    select(s, &[], Family::V4, &mut c, &|_, e| e.state.up(), None).picks.to_vec()
+    select(s, &[], Family::V4, &mut c, &|_, e| e.state.up(), None)
+        .picks
+        .to_vec()
 }
 
 #[test]
