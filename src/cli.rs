@@ -101,14 +101,9 @@ fn explain(
     down: Vec<String>,
     json: bool,
 ) -> i32 {
-    let snap = match Snapshot::load(path) {
-        Ok(s) => s,
-        Err(problems) => {
-            for p in &problems.0 {
-                eprintln!("{p}");
-            }
-            return EXIT_INVALID;
-        }
+    let snap = match load_or_report(path) {
+        Some(s) => s,
+        None => return EXIT_INVALID,
     };
     let rtype = match hickory_proto::rr::RecordType::from_str(&rtype.to_ascii_uppercase()) {
         Ok(t) => t,
@@ -170,6 +165,19 @@ fn check(path: &Path) -> i32 {
     }
 }
 
+/// Loads the snapshot, or prints every problem as `file:line:col: message` and returns `None`.
+fn load_or_report(path: &Path) -> Option<Snapshot> {
+    match Snapshot::load(path) {
+        Ok(s) => Some(s),
+        Err(problems) => {
+            for p in &problems.0 {
+                eprintln!("{p}");
+            }
+            None
+        }
+    }
+}
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -182,14 +190,9 @@ fn init_logging() {
 
 fn serve(path: &Path) -> i32 {
     init_logging();
-    let snap = match Snapshot::load(path) {
-        Ok(s) => s,
-        Err(problems) => {
-            for p in &problems.0 {
-                eprintln!("{p}");
-            }
-            return EXIT_INVALID;
-        }
+    let snap = match load_or_report(path) {
+        Some(s) => s,
+        None => return EXIT_INVALID,
     };
     let settings = ListenSettings {
         addrs: snap.config.listen.clone(),
