@@ -8,7 +8,10 @@
 #   reload  - SIGHUP with the 100,000-record zone under a steady query load: reload time from
 #             the log, lost queries from dnsperf
 #   rss     - RSS with the shipped config (country GeoIP database) after 10 s of ECS queries
-# Usage: bash bench/extra.sh [static floor latency reload rss]   (default: all)
+#   probing - DNS p99 at 50 % of peak with and without 10,000 endpoints probed at 1 s (http, each
+#             its own URL on meridian's own admin API, answered 404 = expected: a conservative
+#             setup, since the probed server shares meridian's core)
+# Usage: bash bench/extra.sh [static floor latency reload rss probing]   (default: all)
 # Everything listens on 127.0.0.1 only; every run is bounded by dnsperf -l and timeout.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -20,7 +23,7 @@ DUR="${DURATION:-10}"
 PORT_M=5321 PORT_K=5322 PORT_R=5323
 TICKS=$(getconf CLK_TCK)
 what=("$@")
-[ ${#what[@]} -gt 0 ] || what=(static floor latency reload rss)
+[ ${#what[@]} -gt 0 ] || what=(static floor latency reload rss probing)
 
 command -v dnsperf >/dev/null && command -v knotd >/dev/null || bash "$harness/install.sh"
 (cd "$repo" && cargo build --release --locked --bin meridian --example reflector)
@@ -176,6 +179,42 @@ bench_rss() {
   echo "RSS after the runs (shipped config, country GeoIP database): $(awk '/VmRSS/ {print $2, $3}' /proc/$mp/status)"
   kill "$mp" 2>/dev/null || true
   wait "$mp" 2>/dev/null || true
+}
+
+# p99 of one dnsperf run at a fixed rate against the server on PORT_M.
+p99_at() {
+  timeout $((DUR + 15)) taskset -c 1 dnsperf -s 127.0.0.1 -p "$PORT_M" -d "$W/q-mix.txt" -l "$DUR" -c 4 -Q "$1" -v >"$W/p99.txt" 2>&1 || true
+  awk '/^> / {print $NF}' "$W/p99.txt" | sort -n | awk '{a[NR] = $1} END {printf "%.3f", a[int(NR * 0.99)] * 1000}'
+}
+
+bench_probing() {
+  harness_config
+  local mp base probed cpu0 cpu1 rate=${PROBE_RATE:-150000}
+  mkdir -p "$W/probing"
+  cp -r "$W/mix/zones" "$W/probing/"
+  {
+    sed -e "s|@PORT@|$PORT_M|" -e "s|@ZONES@|zones|" "$here/meridian-bench.toml.in"
+    printf '\n[admin]\nlisten = "127.0.0.1:%s"\ntoken = "bench"\n' "$PORT_R"
+    printf '[health.h]\nkind = "http"\ninterval = "1s"\ntimeout = "1s"\nexpect_status = 404\n'
+    awk -v port="$PORT_R" 'BEGIN {
+      for (s = 0; s < 100; s++) {
+        printf "[[service]]\nname = \"p%d.example.com\"\npolicy = \"latency\"\nhealth = \"h\"\nendpoints = [\n", s
+        for (e = 0; e < 100; e++) printf "  { address = \"10.%d.%d.%d\", check = \"http://127.0.0.1:%s/p%d/e%d\" },\n", int(s / 256), s % 256, e, port, s, e
+        print "]"
+      }
+    }'
+  } >"$W/probing/meridian.toml"
+  sed -e "s|@PORT@|$PORT_M|" -e "s|@ZONES@|zones|" "$here/meridian-bench.toml.in" >"$W/probing/plain.toml"
+  mp=$(MERIDIAN_LOG=warn start_pinned "$W/probing/plain.log" "$bin" serve --config "$W/probing/plain.toml")
+  base=$(p99_at "$rate")
+  kill "$mp"; wait "$mp" 2>/dev/null || true
+  mp=$(MERIDIAN_LOG=warn start_pinned "$W/probing/probed.log" "$bin" serve --config "$W/probing/meridian.toml")
+  sleep 3
+  cpu0=$(cpu_ticks "$mp"); sleep 5; cpu1=$(cpu_ticks "$mp")
+  probed=$(p99_at "$rate")
+  awk -v a="$cpu0" -v b="$cpu1" -v t="$TICKS" 'BEGIN {printf "meridian CPU while probing 10,000 endpoints with no DNS load: %.1f %% of a core (prober + the probed admin API)\n", (b - a) / t / 5 * 100}'
+  echo "DNS p99 at $rate QPS: $base ms without probing, $probed ms while probing 10,000 endpoints at 1 s"
+  kill "$mp"; wait "$mp" 2>/dev/null || true
 }
 
 for w in "${what[@]}"; do

@@ -20,8 +20,8 @@ use meridian::reload::Reloader;
 
 const TOKEN: &str = "s3cret-admin-token";
 
-/// Reload counters and the last-reload gauge are process-wide; tests that reload take turns so
-/// each sees its own outcome there.
+/// Reload counters, the last-reload gauge and probe series are process-wide; tests that reload
+/// or read them take turns so each sees its own outcome there.
 fn reload_turn() -> MutexGuard<'static, ()> {
     static TURN: Mutex<()> = Mutex::new(());
     TURN.lock().unwrap_or_else(|e| e.into_inner())
@@ -310,6 +310,9 @@ fn status_lists_site_generation_services_and_endpoints() {
 
 #[test]
 fn metrics_count_queries_answers_health_and_reloads() {
+    // Probe series are process-wide and a reload in another test prunes those of services it
+    // does not have: take the reload turn so none runs between recording and scraping.
+    let _turn = reload_turn();
     let f = Fixture::new("metrics.test");
     for _ in 0..5 {
         assert_eq!(f.addrs("www").len(), 3);
