@@ -243,17 +243,42 @@ fn serve(path: &Path) -> i32 {
                 }
             },
         };
-        let prober = crate::health::start_with(
-            shared.clone(),
-            crate::health::ProberOptions {
-                observer: Some(Arc::new(crate::metrics::observe_probe)),
-                ..Default::default()
-            },
-        );
+        // Probes run on their own thread at a lower CPU priority: with thousands of endpoints
+        // they must not delay DNS answers on a busy core ("probes never block answering").
+        let prober_rt = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("prober")
+            .on_thread_start(|| {
+                // SAFETY: setpriority on the calling thread (Linux: nice is per thread).
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+                }
+            })
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("meridian: cannot start the prober runtime: {e}");
+                handle.shutdown().await;
+                return EXIT_RUNTIME;
+            }
+        };
+        let prober = {
+            let _in_prober_rt = prober_rt.enter();
+            crate::health::start_with(
+                shared.clone(),
+                crate::health::ProberOptions {
+                    observer: Some(Arc::new(crate::metrics::observe_probe)),
+                    ..Default::default()
+                },
+            )
+        };
         tracing::info!(zones, generation, config = %config_path.display(), "serving");
         wait_for_signals(&reloader).await;
         tracing::info!("shutting down");
         prober.shutdown();
+        prober_rt.shutdown_background();
         if let Some(a) = admin {
             a.shutdown().await;
         }
