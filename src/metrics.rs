@@ -91,34 +91,30 @@ fn rcode_slot(r: ResponseCode) -> usize {
 }
 
 /// `policy` label values: `static` for answers from the zone, `none` for queries answered
-/// without a zone (REFUSED, FORMERR, NOTIMP, BADVERS, CHAOS), then the seven policies.
-pub const POLICIES: [&str; 9] = [
-    "static",
-    "none",
-    "round-robin",
-    "weighted",
-    "geo",
-    "failover",
-    "hash",
-    "latency",
-    "least-loaded",
-];
+/// without a zone (REFUSED, FORMERR, NOTIMP, BADVERS, CHAOS), then the seven policies in the
+/// order of [`crate::config::POLICIES`] (which `PolicyKind` follows).
+const POLICY_SLOTS: usize = 2 + crate::config::POLICIES.len();
+
+fn policy_label(slot: usize) -> &'static str {
+    match slot {
+        0 => "static",
+        1 => "none",
+        n => crate::config::POLICIES
+            .get(n - 2)
+            .copied()
+            .unwrap_or("other"),
+    }
+}
 
 fn policy_slot(p: Option<PolicyKind>, zone: bool) -> usize {
     match p {
         None if zone => 0,
         None => 1,
-        Some(PolicyKind::RoundRobin) => 2,
-        Some(PolicyKind::Weighted) => 3,
-        Some(PolicyKind::Geo) => 4,
-        Some(PolicyKind::Failover) => 5,
-        Some(PolicyKind::Hash) => 6,
-        Some(PolicyKind::Latency) => 7,
-        Some(PolicyKind::LeastLoaded) => 8,
+        Some(k) => 2 + k as usize,
     }
 }
 
-const ROW: usize = RCODES.len() * POLICIES.len();
+const ROW: usize = RCODES.len() * POLICY_SLOTS;
 
 // ---------------------------------------------------------------------------------------------
 // Per-query counters
@@ -146,7 +142,7 @@ impl ZoneStats {
 
     fn add(&self, qtype: usize, rcode: usize, policy: usize) {
         let row = self.rows[qtype].get_or_init(|| Box::new([const { AtomicU64::new(0) }; ROW]));
-        row[rcode * POLICIES.len() + policy].fetch_add(1, Ordering::Relaxed);
+        row[rcode * POLICY_SLOTS + policy].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Every non-zero cell as (qtype, rcode, policy, count).
@@ -158,8 +154,8 @@ impl ZoneStats {
                     (v > 0).then(|| {
                         (
                             QTYPES[q],
-                            RCODES[i / POLICIES.len()],
-                            POLICIES[i % POLICIES.len()],
+                            RCODES[i / POLICY_SLOTS],
+                            policy_label(i % POLICY_SLOTS),
                             v,
                         )
                     })

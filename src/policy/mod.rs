@@ -26,6 +26,7 @@ use crate::health::EndpointState;
 /// Endpoint indices; on the stack for services of up to 8 endpoints (no allocation per query).
 pub type Picks = smallvec::SmallVec<[usize; 8]>;
 
+/// In the order of [`crate::config::POLICIES`]: metrics index their labels by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyKind {
     RoundRobin,

@@ -169,3 +169,12 @@ fn latency_and_least_loaded_use_live_figures_or_fall_back() {
     s.endpoints[1].state.set_load(Some(0.9));
     assert!((0..50).all(|_| pick(&s, "10.0.0.1")[0] == 0));
 }
+
+#[test]
+fn policy_kinds_follow_the_config_order() {
+    for (i, name) in crate::config::POLICIES.iter().enumerate() {
+        let k = PolicyKind::parse(name).unwrap();
+        assert_eq!(k as usize, i, "{name}");
+        assert_eq!(k.as_str(), *name);
+    }
+}
