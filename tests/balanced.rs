@@ -12,7 +12,7 @@ use std::process::Command;
 use common::*;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{RData, RecordType};
 
 // ---------------------------------------------------------------------------------------------
 // Test data and helpers
@@ -138,21 +138,7 @@ fn endpoint_state(
     addr: &str,
     f: impl Fn(&meridian::health::EndpointState),
 ) {
-    let snap = s.shared.load();
-    let mut name = Name::from_ascii(svc).expect("name").to_lowercase();
-    name.set_fqdn(true);
-    let service = snap
-        .services
-        .iter()
-        .find(|x| x.name == name)
-        .unwrap_or_else(|| panic!("no service {svc}"));
-    let want = ip(addr);
-    let e = service
-        .endpoints
-        .iter()
-        .find(|e| e.addr == want)
-        .unwrap_or_else(|| panic!("no endpoint {addr} in {svc}"));
-    f(&e.state);
+    f(&s.endpoint_state(svc, addr));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{RData, RecordType};
 use meridian::health::EndpointState;
 
 const ZONE: &str = "$TTL 3600
@@ -236,22 +236,7 @@ fn set(addrs: &[&str]) -> BTreeSet<IpAddr> {
 
 /// The live state of endpoint `addr` of service `svc` in the current snapshot.
 fn state(s: &TestServer, svc: &str, addr: &str) -> Arc<EndpointState> {
-    let snap = s.shared.load();
-    let mut name = Name::from_ascii(svc).expect("name").to_lowercase();
-    name.set_fqdn(true);
-    let service = snap
-        .services
-        .iter()
-        .find(|x| x.name == name)
-        .unwrap_or_else(|| panic!("no service {svc}"));
-    let want = ip(addr);
-    service
-        .endpoints
-        .iter()
-        .find(|e| e.addr == want)
-        .unwrap_or_else(|| panic!("no endpoint {addr} in {svc}"))
-        .state
-        .clone()
+    s.endpoint_state(svc, addr)
 }
 
 /// Polls `cond` every 20 ms until it holds; returns how long that took, or `None` after `limit`.

@@ -80,6 +80,28 @@ impl TestServer {
         Self::start(&[("example.com.zone", EXAMPLE_ZONE)], &example_config())
     }
 
+    /// The live health state of endpoint `addr` of service `svc` in the current snapshot.
+    pub fn endpoint_state(
+        &self,
+        svc: &str,
+        addr: &str,
+    ) -> std::sync::Arc<meridian::health::EndpointState> {
+        let snap = self.shared.load();
+        let mut name = Name::from_ascii(svc).expect("name").to_lowercase();
+        name.set_fqdn(true);
+        let want: std::net::IpAddr = addr.parse().expect("endpoint address");
+        snap.services
+            .iter()
+            .find(|x| x.name == name)
+            .unwrap_or_else(|| panic!("no service {svc}"))
+            .endpoints
+            .iter()
+            .find(|e| e.addr == want)
+            .unwrap_or_else(|| panic!("no endpoint {addr} in {svc}"))
+            .state
+            .clone()
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("meridian.toml")
     }
