@@ -87,7 +87,7 @@ fn bench(c: &mut Criterion) {
         ("geoip lookup (default db)", root.join("geoip/default.mmdb")),
         (
             "geoip lookup (city test db)",
-            root.join("../shared/geoip-testdata/GeoIP2-City-Test.mmdb"),
+            root.join("tests/data/geoip/GeoIP2-City-Test.mmdb"),
         ),
     ] {
         let Ok(db) = GeoDb::open(&file) else { continue };

@@ -27,8 +27,8 @@ api      IN CNAME www
 api4     IN CNAME v4only
 ";
 
-/// `../shared` sits beside the repository checkout (in CI too).
-const GEOIP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/geoip-testdata");
+/// The MaxMind test databases, shipped in the repo (tests/data/geoip/README.md says where from).
+const GEOIP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/geoip");
 const US: &str = "us-east";
 const EU: &str = "eu-west";
 const AP: &str = "ap";

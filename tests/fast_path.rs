@@ -39,7 +39,7 @@ fn snapshot() -> (tempfile::TempDir, Snapshot) {
     std::fs::write(dir.path().join("zones/fast.test.zone"), ZONE).expect("zone");
     let db = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/geoip-testdata/GeoIP2-City-Test.mmdb"
+        "/tests/data/geoip/GeoIP2-City-Test.mmdb"
     );
     let geoip = if std::path::Path::new(db).is_file() {
         format!("[geoip]\ndatabase = \"{db}\"\n")

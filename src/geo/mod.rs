@@ -20,7 +20,7 @@ pub struct Coords {
 }
 
 /// Great-circle distance in km (haversine, R = 6371 km). Flat lat/lon distance gets
-/// Melbourne and Tokyo wrong (see `shared/geoip-testdata/README.md`).
+/// Melbourne and Tokyo wrong (see `tests/data/geoip/README.md`).
 pub fn distance_km(a: Coords, b: Coords) -> f64 {
     let (la1, la2) = (a.lat.to_radians(), b.lat.to_radians());
     let dlat = la2 - la1;
