@@ -88,7 +88,7 @@ fn respond<'s>(
     }
     let mut resp = Message::new(req.metadata.id, MessageType::Response, req.metadata.op_code);
     resp.metadata.recursion_desired = req.metadata.recursion_desired;
-    resp.metadata.checking_disabled = req.metadata.checking_disabled;
+    // CD stays clear: nothing here is signed, and RFC 4035 §3.1.6 leaves CD to resolvers.
     resp.add_queries(req.queries.iter().cloned());
 
     let limit = match (transport, &req.edns) {
@@ -105,10 +105,10 @@ fn respond<'s>(
         edns.set_version(0);
         edns.set_dnssec_ok(req_edns.flags().dnssec_ok);
         if req_edns.version() > 0 {
-            // RFC 6891 §6.1.3: answer BADVERS with the highest version we support.
+            // RFC 6891 §6.1.3: answer BADVERS with the highest version we support, keeping
+            // the question so that resolvers can match the reply to what they asked.
             resp.set_edns(edns);
             resp.metadata.response_code = ResponseCode::BADVERS;
-            resp.queries.clear();
             return done(resp, limit, false);
         }
         if req_edns.option(EdnsCode::NSID).is_some() {
@@ -135,6 +135,7 @@ fn respond<'s>(
 
     if req.metadata.op_code != OpCode::Query {
         resp.metadata.response_code = ResponseCode::NotImp;
+        extended_error(&mut resp, EDE_NOT_SUPPORTED);
         return done(resp, limit, false);
     }
     if req.queries.len() != 1 {
@@ -150,6 +151,7 @@ fn respond<'s>(
         }
         _ => {
             resp.metadata.response_code = ResponseCode::Refused;
+            extended_error(&mut resp, EDE_NOT_AUTHORITATIVE);
             return done(resp, limit, false);
         }
     }
@@ -161,6 +163,7 @@ fn respond<'s>(
         RecordType::AXFR | RecordType::IXFR => {
             // Zone transfers are not offered; say so rather than pretend the zone is empty.
             resp.metadata.response_code = ResponseCode::Refused;
+            extended_error(&mut resp, EDE_PROHIBITED);
             return done(resp, limit, false);
         }
         _ => {}
@@ -202,8 +205,9 @@ fn answer<'s>(
     let qtype = query.query_type();
     let (mut wire, mut starts) = (Vec::with_capacity(64), Vec::with_capacity(8));
     wire_lower(query.name(), &mut wire, &mut starts);
-    let Some(zone) = snap.zones.find(&wire, &starts) else {
+    let Some(zone) = snap.zones.find_for(&wire, &starts, qtype == RecordType::DS) else {
         resp.metadata.response_code = ResponseCode::Refused;
+        extended_error(resp, EDE_NOT_AUTHORITATIVE);
         return false;
     };
     outcome.zone = Some(&zone.stats);
@@ -214,15 +218,13 @@ fn answer<'s>(
     for _hop in 0..MAX_CNAME_CHAIN {
         match zone.find(&wire, &starts, qtype == RecordType::DS) {
             Found::Delegation(_, cut) => {
-                if resp.answers.is_empty() {
-                    return referral(zone, cut, resp);
-                }
-                // A CNAME led below a cut: the answer so far is all we know with authority.
-                return false;
+                // Also after a CNAME that led below a cut: RFC 1034 §4.3.2 step 3b goes on
+                // with the referral, and the CNAME keeps the answer authoritative.
+                return referral(zone, cut, resp);
             }
             Found::NxDomain => {
                 resp.metadata.response_code = ResponseCode::NXDomain;
-                negative(zone, resp);
+                negative(zone, &owner, resp);
                 return false;
             }
             Found::Node(node) | Found::Wildcard(node) => {
@@ -242,7 +244,7 @@ fn answer<'s>(
                     return false;
                 }
                 if node.rrsets.is_empty() {
-                    negative(zone, resp);
+                    negative(zone, &owner, resp);
                     return false;
                 }
                 if let Some(cname) = node.rrset(RecordType::CNAME) {
@@ -274,7 +276,7 @@ fn answer<'s>(
                         push_rrset(&mut resp.answers, set, &owner);
                         additional_for(zone, set, &mut resp.additionals);
                     }
-                    None => negative(zone, resp),
+                    None => negative(zone, &owner, resp),
                 }
                 return false;
             }
@@ -348,7 +350,7 @@ fn balanced<'s>(
 
 fn negative_for(snap: &Snapshot, name: &Name, resp: &mut Message) {
     if let Some(zone) = snap.zones.find_name(name) {
-        negative(zone, resp);
+        negative(zone, name, resp);
     }
 }
 
@@ -360,18 +362,39 @@ fn push_rrset(out: &mut Vec<Record>, set: &crate::zone::RRset, owner: &Name) {
     }
 }
 
-/// NODATA / NXDOMAIN: the SOA in authority with the negative TTL of RFC 2308 §5.
-fn negative(zone: &Zone, resp: &mut Message) {
+/// NODATA / NXDOMAIN for `name`: the SOA in authority with the negative TTL of RFC 2308 §5.
+/// Its owner is the apex as `name` spells it, so that it compresses to a pointer into the
+/// question whatever case the client used (0x20), as the fast path writes it.
+fn negative(zone: &Zone, name: &Name, resp: &mut Message) {
     let mut soa = zone.soa.clone();
     if let RData::SOA(s) = &soa.data {
         soa.ttl = soa.ttl.min(s.minimum);
     }
+    if zone.origin.zone_of(name) {
+        soa.name = name.trim_to(zone.origin.num_labels() as usize);
+    }
     resp.authorities.push(soa);
 }
 
-/// A referral to a delegated child: NS in authority, glue in additional, AA clear.
+/// Extended DNS Error codes (RFC 8914 §4) used here.
+const EDE_PROHIBITED: u16 = 18;
+const EDE_NOT_AUTHORITATIVE: u16 = 20;
+const EDE_NOT_SUPPORTED: u16 = 21;
+/// The EDNS option code of Extended DNS Errors, which hickory 0.26 does not name.
+const EDNS_EDE: u16 = 15;
+
+/// Adds an Extended DNS Error (RFC 8914) to a response whose client speaks EDNS.
+fn extended_error(resp: &mut Message, code: u16) {
+    if let Some(edns) = resp.edns.as_mut() {
+        let option = EdnsOption::Unknown(EDNS_EDE, code.to_be_bytes().to_vec());
+        edns.options_mut().insert(option);
+    }
+}
+
+/// A referral to a delegated child: NS in authority, glue in additional.
 fn referral(zone: &Zone, cut: &Node, resp: &mut Message) -> bool {
-    resp.metadata.authoritative = false;
+    // A CNAME already in the answer is ours, and keeps AA set (as Knot and BIND do).
+    resp.metadata.authoritative = !resp.answers.is_empty();
     let Some(ns) = cut.rrset(RecordType::NS) else {
         return false;
     };
@@ -420,6 +443,7 @@ fn chaos(snap: &Snapshot, query: &Query, resp: &mut Message) {
     };
     let Some(text) = text else {
         resp.metadata.response_code = ResponseCode::Refused;
+        extended_error(resp, EDE_NOT_AUTHORITATIVE);
         return;
     };
     resp.metadata.authoritative = true;

@@ -17,7 +17,7 @@ use crate::geo::{mask, prefix_in, AddrSource};
 use crate::metrics::{self, QueryOutcome};
 use crate::policy::{self, Client, Family};
 use crate::snapshot::Snapshot;
-use crate::zone::Found;
+use crate::zone::{Found, SoaParts};
 
 /// What the fast path did with a packet.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,6 +29,7 @@ pub enum Fast {
 }
 
 const TYPE_OPT: u16 = 41;
+const TYPE_DS: u16 = 43;
 const CLASS_IN: u16 = 1;
 const OPT_ECS: u16 = 8;
 
@@ -176,6 +177,95 @@ fn parse(p: &[u8]) -> Option<Parsed> {
     Some(out)
 }
 
+/// Name compression done exactly as hickory's encoder does it, so that the fast path's bytes
+/// equal the reference's (`tests/fast_path.rs`, `fuzz/`): a name's suffix is replaced by a
+/// pointer only when its bytes match, case-sensitively, a suffix already written; the first one
+/// remembered wins; at most [`MAX_SUFFIXES`] are remembered, the question's first.
+struct Suffixes<'p> {
+    /// The question name as the client wrote it, without its root label, and where its labels
+    /// start; its suffixes sit at `12 + start` in the response.
+    qname: &'p [u8],
+    qstarts: &'p [usize],
+    /// Suffixes of names written into rdata: (offset in the response, bytes without the root).
+    more: [(u16, &'p [u8]); 8],
+    more_len: usize,
+}
+
+/// hickory's `COMPRESSION_CANDIDATE_LIMIT`.
+const MAX_SUFFIXES: usize = 64;
+
+impl<'p> Suffixes<'p> {
+    fn new(packet: &'p [u8], q: &'p Parsed) -> Self {
+        let root = 12 + q.starts[q.labels - 1];
+        Suffixes {
+            qname: &packet[12..root],
+            qstarts: &q.starts[..(q.labels - 1).min(MAX_SUFFIXES)],
+            more: [(0, &[]); 8],
+            more_len: 0,
+        }
+    }
+
+    fn find(&self, suffix: &[u8]) -> Option<u16> {
+        for &s in self.qstarts {
+            if &self.qname[s..] == suffix {
+                return Some(12 + s as u16);
+            }
+        }
+        self.more[..self.more_len]
+            .iter()
+            .find(|(_, b)| *b == suffix)
+            .map(|&(at, _)| at)
+    }
+
+    /// Writes `name` (uncompressed wire form with its root label) at the end of `out`.
+    /// `None` when the name has more labels than this path keeps track of.
+    fn put(&mut self, out: &mut Vec<u8>, name: &'p [u8]) -> Option<()> {
+        let body = name.len().checked_sub(1)?;
+        let mut i = 0;
+        while i < body {
+            let suffix = &name[i..body];
+            if let Some(at) = self.find(suffix) {
+                out.extend_from_slice(&(0xC000 | at).to_be_bytes());
+                return Some(());
+            }
+            if self.qstarts.len() + self.more_len < MAX_SUFFIXES {
+                if self.more_len == self.more.len() || out.len() >= 0x3FFF {
+                    return None;
+                }
+                self.more[self.more_len] = (out.len() as u16, suffix);
+                self.more_len += 1;
+            }
+            let len = name[i] as usize + 1;
+            out.extend_from_slice(name.get(i..i + len)?);
+            i += len;
+        }
+        out.push(0);
+        Some(())
+    }
+}
+
+/// Writes the zone's SOA record with its owner at `owner_ptr` and its names compressed.
+fn put_soa<'p>(
+    out: &mut Vec<u8>,
+    owner_ptr: u16,
+    ttl: u32,
+    soa: &'p SoaParts,
+    names: &mut Suffixes<'p>,
+) -> Option<()> {
+    out.extend_from_slice(&(0xC000 | owner_ptr).to_be_bytes());
+    out.extend_from_slice(&u16::from(RecordType::SOA).to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    let len_at = out.len();
+    out.extend_from_slice(&[0, 0]);
+    names.put(out, &soa.mname)?;
+    names.put(out, &soa.rname)?;
+    out.extend_from_slice(&soa.numbers);
+    let rdlen = (out.len() - len_at - 2) as u16;
+    out[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+    Some(())
+}
+
 /// Writes one resource record whose owner is a compression pointer.
 fn put_rr(out: &mut Vec<u8>, owner_ptr: u16, rtype: u16, ttl: u32, rdata: &[u8]) {
     out.extend_from_slice(&(0xC000 | owner_ptr).to_be_bytes());
@@ -193,7 +283,7 @@ pub fn answer(snap: &Snapshot, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
     };
     let key = &q.key[..q.key_len];
     let starts = &q.starts[..q.labels];
-    let Some(zone) = snap.zones.find(key, starts) else {
+    let Some(zone) = snap.zones.find_for(key, starts, q.qtype == TYPE_DS) else {
         return Fast::Fallback;
     };
     // Meta types (OPT, TKEY, TSIG, IXFR, AXFR, MAILB, MAILA, ANY) have rules of their own.
@@ -209,12 +299,15 @@ pub fn answer(snap: &Snapshot, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
 
     out.clear();
     out.extend_from_slice(&packet[..2]);
-    // QR, opcode 0, AA, RD copied; CD copied; RA, AD clear. The rcode is patched in below.
+    // QR, opcode 0, AA, RD copied; RA, AD and CD clear (nothing here is signed: RFC 4035
+    // §3.1.6 leaves CD to resolvers). The rcode is patched in below.
     out.push(0x84 | (packet[2] & 0x01));
-    out.push(packet[3] & 0x10);
+    out.push(0);
     out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
     out.extend_from_slice(&packet[12..q.qend]);
 
+    let apex_labels = zone.origin.num_labels() as usize + 1;
+    let mut names = Suffixes::new(packet, &q);
     let mut rcode = ResponseCode::NoError;
     let mut answers = 0u16;
     let mut negative = false;
@@ -261,12 +354,25 @@ pub fn answer(snap: &Snapshot, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
             } else {
                 if qtype == RecordType::ANY
                     || node.rrset(RecordType::CNAME).is_some()
-                    || matches!(qtype, RecordType::NS | RecordType::MX | RecordType::SRV)
+                    || matches!(
+                        qtype,
+                        RecordType::NS | RecordType::MX | RecordType::SRV | RecordType::PTR
+                    )
                 {
-                    // CNAME chasing and additional-section processing live in the slow path.
+                    // CNAME chasing, additional-section processing and names to compress
+                    // inside rdata live in the slow path.
                     return Fast::Fallback;
                 }
                 match node.rrset(qtype) {
+                    // Only the apex holds an SOA (zone checks), and it is the zone's.
+                    Some(set) if qtype == RecordType::SOA => {
+                        if q.labels != apex_labels
+                            || put_soa(out, 12, set.ttl, &zone.soa_parts, &mut names).is_none()
+                        {
+                            return Fast::Fallback;
+                        }
+                        answers += 1;
+                    }
                     Some(set) => {
                         if set.wire.len() != set.records.len() {
                             return Fast::Fallback;
@@ -283,16 +389,16 @@ pub fn answer(snap: &Snapshot, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
     }
     let mut authority = 0u16;
     if negative {
-        // The apex is a suffix of the question name: point at it there.
-        let apex_labels = zone.origin.num_labels() as usize + 1;
-        let apex_at = 12 + starts[q.labels - apex_labels];
-        put_rr(
-            out,
-            apex_at as u16,
-            u16::from(RecordType::SOA),
-            zone.negative_ttl,
-            &zone.soa_wire,
-        );
+        // The apex is a suffix of the question name: point at it there, as the reference's
+        // encoder does when it remembers that suffix.
+        let apex_index = q.labels - apex_labels;
+        if apex_index >= MAX_SUFFIXES {
+            return Fast::Fallback;
+        }
+        let apex_at = (12 + starts[apex_index]) as u16;
+        if put_soa(out, apex_at, zone.negative_ttl, &zone.soa_parts, &mut names).is_none() {
+            return Fast::Fallback;
+        }
         authority = 1;
     }
     let mut additional = 0u16;

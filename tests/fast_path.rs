@@ -30,6 +30,8 @@ alias   CNAME mail
 a.b.c   A 192.0.2.7
 sub     NS ns.sub
 ns.sub  A 192.0.2.77
+child   NS ns.child
+ns.child A 192.0.2.88
 big     TXT \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" \"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\" \"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\" \"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\" \"eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee\" \"ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\"
 ";
 
@@ -37,6 +39,12 @@ fn snapshot() -> (tempfile::TempDir, Snapshot) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("zones")).expect("mkdir");
     std::fs::write(dir.path().join("zones/fast.test.zone"), ZONE).expect("zone");
+    // A child zone served beside its parent: DS at its apex is the parent's to answer.
+    std::fs::write(
+        dir.path().join("zones/child.fast.test.zone"),
+        "$TTL 60\n@ SOA ns.child.fast.test. h.child.fast.test. 1 2 3 4 5\n NS ns\nns A 192.0.2.88\n",
+    )
+    .expect("child zone");
     let db = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/geoip/GeoIP2-City-Test.mmdb"
@@ -108,14 +116,9 @@ fn view(m: &Message) -> String {
         ("AR", &m.additionals),
     ] {
         for r in rs.iter() {
-            // Answer owners are compared with their case: they must read as the client wrote
-            // the question. The SOA owner in authority may take either spelling (the fast path
-            // points into the question, as Knot does; the reference writes the zone's).
-            let owner = if sect == "AN" {
-                r.name.to_string()
-            } else {
-                r.name.to_lowercase().to_string()
-            };
+            // Owners are compared with their case: answers must read as the client wrote the
+            // question, and both paths point the SOA owner into the question (as Knot does).
+            let owner = r.name.to_string();
             s += &format!(
                 "{sect} {owner} {} {} {} {}\n",
                 r.ttl,
@@ -167,6 +170,13 @@ fn fast_path_matches_the_reference_handler() {
         "hash.fast.test.",
         "v4only.fast.test.",
         "big.fast.test.",
+        "child.fast.test.",
+        "CHILD.fast.test.",
+        "ns.child.fast.test.",
+        "nx.child.fast.test.",
+        "ns1.nope.fast.test.",
+        "hostmaster.fast.test.",
+        "x.ns1.fast.test.",
     ] {
         for t in [
             RecordType::A,
@@ -215,6 +225,14 @@ fn fast_path_matches_the_reference_handler() {
                 view(&f),
                 view(&s),
                 "query {:?}",
+                Message::from_vec(p).map(|m| m.queries)
+            );
+            // Byte for byte too: same compression, same order, same sizes (what truncation
+            // and the 512-byte limit depend on).
+            assert_eq!(
+                out,
+                slow,
+                "bytes differ for {:?}",
                 Message::from_vec(p).map(|m| m.queries)
             );
         }

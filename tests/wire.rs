@@ -42,6 +42,7 @@ a.ent.w  IN A    192.0.2.5
 *.cw     IN CNAME target
 sub      IN NS   ns.sub
 ns.sub   IN A    192.0.2.9
+todeleg  IN CNAME x.sub
 ",
     );
     // TXT RRsets whose full responses are about 410, 900, 1160 and 2600 bytes.
@@ -1062,6 +1063,8 @@ fn edns_version_1_gets_badvers() {
             assert_eq!(e.version(), 0, "{t}: we speak version 0");
             assert_eq!(e.rcode_high(), 1, "{t}");
             assert!(r.answers.is_empty(), "{t}");
+            // Resolvers match replies on the question; a BADVERS without it is discarded.
+            assert_eq!(r.queries, q.queries, "{t} v{version}: question kept");
         }
     }
 }
@@ -1381,5 +1384,273 @@ fn mx_srv_ns_targets_in_additional() {
     // Out-of-zone targets add nothing.
     for (t, r) in s.both(&query("out.wire.test.", RecordType::CNAME)) {
         assert!(r.additionals.is_empty(), "{t}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Defects found with genreport, respdiff against Knot, and a new user's tries
+
+/// Every path that answers: the fast path (static, balanced, NXDOMAIN, NODATA) and the
+/// reference (CNAME, referral, REFUSED, CHAOS, ANY).
+const ANSWERING_NAMES: &[(&str, RecordType)] = &[
+    ("mail.example.com.", RecordType::A),
+    ("www.example.com.", RecordType::A),
+    ("nope.example.com.", RecordType::A),
+    ("mail.example.com.", RecordType::TXT),
+    ("api.example.com.", RecordType::A),
+    ("host.lab.example.com.", RecordType::A),
+    ("example.org.", RecordType::A),
+    ("example.com.", RecordType::ANY),
+    ("example.com.", RecordType::SOA),
+];
+
+#[test]
+fn cd_is_never_set_in_replies() {
+    let s = server();
+    for &(n, t) in ANSWERING_NAMES {
+        for edns in [false, true] {
+            let mut q = if edns {
+                query_edns(n, t, 1232)
+            } else {
+                query(n, t)
+            };
+            q.metadata.checking_disabled = true;
+            q.metadata.recursion_desired = true;
+            for (tr, r) in s.both(&q) {
+                assert!(!r.metadata.checking_disabled, "{tr} {n} {t}: CD set");
+                assert!(r.metadata.recursion_desired, "{tr} {n} {t}: RD copied");
+            }
+        }
+    }
+}
+
+#[test]
+fn cname_to_a_name_below_a_cut_ends_in_the_referral() {
+    let s = server();
+    for (t, r) in s.both(&query_edns("todeleg.wire.test.", RecordType::A, 1232)) {
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{t}");
+        // The CNAME is ours, so the answer stays authoritative (as Knot answers it).
+        assert!(r.metadata.authoritative, "{t}: AA");
+        assert_eq!(r.answers.len(), 1, "{t}: {:?}", r.answers);
+        assert_eq!(
+            r.answers[0].data,
+            RData::CNAME(hickory_proto::rr::rdata::CNAME(name("x.sub.wire.test."))),
+            "{t}"
+        );
+        let ns: Vec<_> = r
+            .authorities
+            .iter()
+            .map(|r| (r.name.clone(), &r.data))
+            .collect();
+        assert_eq!(
+            ns,
+            vec![(
+                name("sub.wire.test."),
+                &RData::NS(hickory_proto::rr::rdata::NS(name("ns.sub.wire.test.")))
+            )],
+            "{t}: referral NS"
+        );
+        let glue: Vec<_> = r
+            .additionals
+            .iter()
+            .map(|r| (r.name.clone(), &r.data))
+            .collect();
+        assert_eq!(
+            glue,
+            vec![(
+                name("ns.sub.wire.test."),
+                &RData::A("192.0.2.9".parse().expect("ip"))
+            )],
+            "{t}: glue"
+        );
+    }
+}
+
+#[test]
+fn ds_at_a_cut_is_answered_from_the_parent_when_both_are_served() {
+    let parent = "$TTL 300
+@        IN SOA ns1 hostmaster 5 3600 600 86400 120
+         IN NS  ns1
+ns1      IN A   192.0.2.1
+child    IN NS  ns.child
+ns.child IN A   192.0.2.2
+signed   IN NS  ns.signed
+signed   IN DS  12345 13 2 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+ns.signed IN A  192.0.2.3
+";
+    let child = "$TTL 300
+@   IN SOA ns hostmaster 9 3600 600 86400 60
+    IN NS  ns
+ns  IN A   192.0.2.2
+";
+    let signed = "$TTL 300
+@   IN SOA ns hostmaster 11 3600 600 86400 60
+    IN NS  ns
+ns  IN A   192.0.2.3
+";
+    let s = TestServer::start(
+        &[
+            ("parent.test.zone", parent),
+            ("child.parent.test.zone", child),
+            ("signed.parent.test.zone", signed),
+        ],
+        "",
+    );
+    // No DS in the parent: NODATA with the parent's SOA (serial 5), not the child's.
+    for (t, r) in s.both(&query_edns("child.parent.test.", RecordType::DS, 1232)) {
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{t}");
+        assert!(r.metadata.authoritative, "{t}");
+        assert!(r.answers.is_empty(), "{t}");
+        let soa = r.authorities.first().expect("SOA");
+        assert_eq!(soa.name, name("parent.test."), "{t}: the parent's SOA");
+        match &soa.data {
+            RData::SOA(x) => assert_eq!(x.serial, 5, "{t}"),
+            other => panic!("{t}: {other:?}"),
+        }
+    }
+    // A DS in the parent is answered.
+    for (t, r) in s.both(&query("signed.parent.test.", RecordType::DS)) {
+        assert_eq!(r.answers.len(), 1, "{t}: {r:?}");
+        assert_eq!(r.answers[0].record_type(), RecordType::DS, "{t}");
+        assert!(r.metadata.authoritative, "{t}");
+    }
+    // Everything else at the child's apex is the child's.
+    for (t, r) in s.both(&query("child.parent.test.", RecordType::SOA)) {
+        match &r.answers.first().expect("SOA").data {
+            RData::SOA(x) => assert_eq!(x.serial, 9, "{t}"),
+            other => panic!("{t}: {other:?}"),
+        }
+    }
+}
+
+/// How often a name's uncompressed labels appear in a raw message.
+fn occurrences(raw: &[u8], labels: &[u8]) -> usize {
+    raw.windows(labels.len()).filter(|w| *w == labels).count()
+}
+
+#[test]
+fn names_inside_rdata_are_compressed() {
+    let s = server();
+    let zone_name = b"\x07example\x03com\x00";
+    for (n, t) in [
+        ("nope.example.com.", RecordType::A),     // NXDOMAIN: SOA
+        ("NoPe.ExAmPlE.CoM.", RecordType::A),     // the same, 0x20
+        ("mail.example.com.", RecordType::TXT),   // NODATA: SOA
+        ("www.example.com.", RecordType::MX),     // NODATA at a balanced name
+        ("example.com.", RecordType::SOA),        // SOA
+        ("example.com.", RecordType::MX),         // MX
+        ("example.com.", RecordType::NS),         // NS
+        ("api.example.com.", RecordType::CNAME),  // CNAME
+        ("host.lab.example.com.", RecordType::A), // referral NS
+    ] {
+        for edns in [false, true] {
+            let q = if edns {
+                query_edns(n, t, 1232)
+            } else {
+                query(n, t)
+            };
+            for (tr, raw) in s.both_raw(&q.to_vec().expect("encode")) {
+                let r = decode_reply(tr, q.metadata.id, &raw);
+                assert!(
+                    !r.answers.is_empty() || !r.authorities.is_empty(),
+                    "{tr} {n} {t}: {r:?}"
+                );
+                // The zone's name is written once at most: in the question, or (when the
+                // client spelled it in other case: compression matches bytes, as hickory's
+                // encoder does) in the first name of the rdata. Every other one is a pointer.
+                let lower = n.to_ascii_lowercase() == n;
+                let expected = if lower {
+                    1
+                } else {
+                    usize::from(t != RecordType::CNAME)
+                };
+                assert!(
+                    occurrences(&raw, zone_name) <= expected,
+                    "{tr} {n} {t}: example.com written out again: {raw:02x?}"
+                );
+            }
+        }
+    }
+    // As small as Knot's: Knot 3 answers NXDOMAIN for nx.example.com (EDNS, shipped zone) in
+    // 94 bytes.
+    let raw = s.udp_bytes(
+        &query_edns("nx.example.com.", RecordType::A, 1232)
+            .to_vec()
+            .expect("q"),
+    );
+    assert_eq!(raw.len(), 94, "NXDOMAIN size");
+}
+
+/// The Extended DNS Error (RFC 8914, option 15) codes in a reply.
+fn ede_codes(r: &Message) -> Vec<u16> {
+    let Some(e) = &r.edns else { return Vec::new() };
+    e.options()
+        .as_ref()
+        .iter()
+        .filter_map(|(code, opt)| match (u16::from(*code), opt) {
+            (15, EdnsOption::Unknown(_, data)) if data.len() >= 2 => {
+                Some(u16::from_be_bytes([data[0], data[1]]))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn error_replies_carry_extended_dns_errors() {
+    let s = server();
+    let mut notimp = query_edns("example.com.", RecordType::SOA, 1232);
+    notimp.metadata.op_code = OpCode::Status;
+    let cases: Vec<(&str, Message, ResponseCode, u16)> = vec![
+        (
+            "out of zone",
+            query_edns("example.org.", RecordType::A, 1232),
+            ResponseCode::Refused,
+            20,
+        ),
+        (
+            "class HS",
+            {
+                let mut m = query_edns("example.com.", RecordType::A, 1232);
+                m.queries[0].set_query_class(DNSClass::HS);
+                m
+            },
+            ResponseCode::Refused,
+            20,
+        ),
+        (
+            "CHAOS other",
+            {
+                let mut m = query_edns("other.bind.", RecordType::TXT, 1232);
+                m.queries[0].set_query_class(DNSClass::CH);
+                m
+            },
+            ResponseCode::Refused,
+            20,
+        ),
+        (
+            "AXFR",
+            query_edns("example.com.", RecordType::AXFR, 1232),
+            ResponseCode::Refused,
+            18,
+        ),
+        ("opcode STATUS", notimp, ResponseCode::NotImp, 21),
+    ];
+    for (what, q, rcode, code) in cases {
+        for (t, r) in s.both(&q) {
+            assert_eq!(r.metadata.response_code, rcode, "{what} {t}");
+            assert_eq!(ede_codes(&r), vec![code], "{what} {t}");
+        }
+        // Without EDNS there is nowhere to put it, and no OPT appears.
+        let mut plain = q.clone();
+        plain.edns = None;
+        for (t, r) in s.both(&plain) {
+            assert_eq!(r.metadata.response_code, rcode, "{what} {t}");
+            assert!(r.edns.is_none(), "{what} {t}: OPT without EDNS");
+        }
+    }
+    // Answers that are not errors carry none.
+    for (t, r) in s.both(&query_edns("mail.example.com.", RecordType::A, 1232)) {
+        assert!(ede_codes(&r).is_empty(), "{t}");
     }
 }

@@ -91,10 +91,47 @@ pub struct Zone {
     pub record_count: usize,
     /// Query counters, carried over by a reload that keeps the zone (see [`crate::metrics`]).
     pub stats: Arc<crate::metrics::ZoneStats>,
-    /// The SOA's rdata in wire form and the negative-answer TTL, min(SOA TTL, MINIMUM) per
-    /// RFC 2308, precomputed for the fast path.
-    pub soa_wire: Box<[u8]>,
+    /// The SOA's rdata split for the fast path, which compresses its two names against the
+    /// message as hickory's encoder does, and the negative-answer TTL, min(SOA TTL, MINIMUM)
+    /// per RFC 2308.
+    pub soa_parts: SoaParts,
     pub negative_ttl: u32,
+}
+
+/// An SOA's rdata in pieces: MNAME and RNAME in uncompressed wire form, and the five numbers.
+#[derive(Debug, Default)]
+pub struct SoaParts {
+    pub mname: Box<[u8]>,
+    pub rname: Box<[u8]>,
+    pub numbers: [u8; 20],
+}
+
+impl SoaParts {
+    fn of(rdata: &RData) -> SoaParts {
+        let RData::SOA(s) = rdata else {
+            return SoaParts::default();
+        };
+        let name = |n: &Name| {
+            let mut buf = Vec::with_capacity(n.len() + 1);
+            for label in n.iter() {
+                buf.push(label.len() as u8);
+                buf.extend_from_slice(label);
+            }
+            buf.push(0);
+            buf.into_boxed_slice()
+        };
+        let mut numbers = [0u8; 20];
+        numbers[0..4].copy_from_slice(&s.serial.to_be_bytes());
+        numbers[4..8].copy_from_slice(&s.refresh.to_be_bytes());
+        numbers[8..12].copy_from_slice(&s.retry.to_be_bytes());
+        numbers[12..16].copy_from_slice(&s.expire.to_be_bytes());
+        numbers[16..20].copy_from_slice(&s.minimum.to_be_bytes());
+        SoaParts {
+            mname: name(&s.mname),
+            rname: name(&s.rname),
+            numbers,
+        }
+    }
 }
 
 /// What the zone holds for a query name, following RFC 1034 §4.3.2.
@@ -350,7 +387,7 @@ impl Zone {
             nodes,
             record_count,
             stats: crate::metrics::zone_stats(&origin),
-            soa_wire: rdata_wire(&soa.data).unwrap_or_default(),
+            soa_parts: SoaParts::of(&soa.data),
             negative_ttl: match &soa.data {
                 RData::SOA(s) => soa.ttl.min(s.minimum),
                 _ => soa.ttl,
@@ -410,6 +447,21 @@ impl ZoneSet {
     /// The most specific zone containing the name whose wire form and label offsets are given.
     pub fn find(&self, wire: &[u8], starts: &[usize]) -> Option<&Arc<Zone>> {
         starts.iter().find_map(|&s| self.zones.get(&wire[s..]))
+    }
+
+    /// The zone that answers a query: the most specific one, except that DS at the apex of a
+    /// served zone is the parent's data (RFC 4035 §3.1.4.1), so a served parent answers it.
+    pub fn find_for(&self, wire: &[u8], starts: &[usize], ds_query: bool) -> Option<&Arc<Zone>> {
+        let (i, zone) = starts
+            .iter()
+            .enumerate()
+            .find_map(|(i, &s)| self.zones.get(&wire[s..]).map(|z| (i, z)))?;
+        if ds_query && i == 0 {
+            if let Some(parent) = starts[1..].iter().find_map(|&s| self.zones.get(&wire[s..])) {
+                return Some(parent);
+            }
+        }
+        Some(zone)
     }
 
     pub fn find_name(&self, name: &Name) -> Option<&Arc<Zone>> {

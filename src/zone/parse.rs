@@ -650,6 +650,37 @@ fn parse_rdata(
             wire.extend_from_slice(&value);
             decode_wire(RecordType::CAA, &wire).map_err(|m| at(&toks[2], m))?
         }
+        RecordType::DS | RecordType::CDS => {
+            // A parent zone holds its signed children's DS records; hickory parses them only
+            // with its DNSSEC features, so they are read here: key tag, algorithm, digest
+            // type, and the digest in hex (which may be split into several fields).
+            if toks.len() < 4 {
+                return Err(at(
+                    toks.last().unwrap_or(type_tok),
+                    format!("{rtype} needs key tag, algorithm, digest type and digest"),
+                ));
+            }
+            let tag = num16(&toks[0], "key tag")?;
+            let algorithm = toks[1].text.parse::<u8>().map_err(|_| {
+                at(
+                    &toks[1],
+                    format!("{rtype} algorithm `{}` is not 0-255", toks[1].text),
+                )
+            })?;
+            let digest_type = toks[2].text.parse::<u8>().map_err(|_| {
+                at(
+                    &toks[2],
+                    format!("{rtype} digest type `{}` is not 0-255", toks[2].text),
+                )
+            })?;
+            let hex: String = toks[3..].iter().map(|t| t.text.as_str()).collect();
+            let digest = decode_hex(&hex)
+                .ok_or_else(|| at(&toks[3], format!("{rtype} digest is not hex")))?;
+            let mut wire = tag.to_be_bytes().to_vec();
+            wire.extend_from_slice(&[algorithm, digest_type]);
+            wire.extend_from_slice(&digest);
+            decode_wire(rtype, &wire).map_err(|m| at(&toks[3], m))?
+        }
         _ => hickory_fallback(cx, rtype, type_tok, toks)?,
     })
 }
