@@ -4,6 +4,11 @@
 #   bash bench/run.sh                     # pinned + ecs + tcp + unpinned, 3 interleaved reps
 #   QUICK=1 bash bench/run.sh             # harness check: 1 rep x 5 s
 #   SERVERS="gdnsd knot ours" MODES="pinned ecs" REPS=3 bash bench/run.sh
+#   RRL=1 bash bench/run.sh               # meridian with [rrl] on (rates high enough that
+#                                         # nothing is limited: every query pays the accounting)
+#                                         # and a client cookie on every query (each reply
+#                                         # computes a server cookie); compare against a run
+#                                         # without, gdnsd being the anchor in both
 # Results: /tmp/dns-anchors/results/<timestamp>/summary.md (printed at the end).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -22,6 +27,20 @@ export OURS_PORT="${OURS_PORT:-5314}"
 mkdir -p "$WORK/meridian"
 sed -e "s|@PORT@|$OURS_PORT|" -e "s|@ZONES@|$WORK/ours|" \
   "$here/meridian-bench.toml.in" > "$WORK/meridian/meridian.toml"
+if [ "${RRL:-0}" = 1 ]; then
+  sed -i 's|^\[site\]|cookie_secret = "000102030405060708090a0b0c0d0e0f"\n\n[site]|' "$WORK/meridian/meridian.toml"
+  cat >> "$WORK/meridian/meridian.toml" <<'EOF'
+
+[rrl]
+responses_per_second = 10000000
+nxdomains_per_second = 10000000
+errors_per_second = 10000000
+window = "5s"
+slip = 2
+EOF
+  export DNSPERF_EXTRA="${DNSPERF_EXTRA:-} -E 10:0102030405060708"
+  export OURS_NAME="${OURS_NAME:-meridian+rrl+cookies}"
+fi
 export OURS_CMD="$repo/target/release/meridian serve --config $WORK/meridian/meridian.toml"
 export OURS_NAME="${OURS_NAME:-meridian}"
 export MERIDIAN_LOG="${MERIDIAN_LOG:-warn}"
