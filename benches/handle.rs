@@ -91,7 +91,7 @@ fn bench(c: &mut Criterion) {
         ),
     ] {
         let Ok(db) = GeoDb::open(&file) else { continue };
-        let loc = Locator::new(Vec::new(), Some(db), None);
+        let loc = Locator::new(Vec::new(), vec![db], None);
         c.bench_function(label, |b| {
             b.iter(|| loc.locate(black_box(ip), AddrSource::SourceIp))
         });

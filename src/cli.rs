@@ -146,6 +146,9 @@ fn explain(
 fn check(path: &Path) -> i32 {
     match Snapshot::load(path) {
         Ok(s) => {
+            for w in s.warnings() {
+                eprintln!("{w}");
+            }
             let records: usize = s.zones.zones.values().map(|z| z.record_count).sum();
             println!(
                 "{}: ok ({} zones, {} records, {} services)",

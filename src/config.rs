@@ -128,7 +128,8 @@ pub struct Location {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GeoipConfig {
-    pub database: Option<Spanned<String>>,
+    /// One file or a list of files (e.g. separate IPv4 and IPv6 databases), as written.
+    pub database: Option<Spanned<toml::Value>>,
     #[serde(default)]
     pub networks: Vec<Spanned<NetworkOverride>>,
 }
@@ -236,7 +237,8 @@ pub struct LoadedConfig {
     pub config: Config,
     pub listen: Vec<SocketAddr>,
     pub zones_dir: PathBuf,
-    pub geoip_database: Option<PathBuf>,
+    /// `[geoip] database` resolved against the config's folder, in the order given.
+    pub geoip_databases: Vec<PathBuf>,
     pub tcp_idle_timeout: Duration,
 }
 
@@ -267,6 +269,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Resolves `p` against the config file's folder unless it is absolute.
+/// `[geoip] database` as file names: a string or an array of strings.
+fn database_list(v: &toml::Value) -> Option<Vec<String>> {
+    match v {
+        toml::Value::String(s) => Some(vec![s.clone()]),
+        toml::Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_string)).collect(),
+        _ => None,
+    }
+}
+
 fn resolve(config_path: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
@@ -322,11 +333,18 @@ pub fn parse(path: &Path, text: String) -> Result<LoadedConfig, Problems> {
     let mut loaded = LoadedConfig {
         path: path.to_path_buf(),
         zones_dir: resolve(path, config.server.zones.get_ref()),
-        geoip_database: config
+        geoip_databases: config
             .geoip
             .as_ref()
             .and_then(|g| g.database.as_ref())
-            .map(|d| resolve(path, d.get_ref())),
+            .map(|d| {
+                database_list(d.get_ref())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|f| resolve(path, f))
+                    .collect()
+            })
+            .unwrap_or_default(),
         text,
         listen: Vec::new(),
         tcp_idle_timeout: Duration::from_secs(10),
@@ -407,12 +425,22 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
     }
 
     if let Some(geoip) = &c.geoip {
-        if let (Some(db), Some(path)) = (&geoip.database, &lc.geoip_database) {
-            if !path.is_file() {
-                out.push(at(
+        if let Some(db) = &geoip.database {
+            match database_list(db.get_ref()) {
+                Some(list) if !list.is_empty() => {
+                    for path in &lc.geoip_databases {
+                        if !path.is_file() {
+                            out.push(at(
+                                db.span(),
+                                format!("geoip.database: `{}` does not exist", path.display()),
+                            ));
+                        }
+                    }
+                }
+                _ => out.push(at(
                     db.span(),
-                    format!("geoip.database: `{}` does not exist", path.display()),
-                ));
+                    "geoip.database: expected a file name or a non-empty list of file names".into(),
+                )),
             }
         }
         for (i, n) in geoip.networks.iter().enumerate() {

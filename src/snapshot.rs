@@ -44,6 +44,74 @@ pub struct Snapshot {
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 impl Snapshot {
+    /// Things that load but will not do what the operator likely means; `check` prints them
+    /// and still exits 0.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let Some(key) = self
+            .config
+            .config
+            .geoip
+            .as_ref()
+            .and_then(|g| g.database.as_ref())
+        else {
+            return out;
+        };
+        if self.locator.dbs.is_empty() || self.locator.dbs.iter().any(GeoDb::has_coordinates) {
+            return out;
+        }
+        // A country-level database puts every client of a country on its centroid: regions
+        // told apart only by distance (or two regions claiming one country) cannot split that
+        // country's clients, e.g. us-east and us-west.
+        for svc in self.services.iter().filter(|s| s.policy == PolicyKind::Geo) {
+            let mut used: Vec<&Region> = svc
+                .endpoints
+                .iter()
+                .filter_map(|e| e.region.and_then(|r| self.regions.get(r)))
+                .collect();
+            used.sort_by(|a, b| a.name.cmp(&b.name));
+            used.dedup_by(|a, b| a.name == b.name);
+            if used.len() < 2 {
+                continue;
+            }
+            let by_distance: Vec<&str> = used
+                .iter()
+                .filter(|r| r.countries.is_empty() && r.continents.is_empty())
+                .map(|r| r.name.as_str())
+                .collect();
+            let shared: Vec<String> = used
+                .iter()
+                .flat_map(|r| r.countries.iter())
+                .filter(|c| used.iter().filter(|r| r.countries.contains(c)).count() > 1)
+                .map(geo::code_str)
+                .map(str::to_string)
+                .collect();
+            if by_distance.is_empty() && shared.is_empty() {
+                continue;
+            }
+            let why = if shared.is_empty() {
+                format!(
+                    "regions {} are chosen by distance alone",
+                    by_distance.join(", ")
+                )
+            } else {
+                format!("several regions claim {}", shared[0])
+            };
+            out.push(self.config.problem_at(
+                key.span(),
+                format!(
+                    "warning: service {}: the GeoIP database has countries but no coordinates, \
+                     so every client of a country sits at its centroid and {why}: clients \
+                     inside one country cannot be split between regions (e.g. us-east and \
+                     us-west); map regions with `countries`/`continents`, or install a city \
+                     database (geoip/update.sh dbip)",
+                    svc.name
+                ),
+            ));
+        }
+        out
+    }
+
     /// Reads config, zones and the checks between them; nothing is served from a snapshot that
     /// failed any check.
     pub fn load(config_path: &Path) -> Result<Snapshot, Problems> {
@@ -67,28 +135,27 @@ impl Snapshot {
         let mut zones = ZoneSet::load_dir(&config.zones_dir).map_err(Problems)?;
         let mut problems = Vec::new();
         check_services(&config, &zones, &mut problems);
-        let db = match (
-            &config.geoip_database,
-            config
-                .config
-                .geoip
-                .as_ref()
-                .and_then(|g| g.database.as_ref()),
-        ) {
-            (Some(path), Some(key)) => match GeoDb::open(path) {
-                Ok(db) => Some(db),
-                Err(e) => {
-                    problems.push(config.problem_at(key.span(), format!("geoip.database: {e}")));
-                    None
+        let mut dbs = Vec::new();
+        if let Some(key) = config
+            .config
+            .geoip
+            .as_ref()
+            .and_then(|g| g.database.as_ref())
+        {
+            for path in &config.geoip_databases {
+                match GeoDb::open(path) {
+                    Ok(db) => dbs.push(db),
+                    Err(e) => {
+                        problems.push(config.problem_at(key.span(), format!("geoip.database: {e}")))
+                    }
                 }
-            },
-            _ => None,
-        };
+            }
+        }
         if !problems.is_empty() {
             return Err(Problems(problems));
         }
         let regions = build_regions(&config);
-        let locator = build_locator(&config, db);
+        let locator = build_locator(&config, dbs);
         let services = build_services(&config, &regions, &health);
         for svc in &services {
             let zone = zones.find_name(&svc.name).map(|z| wire_key_of(&z.origin));
@@ -227,7 +294,7 @@ fn build_regions(config: &LoadedConfig) -> Vec<Region> {
         .collect()
 }
 
-fn build_locator(config: &LoadedConfig, db: Option<GeoDb>) -> Locator {
+fn build_locator(config: &LoadedConfig, dbs: Vec<GeoDb>) -> Locator {
     let c = &config.config;
     let overrides = c
         .geoip
@@ -255,7 +322,7 @@ fn build_locator(config: &LoadedConfig, db: Option<GeoDb>) -> Locator {
         .as_ref()
         .and_then(|s| s.location.as_ref())
         .map(|l| loc(l.get_ref()));
-    Locator::new(overrides, db, site)
+    Locator::new(overrides, dbs, site)
 }
 
 fn build_services(

@@ -169,8 +169,47 @@ struct ContinentCode<'a> {
 }
 #[derive(Deserialize)]
 struct LatLon {
-    latitude: Option<f64>,
-    longitude: Option<f64>,
+    latitude: Option<Degrees>,
+    longitude: Option<Degrees>,
+}
+
+/// A coordinate as any MaxMind DB number: MaxMind writes doubles, ip-location-db writes 32-bit
+/// floats, and other converters write integers or strings. Asking the decoder for "any" rather
+/// than a double takes them all.
+#[derive(Debug, Clone, Copy)]
+struct Degrees(f64);
+
+impl<'de> Deserialize<'de> for Degrees {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Degrees;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of degrees")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Degrees, E> {
+                Ok(Degrees(v))
+            }
+            fn visit_f32<E: serde::de::Error>(self, v: f32) -> Result<Degrees, E> {
+                // Through the shortest decimal form: 51.5074f32 becomes 51.5074, not
+                // 51.50740051269531.
+                Ok(Degrees(v.to_string().parse().unwrap_or(f64::from(v))))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Degrees, E> {
+                Ok(Degrees(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Degrees, E> {
+                Ok(Degrees(v as f64))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Degrees, E> {
+                v.trim()
+                    .parse()
+                    .map(Degrees)
+                    .map_err(|_| E::custom(format!("`{v}` is not a number")))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Both schemas at once: MaxMind nests (`country.iso_code`), DB-IP / ip-location-db is flat
@@ -186,8 +225,8 @@ struct GeoRecord<'a> {
     country_code: Option<&'a str>,
     #[serde(borrow)]
     continent_code: Option<&'a str>,
-    latitude: Option<f64>,
-    longitude: Option<f64>,
+    latitude: Option<Degrees>,
+    longitude: Option<Degrees>,
 }
 
 impl GeoDb {
@@ -204,7 +243,10 @@ impl GeoDb {
         // A database whose records decode to neither schema is almost certainly the wrong file.
         let probe = ["81.2.69.160", "8.8.8.8", "2001:218::1", "1.0.0.1"];
         for p in probe {
-            if let Ok(ip) = p.parse() {
+            if let Ok(ip) = p.parse::<IpAddr>() {
+                if !db.covers(ip) {
+                    continue;
+                }
                 db.try_lookup(ip).map_err(|e| {
                     format!("GeoIP database `{}` is not readable: {e}", path.display())
                 })?;
@@ -215,6 +257,28 @@ impl GeoDb {
 
     pub fn database_type(&self) -> &str {
         &self.reader.metadata().database_type
+    }
+
+    /// Whether the database can hold the (canonical) address at all: ip-location-db ships
+    /// IPv4 and IPv6 as separate files, and an IPv4-only tree cannot be asked for IPv6.
+    pub fn covers(&self, ip: IpAddr) -> bool {
+        ip.is_ipv4() || self.reader.metadata().ip_version == 6
+    }
+
+    /// Whether any record carries coordinates, judged from well-known addresses: a
+    /// country-level database puts every client of a country on one point.
+    pub fn has_coordinates(&self) -> bool {
+        [
+            "81.2.69.160",
+            "8.8.8.8",
+            "2001:218::1",
+            "1.0.0.1",
+            "2a00:1450::1",
+        ]
+        .iter()
+        .filter_map(|p| p.parse::<IpAddr>().ok())
+        .filter(|ip| self.covers(*ip))
+        .any(|ip| self.lookup(ip).coords.is_some())
     }
 
     fn try_lookup(&self, ip: IpAddr) -> Result<DbHit, maxminddb::MaxMindDbError> {
@@ -245,10 +309,18 @@ impl GeoDb {
                 }),
                 _,
                 _,
-            ) => Some(Coords { lat, lon }),
-            (_, Some(lat), Some(lon)) => Some(Coords { lat, lon }),
+            ) => Some(Coords {
+                lat: lat.0,
+                lon: lon.0,
+            }),
+            (_, Some(lat), Some(lon)) => Some(Coords {
+                lat: lat.0,
+                lon: lon.0,
+            }),
             _ => None,
         };
+        // Out-of-range coordinates would put the client nowhere sensible; ignore them.
+        let coords = coords.filter(|c| c.lat.abs() <= 90.0 && c.lon.abs() <= 180.0);
         Ok(DbHit {
             country,
             continent,
@@ -261,6 +333,9 @@ impl GeoDb {
     /// Looks an address up; a decode error counts as "not found" so one bad record cannot
     /// fail a query.
     pub fn lookup(&self, ip: IpAddr) -> DbHit {
+        if !self.covers(ip) {
+            return DbHit::default();
+        }
         self.try_lookup(ip).unwrap_or_default()
     }
 }
@@ -313,16 +388,18 @@ pub struct ClientLocation {
 pub struct Locator {
     /// Sorted longest prefix first.
     pub overrides: Vec<Override>,
-    pub db: Option<GeoDb>,
+    /// `[geoip] database`, one file or several (e.g. separate IPv4 and IPv6 files): the
+    /// first that knows an address wins.
+    pub dbs: Vec<GeoDb>,
     pub site: Option<Coords>,
 }
 
 impl Locator {
-    pub fn new(mut overrides: Vec<Override>, db: Option<GeoDb>, site: Option<Coords>) -> Locator {
+    pub fn new(mut overrides: Vec<Override>, dbs: Vec<GeoDb>, site: Option<Coords>) -> Locator {
         overrides.sort_by_key(|o| std::cmp::Reverse(o.prefix));
         Locator {
             overrides,
-            db,
+            dbs,
             site,
         }
     }
@@ -362,12 +439,13 @@ impl Locator {
             }
             return loc;
         }
-        let mut db_prefix = None;
-        if let Some(db) = &self.db {
+        let mut db_prefix: Option<u8> = None;
+        for db in self.dbs.iter().filter(|db| db.covers(ip)) {
             let hit = db.lookup(ip);
             // The database's network bounds how far the answer can be shared; for IPv4
-            // looked up through its mapped form the prefix is already IPv4-relative.
-            db_prefix = Some(hit.prefix);
+            // looked up through its mapped form the prefix is already IPv4-relative. With
+            // several files, "not found" holds only as far as every one of them says so.
+            db_prefix = Some(db_prefix.map_or(hit.prefix, |p| p.max(hit.prefix)));
             if hit.found
                 && (hit.country.is_some() || hit.coords.is_some() || hit.continent.is_some())
             {
@@ -486,7 +564,7 @@ mod tests {
                     target: OverrideTarget::Region("b".into()),
                 },
             ],
-            None,
+            Vec::new(),
             None,
         );
         let loc = l.locate("10.1.2.3".parse().unwrap(), AddrSource::SourceIp);
