@@ -288,8 +288,9 @@ async fn serve(
                 _ = stop.changed(), if !stopping => {
                     stopping = true;
                     deadline = deadline.min(Instant::now() + STOP_GRACE);
-                    // What the kernel already holds counts as received.
-                    loop {
+                    // What the kernel already holds counts as received (up to 64 KiB: a
+                    // client still sending fast must not keep this loop going).
+                    while inbuf.len() < 64 * 1024 {
                         match stream.try_read_buf(&mut inbuf) {
                             Ok(0) => return Ok(End::Eof),
                             Ok(_) => continue,
