@@ -10,12 +10,20 @@
 //! Mutating calls need `Authorization: Bearer TOKEN`, compared in constant time. The token in
 //! force is `admin.token` of the config being served, so a reload can rotate it; without one
 //! mutating calls are refused (403). The API will not start on a non-loopback address without
-//! a token.
+//! a token (and `meridian check` reports that config as a problem). The token is never logged.
+//!
+//! Hardening (SPEC "Abuse resistance"): request bodies are capped at 64 KiB (413 above it);
+//! request headers must arrive within [`AdminState::header_timeout`] (also the keep-alive idle
+//! limit) and a whole request, body included, must be handled within
+//! [`AdminState::request_timeout`] (408), so a slowloris client is cut off; a connection lives
+//! at most [`MAX_CONN_AGE`], so one that never reads its response cannot hold on; at most
+//! [`MAX_CONNS`] connections are served at once. The accept loop is our own (hyper's HTTP/1
+//! server) because `axum::serve` offers no header-read timeout.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -23,10 +31,14 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::metrics::{self, name_label};
 use crate::policy::WhenAllDown;
@@ -39,7 +51,28 @@ pub struct AdminState {
     pub reloader: Arc<Reloader>,
     /// Where to listen; port 0 picks a free port ([`AdminHandle::addr`] tells which).
     pub listen: SocketAddr,
+    /// Longest wait for a request's headers, and for the next request on a kept-alive
+    /// connection ([`HEADER_TIMEOUT`]).
+    pub header_timeout: Duration,
+    /// Longest time from a request's headers to its response, reading the body included
+    /// ([`REQUEST_TIMEOUT`]).
+    pub request_timeout: Duration,
 }
+
+/// Largest request body accepted; above it the answer is 413. Drain bodies are tiny.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Default [`AdminState::header_timeout`].
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`AdminState::request_timeout`]: a reload of a large config fits in it.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Age at which a connection is asked to close (after its current response); it is dropped
+/// [`CLOSE_GRACE`] later if it has not.
+pub const MAX_CONN_AGE: Duration = Duration::from_secs(120);
+/// Connections served at once; more are closed at once.
+pub const MAX_CONNS: usize = 256;
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown waits for open requests (SIGTERM must end the process within 2 s).
+const SHUTDOWN_WAIT: Duration = Duration::from_millis(1200);
 
 impl AdminState {
     /// The API as the served config's `[admin]` table describes it; `None` when the config has
@@ -56,7 +89,12 @@ impl AdminState {
                 .parse()
                 .ok()?
         };
-        Some(AdminState { reloader, listen })
+        Some(AdminState {
+            reloader,
+            listen,
+            header_timeout: HEADER_TIMEOUT,
+            request_timeout: REQUEST_TIMEOUT,
+        })
     }
 }
 
@@ -70,10 +108,10 @@ pub struct AdminHandle {
 }
 
 impl AdminHandle {
-    /// Stops accepting and waits (up to 5 s) for open requests to finish.
+    /// Stops accepting and waits (about 1.2 s at most) for open requests to finish.
     pub async fn shutdown(mut self) {
         self.stop.notify_one();
-        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.task)
+        if tokio::time::timeout(SHUTDOWN_WAIT + Duration::from_millis(200), &mut self.task)
             .await
             .is_err()
         {
@@ -116,22 +154,105 @@ pub async fn start(state: AdminState) -> io::Result<AdminHandle> {
             )
         })?;
     let addr = listener.local_addr()?;
-    let app = router(Arc::new(state));
+    let (header_timeout, request_timeout) = (state.header_timeout, state.request_timeout);
+    let app = router(Arc::new(state))
+        // The layer added last is outermost: a Content-Length over the cap is refused before
+        // anything else runs; a body without one is cut at the cap while it is read (413 too).
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY));
     let stop = Arc::new(Notify::new());
-    let stopped = stop.clone();
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stopped.notified().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("admin API stopped: {e}");
-        }
-    });
+    let task = tokio::spawn(accept_loop(listener, app, stop.clone(), header_timeout));
     if !has_token {
         tracing::warn!("admin.token is not set: drain, undrain and reload are refused");
     }
     tracing::info!(address = %addr, "admin API listening");
     Ok(AdminHandle { addr, stop, task })
+}
+
+/// Accepts until `stop`, then lets open requests finish for up to [`SHUTDOWN_WAIT`].
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: Arc<Notify>,
+    header_timeout: Duration,
+) {
+    let (closing, closing_rx) = watch::channel(false);
+    let slots = Arc::new(Semaphore::new(MAX_CONNS));
+    let mut conns = JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("admin API accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.notified() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue; // over MAX_CONNS: dropped, closed at once
+        };
+        let (app, closing) = (app.clone(), closing_rx.clone());
+        conns.spawn(async move {
+            serve_conn(stream, app, closing, header_timeout).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    let _ = tokio::time::timeout(SHUTDOWN_WAIT, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    conns.abort_all();
+}
+
+/// One HTTP/1.1 connection, closed gracefully (after the response in progress) at shutdown or
+/// at [`MAX_CONN_AGE`], and dropped [`CLOSE_GRACE`] after that if it still has not ended.
+async fn serve_conn(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    mut closing: watch::Receiver<bool>,
+    header_timeout: Duration,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    tokio::pin!(conn);
+    let age = tokio::time::sleep(MAX_CONN_AGE);
+    tokio::pin!(age);
+    let mut hard_stop: Option<tokio::time::Instant> = None;
+    loop {
+        let close_now = async {
+            match hard_stop {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            // Errors here are the client's (a reset, a timeout, a malformed request): nothing
+            // for the log, and their text could quote what the client sent.
+            _ = conn.as_mut() => return,
+            _ = closing.changed(), if hard_stop.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                hard_stop = Some(tokio::time::Instant::now() + SHUTDOWN_WAIT);
+            }
+            _ = &mut age, if hard_stop.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                hard_stop = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+            }
+            _ = close_now => return,
+        }
+    }
 }
 
 type St = Arc<AdminState>;
@@ -247,13 +368,19 @@ async fn metrics_text(State(st): State<St>) -> Response {
 // ---------------------------------------------------------------------------------------------
 // Mutating
 
-/// Equal-length byte strings compared without an early exit, so the time taken does not tell
-/// how much of a guessed token was right. (The length may show; it is not the secret.)
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// `given` against `expected` without an early exit: the time taken depends on the length of
+/// `given` only, so it tells neither how much of a guessed token was right nor how long the
+/// real one is.
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    if expected.is_empty() {
+        return given.is_empty(); // no token configured: nothing secret to protect
     }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    let mut diff = (given.len() != expected.len()) as u8;
+    for (i, g) in given.iter().enumerate() {
+        // Wrapping around `expected` keeps the same work for every position; where it wraps,
+        // the length check above has already failed.
+        diff |= std::hint::black_box(g ^ expected[i % expected.len()]);
+    }
     std::hint::black_box(diff) == 0
 }
 
@@ -420,5 +547,8 @@ mod tests {
         assert!(!constant_time_eq(b"s3cret", b"s3creT"));
         assert!(!constant_time_eq(b"s3cret", b"s3cre"));
         assert!(!constant_time_eq(b"", b"x"));
+        assert!(!constant_time_eq(b"s3cret\0", b"s3cret"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"s3crets3cret", b"s3cret"));
     }
 }

@@ -93,9 +93,16 @@ pub struct ServerConfig {
     /// Idle time after which a TCP connection is closed (RFC 7766 §6.2.3).
     #[serde(default = "default_tcp_idle_timeout")]
     pub tcp_idle_timeout: Spanned<String>,
-    /// Connections served at once over TCP; further ones wait in the kernel backlog.
+    /// TCP connections open at once; at the limit a new one takes the slot of the connection
+    /// idle the longest (RFC 7766 §6.2.3).
     #[serde(default = "default_tcp_max_connections")]
     pub tcp_max_connections: Spanned<usize>,
+    /// TCP connections open at once from one client address; more are closed at once.
+    #[serde(default = "default_tcp_max_per_client")]
+    pub tcp_max_per_client: Spanned<usize>,
+    /// Queries answered on one TCP connection before it is closed.
+    #[serde(default = "default_tcp_max_queries")]
+    pub tcp_max_queries: Spanned<usize>,
     /// UDP sockets (SO_REUSEPORT) per listen address; 0 = one per CPU.
     #[serde(default)]
     pub udp_sockets: usize,
@@ -109,6 +116,12 @@ fn default_tcp_idle_timeout() -> Spanned<String> {
 }
 fn default_tcp_max_connections() -> Spanned<usize> {
     Spanned::new(0..0, 1024)
+}
+fn default_tcp_max_per_client() -> Spanned<usize> {
+    Spanned::new(0..0, 16)
+}
+fn default_tcp_max_queries() -> Spanned<usize> {
+    Spanned::new(0..0, 1000)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,11 +156,21 @@ pub struct NetworkOverride {
     pub country: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: Spanned<String>,
     pub token: Option<String>,
+}
+
+/// By hand so that no `{:?}` of a config (in a log line or a panic) can print the token.
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -321,7 +344,13 @@ pub fn parse(path: &Path, text: String) -> Result<LoadedConfig, Problems> {
                 .span()
                 .map(|s| line_col(&text, s.start))
                 .unwrap_or((1, 1));
-            let msg = inner.message().trim().to_string();
+            // serde's messages quote the offending value ("invalid type: integer `123`"); for
+            // the token that value is the secret, and this message reaches logs and /status.
+            let msg = if key == "admin.token" {
+                "must be a string".to_string()
+            } else {
+                inner.message().trim().to_string()
+            };
             let msg = if key.is_empty() || key == "." {
                 msg
             } else {
@@ -394,17 +423,24 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
         ));
     }
     match parse_duration(c.server.tcp_idle_timeout.get_ref()) {
+        Ok(d) if d.is_zero() => out.push(at(
+            c.server.tcp_idle_timeout.span(),
+            "server.tcp_idle_timeout: must be more than 0".into(),
+        )),
         Ok(d) => lc.tcp_idle_timeout = d,
         Err(e) => out.push(at(
             c.server.tcp_idle_timeout.span(),
             format!("server.tcp_idle_timeout: {e}"),
         )),
     }
-    if *c.server.tcp_max_connections.get_ref() == 0 {
-        out.push(at(
-            c.server.tcp_max_connections.span(),
-            "server.tcp_max_connections: must be at least 1".into(),
-        ));
+    for (key, v) in [
+        ("tcp_max_connections", &c.server.tcp_max_connections),
+        ("tcp_max_per_client", &c.server.tcp_max_per_client),
+        ("tcp_max_queries", &c.server.tcp_max_queries),
+    ] {
+        if *v.get_ref() == 0 {
+            out.push(at(v.span(), format!("server.{key}: must be at least 1")));
+        }
     }
     if !lc.zones_dir.is_dir() {
         out.push(at(

@@ -111,6 +111,11 @@ fn respond<'s>(
             resp.metadata.response_code = ResponseCode::BADVERS;
             return done(resp, limit, false);
         }
+        if tcp_keepalive(snap, req_edns, transport, &mut edns).is_err() {
+            resp.set_edns(edns);
+            resp.metadata.response_code = ResponseCode::FormErr;
+            return done(resp, limit, false);
+        }
         if req_edns.option(EdnsCode::NSID).is_some() {
             if let Some(id) = &snap.wire.site_id {
                 if let Ok(p) = NSIDPayload::new(id.as_bytes().to_vec()) {
@@ -189,6 +194,33 @@ fn respond<'s>(
         edns.options_mut().insert(EdnsOption::Subnet(echo));
     }
     done(resp, limit, glue_needed)
+}
+
+/// edns-tcp-keepalive (RFC 7828): over TCP a query carrying the option gets it back with the
+/// idle timeout the server keeps to, in units of 100 ms (§3.3.2); over UDP the option is
+/// ignored and never sent (§3.2.1, §3.3.2). A client must send it empty: one that carries a
+/// TIMEOUT over TCP is malformed (§3.2.1), which `Err` reports for a FORMERR.
+fn tcp_keepalive(
+    snap: &Snapshot,
+    req: &Edns,
+    transport: Transport,
+    resp: &mut Edns,
+) -> Result<(), ()> {
+    if transport != Transport::Tcp {
+        return Ok(());
+    }
+    match req.option(EdnsCode::Keepalive) {
+        None => Ok(()),
+        Some(EdnsOption::Unknown(_, data)) if data.is_empty() => {
+            let units = (snap.tcp_idle_timeout().as_millis() / 100).min(u16::MAX as u128) as u16;
+            resp.options_mut().insert(EdnsOption::Unknown(
+                u16::from(EdnsCode::Keepalive),
+                units.to_be_bytes().to_vec(),
+            ));
+            Ok(())
+        }
+        Some(_) => Err(()),
+    }
 }
 
 /// Fills the response for an IN query. Returns true when the additional section holds glue that

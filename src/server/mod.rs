@@ -2,9 +2,14 @@
 //!
 //! UDP uses several SO_REUSEPORT sockets per address, one blocking thread each with batched
 //! system calls ([`udp`]); the hickory-server loop copies, spawns and crosses a channel per
-//! query (~20 % of a core's throughput, `shared/notes/hickory-0.26.md`). TCP follows
-//! RFC 7766: queries on one connection are answered in order as they arrive (pipelining),
-//! idle connections are closed, and the number of connections at once is bounded.
+//! query (~20 % of a core's throughput, `shared/notes/hickory-0.26.md`). TCP ([`tcp`]) follows
+//! RFC 7766: queries on one connection are answered in order as they arrive (pipelining), each
+//! query must arrive within the idle timeout, and connections are bounded in total, per client
+//! address and in queries.
+//!
+//! [`ServerHandle::shutdown`] is the graceful stop of SIGTERM: listeners close first, UDP
+//! threads answer the packets they have read (and what is already queued on their socket),
+//! TCP connections answer the queries they have received and close between two answers.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,14 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::dns::{handle, Transport};
+use crate::config::LoadedConfig;
 use crate::snapshot::SharedSnapshot;
 
+mod tcp;
 pub mod udp;
 
 /// Listener settings fixed at start (changing them needs a restart).
@@ -29,6 +34,20 @@ pub struct ListenSettings {
     pub addrs: Vec<SocketAddr>,
     pub udp_sockets: usize,
     pub tcp_max_connections: usize,
+    pub tcp_max_per_client: usize,
+}
+
+impl ListenSettings {
+    /// The settings a config asks for.
+    pub fn from_config(c: &LoadedConfig) -> ListenSettings {
+        let s = &c.config.server;
+        ListenSettings {
+            addrs: c.listen.clone(),
+            udp_sockets: s.udp_sockets,
+            tcp_max_connections: *s.tcp_max_connections.get_ref(),
+            tcp_max_per_client: *s.tcp_max_per_client.get_ref(),
+        }
+    }
 }
 
 /// A running server; dropping it does not stop it, [`ServerHandle::shutdown`] does.
@@ -42,8 +61,12 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// Stops accepting, lets in-flight TCP answers finish, and waits for the tasks.
+    /// Stops accepting, answers what was received, and waits for the tasks: about 1.5 s at
+    /// most, so that SIGTERM ends the process within the SPEC's 2 s.
     pub async fn shutdown(mut self) {
+        // TCP first: the accept loops drop their listeners at once and connections begin to
+        // finish, while the UDP threads are being stopped below.
+        let _ = self.stop.send(true);
         self.udp_stop.store(true, Ordering::Relaxed);
         // Wake the blocked receivers now rather than at their next poll: an empty datagram to
         // each address (the loopback one for a wildcard bind), one per socket.
@@ -67,14 +90,13 @@ impl ServerHandle {
             }
         }
         let threads = std::mem::take(&mut self.udp_threads);
-        let _ = tokio::task::spawn_blocking(move || {
+        let udp_done = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
             }
-        })
-        .await;
-        let _ = self.stop.send(true);
-        let deadline = tokio::time::sleep(Duration::from_secs(5));
+        });
+        // The accept loops bound their own wait (tcp::SHUTDOWN_WAIT); this is the backstop.
+        let deadline = tokio::time::sleep(tcp::SHUTDOWN_WAIT + Duration::from_millis(300));
         tokio::pin!(deadline);
         loop {
             tokio::select! {
@@ -82,6 +104,8 @@ impl ServerHandle {
                 _ = &mut deadline => { self.tasks.abort_all(); break }
             }
         }
+        // UDP threads stop within their drain bound (udp::STOP_DRAIN) plus one poll interval.
+        let _ = tokio::time::timeout(Duration::from_millis(500), udp_done).await;
     }
 }
 
@@ -146,7 +170,7 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
     } else {
         settings.udp_sockets
     };
-    let tcp_slots = Arc::new(Semaphore::new(settings.tcp_max_connections));
+    let tcp_slots = tcp::Slots::new(settings.tcp_max_connections, settings.tcp_max_per_client);
     for &addr in &settings.addrs {
         let (udps, tcp) = bind_pair(addr, udp_count)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
@@ -160,7 +184,7 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
             );
         }
         let listener = TcpListener::from_std(tcp)?;
-        tasks.spawn(tcp_accept_loop(
+        tasks.spawn(tcp::accept_loop(
             listener,
             snapshot.clone(),
             tcp_slots.clone(),
@@ -174,85 +198,4 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
         stop,
         tasks,
     })
-}
-
-async fn tcp_accept_loop(
-    listener: TcpListener,
-    snapshot: SharedSnapshot,
-    slots: Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut conns = JoinSet::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("tcp accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            // Over the limit: close at once rather than let it wait (RFC 7766 §6.2.2).
-            drop(stream);
-            continue;
-        };
-        let snapshot = snapshot.clone();
-        let stop = stop.clone();
-        conns.spawn(async move {
-            let _ = tcp_conn(stream, peer, snapshot, stop).await;
-            drop(permit);
-        });
-    }
-    // Give open connections a moment to finish the answer they are writing.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
-    conns.abort_all();
-}
-
-async fn tcp_conn(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    snapshot: SharedSnapshot,
-    mut stop: watch::Receiver<bool>,
-) -> io::Result<()> {
-    let _ = stream.set_nodelay(true);
-    let mut buf = Vec::with_capacity(512);
-    loop {
-        let idle = snapshot.load().tcp_idle_timeout();
-        let mut len = [0u8; 2];
-        tokio::select! {
-            r = tokio::time::timeout(idle, stream.read_exact(&mut len)) => match r {
-                Ok(Ok(_)) => {}
-                _ => return Ok(()), // idle timeout, EOF or error: close
-            },
-            _ = stop.changed() => return Ok(()),
-        }
-        let n = u16::from_be_bytes(len) as usize;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.resize(n, 0);
-        match tokio::time::timeout(idle, stream.read_exact(&mut buf)).await {
-            Ok(Ok(_)) => {}
-            _ => return Ok(()),
-        }
-        let resp = {
-            let snap = snapshot.load();
-            handle(&snap, &buf, peer, Transport::Tcp)
-        };
-        if let Some(resp) = resp {
-            let mut out = Vec::with_capacity(resp.len() + 2);
-            out.extend_from_slice(&(resp.len() as u16).to_be_bytes());
-            out.extend_from_slice(&resp);
-            stream.write_all(&out).await?;
-        }
-    }
 }

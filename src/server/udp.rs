@@ -4,12 +4,13 @@
 //! instead of two per query is the largest single saving; a blocking thread also avoids the
 //! epoll round trip and task wake-up an async socket pays per packet.
 
+use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::dns::{handle, Transport};
 use crate::fast::{self, Fast};
@@ -22,6 +23,8 @@ const BATCH: usize = 32;
 const MAX_QUERY: usize = 4096;
 /// How often an idle thread looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(200);
+/// Longest a stopping thread keeps answering what was queued before the stop.
+pub(crate) const STOP_DRAIN: Duration = Duration::from_millis(300);
 
 fn to_socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match ss.ss_family as libc::c_int {
@@ -95,7 +98,19 @@ pub fn run_batched(
         .collect();
     let mut send_msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
 
-    while !stop.load(Ordering::Relaxed) {
+    // Once `stop` is set, what is already queued on the socket still counts as received: it is
+    // read without waiting and answered, for at most STOP_DRAIN, then the loop ends.
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        let flags = if stop.load(Ordering::Relaxed) {
+            let until = *drain_until.get_or_insert_with(|| Instant::now() + STOP_DRAIN);
+            if Instant::now() >= until {
+                break;
+            }
+            libc::MSG_DONTWAIT
+        } else {
+            libc::MSG_WAITFORONE
+        };
         for i in 0..BATCH {
             let h = &mut msgs[i].msg_hdr;
             h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
@@ -113,11 +128,16 @@ pub fn run_batched(
                 fd,
                 msgs.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                flags,
                 std::ptr::null_mut(),
             )
         };
         if n <= 0 {
+            if drain_until.is_some()
+                && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+            {
+                break; // stopping and nothing left queued
+            }
             continue; // timeout (stop check), EINTR, or an ICMP error from an earlier send
         }
         let n = n as usize;

@@ -40,6 +40,16 @@ impl TestServer {
     /// `zones` are (file name, text) pairs written to `zones/`; `extra` is appended to the config
     /// after a `[server]` section listening on 127.0.0.1:0.
     pub fn start(zones: &[(&str, &str)], extra: &str) -> TestServer {
+        Self::start_with(
+            zones,
+            "tcp_idle_timeout = \"2s\"\ntcp_max_connections = 8\n",
+            extra,
+        )
+    }
+
+    /// [`TestServer::start`] with `server` (more `[server]` keys) in place of the default
+    /// `tcp_idle_timeout = "2s"` and `tcp_max_connections = 8`.
+    pub fn start_with(zones: &[(&str, &str)], server: &str, extra: &str) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let zdir = dir.path().join("zones");
         std::fs::create_dir(&zdir).expect("mkdir zones");
@@ -47,16 +57,12 @@ impl TestServer {
             std::fs::write(zdir.join(name), text).expect("write zone");
         }
         let config = format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nzones = \"zones\"\nudp_sockets = 1\ntcp_idle_timeout = \"2s\"\ntcp_max_connections = 8\n{extra}"
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nzones = \"zones\"\nudp_sockets = 1\n{server}{extra}"
         );
         let cpath = dir.path().join("meridian.toml");
         std::fs::write(&cpath, config).expect("write config");
         let snap = Snapshot::load(&cpath).unwrap_or_else(|p| panic!("config rejected:\n{p}"));
-        let settings = ListenSettings {
-            addrs: snap.config.listen.clone(),
-            udp_sockets: 1,
-            tcp_max_connections: *snap.config.config.server.tcp_max_connections.get_ref(),
-        };
+        let settings = ListenSettings::from_config(&snap.config);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

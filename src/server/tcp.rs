@@ -1,0 +1,390 @@
+//! DNS over TCP (RFC 7766, RFC 7828) with the limits of SPEC "Abuse resistance".
+//!
+//! - **Slots.** At most `tcp_max_connections` connections are open, and at most
+//!   `tcp_max_per_client` from one client address. A client over its own limit is closed at
+//!   once: it is the one holding too much. At the global limit a new connection takes the slot
+//!   of the connection that has waited longest for its next query (RFC 7766 §6.2.3: under
+//!   pressure close idle connections first). Refusing the newcomer instead would let anyone who
+//!   opens `tcp_max_connections` idle connections lock every other client out of TCP; evicting
+//!   the idlest costs an attacker a fresh connection per slot held, and a client that is being
+//!   answered is always newer than the connections that sit idle.
+//! - **Deadlines.** Each query must arrive whole within `tcp_idle_timeout` of the previous answer
+//!   (or of the connection opening). It is one deadline for the length prefix and the message,
+//!   not a timeout per read: a client trickling one byte a second cannot stretch a query past
+//!   the idle timeout. Writing an answer has the same bound, so a client that never reads
+//!   cannot hold a slot by filling the socket buffers.
+//! - **Queries per connection.** After `tcp_max_queries` answers the connection is closed.
+//! - **Keepalive.** `dns::handle` answers the edns-tcp-keepalive option over TCP with the idle
+//!   timeout; the connection loop keeps to the same value.
+//! - **Stopping.** On shutdown a connection answers every query it has already received, closes
+//!   between two answers (never inside one) and ends; a connection waiting for a query closes at
+//!   once.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+use tokio::time::{timeout_at, Instant};
+
+use crate::dns::{handle, Transport};
+use crate::snapshot::SharedSnapshot;
+
+/// How long a stopping connection waits for the rest of a query it has begun to receive.
+const STOP_GRACE: Duration = Duration::from_millis(300);
+/// How long a connection closed after `tcp_max_queries` reads (and drops) what the client still
+/// sends, so that the close is a FIN after the last answer rather than a reset that could
+/// discard answers the client has not read yet.
+const LINGER: Duration = Duration::from_secs(1);
+/// How long the accept loop waits at shutdown for connections to finish their answers.
+pub(crate) const SHUTDOWN_WAIT: Duration = Duration::from_millis(1200);
+
+/// The connection table shared by every TCP listener: the limits and who holds a slot.
+pub(crate) struct Slots {
+    max_total: usize,
+    max_per_client: usize,
+    /// Origin of the `idle_since` clocks (milliseconds since this instant).
+    epoch: Instant,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    next_id: u64,
+    open: HashMap<u64, Entry>,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+struct Entry {
+    ip: IpAddr,
+    idle_since: Arc<AtomicU64>,
+    evict: Arc<Notify>,
+}
+
+/// Why a connection was not given a slot.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    PerClient,
+}
+
+/// A held slot; dropping it frees the slot (unless it was taken away by eviction already).
+pub(crate) struct Slot {
+    slots: Arc<Slots>,
+    id: u64,
+    idle_since: Arc<AtomicU64>,
+    evict: Arc<Notify>,
+}
+
+impl Slots {
+    pub(crate) fn new(max_total: usize, max_per_client: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            max_total: max_total.max(1),
+            max_per_client: max_per_client.max(1),
+            epoch: Instant::now(),
+            table: Mutex::new(Table::default()),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        // The table is consistent after every statement; a panic elsewhere cannot leave it
+        // half-updated, so a poisoned lock is still usable.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for a connection from `ip`, evicting the idlest connection at the global limit.
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refused> {
+        let mut t = self.lock();
+        if t.per_client.get(&ip).copied().unwrap_or(0) >= self.max_per_client {
+            return Err(Refused::PerClient);
+        }
+        if t.open.len() >= self.max_total {
+            // O(connections), but only at the limit, and a few µs for the default 1024.
+            let victim = t
+                .open
+                .iter()
+                .min_by_key(|(_, e)| e.idle_since.load(Ordering::Relaxed))
+                .map(|(id, _)| *id);
+            if let Some(e) = victim.and_then(|id| t.open.remove(&id)) {
+                release(&mut t, e.ip);
+                // notify_one keeps the wake-up if the connection is busy answering right now;
+                // it sees it as soon as it waits for its next query.
+                e.evict.notify_one();
+            }
+        }
+        let id = t.next_id;
+        t.next_id += 1;
+        let idle_since = Arc::new(AtomicU64::new(self.now_ms()));
+        let evict = Arc::new(Notify::new());
+        t.open.insert(
+            id,
+            Entry {
+                ip,
+                idle_since: idle_since.clone(),
+                evict: evict.clone(),
+            },
+        );
+        *t.per_client.entry(ip).or_insert(0) += 1;
+        Ok(Slot {
+            slots: self.clone(),
+            id,
+            idle_since,
+            evict,
+        })
+    }
+
+    /// Connections holding a slot now.
+    #[cfg(test)]
+    fn open(&self) -> usize {
+        self.lock().open.len()
+    }
+}
+
+fn release(t: &mut Table, ip: IpAddr) {
+    if let Some(n) = t.per_client.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            t.per_client.remove(&ip);
+        }
+    }
+}
+
+impl Slot {
+    /// The connection starts waiting for its next query now.
+    fn touch(&self) {
+        self.idle_since
+            .store(self.slots.now_ms(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut t = self.slots.lock();
+        if let Some(e) = t.open.remove(&self.id) {
+            release(&mut t, e.ip);
+        }
+    }
+}
+
+/// Accepts connections on `listener` until `stop`, then waits (bounded) for open connections
+/// to answer what they have received.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    snapshot: SharedSnapshot,
+    slots: Arc<Slots>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("tcp accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let slot = match slots.admit(peer.ip()) {
+            Ok(s) => s,
+            Err(Refused::PerClient) => {
+                // Closed before anything is read: the client sees the connection end at once
+                // and nothing of ours waits on it.
+                drop(stream);
+                continue;
+            }
+        };
+        let snapshot = snapshot.clone();
+        let stop = stop.clone();
+        conns.spawn(async move {
+            let _ = serve(stream, peer, snapshot, slot, stop).await;
+        });
+    }
+    // Stop accepting first: a client connecting now is refused by the kernel, not left waiting.
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_WAIT, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    // Only a connection stuck writing to a client that does not read is left.
+    conns.abort_all();
+}
+
+/// The length of the first complete message in `buf`, if one is there (0 = a zero-length
+/// message, which ends the connection).
+fn complete(buf: &[u8]) -> Option<usize> {
+    let len = u16::from_be_bytes([*buf.first()?, *buf.get(1)?]) as usize;
+    (buf.len() >= 2 + len).then_some(len)
+}
+
+/// How a connection ended, for the tests' and the log's benefit.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    Eof,
+    Idle,
+    Evicted,
+    Stopped,
+    MaxQueries,
+    WriteTimeout,
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    snapshot: SharedSnapshot,
+    slot: Slot,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<End> {
+    let _ = stream.set_nodelay(true);
+    let mut inbuf: Vec<u8> = Vec::with_capacity(1024);
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    let mut answered = 0usize;
+    let mut stopping = *stop.borrow();
+    loop {
+        let (idle, max_queries) = {
+            let snap = snapshot.load();
+            (
+                snap.tcp_idle_timeout(),
+                *snap.config.config.server.tcp_max_queries.get_ref(),
+            )
+        };
+        slot.touch();
+        let mut deadline = Instant::now() + idle;
+        if stopping {
+            deadline = deadline.min(Instant::now() + STOP_GRACE);
+        }
+        // Wait for one whole message: one deadline however the bytes trickle in.
+        let len = loop {
+            if let Some(len) = complete(&inbuf) {
+                break len;
+            }
+            if stopping && inbuf.is_empty() {
+                // Between two messages: nothing received is left unanswered.
+                let _ = stream.shutdown().await;
+                return Ok(End::Stopped);
+            }
+            tokio::select! {
+                biased;
+                r = timeout_at(deadline, stream.read_buf(&mut inbuf)) => match r {
+                    Ok(Ok(0)) | Ok(Err(_)) => return Ok(End::Eof),
+                    Ok(Ok(_)) => {}
+                    Err(_) => return Ok(End::Idle),
+                },
+                _ = slot.evict.notified() => return Ok(End::Evicted),
+                // A dropped sender (Err) means the server is going away too.
+                _ = stop.changed(), if !stopping => {
+                    stopping = true;
+                    deadline = deadline.min(Instant::now() + STOP_GRACE);
+                    // What the kernel already holds counts as received (up to 64 KiB: a
+                    // client still sending fast must not keep this loop going).
+                    while inbuf.len() < 64 * 1024 {
+                        match stream.try_read_buf(&mut inbuf) {
+                            Ok(0) => return Ok(End::Eof),
+                            Ok(_) => continue,
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+        };
+        if len == 0 {
+            return Ok(End::Eof);
+        }
+        let resp = {
+            let snap = snapshot.load();
+            handle(&snap, &inbuf[2..2 + len], peer, Transport::Tcp)
+        };
+        inbuf.drain(..2 + len);
+        if let Some(resp) = resp {
+            out.clear();
+            out.extend_from_slice(&(resp.len() as u16).to_be_bytes());
+            out.extend_from_slice(&resp);
+            match tokio::time::timeout(idle, stream.write_all(&out)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Ok(End::Eof),
+                Err(_) => return Ok(End::WriteTimeout),
+            }
+        }
+        answered += 1;
+        if answered >= max_queries {
+            linger_close(stream).await;
+            return Ok(End::MaxQueries);
+        }
+    }
+}
+
+/// Sends FIN after the last answer and discards what the client still sends for a moment, so
+/// that the close does not turn into a reset (which can destroy unread answers at the client).
+async fn linger_close(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn per_client_limit_refuses_the_newcomer() {
+        let slots = Slots::new(100, 2);
+        let a = slots.admit(ip("127.0.0.1")).unwrap();
+        let _b = slots.admit(ip("127.0.0.1")).unwrap();
+        assert_eq!(slots.admit(ip("127.0.0.1")).err(), Some(Refused::PerClient));
+        assert!(slots.admit(ip("127.0.0.2")).is_ok());
+        drop(a);
+        assert!(slots.admit(ip("127.0.0.1")).is_ok());
+    }
+
+    #[tokio::test]
+    async fn global_limit_evicts_the_idlest() {
+        let slots = Slots::new(2, 10);
+        let old = slots.admit(ip("127.0.0.1")).unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let busy = slots.admit(ip("127.0.0.2")).unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        old.touch(); // `old` just answered: now `busy` has waited longest
+        let _new = slots.admit(ip("127.0.0.3")).unwrap();
+        assert_eq!(slots.open(), 2);
+        // The evicted one was told, the other was not.
+        tokio::time::timeout(Duration::from_secs(1), busy.evict.notified())
+            .await
+            .expect("idlest connection evicted");
+        drop(busy); // its slot is already gone; dropping must not free another
+        assert_eq!(slots.open(), 2);
+        assert_eq!(slots.lock().per_client.get(&ip("127.0.0.2")), None);
+    }
+
+    #[test]
+    fn frames() {
+        assert_eq!(complete(&[]), None);
+        assert_eq!(complete(&[0]), None);
+        assert_eq!(complete(&[0, 2, 1]), None);
+        assert_eq!(complete(&[0, 2, 1, 2, 9]), Some(2));
+        assert_eq!(complete(&[0, 0]), Some(0));
+    }
+}

@@ -1,0 +1,363 @@
+//! Admin API hardening (SPEC "Abuse resistance", "Admin HTTP API"): the 64 KiB body cap,
+//! request timeouts against slow clients, tokens kept out of logs and error messages, and no
+//! non-loopback API without a token. Raw HTTP/1.1 over loopback; the log checks run the real
+//! binary.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+use meridian::admin::{self, AdminState};
+use meridian::reload::Reloader;
+
+const TOKEN: &str = "tok-7c1f9a2e44d0";
+
+const ZONE: &str = "$TTL 3600
+@        IN SOA ns1 hostmaster ( 1 3600 600 86400 300 )
+         IN NS  ns1
+ns1      IN A   192.0.2.53
+";
+
+const SERVICE: &str = r#"
+[[service]]
+name = "www.harden.test"
+policy = "round-robin"
+endpoints = [ { address = "192.0.2.10" } ]
+"#;
+
+/// A DNS server with the admin API beside it, its timeouts set short for the tests.
+fn start(header: Duration, request: Duration) -> (TestServer, SocketAddr) {
+    let server = TestServer::start(
+        &[("harden.test.zone", ZONE)],
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n{SERVICE}"),
+    );
+    let reloader = Reloader::new(server.shared.clone(), server.config_path());
+    let mut state = AdminState::from_config(reloader).expect("config has [admin]");
+    state.header_timeout = header;
+    state.request_timeout = request;
+    let handle = server
+        .block_on(admin::start(state))
+        .expect("admin API starts");
+    let addr = handle.addr;
+    // The handle is not needed: the API runs until the server's runtime stops.
+    std::mem::forget(handle);
+    (server, addr)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s
+}
+
+/// Everything the server sends until it closes (or 10 s pass).
+fn read_all(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_of(response: &str) -> Option<u16> {
+    response.split(' ').nth(1)?.parse().ok()
+}
+
+fn drain_head(len: &str) -> String {
+    format!(
+        "POST /api/v1/drain HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nConnection: close\r\n{len}\r\n"
+    )
+}
+
+#[test]
+fn a_body_over_64_kib_is_refused_with_413() {
+    let (_s, admin) = start(admin::HEADER_TIMEOUT, admin::REQUEST_TIMEOUT);
+
+    // Announced by Content-Length: refused before the body is sent.
+    let mut c = connect(admin);
+    c.write_all(drain_head("Content-Length: 70000\r\n").as_bytes())
+        .expect("write");
+    let resp = read_all(&mut c);
+    assert_eq!(status_of(&resp), Some(413), "{resp}");
+
+    // Chunked, with no length up front: cut while it is read.
+    let mut c = connect(admin);
+    c.write_all(drain_head("Transfer-Encoding: chunked\r\n").as_bytes())
+        .expect("write");
+    let chunk = format!("4000\r\n{}\r\n", " ".repeat(0x4000));
+    for _ in 0..5 {
+        // 80 KiB in all; the server may stop reading (and close) once it has seen too much.
+        if c.write_all(chunk.as_bytes()).is_err() {
+            break;
+        }
+    }
+    let _ = c.write_all(b"0\r\n\r\n");
+    let resp = read_all(&mut c);
+    assert_eq!(status_of(&resp), Some(413), "{resp}");
+
+    // At the cap it is read (and rejected as the bad JSON it is, not for its size).
+    let mut c = connect(admin);
+    let body = " ".repeat(admin::MAX_BODY);
+    c.write_all(drain_head(&format!("Content-Length: {}\r\n", body.len())).as_bytes())
+        .expect("write");
+    c.write_all(body.as_bytes()).expect("write body");
+    let resp = read_all(&mut c);
+    assert_eq!(status_of(&resp), Some(400), "{resp}");
+}
+
+#[test]
+fn a_slowloris_client_is_cut_off_and_others_are_served() {
+    let (_s, admin) = start(Duration::from_secs(1), Duration::from_secs(2));
+
+    // Headers a byte every 200 ms, never finished.
+    let mut slow = connect(admin);
+    slow.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let started = Instant::now();
+    let head = b"GET /status HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut cut_after = None;
+    let mut buf = [0u8; 1024];
+    for b in head {
+        if slow.write_all(std::slice::from_ref(b)).is_err() {
+            cut_after = Some(started.elapsed());
+            break;
+        }
+        match slow.read(&mut buf) {
+            // Closed (hyper may send a 408 first, which also means cut off).
+            Ok(_) => {
+                cut_after = Some(started.elapsed());
+                break;
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => {
+                cut_after = Some(started.elapsed());
+                break;
+            }
+        }
+        // Meanwhile another client is answered.
+        if started.elapsed() < Duration::from_millis(700) {
+            let mut c = connect(admin);
+            c.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .expect("write");
+            assert_eq!(status_of(&read_all(&mut c)), Some(200));
+        }
+    }
+    let after = cut_after.expect("the slow client was never cut off");
+    eprintln!("slow headers cut off after {after:?}");
+    // A 1 s header timeout; generous for a loaded machine, far below the ~10 s of the headers.
+    assert!(
+        after < Duration::from_secs(5),
+        "cut off only after {after:?}"
+    );
+
+    // A body that never finishes: the request times out (408).
+    let mut c = connect(admin);
+    c.write_all(drain_head("Content-Length: 100\r\n").as_bytes())
+        .expect("write");
+    c.write_all(b"{\"service\":").expect("write");
+    let started = Instant::now();
+    let resp = read_all(&mut c);
+    assert_eq!(status_of(&resp), Some(408), "{resp}");
+    assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real binary: config problems and logs.
+
+fn meridian() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_meridian"));
+    c.env("RUST_BACKTRACE", "1");
+    c
+}
+
+fn config_dir(config: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("zones")).expect("mkdir");
+    std::fs::write(dir.path().join("zones/harden.test.zone"), ZONE).expect("zone");
+    let path = dir.path().join("meridian.toml");
+    std::fs::write(&path, config).expect("write config");
+    (dir, path)
+}
+
+fn free_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = u.local_addr().expect("addr").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+#[test]
+fn a_non_loopback_admin_without_a_token_is_a_located_config_problem() {
+    let (_d, path) = config_dir(
+        "[server]\nlisten = [\"127.0.0.1:5300\"]\nzones = \"zones\"\n\n[admin]\nlisten = \"0.0.0.0:9053\"\n",
+    );
+    for cmd in ["check", "serve"] {
+        let out = meridian()
+            .args([cmd, "--config"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {stderr}");
+        let want = format!("{}:6:10: admin.listen:", path.display());
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&want) && l.contains("token")),
+            "{cmd}: want {want}…\n{stderr}"
+        );
+    }
+    // An empty token counts as none.
+    let (_d, path) = config_dir(
+        "[server]\nlisten = [\"127.0.0.1:5300\"]\nzones = \"zones\"\n\n[admin]\nlisten = \"[::]:9053\"\ntoken = \"\"\n",
+    );
+    let out = meridian()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn a_token_of_the_wrong_type_is_not_echoed() {
+    let (_d, path) = config_dir(
+        "[server]\nlisten = [\"127.0.0.1:5300\"]\nzones = \"zones\"\n\n[admin]\nlisten = \"127.0.0.1:9053\"\ntoken = 918273645546372819\n",
+    );
+    let out = meridian()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("{}:7:", path.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("admin.token"), "{stderr}");
+    assert!(!stderr.contains("918273645546372819"), "{stderr}");
+}
+
+struct Running(Child);
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One request with `Connection: close`; the status, or `None` when the API is not up yet.
+fn request(addr: SocketAddr, head: &str, body: &str) -> Option<(u16, String)> {
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    c.write_all(head.as_bytes()).ok()?;
+    c.write_all(body.as_bytes()).ok()?;
+    let resp = read_all(&mut c);
+    Some((status_of(&resp)?, resp))
+}
+
+fn post(addr: SocketAddr, path: &str, token: &str, body: &str) -> Option<(u16, String)> {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    request(addr, &head, body)
+}
+
+fn write_config(path: &Path, dns: u16, admin: u16, token: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{dns}\"]\nzones = \"zones\"\n\n[admin]\nlisten = \
+             \"127.0.0.1:{admin}\"\ntoken = {token}\n{SERVICE}"
+        ),
+    )
+    .expect("write config");
+}
+
+#[test]
+fn tokens_never_reach_the_log() {
+    let (dns, admin_port) = (free_port(), free_port());
+    let (_d, path) = config_dir("");
+    write_config(&path, dns, admin_port, &format!("\"{TOKEN}\""));
+    let child = meridian()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("MERIDIAN_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut running = Running(child);
+    let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+
+    let body = r#"{"service": "www.harden.test", "endpoint": "192.0.2.10"}"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let guess = "guess-5d41402abc4b2a76";
+    loop {
+        assert!(Instant::now() < deadline, "admin API never came up");
+        if let Some((code, resp)) = post(admin, "/api/v1/drain", guess, body) {
+            assert_eq!(code, 401, "{resp}");
+            assert!(!resp.contains(guess));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, resp) = post(admin, "/api/v1/drain", TOKEN, body).expect("drain");
+    assert_eq!(code, 200, "{resp}");
+    // A reload that fails on the token: the error names the key, not the value.
+    write_config(&path, dns, admin_port, "918273645546372819");
+    let (code, resp) = post(admin, "/api/v1/reload", TOKEN, "").expect("reload");
+    assert_eq!(code, 422, "{resp}");
+    assert!(resp.contains("admin.token"), "{resp}");
+    assert!(!resp.contains("918273645546372819"), "{resp}");
+    let status = request(
+        admin,
+        "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "",
+    )
+    .expect("status");
+    assert!(!status.1.contains("918273645546372819"));
+    assert!(!status.1.contains(TOKEN));
+
+    let pid = running.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running.0.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "serve did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut log = String::new();
+    if let Some(mut e) = running.0.stderr.take() {
+        let _ = e.read_to_string(&mut log);
+    }
+    assert!(log.contains("drained"), "the log is there:\n{log}");
+    assert!(
+        log.contains("admin.token"),
+        "the reload error is logged:\n{log}"
+    );
+    for secret in [TOKEN, guess, "918273645546372819"] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+}

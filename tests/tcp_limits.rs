@@ -1,0 +1,335 @@
+//! TCP limits (SPEC "Abuse resistance"): many idle connections, slow senders, the per-client
+//! and per-connection limits, what happens at the global limit, and EDNS TCP keepalive
+//! (RFC 7828). A real server on loopback, real sockets; client addresses other than 127.0.0.1
+//! are other addresses of the loopback network (127.0.0.0/8 is all local on Linux).
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_proto::rr::RecordType;
+use socket2::{Domain, Protocol, Socket, Type};
+
+const ZONE: &str = "$TTL 3600
+@        IN SOA ns1 hostmaster ( 1 3600 600 86400 300 )
+         IN NS  ns1
+ns1      IN A   192.0.2.53
+mail     IN A   192.0.2.25
+";
+
+fn server(keys: &str) -> TestServer {
+    TestServer::start_with(&[("limits.test.zone", ZONE)], keys, "")
+}
+
+fn mail() -> Message {
+    query("mail.limits.test.", RecordType::A)
+}
+
+/// A TCP connection to `to` from `from` (any port).
+fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let ip: IpAddr = from.parse().expect("address");
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    s.bind(&SocketAddr::new(ip, 0).into()).expect("bind source");
+    s.connect_timeout(&to.into(), Duration::from_secs(5))
+        .expect("connect");
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s
+}
+
+fn send(s: &mut TcpStream, msg: &Message) -> std::io::Result<()> {
+    let b = msg.to_vec().expect("encode");
+    let mut out = (b.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(&b);
+    s.write_all(&out)
+}
+
+/// One query and its answer on an open connection; `None` if the server closed instead.
+fn ask(s: &mut TcpStream, msg: &Message) -> Option<Message> {
+    send(s, msg).ok()?;
+    let resp = read_tcp_message(s)?;
+    let m = Message::from_vec(&resp).expect("decode");
+    assert_eq!(m.metadata.id, msg.metadata.id);
+    Some(m)
+}
+
+fn assert_mail(m: &Message) {
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1, "{m:?}");
+    assert_eq!(m.answers[0].data.to_string(), "192.0.2.25");
+}
+
+/// True when the server has closed `s` (EOF or reset) within `within`; false if it is open.
+fn closed(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).expect("timeout");
+    let mut b = [0u8; 512];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(n) => panic!("unexpected {n} bytes from the server"),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
+        Err(_) => true,
+    }
+}
+
+/// Raises the soft limit on open files to at least `want` (up to the hard limit).
+fn raise_nofile(want: u64) {
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
+        if (r.rlim_cur as u64) < want {
+            r.rlim_cur = (want as libc::rlim_t).min(r.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &r), 0);
+        }
+        assert!(
+            r.rlim_cur as u64 >= want,
+            "RLIMIT_NOFILE hard limit {} is below {want}",
+            r.rlim_max
+        );
+    }
+}
+
+#[test]
+fn a_thousand_idle_connections_and_others_are_still_answered() {
+    // 1,000 client sockets and 1,000 server sockets live in this one process.
+    raise_nofile(2400);
+    let s = server("tcp_idle_timeout = \"60s\"\ntcp_max_connections = 1100\n");
+    // 100 client addresses with 10 connections each: under tcp_max_per_client (16).
+    let mut idle = Vec::with_capacity(1000);
+    for a in 1..=100 {
+        for _ in 0..10 {
+            idle.push(connect_from(&format!("127.0.1.{a}"), s.addr));
+        }
+    }
+    let mut udp = s.udp_client();
+    for round in 0..10 {
+        for _ in 0..20 {
+            assert_mail(&udp.ask(&mail()));
+        }
+        let mut c = connect_from("127.0.0.1", s.addr);
+        assert_mail(&ask(&mut c, &mail()).unwrap_or_else(|| panic!("TCP round {round}")));
+    }
+    // Every idle connection was held all along: each still answers.
+    for (i, c) in idle.iter_mut().enumerate() {
+        let m = ask(c, &mail()).unwrap_or_else(|| panic!("idle connection {i} was closed"));
+        assert_mail(&m);
+    }
+}
+
+#[test]
+fn at_the_connection_limit_the_idlest_connection_makes_room() {
+    let s = server("tcp_idle_timeout = \"60s\"\ntcp_max_connections = 10\n");
+    let mut held = Vec::new();
+    for a in 1..=10 {
+        let mut c = connect_from(&format!("127.0.2.{a}"), s.addr);
+        // Answered, so accepted and holding a slot, in this order.
+        assert_mail(&ask(&mut c, &mail()).expect("answered under the limit"));
+        held.push(c);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut newcomer = connect_from("127.0.0.1", s.addr);
+    assert_mail(&ask(&mut newcomer, &mail()).expect("a new client is served at the limit"));
+    assert!(
+        closed(&mut held[0], Duration::from_secs(5)),
+        "the connection idle longest was closed"
+    );
+    for (i, c) in held.iter_mut().enumerate().skip(1) {
+        assert!(ask(c, &mail()).is_some(), "connection {i} kept its slot");
+    }
+}
+
+#[test]
+fn a_one_byte_a_second_sender_is_closed_at_the_idle_timeout() {
+    let idle = Duration::from_secs(2);
+    let s = server("tcp_idle_timeout = \"2s\"\ntcp_max_connections = 8\n");
+    let b = mail().to_vec().expect("encode");
+    let mut frame = (b.len() as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&b);
+    assert!(
+        frame.len() > 20,
+        "the query takes far longer than the timeout"
+    );
+
+    let mut slow = connect_from("127.0.0.1", s.addr);
+    let started = Instant::now();
+    let mut udp = s.udp_client();
+    let mut shut_after = None;
+    for byte in &frame {
+        if slow.write_all(std::slice::from_ref(byte)).is_err() {
+            shut_after = Some(started.elapsed());
+            break;
+        }
+        // Others are answered meanwhile, over UDP and TCP.
+        assert_mail(&udp.ask(&mail()));
+        let mut other = connect_from("127.0.0.2", s.addr);
+        assert_mail(&ask(&mut other, &mail()).expect("TCP answered beside the slow sender"));
+        // About a second per byte: waiting for the server to close takes the rest of it.
+        if closed(&mut slow, Duration::from_millis(900)) {
+            shut_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let after = shut_after.expect("the slow sender was never closed");
+    eprintln!("slow sender closed after {after:?}");
+    assert!(
+        after >= idle - Duration::from_millis(100),
+        "closed after {after:?}, before the idle timeout"
+    );
+    // Generous for a loaded machine, and far below the ~30 s the query would take.
+    assert!(
+        after <= idle + Duration::from_secs(3),
+        "closed only after {after:?}"
+    );
+}
+
+#[test]
+fn one_client_address_is_held_to_tcp_max_per_client() {
+    // tcp_max_per_client is left at its default, 16.
+    let s = server("tcp_idle_timeout = \"60s\"\ntcp_max_connections = 64\n");
+    let mut mine = Vec::new();
+    for i in 0..16 {
+        let mut c = connect_from("127.0.0.1", s.addr);
+        assert_mail(&ask(&mut c, &mail()).unwrap_or_else(|| panic!("connection {i}")));
+        mine.push(c);
+    }
+    let mut over = connect_from("127.0.0.1", s.addr);
+    assert!(
+        ask(&mut over, &mail()).is_none(),
+        "the 17th connection from one address is closed, not answered"
+    );
+    let mut other = connect_from("127.0.0.7", s.addr);
+    assert_mail(&ask(&mut other, &mail()).expect("another address is answered"));
+    for (i, c) in mine.iter_mut().enumerate() {
+        assert!(ask(c, &mail()).is_some(), "connection {i} kept its slot");
+    }
+    // Closing one frees its slot once the server sees the close.
+    drop(mine.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = connect_from("127.0.0.1", s.addr);
+        if let Some(m) = ask(&mut again, &mail()) {
+            assert_mail(&m);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed slot was never reused");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn tcp_max_queries_closes_after_that_many_answers() {
+    let s = server("tcp_idle_timeout = \"10s\"\ntcp_max_connections = 8\ntcp_max_queries = 5\n");
+    // Pipelined: eight sent at once, five answered in order, then the connection ends.
+    let mut c = connect_from("127.0.0.1", s.addr);
+    let qs: Vec<Message> = (0..8).map(|_| mail()).collect();
+    let mut out = Vec::new();
+    for q in &qs {
+        let b = q.to_vec().expect("encode");
+        out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        out.extend_from_slice(&b);
+    }
+    c.write_all(&out).expect("write");
+    for (i, q) in qs.iter().take(5).enumerate() {
+        let resp = read_tcp_message(&mut c).unwrap_or_else(|| panic!("answer {i}"));
+        let m = Message::from_vec(&resp).expect("decode");
+        assert_eq!(m.metadata.id, q.metadata.id, "answers in order");
+        assert_mail(&m);
+    }
+    assert!(closed(&mut c, Duration::from_secs(5)), "closed after 5");
+
+    // One at a time: the same.
+    let mut c = connect_from("127.0.0.1", s.addr);
+    for i in 0..5 {
+        assert!(ask(&mut c, &mail()).is_some(), "query {i} answered");
+    }
+    assert!(closed(&mut c, Duration::from_secs(5)), "closed after 5");
+}
+
+/// mail.limits.test A with an OPT carrying `options` (raw code/length/data).
+fn with_options(options: &[u8]) -> (Message, Vec<u8>) {
+    let q = mail();
+    let bytes = with_raw_opt(&q, 1232, 0, 0, options);
+    (q, bytes)
+}
+
+fn keepalive(m: &Message) -> Option<Vec<u8>> {
+    match m.edns.as_ref()?.option(EdnsCode::Keepalive)? {
+        EdnsOption::Unknown(11, data) => Some(data.clone()),
+        other => panic!("keepalive option as {other:?}"),
+    }
+}
+
+#[test]
+fn edns_tcp_keepalive_over_tcp_only() {
+    // The default harness idle timeout is 2 s: 20 units of 100 ms.
+    let s = server("tcp_idle_timeout = \"2s\"\n");
+    let (q, bytes) = with_options(&[0, 11, 0, 0]);
+
+    let tcp = s
+        .tcp_raw(&bytes, Duration::from_secs(5))
+        .expect("TCP answer");
+    let m = Message::from_vec(&tcp).expect("decode");
+    assert_eq!(m.metadata.id, q.metadata.id);
+    assert_mail(&m);
+    assert_eq!(
+        keepalive(&m),
+        Some(vec![0, 20]),
+        "idle timeout in 100 ms units"
+    );
+
+    let udp = Message::from_vec(&s.udp_bytes(&bytes)).expect("decode");
+    assert_mail(&udp);
+    assert!(udp.edns.is_some());
+    assert_eq!(keepalive(&udp), None, "never over UDP");
+
+    // Without the option in the query, none in the answer.
+    let (_, plain) = with_options(&[]);
+    let m = Message::from_vec(
+        &s.tcp_raw(&plain, Duration::from_secs(5))
+            .expect("TCP answer"),
+    )
+    .expect("decode");
+    assert_eq!(keepalive(&m), None);
+}
+
+#[test]
+fn edns_tcp_keepalive_with_a_timeout_in_a_query_is_formerr() {
+    let s = server("tcp_idle_timeout = \"2s\"\n");
+    let (q, bytes) = with_options(&[0, 11, 0, 2, 0, 50]);
+    let m = Message::from_vec(
+        &s.tcp_raw(&bytes, Duration::from_secs(5))
+            .expect("TCP answer"),
+    )
+    .expect("decode");
+    assert_eq!(m.metadata.id, q.metadata.id);
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+    assert!(
+        m.edns.is_some(),
+        "FORMERR about an option carries an OPT (RFC 6891 §7)"
+    );
+    assert_eq!(m.queries.len(), 1, "the question is kept");
+    assert!(m.answers.is_empty());
+    // Over UDP the option is ignored (RFC 7828 §3.3.2 speaks of TCP only).
+    let udp = Message::from_vec(&s.udp_bytes(&bytes)).expect("decode");
+    assert_mail(&udp);
+    assert_eq!(keepalive(&udp), None);
+}
+
+#[test]
+fn a_long_idle_timeout_is_capped_in_the_option() {
+    // 2 hours is 72,000 units: more than the 16-bit field holds.
+    let s = server("tcp_idle_timeout = \"2h\"\n");
+    let (_, bytes) = with_options(&[0, 11, 0, 0]);
+    let m = Message::from_vec(
+        &s.tcp_raw(&bytes, Duration::from_secs(5))
+            .expect("TCP answer"),
+    )
+    .expect("decode");
+    assert_eq!(keepalive(&m), Some(vec![0xff, 0xff]));
+}
