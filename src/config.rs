@@ -312,14 +312,15 @@ pub struct Examined {
     pub zones_dir: Option<PathBuf>,
     /// `file:line:col` of each stand-in; see [`Examined::is_artefact`].
     stand_ins: Vec<(usize, usize)>,
+    /// The config file read.
+    pub path: PathBuf,
 }
 
 impl Examined {
     /// Whether a problem found by a check on [`Examined::config`] is about a stand-in rather
     /// than anything the operator wrote.
     pub fn is_artefact(&self, p: &Problem) -> bool {
-        self.config.as_ref().is_some_and(|c| c.path == p.file)
-            && self.stand_ins.contains(&(p.line, p.col))
+        self.path == p.file && self.stand_ins.contains(&(p.line, p.col))
     }
 
     /// The config, if it has no problem at all (what `serve` and reloads accept).
@@ -328,43 +329,24 @@ impl Examined {
             Some(c) if self.problems.is_empty() => Ok(c),
             _ => {
                 let mut problems = self.problems;
-                sort_problems(&mut problems);
+                sort_problems(&mut problems, &self.path);
                 Err(Problems(problems))
             }
         }
     }
 }
 
-/// Orders problems by file (the config first, then the rest by name), line and column, and
-/// drops exact repeats, so that output reads top to bottom through each file.
-pub fn sort_problems(problems: &mut Vec<Problem>) {
+/// Orders problems by file (the config file first, then the rest by name), line and column,
+/// and drops exact repeats, so that output reads top to bottom through each file.
+pub fn sort_problems(problems: &mut Vec<Problem>, config: &Path) {
     problems.sort_by(|a, b| {
-        (
-            a.file.extension() != Some("toml".as_ref()),
-            &a.file,
-            a.line,
-            a.col,
-        )
-            .cmp(&(
-                b.file.extension() != Some("toml".as_ref()),
-                &b.file,
-                b.line,
-                b.col,
-            ))
+        let key = |p: &Problem| (p.file != config, p.file.clone(), p.line, p.col);
+        key(a).cmp(&key(b))
     });
-    // Repeats are adjacent only among equal positions, so compare within them.
-    let mut seen: Vec<Problem> = Vec::with_capacity(problems.len());
-    problems.retain(|p| {
-        let same_spot = seen
-            .iter()
-            .rev()
-            .take_while(|q| (&q.file, q.line, q.col) == (&p.file, p.line, p.col));
-        if same_spot.clone().any(|q| q.message == p.message) {
-            return false;
-        }
-        seen.push(p.clone());
-        true
-    });
+    // A problem can be found twice (say, by the config's own checks and again by a pass that
+    // reads it raw); the report names it once.
+    let mut seen = std::collections::HashSet::new();
+    problems.retain(|p| seen.insert((p.file.clone(), p.line, p.col, p.message.clone())));
 }
 
 /// Reads a config file for [`examine_text`].
@@ -376,6 +358,7 @@ pub fn examine(path: &Path) -> Examined {
             problems: vec![Problem::new(path, 1, 1, format!("cannot read config: {e}"))],
             zones_dir: None,
             stand_ins: Vec::new(),
+            path: path.to_path_buf(),
         },
     }
 }
@@ -468,6 +451,7 @@ pub fn examine_text(path: &Path, text: String) -> Examined {
             problems,
             zones_dir,
             stand_ins,
+            path: path.to_path_buf(),
         };
     };
     let mut loaded = LoadedConfig {
@@ -488,6 +472,7 @@ pub fn examine_text(path: &Path, text: String) -> Examined {
         problems: Vec::new(),
         zones_dir,
         stand_ins,
+        path: path.to_path_buf(),
     };
     let mut semantic = Vec::new();
     check(&mut loaded, &mut semantic);
@@ -1213,7 +1198,7 @@ mod tests {
         let e = examine_text(&path, "[server]\nlisten = 1\nzones = \"nope\"\n".into());
         assert_eq!(e.zones_dir, None);
         let mut p = e.problems;
-        sort_problems(&mut p);
+        sort_problems(&mut p, &path);
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p[1].message.starts_with("server.zones:"), "{p:?}");
     }
@@ -1221,6 +1206,7 @@ mod tests {
     #[test]
     fn sorted_problems_have_no_repeats() {
         let f = Path::new("a.toml");
+        let path = f.to_path_buf();
         let z = Path::new("z/a.zone");
         let mut p = vec![
             Problem::new(z, 1, 1, "z"),
@@ -1229,7 +1215,7 @@ mod tests {
             Problem::new(f, 3, 1, "c"),
             Problem::new(f, 3, 1, "b"),
         ];
-        sort_problems(&mut p);
+        sort_problems(&mut p, &path);
         let got: Vec<String> = p.iter().map(ToString::to_string).collect();
         assert_eq!(
             got,

@@ -74,7 +74,7 @@ impl Snapshot {
         check_services(&config, &zones.zones, &zones.unbuilt, &mut problems);
         let db = open_geo_db(&config, &mut problems);
         if !problems.is_empty() {
-            config::sort_problems(&mut problems);
+            config::sort_problems(&mut problems, &config.path);
             return Err(Problems(problems));
         }
         Self::build(config, zones.zones, db, health)
@@ -164,7 +164,7 @@ pub fn check(config_path: &Path) -> Checked {
         more.retain(|p| !examined.is_artefact(p));
         problems.append(&mut more);
     }
-    config::sort_problems(&mut problems);
+    config::sort_problems(&mut problems, config_path);
     Checked {
         config: examined.config,
         zones: zones.zones,
