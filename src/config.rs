@@ -315,49 +315,178 @@ fn resolve(config_path: &Path, p: &str) -> PathBuf {
 
 /// Reads and checks a config file. On failure every problem found is returned.
 pub fn load(path: &Path) -> Result<LoadedConfig, Problems> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Problems(vec![Problem::new(
-            path,
-            1,
-            1,
-            format!("cannot read config: {e}"),
-        )])
-    })?;
-    parse(path, text)
+    examine(path).into_result()
 }
 
 /// Parses config text that was read from `path` (used by tests and by [`load`]).
 pub fn parse(path: &Path, text: String) -> Result<LoadedConfig, Problems> {
-    let config: Config = {
-        let de = toml::de::Deserializer::parse(&text).map_err(|e| {
-            let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((1, 1));
-            Problems(vec![Problem::new(path, line, col, e.message().trim())])
-        })?;
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            // Spanned<T> fields add a private segment to serde's path; operators never wrote it.
-            let key = e
-                .path()
-                .to_string()
-                .replace(".$__serde_spanned_private_value", "");
-            let inner = e.into_inner();
-            let (line, col) = inner
-                .span()
-                .map(|s| line_col(&text, s.start))
-                .unwrap_or((1, 1));
-            // serde's messages quote the offending value ("invalid type: integer `123`"); for
-            // the token that value is the secret, and this message reaches logs and /status.
-            let msg = if key == "admin.token" {
-                "must be a string".to_string()
+    examine_text(path, text).into_result()
+}
+
+// ---- Reading a broken config as far as it goes (`meridian check`) -------------------------
+//
+// `check` must report every problem in one run (SPEC "CLI"), but serde stops at the first type
+// error and the TOML parser at the first syntax error. So the text is parsed with the parser's
+// own error recovery, and when the typed read fails, the section that failed is set aside (an
+// optional one removed, a required or referenced one replaced by a harmless stand-in) and the
+// read is tried again, until the rest deserializes. The checks then run on that config, and
+// whatever they say about a stand-in is dropped: the section's own error already stands for it.
+// `serve` and reloads still reject such a config whole; only the report is fuller.
+
+/// Everything one read of a config file found.
+#[derive(Debug)]
+pub struct Examined {
+    /// The config as far as it could be made out (with stand-ins for broken sections), or
+    /// `None` when the file could not be read or even the stand-ins did not help.
+    pub config: Option<LoadedConfig>,
+    /// Every problem found in the config, in no particular order.
+    pub problems: Vec<Problem>,
+    /// The zones folder, if `server.zones` names one that exists, even when the rest of the
+    /// config is broken: the zones are worth checking all the same.
+    pub zones_dir: Option<PathBuf>,
+    /// `file:line:col` of each stand-in; see [`Examined::is_artefact`].
+    stand_ins: Vec<(usize, usize)>,
+    /// The config file read.
+    pub path: PathBuf,
+}
+
+impl Examined {
+    /// Whether a problem found by a check on [`Examined::config`] is about a stand-in rather
+    /// than anything the operator wrote.
+    pub fn is_artefact(&self, p: &Problem) -> bool {
+        self.path == p.file && self.stand_ins.contains(&(p.line, p.col))
+    }
+
+    /// The config, if it has no problem at all (what `serve` and reloads accept).
+    pub fn into_result(self) -> Result<LoadedConfig, Problems> {
+        match self.config {
+            Some(c) if self.problems.is_empty() => Ok(c),
+            _ => {
+                let mut problems = self.problems;
+                sort_problems(&mut problems, &self.path);
+                Err(Problems(problems))
+            }
+        }
+    }
+}
+
+/// Orders problems by file (the config file first, then the rest by name), line and column,
+/// and drops exact repeats, so that output reads top to bottom through each file.
+pub fn sort_problems(problems: &mut Vec<Problem>, config: &Path) {
+    problems.sort_by(|a, b| {
+        let key = |p: &Problem| (p.file != config, p.file.clone(), p.line, p.col);
+        key(a).cmp(&key(b))
+    });
+    // A problem can be found twice (say, by the config's own checks and again by a pass that
+    // reads it raw); the report names it once.
+    let mut seen = std::collections::HashSet::new();
+    problems.retain(|p| seen.insert((p.file.clone(), p.line, p.col, p.message.clone())));
+}
+
+/// Reads a config file for [`examine_text`].
+pub fn examine(path: &Path) -> Examined {
+    match std::fs::read_to_string(path) {
+        Ok(text) => examine_text(path, text),
+        Err(e) => Examined {
+            config: None,
+            problems: vec![Problem::new(path, 1, 1, format!("cannot read config: {e}"))],
+            zones_dir: None,
+            stand_ins: Vec::new(),
+            path: path.to_path_buf(),
+        },
+    }
+}
+
+/// Reads config text as far as it goes, collecting every syntax, type and semantic problem.
+pub fn examine_text(path: &Path, text: String) -> Examined {
+    use toml::de::DeTable;
+
+    let mut problems = Vec::new();
+    let (mut table, syntax) = DeTable::parse_recoverable(&text);
+    for e in &syntax {
+        let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((1, 1));
+        problems.push(Problem::new(path, line, col, e.message().trim()));
+    }
+    // Where `server.zones` points, read from the raw table: a broken `[server]` is replaced
+    // by a stand-in below, but its zones are still worth checking.
+    let raw_zones = table
+        .get_ref()
+        .get("server")
+        .and_then(|s| s.get_ref().get("zones"))
+        .and_then(|z| z.get_ref().as_str().map(|s| (s.to_string(), z.span())));
+
+    let mut stand_in_spans: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut server_stood_in = false;
+    let mut config = None;
+    // Each round sets aside one section, so the sections bound the rounds; the cap is a guard.
+    for _ in 0..256 {
+        let de = toml::de::Deserializer::from(table.clone());
+        match serde_path_to_error::deserialize::<_, Config>(de) {
+            Ok(c) => {
+                config = Some(c);
+                break;
+            }
+            Err(e) => {
+                let segments: Vec<String> = e
+                    .path()
+                    .iter()
+                    .filter_map(|s| match s {
+                        serde_path_to_error::Segment::Map { key }
+                            if key != "$__serde_spanned_private_value" =>
+                        {
+                            Some(key.clone())
+                        }
+                        serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                let (problem, located) = type_problem(path, &text, e);
+                // The parser's recovery from a syntax error can leave a document whose shape
+                // is wrong as a whole: a section gone, or the keys of a broken `[table]`
+                // header landing at the top level. Errors about the document's top level
+                // then only repeat the syntax error.
+                if syntax.is_empty() || (located && segments.len() > 1) {
+                    problems.push(problem);
+                }
+                let set_aside = set_aside(table.get_mut(), &segments, &mut stand_in_spans);
+                match set_aside {
+                    SetAside::No => break,
+                    SetAside::Server => server_stood_in = true,
+                    SetAside::Yes => {}
+                }
+            }
+        }
+    }
+
+    let stand_ins = stand_in_spans
+        .iter()
+        .map(|s| line_col(&text, s.start))
+        .collect();
+    let mut zones_dir = None;
+    if server_stood_in {
+        if let Some((z, span)) = &raw_zones {
+            let dir = resolve(path, z);
+            if dir.is_dir() {
+                zones_dir = Some(dir);
             } else {
-                inner.message().trim().to_string()
-            };
-            let msg = if key.is_empty() || key == "." {
-                msg
-            } else {
-                format!("{key}: {msg}")
-            };
-            Problems(vec![Problem::new(path, line, col, msg)])
-        })?
+                let (line, col) = line_col(&text, span.start);
+                problems.push(Problem::new(
+                    path,
+                    line,
+                    col,
+                    format!("server.zones: `{}` is not a folder", dir.display()),
+                ));
+            }
+        }
+    }
+    let Some(config) = config else {
+        return Examined {
+            config: None,
+            problems,
+            zones_dir,
+            stand_ins,
+            path: path.to_path_buf(),
+        };
     };
     let mut loaded = LoadedConfig {
         path: path.to_path_buf(),
@@ -379,14 +508,181 @@ pub fn parse(path: &Path, text: String) -> Result<LoadedConfig, Problems> {
         tcp_idle_timeout: Duration::from_secs(10),
         config,
     };
-    let mut problems = Vec::new();
-    check(&mut loaded, &mut problems);
-    if problems.is_empty() {
-        Ok(loaded)
+    let mut examined = Examined {
+        config: None,
+        problems: Vec::new(),
+        zones_dir,
+        stand_ins,
+        path: path.to_path_buf(),
+    };
+    let mut semantic = Vec::new();
+    check(&mut loaded, &mut semantic);
+    if !server_stood_in && loaded.zones_dir.is_dir() {
+        examined.zones_dir = Some(loaded.zones_dir.clone());
+    }
+    examined.config = Some(loaded);
+    semantic.retain(|p| !examined.is_artefact(p));
+    problems.append(&mut semantic);
+    examined.problems = problems;
+    examined
+}
+
+/// A serde error as a problem at its key, with the key path as the operator wrote it, and
+/// whether the error had a position of its own (rather than the document's start).
+fn type_problem(
+    path: &Path,
+    text: &str,
+    e: serde_path_to_error::Error<toml::de::Error>,
+) -> (Problem, bool) {
+    // Spanned<T> fields add a private segment to serde's path; operators never wrote it.
+    let key = e
+        .path()
+        .to_string()
+        .replace(".$__serde_spanned_private_value", "");
+    let inner = e.into_inner();
+    let located = inner.span().is_some_and(|s| s.start > 0);
+    let (line, col) = inner
+        .span()
+        .map(|s| line_col(text, s.start))
+        .unwrap_or((1, 1));
+    // serde's messages quote the offending value ("invalid type: integer `123`"); for the
+    // token that value is the secret, and this message reaches logs and /status.
+    let msg = if key == "admin.token" {
+        "must be a string".to_string()
     } else {
-        Err(Problems(problems))
+        inner.message().trim().to_string()
+    };
+    let msg = if key.is_empty() || key == "." {
+        msg
+    } else {
+        format!("{key}: {msg}")
+    };
+    (Problem::new(path, line, col, msg), located)
+}
+
+enum SetAside {
+    /// Nothing more could be set aside; the typed read gives up.
+    No,
+    Yes,
+    /// `[server]` was replaced by a stand-in.
+    Server,
+}
+
+/// Sets aside the section at the start of a failed key path. Sections that others refer to by
+/// name (`[health.x]`, `[regions.x]`) and each `[[service]]` (whose index names it in every
+/// message) are replaced by stand-ins where they were; anything else is optional and removed.
+fn set_aside(
+    table: &mut toml::de::DeTable<'_>,
+    segments: &[String],
+    stand_in_spans: &mut Vec<std::ops::Range<usize>>,
+) -> SetAside {
+    // Stand-ins that pass every check; what the checks say about them is dropped anyway.
+    const SERVER: &str = "listen = []\nzones = \"\"\n";
+    const HEALTH: &str = "kind = \"http\"\n";
+    const REGION: &str = "";
+    const SERVICE: &str =
+        "name = \"stand-in.invalid.\"\npolicy = \"round-robin\"\nendpoints = [{ address = \"192.0.2.1\" }]\n";
+
+    let Some(top) = segments.first() else {
+        // A problem with the document as a whole: only a missing `[server]` can be helped.
+        if table.contains_key("server") {
+            return SetAside::No;
+        }
+        table.insert(
+            serde_spanned::Spanned::new(0..0, "server".into()),
+            stand_in(SERVER, 0..0),
+        );
+        stand_in_spans.push(0..0);
+        return SetAside::Server;
+    };
+    let Some((key, value)) = table.get_key_value(top.as_str()) else {
+        return SetAside::No;
+    };
+    let (key, span) = (key.clone(), value.span());
+    match (top.as_str(), segments.get(1)) {
+        ("server", _) => {
+            if stand_in_spans.contains(&span) {
+                return SetAside::No; // the stand-in itself failed: nothing left to try
+            }
+            table.insert(key, stand_in(SERVER, span.clone()));
+            stand_in_spans.push(span);
+            SetAside::Server
+        }
+        (section @ ("health" | "regions"), Some(name)) => {
+            let Some(entries) = table.get_mut(section).and_then(|v| match v.get_mut() {
+                toml::de::DeValue::Table(t) => Some(t),
+                _ => None,
+            }) else {
+                return SetAside::No;
+            };
+            let Some((k, v)) = entries.get_key_value(name.as_str()) else {
+                return SetAside::No;
+            };
+            let (k, span) = (k.clone(), v.span());
+            if stand_in_spans.contains(&span) {
+                return SetAside::No;
+            }
+            let text = if section == "health" { HEALTH } else { REGION };
+            entries.insert(k, stand_in(text, span.clone()));
+            stand_in_spans.push(span);
+            SetAside::Yes
+        }
+        ("service", Some(index)) => {
+            let Some(list) = table.get_mut("service").and_then(|v| match v.get_mut() {
+                toml::de::DeValue::Array(a) => Some(a),
+                _ => None,
+            }) else {
+                return SetAside::No;
+            };
+            let Some(slot) = index.parse::<usize>().ok().and_then(|i| list.get_mut(i)) else {
+                return SetAside::No;
+            };
+            let span = slot.span();
+            if stand_in_spans.contains(&span) {
+                return SetAside::No;
+            }
+            *slot = stand_in(SERVICE, span.clone());
+            stand_in_spans.push(span);
+            SetAside::Yes
+        }
+        // Optional sections (and keys that are not part of the schema at all) go entirely.
+        _ => {
+            table.remove(top.as_str());
+            SetAside::Yes
+        }
     }
 }
+
+/// Parses a stand-in table and places every part of it at `span`, so that whatever a check
+/// says about it is recognised as being about the stand-in.
+fn stand_in<'i>(
+    text: &'static str,
+    span: std::ops::Range<usize>,
+) -> serde_spanned::Spanned<toml::de::DeValue<'i>> {
+    fn respan<'i>(
+        v: serde_spanned::Spanned<toml::de::DeValue<'i>>,
+        span: &std::ops::Range<usize>,
+    ) -> serde_spanned::Spanned<toml::de::DeValue<'i>> {
+        use toml::de::DeValue;
+        let v = match v.into_inner() {
+            DeValue::Table(t) => {
+                DeValue::Table(t.into_iter().map(|(k, v)| (k, respan(v, span))).collect())
+            }
+            DeValue::Array(a) => DeValue::Array(a.into_iter().map(|v| respan(v, span)).collect()),
+            other => other,
+        };
+        serde_spanned::Spanned::new(span.clone(), v)
+    }
+    let table = toml::de::DeTable::parse(text)
+        .map(|t| t.into_inner())
+        .unwrap_or_default();
+    respan(
+        serde_spanned::Spanned::new(span.clone(), toml::de::DeValue::Table(table)),
+        &span,
+    )
+}
+
+// ---- end of reading a broken config ---------------------------------------------------------
 
 /// The checks that need nothing but the config itself.
 fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
@@ -879,6 +1175,120 @@ mod tests {
         assert!(
             err.0.iter().any(|p| p.message.contains("health.h.headers")),
             "{err}"
+        );
+    }
+
+    fn positions(e: &Problems) -> Vec<(usize, usize)> {
+        e.0.iter().map(|p| (p.line, p.col)).collect()
+    }
+
+    #[test]
+    fn a_type_error_per_section_is_reported() {
+        let err = parse_str(concat!(
+            "[server]\nlisten = \"x\"\nzones = \".\"\n",        // 1-3
+            "[site]\nid = 5\n",                                 // 4-5
+            "[regions.eu]\ncountries = \"DE\"\n",               // 6-7
+            "[[service]]\nname = \"a.example.\"\npolicy = 1\n", // 8-10
+            "endpoints = [{ address = \"192.0.2.1\" }]\n",      // 11
+            "[[service]]\nname = \"b.example.\"\npolicy = \"round-robin\"\n", // 12-14
+            "endpoints = [{ address = \"192.0.2.1\" }]\nbogus = 1\n", // 15-16
+        ))
+        .unwrap_err();
+        assert_eq!(
+            positions(&err),
+            [(2, 10), (5, 6), (7, 13), (10, 10), (16, 1)],
+            "{err}"
+        );
+        assert!(err.0[3].message.starts_with("service[0].policy:"), "{err}");
+        assert!(err.0[4].message.starts_with("service[1].bogus:"), "{err}");
+    }
+
+    #[test]
+    fn semantic_checks_run_beside_type_errors() {
+        // service[0] does not deserialize; service[1] does and has its own problems, which
+        // name it by its own index. Nothing is said about the stand-in for service[0], nor
+        // about the region whose type is wrong but which service[1] refers to.
+        let err = parse_str(concat!(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\nzones = \".\"\ntcp_idle_timeout = \"soon\"\n", // 1-4
+            "[regions.eu]\ncountries = \"DE\"\n", // 5-6
+            "[[service]]\nname = \"a.example.\"\npolicy = 1\n", // 7-9
+            "endpoints = [{ address = \"192.0.2.1\" }]\n", // 10
+            "[[service]]\nname = \"b.example.\"\npolicy = \"fastest\"\n", // 11-13
+            "endpoints = [{ address = \"192.0.2.1\", region = \"eu\" }, { address = \"x\" }]\n", // 14
+        ))
+        .unwrap_err();
+        let msgs: Vec<String> = err.0.iter().map(|p| p.message.clone()).collect();
+        assert_eq!(
+            positions(&err),
+            [(4, 20), (6, 13), (9, 10), (13, 10), (14, 68)],
+            "{err}"
+        );
+        assert!(msgs[0].starts_with("server.tcp_idle_timeout:"), "{err}");
+        assert!(msgs[3].starts_with("service[1].policy:"), "{err}");
+        assert!(
+            msgs[4].starts_with("service[1].endpoints[1].address:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_located_and_the_rest_still_checked() {
+        let err = parse_str(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\nzones = \".\"\nfoo = = 1\n[site]\nid = \"\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.0
+                .iter()
+                .any(|p| (p.line, p.col) == (4, 7) && p.message.contains("`=`")),
+            "{err}"
+        );
+        assert!(
+            err.0.iter().any(|p| p.message.starts_with("site.id:")),
+            "{err}"
+        );
+        // A broken header leaves the document's shape in doubt: only the syntax error shows.
+        let err = parse_str("[server\nlisten = [\"127.0.0.1:1\"]\nzones = \".\"\n").unwrap_err();
+        assert_eq!(positions(&err), [(1, 8)], "{err}");
+    }
+
+    #[test]
+    fn a_broken_server_section_still_names_the_zones_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        let e = examine_text(&path, "[server]\nlisten = 1\nzones = \".\"\n".into());
+        assert_eq!(e.zones_dir.as_deref(), Some(dir.path()));
+        assert_eq!(e.problems.len(), 1, "{:?}", e.problems);
+        let e = examine_text(&path, "[server]\nlisten = 1\nzones = \"nope\"\n".into());
+        assert_eq!(e.zones_dir, None);
+        let mut p = e.problems;
+        sort_problems(&mut p, &path);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[1].message.starts_with("server.zones:"), "{p:?}");
+    }
+
+    #[test]
+    fn sorted_problems_have_no_repeats() {
+        let f = Path::new("a.toml");
+        let path = f.to_path_buf();
+        let z = Path::new("z/a.zone");
+        let mut p = vec![
+            Problem::new(z, 1, 1, "z"),
+            Problem::new(f, 3, 1, "b"),
+            Problem::new(f, 1, 2, "a"),
+            Problem::new(f, 3, 1, "c"),
+            Problem::new(f, 3, 1, "b"),
+        ];
+        sort_problems(&mut p, &path);
+        let got: Vec<String> = p.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "a.toml:1:2: a",
+                "a.toml:3:1: b",
+                "a.toml:3:1: c",
+                "z/a.zone:1:1: z"
+            ]
         );
     }
 

@@ -124,36 +124,37 @@ impl Snapshot {
         config_path: &Path,
         health: Arc<HealthRegistry>,
     ) -> Result<Snapshot, Problems> {
-        let config = config::load(config_path)?;
-        Self::from_config(config, health)
+        let checked = check(config_path);
+        match checked.config {
+            Some(config) if checked.problems.is_empty() => {
+                Self::build(config, checked.zones, checked.geo_dbs, health)
+            }
+            _ => Err(Problems(checked.problems)),
+        }
     }
 
     pub fn from_config(
         config: LoadedConfig,
         health: Arc<HealthRegistry>,
     ) -> Result<Snapshot, Problems> {
-        let mut zones = ZoneSet::load_dir(&config.zones_dir).map_err(Problems)?;
-        let mut problems = Vec::new();
-        check_services(&config, &zones, &mut problems);
-        let mut dbs = Vec::new();
-        if let Some(key) = config
-            .config
-            .geoip
-            .as_ref()
-            .and_then(|g| g.database.as_ref())
-        {
-            for path in &config.geoip_databases {
-                match GeoDb::open(path) {
-                    Ok(db) => dbs.push(db),
-                    Err(e) => {
-                        problems.push(config.problem_at(key.span(), format!("geoip.database: {e}")))
-                    }
-                }
-            }
-        }
+        let zones = ZoneSet::load_dir_checked(&config.zones_dir);
+        let mut problems = zones.problems;
+        check_services(&config, &zones.zones, &zones.unbuilt, &mut problems);
+        let db = open_geo_db(&config, &mut problems);
         if !problems.is_empty() {
+            config::sort_problems(&mut problems, &config.path);
             return Err(Problems(problems));
         }
+        Self::build(config, zones.zones, db, health)
+    }
+
+    /// Builds the snapshot from parts that passed every check.
+    fn build(
+        config: LoadedConfig,
+        mut zones: ZoneSet,
+        dbs: Vec<GeoDb>,
+        health: Arc<HealthRegistry>,
+    ) -> Result<Snapshot, Problems> {
         let regions = build_regions(&config);
         let locator = build_locator(&config, dbs);
         let services = build_services(&config, &regions, &health);
@@ -201,9 +202,78 @@ impl Snapshot {
     }
 }
 
+/// What reading a config with its zones and GeoIP database found: everything that could be
+/// read, and every problem (sorted by file and position, without repeats).
+#[derive(Debug)]
+pub struct Checked {
+    /// The config; with `problems` empty it is whole and served as is.
+    pub config: Option<LoadedConfig>,
+    pub zones: ZoneSet,
+    pub geo_dbs: Vec<GeoDb>,
+    pub problems: Vec<Problem>,
+}
+
+/// Reads the config, the zones and the GeoIP database, each as far as it goes, and makes every
+/// check, so that one run of `meridian check` reports every problem: a broken config does not
+/// hide the zones' problems, nor one bad zone line the next (SPEC "CLI").
+pub fn check(config_path: &Path) -> Checked {
+    let examined = config::examine(config_path);
+    let mut problems = examined.problems.clone();
+    let zones = match &examined.zones_dir {
+        Some(dir) => ZoneSet::load_dir_checked(dir),
+        None => crate::zone::DirLoad::default(),
+    };
+    problems.extend(zones.problems);
+    let mut geo_dbs = Vec::new();
+    if let Some(config) = &examined.config {
+        let mut more = Vec::new();
+        check_services(config, &zones.zones, &zones.unbuilt, &mut more);
+        geo_dbs = open_geo_db(config, &mut more);
+        more.retain(|p| !examined.is_artefact(p));
+        problems.append(&mut more);
+    }
+    config::sort_problems(&mut problems, config_path);
+    Checked {
+        config: examined.config,
+        zones: zones.zones,
+        geo_dbs,
+        problems,
+    }
+}
+
+/// Opens the configured GeoIP database. A file that does not exist is already a config
+/// problem, so it is only opened when it is there.
+fn open_geo_db(config: &LoadedConfig, out: &mut Vec<Problem>) -> Vec<GeoDb> {
+    let Some(key) = config
+        .config
+        .geoip
+        .as_ref()
+        .and_then(|g| g.database.as_ref())
+    else {
+        return Vec::new();
+    };
+    // A missing file is reported by the config's own checks.
+    let paths = config.geoip_databases.iter().filter(|p| p.is_file());
+    paths
+        .filter_map(|path| match GeoDb::open(path) {
+            Ok(db) => Some(db),
+            Err(e) => {
+                out.push(config.problem_at(key.span(), format!("geoip.database: {e}")));
+                None
+            }
+        })
+        .collect()
+}
+
 /// Checks that tie services to zones: a balanced name must lie inside a served zone and must not
-/// also carry static A/AAAA records, which would make its answers ambiguous.
-fn check_services(config: &LoadedConfig, zones: &ZoneSet, out: &mut Vec<Problem>) {
+/// also carry static A/AAAA records, which would make its answers ambiguous. Names inside a zone
+/// file too broken to build are not checked: that file's problems are reported already.
+fn check_services(
+    config: &LoadedConfig,
+    zones: &ZoneSet,
+    unbuilt: &[Name],
+    out: &mut Vec<Problem>,
+) {
     for (i, svc) in config.config.service.iter().enumerate() {
         let s = svc.get_ref();
         let at = |m: String| config.problem_at(s.name.span(), m);
@@ -220,7 +290,18 @@ fn check_services(config: &LoadedConfig, zones: &ZoneSet, out: &mut Vec<Problem>
                 continue;
             }
         };
-        match zones.find_name(&name) {
+        // The zone the name belongs to may be one that could not be built; then a parent
+        // zone that was built says nothing about it.
+        let unbuilt_labels = unbuilt
+            .iter()
+            .filter(|o| o.zone_of(&name))
+            .map(Name::num_labels)
+            .max();
+        let zone = zones.find_name(&name);
+        if unbuilt_labels.is_some_and(|u| zone.is_none_or(|z| z.origin.num_labels() < u)) {
+            continue;
+        }
+        match zone {
             None => out.push(at(format!(
                 "service[{i}].name: `{}` is not inside any zone in the zones folder",
                 s.name.get_ref()

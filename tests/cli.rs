@@ -546,3 +546,267 @@ fn sigterm_under_load_answers_what_it_received_and_exits_0_within_2s() {
     }
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+// ---- `check` reports every problem in one run (SPEC "CLI") ----------------------------------
+
+const ZONE_A: &str = "$TTL 3600
+@    IN SOA ns1 hostmaster 1 7200 900 1209600 300
+@    IN NS  ns1
+ns1  IN A   192.0.2.1
+a    A     1.2.3
+b    AAAA  nope
+c    9z A  192.0.2.1
+t    TXT   \"abc
+d    A     192.0.2.5 )
+ok   A     192.0.2.6
+";
+
+const ZONE_B: &str = "$TTL 3600
+@    IN SOA ns1 hostmaster ( 1 7200 900 1209600 300
+@    IN NS  ns1
+ns1  IN A   192.0.2.1
+www  CNAME x
+www  A     192.0.2.3
+y    MX    ten mail
+sub  NS    ns.sub
+";
+
+/// The problems `check` is expected to find in ZONE_A and ZONE_B, as (file, line, col, start
+/// of message).
+fn zone_problems() -> Vec<(&'static str, usize, usize, &'static str)> {
+    vec![
+        (
+            "zones/a.example.zone",
+            5,
+            12,
+            "`1.2.3` is not an IPv4 address",
+        ),
+        (
+            "zones/a.example.zone",
+            6,
+            12,
+            "`nope` is not an IPv6 address",
+        ),
+        ("zones/a.example.zone", 7, 6, "`9z` is not a TTL"),
+        ("zones/a.example.zone", 8, 12, "unterminated quoted string"),
+        ("zones/a.example.zone", 9, 22, "`)` without a matching `(`"),
+        ("zones/b.example.zone", 2, 28, "`(` is never closed"),
+        (
+            "zones/b.example.zone",
+            5,
+            1,
+            "`www.b.example.` has a CNAME and other data",
+        ),
+        (
+            "zones/b.example.zone",
+            7,
+            12,
+            "MX preference `ten` is not a number",
+        ),
+        (
+            "zones/b.example.zone",
+            8,
+            1,
+            "NS `ns.sub.b.example.` at `sub.b.example.` has no A",
+        ),
+    ]
+}
+
+/// A folder with `meridian.toml` holding `config`, `zones/a.example.zone` and
+/// `zones/b.example.zone` with `zones`' texts, and a GeoIP file that is not a database.
+fn broken_dir(config: &str, zones: [&str; 2]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zdir = dir.path().join("zones");
+    std::fs::create_dir(&zdir).expect("mkdir");
+    std::fs::write(zdir.join("a.example.zone"), zones[0]).expect("write zone");
+    std::fs::write(zdir.join("b.example.zone"), zones[1]).expect("write zone");
+    std::fs::write(dir.path().join("not-a.mmdb"), "not a MaxMind database\n").expect("write");
+    std::fs::copy(
+        repo().join("tests/data/geoip/GeoLite2-Country-Test.mmdb"),
+        dir.path().join("good.mmdb"),
+    )
+    .expect("copy GeoIP database");
+    let path = dir.path().join("meridian.toml");
+    std::fs::write(&path, config).expect("write config");
+    (dir, path)
+}
+
+/// Every stderr line as (file relative to `dir`, line, col, message); fails on any line that
+/// is not `file:line:col: message`.
+fn problems(out: &Output, dir: &Path) -> Vec<(String, usize, usize, String)> {
+    text(&out.stderr)
+        .lines()
+        .map(|l| {
+            let (head, msg) = l.split_once(": ").unwrap_or_else(|| panic!("{l}"));
+            let mut parts = head.rsplitn(3, ':');
+            let col = parts.next().and_then(|c| c.parse().ok());
+            let line = parts.next().and_then(|c| c.parse().ok());
+            let file = parts.next().map(Path::new);
+            let (Some(col), Some(line), Some(file)) = (col, line, file) else {
+                panic!("not file:line:col: message: {l}");
+            };
+            let rel = file.strip_prefix(dir).unwrap_or(file);
+            (rel.display().to_string(), line, col, msg.to_string())
+        })
+        .collect()
+}
+
+/// Compares `got` with (file, line, col, message start) in order, one for one.
+fn assert_problems(got: &[(String, usize, usize, String)], want: &[(&str, usize, usize, &str)]) {
+    let shown = got
+        .iter()
+        .map(|(f, l, c, m)| format!("{f}:{l}:{c}: {m}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(got.len(), want.len(), "got:\n{shown}");
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            (g.0.as_str(), g.1, g.2) == (w.0, w.1, w.2) && g.3.starts_with(w.3),
+            "want {}:{}:{}: {}…\ngot:\n{shown}",
+            w.0,
+            w.1,
+            w.2,
+            w.3
+        );
+    }
+}
+
+#[test]
+fn check_reports_config_zone_and_geoip_problems_together() {
+    let config = "[server]
+listen = [\"127.0.0.1:5300\"]
+zones = \"zones\"
+tcp_idle_timeout = \"soon\"
+
+[geoip]
+database = \"not-a.mmdb\"
+
+[[service]]
+name = \"www.a.example.\"
+policy = \"fastest\"
+endpoints = [{ address = \"192.0.2.10\", region = \"mars\" }]
+";
+    let (dir, path) = broken_dir(config, [ZONE_A, ZONE_B]);
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_no_panic(&out);
+    assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
+    let mut want = vec![
+        ("meridian.toml", 4, 20, "server.tcp_idle_timeout: "),
+        ("meridian.toml", 7, 12, "geoip.database: "),
+        (
+            "meridian.toml",
+            11,
+            10,
+            "service[0].policy: `fastest` is not one of",
+        ),
+        (
+            "meridian.toml",
+            12,
+            49,
+            "service[0].endpoints[0].region: no region `mars`",
+        ),
+    ];
+    want.extend(zone_problems());
+    assert_problems(&problems(&out, dir.path()), &want);
+}
+
+/// A type error stops serde, but not the report: the other sections' type errors, the
+/// semantic checks on what did deserialize, and the zones (found through the raw
+/// `server.zones`) are all reported.
+#[test]
+fn check_reports_past_type_errors() {
+    let config = "[server]
+listen = \"127.0.0.1:5300\"
+zones = \"zones\"
+
+[site]
+id = 7
+
+[[service]]
+name = \"www.a.example.\"
+policy = \"fastest\"
+endpoints = [{ address = \"192.0.2.10\" }]
+";
+    let (dir, path) = broken_dir(config, [ZONE_A, ZONE_B]);
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_no_panic(&out);
+    let mut want = vec![
+        ("meridian.toml", 2, 10, "server.listen: invalid type"),
+        ("meridian.toml", 6, 6, "site.id: invalid type"),
+        ("meridian.toml", 10, 10, "service[0].policy: `fastest`"),
+    ];
+    want.extend(zone_problems());
+    assert_problems(&problems(&out, dir.path()), &want);
+}
+
+#[test]
+fn check_reports_a_toml_syntax_error_with_its_position_and_the_zones() {
+    let config = "[server]
+listen = [\"127.0.0.1:5300\"]
+zones = \"zones\"
+max_udp_payload = = 1232
+";
+    let (dir, path) = broken_dir(config, [ZONE_A, ZONE_B]);
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_no_panic(&out);
+    let got = problems(&out, dir.path());
+    assert!(
+        got.iter()
+            .any(|p| (p.0.as_str(), p.1, p.2) == ("meridian.toml", 4, 19) && p.3.contains('=')),
+        "{got:?}"
+    );
+    let zones: Vec<_> = got.into_iter().filter(|p| p.0 != "meridian.toml").collect();
+    assert_problems(&zones, &zone_problems());
+}
+
+/// The same folder with every problem fixed passes: nothing above was an artefact of the
+/// fuller report.
+#[test]
+fn check_passes_the_fixed_config_and_zones() {
+    let config = "[server]
+listen = [\"127.0.0.1:5300\"]
+zones = \"zones\"
+tcp_idle_timeout = \"5s\"
+
+[geoip]
+database = \"good.mmdb\"
+
+[regions.eu]
+countries = [\"DE\"]
+
+[[service]]
+name = \"www.a.example.\"
+policy = \"geo\"
+endpoints = [{ address = \"192.0.2.10\", region = \"eu\" }]
+";
+    let fixed_a = ZONE_A
+        .lines()
+        .filter(|l| {
+            !["a ", "b ", "c ", "t ", "d "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect::<String>();
+    let fixed_b = "$TTL 3600
+@    IN SOA ns1 hostmaster ( 1 7200 900 1209600 300 )
+@    IN NS  ns1
+ns1  IN A   192.0.2.1
+www  A     192.0.2.3
+y    MX    10 mail
+sub  NS    ns.sub
+ns.sub A   192.0.2.4
+";
+    let (_dir, path) = broken_dir(config, [&fixed_a, fixed_b]);
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("ok (2 zones"),
+        "{}",
+        text(&out.stdout)
+    );
+}

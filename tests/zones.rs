@@ -467,6 +467,68 @@ fn every_problem_is_reported() {
     assert_eq!(lines, want, "{}", out.stderr);
 }
 
+/// A lexical error (unclosed quote or parenthesis, stray `)`) spoils only its own entry: the
+/// lines after it are still read, the zone checks still run, and a second file is reported too.
+#[test]
+fn every_bad_line_of_every_file_and_the_zone_checks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zones = dir.path().join("zones");
+    std::fs::create_dir(&zones).expect("mkdir");
+    let com = format!(
+        "{BASE}t1  TXT \"never closed
+www CNAME host
+www A 192.0.2.2
+x   A 192.0.2.300 )
+o.example.org. A 192.0.2.9
+sub NS ns.sub
+host A 192.0.2.3
+"
+    );
+    let net = "$TTL 3600
+@    SOA ns1 hostmaster ( 1 7200 900 1209600 300
+@    NS  ns1
+ns1  A   not-an-address
+m    MX  ten mail
+";
+    std::fs::write(zones.join("example.com.zone"), com).expect("write");
+    std::fs::write(zones.join("example.net.zone"), net).expect("write");
+    let config = dir.path().join("meridian.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = [\"127.0.0.1:5300\"]\nzones = \"zones\"\n",
+    )
+    .expect("write config");
+    let out = meridian_check(&config);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let got: Vec<(String, usize, usize, String)> =
+        out.stderr.lines().filter_map(split_problem).collect();
+    assert_eq!(got.len(), out.stderr.lines().count(), "{}", out.stderr);
+    let com = zones.join("example.com.zone").display().to_string();
+    let net = zones.join("example.net.zone").display().to_string();
+    let want: Vec<(&str, usize, usize, &str)> = vec![
+        (&com, 5, 9, "unterminated"),
+        (&com, 6, 1, "cname and other data"),
+        (&com, 8, 19, "`)`"),
+        (&com, 9, 1, "outside the zone"),
+        (&com, 10, 1, "ns.sub.example.com"),
+        (&net, 2, 25, "never closed"),
+        (&net, 4, 10, "ipv4"),
+        (&net, 5, 10, "preference"),
+    ];
+    let shown = out.stderr.clone();
+    assert_eq!(got.len(), want.len(), "{shown}");
+    for (g, w) in got.iter().zip(&want) {
+        assert!(
+            (g.0.as_str(), g.1, g.2) == (w.0, w.1, w.2) && g.3.to_lowercase().contains(w.3),
+            "want {}:{}:{}: …{}…\ngot:\n{shown}",
+            w.0,
+            w.1,
+            w.2,
+            w.3
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Agreement with other zone checkers
 

@@ -214,6 +214,23 @@ impl Zone {
         file: &Path,
         records: Vec<ParsedRecord>,
     ) -> Result<Zone, Vec<Problem>> {
+        match Zone::build_checked(origin, file, records, &[]) {
+            (Some(zone), problems) if problems.is_empty() => Ok(zone),
+            (_, problems) => Err(problems),
+        }
+    }
+
+    /// Builds what can be built from the records that were read, making every check. `unread`
+    /// are the file's entries that could not be read: a record *missing* from the zone that
+    /// one of them may have been is not reported again. The zone comes back whenever it has
+    /// an SOA, problems or not, so that `check` can still test services against it.
+    pub fn build_checked(
+        origin: Name,
+        file: &Path,
+        records: Vec<ParsedRecord>,
+        unread: &[parse::Unread],
+    ) -> (Option<Zone>, Vec<Problem>) {
+        let might_be = |name: &Name, t: RecordType| unread.iter().any(|u| u.could_be(name, t));
         let mut problems = Vec::new();
         let origin_key = wire_key(&origin);
         let record_count = records.len();
@@ -335,24 +352,9 @@ impl Zone {
             nodes.insert(key, node);
         }
 
-        let soa = match soa {
-            Some(s) => s,
-            None => {
-                problems.push(Problem::new(
-                    file,
-                    1,
-                    1,
-                    format!("zone {origin} has no SOA record at its apex"),
-                ));
-                return Err(problems);
-            }
-        };
         let apex = nodes.get(&origin_key);
-        let apex_ns: Vec<Record> = apex
-            .and_then(|n| n.rrset(RecordType::NS))
-            .map(|s| s.records.clone())
-            .unwrap_or_default();
-        if apex_ns.is_empty() {
+        let has_apex_ns = apex.is_some_and(|n| n.rrset(RecordType::NS).is_some());
+        if !has_apex_ns && !might_be(&origin, RecordType::NS) {
             let (line, col, f) =
                 first_line
                     .get(&origin_key)
@@ -381,30 +383,20 @@ impl Zone {
         }
 
         // Every NS target inside this zone (in-zone or glue) needs an address.
-        let mut zone = Zone {
-            origin: origin.clone(),
-            file: file.to_path_buf(),
-            nodes,
-            record_count,
-            stats: crate::metrics::zone_stats(&origin),
-            soa_parts: SoaParts::of(&soa.data),
-            negative_ttl: match &soa.data {
-                RData::SOA(s) => soa.ttl.min(s.minimum),
-                _ => soa.ttl,
-            },
-            soa,
-        };
         let mut ns_problems = Vec::new();
-        for (key, node) in &zone.nodes {
+        for (key, node) in &nodes {
             if let Some(ns) = node.rrset(RecordType::NS) {
                 for r in &ns.records {
                     if let RData::NS(target) = &r.data {
                         if origin.zone_of(&target.0) {
-                            let has_addr = zone.node(&target.0).is_some_and(|n| {
+                            let has_addr = nodes.get(&wire_key(&target.0)).is_some_and(|n| {
                                 n.rrset(RecordType::A).is_some()
                                     || n.rrset(RecordType::AAAA).is_some()
                             });
-                            if !has_addr {
+                            if !has_addr
+                                && !might_be(&target.0, RecordType::A)
+                                && !might_be(&target.0, RecordType::AAAA)
+                            {
                                 let (line, col, f) = ns_at
                                     .get(&(key.clone(), wire_key(&target.0)))
                                     .unwrap_or(&first_line[key]);
@@ -425,15 +417,36 @@ impl Zone {
         }
         ns_problems.sort_by_key(|p| (p.line, p.col));
         problems.extend(ns_problems);
+
+        let Some(soa) = soa else {
+            if !might_be(&origin, RecordType::SOA) {
+                problems.push(Problem::new(
+                    file,
+                    1,
+                    1,
+                    format!("zone {origin} has no SOA record at its apex"),
+                ));
+            }
+            return (None, problems);
+        };
+        let mut zone = Zone {
+            origin: origin.clone(),
+            file: file.to_path_buf(),
+            nodes,
+            record_count,
+            stats: crate::metrics::zone_stats(&origin),
+            soa_parts: SoaParts::of(&soa.data),
+            negative_ttl: match &soa.data {
+                RData::SOA(s) => soa.ttl.min(s.minimum),
+                _ => soa.ttl,
+            },
+            soa,
+        };
         // The apex node must not be marked as a cut.
         if let Some(n) = zone.nodes.get_mut(&origin_key) {
             n.cut = false;
         }
-        if problems.is_empty() {
-            Ok(zone)
-        } else {
-            Err(problems)
-        }
+        (Some(zone), problems)
     }
 }
 
@@ -473,17 +486,28 @@ impl ZoneSet {
     /// Loads every `*.zone` file in a folder. The origin is the file name without `.zone`
     /// unless the file sets `$ORIGIN` before its first record.
     pub fn load_dir(dir: &Path) -> Result<ZoneSet, Vec<Problem>> {
-        let mut problems = Vec::new();
-        let mut set = ZoneSet::default();
+        let loaded = ZoneSet::load_dir_checked(dir);
+        if loaded.problems.is_empty() {
+            Ok(loaded.zones)
+        } else {
+            Err(loaded.problems)
+        }
+    }
+
+    /// Reads every zone file of the folder to its end and builds what can be built, collecting
+    /// every problem of every file: `check` reports them all in one run.
+    pub fn load_dir_checked(dir: &Path) -> DirLoad {
+        let mut out = DirLoad::default();
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) => {
-                return Err(vec![Problem::new(
+                out.problems.push(Problem::new(
                     dir,
                     1,
                     1,
                     format!("cannot read zones folder: {e}"),
-                )]);
+                ));
+                return out;
             }
         };
         let mut files: Vec<PathBuf> = entries
@@ -493,57 +517,86 @@ impl ZoneSet {
         files.sort();
         let mut origins: HashMap<WireKey, PathBuf> = HashMap::new();
         for path in files {
-            match load_file(&path) {
-                Ok(zone) => {
-                    let key = wire_key(&zone.origin);
-                    if let Some(prev) = origins.get(&key) {
-                        problems.push(Problem::new(
-                            &path,
-                            1,
-                            1,
-                            format!("zone {} is also defined in {}", zone.origin, prev.display()),
-                        ));
-                        continue;
-                    }
-                    origins.insert(key.clone(), path.clone());
-                    set.zones.insert(key, Arc::new(zone));
+            let (origin, zone, mut problems) = load_file_checked(&path);
+            out.problems.append(&mut problems);
+            let Some(origin) = origin else { continue };
+            let key = wire_key(&origin);
+            if let Some(prev) = origins.get(&key) {
+                out.problems.push(Problem::new(
+                    &path,
+                    1,
+                    1,
+                    format!("zone {origin} is also defined in {}", prev.display()),
+                ));
+                continue;
+            }
+            origins.insert(key.clone(), path.clone());
+            match zone {
+                Some(zone) => {
+                    out.zones.zones.insert(key, Arc::new(zone));
                 }
-                Err(mut p) => problems.append(&mut p),
+                None => out.unbuilt.push(origin),
             }
         }
-        if problems.is_empty() {
-            Ok(set)
-        } else {
-            Err(problems)
-        }
+        out
     }
+}
+
+/// What [`ZoneSet::load_dir_checked`] found.
+#[derive(Debug, Default)]
+pub struct DirLoad {
+    /// The zones that could be built, with or without problems.
+    pub zones: ZoneSet,
+    /// Origins of zone files too broken to build (no SOA, unreadable): names inside them
+    /// cannot be checked against their data.
+    pub unbuilt: Vec<Name>,
+    pub problems: Vec<Problem>,
 }
 
 /// Reads and checks one zone file.
 pub fn load_file(path: &Path) -> Result<Zone, Vec<Problem>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![Problem::new(
-            path,
-            1,
-            1,
-            format!("cannot read zone file: {e}"),
-        )]
-    })?;
+    match load_file_checked(path) {
+        (_, Some(zone), problems) if problems.is_empty() => Ok(zone),
+        (_, _, problems) => Err(problems),
+    }
+}
+
+/// Reads one zone file to its end: its origin (if the file name or `$ORIGIN` gives one), the
+/// zone if one could be built, and every problem.
+fn load_file_checked(path: &Path) -> (Option<Name>, Option<Zone>, Vec<Problem>) {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut origin = Name::from_ascii(&stem).map_err(|e| {
-        vec![Problem::new(
-            path,
-            1,
-            1,
-            format!("file name `{stem}` is not a zone name: {e}"),
-        )]
-    })?;
-    origin.set_fqdn(true);
-    let (origin, records) = parse::parse_zone_file(path, &text, origin)?;
-    Zone::build(origin, path, records)
+    let origin = Name::from_ascii(&stem).map(|mut o| {
+        o.set_fqdn(true);
+        o
+    });
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            let p = Problem::new(path, 1, 1, format!("cannot read zone file: {e}"));
+            return (origin.ok(), None, vec![p]);
+        }
+    };
+    let origin = match origin {
+        Ok(o) => o,
+        Err(e) => {
+            let p = Problem::new(
+                path,
+                1,
+                1,
+                format!("file name `{stem}` is not a zone name: {e}"),
+            );
+            return (None, None, vec![p]);
+        }
+    };
+    let parsed = parse::read_zone_file(path, &text, origin);
+    let mut problems = parsed.problems;
+    let (zone, mut more) =
+        Zone::build_checked(parsed.origin.clone(), path, parsed.records, &parsed.unread);
+    problems.append(&mut more);
+    (Some(parsed.origin), zone, problems)
 }
 
 #[cfg(test)]
@@ -587,6 +640,53 @@ mod tests {
         ));
         assert!(matches!(find(&z, "nope.example.com."), Found::NxDomain));
         assert!(matches!(find(&z, "x.a.b.c.example.com."), Found::NxDomain));
+    }
+
+    /// Reads like `load_file` does: every bad line, then the zone checks on the rest.
+    fn all_problems(text: &str) -> Vec<Problem> {
+        let origin = Name::from_ascii("example.com.").unwrap();
+        let z = parse::read_zone_file(Path::new("t.zone"), text, origin);
+        let mut problems = z.problems;
+        let (_, more) = Zone::build_checked(z.origin, Path::new("t.zone"), z.records, &z.unread);
+        problems.extend(more);
+        problems.sort_by_key(|p| (p.line, p.col));
+        problems
+    }
+
+    #[test]
+    fn zone_checks_run_beside_bad_lines() {
+        let e = all_problems(&format!(
+            "{BASE}bad A 1.2.3\nc CNAME x\nc A 192.0.2.9\nwww.other.org. A 192.0.2.1\n"
+        ));
+        let got: Vec<(usize, bool)> = e
+            .iter()
+            .map(|p| (p.line, p.message.contains("IPv4")))
+            .collect();
+        assert_eq!(got, [(5, true), (6, false), (8, false)], "{e:?}");
+        assert!(e[1].message.contains("CNAME and other data"), "{e:?}");
+        assert!(e[2].message.contains("outside the zone"), "{e:?}");
+        // Without an SOA the other zone checks still run.
+        let e = all_problems("$TTL 1\n@ NS ns1\nns1 A 192.0.2.1\nsub NS ns.sub\n");
+        assert!(e.iter().any(|p| p.message.contains("no SOA")), "{e:?}");
+        assert!(
+            e.iter().any(|p| p.message.contains("no A or AAAA")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_line_is_not_reported_again_as_missing_data() {
+        // The SOA line is bad: "no SOA" would only repeat it.
+        let e = all_problems("$TTL 1\n@ SOA ns1 h 1 2 3 4 x\n@ NS ns1\nns1 A 192.0.2.1\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, 2);
+        // Nor does a bad glue line make its NS "without address".
+        let e = all_problems(&format!("{BASE}sub NS ns.sub\nns.sub A 300.0.0.1\n"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, 6);
+        // A bad line elsewhere does not excuse a missing apex NS.
+        let e = all_problems("$TTL 1\n@ SOA ns1 h 1 2 3 4 5\nns1 A 192.0.2.1\nx A y\n");
+        assert!(e.iter().any(|p| p.message.contains("no NS")), "{e:?}");
     }
 
     #[test]

@@ -39,24 +39,54 @@ struct Entry {
     starts_blank: bool,
     tokens: Vec<Token>,
     line: usize,
+    /// Why the lexer could not read this entry whole; its tokens are what came before.
+    bad: Option<Problem>,
 }
 
 const MAX_INCLUDE_DEPTH: usize = 8;
 
 /// Splits master-file text into entries. Escapes are kept in the token text (names and
 /// character-strings decode them later); quotes are removed and remembered.
-fn lex(text: &str, file: &Path) -> Result<Vec<Entry>, Problem> {
+///
+/// A lexical error spoils only its own entry, which comes back with `bad` set: `check` must
+/// list every bad line of a file, so the lexer picks up again where the next entry most
+/// likely starts instead of giving up on the rest of the file.
+fn lex(text: &str, file: &Path) -> Vec<Entry> {
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
     let mut entries = Vec::new();
+    let mut from_line = 1;
+    while let Some(resume) = lex_from(text, &line_starts, from_line, file, &mut entries) {
+        // Each restart begins past the line where the failed round's trouble started, so this
+        // loop ends.
+        from_line = resume;
+    }
+    entries
+}
+
+/// Lexes from the start of line `first_line` (1-based) to the end, appending entries. Returns
+/// the line to start again from when an error swallowed the rest of the text (an unclosed
+/// quote or parenthesis); the spoiled entry has been appended with `bad` set.
+fn lex_from(
+    text: &str,
+    line_starts: &[usize],
+    first_line: usize,
+    file: &Path,
+    entries: &mut Vec<Entry>,
+) -> Option<usize> {
+    let start = *line_starts.get(first_line - 1)?;
     let mut tokens: Vec<Token> = Vec::new();
     let mut starts_blank = false;
-    let mut entry_line = 1;
+    let mut entry_line = first_line;
     let mut paren_depth = 0usize;
     let mut paren_open_at = (0, 0);
     let mut at_line_start = true;
+    let mut bad: Option<Problem> = None;
 
-    let mut line = 1usize;
+    let mut line = first_line;
     let mut col = 0usize;
-    let mut chars = text.chars().peekable();
+    let mut chars = text[start..].chars().peekable();
     while let Some(c) = chars.next() {
         col += 1;
         if at_line_start && paren_depth == 0 {
@@ -67,11 +97,12 @@ fn lex(text: &str, file: &Path) -> Result<Vec<Entry>, Problem> {
         match c {
             '\n' => {
                 if paren_depth == 0 {
-                    if !tokens.is_empty() {
+                    if !tokens.is_empty() || bad.is_some() {
                         entries.push(Entry {
                             starts_blank,
                             tokens: std::mem::take(&mut tokens),
                             line: entry_line,
+                            bad: bad.take(),
                         });
                     }
                     at_line_start = true;
@@ -80,14 +111,7 @@ fn lex(text: &str, file: &Path) -> Result<Vec<Entry>, Problem> {
                 col = 0;
             }
             ' ' | '\t' | '\r' => {}
-            ';' => {
-                while let Some(&n) = chars.peek() {
-                    if n == '\n' {
-                        break;
-                    }
-                    chars.next();
-                }
-            }
+            ';' => skip_to_eol(&mut chars),
             '(' => {
                 if paren_depth == 0 {
                     paren_open_at = (line, col);
@@ -96,9 +120,13 @@ fn lex(text: &str, file: &Path) -> Result<Vec<Entry>, Problem> {
             }
             ')' => {
                 if paren_depth == 0 {
-                    return Err(Problem::new(file, line, col, "`)` without a matching `(`"));
+                    // The rest of this line belongs to the spoiled entry; the next line is
+                    // read as usual.
+                    bad = Some(Problem::new(file, line, col, "`)` without a matching `(`"));
+                    skip_to_eol(&mut chars);
+                } else {
+                    paren_depth -= 1;
                 }
-                paren_depth -= 1;
             }
             '"' => {
                 let (tl, tc) = (line, col);
@@ -131,7 +159,15 @@ fn lex(text: &str, file: &Path) -> Result<Vec<Entry>, Problem> {
                     }
                 }
                 if !closed {
-                    return Err(Problem::new(file, tl, tc, "unterminated quoted string"));
+                    // The string ran to the end of the file; the line after the opening quote
+                    // is the likeliest start of the next record.
+                    entries.push(Entry {
+                        starts_blank,
+                        tokens,
+                        line: entry_line,
+                        bad: Some(Problem::new(file, tl, tc, "unterminated quoted string")),
+                    });
+                    return Some(tl + 1);
                 }
                 tokens.push(Token {
                     text: s,
@@ -174,21 +210,46 @@ fn lex(text: &str, file: &Path) -> Result<Vec<Entry>, Problem> {
         }
     }
     if paren_depth > 0 {
-        return Err(Problem::new(
-            file,
-            paren_open_at.0,
-            paren_open_at.1,
-            "`(` is never closed",
-        ));
-    }
-    if !tokens.is_empty() {
         entries.push(Entry {
             starts_blank,
             tokens,
             line: entry_line,
+            bad: Some(Problem::new(
+                file,
+                paren_open_at.0,
+                paren_open_at.1,
+                "`(` is never closed",
+            )),
+        });
+        // Lines that start blank after the `(` read as its continuation lines; the next line
+        // that starts with an owner name (or a directive) is where the next entry begins.
+        let resume = (paren_open_at.0 + 1..=line_starts.len()).find(|&l| {
+            let from = line_starts[l - 1];
+            let rest = &text[from..];
+            rest.chars()
+                .next()
+                .is_some_and(|c| !matches!(c, ' ' | '\t' | '\r' | '\n' | ';' | ')'))
+        });
+        return resume;
+    }
+    if !tokens.is_empty() || bad.is_some() {
+        entries.push(Entry {
+            starts_blank,
+            tokens,
+            line: entry_line,
+            bad,
         });
     }
-    Ok(entries)
+    None
+}
+
+fn skip_to_eol(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    while let Some(&n) = chars.peek() {
+        if n == '\n' {
+            break;
+        }
+        chars.next();
+    }
 }
 
 /// Parses a TTL: plain seconds or BIND-style units (1w2d3h4m5s).
@@ -260,8 +321,50 @@ struct Ctx<'a> {
     last_owner: Option<Name>,
     out: &'a mut Vec<ParsedRecord>,
     problems: &'a mut Vec<Problem>,
+    unread: &'a mut Vec<Unread>,
+    /// What the entry being parsed is known to hold so far, for [`Unread`] if it fails.
+    head: Unread,
     depth: usize,
 }
+
+/// An entry that could not be read, and what it is known to have held: the owner and type
+/// when they were read before the error (`None`: could have been anything). The zone checks
+/// that report something *missing* (no SOA, no apex NS, an NS target without address) skip
+/// what such an entry might have supplied, so one bad line is not reported twice.
+#[derive(Debug, Clone, Default)]
+pub struct Unread {
+    pub owner: Option<Name>,
+    pub rtype: Option<RecordType>,
+}
+
+impl Unread {
+    /// Whether this entry might have been a `rtype` record at `name`.
+    pub fn could_be(&self, name: &Name, rtype: RecordType) -> bool {
+        self.owner
+            .as_ref()
+            .is_none_or(|o| o.to_lowercase() == name.to_lowercase())
+            && self.rtype.is_none_or(|t| t == rtype)
+    }
+}
+
+/// Everything read from one zone file, good and bad.
+#[derive(Debug)]
+pub struct ParsedZone {
+    /// The effective origin (see [`parse_zone_file`]).
+    pub origin: Name,
+    pub records: Vec<ParsedRecord>,
+    /// Every bad entry, in file order (an `$INCLUDE`d file's in its place).
+    pub problems: Vec<Problem>,
+    pub unread: Vec<Unread>,
+}
+
+/// More problems than this in one zone file (with its includes) means it is likely not a zone
+/// file at all; listing the rest would bury the other files' problems.
+const MAX_PROBLEMS: usize = 1000;
+
+/// Stands in for a `$TTL` that could not be read, so the records after it are still checked
+/// rather than each reported for the missing TTL. The file is rejected for the `$TTL` anyway.
+const STAND_IN_TTL: u32 = 3600;
 
 /// Reads a zone file. `origin` is the origin the file name implies; `$ORIGIN` before the first
 /// record replaces it. Returns the effective origin and the records, or every problem found.
@@ -270,8 +373,20 @@ pub fn parse_zone_file(
     text: &str,
     origin: Name,
 ) -> Result<(Name, Vec<ParsedRecord>), Vec<Problem>> {
+    let z = read_zone_file(path, text, origin);
+    if z.problems.is_empty() {
+        Ok((z.origin, z.records))
+    } else {
+        Err(z.problems)
+    }
+}
+
+/// Reads a zone file to its end whatever it holds: a bad entry is reported and the reader goes
+/// on with the next one, so one run lists every bad line (SPEC "CLI": `check`).
+pub fn read_zone_file(path: &Path, text: &str, origin: Name) -> ParsedZone {
     let mut out = Vec::new();
     let mut problems = Vec::new();
+    let mut unread = Vec::new();
     let mut apex = None;
     {
         let mut cx = Ctx {
@@ -282,6 +397,8 @@ pub fn parse_zone_file(
             last_owner: None,
             out: &mut out,
             problems: &mut problems,
+            unread: &mut unread,
+            head: Unread::default(),
             depth: 0,
         };
         parse_text(&mut cx, text, &mut apex);
@@ -289,30 +406,66 @@ pub fn parse_zone_file(
             apex = Some(cx.origin.clone());
         }
     }
-    if problems.is_empty() {
-        Ok((apex.unwrap_or_else(Name::root), out))
-    } else {
-        Err(problems)
+    ParsedZone {
+        origin: apex.unwrap_or_else(Name::root),
+        records: out,
+        problems,
+        unread,
     }
 }
 
 /// `apex` is fixed by the first record: a later `$ORIGIN` only changes relative names.
 fn parse_text(cx: &mut Ctx<'_>, text: &str, apex: &mut Option<Name>) {
-    let entries = match lex(text, cx.file) {
-        Ok(e) => e,
-        Err(p) => {
+    for mut entry in lex(text, cx.file) {
+        if let Some(p) = entry.bad.take() {
             cx.problems.push(p);
-            return;
+            let head = head_of(cx, &entry);
+            if head.owner.is_some() {
+                cx.last_owner = head.owner.clone();
+            }
+            cx.unread.push(head);
+        } else {
+            cx.head = Unread::default();
+            if let Err(p) = parse_entry(cx, &entry, apex) {
+                cx.problems.push(p);
+                cx.unread.push(cx.head.clone());
+            }
         }
-    };
-    for entry in entries {
-        if let Err(p) = parse_entry(cx, &entry, apex) {
-            cx.problems.push(p);
-        }
-        if cx.problems.len() >= 100 {
+        if cx.problems.len() >= MAX_PROBLEMS {
+            // The problems list is shared with the including file, which stops too without
+            // repeating the note.
+            if cx.problems.len() == MAX_PROBLEMS {
+                let line = cx.problems.last().map_or(1, |p| p.line);
+                cx.problems.push(Problem::new(
+                    cx.file,
+                    line,
+                    1,
+                    format!("{MAX_PROBLEMS} problems; the rest of this file was not read"),
+                ));
+                cx.unread.push(Unread::default());
+            }
             return;
         }
     }
+}
+
+/// The owner and type of an entry the lexer could not read whole, as far as its tokens show.
+fn head_of(cx: &Ctx<'_>, e: &Entry) -> Unread {
+    let mut toks = e.tokens.iter();
+    let owner = if e.starts_blank {
+        cx.last_owner.clone()
+    } else {
+        match toks.next() {
+            Some(t) if t.text.starts_with('$') && !t.quoted => return Unread::default(),
+            Some(t) => parse_name(cx, t, "owner").ok(),
+            None => None,
+        }
+    };
+    let rtype = toks
+        .map(|t| t.text.to_ascii_uppercase())
+        .find(|t| !t.as_bytes().first().is_some_and(u8::is_ascii_digit) && t != "IN")
+        .and_then(|t| parse_type(&t));
+    Unread { owner, rtype }
 }
 
 fn parse_name(cx: &Ctx<'_>, tok: &Token, what: &str) -> Result<Name, Problem> {
@@ -332,6 +485,9 @@ fn parse_entry(cx: &mut Ctx<'_>, e: &Entry, apex: &mut Option<Name>) -> Result<(
     let at = |t: &Token, m: String| Problem::new(file, t.line, t.col, m);
 
     if !e.starts_blank && first.text.starts_with('$') && !first.quoted {
+        // A directive that fails leaves the records around it uncertain (a wrong origin, an
+        // included file never read): it may have stood for anything.
+        cx.head = Unread::default();
         let arg = e.tokens.get(1);
         match first.text.to_ascii_uppercase().as_str() {
             "$ORIGIN" => {
@@ -341,13 +497,17 @@ fn parse_entry(cx: &mut Ctx<'_>, e: &Entry, apex: &mut Option<Name>) -> Result<(
                 n.set_fqdn(true);
                 cx.origin = n;
             }
-            "$TTL" => {
-                let arg = arg.ok_or_else(|| at(first, "$TTL needs a value".into()))?;
-                cx.default_ttl = Some(
-                    parse_ttl(&arg.text)
-                        .ok_or_else(|| at(arg, format!("$TTL `{}` is not a TTL", arg.text)))?,
-                );
-            }
+            "$TTL" => match arg.map(|a| (a, parse_ttl(&a.text))) {
+                Some((_, Some(t))) => cx.default_ttl = Some(t),
+                Some((a, None)) => {
+                    cx.default_ttl = Some(STAND_IN_TTL);
+                    return Err(at(a, format!("$TTL `{}` is not a TTL", a.text)));
+                }
+                None => {
+                    cx.default_ttl = Some(STAND_IN_TTL);
+                    return Err(at(first, "$TTL needs a value".into()));
+                }
+            },
             "$INCLUDE" => {
                 let arg = arg.ok_or_else(|| at(first, "$INCLUDE needs a file name".into()))?;
                 if cx.depth >= MAX_INCLUDE_DEPTH {
@@ -374,6 +534,8 @@ fn parse_entry(cx: &mut Ctx<'_>, e: &Entry, apex: &mut Option<Name>) -> Result<(
                     last_owner: cx.last_owner.clone(),
                     out: cx.out,
                     problems: cx.problems,
+                    unread: cx.unread,
+                    head: Unread::default(),
                     depth: cx.depth + 1,
                 };
                 parse_text(&mut sub, &text, apex);
@@ -397,6 +559,7 @@ fn parse_entry(cx: &mut Ctx<'_>, e: &Entry, apex: &mut Option<Name>) -> Result<(
         i = 1;
         parse_name(cx, first, "owner")?
     };
+    cx.head.owner = Some(owner.clone());
     if apex.is_none() {
         *apex = Some(cx.origin.clone());
     }
@@ -436,6 +599,7 @@ fn parse_entry(cx: &mut Ctx<'_>, e: &Entry, apex: &mut Option<Name>) -> Result<(
         }
         rtype =
             parse_type(&upper).ok_or_else(|| at(t, format!("unknown record type `{}`", t.text)))?;
+        cx.head.rtype = Some(rtype);
         break;
     }
     let type_tok = &e.tokens[i - 1];
@@ -849,6 +1013,56 @@ mod tests {
         assert_eq!(recs[0].record.ttl, 93600);
         assert_eq!(parse_ttl("1w"), Some(604800));
         assert_eq!(parse_ttl("5x"), None);
+    }
+
+    fn lines(errs: &[Problem]) -> Vec<usize> {
+        errs.iter().map(|p| p.line).collect()
+    }
+
+    #[test]
+    fn lexical_errors_spoil_only_their_entry() {
+        let z = read_zone_file(
+            Path::new("t.zone"),
+            "$TTL 60\nt TXT \"abc\nok A 192.0.2.1\nx A 192.0.2.2 )\ny A 192.0.2.3\n",
+            Name::from_ascii("example.com.").unwrap(),
+        );
+        assert_eq!(lines(&z.problems), vec![2, 4], "{:?}", z.problems);
+        assert!(z.problems[0].message.contains("unterminated"));
+        assert!(z.problems[1].message.contains("`)`"));
+        let owners: Vec<String> = z
+            .records
+            .iter()
+            .map(|r| r.record.name.to_string())
+            .collect();
+        assert_eq!(owners, ["ok.example.com.", "y.example.com."]);
+        // What the spoiled entries were is kept, for the zone checks.
+        assert_eq!(z.unread.len(), 2);
+        assert_eq!(z.unread[0].rtype, Some(RecordType::TXT));
+        assert_eq!(z.unread[1].rtype, Some(RecordType::A));
+    }
+
+    #[test]
+    fn unclosed_paren_resumes_at_the_next_owner() {
+        let z = read_zone_file(
+            Path::new("t.zone"),
+            "$TTL 60\n@ SOA a b ( 1\n  2 3 4 5\n\n; note\nns A 192.0.2.1\nbad A x\n",
+            Name::from_ascii("example.com.").unwrap(),
+        );
+        assert_eq!(lines(&z.problems), vec![2, 7], "{:?}", z.problems);
+        assert_eq!(z.records.len(), 1);
+        assert_eq!(z.records[0].line, 6);
+        assert_eq!(z.unread[0].rtype, Some(RecordType::SOA));
+    }
+
+    #[test]
+    fn a_bad_ttl_directive_does_not_spoil_the_records_after_it() {
+        let z = read_zone_file(
+            Path::new("t.zone"),
+            "$TTL soon\na A 192.0.2.1\nb A 192.0.2.300\n",
+            Name::from_ascii("example.com.").unwrap(),
+        );
+        assert_eq!(lines(&z.problems), vec![1, 3], "{:?}", z.problems);
+        assert_eq!(z.records.len(), 1);
     }
 
     #[test]
