@@ -91,8 +91,11 @@ impl Slots {
         })
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+    /// Nanoseconds since the table was made: fine enough that connections answered one
+    /// after another never tie (with milliseconds they did, and the pick among ties was the
+    /// hash map's order, not the oldest).
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -112,7 +115,7 @@ impl Slots {
             let victim = t
                 .open
                 .iter()
-                .min_by_key(|(_, e)| e.idle_since.load(Ordering::Relaxed))
+                .min_by_key(|(id, e)| (e.idle_since.load(Ordering::Relaxed), **id))
                 .map(|(id, _)| *id);
             if let Some(e) = victim.and_then(|id| t.open.remove(&id)) {
                 release(&mut t, e.ip);
@@ -123,7 +126,7 @@ impl Slots {
         }
         let id = t.next_id;
         t.next_id += 1;
-        let idle_since = Arc::new(AtomicU64::new(self.now_ms()));
+        let idle_since = Arc::new(AtomicU64::new(self.now()));
         let evict = Arc::new(Notify::new());
         t.open.insert(
             id,
@@ -161,8 +164,7 @@ fn release(t: &mut Table, ip: IpAddr) {
 impl Slot {
     /// The connection starts waiting for its next query now.
     fn touch(&self) {
-        self.idle_since
-            .store(self.slots.now_ms(), Ordering::Relaxed);
+        self.idle_since.store(self.slots.now(), Ordering::Relaxed);
     }
 }
 
@@ -261,7 +263,6 @@ async fn serve(
                 *snap.config.config.server.tcp_max_queries.get_ref(),
             )
         };
-        slot.touch();
         let mut deadline = Instant::now() + idle;
         if stopping {
             deadline = deadline.min(Instant::now() + STOP_GRACE);
@@ -312,6 +313,9 @@ async fn serve(
             out.clear();
             out.extend_from_slice(&(resp.len() as u16).to_be_bytes());
             out.extend_from_slice(&resp);
+            // Idle from here on, stamped before the client can see the answer: a client that
+            // reads it and opens another connection must find this one the idler of the two.
+            slot.touch();
             match tokio::time::timeout(idle, stream.write_all(&out)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Ok(End::Eof),
