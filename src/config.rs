@@ -79,6 +79,8 @@ pub struct Config {
     pub regions: BTreeMap<String, Spanned<RegionConfig>>,
     #[serde(default)]
     pub service: Vec<Spanned<ServiceConfig>>,
+    /// `[anycast]`: schema and checks in [`crate::anycast::config`].
+    pub anycast: Option<crate::anycast::config::AnycastConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,6 +240,8 @@ pub struct LoadedConfig {
     pub zones_dir: PathBuf,
     pub geoip_database: Option<PathBuf>,
     pub tcp_idle_timeout: Duration,
+    /// `[anycast]` after its checks; `None` without the table.
+    pub anycast: Option<crate::anycast::config::Settings>,
 }
 
 impl LoadedConfig {
@@ -330,6 +334,7 @@ pub fn parse(path: &Path, text: String) -> Result<LoadedConfig, Problems> {
         text,
         listen: Vec::new(),
         tcp_idle_timeout: Duration::from_secs(10),
+        anycast: None,
         config,
     };
     let mut problems = Vec::new();
@@ -575,6 +580,10 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
                 ));
             }
         }
+    }
+
+    if let Some(a) = &c.anycast {
+        lc.anycast = crate::anycast::config::check(a, &path, &at, out);
     }
 
     let mut seen_services = std::collections::HashSet::new();
