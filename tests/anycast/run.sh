@@ -14,7 +14,8 @@
 #
 # Needs root, ip netns, bird/birdc, exabgp, python3. Skips LOUDLY (exit 0) only when network
 # namespaces cannot be made. Prints "anycast: N passed, N failed" last; exit 1 on any failure.
-# MERIDIAN=path overrides the binary (default: target/debug/meridian, built if missing).
+# MERIDIAN=path overrides the binary (default: target/debug/meridian, built first). KEEP=1 keeps
+# the logs (they are kept anyway when a check fails).
 set -uo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -76,9 +77,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-MERIDIAN="${MERIDIAN:-$ROOT/target/debug/meridian}"
-if [ ! -x "$MERIDIAN" ]; then
+if [ -z "${MERIDIAN:-}" ]; then
+  # The debug build: the same one `cargo test` makes, so CI compiles nothing twice.
   (cd "$ROOT" && cargo build --locked --quiet --bin meridian) || { fail "cargo build"; finish; }
+  MERIDIAN="$ROOT/target/debug/meridian"
 fi
 
 echo "== anycast: topology in $W"
