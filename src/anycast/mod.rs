@@ -287,6 +287,7 @@ impl Runner {
         let mut next_check = Instant::now();
         let mut next_assert = Instant::now() + s.interval;
         let mut acks = Vec::new();
+        let mut seen_generation = self.shared.load().generation;
         loop {
             let now = Instant::now();
             let wait = next_check
@@ -314,6 +315,15 @@ impl Runner {
             let now = Instant::now();
             if !inputs.shutdown && now >= next_check {
                 let snap = self.shared.load_full();
+                if snap.generation != seen_generation {
+                    seen_generation = snap.generation;
+                    if snap.config.anycast.as_ref() != Some(&s) {
+                        tracing::warn!(
+                            generation = snap.generation,
+                            "anycast: [anycast] changed; the new settings take effect after a restart"
+                        );
+                    }
+                }
                 let check = checker.run(&snap, &self.listen, s.require);
                 machine.record(&check);
                 let (ok, detail) = match &check {
