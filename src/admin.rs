@@ -6,6 +6,7 @@
 //! | `GET /metrics` | Prometheus / OpenMetrics text ([`crate::metrics`]) |
 //! | `POST /api/v1/drain`, `/api/v1/undrain` | `{"service", "endpoint"}` or `{"region"}` (optionally with `"service"`) |
 //! | `POST /api/v1/reload` | same as SIGHUP ([`crate::reload`]) |
+//! | `POST /api/v1/anycast/withdraw`, `/announce` | manual withdraw and its end ([`crate::anycast`]) |
 //!
 //! Mutating calls need `Authorization: Bearer TOKEN`, compared in constant time. The token in
 //! force is `admin.token` of the config being served, so a reload can rotate it; without one
@@ -264,6 +265,8 @@ fn router(state: St) -> Router {
         .route("/api/v1/drain", post(drain))
         .route("/api/v1/undrain", post(undrain))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/anycast/withdraw", post(anycast_withdraw))
+        .route("/api/v1/anycast/announce", post(anycast_announce))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path") })
         .with_state(state)
 }
@@ -350,6 +353,7 @@ async fn status(State(st): State<St>) -> Json<Value> {
         "last_reload": last_reload,
         "zones": zones,
         "services": services,
+        "anycast": crate::anycast::current().map(|a| a.status_json()),
     }))
 }
 
@@ -535,6 +539,34 @@ async fn reload(State(st): State<St>, headers: HeaderMap) -> Response {
             (code, Json(json!({ "ok": false, "error": e.message() }))).into_response()
         }
     }
+}
+
+async fn anycast_withdraw(State(st): State<St>, headers: HeaderMap) -> Response {
+    anycast_manual(&st, &headers, true).await
+}
+
+async fn anycast_announce(State(st): State<St>, headers: HeaderMap) -> Response {
+    anycast_manual(&st, &headers, false).await
+}
+
+/// Manual withdraw (`true`) or its end; answers with the `anycast` object of `/status`.
+async fn anycast_manual(st: &AdminState, headers: &HeaderMap, withdraw: bool) -> Response {
+    if let Some(r) = refuse(st, headers) {
+        return r;
+    }
+    let Some(a) = crate::anycast::current() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this server has no [anycast] section",
+        );
+    };
+    if !a.manual(withdraw).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the anycast controller did not answer (shutting down?)",
+        );
+    }
+    Json(a.status_json()).into_response()
 }
 
 #[cfg(test)]

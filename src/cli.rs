@@ -242,6 +242,23 @@ fn serve(path: &Path) -> i32 {
                 }
             },
         };
+        // [anycast]: withdrawn at start, announced after `rise` good self-checks.
+        let anycast = match shared.load().config.anycast.clone() {
+            None => None,
+            Some(settings) => {
+                match crate::anycast::start(shared.clone(), handle.addrs.clone(), settings) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        eprintln!("meridian: {e}");
+                        if let Some(a) = admin {
+                            a.shutdown().await;
+                        }
+                        handle.shutdown().await;
+                        return EXIT_RUNTIME;
+                    }
+                }
+            }
+        };
         // Probes run on their own thread at a lower CPU priority: with thousands of endpoints
         // they must not delay DNS answers on a busy core ("probes never block answering").
         let prober_rt = match tokio::runtime::Builder::new_multi_thread()
@@ -275,6 +292,10 @@ fn serve(path: &Path) -> i32 {
         };
         tracing::info!(zones, generation, config = %config_path.display(), "serving");
         wait_for_signals(&reloader).await;
+        if let Some(a) = &anycast {
+            // The route goes first; answering stops shutdown_grace later.
+            a.shutdown().await;
+        }
         tracing::info!("shutting down");
         prober.shutdown();
         prober_rt.shutdown_background();

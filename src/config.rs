@@ -79,6 +79,8 @@ pub struct Config {
     pub regions: BTreeMap<String, Spanned<RegionConfig>>,
     #[serde(default)]
     pub service: Vec<Spanned<ServiceConfig>>,
+    /// `[anycast]`: schema and checks in [`crate::anycast::config`].
+    pub anycast: Option<crate::anycast::config::AnycastConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -263,6 +265,8 @@ pub struct LoadedConfig {
     /// `[geoip] database` resolved against the config's folder, in the order given.
     pub geoip_databases: Vec<PathBuf>,
     pub tcp_idle_timeout: Duration,
+    /// `[anycast]` after its checks; `None` without the table.
+    pub anycast: Option<crate::anycast::config::Settings>,
 }
 
 impl LoadedConfig {
@@ -506,6 +510,7 @@ pub fn examine_text(path: &Path, text: String) -> Examined {
         text,
         listen: Vec::new(),
         tcp_idle_timeout: Duration::from_secs(10),
+        anycast: None,
         config,
     };
     let mut examined = Examined {
@@ -935,6 +940,10 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
                 ));
             }
         }
+    }
+
+    if let Some(a) = &c.anycast {
+        lc.anycast = crate::anycast::config::check(a, &path, &at, out);
     }
 
     let mut seen_services = std::collections::HashSet::new();

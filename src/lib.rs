@@ -19,9 +19,11 @@
 //! | [`metrics`] | Prometheus counters (lock-free on the query path) and their exposition |
 //! | [`reload`] | SIGHUP / API reloads: rebuild off the query path, swap, record the result |
 //! | [`admin`] | the admin HTTP API: status, metrics, drain, reload |
+//! | [`anycast`] | BGP announce/withdraw of the site's prefixes by self-check (BIRD, ExaBGP) |
 //! | [`cli`] | the `meridian` command line |
 
 pub mod admin;
+pub mod anycast;
 pub mod cli;
 pub mod config;
 pub mod dns;

@@ -691,6 +691,26 @@ impl Collector for SnapshotCollector {
             "When the config was last loaded successfully (Unix time).",
             gauge(last_ok),
         )?;
+
+        // Anycast (SPEC "Anycast"), when configured.
+        if let Some(a) = crate::anycast::current() {
+            let (announced, transitions) = a.metrics_view();
+            single(
+                &mut enc,
+                "meridian_anycast_announced",
+                "1 while this site announces its anycast prefixes, 0 while withdrawn.",
+                flag(announced),
+            )?;
+            family(
+                &mut enc,
+                "meridian_anycast_transitions",
+                "Anycast state changes, by the state entered and why.",
+                MetricType::Counter,
+                transitions.iter().map(|&(to, reason, n)| {
+                    (vec![("to", to), ("reason", reason)], ConstCounter::new(n))
+                }),
+            )?;
+        }
         Ok(())
     }
 }
