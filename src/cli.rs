@@ -197,6 +197,8 @@ fn serve(path: &Path) -> i32 {
         Some(s) => s,
         None => return EXIT_INVALID,
     };
+    // Before anything answers: a drained endpoint must not be served after a restart.
+    crate::health::drains::restore_at_start(&snap);
     let settings = ListenSettings::from_config(&snap.config);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
