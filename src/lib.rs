@@ -20,10 +20,12 @@
 //! | [`reload`] | SIGHUP / API reloads: rebuild off the query path, swap, record the result |
 //! | [`admin`] | the admin HTTP API: status, metrics, drain, reload |
 //! | [`cli`] | the `meridian` command line |
+//! | [`ctl`] | `status`, `drain`, `undrain`, `reload`, `explain --live`: the admin API from the shell |
 
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod dns;
 pub mod explain;
 pub mod fast;
