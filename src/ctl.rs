@@ -189,7 +189,10 @@ fn run(cmd: &str, f: impl std::future::Future<Output = Result<(), Failure>>) -> 
     match rt.block_on(f) {
         Ok(()) => EXIT_OK,
         Err(f) => {
-            eprintln!("meridian {cmd}: {}", f.message);
+            // An empty message: the command has said what went wrong already.
+            if !f.message.is_empty() {
+                eprintln!("meridian {cmd}: {}", f.message);
+            }
             f.code
         }
     }
@@ -369,7 +372,7 @@ pub fn reload(args: ReloadArgs) -> i32 {
             for line in error_text(&text).lines() {
                 eprintln!("{line}");
             }
-            return Err(invalid("rejected"));
+            return Err(invalid(""));
         }
         if !(200..300).contains(&code) {
             return Err(refused(code, &text));
@@ -689,7 +692,15 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
         let last = match e.get("last_probe").filter(|p| !p.is_null()) {
             Some(p) => {
                 let at = p["at"].as_str().unwrap_or("?");
-                format!("{} {}", p["reason"].as_str().unwrap_or("?"), ago(at, now))
+                // A long reason (a connect error's OS text) would stretch every row;
+                // `--json` has it whole.
+                let reason = p["reason"].as_str().unwrap_or("?");
+                let short: String = if reason.chars().count() > 24 {
+                    reason.chars().take(23).chain(['…']).collect()
+                } else {
+                    reason.to_string()
+                };
+                format!("{short} {}", ago(at, now))
             }
             None if probed => "not yet".into(),
             None => "no check".into(),
