@@ -812,3 +812,21 @@ endpoints = [
     )["last_probe"]
         .is_null()));
 }
+
+#[test]
+fn state_dir_is_a_config_key_and_holds_the_drains() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let config = plain_config(false).replace(
+        "udp_sockets = 1\n",
+        "udp_sockets = 1\nstate_dir = \"var/meridian\"\n",
+    );
+    std::fs::create_dir_all(dir.join("zones")).expect("mkdir");
+    let _s = Server::start(dir, &config);
+    let out = ctl(dir, &["check"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let out = ctl(dir, &["drain", "--region", "us-east"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    assert!(dir.join("var/meridian/drains.json").is_file());
+    assert!(!dir.join("state").exists());
+}
