@@ -7,6 +7,7 @@
 //! | `POST /api/v1/drain`, `/api/v1/undrain` | `{"service", "endpoint"}` or `{"region"}` (optionally with `"service"`) |
 //! | `POST /api/v1/reload` | same as SIGHUP ([`crate::reload`]) |
 //! | `POST /api/v1/anycast/withdraw`, `/announce` | manual withdraw and its end ([`crate::anycast`]) |
+//! | `GET /api/v1/explain` | `meridian explain --json` computed live ([`crate::explain::live`]) |
 //!
 //! Mutating calls need `Authorization: Bearer TOKEN`, compared in constant time. The token in
 //! force is `admin.token` of the config being served, so a reload can rotate it; without one
@@ -267,6 +268,7 @@ fn router(state: St) -> Router {
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/anycast/withdraw", post(anycast_withdraw))
         .route("/api/v1/anycast/announce", post(anycast_announce))
+        .route("/api/v1/explain", get(explain_live))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path") })
         .with_state(state)
 }
@@ -354,7 +356,27 @@ async fn status(State(st): State<St>) -> Json<Value> {
         "zones": zones,
         "services": services,
         "anycast": crate::anycast::current().map(|a| a.status_json()),
+        "drains": snap.health.drains.rules(),
     }))
+}
+
+/// `GET /api/v1/explain?name=N&type=A&client=IP&ecs=CIDR[&format=text]`: `meridian explain`
+/// computed on the served snapshot, with its live health, drains and RTTs. Read-only, so no
+/// token, like `/status`.
+async fn explain_live(State(st): State<St>, uri: axum::http::Uri) -> Response {
+    let snap = st.reloader.shared().load_full();
+    match crate::explain::live(&snap, uri.query().unwrap_or("")) {
+        Ok(crate::explain::Live::Json(v)) => Json(v).into_response(),
+        Ok(crate::explain::Live::Text(t)) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            )],
+            t,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
 }
 
 async fn metrics_text(State(st): State<St>) -> Response {
@@ -498,7 +520,6 @@ fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained: bool)
             {
                 continue;
             }
-            e.state.set_drained(drained);
             matched.push(json!({
                 "service": name,
                 "endpoint": e.addr.to_string(),
@@ -513,6 +534,23 @@ fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained: bool)
         };
         return error(StatusCode::NOT_FOUND, what);
     }
+    // Stored as the rule asked for (a region drain covers endpoints added to it later) and
+    // written to state_dir, so it survives restarts (crate::health::drains).
+    let scope = crate::health::drains::Scope {
+        service,
+        endpoint,
+        region: region.map(|_| target.region.clone().unwrap_or_default()),
+    };
+    let saved = snap.health.drains.change(
+        scope,
+        drained,
+        &snap.services,
+        &snap.regions,
+        &snap.config.state_dir(),
+    );
+    if let Err(e) = &saved {
+        tracing::warn!("drain applied but will not survive a restart: {e}");
+    }
     tracing::info!(
         service = target.service.as_deref().unwrap_or("*"),
         endpoint = target.endpoint.as_deref().unwrap_or("*"),
@@ -521,8 +559,16 @@ fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained: bool)
         "{}",
         if drained { "drained" } else { "undrained" }
     );
-    Json(json!({ "drained": drained, "count": matched.len(), "endpoints": matched }))
-        .into_response()
+    let mut body = json!({
+        "drained": drained,
+        "count": matched.len(),
+        "endpoints": matched,
+        "persisted": saved.is_ok(),
+    });
+    if let Err(e) = saved {
+        body["warning"] = json!(format!("not saved, lost at restart: {e}"));
+    }
+    Json(body).into_response()
 }
 
 async fn reload(State(st): State<St>, headers: HeaderMap) -> Response {

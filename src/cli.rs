@@ -1,5 +1,6 @@
-//! The `meridian` command line: `serve` and `check`, with the exit codes of the SPEC
-//! (0 ok, 1 invalid input, 2 runtime failure).
+//! The `meridian` command line: `serve`, `check` and `explain`, with the exit codes of the
+//! SPEC (0 ok, 1 invalid input, 2 runtime failure). The commands that talk to a running
+//! server (`status`, `drain`, `undrain`, `reload`, `explain --live`) live in [`crate::ctl`].
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -61,7 +62,21 @@ enum Command {
         json: bool,
         #[arg(long, default_value = "config/meridian.toml")]
         config: PathBuf,
+        /// Ask the running server: its real health, drain and RTT state.
+        #[arg(long, conflicts_with = "down")]
+        live: bool,
+        /// With --live: admin API URL [default: [admin].listen of --config]
+        #[arg(long, value_name = "URL", requires = "live")]
+        admin: Option<String>,
     },
+    /// Show the live state of a running server: services, regions, endpoints, drains.
+    Status(crate::ctl::StatusArgs),
+    /// Take an endpoint or a region out of answers until undrained (kept across restarts).
+    Drain(crate::ctl::DrainArgs),
+    /// Put a drained endpoint or region back into answers.
+    Undrain(crate::ctl::DrainArgs),
+    /// Reload the running server's config, zones and GeoIP data (as SIGHUP).
+    Reload(crate::ctl::ReloadArgs),
 }
 
 pub fn main() -> i32 {
@@ -85,10 +100,35 @@ pub fn main() -> i32 {
             rtype,
             client,
             ecs,
+            json,
+            config,
+            live: true,
+            admin,
+            ..
+        } => crate::ctl::explain_live(
+            crate::ctl::Admin { admin, config },
+            crate::ctl::LiveQuery {
+                name,
+                rtype,
+                client,
+                ecs,
+                json,
+            },
+        ),
+        Command::Explain {
+            name,
+            rtype,
+            client,
+            ecs,
             down,
             json,
             config,
+            ..
         } => explain(&config, name, &rtype, client, ecs, down, json),
+        Command::Status(a) => crate::ctl::status(a),
+        Command::Drain(a) => crate::ctl::drain(a, true),
+        Command::Undrain(a) => crate::ctl::drain(a, false),
+        Command::Reload(a) => crate::ctl::reload(a),
     }
 }
 
@@ -197,6 +237,8 @@ fn serve(path: &Path) -> i32 {
         Some(s) => s,
         None => return EXIT_INVALID,
     };
+    // Before anything answers: a drained endpoint must not be served after a restart.
+    crate::health::drains::restore_at_start(&snap);
     let settings = ListenSettings::from_config(&snap.config);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

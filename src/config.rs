@@ -108,6 +108,9 @@ pub struct ServerConfig {
     /// UDP sockets (SO_REUSEPORT) per listen address; 0 = one per CPU.
     #[serde(default)]
     pub udp_sockets: usize,
+    /// Folder for state that must outlive the process (drains); default `state/` beside the
+    /// config file. See [`LoadedConfig::state_dir`].
+    pub state_dir: Option<Spanned<String>>,
 }
 
 fn default_max_udp_payload() -> Spanned<u16> {
@@ -270,6 +273,18 @@ pub struct LoadedConfig {
 }
 
 impl LoadedConfig {
+    /// `[server] state_dir` resolved against the config's folder; `state/` beside the config
+    /// file when it is not set (SPEC "Drains survive restarts").
+    pub fn state_dir(&self) -> PathBuf {
+        let dir = self
+            .config
+            .server
+            .state_dir
+            .as_ref()
+            .map(|d| d.get_ref().as_str());
+        resolve(&self.path, dir.filter(|d| !d.is_empty()).unwrap_or("state"))
+    }
+
     /// Turns a byte span of the config text into a problem at its line and column.
     pub fn problem_at(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> Problem {
         let (line, col) = line_col(&self.text, span.start);

@@ -1,8 +1,13 @@
 //! `meridian explain`: the answer a query would get and the whole decision behind it, computed
 //! by the same request handler that serves queries, without serving. `--down` marks endpoints
 //! (by address) or whole regions down in this private snapshot only.
+//!
+//! [`live`] is the same on the served snapshot, for `GET /api/v1/explain` and
+//! `meridian explain --live`: the answer with the server's real health, drains and RTTs. It
+//! never marks anything down (that would change what the server answers).
 
 use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
@@ -20,6 +25,70 @@ pub struct Request {
     pub client: IpAddr,
     pub ecs: Option<(IpAddr, u8)>,
     pub down: Vec<String>,
+}
+
+/// What [`live`] returns: the JSON of `explain --json`, or (`format=text`) the text.
+#[derive(Debug)]
+pub enum Live {
+    Json(Value),
+    Text(String),
+}
+
+/// Explains a query given as URL query parameters (`name`, `type` = A, `client` = 127.0.0.1,
+/// `ecs`, `format` = json | text) against `snap`. Errors are for the requester: a missing
+/// name, a parameter that does not parse or is unknown.
+pub fn live(snap: &Snapshot, query: &str) -> Result<Live, String> {
+    // The url crate (through reqwest) does the percent-decoding of `a=b&c=d`.
+    let url = reqwest::Url::parse(&format!("http://x/?{query}"))
+        .map_err(|e| format!("query string: {e}"))?;
+    let (mut name, mut rtype, mut client, mut ecs, mut text) =
+        (None, RecordType::A, None, None, false);
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "name" => name = Some(v.into_owned()),
+            "type" => {
+                rtype = RecordType::from_str(&v.to_ascii_uppercase())
+                    .map_err(|_| format!("type `{v}` is not a record type"))?
+            }
+            "client" => {
+                client = Some(
+                    v.parse::<IpAddr>()
+                        .map_err(|_| format!("client `{v}` is not an IP address"))?,
+                )
+            }
+            "ecs" if v.is_empty() => {}
+            "ecs" => {
+                ecs = Some(
+                    crate::config::parse_cidr(&v)
+                        .ok_or_else(|| format!("ecs `{v}` is not a network like 81.2.69.0/24"))?,
+                )
+            }
+            "format" => {
+                text = match v.as_ref() {
+                    "json" => false,
+                    "text" => true,
+                    _ => return Err(format!("format `{v}` is not one of json, text")),
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown parameter `{other}` (name, type, client, ecs, format)"
+                ))
+            }
+        }
+    }
+    let name = name
+        .filter(|n| !n.is_empty())
+        .ok_or("name is required, e.g. /api/v1/explain?name=www.example.com&type=A")?;
+    let req = Request {
+        name,
+        rtype,
+        client: client.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+        ecs,
+        down: Vec::new(),
+    };
+    let (t, v) = explain(snap, &req)?;
+    Ok(if text { Live::Text(t) } else { Live::Json(v) })
 }
 
 /// Runs the query and returns (human text, JSON), or an error for bad arguments.

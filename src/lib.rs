@@ -21,11 +21,13 @@
 //! | [`admin`] | the admin HTTP API: status, metrics, drain, reload |
 //! | [`anycast`] | BGP announce/withdraw of the site's prefixes by self-check (BIRD, ExaBGP) |
 //! | [`cli`] | the `meridian` command line |
+//! | [`ctl`] | `status`, `drain`, `undrain`, `reload`, `explain --live`: the admin API from the shell |
 
 pub mod admin;
 pub mod anycast;
 pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod dns;
 pub mod explain;
 pub mod fast;

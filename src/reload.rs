@@ -113,6 +113,9 @@ impl Reloader {
                 let generation = snap.generation;
                 let snap = Arc::new(snap);
                 self.shared.store(snap.clone());
+                // A drain made while this snapshot was built reached only the old one's
+                // endpoints: apply the rules again now that this one serves.
+                snap.health.drains.apply(&snap.services, &snap.regions);
                 metrics::retain_probes(&snap);
                 tracing::info!(generation, took_ms, config = %self.config_path.display(), "reloaded");
                 Ok(generation)

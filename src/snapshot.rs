@@ -158,6 +158,8 @@ impl Snapshot {
         let regions = build_regions(&config);
         let locator = build_locator(&config, dbs);
         let services = build_services(&config, &regions, &health);
+        // Drains are rules, not flags: a region drain covers endpoints new in this config.
+        health.drains.apply(&services, &regions);
         for svc in &services {
             let zone = zones.find_name(&svc.name).map(|z| wire_key_of(&z.origin));
             if let Some(zone) = zone.and_then(|k| zones.zones.get_mut(&k)) {

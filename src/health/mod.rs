@@ -4,9 +4,13 @@
 //! States live in a [`HealthRegistry`] keyed by what identifies a probe target, so a reload
 //! that keeps an endpoint keeps its state (SPEC "Reload": health carries over).
 //!
+//! Drains are kept as rules in [`drains`] (also in the registry) and applied to the drained
+//! flags of each new snapshot, so they outlive reloads and, on disk, restarts.
+//!
 //! The prober that writes them lives in [`probe`]: [`probe::start`] runs it on the current
 //! tokio runtime and follows reloads by itself.
 
+pub mod drains;
 pub mod probe;
 
 pub use probe::{start, start_with, ProbeEvent, ProberHandle, ProberOptions};
@@ -113,6 +117,8 @@ pub struct EndpointKey {
 #[derive(Debug, Default)]
 pub struct HealthRegistry {
     states: Mutex<HashMap<EndpointKey, Arc<EndpointState>>>,
+    /// Drains as the operator made them, applied to every snapshot built ([`drains`]).
+    pub drains: drains::Drains,
 }
 
 impl HealthRegistry {

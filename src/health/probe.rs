@@ -5,7 +5,9 @@
 //! - a *target* is everything that decides how a probe is made (URL plus profile settings);
 //!   endpoints whose targets are equal share one probe task, and its result is written to every
 //!   one of their [`EndpointState`]s;
-//! - each target runs in its own task on a fixed interval whose first tick is jittered by a
+//! - each target runs in its own task: its first probe goes out as soon as the target appears
+//!   (at start, or within [`POLL`] of a reload), so a new endpoint is never answered for long
+//!   on its unprobed `initial` state; later probes follow a fixed interval whose phase is a
 //!   random fraction of the interval, so thousands of targets do not fire together; a global
 //!   semaphore bounds the probes in flight, and every probe is cut off by its timeout, so a
 //!   hanging endpoint holds one permit and delays nothing else;
@@ -46,8 +48,9 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 pub const BODY_LIMIT: usize = 64 * 1024;
 /// Weight of a new sample in the round-trip time average.
 pub const RTT_ALPHA: f64 = 0.3;
-/// How often the supervisor looks for a new snapshot generation.
-const POLL: Duration = Duration::from_millis(200);
+/// How often the supervisor looks for a new snapshot generation: also how long a new
+/// endpoint can wait for its first probe after a reload. A look is one atomic load.
+pub const POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -450,9 +453,14 @@ async fn run_target(
     if let Err(e) = &probe {
         tracing::warn!(check = target.url, "health check cannot be made: {e}");
     }
-    let first = s.interval.mul_f64(crate::policy::random_unit());
-    let mut tick = tokio::time::interval_at(Instant::now() + first, s.interval);
+    // The first probe goes out at once: a new endpoint (at start or after a reload) is
+    // answered on its `initial` state only for as long as that probe takes. The later ticks
+    // start at a random phase of the interval, so that thousands of targets do not fire
+    // together (the burst of first probes is bounded by the in-flight semaphore).
+    let phase = s.interval.mul_f64(crate::policy::random_unit());
+    let mut tick = tokio::time::interval_at(Instant::now() + phase, s.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut first = true;
     let mut verdict = Verdict {
         // A new target of endpoints that already have a state (its profile changed) goes on
         // from that state; fresh endpoints start as the profile's `initial` says.
@@ -462,7 +470,9 @@ async fn run_target(
     };
     let mut rtt: Option<f64> = None;
     loop {
-        tick.tick().await;
+        if !std::mem::take(&mut first) {
+            tick.tick().await;
+        }
         let Ok(permit) = ctx.sem.acquire().await else {
             return;
         };

@@ -1,0 +1,818 @@
+//! The control commands: `meridian status`, `drain`, `undrain`, `reload` and `explain --live`
+//! speak to a running server's admin API (SPEC "CLI"), so an operator needs neither curl nor
+//! the JSON shapes. `status` prints the live state as tables in the style of
+//! `gdnsdctl states`; `--json` prints `/status` as it came.
+//!
+//! Where the API is: `--admin URL` (`http://` may be left out), else `[admin].listen` of the
+//! config (`--config`, default as for `serve`; an unspecified address such as `0.0.0.0`
+//! means this host's loopback). The token: `--token`, else `MERIDIAN_TOKEN`, else — when the
+//! address came from the config — that config's `admin.token`, since whoever can read the
+//! config may use it.
+//!
+//! Exit codes as for the rest of the CLI: 0 ok; 1 invalid input (bad arguments, a token the
+//! server refused, an unknown endpoint or region, a rejected reload — every 4xx); 2 runtime
+//! failure (the server cannot be reached, or failed: 5xx). Messages go to stderr and never
+//! include the token.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use clap::{ArgGroup, Args};
+use serde_json::Value;
+
+use crate::cli::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
+
+/// How long to wait for the server to accept a connection; it is on this host or near it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait for an answer: a reload of a large config may take up to the admin API's own
+/// 30 s request limit.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
+
+/// Where the admin API is.
+#[derive(Args, Debug, Clone)]
+pub struct Admin {
+    /// Admin API URL, e.g. http://127.0.0.1:9053 [default: [admin].listen of --config]
+    #[arg(long, value_name = "URL")]
+    pub admin: Option<String>,
+    /// Config whose [admin].listen (and admin.token) to use when --admin is not given.
+    #[arg(long, default_value = "config/meridian.toml")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub admin: Admin,
+    /// Print /status as JSON, as the server sent it.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("what").required(true).args(["endpoint", "region"])))]
+pub struct DrainArgs {
+    /// An endpoint, by its address (with --service).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        requires = "service",
+        conflicts_with = "region"
+    )]
+    pub endpoint: Option<String>,
+    /// The service of --endpoint; with --region, only that service's endpoints in the region.
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+    /// A whole region (of every service, or of --service).
+    #[arg(long, value_name = "NAME")]
+    pub region: Option<String>,
+    #[command(flatten)]
+    pub admin: Admin,
+    /// Bearer token [default: $MERIDIAN_TOKEN, else admin.token of --config]
+    #[arg(long, value_name = "T")]
+    pub token: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReloadArgs {
+    #[command(flatten)]
+    pub admin: Admin,
+    /// Bearer token [default: $MERIDIAN_TOKEN, else admin.token of --config]
+    #[arg(long, value_name = "T")]
+    pub token: Option<String>,
+}
+
+/// A failure, with the exit code it means.
+struct Failure {
+    code: i32,
+    message: String,
+}
+
+fn invalid(message: impl Into<String>) -> Failure {
+    Failure {
+        code: EXIT_INVALID,
+        message: message.into(),
+    }
+}
+
+fn runtime(message: impl Into<String>) -> Failure {
+    Failure {
+        code: EXIT_RUNTIME,
+        message: message.into(),
+    }
+}
+
+/// The admin API resolved: its base URL and the token from the config, if it came from one.
+struct Target {
+    base: reqwest::Url,
+    config_token: Option<String>,
+}
+
+fn target(a: &Admin) -> Result<Target, Failure> {
+    if let Some(given) = &a.admin {
+        let text = if given.contains("://") {
+            given.clone()
+        } else {
+            format!("http://{given}")
+        };
+        let base = reqwest::Url::parse(&text)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "--admin `{given}` is not a URL like http://127.0.0.1:9053"
+                ))
+            })?;
+        return Ok(Target {
+            base,
+            config_token: None,
+        });
+    }
+    let examined = crate::config::examine(&a.config);
+    let Some(config) = examined.config else {
+        let why = examined
+            .problems
+            .first()
+            .map_or_else(|| "cannot be read".to_string(), |p| p.to_string());
+        return Err(invalid(format!(
+            "no admin API address: {why}\n(give --admin URL, or --config with an [admin] section)"
+        )));
+    };
+    let Some(admin) = config.config.admin.as_ref() else {
+        return Err(invalid(format!(
+            "{} has no [admin] section: give --admin URL",
+            a.config.display()
+        )));
+    };
+    let listen = admin.listen.get_ref();
+    let mut sa: std::net::SocketAddr = listen.parse().map_err(|_| {
+        invalid(format!(
+            "{}: admin.listen `{listen}` is not an address:port",
+            a.config.display()
+        ))
+    })?;
+    // Listening on every address: this host's loopback reaches it.
+    if sa.ip().is_unspecified() {
+        sa.set_ip(match sa.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let base = reqwest::Url::parse(&format!("http://{sa}"))
+        .map_err(|e| invalid(format!("admin.listen `{listen}`: {e}")))?;
+    Ok(Target {
+        base,
+        config_token: admin.token.clone().filter(|t| !t.is_empty()),
+    })
+}
+
+fn token(given: &Option<String>, t: &Target) -> Option<String> {
+    given
+        .clone()
+        .or_else(|| std::env::var("MERIDIAN_TOKEN").ok())
+        .filter(|t| !t.is_empty())
+        .or_else(|| t.config_token.clone())
+}
+
+/// Runs `f` on a small runtime of its own, and turns a failure into its message and exit code.
+fn run(cmd: &str, f: impl std::future::Future<Output = Result<(), Failure>>) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meridian {cmd}: cannot start runtime: {e}");
+            return EXIT_RUNTIME;
+        }
+    };
+    match rt.block_on(f) {
+        Ok(()) => EXIT_OK,
+        Err(f) => {
+            // An empty message: the command has said what went wrong already.
+            if !f.message.is_empty() {
+                eprintln!("meridian {cmd}: {}", f.message);
+            }
+            f.code
+        }
+    }
+}
+
+fn client() -> Result<reqwest::Client, Failure> {
+    reqwest::Client::builder()
+        // The admin API is local or on a management network: never through a proxy.
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!("meridian/", env!("CARGO_PKG_VERSION"), " ctl"))
+        .build()
+        .map_err(|e| runtime(format!("HTTP client: {e}")))
+}
+
+/// The innermost cause of a request error, e.g. "Connection refused (os error 111)".
+fn cause(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = cur {
+        msg = err.to_string();
+        cur = err.source();
+    }
+    msg
+}
+
+/// One request; the status and the body. Errors reaching the server are runtime failures.
+async fn call(
+    method: reqwest::Method,
+    url: reqwest::Url,
+    token: Option<&str>,
+    body: Option<String>,
+) -> Result<(u16, String), Failure> {
+    let shown = url.as_str().to_string();
+    let mut req = client()?.request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(b);
+    }
+    let resp = req.send().await.map_err(|e| {
+        let what = if e.is_timeout() {
+            "no answer in time".to_string()
+        } else {
+            cause(&e)
+        };
+        runtime(format!(
+            "cannot reach the admin API at {shown}: {what} (is `meridian serve` running, \
+             with [admin] listen there?)"
+        ))
+    })?;
+    let status = resp.status().as_u16();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| runtime(format!("reading the answer of {shown}: {}", cause(&e))))?;
+    Ok((status, text))
+}
+
+/// The `error` of a JSON error body, else the body itself (shortened).
+fn error_text(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| body.trim().chars().take(300).collect())
+}
+
+/// A non-2xx answer as a failure: 4xx is the caller's mistake (exit 1), the rest the server's.
+fn refused(status: u16, body: &str) -> Failure {
+    let mut msg = format!("{} (HTTP {status})", error_text(body));
+    if status == 401 {
+        msg.push_str("; give the admin.token with --token or MERIDIAN_TOKEN");
+    }
+    if (400..500).contains(&status) {
+        invalid(msg)
+    } else {
+        runtime(msg)
+    }
+}
+
+fn json(body: &str, what: &str) -> Result<Value, Failure> {
+    serde_json::from_str(body).map_err(|e| runtime(format!("{what} is not JSON: {e}")))
+}
+
+fn url(base: &reqwest::Url, path: &str) -> Result<reqwest::Url, Failure> {
+    base.join(path)
+        .map_err(|e| invalid(format!("admin URL {base}: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+
+pub fn status(args: StatusArgs) -> i32 {
+    run("status", async move {
+        let t = target(&args.admin)?;
+        let (code, body) = call(reqwest::Method::GET, url(&t.base, "status")?, None, None).await?;
+        if !(200..300).contains(&code) {
+            return Err(refused(code, &body));
+        }
+        if args.json {
+            println!("{}", body.trim_end());
+            return Ok(());
+        }
+        let v = json(&body, "/status")?;
+        print!("{}", render_status(&v, SystemTime::now()));
+        Ok(())
+    })
+}
+
+pub fn drain(args: DrainArgs, drain: bool) -> i32 {
+    let cmd = if drain { "drain" } else { "undrain" };
+    run(cmd, async move {
+        let t = target(&args.admin)?;
+        let mut body = serde_json::Map::new();
+        for (k, v) in [
+            ("service", &args.service),
+            ("endpoint", &args.endpoint),
+            ("region", &args.region),
+        ] {
+            if let Some(v) = v {
+                body.insert(k.into(), Value::String(v.clone()));
+            }
+        }
+        let path = format!("api/v1/{cmd}");
+        let token = token(&args.token, &t);
+        let (code, text) = call(
+            reqwest::Method::POST,
+            url(&t.base, &path)?,
+            token.as_deref(),
+            Some(Value::Object(body).to_string()),
+        )
+        .await?;
+        if !(200..300).contains(&code) {
+            return Err(refused(code, &text));
+        }
+        let v = json(&text, "the answer")?;
+        let eps = v["endpoints"].as_array().cloned().unwrap_or_default();
+        println!(
+            "{}: {} endpoint{}",
+            if drain { "drained" } else { "undrained" },
+            eps.len(),
+            if eps.len() == 1 { "" } else { "s" }
+        );
+        for e in &eps {
+            println!(
+                "  {}  {}  {}",
+                e["service"].as_str().unwrap_or("-"),
+                e["endpoint"].as_str().unwrap_or("-"),
+                e["region"].as_str().unwrap_or("-")
+            );
+        }
+        if let Some(w) = v.get("warning").and_then(Value::as_str) {
+            eprintln!("meridian {cmd}: warning: {w}");
+        }
+        Ok(())
+    })
+}
+
+pub fn reload(args: ReloadArgs) -> i32 {
+    run("reload", async move {
+        let t = target(&args.admin)?;
+        let token = token(&args.token, &t);
+        let (code, text) = call(
+            reqwest::Method::POST,
+            url(&t.base, "api/v1/reload")?,
+            token.as_deref(),
+            None,
+        )
+        .await?;
+        if code == 422 {
+            // Rejected: every problem, one per line as file:line:col: message.
+            eprintln!("meridian reload: the new config was rejected; the old one keeps serving:");
+            for line in error_text(&text).lines() {
+                eprintln!("{line}");
+            }
+            return Err(invalid(""));
+        }
+        if !(200..300).contains(&code) {
+            return Err(refused(code, &text));
+        }
+        let v = json(&text, "the answer")?;
+        println!(
+            "reloaded: generation {}",
+            v["generation"]
+                .as_u64()
+                .map_or_else(|| "?".into(), |g| g.to_string())
+        );
+        Ok(())
+    })
+}
+
+/// The query of `explain --live`.
+pub struct LiveQuery {
+    pub name: String,
+    pub rtype: String,
+    pub client: std::net::IpAddr,
+    pub ecs: Option<String>,
+    pub json: bool,
+}
+
+pub fn explain_live(admin: Admin, q: LiveQuery) -> i32 {
+    run("explain", async move {
+        let t = target(&admin)?;
+        let mut u = url(&t.base, "api/v1/explain")?;
+        u.query_pairs_mut()
+            .append_pair("name", &q.name)
+            .append_pair("type", &q.rtype)
+            .append_pair("client", &q.client.to_string())
+            .append_pair("format", if q.json { "json" } else { "text" });
+        if let Some(e) = &q.ecs {
+            u.query_pairs_mut().append_pair("ecs", e);
+        }
+        let (code, text) = call(reqwest::Method::GET, u, None, None).await?;
+        if !(200..300).contains(&code) {
+            return Err(refused(code, &text));
+        }
+        print!("{}", text.trim_end());
+        println!();
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The status tables
+
+/// Columns padded to their widest cell, two spaces apart.
+fn table(rows: &[Vec<String>], indent: &str) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = indent.to_string();
+        for (c, cell) in r.iter().enumerate() {
+            line.push_str(cell);
+            if c + 1 < r.len() {
+                let pad = widths[c] - cell.chars().count() + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// "4.2s ago", "3m ago", "2h ago", "5d ago" for an RFC 3339 time; the time itself if it
+/// does not parse.
+fn ago(at: &str, now: SystemTime) -> String {
+    let Ok(t) = humantime::parse_rfc3339_weak(at) else {
+        return at.to_string();
+    };
+    let d = now.duration_since(t).unwrap_or_default().as_secs_f64();
+    if d < 10.0 {
+        format!("{d:.1}s ago")
+    } else if d < 120.0 {
+        format!("{d:.0}s ago")
+    } else if d < 7200.0 {
+        format!("{:.0}m ago", d / 60.0)
+    } else if d < 172_800.0 {
+        format!("{:.0}h ago", d / 3600.0)
+    } else {
+        format!("{:.0}d ago", d / 86400.0)
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::Bool(b) => if *b { "yes" } else { "no" }.into(),
+        Value::String(x) => x.clone(),
+        Value::Array(a) => a.iter().map(s).collect::<Vec<_>>().join(" "),
+        Value::Number(n) => n.to_string(),
+        Value::Object(_) => v.to_string(),
+    }
+}
+
+/// An object's fields as `key value` pairs on one line; times (keys `since`, `at`, `*_at`) get
+/// their age. Used for the sections other parts of the server add (anycast, fleet), whatever
+/// their exact fields.
+fn fields(v: &Value, now: SystemTime) -> String {
+    let Some(o) = v.as_object() else {
+        return s(v);
+    };
+    o.iter()
+        .map(|(k, x)| {
+            let val = match x {
+                Value::String(t) if k == "since" || k == "at" || k.ends_with("_at") => {
+                    format!("{t} ({})", ago(t, now))
+                }
+                _ => s(x),
+            };
+            format!("{k} {val}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn ms(v: &Value) -> String {
+    v.as_f64().map_or("-".into(), |m| {
+        if m < 10.0 {
+            format!("{m:.2}ms")
+        } else {
+            format!("{m:.0}ms")
+        }
+    })
+}
+
+/// An answer share: a fraction (≤ 1) or a percentage.
+fn share(v: &Value) -> String {
+    v.as_f64().map_or_else(
+        || s(v),
+        |x| {
+            let pct = if x <= 1.0 { x * 100.0 } else { x };
+            format!("{pct:.1}%")
+        },
+    )
+}
+
+/// `/status` as tables: the header (site, generation, reload, zones), anycast and fleet when
+/// present, drains in force, then services, regions and every endpoint.
+pub fn render_status(v: &Value, now: SystemTime) -> String {
+    let mut out = String::new();
+    let mut head = Vec::new();
+    head.push(vec![
+        "site".into(),
+        v["site"].as_str().unwrap_or("(no site id)").to_string(),
+    ]);
+    head.push(vec![
+        "version".into(),
+        format!("meridian {}", v["version"].as_str().unwrap_or("?")),
+    ]);
+    let loaded = v["loaded_at"].as_str().unwrap_or("?");
+    head.push(vec![
+        "generation".into(),
+        format!(
+            "{}, loaded {loaded} ({})",
+            s(&v["generation"]),
+            ago(loaded, now)
+        ),
+    ]);
+    if let Some(c) = v["config_path"].as_str() {
+        head.push(vec!["config".into(), c.to_string()]);
+    }
+    let reload = &v["last_reload"];
+    head.push(vec![
+        "last reload".into(),
+        if reload.is_null() {
+            "none since start".into()
+        } else if reload["ok"].as_bool() == Some(true) {
+            let at = reload["at"].as_str().unwrap_or("?");
+            format!(
+                "ok, generation {} at {at} ({})",
+                s(&reload["generation"]),
+                ago(at, now)
+            )
+        } else {
+            let at = reload["at"].as_str().unwrap_or("?");
+            let first = reload["error"]
+                .as_str()
+                .unwrap_or("")
+                .lines()
+                .next()
+                .unwrap_or("");
+            format!("REJECTED at {at} ({}): {first}", ago(at, now))
+        },
+    ]);
+    let zones: Vec<String> = v["zones"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|z| format!("{} ({} records)", s(&z["origin"]), s(&z["records"])))
+        .collect();
+    head.push(vec![
+        "zones".into(),
+        if zones.is_empty() {
+            "-".into()
+        } else {
+            zones.join(", ")
+        },
+    ]);
+    for key in ["anycast", "fleet"] {
+        if let Some(x) = v.get(key).filter(|x| !x.is_null()) {
+            head.push(vec![key.into(), fields(x, now)]);
+        }
+    }
+    out.push_str(&table(&head, ""));
+
+    let drains = v["drains"].as_array().cloned().unwrap_or_default();
+    if !drains.is_empty() {
+        out.push_str("\ndrains (kept across reloads and restarts)\n");
+        let rows: Vec<Vec<String>> = drains
+            .iter()
+            .map(|d| {
+                let what = match (d["endpoint"].as_str(), d["region"].as_str()) {
+                    (Some(e), _) => format!("endpoint {e}"),
+                    (None, Some(r)) => format!("region {r}"),
+                    _ => "?".into(),
+                };
+                let service = d["service"].as_str().unwrap_or("every service");
+                let at = d["at"].as_str().unwrap_or("?");
+                vec![
+                    if d["drain"].as_bool() == Some(false) {
+                        "undrained".into()
+                    } else {
+                        "drained".into()
+                    },
+                    what,
+                    service.to_string(),
+                    format!("since {at} ({})", ago(at, now)),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&rows, "  "));
+    }
+
+    let services = v["services"].as_array().cloned().unwrap_or_default();
+    let mut svc_rows = vec![vec![
+        "SERVICE".to_string(),
+        "POLICY".into(),
+        "TTL".into(),
+        "HEALTH".into(),
+        "WHEN ALL DOWN".into(),
+        "UP".into(),
+    ]];
+    // region → (endpoints, up, unhealthy, drained)
+    let mut regions: BTreeMap<String, [usize; 4]> = BTreeMap::new();
+    let endpoints: Vec<(&Value, &Value)> = services
+        .iter()
+        .flat_map(|svc| {
+            svc["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |e| (svc, e))
+        })
+        .collect();
+    let has_share = endpoints
+        .iter()
+        .any(|(_, e)| e.get("share").or(e.get("answer_share")).is_some());
+    let has_fleet = endpoints.iter().any(|(_, e)| e.get("fleet").is_some());
+    for svc in &services {
+        let eps = svc["endpoints"].as_array().map_or(0, Vec::len);
+        svc_rows.push(vec![
+            s(&svc["name"]),
+            s(&svc["policy"]),
+            s(&svc["ttl"]),
+            svc["health"].as_str().unwrap_or("(none)").to_string(),
+            s(&svc["when_all_down"]),
+            format!("{}/{eps}", s(&svc["endpoints_up"])),
+        ]);
+    }
+    let mut ep_rows = vec![vec![
+        "SERVICE".to_string(),
+        "ENDPOINT".into(),
+        "REGION".into(),
+        "STATE".into(),
+        "HEALTH".into(),
+        "DRAIN".into(),
+        "LAST PROBE".into(),
+        "RTT".into(),
+        "LOAD".into(),
+    ]];
+    if has_share {
+        ep_rows[0].push("SHARE".into());
+    }
+    if has_fleet {
+        ep_rows[0].push("FLEET".into());
+    }
+    for (svc, e) in &endpoints {
+        let healthy = e["healthy"].as_bool().unwrap_or(false);
+        let drained = e["drained"].as_bool().unwrap_or(false);
+        let region = e["region"].as_str().unwrap_or("-").to_string();
+        let r = regions.entry(region.clone()).or_default();
+        r[0] += 1;
+        if healthy && !drained {
+            r[1] += 1;
+        }
+        if !healthy {
+            r[2] += 1;
+        }
+        if drained {
+            r[3] += 1;
+        }
+        let probed = e["probe"].is_string();
+        let last = match e.get("last_probe").filter(|p| !p.is_null()) {
+            Some(p) => {
+                let at = p["at"].as_str().unwrap_or("?");
+                // A long reason (a connect error's OS text) would stretch every row;
+                // `--json` has it whole.
+                let reason = p["reason"].as_str().unwrap_or("?");
+                let short: String = if reason.chars().count() > 24 {
+                    reason.chars().take(23).chain(['…']).collect()
+                } else {
+                    reason.to_string()
+                };
+                format!("{short} {}", ago(at, now))
+            }
+            None if probed => "not yet".into(),
+            None => "no check".into(),
+        };
+        let mut row = vec![
+            s(&svc["name"]),
+            s(&e["address"]),
+            region,
+            if drained {
+                "DRAINED"
+            } else if healthy {
+                "UP"
+            } else {
+                "DOWN"
+            }
+            .into(),
+            if healthy { "up" } else { "down" }.into(),
+            if drained { "drained" } else { "-" }.into(),
+            last,
+            ms(&e["rtt_ms"]),
+            s(&e["load"]),
+        ];
+        if has_share {
+            row.push(
+                e.get("share")
+                    .or(e.get("answer_share"))
+                    .map_or("-".into(), share),
+            );
+        }
+        if has_fleet {
+            let f = &e["fleet"];
+            row.push(if f.is_object() {
+                format!(
+                    "{}/{} sites healthy: {}",
+                    s(&f["healthy_sites"]),
+                    s(&f["reporting_sites"]),
+                    if f["healthy"].as_bool() == Some(true) {
+                        "up"
+                    } else {
+                        "down"
+                    }
+                )
+            } else {
+                s(f)
+            });
+        }
+        ep_rows.push(row);
+    }
+    if services.is_empty() {
+        out.push_str("\nno balanced services\n");
+        return out;
+    }
+    out.push('\n');
+    out.push_str(&table(&svc_rows, ""));
+    let mut reg_rows = vec![vec![
+        "REGION".to_string(),
+        "ENDPOINTS".into(),
+        "UP".into(),
+        "UNHEALTHY".into(),
+        "DRAINED".into(),
+    ]];
+    for (name, c) in &regions {
+        reg_rows.push(vec![
+            name.clone(),
+            c[0].to_string(),
+            c[1].to_string(),
+            c[2].to_string(),
+            c[3].to_string(),
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&table(&reg_rows, ""));
+    out.push('\n');
+    out.push_str(&table(&ep_rows, ""));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tables_show_what_status_has_and_what_others_add() {
+        let now = humantime::parse_rfc3339("2025-01-01T12:00:10Z").unwrap();
+        let v = json!({
+            "site": "fra1", "version": "0.1.0", "generation": 3,
+            "loaded_at": "2025-01-01T12:00:00.000Z", "last_reload": null,
+            "zones": [{"origin": "example.com.", "records": 9}],
+            "anycast": {"announced": true, "reason": "self-check", "since": "2025-01-01T11:00:10Z"},
+            "drains": [{"drain": true, "region": "eu-west", "at": "2025-01-01T12:00:05Z"}],
+            "services": [{"name": "www.example.com", "policy": "geo", "ttl": 30, "health": "web",
+                "when_all_down": "serve-all", "endpoints_up": 1, "endpoints": [
+                {"address": "192.0.2.10", "region": "us-east", "healthy": true, "drained": false,
+                 "probe": "profile:web", "rtt_ms": 0.42, "load": null, "share": 0.75,
+                 "last_probe": {"reason": "ok", "at": "2025-01-01T12:00:09Z"}},
+                {"address": "192.0.2.20", "region": "eu-west", "healthy": false, "drained": true,
+                 "probe": "profile:web", "rtt_ms": null, "load": 0.5, "last_probe": null}]}]
+        });
+        let t = render_status(&v, now);
+        for want in [
+            "site         fra1",
+            "generation   3, loaded 2025-01-01T12:00:00.000Z (10s ago)",
+            "anycast      announced yes, reason self-check, since 2025-01-01T11:00:10Z (60m ago)",
+            "drained  region eu-west  every service  since 2025-01-01T12:00:05Z (5.0s ago)",
+            "www.example.com  geo     30   web     serve-all      1/2",
+            "eu-west  1          0   1          1",
+            "192.0.2.10  us-east  UP       up      -        ok 1.0s ago  0.42ms  -     75.0%",
+            "192.0.2.20  eu-west  DRAINED  down    drained  not yet      -       0.5   -",
+        ] {
+            assert!(t.contains(want), "missing {want:?} in\n{t}");
+        }
+        assert!(!t.contains("FLEET"), "{t}");
+    }
+}

@@ -1,0 +1,832 @@
+//! The control commands against a real server (SPEC "CLI", "Admin HTTP API", "Observability",
+//! "Drains survive restarts"): `meridian serve` runs as a process on loopback with health
+//! servers in this test; `meridian status`, `drain`, `undrain`, `reload` and `explain --live`
+//! run as processes against it. Also: `GET /api/v1/explain`, drains kept across restarts, a
+//! corrupt state file, and new endpoints probed at once.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const TOKEN: &str = "ctl-t0ken";
+
+fn meridian() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_meridian"));
+    c.env("RUST_BACKTRACE", "1").env_remove("MERIDIAN_TOKEN");
+    c
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn assert_no_panic(out: &Output) {
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!all.contains("panicked"), "panic:\n{all}");
+    assert!(!all.to_lowercase().contains("backtrace"), "{all}");
+}
+
+/// Runs a control command against the config in `dir`; asserts it did not panic.
+fn ctl(dir: &Path, args: &[&str]) -> Output {
+    let out = meridian()
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("meridian.toml"))
+        .output()
+        .expect("run meridian");
+    assert_no_panic(&out);
+    out
+}
+
+fn code(out: &Output) -> Option<i32> {
+    out.status.code()
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+/// A loopback TCP port free right now (the admin API's; DNS listens on port 0).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A health server: `/ok` answers 200, `/fail` 503; it notes when each path was first asked.
+
+struct Health {
+    addr: SocketAddr,
+    first: Arc<Mutex<Vec<(String, Instant)>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Health {
+    fn start() -> Health {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind health");
+        let addr = l.local_addr().expect("addr");
+        let first: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (f, st) = (first.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                if st.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(mut c) = c else { continue };
+                let f = f.clone();
+                std::thread::spawn(move || {
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match c.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&head).into_owned();
+                    let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                    {
+                        let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+                        if !f.iter().any(|(p, _)| *p == path) {
+                            f.push((path.clone(), Instant::now()));
+                        }
+                    }
+                    let status = if path.starts_with("/fail") {
+                        "503 Nope"
+                    } else {
+                        "200 OK"
+                    };
+                    let _ = c.write_all(
+                        format!(
+                            "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                        )
+                        .as_bytes(),
+                    );
+                });
+            }
+        });
+        Health { addr, first, stop }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// When `path` was first probed.
+    fn first_hit(&self, path: &str) -> Option<Instant> {
+        let f = self.first.lock().unwrap_or_else(|e| e.into_inner());
+        f.iter().find(|(p, _)| p == path).map(|(_, t)| *t)
+    }
+}
+
+impl Drop for Health {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server process
+
+struct Server {
+    child: Option<Child>,
+    dir: PathBuf,
+    admin: SocketAddr,
+}
+
+impl Server {
+    /// Writes `config` (with `{ADMIN}` replaced by a free port) and the shipped zone into
+    /// `dir`, starts `meridian serve` and waits until its admin API answers.
+    fn start(dir: &Path, config: &str) -> Server {
+        let port = free_port();
+        std::fs::create_dir_all(dir.join("zones")).expect("mkdir");
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/zones/example.com.zone"),
+            dir.join("zones/example.com.zone"),
+        )
+        .expect("copy zone");
+        std::fs::write(
+            dir.join("meridian.toml"),
+            config.replace("{ADMIN}", &port.to_string()),
+        )
+        .expect("write config");
+        Self::spawn(dir, port)
+    }
+
+    /// Starts `meridian serve` on the config already in `dir`.
+    fn spawn(dir: &Path, port: u16) -> Server {
+        let child = meridian()
+            .args(["serve", "--config"])
+            .arg(dir.join("meridian.toml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve");
+        let mut s = Server {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            admin: ([127, 0, 0, 1], port).into(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(c) = s.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("serve exited early: {st}\n{}", s.stop());
+                }
+            }
+            if http(s.admin, "GET", "/status").0 == 200 {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "admin API did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.admin.port()
+    }
+
+    /// SIGTERM, wait, and return what it logged.
+    fn stop(&mut self) -> String {
+        let Some(mut c) = self.child.take() else {
+            return String::new();
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        let mut log = String::new();
+        if let Some(mut e) = c.stderr.take() {
+            let _ = e.read_to_string(&mut log);
+        }
+        log
+    }
+
+    fn status(&self) -> Value {
+        let out = ctl(&self.dir, &["status", "--json"]);
+        assert_eq!(code(&out), Some(0), "{}", show(&out));
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+    }
+
+    /// `drained` of endpoint `addr`, from `/status`.
+    fn drained(&self, addr: &str) -> bool {
+        let st = self.status();
+        endpoint(&st, addr)["drained"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("no endpoint {addr} in {st}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn endpoint<'a>(status: &'a Value, addr: &str) -> &'a Value {
+    status["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
+        .find(|e| e["address"] == addr)
+        .unwrap_or(&Value::Null)
+}
+
+/// One HTTP/1.1 request with `Connection: close`: status and body (0 when nothing answered).
+fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let raw = text(&raw);
+    let Some((head, body)) = raw.split_once("\r\n\r\n") else {
+        return (0, String::new());
+    };
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (code, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+fn answer(v: &Value) -> BTreeSet<String> {
+    v["answer"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+const HEAD: &str = r#"[server]
+listen = ["127.0.0.1:0"]
+zones = "zones"
+udp_sockets = 1
+
+[site]
+id = "ctl-test"
+
+[admin]
+listen = "127.0.0.1:{ADMIN}"
+token = "ctl-t0ken"
+
+[regions.us-east]
+location = { lat = 38.9, lon = -77.0 }
+[regions.eu-west]
+location = { lat = 53.35, lon = -6.26 }
+"#;
+
+/// The service of the command tests: every endpoint that is up, probed at `health`.
+fn probed_config(h: &Health) -> String {
+    format!(
+        r#"{HEAD}
+[health.web]
+kind = "http"
+interval = "1s"
+timeout = "500ms"
+rise = 1
+fall = 1
+
+[[service]]
+name = "www.example.com"
+policy = "round-robin"
+max_answers = 8
+health = "web"
+endpoints = [
+  {{ region = "us-east", address = "192.0.2.10", check = "{ok}" }},
+  {{ region = "us-east", address = "192.0.2.11", check = "{fail}" }},
+  {{ region = "eu-west", address = "192.0.2.20", check = "{ok}" }},
+]
+"#,
+        ok = h.url("/ok"),
+        fail = h.url("/fail")
+    )
+}
+
+fn live(dir: &Path) -> Value {
+    let out = ctl(
+        dir,
+        &[
+            "explain",
+            "www.example.com",
+            "--live",
+            "--json",
+            "--type",
+            "A",
+        ],
+    );
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    serde_json::from_slice(&out.stdout).expect("explain --live --json is JSON")
+}
+
+#[test]
+fn status_drain_undrain_reload_and_explain_live_against_a_running_server() {
+    let h = Health::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let s = Server::start(dir, &probed_config(&h));
+    // 192.0.2.11's health URL fails: down after its first probe (fall = 1).
+    assert!(
+        wait_until(Duration::from_secs(10), || endpoint(
+            &s.status(),
+            "192.0.2.11"
+        )["healthy"]
+            == false),
+        "192.0.2.11 never went down"
+    );
+
+    // status: the tables.
+    let out = ctl(dir, &["status"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let t = text(&out.stdout);
+    eprintln!("{t}");
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("site") && l.ends_with("ctl-test")),
+        "{t}"
+    );
+    let row = |addr: &str| {
+        t.lines()
+            .find(|l| l.starts_with("www.example.com") && l.contains(&format!(" {addr} ")))
+            .unwrap_or_else(|| panic!("no row for {addr}:\n{t}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("192.0.2.10")[2..4], ["us-east", "UP"], "{t}");
+    assert_eq!(row("192.0.2.11")[2..4], ["us-east", "DOWN"], "{t}");
+    assert!(row("192.0.2.11").iter().any(|c| c == "status"), "{t}");
+    for header in [
+        "SERVICE",
+        "ENDPOINT",
+        "REGION",
+        "STATE",
+        "LAST PROBE",
+        "RTT",
+        "LOAD",
+    ] {
+        assert!(t.contains(header), "{header} missing:\n{t}");
+    }
+    assert!(
+        t.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["eu-west", "1", "1", "0", "0"]),
+        "region table:\n{t}"
+    );
+
+    // explain --live: the down endpoint is not answered.
+    assert_eq!(answer(&live(dir)), set(&["192.0.2.10", "192.0.2.20"]));
+
+    // drain with the wrong token: refused, exit 1, nothing drained.
+    let out = ctl(
+        dir,
+        &[
+            "drain",
+            "--endpoint",
+            "192.0.2.10",
+            "--service",
+            "www.example.com",
+            "--token",
+            "nope",
+        ],
+    );
+    assert_eq!(code(&out), Some(1), "{}", show(&out));
+    assert!(text(&out.stderr).contains("401"), "{}", show(&out));
+    assert!(
+        !text(&out.stderr).contains("nope"),
+        "token echoed: {}",
+        show(&out)
+    );
+    assert!(!s.drained("192.0.2.10"));
+
+    // drain with the token from the config; explain --live and /api/v1/explain see it.
+    let out = ctl(
+        dir,
+        &[
+            "drain",
+            "--endpoint",
+            "192.0.2.10",
+            "--service",
+            "www.example.com",
+        ],
+    );
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    assert!(
+        text(&out.stdout).contains("drained: 1 endpoint"),
+        "{}",
+        show(&out)
+    );
+    assert!(s.drained("192.0.2.10"));
+    let v = live(dir);
+    assert_eq!(answer(&v), set(&["192.0.2.20"]), "{v}");
+    let (c, body) = http(
+        s.admin,
+        "GET",
+        "/api/v1/explain?name=www.example.com&type=A&client=192.0.2.99&ecs=81.2.69.0%2F24",
+    );
+    assert_eq!(c, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(answer(&v), set(&["192.0.2.20"]), "{v}");
+    let cand = |addr: &str| {
+        v["candidates"]
+            .as_array()
+            .and_then(|c| c.iter().find(|x| x["address"] == addr))
+            .cloned()
+            .unwrap_or_else(|| panic!("no candidate {addr}: {v}"))
+    };
+    assert_eq!(cand("192.0.2.10")["drained"], true, "{v}");
+    assert_eq!(cand("192.0.2.10")["result"], "skipped: drained", "{v}");
+    assert_eq!(cand("192.0.2.11")["healthy"], false, "{v}");
+    assert_eq!(cand("192.0.2.11")["result"], "skipped: down", "{v}");
+    assert_eq!(v["client"]["source"], "ecs", "{v}");
+    for bad in [
+        "/api/v1/explain",
+        "/api/v1/explain?name=www.example.com&client=nope",
+        "/api/v1/explain?name=www.example.com&type=BOGUS",
+        "/api/v1/explain?name=www.example.com&ecs=81.2.69.0%2F99",
+        "/api/v1/explain?name=www.example.com&qtype=A",
+    ] {
+        let (c, body) = http(s.admin, "GET", bad);
+        assert_eq!(c, 400, "{bad}: {body}");
+        let e: Value = serde_json::from_str(&body).expect("error is JSON");
+        assert!(
+            e["error"].as_str().is_some_and(|m| !m.is_empty()),
+            "{bad}: {body}"
+        );
+    }
+    // The text form, as `meridian explain --live` prints it.
+    let out = ctl(dir, &["explain", "www.example.com", "--live"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let t = text(&out.stdout);
+    assert!(
+        t.contains("skipped: drained") && t.contains("192.0.2.20"),
+        "{t}"
+    );
+
+    // undrain with MERIDIAN_TOKEN and an explicit --admin (so not the config's token).
+    let out = meridian()
+        .env("MERIDIAN_TOKEN", TOKEN)
+        .args([
+            "undrain",
+            "--endpoint",
+            "192.0.2.10",
+            "--service",
+            "www.example.com",
+        ])
+        .args(["--admin", &format!("http://127.0.0.1:{}", s.port())])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    assert!(!s.drained("192.0.2.10"));
+    assert_eq!(answer(&live(dir)), set(&["192.0.2.10", "192.0.2.20"]));
+
+    // Unknown region: 404 from the server, exit 1. Bad arguments: exit 1 without a call.
+    let out = ctl(dir, &["drain", "--region", "mars"]);
+    assert_eq!(code(&out), Some(1), "{}", show(&out));
+    assert!(text(&out.stderr).contains("mars"), "{}", show(&out));
+    for args in [
+        &["drain", "--endpoint", "192.0.2.10"][..],
+        &["drain"],
+        &[
+            "undrain",
+            "--endpoint",
+            "192.0.2.10",
+            "--region",
+            "us-east",
+            "--service",
+            "x",
+        ],
+        &["explain", "www.example.com", "--live", "--down", "us-east"],
+    ] {
+        let out = ctl(dir, args);
+        assert_eq!(code(&out), Some(1), "{args:?}: {}", show(&out));
+        assert!(!text(&out.stderr).is_empty(), "{args:?}");
+    }
+
+    // reload: ok, then a broken config is rejected with its problem printed, exit 1.
+    let out = ctl(dir, &["reload"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    assert!(
+        text(&out.stdout).contains("reloaded: generation"),
+        "{}",
+        show(&out)
+    );
+    let path = dir.join("meridian.toml");
+    let good = std::fs::read_to_string(&path).expect("read config");
+    std::fs::write(
+        &path,
+        format!(
+            "{good}\n[[service]]\nname = \"x.example.com\"\npolicy = \"fastest\"\nendpoints = []\n"
+        ),
+    )
+    .expect("write");
+    let out = ctl(dir, &["reload"]);
+    assert_eq!(code(&out), Some(1), "{}", show(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("rejected"), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with(&format!("{}:", path.display())) && l.contains("fastest")),
+        "no file:line:col problem:\n{err}"
+    );
+    // The old config keeps serving.
+    assert_eq!(answer(&live(dir)), set(&["192.0.2.10", "192.0.2.20"]));
+    std::fs::write(&path, good).expect("restore config");
+
+    // A server that is not there: exit 2.
+    let closed = free_port();
+    for args in [&["status"][..], &["reload", "--token", "x"]] {
+        let out = meridian()
+            .args(args)
+            .args(["--admin", &format!("127.0.0.1:{closed}")])
+            .output()
+            .expect("run");
+        assert_no_panic(&out);
+        assert_eq!(code(&out), Some(2), "{args:?}: {}", show(&out));
+        assert!(text(&out.stderr).contains("cannot reach"), "{}", show(&out));
+    }
+}
+
+/// No health checks: every endpoint is up unless drained.
+fn plain_config(extra_endpoint: bool) -> String {
+    format!(
+        r#"{HEAD}
+[[service]]
+name = "www.example.com"
+policy = "round-robin"
+max_answers = 8
+endpoints = [
+  {{ region = "us-east", address = "192.0.2.10" }},
+  {{ region = "us-east", address = "192.0.2.11" }},
+  {{ region = "eu-west", address = "192.0.2.20" }},
+  {}
+]
+"#,
+        if extra_endpoint {
+            r#"{ region = "eu-west", address = "192.0.2.21" },"#
+        } else {
+            ""
+        }
+    )
+}
+
+#[test]
+fn drains_survive_restarts_and_region_drains_cover_new_endpoints() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut s = Server::start(dir, &plain_config(false));
+    let port = s.port();
+    for args in [
+        &["drain", "--region", "eu-west"][..],
+        &[
+            "drain",
+            "--endpoint",
+            "192.0.2.11",
+            "--service",
+            "www.example.com",
+        ],
+    ] {
+        let out = ctl(dir, args);
+        assert_eq!(code(&out), Some(0), "{args:?}: {}", show(&out));
+    }
+    assert!(
+        dir.join("state/drains.json").is_file(),
+        "state file not written"
+    );
+    assert_eq!(answer(&live(dir)), set(&["192.0.2.10"]));
+
+    // A real restart of the process: the drains are back before it answers.
+    s.stop();
+    let mut s = Server::spawn(dir, port);
+    assert!(s.drained("192.0.2.11") && s.drained("192.0.2.20"));
+    assert!(!s.drained("192.0.2.10"));
+    assert_eq!(answer(&live(dir)), set(&["192.0.2.10"]));
+    let out = ctl(dir, &["status"]);
+    let t = text(&out.stdout);
+    assert!(
+        t.contains("region eu-west") && t.contains("endpoint 192.0.2.11"),
+        "{t}"
+    );
+
+    // A reload adds an endpoint to the drained region: the region drain covers it.
+    std::fs::write(
+        dir.join("meridian.toml"),
+        plain_config(true).replace("{ADMIN}", &port.to_string()),
+    )
+    .expect("write config");
+    let out = ctl(dir, &["reload"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    assert!(
+        s.drained("192.0.2.21"),
+        "new endpoint of a drained region is answered"
+    );
+    assert_eq!(answer(&live(dir)), set(&["192.0.2.10"]));
+
+    // And after another restart; then undraining the region brings both back.
+    s.stop();
+    let s = Server::spawn(dir, port);
+    assert!(s.drained("192.0.2.21") && s.drained("192.0.2.20"));
+    let out = ctl(dir, &["undrain", "--region", "eu-west"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    assert_eq!(
+        answer(&live(dir)),
+        set(&["192.0.2.10", "192.0.2.20", "192.0.2.21"])
+    );
+    assert!(s.drained("192.0.2.11"), "the endpoint drain is its own");
+}
+
+#[test]
+fn a_corrupt_state_file_is_logged_and_the_server_starts_without_drains() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("state")).expect("mkdir");
+    std::fs::write(
+        dir.join("state/drains.json"),
+        "{\"version\": 1, \"drains\": [{\"dr",
+    )
+    .expect("write");
+    let mut s = Server::start(dir, &plain_config(false));
+    assert!(!s.drained("192.0.2.10") && !s.drained("192.0.2.20"));
+    assert_eq!(
+        answer(&live(dir)),
+        set(&["192.0.2.10", "192.0.2.11", "192.0.2.20"])
+    );
+    // Drains still work and are saved over the broken file, which was kept aside.
+    let out = ctl(dir, &["drain", "--region", "us-east"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    assert!(dir.join("state/drains.json.corrupt").is_file());
+    let log = s.stop();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("starting without drains")
+            && l.contains("drains.json")),
+        "no warning in the log:\n{log}"
+    );
+}
+
+#[test]
+fn new_endpoints_are_probed_at_once_at_start_and_after_a_reload() {
+    // With a 60 s interval a jittered first probe would come anywhere in the first minute.
+    let h = Health::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let config = |with_new: bool| {
+        format!(
+            r#"{HEAD}
+[health.slow]
+kind = "http"
+interval = "60s"
+timeout = "2s"
+
+[[service]]
+name = "www.example.com"
+policy = "round-robin"
+max_answers = 8
+health = "slow"
+endpoints = [
+  {{ region = "us-east", address = "192.0.2.10", check = "{a}" }},
+  {{ region = "us-east", address = "192.0.2.11", check = "{b}" }},
+  {}
+]
+"#,
+            if with_new {
+                format!(
+                    r#"{{ region = "eu-west", address = "192.0.2.20", check = "{}" }},"#,
+                    h.url("/ok/new")
+                )
+            } else {
+                String::new()
+            },
+            a = h.url("/ok/a"),
+            b = h.url("/ok/b"),
+        )
+    };
+    let spawned = Instant::now();
+    let s = Server::start(dir, &config(false));
+    let up = Instant::now();
+    // Probed by the time the admin API answers, or very soon after.
+    assert!(
+        wait_until(Duration::from_secs(5), || h.first_hit("/ok/a").is_some()
+            && h.first_hit("/ok/b").is_some()),
+        "first probes did not come at start"
+    );
+    for p in ["/ok/a", "/ok/b"] {
+        let t = h.first_hit(p).expect("hit");
+        eprintln!(
+            "{p}: first probe {:?} after spawn ({:?} after the API answered)",
+            t - spawned,
+            t.saturating_duration_since(up)
+        );
+        assert!(
+            t.saturating_duration_since(up) < Duration::from_secs(3),
+            "{p}"
+        );
+    }
+
+    std::fs::write(
+        dir.join("meridian.toml"),
+        config(true).replace("{ADMIN}", &s.port().to_string()),
+    )
+    .expect("write");
+    let out = ctl(dir, &["reload"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let reloaded = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(5), || h.first_hit("/ok/new").is_some()),
+        "the new endpoint was not probed"
+    );
+    let t = h.first_hit("/ok/new").expect("hit");
+    let after = t.saturating_duration_since(reloaded);
+    eprintln!("new endpoint: first probe {after:?} after the reload returned");
+    // 50 ms supervisor poll + connect; generous for a loaded machine, far below 60 s.
+    assert!(after < Duration::from_secs(3), "{after:?}");
+    // It has a last probe in /status right away.
+    assert!(wait_until(Duration::from_secs(3), || !endpoint(
+        &s.status(),
+        "192.0.2.20"
+    )["last_probe"]
+        .is_null()));
+}
+
+#[test]
+fn state_dir_is_a_config_key_and_holds_the_drains() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let config = plain_config(false).replace(
+        "udp_sockets = 1\n",
+        "udp_sockets = 1\nstate_dir = \"var/meridian\"\n",
+    );
+    std::fs::create_dir_all(dir.join("zones")).expect("mkdir");
+    let _s = Server::start(dir, &config);
+    let out = ctl(dir, &["check"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let out = ctl(dir, &["drain", "--region", "us-east"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    assert!(dir.join("var/meridian/drains.json").is_file());
+    assert!(!dir.join("state").exists());
+}
