@@ -650,6 +650,31 @@ impl Collector for SnapshotCollector {
             }
         }
 
+        // Response rate limiting: counters of the table, which outlives reloads; zeros
+        // without `[rrl]`, so dashboards need no special case.
+        let rrl = snap.rrl.as_ref().map(|r| &*r.table);
+        let load = |c: Option<&AtomicU64>| c.map_or(0, |c| c.load(Ordering::Relaxed));
+        family(
+            &mut enc,
+            "meridian_rrl",
+            "UDP responses response rate limiting acted on: dropped, slipped (sent truncated, \
+             TC=1, for the client to retry over TCP), logged (log_only: would have been limited).",
+            MetricType::Counter,
+            [
+                ("dropped", load(rrl.map(|t| &t.dropped))),
+                ("slipped", load(rrl.map(|t| &t.slipped))),
+                ("logged", load(rrl.map(|t| &t.logged))),
+            ]
+            .map(|(a, v)| (vec![("action", a)], ConstCounter::new(v))),
+        )?;
+        single(
+            &mut enc,
+            "meridian_rrl_evictions",
+            "RRL table entries still in debt replaced by a new key because their line was full \
+             (the table is too small for the traffic: rrl.table_size).",
+            ConstCounter::new(load(rrl.map(|t| &t.evicted))),
+        )?;
+
         // Config and reloads.
         single(
             &mut enc,
