@@ -975,6 +975,43 @@ mod tests {
     }
 
     #[test]
+    fn rrl_defaults_follow_bind() {
+        let base = "[server]\nlisten = [\"127.0.0.1:1\"]\nzones = \".\"\n";
+        assert!(parse_str(base).unwrap().rrl.is_none());
+        let r = parse_str(&format!("{base}[rrl]\nresponses_per_second = 7\n"))
+            .unwrap()
+            .rrl
+            .unwrap();
+        assert_eq!(
+            (
+                r.responses_per_second,
+                r.nxdomains_per_second,
+                r.errors_per_second
+            ),
+            (7, 7, 7)
+        );
+        assert_eq!((r.slip, r.ipv4_prefix, r.ipv6_prefix), (2, 24, 56));
+        assert_eq!(r.window, Duration::from_secs(5));
+        assert_eq!(r.table_size, crate::rrl::DEFAULT_TABLE_SIZE);
+        assert!(!r.log_only && r.exempt.is_empty());
+    }
+
+    #[test]
+    fn cookie_secret_is_32_hex_digits() {
+        let cfg = |v: &str| {
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:1\"]\nzones = \".\"\ncookie_secret = \"{v}\"\n"
+            )
+        };
+        assert!(parse_str(&cfg("000102030405060708090a0b0c0d0e0f"))
+            .unwrap()
+            .cookie_secret
+            .is_some());
+        let err = parse_str(&cfg("0001")).unwrap_err();
+        assert_eq!((err.0[0].line, err.0[0].col), (4, 17), "{err}");
+    }
+
+    #[test]
     fn line_col_counts_from_one() {
         assert_eq!(line_col("ab\ncd", 3), (2, 1));
         assert_eq!(line_col("ab\ncd", 1), (1, 2));

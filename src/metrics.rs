@@ -11,7 +11,9 @@
 //! address, so a reload that keeps a zone or an endpoint keeps its counts (counters never go
 //! back). They are exported at scrape time by walking the current snapshot, as are the
 //! endpoint health gauges, which are read from the live `EndpointState`s: no per-query cost at
-//! all. Probe results (few per second) and reloads (rare) use plain locked maps and atomics.
+//! all. Response rate limiting keeps its own atomic counters in its table ([`crate::rrl`]),
+//! exported here as `meridian_rrl_total{action}`. Probe results (few per second) and reloads
+//! (rare) use plain locked maps and atomics.
 //!
 //! The exposition is built with `prometheus-client` (OpenMetrics text): its `Collector` hook
 //! lets every series be computed from the snapshot at scrape time, so series of zones and
