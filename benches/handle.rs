@@ -1,12 +1,13 @@
 //! Per-query CPU cost of the request handler, without sockets: packet bytes in, response bytes
 //! out, for the query kinds of the benchmark mix (`bench/` measures the whole server under
-//! dnsperf). Run: `cargo bench --bench handle`.
+//! dnsperf). Run: `cargo bench --bench handle`; `MERIDIAN_BENCH_PAIRED=1 cargo bench --bench
+//! handle` for the RRL and cookie overheads measured side by side ([`paired`]).
 
 use std::hint::black_box;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
@@ -114,8 +115,82 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// `MERIDIAN_BENCH_PAIRED=1 cargo bench --bench handle`: the cost of RRL and cookies measured
+/// in interleaved batches, each variant's best batch of 200 rounds. On a machine shared with
+/// other work (criterion's means then drift with the load), the best batch of each variant,
+/// taken under the same conditions, compares them fairly.
+fn paired() {
+    let plain = snapshot("");
+    let on = snapshot("\n[rrl]\nresponses_per_second = 1000000\nwindow = \"1h\"\n");
+    let rrl = on.rrl.as_ref().expect("rrl on");
+    let src: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+    let client = [1u8, 2, 3, 4, 5, 6, 7, 8];
+    let valid = |snap: &Snapshot| {
+        let sc = meridian::cookie::server_cookie(
+            &snap.cookie_secret,
+            &client,
+            src.ip(),
+            meridian::cookie::unix_now(),
+        );
+        [&client[..], &sc[..]].concat()
+    };
+    let (vp, vo) = (valid(&plain), valid(&on));
+    let q = |c: Option<&[u8]>| query_cookie("mail.example.com.", RecordType::A, None, c);
+    let (q0, qc, qvp, qvo) = (q(None), q(Some(&client)), q(Some(&vp)), q(Some(&vo)));
+    let mut out = Vec::with_capacity(1232);
+    type Case<'a> = (&'a str, &'a Snapshot, &'a [u8], bool);
+    let cases: [Case<'_>; 6] = [
+        ("fast path: static A", &plain, &q0, false),
+        ("fast path + RRL: static A", &on, &q0, true),
+        ("fast path: static A, client cookie", &plain, &qc, false),
+        ("fast path + RRL: static A, client cookie", &on, &qc, true),
+        (
+            "fast path: static A, valid server cookie",
+            &plain,
+            &qvp,
+            false,
+        ),
+        (
+            "fast path + RRL: static A, valid server cookie",
+            &on,
+            &qvo,
+            true,
+        ),
+    ];
+    let mut best = [f64::MAX; 6];
+    const BATCH: u32 = 2000;
+    for _ in 0..200 {
+        for (i, &(_, snap, packet, limit)) in cases.iter().enumerate() {
+            let t = std::time::Instant::now();
+            for _ in 0..BATCH {
+                let ok = fast::answer(black_box(snap), black_box(packet), src, &mut out)
+                    == Fast::Answered;
+                if limit {
+                    black_box(ok && rrl.allow(packet, src.ip(), &mut out, &snap.cookie_secret));
+                }
+            }
+            best[i] = best[i].min(t.elapsed().as_nanos() as f64 / f64::from(BATCH));
+        }
+    }
+    for (i, (name, ..)) in cases.iter().enumerate() {
+        println!(
+            "{name:50} {:7.1} ns/query ({:+.1} ns vs plain)",
+            best[i],
+            best[i] - best[0]
+        );
+    }
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if std::env::var_os("MERIDIAN_BENCH_PAIRED").is_some() {
+        paired();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
 
 /// The UDP loop's work with `[rrl]` on (fast path, then the limiter on its response) and with
 /// cookies, against the plain fast path above. The RRL rate is set so high (10^6/s, 1 h window)

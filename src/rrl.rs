@@ -52,7 +52,6 @@
 //! an empty table. UDP only: TCP proves the source address and is never limited.
 
 use std::collections::HashMap;
-use std::hash::Hasher;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -343,27 +342,35 @@ impl Rrl {
         {
             return Action::Send;
         }
-        let mut name = [0u8; 255];
-        let Some((class, name_len, qtype)) = classify(response, &mut name) else {
+        // The key, laid out for one SipHash call: class, network, qtype, lower-cased name.
+        let mut key = [0u8; 19 + 255];
+        let (head, name) = key.split_at_mut(19);
+        let Ok(name) = <&mut [u8; 255]>::try_from(name) else {
+            return Action::Send;
+        };
+        let Some((class, name_len, qtype)) = classify(response, name) else {
             return Action::Send; // not a DNS response we made: nothing to account
         };
         let interval = self.interval[class as usize];
         if interval == 0 {
             return Action::Send;
         }
-        let mut h = SipHasher13::new_with_key(&self.table.key);
-        h.write_u8(class as u8);
+        // The family bit keeps 1.2.3.0/24 and 102:300::/56 apart.
+        head[0] = class as u8 | if net.is_ipv6() { 0x80 } else { 0 };
         match net {
-            IpAddr::V4(a) => h.write(&a.octets()),
-            IpAddr::V6(a) => h.write(&a.octets()),
+            IpAddr::V4(a) => head[1..5].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => head[1..17].copy_from_slice(&a.octets()),
         }
-        if class != Class::Error {
-            h.write_u16(qtype);
-            h.write(&name[..name_len]);
-        }
+        let len = if class == Class::Error {
+            17 // errors are keyed by network alone
+        } else {
+            head[17..19].copy_from_slice(&qtype.to_be_bytes());
+            19 + name_len
+        };
+        let hash = SipHasher13::new_with_key(&self.table.key).hash(&key[..len]);
         let t = &self.table;
         let now = t.now();
-        let slip = match t.account(h.finish(), interval, self.window_us, s.slip, now) {
+        let slip = match t.account(hash, interval, self.window_us, s.slip, now) {
             Ok(()) => return Action::Send,
             Err(slip) => slip,
         };
