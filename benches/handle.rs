@@ -1,12 +1,13 @@
 //! Per-query CPU cost of the request handler, without sockets: packet bytes in, response bytes
 //! out, for the query kinds of the benchmark mix (`bench/` measures the whole server under
-//! dnsperf). Run: `cargo bench --bench handle`.
+//! dnsperf). Run: `cargo bench --bench handle`; `MERIDIAN_BENCH_PAIRED=1 cargo bench --bench
+//! handle` for the RRL and cookie overheads measured side by side ([`paired`]).
 
 use std::hint::black_box;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
@@ -17,10 +18,23 @@ use meridian::geo::{AddrSource, GeoDb, Locator};
 use meridian::snapshot::Snapshot;
 
 fn query(name: &str, t: RecordType, ecs: Option<(IpAddr, u8)>) -> Vec<u8> {
+    query_cookie(name, t, ecs, None)
+}
+
+/// A query with a COOKIE option of `cookie`'s bytes (client cookie, optionally a server one).
+fn query_cookie(
+    name: &str,
+    t: RecordType,
+    ecs: Option<(IpAddr, u8)>,
+    cookie: Option<&[u8]>,
+) -> Vec<u8> {
     let mut m = Message::new(0x1234, MessageType::Query, OpCode::Query);
     m.add_query(Query::query(Name::from_ascii(name).expect("name"), t));
     let mut e = Edns::new();
     e.set_max_payload(1232);
+    if let Some(c) = cookie {
+        e.options_mut().insert(EdnsOption::Unknown(10, c.to_vec()));
+    }
     if let Some((ip, p)) = ecs {
         e.options_mut()
             .insert(EdnsOption::Subnet(ClientSubnet::new(ip, p, 0)));
@@ -29,8 +43,9 @@ fn query(name: &str, t: RecordType, ecs: Option<(IpAddr, u8)>) -> Vec<u8> {
     m.to_vec().expect("encode")
 }
 
-/// The benchmark harness's zone and services (bench/meridian-bench.toml.in).
-fn snapshot() -> Snapshot {
+/// The benchmark harness's zone and services (bench/meridian-bench.toml.in), plus `extra`
+/// config at the end.
+fn snapshot(extra: &str) -> Snapshot {
     let dir = tempfile::tempdir().expect("tempdir").keep();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::create_dir_all(dir.join("zones")).expect("mkdir");
@@ -41,13 +56,14 @@ fn snapshot() -> Snapshot {
     std::fs::write(dir.join("zones/example.com.zone"), zone).expect("zone");
     let cfg = include_str!("../bench/meridian-bench.toml.in")
         .replace("@PORT@", "0")
-        .replace("@ZONES@", "zones");
+        .replace("@ZONES@", "zones")
+        + extra;
     std::fs::write(dir.join("m.toml"), cfg).expect("config");
     Snapshot::load(&dir.join("m.toml")).unwrap_or_else(|p| panic!("{p}"))
 }
 
 fn bench(c: &mut Criterion) {
-    let snap = snapshot();
+    let snap = snapshot("");
     let src: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
     let cases = [
         ("static A", query("mail.example.com.", RecordType::A, None)),
@@ -80,6 +96,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| fast::answer(black_box(&snap), black_box(packet), src, &mut out))
         });
     }
+    rrl_and_cookies(c, &cases);
     // The GeoIP lookup alone, in the shipped country database and the MaxMind city test data.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let ip: IpAddr = "81.2.69.160".parse().expect("ip");
@@ -98,5 +115,167 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// `MERIDIAN_BENCH_PAIRED=1 cargo bench --bench handle`: the cost of RRL and cookies measured
+/// in interleaved batches, each variant's best batch of 200 rounds. On a machine shared with
+/// other work (criterion's means then drift with the load), the best batch of each variant,
+/// taken under the same conditions, compares them fairly.
+fn paired() {
+    let plain = snapshot("");
+    let on = snapshot("\n[rrl]\nresponses_per_second = 1000000\nwindow = \"1h\"\n");
+    let rrl = on.rrl.as_ref().expect("rrl on");
+    let src: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+    let client = [1u8, 2, 3, 4, 5, 6, 7, 8];
+    let valid = |snap: &Snapshot| {
+        let sc = meridian::cookie::server_cookie(
+            &snap.cookie_secret,
+            &client,
+            src.ip(),
+            meridian::cookie::unix_now(),
+        );
+        [&client[..], &sc[..]].concat()
+    };
+    let (vp, vo) = (valid(&plain), valid(&on));
+    let q = |c: Option<&[u8]>| query_cookie("mail.example.com.", RecordType::A, None, c);
+    let (q0, qc, qvp, qvo) = (q(None), q(Some(&client)), q(Some(&vp)), q(Some(&vo)));
+    let mut out = Vec::with_capacity(1232);
+    // (name, snapshot, packet, RRL on, client networks): with 65,536 networks the table's
+    // lines come from memory rather than cache, as with real traffic.
+    type Case<'a> = (&'a str, &'a Snapshot, &'a [u8], bool, u32);
+    let cases: [Case<'_>; 7] = [
+        ("fast path: static A", &plain, &q0, false, 1),
+        ("fast path + RRL: static A", &on, &q0, true, 1),
+        (
+            "fast path + RRL: static A, 65536 networks",
+            &on,
+            &q0,
+            true,
+            65536,
+        ),
+        ("fast path: static A, client cookie", &plain, &qc, false, 1),
+        (
+            "fast path + RRL: static A, client cookie",
+            &on,
+            &qc,
+            true,
+            1,
+        ),
+        (
+            "fast path: static A, valid server cookie",
+            &plain,
+            &qvp,
+            false,
+            1,
+        ),
+        (
+            "fast path + RRL: static A, valid server cookie",
+            &on,
+            &qvo,
+            true,
+            1,
+        ),
+    ];
+    let mut best = [f64::MAX; 7];
+    let mut n = 0u32;
+    const BATCH: u32 = 2000;
+    for _ in 0..200 {
+        for (i, &(_, snap, packet, limit, nets)) in cases.iter().enumerate() {
+            let t = std::time::Instant::now();
+            for _ in 0..BATCH {
+                let src = if nets > 1 {
+                    n = n.wrapping_add(1);
+                    let ip = std::net::Ipv4Addr::from(0x0A00_0000 | (n % nets) << 8);
+                    SocketAddr::new(IpAddr::V4(ip), 4000)
+                } else {
+                    src
+                };
+                let ok = fast::answer(black_box(snap), black_box(packet), src, &mut out)
+                    == Fast::Answered;
+                if limit {
+                    black_box(ok && rrl.allow(packet, src.ip(), &mut out, &snap.cookie_secret));
+                }
+            }
+            best[i] = best[i].min(t.elapsed().as_nanos() as f64 / f64::from(BATCH));
+        }
+    }
+    for (i, (name, ..)) in cases.iter().enumerate() {
+        println!(
+            "{name:50} {:7.1} ns/query ({:+.1} ns vs plain)",
+            best[i],
+            best[i] - best[0]
+        );
+    }
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if std::env::var_os("MERIDIAN_BENCH_PAIRED").is_some() {
+        paired();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
+
+/// The UDP loop's work with `[rrl]` on (fast path, then the limiter on its response) and with
+/// cookies, against the plain fast path above. The RRL rate is set so high (10^6/s, 1 h window)
+/// that nothing is limited: this measures the accounting every answered query pays.
+fn rrl_and_cookies(c: &mut Criterion, cases: &[(&str, Vec<u8>)]) {
+    let snap = snapshot("\n[rrl]\nresponses_per_second = 1000000\nwindow = \"1h\"\n");
+    let rrl = snap.rrl.as_ref().expect("rrl on");
+    let src: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+    let mut out = Vec::with_capacity(1232);
+    for (name, packet) in cases {
+        c.bench_function(&format!("fast path + RRL: {name}"), |b| {
+            b.iter(|| {
+                fast::answer(black_box(&snap), black_box(packet), src, &mut out) == Fast::Answered
+                    && rrl.allow(packet, src.ip(), &mut out, &snap.cookie_secret)
+            })
+        });
+    }
+    // Many clients: a /24 per query out of 65,536, so the table's lines miss the cache as
+    // they would under real traffic.
+    let packet = &cases[0].1;
+    let mut i = 0u32;
+    c.bench_function("fast path + RRL: static A, 65536 networks", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0A00_0000 | (i & 0xFFFF) << 8));
+            fast::answer(
+                black_box(&snap),
+                black_box(packet),
+                SocketAddr::new(ip, 4000),
+                &mut out,
+            ) == Fast::Answered
+                && rrl.allow(packet, ip, &mut out, &snap.cookie_secret)
+        })
+    });
+
+    let client = [1u8, 2, 3, 4, 5, 6, 7, 8];
+    let server = meridian::cookie::server_cookie(
+        &snap.cookie_secret,
+        &client,
+        src.ip(),
+        meridian::cookie::unix_now(),
+    );
+    let valid = [&client[..], &server[..]].concat();
+    for (label, cookie) in [
+        ("client cookie", &client[..]),
+        ("valid server cookie", &valid[..]),
+    ] {
+        let packet = query_cookie("mail.example.com.", RecordType::A, None, Some(cookie));
+        assert_eq!(fast::answer(&snap, &packet, src, &mut out), Fast::Answered);
+        c.bench_function(&format!("fast path: static A, {label}"), |b| {
+            b.iter(|| fast::answer(black_box(&snap), black_box(&packet), src, &mut out))
+        });
+        c.bench_function(&format!("fast path + RRL: static A, {label}"), |b| {
+            b.iter(|| {
+                fast::answer(black_box(&snap), black_box(&packet), src, &mut out) == Fast::Answered
+                    && rrl.allow(&packet, src.ip(), &mut out, &snap.cookie_secret)
+            })
+        });
+        c.bench_function(&format!("reference: static A, {label}"), |b| {
+            b.iter(|| handle(black_box(&snap), black_box(&packet), src, Transport::Udp))
+        });
+    }
+}

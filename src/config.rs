@@ -81,6 +81,7 @@ pub struct Config {
     pub service: Vec<Spanned<ServiceConfig>>,
     /// `[anycast]`: schema and checks in [`crate::anycast::config`].
     pub anycast: Option<crate::anycast::config::AnycastConfig>,
+    pub rrl: Option<Spanned<RrlConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +112,9 @@ pub struct ServerConfig {
     /// Folder for state that must outlive the process (drains); default `state/` beside the
     /// config file. See [`LoadedConfig::state_dir`].
     pub state_dir: Option<Spanned<String>>,
+    /// DNS Cookies: the SipHash key of server cookies, 32 hex digits, the same at every site
+    /// behind one anycast address; random per start when absent.
+    pub cookie_secret: Option<Spanned<String>>,
 }
 
 fn default_max_udp_payload() -> Spanned<u16> {
@@ -247,6 +251,24 @@ pub struct EndpointConfig {
     pub check: Option<Spanned<String>>,
 }
 
+/// `[rrl]`: response rate limiting (see [`crate::rrl`]); absent keys take the defaults there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RrlConfig {
+    pub responses_per_second: Option<Spanned<u32>>,
+    pub nxdomains_per_second: Option<Spanned<u32>>,
+    pub errors_per_second: Option<Spanned<u32>>,
+    pub window: Option<Spanned<String>>,
+    pub slip: Option<Spanned<u32>>,
+    pub ipv4_prefix: Option<Spanned<u8>>,
+    pub ipv6_prefix: Option<Spanned<u8>>,
+    #[serde(default)]
+    pub exempt: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub log_only: bool,
+    pub table_size: Option<Spanned<usize>>,
+}
+
 pub const POLICIES: &[&str] = &[
     "round-robin",
     "weighted",
@@ -270,6 +292,10 @@ pub struct LoadedConfig {
     pub tcp_idle_timeout: Duration,
     /// `[anycast]` after its checks; `None` without the table.
     pub anycast: Option<crate::anycast::config::Settings>,
+    /// `[rrl]` checked and with its defaults; `None` when the section is absent.
+    pub rrl: Option<crate::rrl::Settings>,
+    /// `server.cookie_secret` when set.
+    pub cookie_secret: Option<crate::cookie::Secret>,
 }
 
 impl LoadedConfig {
@@ -526,6 +552,8 @@ pub fn examine_text(path: &Path, text: String) -> Examined {
         listen: Vec::new(),
         tcp_idle_timeout: Duration::from_secs(10),
         anycast: None,
+        rrl: None,
+        cookie_secret: None,
         config,
     };
     let mut examined = Examined {
@@ -757,6 +785,19 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
         if *v.get_ref() == 0 {
             out.push(at(v.span(), format!("server.{key}: must be at least 1")));
         }
+    }
+    if let Some(secret) = &c.server.cookie_secret {
+        match crate::cookie::Secret::parse_hex(secret.get_ref()) {
+            Some(s) => lc.cookie_secret = Some(s),
+            None => out.push(at(
+                secret.span(),
+                "server.cookie_secret: must be 32 hex digits (128 bits, e.g. from `openssl rand -hex 16`)"
+                    .into(),
+            )),
+        }
+    }
+    if let Some(rrl) = &c.rrl {
+        lc.rrl = check_rrl(rrl.get_ref(), &at, out);
     }
     if !lc.zones_dir.is_dir() {
         out.push(at(
@@ -1075,6 +1116,121 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
     }
 }
 
+/// Checks `[rrl]` and fills in its defaults; `None` when a value is wrong (reported in `out`).
+fn check_rrl(
+    r: &RrlConfig,
+    at: &impl Fn(std::ops::Range<usize>, String) -> Problem,
+    out: &mut Vec<Problem>,
+) -> Option<crate::rrl::Settings> {
+    use crate::rrl;
+    let before = out.len();
+    let mut rate = |key: &str, v: &Option<Spanned<u32>>, default: u32| match v {
+        Some(v) if *v.get_ref() > rrl::MAX_RATE => {
+            out.push(at(
+                v.span(),
+                format!(
+                    "rrl.{key}: must be at most {} (0 = unlimited)",
+                    rrl::MAX_RATE
+                ),
+            ));
+            default
+        }
+        Some(v) => *v.get_ref(),
+        None => default,
+    };
+    let responses = rate(
+        "responses_per_second",
+        &r.responses_per_second,
+        rrl::DEFAULT_RATE,
+    );
+    // As in BIND: the other rates default to the answer rate.
+    let nxdomains = rate("nxdomains_per_second", &r.nxdomains_per_second, responses);
+    let errors = rate("errors_per_second", &r.errors_per_second, responses);
+    let window = match &r.window {
+        None => rrl::DEFAULT_WINDOW,
+        Some(w) => match parse_duration(w.get_ref()) {
+            Ok(d) if d >= Duration::from_secs(1) && d <= rrl::MAX_WINDOW => d,
+            Ok(_) => {
+                out.push(at(
+                    w.span(),
+                    "rrl.window: must lie between 1s and 1h".into(),
+                ));
+                rrl::DEFAULT_WINDOW
+            }
+            Err(e) => {
+                out.push(at(w.span(), format!("rrl.window: {e}")));
+                rrl::DEFAULT_WINDOW
+            }
+        },
+    };
+    let slip = match &r.slip {
+        Some(s) if *s.get_ref() > rrl::MAX_SLIP => {
+            out.push(at(
+                s.span(),
+                format!(
+                    "rrl.slip: must lie between 0 (drop every limited response) and {}",
+                    rrl::MAX_SLIP
+                ),
+            ));
+            rrl::DEFAULT_SLIP
+        }
+        Some(s) => *s.get_ref(),
+        None => rrl::DEFAULT_SLIP,
+    };
+    let mut prefix = |key: &str, v: &Option<Spanned<u8>>, default: u8, max: u8| match v {
+        Some(p) if *p.get_ref() == 0 || *p.get_ref() > max => {
+            out.push(at(
+                p.span(),
+                format!("rrl.{key}: must lie between 1 and {max}"),
+            ));
+            default
+        }
+        Some(p) => *p.get_ref(),
+        None => default,
+    };
+    let ipv4_prefix = prefix("ipv4_prefix", &r.ipv4_prefix, 24, 32);
+    let ipv6_prefix = prefix("ipv6_prefix", &r.ipv6_prefix, 56, 128);
+    let mut exempt = Vec::new();
+    for (i, e) in r.exempt.iter().enumerate() {
+        match parse_cidr(e.get_ref()) {
+            Some((ip, len)) => exempt.push((crate::geo::mask(ip, len), len)),
+            None => out.push(at(
+                e.span(),
+                format!(
+                    "rrl.exempt[{i}]: `{}` is not a network (e.g. \"10.0.0.0/8\")",
+                    e.get_ref()
+                ),
+            )),
+        }
+    }
+    let table_size = match &r.table_size {
+        Some(t) if *t.get_ref() == 0 || *t.get_ref() > rrl::MAX_TABLE_SIZE => {
+            out.push(at(
+                t.span(),
+                format!(
+                    "rrl.table_size: must lie between 1 and {}",
+                    rrl::MAX_TABLE_SIZE
+                ),
+            ));
+            rrl::DEFAULT_TABLE_SIZE
+        }
+        Some(t) => *t.get_ref(),
+        None => rrl::DEFAULT_TABLE_SIZE,
+    };
+    (out.len() == before).then_some(rrl::Settings {
+        responses_per_second: responses,
+        nxdomains_per_second: nxdomains,
+        errors_per_second: errors,
+        window,
+        slip,
+        ipv4_prefix,
+        ipv6_prefix,
+        exempt,
+        log_only: r.log_only,
+        table_size,
+    })
+}
+
 fn check_location(
     loc: &Location,
     key: &str,
@@ -1314,6 +1470,43 @@ mod tests {
                 "z/a.zone:1:1: z"
             ]
         );
+    }
+
+    #[test]
+    fn rrl_defaults_follow_bind() {
+        let base = "[server]\nlisten = [\"127.0.0.1:1\"]\nzones = \".\"\n";
+        assert!(parse_str(base).unwrap().rrl.is_none());
+        let r = parse_str(&format!("{base}[rrl]\nresponses_per_second = 7\n"))
+            .unwrap()
+            .rrl
+            .unwrap();
+        assert_eq!(
+            (
+                r.responses_per_second,
+                r.nxdomains_per_second,
+                r.errors_per_second
+            ),
+            (7, 7, 7)
+        );
+        assert_eq!((r.slip, r.ipv4_prefix, r.ipv6_prefix), (2, 24, 56));
+        assert_eq!(r.window, Duration::from_secs(5));
+        assert_eq!(r.table_size, crate::rrl::DEFAULT_TABLE_SIZE);
+        assert!(!r.log_only && r.exempt.is_empty());
+    }
+
+    #[test]
+    fn cookie_secret_is_32_hex_digits() {
+        let cfg = |v: &str| {
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:1\"]\nzones = \".\"\ncookie_secret = \"{v}\"\n"
+            )
+        };
+        assert!(parse_str(&cfg("000102030405060708090a0b0c0d0e0f"))
+            .unwrap()
+            .cookie_secret
+            .is_some());
+        let err = parse_str(&cfg("0001")).unwrap_err();
+        assert_eq!((err.0[0].line, err.0[0].col), (4, 17), "{err}");
     }
 
     #[test]

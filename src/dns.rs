@@ -2,7 +2,7 @@
 //! TCP, tests and benchmarks all call the same function, and a faster transport can replace
 //! the current one without touching answer logic.
 //!
-//! Flow: header checks → parse → EDNS (version, payload, NSID, ECS) → class (IN / CHAOS) →
+//! Flow: header checks → parse → EDNS (version, payload, NSID, cookie, ECS) → class (IN / CHAOS) →
 //! zone lookup with CNAME chasing → sections → encode, truncating to the client's limit.
 
 use std::net::SocketAddr;
@@ -121,6 +121,17 @@ fn respond<'s>(
                 if let Ok(p) = NSIDPayload::new(id.as_bytes().to_vec()) {
                     edns.options_mut().insert(EdnsOption::NSID(p));
                 }
+            }
+        }
+        // DNS Cookies (crate::cookie): the client cookie back with a server cookie; a
+        // malformed COOKIE option is FORMERR (RFC 7873 §5.2.2).
+        match crate::cookie::edns_reply(&snap.cookie_secret, req_edns, src.ip()) {
+            Ok(Some(cookie)) => edns.options_mut().insert(cookie),
+            Ok(None) => {}
+            Err(()) => {
+                resp.set_edns(edns);
+                resp.metadata.response_code = ResponseCode::FormErr;
+                return done(resp, limit, false);
             }
         }
         resp.set_edns(edns);

@@ -1,5 +1,5 @@
 //! The UDP fast path: the queries that make up nearly all traffic — one question of class IN,
-//! at most an OPT with ECS, answered from an exact name, a balanced name, NODATA or NXDOMAIN —
+//! at most an OPT with ECS and a COOKIE, answered from an exact name, a balanced name, NODATA or NXDOMAIN —
 //! read and written straight from and to bytes, with rdata encoded once at zone load.
 //!
 //! Anything else (other opcodes, CNAMEs, wildcards, referrals, ANY, NSID, CHAOS, malformed or
@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
+use crate::cookie;
 use crate::geo::{mask, prefix_in, AddrSource};
 use crate::metrics::{self, QueryOutcome};
 use crate::policy::{self, Client, Family};
@@ -51,6 +52,8 @@ struct EdnsInfo {
     dnssec_ok: bool,
     /// ECS: (family, source prefix, address bytes as sent, decoded address).
     ecs: Option<(u16, u8, [u8; 16], usize, IpAddr)>,
+    /// A well-formed COOKIE option: (offset of its data in the packet, length).
+    cookie: Option<(usize, usize)>,
 }
 
 fn be16(p: &[u8], i: usize) -> Option<u16> {
@@ -129,6 +132,7 @@ fn parse(p: &[u8]) -> Option<Parsed> {
             payload,
             dnssec_ok: flags & 0x80 != 0,
             ecs: None,
+            cookie: None,
         };
         while k < end {
             let code = be16(p, k)?;
@@ -164,7 +168,14 @@ fn parse(p: &[u8]) -> Option<Parsed> {
                     edns.ecs = Some((family, source, bytes, nbytes, addr));
                 }
                 3 => return None, // NSID: the slow path adds the site id
-                _ => {}           // unknown options are ignored (RFC 6891 §6.1.2)
+                cookie::OPT_COOKIE => {
+                    // Malformed or repeated: FORMERR is the slow path's (RFC 7873 §5.2.2).
+                    if edns.cookie.is_some() || !cookie::well_formed(len) {
+                        return None;
+                    }
+                    edns.cookie = Some((k + 4, len));
+                }
+                _ => {} // unknown options are ignored (RFC 6891 §6.1.2)
             }
             k += 4 + len;
         }
@@ -411,17 +422,24 @@ pub fn answer(snap: &Snapshot, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
         out.extend_from_slice(&TYPE_OPT.to_be_bytes());
         out.extend_from_slice(&snap.wire.max_udp_payload.to_be_bytes());
         out.extend_from_slice(&[0, 0, if e.dnssec_ok { 0x80 } else { 0 }, 0]);
-        match &e.ecs {
-            Some((family, source, bytes, nbytes, _)) => {
-                out.extend_from_slice(&((8 + nbytes) as u16).to_be_bytes());
-                out.extend_from_slice(&OPT_ECS.to_be_bytes());
-                out.extend_from_slice(&((4 + nbytes) as u16).to_be_bytes());
-                out.extend_from_slice(&family.to_be_bytes());
-                out.push(*source);
-                out.push(scope.min(*source));
-                out.extend_from_slice(&bytes[..*nbytes]);
-            }
-            None => out.extend_from_slice(&[0, 0]),
+        let cookie_len = e.cookie.map_or(0, |_| 4 + cookie::REPLY_LEN);
+        let ecs_len = e.ecs.as_ref().map_or(0, |x| 8 + x.3);
+        out.extend_from_slice(&((cookie_len + ecs_len) as u16).to_be_bytes());
+        if let Some((at, len)) = e.cookie {
+            // DNS Cookies, written where dns::handle puts them: before ECS.
+            let data = &packet[at..at + len];
+            let reply = cookie::reply(&snap.cookie_secret, data, src.ip(), cookie::unix_now());
+            out.extend_from_slice(&cookie::OPT_COOKIE.to_be_bytes());
+            out.extend_from_slice(&(cookie::REPLY_LEN as u16).to_be_bytes());
+            out.extend_from_slice(&reply);
+        }
+        if let Some((family, source, bytes, nbytes, _)) = &e.ecs {
+            out.extend_from_slice(&OPT_ECS.to_be_bytes());
+            out.extend_from_slice(&((4 + nbytes) as u16).to_be_bytes());
+            out.extend_from_slice(&family.to_be_bytes());
+            out.push(*source);
+            out.push(scope.min(*source));
+            out.extend_from_slice(&bytes[..*nbytes]);
         }
         additional = 1;
     }

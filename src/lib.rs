@@ -7,6 +7,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`config`] | the TOML schema, its checks, and `file:line:col` problems |
+//! | [`cookie`] | DNS Cookies (RFC 7873, RFC 9018 server cookies) |
 //! | [`zone`] | master-file parsing, zone checks, the name index for lookups |
 //! | [`geo`] | locating a client: ECS or source, overrides, GeoIP database, site |
 //! | [`policy`] | balanced names and the seven steering policies |
@@ -17,6 +18,7 @@
 //! | [`server`] | UDP and TCP listeners |
 //! | [`explain`] | `meridian explain`: an answer and the decision behind it |
 //! | [`metrics`] | Prometheus counters (lock-free on the query path) and their exposition |
+//! | [`rrl`] | response rate limiting of UDP responses: a fixed table of atomic token buckets |
 //! | [`reload`] | SIGHUP / API reloads: rebuild off the query path, swap, record the result |
 //! | [`admin`] | the admin HTTP API: status, metrics, drain, reload |
 //! | [`anycast`] | BGP announce/withdraw of the site's prefixes by self-check (BIRD, ExaBGP) |
@@ -27,6 +29,7 @@ pub mod admin;
 pub mod anycast;
 pub mod cli;
 pub mod config;
+pub mod cookie;
 pub mod ctl;
 pub mod dns;
 pub mod explain;
@@ -36,6 +39,7 @@ pub mod health;
 pub mod metrics;
 pub mod policy;
 pub mod reload;
+pub mod rrl;
 pub mod server;
 pub mod snapshot;
 pub mod zone;

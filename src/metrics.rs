@@ -11,7 +11,9 @@
 //! address, so a reload that keeps a zone or an endpoint keeps its counts (counters never go
 //! back). They are exported at scrape time by walking the current snapshot, as are the
 //! endpoint health gauges, which are read from the live `EndpointState`s: no per-query cost at
-//! all. Probe results (few per second) and reloads (rare) use plain locked maps and atomics.
+//! all. Response rate limiting keeps its own atomic counters in its table ([`crate::rrl`]),
+//! exported here as `meridian_rrl_total{action}`. Probe results (few per second) and reloads
+//! (rare) use plain locked maps and atomics.
 //!
 //! The exposition is built with `prometheus-client` (OpenMetrics text): its `Collector` hook
 //! lets every series be computed from the snapshot at scrape time, so series of zones and
@@ -649,6 +651,31 @@ impl Collector for SnapshotCollector {
                 p.duration.encode(h.encode_family(&l)?)?;
             }
         }
+
+        // Response rate limiting: counters of the table, which outlives reloads; zeros
+        // without `[rrl]`, so dashboards need no special case.
+        let rrl = snap.rrl.as_ref().map(|r| &*r.table);
+        let load = |c: Option<&AtomicU64>| c.map_or(0, |c| c.load(Ordering::Relaxed));
+        family(
+            &mut enc,
+            "meridian_rrl",
+            "UDP responses response rate limiting acted on: dropped, slipped (sent truncated, \
+             TC=1, for the client to retry over TCP), logged (log_only: would have been limited).",
+            MetricType::Counter,
+            [
+                ("dropped", load(rrl.map(|t| &t.dropped))),
+                ("slipped", load(rrl.map(|t| &t.slipped))),
+                ("logged", load(rrl.map(|t| &t.logged))),
+            ]
+            .map(|(a, v)| (vec![("action", a)], ConstCounter::new(v))),
+        )?;
+        single(
+            &mut enc,
+            "meridian_rrl_evictions",
+            "RRL table entries still in debt replaced by a new key because their line was full \
+             (the table is too small for the traffic: rrl.table_size).",
+            ConstCounter::new(load(rrl.map(|t| &t.evicted))),
+        )?;
 
         // Config and reloads.
         single(

@@ -39,6 +39,10 @@ pub struct Snapshot {
     pub services: Vec<Arc<Service>>,
     /// Endpoint states, shared with the snapshots before and after this one.
     pub health: Arc<HealthRegistry>,
+    /// `[rrl]`, applied to UDP responses by the server loop; `None` = no limiting.
+    pub rrl: Option<crate::rrl::Rrl>,
+    /// The key of DNS server cookies: `server.cookie_secret`, else random per config file.
+    pub cookie_secret: crate::cookie::Secret,
 }
 
 static GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -186,7 +190,16 @@ impl Snapshot {
                 .and_then(|s| s.id.as_ref())
                 .map(|s| s.get_ref().clone()),
         };
+        let rrl = config
+            .rrl
+            .clone()
+            .map(|s| crate::rrl::Rrl::new(s, &config.path));
+        let cookie_secret = config
+            .cookie_secret
+            .unwrap_or_else(|| crate::cookie::Secret::random_for(&config.path));
         Ok(Snapshot {
+            rrl,
+            cookie_secret,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed) + 1,
             loaded_at: SystemTime::now(),
             config,

@@ -10,6 +10,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
 
+use meridian::cookie;
 use meridian::dns::{handle, Transport};
 use meridian::fast::{self, Fast};
 use meridian::snapshot::Snapshot;
@@ -142,6 +143,14 @@ fn view(m: &Message) -> String {
                 c.source_prefix(),
                 c.scope_prefix()
             );
+        }
+        // Every option, in order, with the COOKIE's bytes.
+        for (code, opt) in e.options().as_ref() {
+            s += &format!("OPTION {code:?}");
+            if let EdnsOption::Unknown(10, data) = opt {
+                s += &format!(" {data:02x?}");
+            }
+            s += "\n";
         }
     }
     s
@@ -292,4 +301,127 @@ fn fast_path_leaves_the_special_cases_to_the_reference() {
         fast::answer(&snap, &trailing, src, &mut out),
         Fast::Fallback
     );
+}
+
+/// A query with a raw COOKIE option (and optionally ECS), as resolvers send them.
+fn cookie_packet(name: &str, t: RecordType, cookie: &[u8], ecs: Option<(&str, u8)>) -> Vec<u8> {
+    let mut m = Message::new(0xC00C, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).expect("name"), t));
+    let mut e = Edns::new();
+    e.set_max_payload(1232);
+    e.options_mut()
+        .insert(EdnsOption::Unknown(10, cookie.to_vec()));
+    if let Some((ip, prefix)) = ecs {
+        let ip: IpAddr = ip.parse().expect("ip");
+        e.options_mut()
+            .insert(EdnsOption::Subnet(ClientSubnet::new(ip, prefix, 0)));
+    }
+    m.set_edns(e);
+    m.to_vec().expect("encode")
+}
+
+#[test]
+fn fast_path_cookies_match_the_reference_byte_for_byte() {
+    let (_dir, snap) = snapshot();
+    let src: SocketAddr = "127.0.0.1:5353".parse().expect("addr");
+    let client = [1u8, 2, 3, 4, 5, 6, 7, 8];
+    let now = cookie::unix_now();
+    let sc = |ts: u32| cookie::server_cookie(&snap.cookie_secret, &client, src.ip(), ts);
+    let with = |server: &[u8]| [&client[..], server].concat();
+    let mut forged = sc(now);
+    forged[9] ^= 0xFF;
+    let cookies: Vec<(&str, Vec<u8>)> = vec![
+        ("client only", client.to_vec()),
+        ("valid", with(&sc(now))),
+        ("valid, to renew", with(&sc(now - 2000))),
+        ("forged", with(&forged)),
+        ("expired", with(&sc(now - 4000))),
+        ("8-byte server cookie", with(&[7; 8])),
+        ("32-byte server cookie", with(&[7; 32])),
+    ];
+    let mut out = Vec::new();
+    for (what, c) in &cookies {
+        for (name, t, ecs, identical) in [
+            ("mail.fast.test.", RecordType::A, None, true),
+            ("MAIL.fast.test.", RecordType::AAAA, None, true),
+            ("fast.test.", RecordType::TXT, None, true),
+            ("nope.fast.test.", RecordType::A, None, false),
+            ("mail.fast.test.", RecordType::SSHFP, None, false),
+            (
+                "geo.fast.test.",
+                RecordType::A,
+                Some(("81.2.69.0", 24)),
+                true,
+            ),
+            (
+                "hash.fast.test.",
+                RecordType::A,
+                Some(("10.9.8.0", 24)),
+                true,
+            ),
+        ] {
+            let p = cookie_packet(name, t, c, ecs);
+            // A fresh cookie carries the current second: a boundary between the two calls
+            // would make them differ, so try again (three boundaries in a row cannot happen).
+            let mut compared = false;
+            for _ in 0..3 {
+                let before = cookie::unix_now();
+                assert_eq!(
+                    fast::answer(&snap, &p, src, &mut out),
+                    Fast::Answered,
+                    "{what}: {name} {t}: the fast path must take cookie queries"
+                );
+                let slow = handle(&snap, &p, src, Transport::Udp).expect("slow path answers");
+                if cookie::unix_now() != before {
+                    continue;
+                }
+                let (f, s) = (
+                    Message::from_vec(&out).expect("fast response decodes"),
+                    Message::from_vec(&slow).expect("slow response decodes"),
+                );
+                assert_eq!(view(&f), view(&s), "{what}: {name} {t}");
+                assert!(view(&f).contains("OPTION Cookie"), "{what}: {}", view(&f));
+                if identical {
+                    // Answers have no SOA whose owner the two paths spell differently.
+                    assert_eq!(out, slow, "{what}: {name} {t}: bytes");
+                }
+                compared = true;
+                break;
+            }
+            assert!(compared, "{what}: {name} {t}");
+        }
+    }
+    // Malformed and repeated COOKIE options are FORMERR, which is the reference's to give.
+    for bad in [
+        vec![1u8; 7],
+        vec![1u8; 9],
+        vec![1u8; 15],
+        vec![1u8; 41],
+        vec![],
+    ] {
+        let p = cookie_packet("mail.fast.test.", RecordType::A, &bad, None);
+        assert_eq!(fast::answer(&snap, &p, src, &mut out), Fast::Fallback);
+        let slow = handle(&snap, &p, src, Transport::Udp).expect("FORMERR");
+        let m = Message::from_vec(&slow).expect("decode");
+        assert_eq!(
+            m.metadata.response_code,
+            hickory_proto::op::ResponseCode::FormErr,
+            "length {}",
+            bad.len()
+        );
+    }
+    let mut two = Message::from_vec(&cookie_packet(
+        "mail.fast.test.",
+        RecordType::A,
+        &client,
+        None,
+    ))
+    .expect("decode");
+    if let Some(e) = two.edns.as_mut() {
+        e.options_mut()
+            .insert(EdnsOption::Unknown(10, client.to_vec()));
+    }
+    let p = two.to_vec().expect("encode");
+    assert_eq!(fast::answer(&snap, &p, src, &mut out), Fast::Fallback);
 }

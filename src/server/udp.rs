@@ -2,7 +2,8 @@
 //! with `recvmmsg`/`sendmmsg`. On loopback the kernel's per-packet cost dominates everything
 //! meridian does in user space (`shared/notes/hickory-0.26.md`), so a system call per batch
 //! instead of two per query is the largest single saving; a blocking thread also avoids the
-//! epoll round trip and task wake-up an async socket pays per packet.
+//! epoll round trip and task wake-up an async socket pays per packet. Response rate limiting
+//! ([`crate::rrl`]) applies here, to UDP responses only.
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -54,7 +55,7 @@ fn to_socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
 pub fn run(sock: UdpSocket, snapshot: SharedSnapshot, stop: Arc<AtomicBool>) {
     run_batched(sock, stop, |packet, src, out| {
         let snap = snapshot.load();
-        match fast::answer(&snap, packet, src, out) {
+        let send = match fast::answer(&snap, packet, src, out) {
             Fast::Answered => true,
             Fast::Fallback => match handle(&snap, packet, src, Transport::Udp) {
                 Some(r) => {
@@ -64,6 +65,12 @@ pub fn run(sock: UdpSocket, snapshot: SharedSnapshot, stop: Arc<AtomicBool>) {
                 }
                 None => false,
             },
+        };
+        // Response rate limiting sees the finished response, whichever path made it; without
+        // `[rrl]` this is the one branch it costs.
+        match &snap.rrl {
+            Some(rrl) if send => rrl.allow(packet, src.ip(), out, &snap.cookie_secret),
+            _ => send,
         }
     })
 }

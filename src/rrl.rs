@@ -1,0 +1,616 @@
+//! Response Rate Limiting (`[rrl]`), with BIND's semantics: a UDP flood of identical responses
+//! towards one network (a reflection attack with spoofed sources, or a resolver gone mad) is
+//! cut to a configured rate, while every other network sees no change.
+//!
+//! **Classes.** A response is accounted to one token bucket per client network (the source
+//! address cut to `ipv4_prefix` / `ipv6_prefix`) and response class, read from the response
+//! bytes ([`classify`]) so that the fast path and the reference handler, which
+//! `tests/fast_path.rs` proves give the same responses, are classified the same way without
+//! either having to report anything:
+//!
+//! | class | key | rate |
+//! |---|---|---|
+//! | answer (NOERROR with records, or truncated) | network, qname, qtype | `responses_per_second` |
+//! | referral (NOERROR, NS in authority) | network, delegation name | `responses_per_second` |
+//! | negative (NXDOMAIN, NODATA: SOA in authority) | network, zone apex | `nxdomains_per_second` |
+//! | error (REFUSED, FORMERR, NOTIMP, BADVERS, ...) | network | `errors_per_second` |
+//!
+//! A rate of 0 leaves that class unlimited. Names are compared lower-cased, so 0x20 case
+//! randomisation does not open new buckets; keying negative answers by zone is what stops a
+//! random-subdomain flood from getting a fresh bucket per name.
+//!
+//! **Buckets.** Each is a GCRA ("virtual scheduling") token bucket: one theoretical arrival
+//! time (TAT). Credit accrues at the rate up to rate × `window` responses; a response is
+//! allowed when TAT − now ≤ window and then moves TAT on by 1/rate. A bucket whose TAT is in
+//! the past holds no state at all (it is indistinguishable from a new one), so idle entries
+//! need no expiry pass: they are free slots.
+//!
+//! **Limited responses.** Every `slip`th limited response of a bucket goes out as a "slip":
+//! the header with TC=1, the question and the OPT record (with its cookie), no records, so a
+//! real client behind a spoofed flood retries over TCP (never limited) or with the server
+//! cookie (never limited); the others are dropped. `slip = 0` drops all, `slip = 1` slips all.
+//! A query with a valid server cookie ([`crate::cookie`]) is never limited: its source
+//! address is proven. Exempt networks are never limited. `log_only` counts what would be
+//! limited (`meridian_rrl_total{action="logged"}`) and sends everything.
+//!
+//! **The table.** A fixed array of `table_size` 64-bit atomics (rounded up to whole 64-byte
+//! lines of 8), allocated when the config is loaded and never resized, so the query path
+//! takes no lock and allocates nothing: a keyed SipHash-1-3 of the class key picks a line,
+//! 20 bits of it tag the entry, and the entry (tag, slip counter, 40-bit TAT in µs) is updated
+//! with one compare-and-swap. A line holds 8 entries; a new key takes a free slot (an entry
+//! whose TAT has passed) of its line. **When the line is full** (8 keys of that line are all
+//! in debt), the entry closest to having its credit back is replaced: the heaviest floods keep
+//! their state, and the key forgotten starts again with full credit, so a table too small for
+//! the traffic fails open (answers more, never fewer) rather than limiting innocent keys.
+//! Replacements are counted in `meridian_rrl_evictions_total`; size the table at least to the
+//! number of (network, class) keys active within one window. A CAS that keeps losing to
+//! other threads (4 tries) also fails open.
+//!
+//! **Reload.** The table is kept across reloads of the same config file (same `table_size`),
+//! so a reload, which automation may run every minute, does not hand every flood a fresh
+//! burst of credit; the new rates apply to the entries as they are. A new `table_size` starts
+//! an empty table. UDP only: TCP proves the source address and is never limited.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use siphasher::sip::SipHasher13;
+
+use crate::cookie::{self, Secret};
+use crate::geo::mask;
+
+/// `[rrl]` as it applies to queries (checked and defaulted in [`crate::config`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub responses_per_second: u32,
+    pub nxdomains_per_second: u32,
+    pub errors_per_second: u32,
+    pub window: Duration,
+    pub slip: u32,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    /// Networks never limited, already masked to their prefix.
+    pub exempt: Vec<(IpAddr, u8)>,
+    pub log_only: bool,
+    pub table_size: usize,
+}
+
+/// Defaults of the keys `[rrl]` leaves out (those of BIND and Knot where they agree).
+pub const DEFAULT_RATE: u32 = 20;
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(5);
+pub const DEFAULT_SLIP: u32 = 2;
+pub const DEFAULT_TABLE_SIZE: usize = 100_000;
+/// Upper bounds the config accepts.
+pub const MAX_RATE: u32 = 1_000_000;
+pub const MAX_SLIP: u32 = 10;
+pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
+pub const MAX_TABLE_SIZE: usize = 1 << 26;
+
+/// The response class ([`classify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Class {
+    Answer = 1,
+    Referral = 2,
+    Negative = 3,
+    Error = 4,
+}
+
+/// What to do with a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Send,
+    Slip,
+    Drop,
+}
+
+const SLOTS: usize = 8;
+const TAT_BITS: u32 = 40;
+const TAT_MASK: u64 = (1 << TAT_BITS) - 1;
+const SLIP_SHIFT: u32 = 40;
+const TAG_SHIFT: u32 = 44;
+const TAG_MASK: u64 = (1 << 20) - 1;
+/// CAS attempts before giving up (and sending).
+const TRIES: usize = 4;
+
+#[repr(align(64))]
+struct Line([AtomicU64; SLOTS]);
+
+/// The bucket table and the counters of what it did; shared by the snapshots of one config.
+pub struct Table {
+    lines: Box<[Line]>,
+    /// SipHash key, random per table: nobody outside can aim keys at one line.
+    key: [u8; 16],
+    /// Monotonic µs at creation, less a second so that no live TAT is ever 0.
+    epoch_us: u64,
+    pub dropped: AtomicU64,
+    pub slipped: AtomicU64,
+    pub logged: AtomicU64,
+    pub evicted: AtomicU64,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Table({} slots)", self.lines.len() * SLOTS)
+    }
+}
+
+fn mono_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes a timespec into the one we own. The coarse clock costs a
+    // few ns without a system call; its 1–4 ms resolution is far finer than any rate here.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+impl Table {
+    fn new(size: usize) -> Table {
+        let lines = size.div_ceil(SLOTS).max(1);
+        Table {
+            lines: (0..lines)
+                .map(|_| Line([const { AtomicU64::new(0) }; SLOTS]))
+                .collect(),
+            key: cookie::random_bytes(),
+            epoch_us: mono_us().saturating_sub(1_000_000),
+            dropped: AtomicU64::new(0),
+            slipped: AtomicU64::new(0),
+            logged: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+        }
+    }
+
+    /// Slots in the table (`table_size` rounded up to whole lines).
+    pub fn slots(&self) -> usize {
+        self.lines.len() * SLOTS
+    }
+
+    fn now(&self) -> u64 {
+        (mono_us() - self.epoch_us) & TAT_MASK
+    }
+
+    /// Accounts one response of the bucket `hash` at `now`; `Ok` if within its rate, else
+    /// `Err(slip)` with whether this limited response is the one to slip.
+    fn account(
+        &self,
+        hash: u64,
+        interval: u64,
+        window: u64,
+        slip: u32,
+        now: u64,
+    ) -> Result<(), bool> {
+        let line = &self.lines[((hash as u128 * self.lines.len() as u128) >> 64) as usize].0;
+        let tag = hash & TAG_MASK;
+        // How far ahead of now a TAT is; 0 for a free entry. More than window + interval
+        // cannot be written by `account`, so it is a stale TAT that wrapped (after 2^40 µs,
+        // 12.7 days): free too.
+        let debt = |v: u64| {
+            let d = (v & TAT_MASK).wrapping_sub(now) & TAT_MASK;
+            if d >= 1 << (TAT_BITS - 1) || d > window + interval {
+                0
+            } else {
+                d
+            }
+        };
+        for _ in 0..TRIES {
+            let mut pick = None;
+            let mut victim = (0, u64::MAX, 0u64);
+            for (i, s) in line.iter().enumerate() {
+                let v = s.load(Ordering::Relaxed);
+                if (v >> TAG_SHIFT) & TAG_MASK == tag {
+                    pick = Some((i, v, debt(v)));
+                    break;
+                }
+                let d = debt(v);
+                if d < victim.1 {
+                    victim = (i, d, v);
+                }
+            }
+            let (i, old, d, evicting) = match pick {
+                Some((i, v, d)) => (i, v, d, false),
+                None => (victim.0, victim.2, 0, victim.1 > 0),
+            };
+            let slips = if pick.is_some() {
+                (old >> SLIP_SHIFT) & 0xF
+            } else {
+                0
+            };
+            let (new, verdict) = if d <= window {
+                let tat = (now + d + interval) & TAT_MASK;
+                (tag << TAG_SHIFT | slips << SLIP_SHIFT | tat, Ok(()))
+            } else {
+                let n = if slip == 0 {
+                    0
+                } else {
+                    (slips + 1) % u64::from(slip)
+                };
+                let tat = old & TAT_MASK;
+                (
+                    tag << TAG_SHIFT | n << SLIP_SHIFT | tat,
+                    Err(slip > 0 && n == 0),
+                )
+            };
+            if line[i]
+                .compare_exchange_weak(old, new, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                if evicting {
+                    self.evicted.fetch_add(1, Ordering::Relaxed);
+                }
+                return verdict;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The tables by config file: a reload of the same file with the same `table_size` keeps its
+/// table; two servers in one process (tests) have their own.
+fn table_for(config: &Path, size: usize) -> Arc<Table> {
+    static TABLES: OnceLock<Mutex<HashMap<PathBuf, Weak<Table>>>> = OnceLock::new();
+    let mut m = TABLES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let lines = size.div_ceil(SLOTS).max(1);
+    if let Some(t) = m.get(config).and_then(Weak::upgrade) {
+        if t.lines.len() == lines {
+            return t;
+        }
+    }
+    m.retain(|_, w| w.strong_count() > 0);
+    let t = Arc::new(Table::new(size));
+    m.insert(config.to_path_buf(), Arc::downgrade(&t));
+    t
+}
+
+/// The rate limiter of one snapshot: its settings and the (shared) table.
+#[derive(Debug)]
+pub struct Rrl {
+    pub settings: Settings,
+    /// µs between responses per class (index `Class as usize`); 0 = unlimited.
+    interval: [u64; 5],
+    window_us: u64,
+    pub table: Arc<Table>,
+}
+
+impl Rrl {
+    /// The limiter for `settings`, with the table of `config` kept from earlier snapshots.
+    pub fn new(settings: Settings, config: &Path) -> Rrl {
+        let per = |rate: u32| {
+            if rate == 0 {
+                0
+            } else {
+                (1_000_000 / u64::from(rate)).max(1)
+            }
+        };
+        let r = per(settings.responses_per_second);
+        let interval = [
+            0,
+            r,
+            r,
+            per(settings.nxdomains_per_second),
+            per(settings.errors_per_second),
+        ];
+        Rrl {
+            window_us: settings.window.as_micros().min(u128::from(u32::MAX)) as u64,
+            table: table_for(config, settings.table_size),
+            interval,
+            settings,
+        }
+    }
+
+    /// The limiter's decision on `response` to `query` from `client`, with its side effects:
+    /// counters, and `response` rewritten into a slip. Returns whether to send it.
+    pub fn allow(
+        &self,
+        query: &[u8],
+        client: IpAddr,
+        response: &mut Vec<u8>,
+        secret: &Secret,
+    ) -> bool {
+        match self.decide(query, client, response, secret) {
+            Action::Send => true,
+            Action::Drop => false,
+            Action::Slip => {
+                make_slip(response);
+                true
+            }
+        }
+    }
+
+    /// [`Rrl::allow`] without rewriting the response.
+    pub fn decide(&self, query: &[u8], client: IpAddr, response: &[u8], secret: &Secret) -> Action {
+        let client = match client {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
+            v4 => v4,
+        };
+        let s = &self.settings;
+        let net = match client {
+            IpAddr::V4(_) => mask(client, s.ipv4_prefix),
+            IpAddr::V6(_) => mask(client, s.ipv6_prefix),
+        };
+        if s.exempt
+            .iter()
+            .any(|&(n, p)| n.is_ipv4() == client.is_ipv4() && mask(client, p) == n)
+        {
+            return Action::Send;
+        }
+        // The key, laid out for one SipHash call: class, network, qtype, lower-cased name.
+        let mut key = [0u8; 19 + 255];
+        let (head, name) = key.split_at_mut(19);
+        let Ok(name) = <&mut [u8; 255]>::try_from(name) else {
+            return Action::Send;
+        };
+        let Some((class, name_len, qtype)) = classify(response, name) else {
+            return Action::Send; // not a DNS response we made: nothing to account
+        };
+        let interval = self.interval[class as usize];
+        if interval == 0 {
+            return Action::Send;
+        }
+        // The family bit keeps 1.2.3.0/24 and 102:300::/56 apart.
+        head[0] = class as u8 | if net.is_ipv6() { 0x80 } else { 0 };
+        match net {
+            IpAddr::V4(a) => head[1..5].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => head[1..17].copy_from_slice(&a.octets()),
+        }
+        let len = if class == Class::Error {
+            17 // errors are keyed by network alone
+        } else {
+            head[17..19].copy_from_slice(&qtype.to_be_bytes());
+            19 + name_len
+        };
+        let hash = SipHasher13::new_with_key(&self.table.key).hash(&key[..len]);
+        let t = &self.table;
+        let now = t.now();
+        let slip = match t.account(hash, interval, self.window_us, s.slip, now) {
+            Ok(()) => return Action::Send,
+            Err(slip) => slip,
+        };
+        // Only limited responses pay for the cookie check: a proven source is never limited.
+        if let Some(c) = cookie::find_in_query(query) {
+            if cookie::valid(secret, c, client, cookie::unix_now()) {
+                return Action::Send;
+            }
+        }
+        if s.log_only {
+            t.logged.fetch_add(1, Ordering::Relaxed);
+            return Action::Send;
+        }
+        if slip {
+            t.slipped.fetch_add(1, Ordering::Relaxed);
+            Action::Slip
+        } else {
+            t.dropped.fetch_add(1, Ordering::Relaxed);
+            Action::Drop
+        }
+    }
+}
+
+/// The class of a response, with the key name (lower-cased wire form, into `name`) and qtype.
+/// `None` for bytes too short to be a DNS header.
+pub fn classify(resp: &[u8], name: &mut [u8; 255]) -> Option<(Class, usize, u16)> {
+    if resp.len() < 12 {
+        return None;
+    }
+    let be16 = |i: usize| Some(u16::from_be_bytes([*resp.get(i)?, *resp.get(i + 1)?]));
+    let rcode = resp[3] & 0x0F;
+    let tc = resp[2] & 0x02 != 0;
+    let (qd, an, ns) = (be16(4)?, be16(6)?, be16(8)?);
+    let error = Some((Class::Error, 0, 0));
+    if qd != 1 {
+        return error;
+    }
+    let Some((qlen, i)) = wire::read_name(resp, 12, name) else {
+        return error;
+    };
+    let Some(qtype) = be16(i) else {
+        return error;
+    };
+    if rcode == 0 && (an > 0 || tc) {
+        return Some((Class::Answer, qlen, qtype));
+    }
+    if (rcode == 0 || rcode == 3) && ns > 0 {
+        // Skip the answers (a CNAME chain may precede an NXDOMAIN), read the first authority.
+        let mut j = i + 4;
+        for _ in 0..an {
+            let Some(k) = wire::skip_rr(resp, j) else {
+                return error;
+            };
+            j = k;
+        }
+        let Some((len, k)) = wire::read_name(resp, j, name) else {
+            return error;
+        };
+        return match be16(k) {
+            Some(6) => Some((Class::Negative, len, 0)),
+            Some(2) if rcode == 0 => Some((Class::Referral, len, 0)),
+            _ => error,
+        };
+    }
+    error
+}
+
+/// Rewrites a response into a slip: TC=1, the question and the OPT record only.
+fn make_slip(resp: &mut Vec<u8>) {
+    if resp.len() < 12 {
+        return;
+    }
+    resp[2] |= 0x02;
+    let qd = u16::from_be_bytes([resp[4], resp[5]]);
+    let qend = if qd == 1 {
+        wire::skip_name(resp, 12).map(|i| i + 4)
+    } else {
+        None
+    };
+    let Some(qend) = qend.filter(|&e| e <= resp.len()) else {
+        resp.truncate(12);
+        resp[4..12].fill(0);
+        return;
+    };
+    let opt = wire::find_opt(resp).and_then(|o| Some((o, wire::skip_rr(resp, o)?)));
+    resp[6..10].fill(0);
+    match opt {
+        Some((start, end)) if start >= qend => {
+            resp.copy_within(start..end, qend);
+            resp.truncate(qend + end - start);
+            resp[10..12].copy_from_slice(&1u16.to_be_bytes());
+        }
+        _ => {
+            resp.truncate(qend);
+            resp[10..12].fill(0);
+        }
+    }
+}
+
+/// Walking DNS messages as bytes, for the limiter and [`crate::cookie`]: bounded, never
+/// trusting a length or a pointer.
+pub mod wire {
+    /// Reads the (possibly compressed) name at `at` into `out`, lower-cased, in wire form;
+    /// returns its length and the offset after the name where it starts.
+    pub fn read_name(msg: &[u8], at: usize, out: &mut [u8; 255]) -> Option<(usize, usize)> {
+        let (mut i, mut len, mut end, mut hops) = (at, 0usize, None, 0);
+        loop {
+            let b = *msg.get(i)? as usize;
+            if b & 0xC0 == 0xC0 {
+                hops += 1;
+                if hops > 16 {
+                    return None;
+                }
+                end.get_or_insert(i + 2);
+                i = (b & 0x3F) << 8 | *msg.get(i + 1)? as usize;
+                continue;
+            }
+            if b & 0xC0 != 0 || len + 1 + b > out.len() {
+                return None;
+            }
+            out[len] = b as u8;
+            for (d, s) in out[len + 1..len + 1 + b]
+                .iter_mut()
+                .zip(msg.get(i + 1..i + 1 + b)?)
+            {
+                *d = s.to_ascii_lowercase();
+            }
+            len += 1 + b;
+            i += 1 + b;
+            if b == 0 {
+                return Some((len, end.unwrap_or(i)));
+            }
+        }
+    }
+
+    /// The offset after the name at `at`.
+    pub fn skip_name(msg: &[u8], mut i: usize) -> Option<usize> {
+        for _ in 0..128 {
+            let b = *msg.get(i)? as usize;
+            if b & 0xC0 == 0xC0 {
+                return Some(i + 2);
+            }
+            if b & 0xC0 != 0 {
+                return None;
+            }
+            i += 1 + b;
+            if b == 0 {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// The offset after the resource record at `at`.
+    pub fn skip_rr(msg: &[u8], at: usize) -> Option<usize> {
+        let i = skip_name(msg, at)?;
+        let rdlen = u16::from_be_bytes([*msg.get(i + 8)?, *msg.get(i + 9)?]) as usize;
+        let end = i + 10 + rdlen;
+        (end <= msg.len()).then_some(end)
+    }
+
+    /// The offset of the OPT record (its root owner byte) in the additional section.
+    pub fn find_opt(msg: &[u8]) -> Option<usize> {
+        let c = |i: usize| Some(u16::from_be_bytes([*msg.get(i)?, *msg.get(i + 1)?]));
+        let (qd, an, ns, ar) = (c(4)?, c(6)?, c(8)?, c(10)?);
+        let mut i = 12;
+        for _ in 0..qd {
+            i = skip_name(msg, i)? + 4;
+        }
+        for _ in 0..u32::from(an) + u32::from(ns) {
+            i = skip_rr(msg, i)?;
+        }
+        for _ in 0..ar {
+            let t = skip_name(msg, i)?;
+            if c(t)? == 41 {
+                return Some(i);
+            }
+            i = skip_rr(msg, i)?;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: u64 = 1_000_000; // 1 s window
+    const T: u64 = 100_000; // 10/s
+
+    #[test]
+    fn gcra_allows_rate_times_window_plus_one_then_the_rate() {
+        let t = Table::new(64);
+        let now = 5_000_000;
+        let ok = (0..100)
+            .filter(|_| t.account(42, T, W, 2, now).is_ok())
+            .count();
+        assert_eq!(ok, 11);
+        // Half a second later: five more.
+        let ok = (0..100)
+            .filter(|_| t.account(42, T, W, 2, now + 500_000).is_ok())
+            .count();
+        assert_eq!(ok, 5);
+    }
+
+    #[test]
+    fn slips_every_nth_limited_response() {
+        for (slip, want) in [(0u32, 0usize), (1, 10), (2, 5), (5, 2)] {
+            let t = Table::new(8);
+            let now = 5_000_000;
+            while t.account(7, T, W, slip, now).is_ok() {}
+            let slips = (0..9)
+                .filter(|_| t.account(7, T, W, slip, now) == Err(true))
+                .count();
+            // The first limited response was the one that ended the loop.
+            assert!(slips.abs_diff(want) <= 1, "slip {slip}: {slips}");
+        }
+    }
+
+    #[test]
+    fn a_full_line_evicts_the_entry_nearest_its_credit() {
+        let t = Table::new(8); // one line
+        let now = 5_000_000;
+        // A flooder deep in debt.
+        while t.account(1 << 20, T, W, 2, now).is_ok() {}
+        // Eight other keys, one response each: the line is full after seven of them.
+        for k in 2..10u64 {
+            assert!(t.account(k << 20 | k, T, W, 2, now).is_ok());
+        }
+        assert!(t.evicted.load(Ordering::Relaxed) >= 1);
+        // The flooder kept its entry: still limited.
+        assert!(t.account(1 << 20, T, W, 2, now).is_err());
+    }
+
+    #[test]
+    fn entries_in_the_past_are_free() {
+        let t = Table::new(8);
+        while t.account(3, T, W, 2, 5_000_000).is_ok() {}
+        // Long after: full credit again, nothing evicted.
+        assert!(t.account(3, T, W, 2, 60_000_000).is_ok());
+        assert_eq!(t.evicted.load(Ordering::Relaxed), 0);
+    }
+}
