@@ -20,6 +20,9 @@
 //! | [`reload`] | SIGHUP / API reloads: rebuild off the query path, swap, record the result |
 //! | [`admin`] | the admin HTTP API: status, metrics, drain, reload |
 //! | [`cli`] | the `meridian` command line |
+//! | [`manpage`] | `meridian man`: the man pages, from the clap definitions |
+//! | [`liveness`] | listener heartbeats, for the watchdog |
+//! | [`systemd`] | sd_notify readiness, reload, stop and the watchdog thread |
 
 pub mod admin;
 pub mod cli;
@@ -29,9 +32,12 @@ pub mod explain;
 pub mod fast;
 pub mod geo;
 pub mod health;
+pub mod liveness;
+pub mod manpage;
 pub mod metrics;
 pub mod policy;
 pub mod reload;
 pub mod server;
 pub mod snapshot;
+pub mod systemd;
 pub mod zone;
