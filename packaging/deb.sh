@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Builds the Debian package and proves that it installs and works on this machine (CI is root):
+#   release build -> man pages (meridian man) -> cargo deb --no-build -> dpkg -i ->
+#   checks of what got installed -> systemd-analyze verify of the installed unit -> dpkg --purge.
+# Run by .ci/run; by hand: `bash packaging/deb.sh` (the install half needs root, else skipped).
+# Leaves target/debian/meridian_*.deb behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked
+
+echo "== package: release build"
+cargo build --release --locked --bin meridian
+# Pages from the binary being packaged, so they describe exactly its subcommands.
+rm -rf target/man
+target/release/meridian man --out target/man
+echo "== package: cargo deb"
+# --no-build: the binary above is the one packaged; cargo deb would otherwise build it again.
+deb="$(cargo deb --no-build --locked --fast)"
+deb="$(printf '%s\n' "$deb" | tail -n 1)"
+[ -f "$deb" ] || { echo "cargo deb printed no package path: $deb" >&2; exit 1; }
+echo "built $deb"
+dpkg-deb --info "$deb" | sed -n '/Package:/,/Description:/p'
+dpkg-deb --contents "$deb" | awk '{print $6}'
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "== package: not root, install check skipped"
+  exit 0
+fi
+
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  echo "== package: installing systemd (for systemd-analyze verify)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+fi
+
+fail() { echo "package check failed: $*" >&2; exit 1; }
+# Whatever happens below, the machine is left without the package.
+trap 'dpkg --purge meridian >/dev/null 2>&1 || true' EXIT
+
+echo "== package: dpkg -i"
+dpkg -i "$deb"
+getent passwd meridian >/dev/null || fail "postinst did not create the meridian user"
+[ "$(stat -c '%U:%G %a' /etc/meridian/meridian.toml)" = "root:meridian 640" ] ||
+  fail "/etc/meridian/meridian.toml is $(stat -c '%U:%G %a' /etc/meridian/meridian.toml), want root:meridian 640"
+conffiles="$(dpkg-query -W -f='${Conffiles}\n' meridian)"
+for f in /etc/meridian/meridian.toml /etc/meridian/zones/example.com.zone; do
+  grep -q " $f " <<<"$conffiles" || fail "$f is not a conffile"
+done
+for f in /usr/bin/meridian /usr/share/man/man1/meridian.1.gz /usr/share/man/man1/meridian-serve.1.gz \
+         /usr/share/meridian/geoip/default.mmdb /usr/share/doc/meridian/running.md \
+         /usr/share/doc/meridian/examples/configs/geo.toml; do
+  [ -e "$f" ] || fail "$f is not installed"
+done
+# The installed config, read as the user the unit runs as: paths and permissions both right.
+runuser -u meridian -- /usr/bin/meridian check --config /etc/meridian/meridian.toml
+unit="$(dpkg -L meridian | grep '/meridian\.service$')"
+echo "== package: systemd-analyze verify $unit"
+# verify also checks that the ExecStart/ExecReload binaries exist, which they now do.
+verify="$(systemd-analyze verify "$unit" 2>&1)" || { echo "$verify"; fail "systemd-analyze verify"; }
+[ -z "$verify" ] || { echo "$verify"; fail "systemd-analyze verify warned"; }
+# The sandbox's exposure score, for the log (offline: no running manager is needed).
+systemd-analyze security --offline=true "$unit" 2>/dev/null | tail -n 1 || true
+
+echo "== package: dpkg --purge"
+trap - EXIT
+dpkg --purge meridian
+for f in /usr/bin/meridian /etc/meridian /var/lib/meridian; do
+  [ ! -e "$f" ] || fail "$f is left after purge"
+done
+echo "package ok: $deb"
