@@ -3,7 +3,7 @@
 #   release build -> man pages (meridian man) -> cargo deb --no-build -> dpkg -i ->
 #   checks of what got installed -> systemd-analyze verify of the installed unit -> dpkg --purge.
 # Run by .ci/run; by hand: `bash packaging/deb.sh` (the install half needs root, else skipped).
-# Leaves target/debian/meridian_*.deb behind.
+# Leaves target/debian/meridian_*.deb (and meridian-dbgsym_*.ddeb, the symbols) behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,10 +16,11 @@ rm -rf target/man
 target/release/meridian man --out target/man
 echo "== package: cargo deb"
 # --no-build: the binary above is the one packaged; cargo deb would otherwise build it again.
-deb="$(cargo deb --no-build --locked --fast)"
-deb="$(printf '%s\n' "$deb" | tail -n 1)"
+# It prints the path of each file it wrote: the .deb, and the .ddeb of the debug symbols.
+built="$(cargo deb --no-build --locked --fast)"
+deb="$(printf '%s\n' "$built" | grep '\.deb$' | tail -n 1 || true)"
 [ -f "$deb" ] || { echo "cargo deb printed no package path: $deb" >&2; exit 1; }
-echo "built $deb"
+printf 'built %s\n' $built
 dpkg-deb --info "$deb" | sed -n '/Package:/,/Description:/p'
 dpkg-deb --contents "$deb" | awk '{print $6}'
 
