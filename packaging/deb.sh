@@ -32,15 +32,27 @@ fi
 if ! command -v systemd-analyze >/dev/null 2>&1; then
   echo "== package: installing systemd (for systemd-analyze verify)"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends systemd >/dev/null
 fi
 
 fail() { echo "package check failed: $*" >&2; exit 1; }
+# dpkg does not wait for its lock; an apt run elsewhere on the machine (another build's
+# installs, unattended-upgrades) holds it for a while. Retry on that error only, for up to 5 min.
+dpkg_waiting() {
+  local out
+  for _ in $(seq 150); do
+    if out="$(dpkg "$@" 2>&1)"; then printf '%s\n' "$out"; return 0; fi
+    grep -qE 'frontend lock|database is locked|lock-frontend' <<<"$out" || { printf '%s\n' "$out" >&2; return 1; }
+    sleep 2
+  done
+  printf '%s\n' "$out" >&2
+  return 1
+}
 # Whatever happens below, the machine is left without the package.
-trap 'dpkg --purge meridian >/dev/null 2>&1 || true' EXIT
+trap 'dpkg_waiting --purge meridian >/dev/null 2>&1 || true' EXIT
 
 echo "== package: dpkg -i"
-dpkg -i "$deb"
+dpkg_waiting -i "$deb"
 getent passwd meridian >/dev/null || fail "postinst did not create the meridian user"
 [ "$(stat -c '%U:%G %a' /etc/meridian/meridian.toml)" = "root:meridian 640" ] ||
   fail "/etc/meridian/meridian.toml is $(stat -c '%U:%G %a' /etc/meridian/meridian.toml), want root:meridian 640"
@@ -65,7 +77,7 @@ systemd-analyze security --offline=true "$unit" 2>/dev/null | tail -n 1 || true
 
 echo "== package: dpkg --purge"
 trap - EXIT
-dpkg --purge meridian
+dpkg_waiting --purge meridian
 for f in /usr/bin/meridian /etc/meridian /var/lib/meridian; do
   [ ! -e "$f" ] || fail "$f is left after purge"
 done
