@@ -81,7 +81,7 @@ pub fn run_batched(
     run_batched_beating(sock, stop, &Beat::new(), answer)
 }
 
-/// [`run_batched`] that stamps `beat` after every `recvmmsg` (a batch, or the idle timeout).
+/// [`run_batched`] that stamps `beat` every time round the loop: each batch, or the idle timeout.
 fn run_batched_beating(
     sock: UdpSocket,
     stop: Arc<AtomicBool>,
@@ -114,6 +114,8 @@ fn run_batched_beating(
     // read without waiting and answered, for at most STOP_DRAIN, then the loop ends.
     let mut drain_until: Option<Instant> = None;
     loop {
+        // Once per batch (or idle timeout), before recvmmsg so that its errno is read untouched.
+        beat.stamp();
         let flags = if stop.load(Ordering::Relaxed) {
             let until = *drain_until.get_or_insert_with(|| Instant::now() + STOP_DRAIN);
             if Instant::now() >= until {
@@ -144,7 +146,6 @@ fn run_batched_beating(
                 std::ptr::null_mut(),
             )
         };
-        beat.stamp();
         if n <= 0 {
             if drain_until.is_some()
                 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
