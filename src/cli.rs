@@ -77,6 +77,14 @@ enum Command {
     Undrain(crate::ctl::DrainArgs),
     /// Reload the running server's config, zones and GeoIP data (as SIGHUP).
     Reload(crate::ctl::ReloadArgs),
+    /// Write the man pages (meridian.1 and one per subcommand) for packaging; hidden because
+    /// operators read the result, not the command.
+    #[command(hide = true)]
+    Man {
+        /// Folder to write the pages into; without it, meridian.1 goes to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 pub fn main() -> i32 {
@@ -95,6 +103,9 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Serve { config } => serve(&config),
+        Command::Man { out } => {
+            crate::manpage::write(<Cli as clap::CommandFactory>::command(), out)
+        }
         Command::Explain {
             name,
             rtype,
@@ -333,12 +344,27 @@ fn serve(path: &Path) -> i32 {
             )
         };
         tracing::info!(zones, generation, config = %config_path.display(), "serving");
+        // systemd (Type=notify): ready only now that every listener is bound and the first
+        // snapshot answers; the watchdog vouches for the listeners from here on.
+        crate::systemd::ready(&format!(
+            "serving {zones} zones, generation {generation}, on {}",
+            handle
+                .addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+        let watchdog = crate::systemd::Watchdog::from_env(handle.liveness.clone());
         wait_for_signals(&reloader).await;
         if let Some(a) = &anycast {
             // The route goes first; answering stops shutdown_grace later.
             a.shutdown().await;
         }
         tracing::info!("shutting down");
+        crate::systemd::stopping();
+        // Listeners stop beating as they close; the manager no longer expects pings now.
+        drop(watchdog);
         prober.shutdown();
         prober_rt.shutdown_background();
         // DNS and admin stop side by side; each bounds its own wait (about 1.5 s) so that the

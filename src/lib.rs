@@ -24,6 +24,9 @@
 //! | [`anycast`] | BGP announce/withdraw of the site's prefixes by self-check (BIRD, ExaBGP) |
 //! | [`cli`] | the `meridian` command line |
 //! | [`ctl`] | `status`, `drain`, `undrain`, `reload`, `explain --live`: the admin API from the shell |
+//! | [`manpage`] | `meridian man`: the man pages, from the clap definitions |
+//! | [`liveness`] | listener heartbeats, for the watchdog |
+//! | [`systemd`] | sd_notify readiness, reload, stop and the watchdog thread |
 
 pub mod admin;
 pub mod anycast;
@@ -36,10 +39,13 @@ pub mod explain;
 pub mod fast;
 pub mod geo;
 pub mod health;
+pub mod liveness;
+pub mod manpage;
 pub mod metrics;
 pub mod policy;
 pub mod reload;
 pub mod rrl;
 pub mod server;
 pub mod snapshot;
+pub mod systemd;
 pub mod zone;

@@ -93,6 +93,7 @@ impl Reloader {
     /// On error the old snapshot keeps serving. Must run inside a tokio runtime.
     pub async fn reload(&self) -> Result<u64, ReloadError> {
         let _one_at_a_time = self.running.lock().await;
+        crate::systemd::reloading();
         let path = self.config_path.clone();
         let health = self.shared.load().health.clone();
         let started = std::time::Instant::now();
@@ -132,6 +133,15 @@ impl Reloader {
             }
         };
         metrics::record_reload(result.is_ok());
+        // READY=1 either way: after a rejected reload the old snapshot is serving again.
+        let serving = self.shared.load().generation;
+        crate::systemd::reloaded(&match &result {
+            Ok(_) => format!("serving generation {serving}, reloaded"),
+            Err(e) => format!(
+                "serving generation {serving}; last reload rejected: {}",
+                e.message().lines().next().unwrap_or("")
+            ),
+        });
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(ReloadStatus {
             at: SystemTime::now(),
             result: result.clone(),

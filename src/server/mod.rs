@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::LoadedConfig;
+use crate::liveness::Liveness;
 use crate::snapshot::SharedSnapshot;
 
 mod tcp;
@@ -54,6 +55,8 @@ impl ListenSettings {
 pub struct ServerHandle {
     /// The addresses actually bound (ports filled in when 0 was asked for).
     pub addrs: Vec<SocketAddr>,
+    /// One heartbeat per UDP thread and TCP accept loop, for the systemd watchdog.
+    pub liveness: Liveness,
     udp_stop: Arc<AtomicBool>,
     udp_threads: Vec<std::thread::JoinHandle<()>>,
     stop: watch::Sender<bool>,
@@ -165,6 +168,7 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
     let mut udp_threads = Vec::new();
     let mut tasks = JoinSet::new();
     let mut addrs = Vec::new();
+    let mut liveness = Liveness::default();
     let udp_count = if settings.udp_sockets == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -175,12 +179,13 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
         let (udps, tcp) = bind_pair(addr, udp_count)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         addrs.push(tcp.local_addr()?);
-        for u in udps {
+        for (i, u) in udps.into_iter().enumerate() {
             let (snapshot, stop) = (snapshot.clone(), udp_stop.clone());
+            let beat = liveness.add(format!("udp {addr} #{i}"));
             udp_threads.push(
                 std::thread::Builder::new()
                     .name(format!("udp {addr}"))
-                    .spawn(move || udp::run(u, snapshot, stop))?,
+                    .spawn(move || udp::run(u, snapshot, stop, beat))?,
             );
         }
         let listener = TcpListener::from_std(tcp)?;
@@ -189,10 +194,12 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
             snapshot.clone(),
             tcp_slots.clone(),
             stop_rx.clone(),
+            liveness.add(format!("tcp {addr}")),
         ));
     }
     Ok(ServerHandle {
         addrs,
+        liveness,
         udp_stop,
         udp_threads,
         stop,

@@ -34,6 +34,7 @@ use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
 
 use crate::dns::{handle, Transport};
+use crate::liveness::{Beat, BEAT_EVERY};
 use crate::snapshot::SharedSnapshot;
 
 /// How long a stopping connection waits for the rest of a query it has begun to receive.
@@ -184,10 +185,18 @@ pub(crate) async fn accept_loop(
     snapshot: SharedSnapshot,
     slots: Arc<Slots>,
     mut stop: watch::Receiver<bool>,
+    beat: Arc<Beat>,
 ) {
     let mut conns = JoinSet::new();
+    // The watchdog's proof that the runtime still polls this loop (crate::liveness).
+    let mut beat_timer = tokio::time::interval(BEAT_EVERY);
+    beat_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (stream, peer) = tokio::select! {
+            _ = beat_timer.tick() => {
+                beat.stamp();
+                continue;
+            }
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::dns::{handle, Transport};
 use crate::fast::{self, Fast};
+use crate::liveness::Beat;
 use crate::snapshot::SharedSnapshot;
 
 /// Packets per system call. Under load a batch fills; when idle `MSG_WAITFORONE` returns as soon
@@ -52,8 +53,9 @@ fn to_socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
 }
 
 /// Serves DNS on `sock` until `stop` is set: the fast path, else the reference handler.
-pub fn run(sock: UdpSocket, snapshot: SharedSnapshot, stop: Arc<AtomicBool>) {
-    run_batched(sock, stop, |packet, src, out| {
+/// `beat` is stamped every time round the loop, for the watchdog ([`crate::liveness`]).
+pub fn run(sock: UdpSocket, snapshot: SharedSnapshot, stop: Arc<AtomicBool>, beat: Arc<Beat>) {
+    run_batched_beating(sock, stop, &beat, |packet, src, out| {
         let snap = snapshot.load();
         let send = match fast::answer(&snap, packet, src, out) {
             Fast::Answered => true,
@@ -81,6 +83,16 @@ pub fn run(sock: UdpSocket, snapshot: SharedSnapshot, stop: Arc<AtomicBool>) {
 pub fn run_batched(
     sock: UdpSocket,
     stop: Arc<AtomicBool>,
+    answer: impl FnMut(&[u8], SocketAddr, &mut Vec<u8>) -> bool,
+) {
+    run_batched_beating(sock, stop, &Beat::new(), answer)
+}
+
+/// [`run_batched`] that stamps `beat` every time round the loop: each batch, or the idle timeout.
+fn run_batched_beating(
+    sock: UdpSocket,
+    stop: Arc<AtomicBool>,
+    beat: &Beat,
     mut answer: impl FnMut(&[u8], SocketAddr, &mut Vec<u8>) -> bool,
 ) {
     let _ = sock.set_read_timeout(Some(STOP_POLL));
@@ -109,6 +121,8 @@ pub fn run_batched(
     // read without waiting and answered, for at most STOP_DRAIN, then the loop ends.
     let mut drain_until: Option<Instant> = None;
     loop {
+        // Once per batch (or idle timeout), before recvmmsg so that its errno is read untouched.
+        beat.stamp();
         let flags = if stop.load(Ordering::Relaxed) {
             let until = *drain_until.get_or_insert_with(|| Instant::now() + STOP_DRAIN);
             if Instant::now() >= until {
