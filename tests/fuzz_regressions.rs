@@ -25,3 +25,51 @@ fn zone_empty_quoted_token_before_the_type() {
         "{problems:?}"
     );
 }
+
+/// A snapshot with one zone, `fuzz.test.`, for the packet target's findings.
+fn snapshot(zone: &str) -> (tempfile::TempDir, meridian::snapshot::Snapshot) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("zones")).expect("mkdir");
+    std::fs::write(dir.path().join("zones/fuzz.test.zone"), zone).expect("zone");
+    let cfg =
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nzones = \"zones\"\n[site]\nid = \"fuzz-site\"\n";
+    std::fs::write(dir.path().join("m.toml"), cfg).expect("config");
+    let snap = meridian::snapshot::Snapshot::load(&dir.path().join("m.toml"))
+        .unwrap_or_else(|p| panic!("{p}"));
+    (dir, snap)
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// `packet` target, differential: the fast path writes the names inside SOA (negative answers)
+/// and PTR rdata uncompressed, as encoded at zone load; the reference compresses them, as the
+/// spec asks. Same records, different bytes. Left to the change that compresses names in rdata
+/// on both paths (it touches src/fast.rs, being edited elsewhere); once it lands, drop the
+/// `ignore` here and set `TOLERATE_UNCOMPRESSED_RDATA` to false in fuzz/fuzz_targets/packet.rs.
+#[test]
+#[ignore = "fast path does not compress names in rdata yet"]
+fn fast_path_compresses_names_in_rdata_like_the_reference() {
+    use meridian::dns::{handle, Transport};
+    use meridian::fast::{answer, Fast};
+    let (_dir, snap) = snapshot(
+        "$TTL 300\n@ SOA ns1 hostmaster 1 7200 1800 1209600 120\n  NS ns1\nns1 A 192.0.2.53\nptr PTR ns1\n",
+    );
+    let src = "127.0.0.1:5353".parse().expect("addr");
+    for query in [
+        // dig nope.fuzz.test A (NXDOMAIN, SOA in authority), with EDNS and a cookie
+        "f17e01200001000000000001046e6f70650466757a7a0474657374000001000100002904d000000000000c000a000871463c336a282991",
+        // kdig ptr.fuzz.test PTR
+        "4e8001200001000000000000037074720466757a7a047465737400000c0001",
+    ] {
+        let q = unhex(query);
+        let mut fast = Vec::new();
+        assert_eq!(answer(&snap, &q, src, &mut fast), Fast::Answered, "{query}");
+        let reference = handle(&snap, &q, src, Transport::Udp).expect("reference answers");
+        assert_eq!(fast, reference, "{query}");
+    }
+}
