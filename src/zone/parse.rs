@@ -575,7 +575,8 @@ fn parse_entry(cx: &mut Ctx<'_>, e: &Entry, apex: &mut Option<Name>) -> Result<(
             .get(i)
             .ok_or_else(|| at(&e.tokens[e.tokens.len() - 1], "record has no type".into()))?;
         i += 1;
-        if ttl.is_none() && t.text.as_bytes()[0].is_ascii_digit() {
+        // A quoted empty string is a token with no text (found by fuzzing: it panicked here).
+        if ttl.is_none() && t.text.as_bytes().first().is_some_and(u8::is_ascii_digit) {
             ttl = Some(
                 parse_ttl(&t.text).ok_or_else(|| at(t, format!("`{}` is not a TTL", t.text)))?,
             );
