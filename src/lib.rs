@@ -16,6 +16,7 @@
 //! | [`fast`] | the UDP fast path for the common queries, byte to byte |
 //! | [`server`] | UDP and TCP listeners |
 //! | [`explain`] | `meridian explain`: an answer and the decision behind it |
+//! | [`querylog`] | query logging: lines or dnstap, off the query path through a bounded queue |
 //! | [`metrics`] | Prometheus counters (lock-free on the query path) and their exposition |
 //! | [`reload`] | SIGHUP / API reloads: rebuild off the query path, swap, record the result |
 //! | [`admin`] | the admin HTTP API: status, metrics, drain, reload |
@@ -31,6 +32,7 @@ pub mod geo;
 pub mod health;
 pub mod metrics;
 pub mod policy;
+pub mod querylog;
 pub mod reload;
 pub mod server;
 pub mod snapshot;

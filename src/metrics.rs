@@ -254,6 +254,8 @@ pub struct QueryOutcome<'a> {
 
 /// Counts one response. A handful of relaxed atomic adds; no allocation, no lock.
 pub fn record_query(o: &QueryOutcome<'_>, rcode: ResponseCode) {
+    // What answered, for the query log's line of this query if it is being logged.
+    crate::querylog::note(o);
     let zone = o.zone.unwrap_or(&NO_ZONE);
     zone.add(
         qtype_slot(o.qtype),
@@ -649,6 +651,8 @@ impl Collector for SnapshotCollector {
                 p.duration.encode(h.encode_family(&l)?)?;
             }
         }
+
+        crate::querylog::encode_metrics(&mut enc)?;
 
         // Config and reloads.
         single(

@@ -23,6 +23,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::LoadedConfig;
+use crate::dns::Transport;
+use crate::querylog::{QueryLog, Tap};
 use crate::snapshot::SharedSnapshot;
 
 mod tcp;
@@ -58,6 +60,7 @@ pub struct ServerHandle {
     udp_threads: Vec<std::thread::JoinHandle<()>>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    querylog: Arc<QueryLog>,
 }
 
 impl ServerHandle {
@@ -106,6 +109,9 @@ impl ServerHandle {
         }
         // UDP threads stop within their drain bound (udp::STOP_DRAIN) plus one poll interval.
         let _ = tokio::time::timeout(Duration::from_millis(500), udp_done).await;
+        // Then the query log: what is queued is written and a dnstap stream ends with STOP.
+        let log = self.querylog.clone();
+        let _ = tokio::task::spawn_blocking(move || log.shutdown(Duration::from_millis(300))).await;
     }
 }
 
@@ -171,16 +177,19 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
         settings.udp_sockets
     };
     let tcp_slots = tcp::Slots::new(settings.tcp_max_connections, settings.tcp_max_per_client);
+    let querylog = QueryLog::start(snapshot.clone())?;
     for &addr in &settings.addrs {
         let (udps, tcp) = bind_pair(addr, udp_count)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         addrs.push(tcp.local_addr()?);
+        let local = tcp.local_addr()?;
         for u in udps {
             let (snapshot, stop) = (snapshot.clone(), udp_stop.clone());
+            let log = Tap::new(querylog.clone(), Transport::Udp, local);
             udp_threads.push(
                 std::thread::Builder::new()
                     .name(format!("udp {addr}"))
-                    .spawn(move || udp::run(u, snapshot, stop))?,
+                    .spawn(move || udp::run(u, snapshot, stop, log))?,
             );
         }
         let listener = TcpListener::from_std(tcp)?;
@@ -189,6 +198,7 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
             snapshot.clone(),
             tcp_slots.clone(),
             stop_rx.clone(),
+            Tap::new(querylog.clone(), Transport::Tcp, local),
         ));
     }
     Ok(ServerHandle {
@@ -197,5 +207,6 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
         udp_threads,
         stop,
         tasks,
+        querylog,
     })
 }

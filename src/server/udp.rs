@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::dns::{handle, Transport};
 use crate::fast::{self, Fast};
+use crate::querylog::{self, Tap};
 use crate::snapshot::SharedSnapshot;
 
 /// Packets per system call. Under load a batch fills; when idle `MSG_WAITFORONE` returns as soon
@@ -51,21 +52,26 @@ fn to_socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
 }
 
 /// Serves DNS on `sock` until `stop` is set: the fast path, else the reference handler.
-pub fn run(sock: UdpSocket, snapshot: SharedSnapshot, stop: Arc<AtomicBool>) {
-    run_batched(sock, stop, |packet, src, out| {
-        let snap = snapshot.load();
-        match fast::answer(&snap, packet, src, out) {
-            Fast::Answered => true,
-            Fast::Fallback => match handle(&snap, packet, src, Transport::Udp) {
-                Some(r) => {
-                    out.clear();
-                    out.extend_from_slice(&r);
-                    true
-                }
-                None => false,
-            },
-        }
-    })
+/// `log` sees every query and response (`querylog::wrap`: one branch while logging is off).
+pub fn run(sock: UdpSocket, snapshot: SharedSnapshot, stop: Arc<AtomicBool>, log: Tap) {
+    run_batched(
+        sock,
+        stop,
+        querylog::wrap(log, |packet, src, out| {
+            let snap = snapshot.load();
+            match fast::answer(&snap, packet, src, out) {
+                Fast::Answered => true,
+                Fast::Fallback => match handle(&snap, packet, src, Transport::Udp) {
+                    Some(r) => {
+                        out.clear();
+                        out.extend_from_slice(&r);
+                        true
+                    }
+                    None => false,
+                },
+            }
+        }),
+    )
 }
 
 /// The batched receive/answer/send loop, for any `answer` that writes a reply into its buffer
