@@ -302,7 +302,8 @@ pub struct QueryLog {
     every: AtomicU32,
     /// The sink entries go to now ([`SINK_LOG`] or [`SINK_DNSTAP`]), for counting drops.
     sink: AtomicU8,
-    tx: SyncSender<Entry>,
+    /// `None` wakes the writer (to stop).
+    tx: SyncSender<Option<Entry>>,
     stop: AtomicBool,
     done: Mutex<Option<Receiver<()>>>,
 }
@@ -343,6 +344,7 @@ impl QueryLog {
     /// stops the writer thread; waits at most `wait` for it.
     pub fn shutdown(&self, wait: Duration) {
         self.stop.store(true, Ordering::Relaxed);
+        let _ = self.tx.try_send(None);
         let done = self.done.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(done) = done {
             let _ = done.recv_timeout(wait);
@@ -350,7 +352,7 @@ impl QueryLog {
     }
 
     fn submit(&self, e: Entry) {
-        match self.tx.try_send(e) {
+        match self.tx.try_send(Some(e)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 drop_one(self.sink.load(Ordering::Relaxed) as usize & 1)
@@ -706,7 +708,7 @@ impl Writer {
         }
     }
 
-    fn run(mut self, rx: Receiver<Entry>) {
+    fn run(mut self, rx: Receiver<Option<Entry>>) {
         if let Sink::Dnstap(d) = &mut self.sink {
             d.ensure();
         }
@@ -716,9 +718,11 @@ impl Writer {
         loop {
             match rx.recv_timeout(POLL) {
                 Ok(e) => {
-                    self.sink.write(e, self.site.as_deref(), &self.version);
+                    if let Some(e) = e {
+                        self.sink.write(e, self.site.as_deref(), &self.version);
+                    }
                     // Whatever else is queued goes out in the same write.
-                    for e in rx.try_iter().take(QUEUE) {
+                    for e in rx.try_iter().take(QUEUE).flatten() {
                         self.sink.write(e, self.site.as_deref(), &self.version);
                     }
                     self.sink.flush();
@@ -727,7 +731,7 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             if self.log.stop.load(Ordering::Relaxed) {
-                for e in rx.try_iter().take(QUEUE) {
+                for e in rx.try_iter().take(QUEUE).flatten() {
                     self.sink.write(e, self.site.as_deref(), &self.version);
                 }
                 break;

@@ -111,7 +111,7 @@ impl ServerHandle {
         let _ = tokio::time::timeout(Duration::from_millis(500), udp_done).await;
         // Then the query log: what is queued is written and a dnstap stream ends with STOP.
         let log = self.querylog.clone();
-        let _ = tokio::task::spawn_blocking(move || log.shutdown(Duration::from_millis(300))).await;
+        let _ = tokio::task::spawn_blocking(move || log.shutdown(Duration::from_millis(400))).await;
     }
 }
 
