@@ -107,6 +107,11 @@ pub fn fields(query: &[u8], response: &[u8]) -> Fields {
     f
 }
 
+/// Processing time in µs with one decimal: the fast path takes well under a microsecond.
+fn micros(e: &Entry) -> String {
+    format!("{:.1}", e.elapsed.as_nanos() as f64 / 1000.0)
+}
+
 fn transport(t: Transport) -> &'static str {
     match t {
         Transport::Udp => "udp",
@@ -142,7 +147,7 @@ pub fn text(e: &Entry, site: Option<&str>, service: Option<&str>, out: &mut Stri
         e.policy,
         service.unwrap_or("-"),
         site.unwrap_or("-"),
-        e.elapsed.as_micros(),
+        micros(e),
     );
 }
 
@@ -176,7 +181,7 @@ pub fn json(e: &Entry, site: Option<&str>, service: Option<&str>, out: &mut Stri
         js(Some(e.policy)),
         js(service),
         js(site),
-        e.elapsed.as_micros(),
+        micros(e),
     );
 }
 
