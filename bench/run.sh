@@ -9,6 +9,11 @@
 #                                         # and a client cookie on every query (each reply
 #                                         # computes a server cookie); compare against a run
 #                                         # without, gdnsd being the anchor in both
+#   QUERYLOG=sample:100 bash bench/run.sh # meridian with [log] queries = "sample:100" (lines on
+#                                         # the server's stderr, i.e. its harness log file)
+#   QUERYLOG=all bash bench/run.sh        # every query as a log line
+#   QUERYLOG=dnstap bash bench/run.sh     # every query as dnstap into $WORK/meridian/bench.dnstap
+#                                         # (bench/querylog.sh interleaves off/sample/dnstap)
 # Results: /tmp/dns-anchors/results/<timestamp>/summary.md (printed at the end).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -41,6 +46,16 @@ EOF
   export DNSPERF_EXTRA="${DNSPERF_EXTRA:-} -E 10:0102030405060708"
   export OURS_NAME="${OURS_NAME:-meridian+rrl+cookies}"
 fi
+case "${QUERYLOG:-}" in
+  "" | off) ;;
+  dnstap)
+    printf '\n[log]\nqueries = "all"\ndnstap = "file:%s"\n' "$WORK/meridian/bench.dnstap" \
+      >> "$WORK/meridian/meridian.toml"
+    export OURS_NAME="${OURS_NAME:-meridian+dnstap}" ;;
+  *)
+    printf '\n[log]\nqueries = "%s"\n' "$QUERYLOG" >> "$WORK/meridian/meridian.toml"
+    export OURS_NAME="${OURS_NAME:-meridian+querylog-${QUERYLOG/:/}}" ;;
+esac
 export OURS_CMD="$repo/target/release/meridian serve --config $WORK/meridian/meridian.toml"
 export OURS_NAME="${OURS_NAME:-meridian}"
 export MERIDIAN_LOG="${MERIDIAN_LOG:-warn}"

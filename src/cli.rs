@@ -232,18 +232,35 @@ fn load_or_report(path: &Path) -> Option<Snapshot> {
     }
 }
 
-fn init_logging() {
+/// The log goes to stderr in every format: stdout stays clean for modes that speak a protocol
+/// on it. `json` is one flat object per event (`timestamp`, `level`, `message`, fields,
+/// `target`), the shape of the query log's JSON lines.
+fn init_logging(format: crate::querylog::Format) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        crate::querylog::Format::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+        crate::querylog::Format::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }
 
 fn serve(path: &Path) -> i32 {
-    init_logging();
+    // `[log] format` decides how everything is logged, so it is read before anything else;
+    // a config that does not load is reported in full just below.
+    let format = crate::config::load(path)
+        .map(|c| crate::querylog::Settings::from_config(&c).format)
+        .unwrap_or_default();
+    init_logging(format);
     let snap = match load_or_report(path) {
         Some(s) => s,
         None => return EXIT_INVALID,

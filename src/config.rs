@@ -73,6 +73,7 @@ pub struct Config {
     pub site: Option<SiteConfig>,
     pub geoip: Option<GeoipConfig>,
     pub admin: Option<AdminConfig>,
+    pub log: Option<LogConfig>,
     #[serde(default)]
     pub health: BTreeMap<String, Spanned<HealthProfile>>,
     #[serde(default)]
@@ -163,6 +164,18 @@ pub struct NetworkOverride {
     pub region: Option<Spanned<String>>,
     pub location: Option<Location>,
     pub country: Option<Spanned<String>>,
+}
+
+/// `[log]`: values as written, checked and read by [`crate::querylog`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`, for every log line (needs a restart).
+    pub format: Option<Spanned<String>>,
+    /// `off`, `all` or `sample:N`.
+    pub queries: Option<Spanned<String>>,
+    /// `unix:PATH` or `file:PATH`.
+    pub dnstap: Option<Spanned<String>>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -902,6 +915,13 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
                 ))
             }
             Ok(_) => {}
+        }
+    }
+
+    if let Some(log) = &c.log {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for (span, msg) in crate::querylog::check(log, dir) {
+            out.push(at(span, msg));
         }
     }
 

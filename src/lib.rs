@@ -17,6 +17,7 @@
 //! | [`fast`] | the UDP fast path for the common queries, byte to byte |
 //! | [`server`] | UDP and TCP listeners |
 //! | [`explain`] | `meridian explain`: an answer and the decision behind it |
+//! | [`querylog`] | query logging: lines or dnstap, off the query path through a bounded queue |
 //! | [`metrics`] | Prometheus counters (lock-free on the query path) and their exposition |
 //! | [`rrl`] | response rate limiting of UDP responses: a fixed table of atomic token buckets |
 //! | [`reload`] | SIGHUP / API reloads: rebuild off the query path, swap, record the result |
@@ -43,6 +44,7 @@ pub mod liveness;
 pub mod manpage;
 pub mod metrics;
 pub mod policy;
+pub mod querylog;
 pub mod reload;
 pub mod rrl;
 pub mod server;

@@ -256,6 +256,8 @@ pub struct QueryOutcome<'a> {
 
 /// Counts one response. A handful of relaxed atomic adds; no allocation, no lock.
 pub fn record_query(o: &QueryOutcome<'_>, rcode: ResponseCode) {
+    // What answered, for the query log's line of this query if it is being logged.
+    crate::querylog::note(o);
     let zone = o.zone.unwrap_or(&NO_ZONE);
     zone.add(
         qtype_slot(o.qtype),
@@ -676,6 +678,7 @@ impl Collector for SnapshotCollector {
              (the table is too small for the traffic: rrl.table_size).",
             ConstCounter::new(load(rrl.map(|t| &t.evicted))),
         )?;
+        crate::querylog::encode_metrics(&mut enc)?;
 
         // Config and reloads.
         single(

@@ -23,7 +23,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::LoadedConfig;
+use crate::dns::Transport;
 use crate::liveness::Liveness;
+use crate::querylog::{QueryLog, Tap};
 use crate::snapshot::SharedSnapshot;
 
 mod tcp;
@@ -61,6 +63,7 @@ pub struct ServerHandle {
     udp_threads: Vec<std::thread::JoinHandle<()>>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    querylog: Arc<QueryLog>,
 }
 
 impl ServerHandle {
@@ -109,6 +112,9 @@ impl ServerHandle {
         }
         // UDP threads stop within their drain bound (udp::STOP_DRAIN) plus one poll interval.
         let _ = tokio::time::timeout(Duration::from_millis(500), udp_done).await;
+        // Then the query log: what is queued is written and a dnstap stream ends with STOP.
+        let log = self.querylog.clone();
+        let _ = tokio::task::spawn_blocking(move || log.shutdown(Duration::from_millis(400))).await;
     }
 }
 
@@ -175,17 +181,20 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
         settings.udp_sockets
     };
     let tcp_slots = tcp::Slots::new(settings.tcp_max_connections, settings.tcp_max_per_client);
+    let querylog = QueryLog::start(snapshot.clone())?;
     for &addr in &settings.addrs {
         let (udps, tcp) = bind_pair(addr, udp_count)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         addrs.push(tcp.local_addr()?);
+        let local = tcp.local_addr()?;
         for (i, u) in udps.into_iter().enumerate() {
             let (snapshot, stop) = (snapshot.clone(), udp_stop.clone());
             let beat = liveness.add(format!("udp {addr} #{i}"));
+            let log = Tap::new(querylog.clone(), Transport::Udp, local);
             udp_threads.push(
                 std::thread::Builder::new()
                     .name(format!("udp {addr}"))
-                    .spawn(move || udp::run(u, snapshot, stop, beat))?,
+                    .spawn(move || udp::run(u, snapshot, stop, beat, log))?,
             );
         }
         let listener = TcpListener::from_std(tcp)?;
@@ -195,6 +204,7 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
             tcp_slots.clone(),
             stop_rx.clone(),
             liveness.add(format!("tcp {addr}")),
+            Tap::new(querylog.clone(), Transport::Tcp, local),
         ));
     }
     Ok(ServerHandle {
@@ -204,5 +214,6 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
         udp_threads,
         stop,
         tasks,
+        querylog,
     })
 }

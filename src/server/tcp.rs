@@ -35,6 +35,7 @@ use tokio::time::{timeout_at, Instant};
 
 use crate::dns::{handle, Transport};
 use crate::liveness::{Beat, BEAT_EVERY};
+use crate::querylog::Tap;
 use crate::snapshot::SharedSnapshot;
 
 /// How long a stopping connection waits for the rest of a query it has begun to receive.
@@ -186,6 +187,7 @@ pub(crate) async fn accept_loop(
     slots: Arc<Slots>,
     mut stop: watch::Receiver<bool>,
     beat: Arc<Beat>,
+    log: Tap,
 ) {
     let mut conns = JoinSet::new();
     // The watchdog's proof that the runtime still polls this loop (crate::liveness).
@@ -219,9 +221,9 @@ pub(crate) async fn accept_loop(
             }
         };
         let snapshot = snapshot.clone();
-        let stop = stop.clone();
+        let (stop, log) = (stop.clone(), log.clone());
         conns.spawn(async move {
-            let _ = serve(stream, peer, snapshot, slot, stop).await;
+            let _ = serve(stream, peer, snapshot, slot, stop, log).await;
         });
     }
     // Stop accepting first: a client connecting now is refused by the kernel, not left waiting.
@@ -258,6 +260,7 @@ async fn serve(
     snapshot: SharedSnapshot,
     slot: Slot,
     mut stop: watch::Receiver<bool>,
+    log: Tap,
 ) -> io::Result<End> {
     let _ = stream.set_nodelay(true);
     let mut inbuf: Vec<u8> = Vec::with_capacity(1024);
@@ -313,10 +316,14 @@ async fn serve(
         if len == 0 {
             return Ok(End::Eof);
         }
+        let begun = log.begin();
         let resp = {
             let snap = snapshot.load();
             handle(&snap, &inbuf[2..2 + len], peer, Transport::Tcp)
         };
+        if let Some(b) = begun {
+            log.end(b, peer, &inbuf[2..2 + len], resp.as_deref());
+        }
         inbuf.drain(..2 + len);
         if let Some(resp) = resp {
             out.clear();

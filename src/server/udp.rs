@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::dns::{handle, Transport};
 use crate::fast::{self, Fast};
 use crate::liveness::Beat;
+use crate::querylog::{self, Tap};
 use crate::snapshot::SharedSnapshot;
 
 /// Packets per system call. Under load a batch fills; when idle `MSG_WAITFORONE` returns as soon
@@ -53,28 +54,41 @@ fn to_socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
 }
 
 /// Serves DNS on `sock` until `stop` is set: the fast path, else the reference handler.
-/// `beat` is stamped every time round the loop, for the watchdog ([`crate::liveness`]).
-pub fn run(sock: UdpSocket, snapshot: SharedSnapshot, stop: Arc<AtomicBool>, beat: Arc<Beat>) {
-    run_batched_beating(sock, stop, &beat, |packet, src, out| {
-        let snap = snapshot.load();
-        let send = match fast::answer(&snap, packet, src, out) {
-            Fast::Answered => true,
-            Fast::Fallback => match handle(&snap, packet, src, Transport::Udp) {
-                Some(r) => {
-                    out.clear();
-                    out.extend_from_slice(&r);
-                    true
-                }
-                None => false,
-            },
-        };
-        // Response rate limiting sees the finished response, whichever path made it; without
-        // `[rrl]` this is the one branch it costs.
-        match &snap.rrl {
-            Some(rrl) if send => rrl.allow(packet, src.ip(), out, &snap.cookie_secret),
-            _ => send,
-        }
-    })
+/// `beat` is stamped every time round the loop, for the watchdog ([`crate::liveness`]); `log`
+/// sees every query and response (`querylog::wrap`: one branch while logging is off).
+pub fn run(
+    sock: UdpSocket,
+    snapshot: SharedSnapshot,
+    stop: Arc<AtomicBool>,
+    beat: Arc<Beat>,
+    log: Tap,
+) {
+    run_batched_beating(
+        sock,
+        stop,
+        &beat,
+        querylog::wrap(log, |packet, src, out| {
+            let snap = snapshot.load();
+            let send = match fast::answer(&snap, packet, src, out) {
+                Fast::Answered => true,
+                Fast::Fallback => match handle(&snap, packet, src, Transport::Udp) {
+                    Some(r) => {
+                        out.clear();
+                        out.extend_from_slice(&r);
+                        true
+                    }
+                    None => false,
+                },
+            };
+            // Response rate limiting sees the finished response, whichever path made it;
+            // without `[rrl]` this is the one branch it costs. The query log then sees what
+            // RRL left to send.
+            match &snap.rrl {
+                Some(rrl) if send => rrl.allow(packet, src.ip(), out, &snap.cookie_secret),
+                _ => send,
+            }
+        }),
+    )
 }
 
 /// The batched receive/answer/send loop, for any `answer` that writes a reply into its buffer

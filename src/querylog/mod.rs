@@ -1,0 +1,833 @@
+//! The query log (SPEC "Observability"): `[log] queries = "off" | "all" | "sample:N"` picks
+//! which queries are logged; they go out as one line each on stderr (text or JSON, like the
+//! rest of the log), or, with `[log] dnstap = "unix:PATH" | "file:PATH"`, as dnstap
+//! AUTH_QUERY/AUTH_RESPONSE messages over Frame Streams ([`dnstap`], [`framestream`]).
+//!
+//! Logging never blocks answering. A DNS thread copies the query and response bytes, the
+//! addresses, two timestamps and what answered (policy, service) into an [`Entry`] and hands
+//! it to a bounded queue with `try_send`; one writer thread does everything else (parsing for
+//! the lines, protobuf, the sockets and files). When the queue is full, or the sink is gone
+//! (a collector not listening, a file that cannot be opened), entries are dropped and counted
+//! in `meridian_querylog_dropped_total{sink}`. A unix-socket sink is connected again by
+//! itself, with a backoff.
+//!
+//! With queries off, the query path pays one relaxed load and a branch ([`Tap::begin`]);
+//! sampling one in N is a thread-local counter, so the N−1 others pay that and an increment.
+//!
+//! Reload: the writer thread follows the served snapshot, so `queries` (and the sample rate)
+//! and `dnstap` apply on reload, within a quarter of a second. `format` is the format of the
+//! whole log, set up once at start with the tracing subscriber: changing it needs a restart
+//! (a reload says so in the log). A dnstap file moved away (log rotation) is noticed at the
+//! next reload, which ends the old stream with STOP and starts a new file.
+
+pub mod dnstap;
+pub mod framestream;
+pub mod line;
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use hickory_proto::rr::Name;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::MetricType;
+
+use crate::config::{LoadedConfig, LogConfig};
+use crate::dns::Transport;
+use crate::metrics::QueryOutcome;
+use crate::snapshot::{SharedSnapshot, Snapshot};
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[log] dnstap`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnstapTarget {
+    /// A collector listening on a unix socket (bidirectional Frame Streams).
+    Unix(PathBuf),
+    /// A file (uni-directional Frame Streams: START, frames, STOP).
+    File(PathBuf),
+}
+
+/// The `[log]` section, checked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Settings {
+    pub format: Format,
+    /// Log one query in `every`; 0 = off, 1 = all.
+    pub every: u32,
+    pub dnstap: Option<DnstapTarget>,
+}
+
+pub fn parse_format(s: &str) -> Result<Format, String> {
+    match s {
+        "text" => Ok(Format::Text),
+        "json" => Ok(Format::Json),
+        _ => Err(format!(
+            "log.format: `{s}` is not one of \"text\", \"json\""
+        )),
+    }
+}
+
+/// `off` → 0, `all` → 1, `sample:N` → N.
+pub fn parse_queries(s: &str) -> Result<u32, String> {
+    match s {
+        "off" => Ok(0),
+        "all" => Ok(1),
+        _ => match s.strip_prefix("sample:").map(str::parse::<u32>) {
+            Some(Ok(n)) if n >= 1 => Ok(n),
+            _ => Err(format!(
+                "log.queries: `{s}` is not \"off\", \"all\" or \"sample:N\" with N at least 1"
+            )),
+        },
+    }
+}
+
+/// `unix:PATH` or `file:PATH`; a relative path is taken from the config's folder.
+pub fn parse_dnstap(s: &str, config_dir: &Path) -> Result<DnstapTarget, String> {
+    let (kind, path) = s.split_once(':').unwrap_or(("", ""));
+    if path.is_empty() || !matches!(kind, "unix" | "file") {
+        return Err(format!(
+            "log.dnstap: `{s}` is not \"unix:/path/to/socket\" or \"file:/path/to/file\""
+        ));
+    }
+    let path = config_dir.join(path);
+    Ok(match kind {
+        "unix" => DnstapTarget::Unix(path),
+        _ => DnstapTarget::File(path),
+    })
+}
+
+/// The checks of `[log]`, for `config::check`: (span, message) for each bad value.
+pub fn check(log: &LogConfig, config_dir: &Path) -> Vec<(std::ops::Range<usize>, String)> {
+    let mut out = Vec::new();
+    if let Some(f) = &log.format {
+        if let Err(e) = parse_format(f.get_ref()) {
+            out.push((f.span(), e));
+        }
+    }
+    if let Some(q) = &log.queries {
+        if let Err(e) = parse_queries(q.get_ref()) {
+            out.push((q.span(), e));
+        }
+    }
+    if let Some(d) = &log.dnstap {
+        if let Err(e) = parse_dnstap(d.get_ref(), config_dir) {
+            out.push((d.span(), e));
+        }
+    }
+    out
+}
+
+impl Settings {
+    /// The settings of a checked config (values that fail the checks fall back to defaults,
+    /// which cannot happen for a config that loaded).
+    pub fn from_config(c: &LoadedConfig) -> Settings {
+        let Some(log) = &c.config.log else {
+            return Settings::default();
+        };
+        let dir = c.path.parent().unwrap_or(Path::new("."));
+        let dnstap = log
+            .dnstap
+            .as_ref()
+            .and_then(|d| parse_dnstap(d.get_ref(), dir).ok());
+        // Naming a dnstap sink means wanting queries in it: without `queries`, all of them.
+        let default_every = u32::from(dnstap.is_some());
+        Settings {
+            format: log
+                .format
+                .as_ref()
+                .and_then(|f| parse_format(f.get_ref()).ok())
+                .unwrap_or_default(),
+            every: log
+                .queries
+                .as_ref()
+                .and_then(|q| parse_queries(q.get_ref()).ok())
+                .unwrap_or(default_every),
+            dnstap,
+        }
+    }
+
+    fn sink(&self) -> usize {
+        if self.dnstap.is_some() {
+            SINK_DNSTAP
+        } else {
+            SINK_LOG
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics (process-wide, like the rest of /metrics)
+
+const SINK_LOG: usize = 0;
+const SINK_DNSTAP: usize = 1;
+const SINK_LABELS: [&str; 2] = ["log", "dnstap"];
+
+static DROPPED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static WRITTEN: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Query-log entries dropped so far for `sink` (`"log"` or `"dnstap"`).
+pub fn dropped(sink: &str) -> u64 {
+    SINK_LABELS
+        .iter()
+        .position(|s| *s == sink)
+        .map_or(0, |i| DROPPED[i].load(Ordering::Relaxed))
+}
+
+/// Writes the query-log series into the exposition (`metrics::render`).
+pub fn encode_metrics(enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    for (name, help, counters) in [
+        (
+            "meridian_querylog_dropped",
+            "Query-log entries dropped because the queue was full or the sink was slow or gone \
+             (sink: log = lines on stderr, dnstap).",
+            &DROPPED,
+        ),
+        (
+            "meridian_querylog_written",
+            "Query-log entries written (sink: log = lines on stderr, dnstap).",
+            &WRITTEN,
+        ),
+    ] {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (i, sink) in SINK_LABELS.iter().enumerate() {
+            let labels = [("sink", *sink)];
+            let c = ConstCounter::new(counters[i].load(Ordering::Relaxed));
+            prometheus_client::encoding::EncodeMetric::encode(&c, m.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
+fn drop_one(sink: usize) {
+    DROPPED[sink].fetch_add(1, Ordering::Relaxed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What answered: noted by metrics::record_query on the DNS thread
+
+thread_local! {
+    /// Set by [`Tap::begin`] for a query being logged, so that [`note`] keeps what answered.
+    static WANT: Cell<bool> = const { Cell::new(false) };
+    static NOTE: RefCell<(&'static str, Option<Name>)> = const { RefCell::new(("none", None)) };
+    /// One-in-N sampling: queries seen by this thread since the last one logged.
+    static SEEN: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Called by `metrics::record_query` for every response: keeps the policy and service of the
+/// query being logged on this thread (nothing otherwise but a thread-local read).
+#[inline]
+pub fn note(o: &QueryOutcome<'_>) {
+    if !WANT.with(Cell::get) {
+        return;
+    }
+    let policy = match (o.service, o.zone.is_some()) {
+        (Some(s), _) => crate::config::POLICIES
+            .get(s.policy as usize)
+            .copied()
+            .unwrap_or("other"),
+        (None, true) => "static",
+        (None, false) => "none",
+    };
+    NOTE.with(|n| {
+        if let Ok(mut n) = n.try_borrow_mut() {
+            *n = (policy, o.service.map(|s| s.name.clone()));
+        }
+    });
+}
+
+fn take_note() -> (&'static str, Option<Name>) {
+    WANT.with(|w| w.set(false));
+    NOTE.with(|n| {
+        n.try_borrow_mut()
+            .map(|mut n| std::mem::replace(&mut *n, ("none", None)))
+            .unwrap_or(("none", None))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entries and the queue
+
+/// One logged query, as the writer thread gets it.
+pub struct Entry {
+    /// When the query was taken up.
+    pub at: SystemTime,
+    /// Processing time, from taking the query up to having the response.
+    pub elapsed: Duration,
+    pub transport: Transport,
+    pub client: SocketAddr,
+    /// The address the query came to (the socket's: `0.0.0.0` for a wildcard bind).
+    pub server: SocketAddr,
+    /// The query's bytes, then the response's.
+    bytes: Vec<u8>,
+    query_len: usize,
+    pub policy: &'static str,
+    pub service: Option<Name>,
+}
+
+impl Entry {
+    pub fn query(&self) -> &[u8] {
+        &self.bytes[..self.query_len]
+    }
+    pub fn response(&self) -> &[u8] {
+        &self.bytes[self.query_len..]
+    }
+}
+
+/// Entries the queue holds; past it they are dropped. At 100k queries a second that is
+/// 160 ms of a writer that stalls, about 3 MB.
+const QUEUE: usize = 16 * 1024;
+/// How often the writer thread looks at the snapshot (reloads), reconnects and the stop flag.
+const POLL: Duration = Duration::from_millis(250);
+/// Longest wait between two tries to reach a dnstap sink.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The query log of one server: the queue, its writer thread, and the sampling rate the DNS
+/// threads read.
+pub struct QueryLog {
+    every: AtomicU32,
+    /// The sink entries go to now ([`SINK_LOG`] or [`SINK_DNSTAP`]), for counting drops.
+    sink: AtomicU8,
+    /// `None` wakes the writer (to stop).
+    tx: SyncSender<Option<Entry>>,
+    stop: AtomicBool,
+    done: Mutex<Option<Receiver<()>>>,
+}
+
+impl std::fmt::Debug for QueryLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryLog")
+            .field("every", &self.every.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl QueryLog {
+    /// Starts the writer thread, configured from the served snapshot and following it.
+    pub fn start(shared: SharedSnapshot) -> io::Result<Arc<QueryLog>> {
+        let snap = shared.load_full();
+        let settings = Settings::from_config(&snap.config);
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let (done_tx, done_rx) = mpsc::channel();
+        let log = Arc::new(QueryLog {
+            every: AtomicU32::new(settings.every),
+            sink: AtomicU8::new(settings.sink() as u8),
+            tx,
+            stop: AtomicBool::new(false),
+            done: Mutex::new(Some(done_rx)),
+        });
+        let writer = Writer::new(log.clone(), shared, snap, settings);
+        std::thread::Builder::new()
+            .name("querylog".into())
+            .spawn(move || {
+                writer.run(rx);
+                let _ = done_tx.send(());
+            })?;
+        Ok(log)
+    }
+
+    /// Writes what is queued, ends a dnstap stream (STOP, and FINISH from a collector) and
+    /// stops the writer thread; waits at most `wait` for it.
+    pub fn shutdown(&self, wait: Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.tx.try_send(None);
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(done) = done {
+            let _ = done.recv_timeout(wait);
+        }
+    }
+
+    fn submit(&self, e: Entry) {
+        match self.tx.try_send(Some(e)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                drop_one(self.sink.load(Ordering::Relaxed) as usize & 1)
+            }
+        }
+    }
+}
+
+/// A query being logged: when it was taken up.
+pub struct Begun {
+    at: SystemTime,
+    started: Instant,
+}
+
+/// What a DNS thread or connection holds to log its queries.
+#[derive(Clone)]
+pub struct Tap {
+    log: Arc<QueryLog>,
+    transport: Transport,
+    /// The listening address queries arrive at.
+    local: SocketAddr,
+}
+
+impl Tap {
+    pub fn new(log: Arc<QueryLog>, transport: Transport, local: SocketAddr) -> Tap {
+        Tap {
+            log,
+            transport,
+            local,
+        }
+    }
+
+    /// Whether to log the query about to be answered; call before answering it. With logging
+    /// off this is one load and one branch.
+    #[inline]
+    pub fn begin(&self) -> Option<Begun> {
+        let every = self.log.every.load(Ordering::Relaxed);
+        if every == 0 {
+            return None;
+        }
+        self.begin_sampled(every)
+    }
+
+    #[inline(never)]
+    fn begin_sampled(&self, every: u32) -> Option<Begun> {
+        if every > 1 {
+            let seen = SEEN.with(|c| {
+                let n = c.get() + 1;
+                c.set(if n >= every { 0 } else { n });
+                n
+            });
+            if seen < every {
+                return None;
+            }
+        }
+        WANT.with(|w| w.set(true));
+        Some(Begun {
+            at: SystemTime::now(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Logs a query begun with [`Tap::begin`]; `response` is `None` when nothing was sent
+    /// (then nothing is logged: there is no response to log, and such packets are not DNS
+    /// queries or were dropped on purpose).
+    pub fn end(&self, begun: Begun, client: SocketAddr, query: &[u8], response: Option<&[u8]>) {
+        let elapsed = begun.started.elapsed();
+        let (policy, service) = take_note();
+        let Some(response) = response else {
+            return;
+        };
+        let mut bytes = Vec::with_capacity(query.len() + response.len());
+        bytes.extend_from_slice(query);
+        bytes.extend_from_slice(response);
+        self.log.submit(Entry {
+            at: begun.at,
+            elapsed,
+            transport: self.transport,
+            client,
+            server: self.local,
+            bytes,
+            query_len: query.len(),
+            policy,
+            service,
+        });
+    }
+}
+
+/// Wraps a UDP answer closure (`server::udp::run_batched`'s) so that its queries are logged.
+pub fn wrap<F>(tap: Tap, mut answer: F) -> impl FnMut(&[u8], SocketAddr, &mut Vec<u8>) -> bool
+where
+    F: FnMut(&[u8], SocketAddr, &mut Vec<u8>) -> bool,
+{
+    move |packet, src, out| {
+        let Some(begun) = tap.begin() else {
+            return answer(packet, src, out);
+        };
+        let sent = answer(packet, src, out);
+        tap.end(begun, src, packet, sent.then_some(&out[..]));
+        sent
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The writer thread
+
+/// Where entries go.
+enum Sink {
+    /// Lines on stderr, written a few KiB at a time and only whole lines, so that a write to a
+    /// pipe (≤ PIPE_BUF) never interleaves with another thread's log line.
+    Log {
+        format: Format,
+        buf: String,
+    },
+    Dnstap(DnstapSink),
+}
+
+struct DnstapSink {
+    target: DnstapTarget,
+    writer: Option<framestream::Writer>,
+    /// The file's identity when it was opened, to notice rotation.
+    file_id: Option<(u64, u64)>,
+    retry_at: Instant,
+    backoff: Duration,
+    /// Logged once per outage rather than at every retry.
+    reported: bool,
+    scratch: Vec<u8>,
+}
+
+/// Bytes of lines gathered before a write to stderr.
+const LINE_CHUNK: usize = 3800;
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl DnstapSink {
+    fn new(target: DnstapTarget) -> DnstapSink {
+        DnstapSink {
+            target,
+            writer: None,
+            file_id: None,
+            retry_at: Instant::now(),
+            backoff: Duration::from_millis(250),
+            reported: false,
+            scratch: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Connects or opens, unless a retry is not due yet.
+    fn ensure(&mut self) -> bool {
+        if self.writer.is_some() {
+            return true;
+        }
+        if Instant::now() < self.retry_at {
+            return false;
+        }
+        let opened = match &self.target {
+            DnstapTarget::Unix(p) => framestream::Writer::connect_unix(p),
+            DnstapTarget::File(p) => {
+                // Keep the previous file (one generation) rather than overwrite it.
+                if std::fs::metadata(p).is_ok_and(|m| m.len() > 0) {
+                    let mut old = p.clone().into_os_string();
+                    old.push(".1");
+                    let _ = std::fs::rename(p, old);
+                }
+                let w = framestream::Writer::create_file(p);
+                self.file_id = file_id(p);
+                w
+            }
+        };
+        match opened {
+            Ok(w) => {
+                tracing::info!(sink = ?self.target, "dnstap: stream started");
+                self.writer = Some(w);
+                self.backoff = Duration::from_millis(250);
+                self.reported = false;
+                true
+            }
+            Err(e) => {
+                if !self.reported {
+                    tracing::warn!(sink = ?self.target, error = %e,
+                        "dnstap: cannot reach the sink; dropping query-log entries until it can be reached");
+                    self.reported = true;
+                }
+                self.retry_at = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                false
+            }
+        }
+    }
+
+    fn lost(&mut self, e: io::Error) {
+        tracing::warn!(sink = ?self.target, error = %e,
+            "dnstap: writing failed; reconnecting, entries are dropped meanwhile");
+        self.writer = None;
+        self.reported = true;
+        self.retry_at = Instant::now() + self.backoff;
+    }
+
+    fn write(&mut self, e: Entry, site: Option<&str>, version: &[u8]) {
+        if !self.ensure() {
+            drop_one(SINK_DNSTAP);
+            return;
+        }
+        let x = dnstap::Exchange {
+            transport: e.transport,
+            client: e.client,
+            server: e.server,
+            query_time: e.at,
+            response_time: e.at + e.elapsed,
+            identity: site.map(str::as_bytes),
+            version,
+        };
+        let extra = format!(
+            "policy={} service={}",
+            e.policy,
+            e.service
+                .as_ref()
+                .map_or_else(|| "-".to_string(), crate::metrics::name_label)
+        );
+        let mut bytes = e.bytes;
+        let response = bytes.split_off(e.query_len);
+        let result = (|| {
+            let w = self
+                .writer
+                .as_mut()
+                .ok_or_else(|| io::Error::other("no writer"))?;
+            for m in [
+                x.query(bytes),
+                x.response(response, Some(extra.into_bytes())),
+            ] {
+                self.scratch.clear();
+                prost::Message::encode(&m, &mut self.scratch).map_err(io::Error::other)?;
+                w.frame(&self.scratch)?;
+            }
+            Ok::<(), io::Error>(())
+        })();
+        match result {
+            Ok(()) => {
+                WRITTEN[SINK_DNSTAP].fetch_add(1, Ordering::Relaxed);
+            }
+            Err(err) => {
+                drop_one(SINK_DNSTAP);
+                self.lost(err);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(w) = self.writer.as_mut() {
+            if let Err(e) = w.flush() {
+                self.lost(e);
+            }
+        }
+    }
+
+    /// A rotated file (moved away or deleted) gets a new stream in a new file.
+    fn reopen_if_rotated(&mut self) {
+        if let DnstapTarget::File(p) = &self.target {
+            if self.writer.is_some() && file_id(p) != self.file_id {
+                tracing::info!(file = %p.display(), "dnstap: file was moved; starting a new one");
+                self.finish();
+                self.retry_at = Instant::now();
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(w) = self.writer.take() {
+            if let Err(e) = w.finish() {
+                tracing::warn!(sink = ?self.target, error = %e, "dnstap: could not end the stream cleanly");
+            }
+        }
+    }
+}
+
+impl Sink {
+    fn new(settings: &Settings, format: Format) -> Sink {
+        match &settings.dnstap {
+            Some(t) => Sink::Dnstap(DnstapSink::new(t.clone())),
+            None => Sink::Log {
+                format,
+                buf: String::with_capacity(LINE_CHUNK + 1024),
+            },
+        }
+    }
+
+    fn write(&mut self, e: Entry, site: Option<&str>, version: &[u8]) {
+        match self {
+            Sink::Log { format, buf } => {
+                let service = e.service.as_ref().map(crate::metrics::name_label);
+                match format {
+                    Format::Text => line::text(&e, site, service.as_deref(), buf),
+                    Format::Json => line::json(&e, site, service.as_deref(), buf),
+                }
+                WRITTEN[SINK_LOG].fetch_add(1, Ordering::Relaxed);
+                if buf.len() >= LINE_CHUNK {
+                    Self::flush_lines(buf);
+                }
+            }
+            Sink::Dnstap(d) => d.write(e, site, version),
+        }
+    }
+
+    fn flush_lines(buf: &mut String) {
+        if !buf.is_empty() {
+            // stderr going away leaves nothing to report to: the lines are lost either way.
+            let _ = io::stderr().lock().write_all(buf.as_bytes());
+            buf.clear();
+        }
+    }
+
+    fn flush(&mut self) {
+        match self {
+            Sink::Log { buf, .. } => Self::flush_lines(buf),
+            Sink::Dnstap(d) => d.flush(),
+        }
+    }
+
+    fn finish(&mut self) {
+        match self {
+            Sink::Log { buf, .. } => Self::flush_lines(buf),
+            Sink::Dnstap(d) => d.finish(),
+        }
+    }
+}
+
+struct Writer {
+    log: Arc<QueryLog>,
+    shared: SharedSnapshot,
+    generation: u64,
+    settings: Settings,
+    /// The log format in force since start.
+    format: Format,
+    site: Option<String>,
+    version: Vec<u8>,
+    sink: Sink,
+}
+
+impl Writer {
+    fn new(log: Arc<QueryLog>, shared: SharedSnapshot, snap: Arc<Snapshot>, s: Settings) -> Self {
+        Writer {
+            log,
+            shared,
+            generation: snap.generation,
+            format: s.format,
+            sink: Sink::new(&s, s.format),
+            settings: s,
+            site: snap.wire.site_id.clone(),
+            version: format!("meridian {}", env!("CARGO_PKG_VERSION")).into_bytes(),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Option<Entry>>) {
+        if let Sink::Dnstap(d) = &mut self.sink {
+            d.ensure();
+        }
+        let mut last_poll = Instant::now();
+        let mut dropped_seen = total_dropped();
+        let mut last_drop_report = Instant::now();
+        loop {
+            match rx.recv_timeout(POLL) {
+                Ok(e) => {
+                    if let Some(e) = e {
+                        self.sink.write(e, self.site.as_deref(), &self.version);
+                    }
+                    // Whatever else is queued goes out in the same write.
+                    for e in rx.try_iter().take(QUEUE).flatten() {
+                        self.sink.write(e, self.site.as_deref(), &self.version);
+                    }
+                    self.sink.flush();
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if self.log.stop.load(Ordering::Relaxed) {
+                for e in rx.try_iter().take(QUEUE).flatten() {
+                    self.sink.write(e, self.site.as_deref(), &self.version);
+                }
+                break;
+            }
+            if last_poll.elapsed() >= POLL {
+                last_poll = Instant::now();
+                self.follow_reload();
+                if let Sink::Dnstap(d) = &mut self.sink {
+                    d.ensure();
+                }
+                if last_drop_report.elapsed() >= Duration::from_secs(10) {
+                    let now = total_dropped();
+                    if now > dropped_seen {
+                        tracing::warn!(
+                            dropped = now - dropped_seen,
+                            "query log: entries dropped in the last 10 s (sink slow or gone)"
+                        );
+                    }
+                    (dropped_seen, last_drop_report) = (now, Instant::now());
+                }
+            }
+        }
+        self.sink.finish();
+    }
+
+    /// Applies `[log]` of a newly served snapshot.
+    fn follow_reload(&mut self) {
+        let snap = self.shared.load();
+        if snap.generation == self.generation {
+            return;
+        }
+        self.generation = snap.generation;
+        self.site = snap.wire.site_id.clone();
+        let new = Settings::from_config(&snap.config);
+        if new.format != self.format && new.format != self.settings.format {
+            tracing::warn!("log.format changed: the new format takes effect after a restart");
+        }
+        if new.dnstap != self.settings.dnstap {
+            self.sink.finish();
+            self.sink = Sink::new(&new, self.format);
+        } else if let Sink::Dnstap(d) = &mut self.sink {
+            d.reopen_if_rotated();
+        }
+        self.log.every.store(new.every, Ordering::Relaxed);
+        self.log.sink.store(new.sink() as u8, Ordering::Relaxed);
+        if new.every != self.settings.every || new.dnstap != self.settings.dnstap {
+            tracing::info!(every = new.every, dnstap = ?new.dnstap, "query log settings applied");
+        }
+        self.settings = new;
+    }
+}
+
+fn total_dropped() -> u64 {
+    DROPPED.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_values() {
+        assert_eq!(parse_queries("off"), Ok(0));
+        assert_eq!(parse_queries("all"), Ok(1));
+        assert_eq!(parse_queries("sample:100"), Ok(100));
+        for bad in [
+            "sample:0",
+            "sample:",
+            "sample:-1",
+            "some",
+            "ALL",
+            "sample:1.5",
+        ] {
+            assert!(parse_queries(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dnstap_values() {
+        let dir = Path::new("/etc/meridian");
+        assert_eq!(
+            parse_dnstap("unix:/run/meridian/dnstap.sock", dir),
+            Ok(DnstapTarget::Unix("/run/meridian/dnstap.sock".into()))
+        );
+        assert_eq!(
+            parse_dnstap("file:q.dnstap", dir),
+            Ok(DnstapTarget::File("/etc/meridian/q.dnstap".into()))
+        );
+        for bad in ["", "unix:", "tcp:127.0.0.1:6000", "/var/log/x"] {
+            assert!(parse_dnstap(bad, dir).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn format_values() {
+        assert_eq!(parse_format("json"), Ok(Format::Json));
+        assert!(parse_format("JSON").is_err());
+    }
+}
