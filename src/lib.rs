@@ -19,6 +19,8 @@
 //! | [`metrics`] | Prometheus counters (lock-free on the query path) and their exposition |
 //! | [`reload`] | SIGHUP / API reloads: rebuild off the query path, swap, record the result |
 //! | [`admin`] | the admin HTTP API: status, metrics, drain, reload |
+//! | [`status_page`] | `GET /`: the status page for people, self-contained |
+//! | [`history`] | recent events and last-minute answer shares for `/status` and the page |
 //! | [`cli`] | the `meridian` command line |
 
 pub mod admin;
@@ -29,9 +31,11 @@ pub mod explain;
 pub mod fast;
 pub mod geo;
 pub mod health;
+pub mod history;
 pub mod metrics;
 pub mod policy;
 pub mod reload;
 pub mod server;
 pub mod snapshot;
+pub mod status_page;
 pub mod zone;

@@ -38,6 +38,11 @@ use prometheus_client::registry::Registry;
 use crate::policy::{PolicyKind, Service, WhenAllDown};
 use crate::snapshot::Snapshot;
 
+// Per-transport counters and the query duration histogram; the `process_*` metrics.
+mod process;
+mod transport;
+pub use transport::{observe_duration, record_malformed, record_sent, TRANSPORTS};
+
 /// Content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -114,13 +119,15 @@ fn policy_slot(p: Option<PolicyKind>, zone: bool) -> usize {
     }
 }
 
-const ROW: usize = RCODES.len() * POLICY_SLOTS;
+/// One qtype's row: transport × rcode × policy.
+const ROW: usize = TRANSPORTS.len() * RCODES.len() * POLICY_SLOTS;
 
 // ---------------------------------------------------------------------------------------------
 // Per-query counters
 
-/// Query counters of one zone: one row of rcode × policy cells per qtype, allocated the first
-/// time that qtype is asked (a zone asked only A and AAAA costs two rows of 72 counters).
+/// Query counters of one zone: one row of transport × rcode × policy cells per qtype, allocated
+/// the first time that qtype is asked (a zone asked only A and AAAA costs two rows of 144
+/// counters).
 #[derive(Debug)]
 pub struct ZoneStats {
     /// The `zone` label: the origin without its final dot (`.` for the root), or `none`.
@@ -140,22 +147,28 @@ impl ZoneStats {
         &self.label
     }
 
-    fn add(&self, qtype: usize, rcode: usize, policy: usize) {
+    fn add(&self, qtype: usize, rcode: usize, policy: usize, tcp: bool) {
         let row = self.rows[qtype].get_or_init(|| Box::new([const { AtomicU64::new(0) }; ROW]));
-        row[rcode * POLICY_SLOTS + policy].fetch_add(1, Ordering::Relaxed);
+        row[((tcp as usize) * RCODES.len() + rcode) * POLICY_SLOTS + policy]
+            .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Every non-zero cell as (qtype, rcode, policy, count).
-    fn cells(&self) -> impl Iterator<Item = (&'static str, &'static str, &'static str, u64)> + '_ {
+    /// Every non-zero cell as (qtype, rcode, policy, transport, count).
+    fn cells(&self) -> impl Iterator<Item = Cell> + '_ {
         self.rows.iter().enumerate().flat_map(|(q, row)| {
             row.get().into_iter().flat_map(move |row| {
                 row.iter().enumerate().filter_map(move |(i, c)| {
                     let v = c.load(Ordering::Relaxed);
+                    let (tr, rc) = (
+                        i / POLICY_SLOTS / RCODES.len(),
+                        i / POLICY_SLOTS % RCODES.len(),
+                    );
                     (v > 0).then(|| {
                         (
                             QTYPES[q],
-                            RCODES[i / POLICY_SLOTS],
+                            RCODES[rc],
                             policy_label(i % POLICY_SLOTS),
+                            TRANSPORTS[tr],
                             v,
                         )
                     })
@@ -164,6 +177,9 @@ impl ZoneStats {
         })
     }
 }
+
+/// A counter cell: qtype, rcode, policy and transport labels, and the count.
+type Cell = (&'static str, &'static str, &'static str, &'static str, u64);
 
 /// Queries answered outside every zone.
 static NO_ZONE: ZoneStats = ZoneStats::new(Cow::Borrowed("none"));
@@ -224,6 +240,11 @@ fn counter(key: String) -> Arc<AtomicU64> {
 }
 
 impl ServiceStats {
+    /// Answers that carried the endpoint at index `i` so far (0 for an index out of range).
+    pub fn answers(&self, i: usize) -> u64 {
+        self.answers.get(i).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
     /// Counters for a service and its endpoint addresses, carried over from the previous
     /// snapshot for what did not change. Called once per service when a snapshot is built.
     pub fn new(name: &Name, endpoints: impl Iterator<Item = IpAddr>) -> ServiceStats {
@@ -250,16 +271,23 @@ pub struct QueryOutcome<'a> {
     pub picks: crate::policy::Picks,
     /// Every endpoint of the family was down (`when_all_down` applied).
     pub all_down: bool,
+    /// The query came over TCP (the `transport` label); UDP otherwise.
+    pub tcp: bool,
 }
 
-/// Counts one response. A handful of relaxed atomic adds; no allocation, no lock.
+/// Counts one response. A handful of relaxed atomic adds; no allocation, no lock. A FORMERR
+/// also counts as a malformed query.
 pub fn record_query(o: &QueryOutcome<'_>, rcode: ResponseCode) {
     let zone = o.zone.unwrap_or(&NO_ZONE);
     zone.add(
         qtype_slot(o.qtype),
         rcode_slot(rcode),
         policy_slot(o.service.map(|s| s.policy), o.zone.is_some()),
+        o.tcp,
     );
+    if rcode == ResponseCode::FormErr {
+        record_malformed(o.tcp);
+    }
     if let Some(svc) = o.service {
         for &i in &o.picks {
             if let Some(c) = svc.stats.answers.get(i) {
@@ -458,17 +486,18 @@ impl Collector for SnapshotCollector {
         family(
             &mut enc,
             "meridian_dns_queries",
-            "DNS responses sent, by zone, query type, response code and the policy that \
-             answered (static: from the zone; none: outside every zone).",
+            "DNS responses sent, by zone, query type, response code, the policy that \
+             answered (static: from the zone; none: outside every zone) and transport.",
             MetricType::Counter,
             zones.iter().flat_map(|z| {
-                z.cells().map(move |(q, r, p, v)| {
+                z.cells().map(move |(q, r, p, t, v)| {
                     (
                         vec![
                             ("zone", z.label()),
                             ("qtype", q),
                             ("rcode", r),
                             ("policy", p),
+                            ("transport", t),
                         ],
                         ConstCounter::new(v),
                     )
@@ -521,14 +550,11 @@ impl Collector for SnapshotCollector {
         family(
             &mut enc,
             "meridian_answers",
-            "Balanced answers that carried this endpoint.",
+            "Balanced answers that carried this endpoint (sum by region for answers by region).",
             MetricType::Counter,
             eps.iter().map(|e| {
                 let v = e.service.stats.answers[e.index].load(Ordering::Relaxed);
-                (
-                    vec![("service", &*e.svc), ("endpoint", e.addr.as_str())],
-                    ConstCounter::new(v),
-                )
+                (e.labels(), ConstCounter::new(v))
             }),
         )?;
         let mut svcs: Vec<(Arc<str>, &Service)> = Vec::new();
@@ -691,6 +717,9 @@ impl Collector for SnapshotCollector {
             "When the config was last loaded successfully (Unix time).",
             gauge(last_ok),
         )?;
+
+        transport::encode(&mut enc)?;
+        process::encode(&mut enc)?;
         Ok(())
     }
 }
@@ -702,16 +731,16 @@ mod tests {
     #[test]
     fn zone_cells_count_and_list() {
         let z = ZoneStats::new(Cow::Borrowed("t"));
-        z.add(0, 0, 0);
-        z.add(0, 0, 0);
-        z.add(16, 5, 1);
+        z.add(0, 0, 0, false);
+        z.add(0, 0, 0, false);
+        z.add(16, 5, 1, true);
         let mut cells: Vec<_> = z.cells().collect();
         cells.sort();
         assert_eq!(
             cells,
             vec![
-                ("A", "NOERROR", "static", 2),
-                ("other", "REFUSED", "none", 1)
+                ("A", "NOERROR", "static", "udp", 2),
+                ("other", "REFUSED", "none", "tcp", 1)
             ]
         );
     }

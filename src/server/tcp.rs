@@ -304,11 +304,15 @@ async fn serve(
             return Ok(End::Eof);
         }
         let resp = {
+            let started = std::time::Instant::now();
             let snap = snapshot.load();
-            handle(&snap, &inbuf[2..2 + len], peer, Transport::Tcp)
+            let r = handle(&snap, &inbuf[2..2 + len], peer, Transport::Tcp);
+            crate::metrics::observe_duration(true, started.elapsed());
+            r
         };
         inbuf.drain(..2 + len);
         if let Some(resp) = resp {
+            crate::metrics::record_sent(true, &resp);
             out.clear();
             out.extend_from_slice(&(resp.len() as u16).to_be_bytes());
             out.extend_from_slice(&resp);

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::dns::{handle, Transport};
 use crate::fast::{self, Fast};
+use crate::metrics;
 use crate::snapshot::SharedSnapshot;
 
 /// Packets per system call. Under load a batch fills; when idle `MSG_WAITFORONE` returns as soon
@@ -142,6 +143,10 @@ pub fn run_batched(
         }
         let n = n as usize;
         let mut ready = 0;
+        // Query duration: one clock read per packet, each packet timed from the end of the
+        // previous one (the first from the end of recvmmsg), instead of a read before and
+        // after each: half the clock reads, and only a few ns of loop bookkeeping included.
+        let mut since = Instant::now();
         for i in 0..n {
             let Some(src) = to_socket_addr(&addrs[i]) else {
                 continue;
@@ -149,9 +154,14 @@ pub fn run_batched(
             let len = (msgs[i].msg_len as usize).min(MAX_QUERY);
             let packet = &bufs[i][..len];
             let out = &mut outs[i];
-            if !answer(packet, src, out) {
+            let answered = answer(packet, src, out);
+            let now = Instant::now();
+            metrics::observe_duration(false, now - since);
+            since = now;
+            if !answered {
                 continue;
             }
+            metrics::record_sent(false, out);
             let reply: &[u8] = out;
             send_iovs[ready] = libc::iovec {
                 iov_base: reply.as_ptr() as *mut libc::c_void,
