@@ -41,6 +41,7 @@ use crate::snapshot::Snapshot;
 // Per-transport counters and the query duration histogram; the `process_*` metrics.
 mod process;
 mod transport;
+use transport::record_transport;
 pub use transport::{observe_duration, record_malformed, record_sent, TRANSPORTS};
 
 /// Content type of [`render`]'s output.
@@ -119,15 +120,13 @@ fn policy_slot(p: Option<PolicyKind>, zone: bool) -> usize {
     }
 }
 
-/// One qtype's row: transport × rcode × policy.
-const ROW: usize = TRANSPORTS.len() * RCODES.len() * POLICY_SLOTS;
+const ROW: usize = RCODES.len() * POLICY_SLOTS;
 
 // ---------------------------------------------------------------------------------------------
 // Per-query counters
 
-/// Query counters of one zone: one row of transport × rcode × policy cells per qtype, allocated
-/// the first time that qtype is asked (a zone asked only A and AAAA costs two rows of 144
-/// counters).
+/// Query counters of one zone: one row of rcode × policy cells per qtype, allocated the first
+/// time that qtype is asked (a zone asked only A and AAAA costs two rows of 72 counters).
 #[derive(Debug)]
 pub struct ZoneStats {
     /// The `zone` label: the origin without its final dot (`.` for the root), or `none`.
@@ -147,28 +146,22 @@ impl ZoneStats {
         &self.label
     }
 
-    fn add(&self, qtype: usize, rcode: usize, policy: usize, tcp: bool) {
+    fn add(&self, qtype: usize, rcode: usize, policy: usize) {
         let row = self.rows[qtype].get_or_init(|| Box::new([const { AtomicU64::new(0) }; ROW]));
-        row[((tcp as usize) * RCODES.len() + rcode) * POLICY_SLOTS + policy]
-            .fetch_add(1, Ordering::Relaxed);
+        row[rcode * POLICY_SLOTS + policy].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Every non-zero cell as (qtype, rcode, policy, transport, count).
-    fn cells(&self) -> impl Iterator<Item = Cell> + '_ {
+    /// Every non-zero cell as (qtype, rcode, policy, count).
+    fn cells(&self) -> impl Iterator<Item = (&'static str, &'static str, &'static str, u64)> + '_ {
         self.rows.iter().enumerate().flat_map(|(q, row)| {
             row.get().into_iter().flat_map(move |row| {
                 row.iter().enumerate().filter_map(move |(i, c)| {
                     let v = c.load(Ordering::Relaxed);
-                    let (tr, rc) = (
-                        i / POLICY_SLOTS / RCODES.len(),
-                        i / POLICY_SLOTS % RCODES.len(),
-                    );
                     (v > 0).then(|| {
                         (
                             QTYPES[q],
-                            RCODES[rc],
+                            RCODES[i / POLICY_SLOTS],
                             policy_label(i % POLICY_SLOTS),
-                            TRANSPORTS[tr],
                             v,
                         )
                     })
@@ -177,9 +170,6 @@ impl ZoneStats {
         })
     }
 }
-
-/// A counter cell: qtype, rcode, policy and transport labels, and the count.
-type Cell = (&'static str, &'static str, &'static str, &'static str, u64);
 
 /// Queries answered outside every zone.
 static NO_ZONE: ZoneStats = ZoneStats::new(Cow::Borrowed("none"));
@@ -275,19 +265,15 @@ pub struct QueryOutcome<'a> {
     pub tcp: bool,
 }
 
-/// Counts one response. A handful of relaxed atomic adds; no allocation, no lock. A FORMERR
-/// also counts as a malformed query.
+/// Counts one response. A handful of relaxed atomic adds; no allocation, no lock.
 pub fn record_query(o: &QueryOutcome<'_>, rcode: ResponseCode) {
     let zone = o.zone.unwrap_or(&NO_ZONE);
     zone.add(
         qtype_slot(o.qtype),
         rcode_slot(rcode),
         policy_slot(o.service.map(|s| s.policy), o.zone.is_some()),
-        o.tcp,
     );
-    if rcode == ResponseCode::FormErr {
-        record_malformed(o.tcp);
-    }
+    record_transport(o.tcp, rcode);
     if let Some(svc) = o.service {
         for &i in &o.picks {
             if let Some(c) = svc.stats.answers.get(i) {
@@ -486,18 +472,17 @@ impl Collector for SnapshotCollector {
         family(
             &mut enc,
             "meridian_dns_queries",
-            "DNS responses sent, by zone, query type, response code, the policy that \
-             answered (static: from the zone; none: outside every zone) and transport.",
+            "DNS responses sent, by zone, query type, response code and the policy that \
+             answered (static: from the zone; none: outside every zone).",
             MetricType::Counter,
             zones.iter().flat_map(|z| {
-                z.cells().map(move |(q, r, p, t, v)| {
+                z.cells().map(move |(q, r, p, v)| {
                     (
                         vec![
                             ("zone", z.label()),
                             ("qtype", q),
                             ("rcode", r),
                             ("policy", p),
-                            ("transport", t),
                         ],
                         ConstCounter::new(v),
                     )
@@ -550,11 +535,33 @@ impl Collector for SnapshotCollector {
         family(
             &mut enc,
             "meridian_answers",
-            "Balanced answers that carried this endpoint (sum by region for answers by region).",
+            "Balanced answers that carried this endpoint.",
             MetricType::Counter,
             eps.iter().map(|e| {
                 let v = e.service.stats.answers[e.index].load(Ordering::Relaxed);
-                (e.labels(), ConstCounter::new(v))
+                (
+                    vec![("service", &*e.svc), ("endpoint", e.addr.as_str())],
+                    ConstCounter::new(v),
+                )
+            }),
+        )?;
+        // The same counters summed per region at scrape time: no cost on the query path.
+        let mut by_region: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        for e in &eps {
+            *by_region.entry((&e.svc, e.region)).or_default() +=
+                e.service.stats.answers[e.index].load(Ordering::Relaxed);
+        }
+        family(
+            &mut enc,
+            "meridian_answers_by_region",
+            "Balanced answers that carried an endpoint of this region (region empty for \
+             endpoints without one); an answer with two endpoints of a region counts twice.",
+            MetricType::Counter,
+            by_region.into_iter().map(|((svc, region), v)| {
+                (
+                    vec![("service", svc), ("region", region)],
+                    ConstCounter::new(v),
+                )
             }),
         )?;
         let mut svcs: Vec<(Arc<str>, &Service)> = Vec::new();
@@ -731,16 +738,16 @@ mod tests {
     #[test]
     fn zone_cells_count_and_list() {
         let z = ZoneStats::new(Cow::Borrowed("t"));
-        z.add(0, 0, 0, false);
-        z.add(0, 0, 0, false);
-        z.add(16, 5, 1, true);
+        z.add(0, 0, 0);
+        z.add(0, 0, 0);
+        z.add(16, 5, 1);
         let mut cells: Vec<_> = z.cells().collect();
         cells.sort();
         assert_eq!(
             cells,
             vec![
-                ("A", "NOERROR", "static", "udp", 2),
-                ("other", "REFUSED", "none", "tcp", 1)
+                ("A", "NOERROR", "static", 2),
+                ("other", "REFUSED", "none", 1)
             ]
         );
     }

@@ -1,5 +1,8 @@
-//! Figures kept per transport on the query path: responses truncated, queries malformed, and the
-//! query-processing-time histogram `meridian_query_duration_seconds`.
+//! Figures kept per transport on the query path: queries answered, responses truncated,
+//! queries malformed, and the query-processing-time histogram `meridian_query_duration_seconds`.
+//!
+//! They are families of their own rather than a `transport` label on `meridian_dns_queries_total`:
+//! that family's label set is part of the contract dashboards and tests already match on.
 //!
 //! Cost: the counters are one relaxed add each. The histogram is sharded by thread (each UDP
 //! thread and tokio worker gets its own cache-line-aligned shard, picked once per thread), so
@@ -13,6 +16,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use hickory_proto::op::ResponseCode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::MetricType;
@@ -22,8 +26,19 @@ use super::family;
 /// `transport` label values, indexed by `tcp as usize`.
 pub const TRANSPORTS: [&str; 2] = ["udp", "tcp"];
 
+static QUERIES: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 static TRUNCATED: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 static MALFORMED: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+/// Counts one response by transport; a FORMERR also counts as a malformed query. Called by
+/// [`super::record_query`] for every response.
+#[inline]
+pub(super) fn record_transport(tcp: bool, rcode: ResponseCode) {
+    QUERIES[tcp as usize].fetch_add(1, Ordering::Relaxed);
+    if rcode == ResponseCode::FormErr {
+        record_malformed(tcp);
+    }
+}
 
 /// Counts one query that could not be read or was answered FORMERR.
 pub fn record_malformed(tcp: bool) {
@@ -153,6 +168,14 @@ pub(super) fn encode(enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error>
             )
         })
     };
+    family(
+        enc,
+        "meridian_dns_queries_by_transport",
+        "DNS responses sent, by transport (udp, tcp); the same responses as \
+         meridian_dns_queries_total.",
+        MetricType::Counter,
+        per_transport(&QUERIES),
+    )?;
     family(
         enc,
         "meridian_dns_truncated_responses",
