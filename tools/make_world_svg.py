@@ -42,6 +42,36 @@ def ring_points(ring, arcs):
     return pts
 
 
+def split_at_antimeridian(pts):
+    """A ring that crosses 180 degrees would be drawn as a band across the whole map (its
+    segment from 180 to -180 runs the width of it). Cut it there instead: rotate the ring to
+    start at a crossing, then every piece runs from the edge to the edge on one side and is
+    closed along the edge itself, where the seam cannot be seen."""
+    crossings = [i for i in range(len(pts) - 1) if abs(pts[i + 1][0] - pts[i][0]) > 180]
+    if not crossings:
+        return [pts]
+    ring = pts[:-1] if pts[0] == pts[-1] else pts
+    start = (crossings[0] + 1) % len(ring)
+    ring = ring[start:] + ring[:start]
+    ring.append(ring[0])
+    pieces, cur = [], []
+    for a, b in zip(ring, ring[1:]):
+        cur.append(a)
+        if abs(b[0] - a[0]) > 180:
+            # Where the segment meets the edge: a on one side at lon ~ +-180, b on the other.
+            edge = 180 if a[0] > 0 else -180
+            span = (180 - abs(a[0])) + (180 - abs(b[0]))
+            t = (180 - abs(a[0])) / span if span else 0
+            lat = a[1] + (b[1] - a[1]) * t
+            cur.append((edge, lat))
+            pieces.append(cur)
+            cur = [(-edge, lat)]
+    cur.append(ring[-1])
+    if len(cur) > 1:
+        pieces.append(cur)
+    return pieces
+
+
 def project(lon, lat):
     return (round((lon + 180) * 4) / 2, round((90 - lat) * 4) / 2)
 
@@ -62,16 +92,17 @@ def main():
     d = []
     for poly in polygons:
         for ring in poly:
-            pts = []
-            for lon, lat in ring_points(ring, arcs):
-                p = project(lon, lat)
-                if not pts or p != pts[-1]:
-                    pts.append(p)
-            if len(pts) < 4:
-                continue  # an islet smaller than the rounding
-            d.append(
-                "M" + "L".join(fmt(x) + " " + fmt(y) for x, y in pts) + "Z"
-            )
+            for piece in split_at_antimeridian(ring_points(ring, arcs)):
+                pts = []
+                for lon, lat in piece:
+                    p = project(lon, lat)
+                    if not pts or p != pts[-1]:
+                        pts.append(p)
+                if len(pts) < 4:
+                    continue  # an islet smaller than the rounding
+                d.append(
+                    "M" + "L".join(fmt(x) + " " + fmt(y) for x, y in pts) + "Z"
+                )
     sys.stdout.write(
         "<!-- Land outlines: Natural Earth 1:110m (public domain) via world-atlas 2.0.2 "
         "(ISC, (c) 2013-2019 Michael Bostock); made by tools/make_world_svg.py -->\n"
