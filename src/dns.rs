@@ -55,8 +55,9 @@ pub fn handle_traced(
     };
     let Some((bytes, rcode)) = respond(snap, packet, src, transport, trace, &mut outcome) else {
         // Nothing to send: a packet without a whole header is a malformed query; one with QR
-        // set is a response sent to us, not a query at all.
-        if packet.len() < 12 {
+        // set is a response sent to us, not a query at all, and an empty one is how a stopping
+        // server wakes its own UDP threads.
+        if !packet.is_empty() && packet.len() < 12 {
             metrics::record_malformed(outcome.tcp);
         }
         return None;
