@@ -42,7 +42,7 @@ use crate::snapshot::Snapshot;
 mod process;
 mod transport;
 use transport::record_transport;
-pub use transport::{observe_duration, record_malformed, record_sent, TRANSPORTS};
+pub use transport::{observe_batch, observe_duration, record_malformed, record_sent, TRANSPORTS};
 
 /// Content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -8,9 +8,9 @@
 //! thread and tokio worker gets its own cache-line-aligned shard, picked once per thread), so
 //! the UDP threads do not bounce one line between cores at every query; an observation is a
 //! bucket search over 13 bounds (the common bucket first in practice, so the branches predict)
-//! and two relaxed adds. What is timed and where is up to the caller: the UDP loop reads the
-//! clock once per packet, chaining each packet's end to the next one's start
-//! ([`crate::server::udp`]), TCP times each query around the handler.
+//! and two relaxed adds. What is timed and where is up to the caller: the UDP loop times each
+//! `recvmmsg` batch and attributes the time evenly to its packets ([`observe_batch`], two clock
+//! reads per batch), TCP times each query around the handler ([`observe_duration`]).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -120,6 +120,24 @@ pub fn observe_duration(tcp: bool, d: Duration) {
     s.sum_ns.fetch_add(ns, Ordering::Relaxed);
 }
 
+/// Records `n` queries that took `total` together: each is counted at the mean, so the sum is
+/// exact and the count is `n`, for one bucket search and two adds however large the batch.
+#[inline]
+pub fn observe_batch(tcp: bool, total: Duration, n: usize) {
+    if n == 0 {
+        return;
+    }
+    let total_ns = u64::try_from(total.as_nanos()).unwrap_or(u64::MAX);
+    let mean = total_ns / n as u64;
+    let b = BOUNDS_NS
+        .iter()
+        .position(|&bound| mean <= bound)
+        .unwrap_or(BUCKETS - 1);
+    let s = &DURATIONS[tcp as usize][shard()];
+    s.buckets[b].fetch_add(n as u64, Ordering::Relaxed);
+    s.sum_ns.fetch_add(total_ns, Ordering::Relaxed);
+}
+
 /// One transport's histogram summed over its shards, at scrape time.
 struct Summed {
     sum: f64,
@@ -211,9 +229,13 @@ mod tests {
         let before = summed(true);
         observe_duration(true, Duration::from_nanos(300));
         observe_duration(true, Duration::from_secs(5));
+        // A batch of four taking 4 µs: four queries at 1 µs.
+        observe_batch(true, Duration::from_micros(4), 4);
+        observe_batch(true, Duration::from_micros(4), 0);
         let after = summed(true);
-        assert_eq!(after.count - before.count, 2);
+        assert_eq!(after.count - before.count, 6);
         assert_eq!(after.buckets[1].1 - before.buckets[1].1, 1); // (250 ns, 500 ns]
+        assert_eq!(after.buckets[2].1 - before.buckets[2].1, 4); // (500 ns, 1 µs]
         assert_eq!(
             after.buckets[BUCKETS - 1].1 - before.buckets[BUCKETS - 1].1,
             1
