@@ -2,7 +2,8 @@
 //!
 //! | call | |
 //! |---|---|
-//! | `GET /status` | JSON: site, config generation and load time, last reload, every service and endpoint |
+//! | `GET /` | the status page for people ([`crate::status_page`]) |
+//! | `GET /status` | JSON: site, config generation and load time, last reload, every service and endpoint, regions, recent events ([`crate::history`]) |
 //! | `GET /metrics` | Prometheus / OpenMetrics text ([`crate::metrics`]) |
 //! | `POST /api/v1/drain`, `/api/v1/undrain` | `{"service", "endpoint"}` or `{"region"}` (optionally with `"service"`) |
 //! | `POST /api/v1/reload` | same as SIGHUP ([`crate::reload`]) |
@@ -107,11 +108,14 @@ pub struct AdminHandle {
     pub addr: SocketAddr,
     stop: Arc<Notify>,
     task: JoinHandle<()>,
+    /// The once-a-second sampler behind `/status` events and answer shares.
+    sampler: JoinHandle<()>,
 }
 
 impl AdminHandle {
     /// Stops accepting and waits (about 1.2 s at most) for open requests to finish.
     pub async fn shutdown(mut self) {
+        self.sampler.abort();
         self.stop.notify_one();
         if tokio::time::timeout(SHUTDOWN_WAIT + Duration::from_millis(200), &mut self.task)
             .await
@@ -157,6 +161,10 @@ pub async fn start(state: AdminState) -> io::Result<AdminHandle> {
         })?;
     let addr = listener.local_addr()?;
     let (header_timeout, request_timeout) = (state.header_timeout, state.request_timeout);
+    let sampler = state
+        .reloader
+        .history()
+        .spawn_sampler(state.reloader.shared().clone());
     let app = router(Arc::new(state))
         // The layer added last is outermost: a Content-Length over the cap is refused before
         // anything else runs; a body without one is cut at the cap while it is read (413 too).
@@ -171,7 +179,12 @@ pub async fn start(state: AdminState) -> io::Result<AdminHandle> {
         tracing::warn!("admin.token is not set: drain, undrain and reload are refused");
     }
     tracing::info!(address = %addr, "admin API listening");
-    Ok(AdminHandle { addr, stop, task })
+    Ok(AdminHandle {
+        addr,
+        stop,
+        task,
+        sampler,
+    })
 }
 
 /// Accepts until `stop`, then lets open requests finish for up to [`SHUTDOWN_WAIT`].
@@ -261,7 +274,8 @@ type St = Arc<AdminState>;
 
 fn router(state: St) -> Router {
     Router::new()
-        .route("/status", get(status))
+        .route("/", get(crate::status_page::page))
+        .route("/status", get(status_with_history))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/drain", post(drain))
         .route("/api/v1/undrain", post(undrain))
@@ -283,6 +297,15 @@ fn rfc3339(t: SystemTime) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Reading
+
+/// `/status` with what [`crate::history`] adds (regions, events, answer shares).
+async fn status_with_history(State(st): State<St>) -> Json<Value> {
+    let Json(mut body) = status(State(st.clone())).await;
+    st.reloader
+        .history()
+        .extend_status(&st.reloader.shared().load(), &mut body);
+    Json(body)
+}
 
 async fn status(State(st): State<St>) -> Json<Value> {
     let snap = st.reloader.shared().load_full();

@@ -49,8 +49,19 @@ pub fn handle_traced(
     transport: Transport,
     trace: Option<&mut Trace>,
 ) -> Option<Vec<u8>> {
-    let mut outcome = QueryOutcome::default();
-    let (bytes, rcode) = respond(snap, packet, src, transport, trace, &mut outcome)?;
+    let mut outcome = QueryOutcome {
+        tcp: transport == Transport::Tcp,
+        ..QueryOutcome::default()
+    };
+    let Some((bytes, rcode)) = respond(snap, packet, src, transport, trace, &mut outcome) else {
+        // Nothing to send: a packet without a whole header is a malformed query; one with QR
+        // set is a response sent to us, not a query at all, and an empty one is how a stopping
+        // server wakes its own UDP threads.
+        if !packet.is_empty() && packet.len() < 12 {
+            metrics::record_malformed(outcome.tcp);
+        }
+        return None;
+    };
     // The one place every response passes: count it.
     metrics::record_query(&outcome, rcode);
     bytes

@@ -23,6 +23,8 @@
 //! | [`reload`] | SIGHUP / API reloads: rebuild off the query path, swap, record the result |
 //! | [`admin`] | the admin HTTP API: status, metrics, drain, reload |
 //! | [`anycast`] | BGP announce/withdraw of the site's prefixes by self-check (BIRD, ExaBGP) |
+//! | [`status_page`] | `GET /`: the status page for people, self-contained |
+//! | [`history`] | recent events and last-minute answer shares for `/status` and the page |
 //! | [`cli`] | the `meridian` command line |
 //! | [`ctl`] | `status`, `drain`, `undrain`, `reload`, `explain --live`: the admin API from the shell |
 //! | [`manpage`] | `meridian man`: the man pages, from the clap definitions |
@@ -40,6 +42,7 @@ pub mod explain;
 pub mod fast;
 pub mod geo;
 pub mod health;
+pub mod history;
 pub mod liveness;
 pub mod manpage;
 pub mod metrics;
@@ -49,5 +52,6 @@ pub mod reload;
 pub mod rrl;
 pub mod server;
 pub mod snapshot;
+pub mod status_page;
 pub mod systemd;
 pub mod zone;

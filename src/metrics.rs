@@ -40,6 +40,12 @@ use prometheus_client::registry::Registry;
 use crate::policy::{PolicyKind, Service, WhenAllDown};
 use crate::snapshot::Snapshot;
 
+// Per-transport counters and the query duration histogram; the `process_*` metrics.
+mod process;
+mod transport;
+use transport::record_transport;
+pub use transport::{observe_batch, observe_duration, record_malformed, record_sent, TRANSPORTS};
+
 /// Content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -226,6 +232,11 @@ fn counter(key: String) -> Arc<AtomicU64> {
 }
 
 impl ServiceStats {
+    /// Answers that carried the endpoint at index `i` so far (0 for an index out of range).
+    pub fn answers(&self, i: usize) -> u64 {
+        self.answers.get(i).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
     /// Counters for a service and its endpoint addresses, carried over from the previous
     /// snapshot for what did not change. Called once per service when a snapshot is built.
     pub fn new(name: &Name, endpoints: impl Iterator<Item = IpAddr>) -> ServiceStats {
@@ -252,6 +263,8 @@ pub struct QueryOutcome<'a> {
     pub picks: crate::policy::Picks,
     /// Every endpoint of the family was down (`when_all_down` applied).
     pub all_down: bool,
+    /// The query came over TCP (the `transport` label); UDP otherwise.
+    pub tcp: bool,
 }
 
 /// Counts one response. A handful of relaxed atomic adds; no allocation, no lock.
@@ -264,6 +277,7 @@ pub fn record_query(o: &QueryOutcome<'_>, rcode: ResponseCode) {
         rcode_slot(rcode),
         policy_slot(o.service.map(|s| s.policy), o.zone.is_some()),
     );
+    record_transport(o.tcp, rcode);
     if let Some(svc) = o.service {
         for &i in &o.picks {
             if let Some(c) = svc.stats.answers.get(i) {
@@ -535,6 +549,25 @@ impl Collector for SnapshotCollector {
                 )
             }),
         )?;
+        // The same counters summed per region at scrape time: no cost on the query path.
+        let mut by_region: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        for e in &eps {
+            *by_region.entry((&e.svc, e.region)).or_default() +=
+                e.service.stats.answers[e.index].load(Ordering::Relaxed);
+        }
+        family(
+            &mut enc,
+            "meridian_answers_by_region",
+            "Balanced answers that carried an endpoint of this region (region empty for \
+             endpoints without one); an answer with two endpoints of a region counts twice.",
+            MetricType::Counter,
+            by_region.into_iter().map(|((svc, region), v)| {
+                (
+                    vec![("service", svc), ("region", region)],
+                    ConstCounter::new(v),
+                )
+            }),
+        )?;
         let mut svcs: Vec<(Arc<str>, &Service)> = Vec::new();
         for s in &snap.services {
             let l: Arc<str> = name_label(&s.name).into();
@@ -741,6 +774,8 @@ impl Collector for SnapshotCollector {
                 }),
             )?;
         }
+        transport::encode(&mut enc)?;
+        process::encode(&mut enc)?;
         Ok(())
     }
 }

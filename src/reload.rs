@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use crate::history::History;
 use crate::metrics;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
@@ -58,6 +59,8 @@ pub struct Reloader {
     admin_listen: Option<String>,
     running: tokio::sync::Mutex<()>,
     last: Mutex<Option<ReloadStatus>>,
+    /// Recent events of this server (reloads recorded here, health changes by its sampler).
+    history: Arc<History>,
 }
 
 impl Reloader {
@@ -73,6 +76,7 @@ impl Reloader {
             admin_listen,
             running: tokio::sync::Mutex::new(()),
             last: Mutex::new(None),
+            history: History::new(),
         })
     }
 
@@ -82,6 +86,11 @@ impl Reloader {
 
     pub fn config_path(&self) -> &Path {
         &self.config_path
+    }
+
+    /// Recent events and answer shares of the server this reloader serves.
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
     }
 
     /// The last reload's outcome; `None` before the first.
@@ -94,6 +103,7 @@ impl Reloader {
     pub async fn reload(&self) -> Result<u64, ReloadError> {
         let _one_at_a_time = self.running.lock().await;
         crate::systemd::reloading();
+        let from_generation = self.shared.load().generation;
         let path = self.config_path.clone();
         let health = self.shared.load().health.clone();
         let started = std::time::Instant::now();
@@ -142,6 +152,7 @@ impl Reloader {
                 e.message().lines().next().unwrap_or("")
             ),
         });
+        self.history.record_reload(from_generation, &result);
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(ReloadStatus {
             at: SystemTime::now(),
             result: result.clone(),

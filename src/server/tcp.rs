@@ -318,14 +318,18 @@ async fn serve(
         }
         let begun = log.begin();
         let resp = {
+            let started = std::time::Instant::now();
             let snap = snapshot.load();
-            handle(&snap, &inbuf[2..2 + len], peer, Transport::Tcp)
+            let r = handle(&snap, &inbuf[2..2 + len], peer, Transport::Tcp);
+            crate::metrics::observe_duration(true, started.elapsed());
+            r
         };
         if let Some(b) = begun {
             log.end(b, peer, &inbuf[2..2 + len], resp.as_deref());
         }
         inbuf.drain(..2 + len);
         if let Some(resp) = resp {
+            crate::metrics::record_sent(true, &resp);
             out.clear();
             out.extend_from_slice(&(resp.len() as u16).to_be_bytes());
             out.extend_from_slice(&resp);

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::dns::{handle, Transport};
 use crate::fast::{self, Fast};
 use crate::liveness::Beat;
+use crate::metrics;
 use crate::querylog::{self, Tap};
 use crate::snapshot::SharedSnapshot;
 
@@ -177,6 +178,12 @@ fn run_batched_beating(
         }
         let n = n as usize;
         let mut ready = 0;
+        // Query duration per batch, attributed evenly to its packets: two clock reads per
+        // batch instead of one or two per packet. A read costs ~40 ns here (a quarter of a
+        // fast-path answer); per batch it is ~2.5 ns a packet when load fills the batches,
+        // which is when the cost matters. Sum and count stay exact; the buckets hold per-batch
+        // means, which are per-query times when batches hold one packet (light load).
+        let started = Instant::now();
         for i in 0..n {
             let Some(src) = to_socket_addr(&addrs[i]) else {
                 continue;
@@ -187,6 +194,7 @@ fn run_batched_beating(
             if !answer(packet, src, out) {
                 continue;
             }
+            metrics::record_sent(false, out);
             let reply: &[u8] = out;
             send_iovs[ready] = libc::iovec {
                 iov_base: reply.as_ptr() as *mut libc::c_void,
@@ -202,6 +210,7 @@ fn run_batched_beating(
             h.msg_flags = 0;
             ready += 1;
         }
+        metrics::observe_batch(false, started.elapsed(), n);
         let mut sent = 0;
         while sent < ready {
             // SAFETY: the headers point at replies and addresses that live until the loop ends.
