@@ -641,9 +641,7 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
                 .map(move |e| (svc, e))
         })
         .collect();
-    let has_share = endpoints
-        .iter()
-        .any(|(_, e)| e.get("share").or(e.get("answer_share")).is_some());
+    let has_share = endpoints.iter().any(|(_, e)| answer_share(e).is_some());
     let has_fleet = endpoints.iter().any(|(_, e)| e.get("fleet").is_some());
     for svc in &services {
         let eps = svc["endpoints"].as_array().map_or(0, Vec::len);
@@ -724,11 +722,7 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
             s(&e["load"]),
         ];
         if has_share {
-            row.push(
-                e.get("share")
-                    .or(e.get("answer_share"))
-                    .map_or("-".into(), share),
-            );
+            row.push(answer_share(e).map_or("-".into(), share));
         }
         if has_fleet {
             let f = &e["fleet"];
@@ -778,6 +772,12 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
     out
 }
 
+/// An endpoint's share of its service's answers over the last minute (`share_1m`, sampled
+/// once a second by the server's history).
+fn answer_share(e: &Value) -> Option<&Value> {
+    e.get("share_1m").filter(|v| !v.is_null())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -795,7 +795,7 @@ mod tests {
             "services": [{"name": "www.example.com", "policy": "geo", "ttl": 30, "health": "web",
                 "when_all_down": "serve-all", "endpoints_up": 1, "endpoints": [
                 {"address": "192.0.2.10", "region": "us-east", "healthy": true, "drained": false,
-                 "probe": "profile:web", "rtt_ms": 0.42, "load": null, "share": 0.75,
+                 "probe": "profile:web", "rtt_ms": 0.42, "load": null, "share_1m": 0.75,
                  "last_probe": {"reason": "ok", "at": "2025-01-01T12:00:09Z"}},
                 {"address": "192.0.2.20", "region": "eu-west", "healthy": false, "drained": true,
                  "probe": "profile:web", "rtt_ms": null, "load": 0.5, "last_probe": null}]}]
