@@ -332,8 +332,18 @@ fn serve(path: &Path) -> i32 {
                 },
             )
         };
+        // [fleet]: shares verdicts and drains through etcd; never on the query path.
+        let fleet = shared
+            .load()
+            .config
+            .fleet
+            .clone()
+            .map(|f| crate::fleet::start(shared.clone(), f));
         tracing::info!(zones, generation, config = %config_path.display(), "serving");
         wait_for_signals(&reloader).await;
+        if let Some(f) = &fleet {
+            f.shutdown().await;
+        }
         if let Some(a) = &anycast {
             // The route goes first; answering stops shutdown_grace later.
             a.shutdown().await;

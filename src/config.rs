@@ -82,6 +82,8 @@ pub struct Config {
     /// `[anycast]`: schema and checks in [`crate::anycast::config`].
     pub anycast: Option<crate::anycast::config::AnycastConfig>,
     pub rrl: Option<Spanned<RrlConfig>>,
+    /// `[fleet]`: schema and checks in [`crate::fleet::config`].
+    pub fleet: Option<Spanned<crate::fleet::config::FleetConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -199,6 +201,8 @@ pub struct HealthProfile {
     pub headers: BTreeMap<String, String>,
     pub tls_verify: Option<bool>,
     pub initial: Option<Spanned<String>>,
+    /// The local address probes leave from (bind before connect).
+    pub source: Option<Spanned<String>>,
 }
 
 /// `expect_status` as written: one code, a range string, or a list of either.
@@ -296,6 +300,8 @@ pub struct LoadedConfig {
     pub rrl: Option<crate::rrl::Settings>,
     /// `server.cookie_secret` when set.
     pub cookie_secret: Option<crate::cookie::Secret>,
+    /// `[fleet]` after its checks; `None` without the table.
+    pub fleet: Option<crate::fleet::config::Settings>,
 }
 
 impl LoadedConfig {
@@ -554,6 +560,7 @@ pub fn examine_text(path: &Path, text: String) -> Examined {
         anycast: None,
         rrl: None,
         cookie_secret: None,
+        fleet: None,
         config,
     };
     let mut examined = Examined {
@@ -966,6 +973,14 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
                 ));
             }
         }
+        if let Some(src) = &p.source {
+            if src.get_ref().parse::<std::net::IpAddr>().is_err() {
+                out.push(at(
+                    src.span(),
+                    format!("{key}.source: `{}` is not an IP address", src.get_ref()),
+                ));
+            }
+        }
     }
 
     for (name, region) in &c.regions {
@@ -1000,6 +1015,10 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
 
     if let Some(a) = &c.anycast {
         lc.anycast = crate::anycast::config::check(a, &path, &at, out);
+    }
+    if let Some(f) = &c.fleet {
+        let site = c.site.as_ref().and_then(|s| s.id.as_ref());
+        lc.fleet = crate::fleet::config::check(f, site.map(|s| s.get_ref().as_str()), &at, out);
     }
 
     let mut seen_services = std::collections::HashSet::new();

@@ -22,6 +22,7 @@
 //! | [`reload`] | SIGHUP / API reloads: rebuild off the query path, swap, record the result |
 //! | [`admin`] | the admin HTTP API: status, metrics, drain, reload |
 //! | [`anycast`] | BGP announce/withdraw of the site's prefixes by self-check (BIRD, ExaBGP) |
+//! | [`fleet`] | `[fleet]`: verdicts, probe shares and drains shared between sites through etcd |
 //! | [`cli`] | the `meridian` command line |
 //! | [`ctl`] | `status`, `drain`, `undrain`, `reload`, `explain --live`: the admin API from the shell |
 
@@ -34,6 +35,7 @@ pub mod ctl;
 pub mod dns;
 pub mod explain;
 pub mod fast;
+pub mod fleet;
 pub mod geo;
 pub mod health;
 pub mod metrics;
