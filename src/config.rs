@@ -1018,7 +1018,14 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
     }
     if let Some(f) = &c.fleet {
         let site = c.site.as_ref().and_then(|s| s.id.as_ref());
-        lc.fleet = crate::fleet::config::check(f, site.map(|s| s.get_ref().as_str()), &at, out);
+        lc.fleet = crate::fleet::config::check(f, site.map(|s| s.get_ref().as_str()), &at, out)
+            .map(|mut s| {
+                // TLS files, like every path in the config, are relative to its folder.
+                for p in [&mut s.ca, &mut s.cert, &mut s.key].into_iter().flatten() {
+                    *p = resolve(&path, &p.to_string_lossy());
+                }
+                s
+            });
     }
 
     let mut seen_services = std::collections::HashSet::new();

@@ -229,7 +229,10 @@ impl Fleet {
             .with_keep_alive(Duration::from_secs(1), RPC_TIMEOUT)
             .with_keep_alive_while_idle(true);
         if let (Some(u), Some(p)) = (&s.username, &s.password) {
-            opts = opts.with_user(u.clone(), p.clone());
+            // etcd's auth tokens expire (simple tokens after 5 min idle): renew them.
+            opts = opts
+                .with_user(u.clone(), p.clone())
+                .with_auto_token_refresh(true);
         }
         if s.ca.is_some() || s.cert.is_some() {
             let mut tls = TlsOptions::new();
