@@ -620,7 +620,7 @@ fn quorum_failover_and_partition() {
     );
     let spread = times.iter().max().copied().unwrap_or_default()
         - times.iter().min().copied().unwrap_or_default();
-    println!("fleet: verdict change → every site: {spread:?} between the first and the last site");
+    println!("fleet: failing for all → gone from every site: {spread:?} between the first and the last site");
     h.set_failing("/toggle", None, false);
     assert!(
         wait_until(FAILOVER + Duration::from_secs(1), || s
@@ -676,16 +676,42 @@ fn quorum_failover_and_partition() {
         "sites did not converge after the rejoin"
     );
 
-    // all: one site's failure is enough to take .1 out of every site's answers.
+    // all: one site's failure is enough to take .1 out of every site's answers. Started
+    // healthy, so that the moment a's own verdict flips can be told from the moment b and c
+    // follow it: the difference is the trip through etcd.
+    h.set_failing("/only-a", Some("127.0.0.11"), false);
     for site in s.iter_mut() {
         let c = config(site, &h, &eps, &fleet_table(&etcd, prefix, "all", 0));
         site.start(&c);
     }
-    let out = wait_until(Duration::from_secs(10), || {
-        s.iter()
-            .all(|x| !has(x, "192.0.2.1") && has(x, "192.0.2.2"))
+    assert!(
+        wait_until(Duration::from_secs(10), || all_connected(&s)
+            && s.iter().all(|x| has(x, "192.0.2.1")))
+        .is_some(),
+        "all: .1 should start in every site's answers"
+    );
+    h.set_failing("/only-a", Some("127.0.0.11"), true);
+    let t0 = Instant::now();
+    let mut gone: [Option<Duration>; 3] = [None; 3];
+    let out = wait_until(FAILOVER + Duration::from_secs(1), || {
+        for (i, site) in s.iter().enumerate() {
+            if gone[i].is_none() && !has(site, "192.0.2.1") {
+                gone[i] = Some(t0.elapsed());
+            }
+        }
+        gone.iter().all(Option::is_some) && s.iter().all(|x| has(x, "192.0.2.2"))
     });
-    assert!(out.is_some(), "all: .1 should leave every site's answers");
+    println!("fleet: quorum all, failing from a only: left answers at a/b/c after {gone:?}");
+    assert!(
+        out.is_some(),
+        "all: .1 should leave every site's answers: {gone:?}"
+    );
+    if let [Some(a), Some(b), Some(c)] = gone {
+        println!(
+            "fleet: verdict change at one site → every site: {:?}",
+            b.max(c).saturating_sub(a)
+        );
+    }
     println!("fleet: probe requests/s per endpoint without probers (3 sites): {per_endpoint0:.2}");
 }
 
