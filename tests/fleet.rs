@@ -664,7 +664,8 @@ fn quorum_failover_and_partition() {
     let t0 = Instant::now();
     let joined = wait_until(Duration::from_secs(10), || all_connected(&s));
     assert!(joined.is_some(), "sites did not rejoin");
-    let converged = wait_until(REPORT_TTL + Duration::from_secs(1), || {
+    // Converged within report_ttl of etcd answering again (SPEC), rejoin included.
+    let converged = wait_until(REPORT_TTL.saturating_sub(t0.elapsed()), || {
         s.iter().all(|x| has(x, "192.0.2.1"))
     });
     println!(
@@ -776,8 +777,9 @@ fn probers_share_and_takeover() {
         .expect("the prober is one of the sites");
     let before = h.hits();
     s[victim].sigkill();
-    let t0 = Instant::now();
-    let limit = REPORT_TTL + INTERVAL + Duration::from_millis(1500);
+    // report_ttl + one interval (SPEC), plus etcd's own lease-expiry sweep (every 500 ms)
+    // and the prober's tick phase jitter.
+    let limit = REPORT_TTL + INTERVAL + Duration::from_secs(1);
     let took = wait_until(limit, || {
         h.hits().iter().any(|((p, ip), n)| {
             p == "/p1"
@@ -789,7 +791,6 @@ fn probers_share_and_takeover() {
         "fleet: prober takeover after SIGKILL: {took:?} (report_ttl {REPORT_TTL:?} + interval {INTERVAL:?})"
     );
     assert!(took.is_some(), "no site took over /p1 within {limit:?}");
-    let _ = t0;
     // Every endpoint the dead site probed is probed again, and the verdicts stayed right.
     std::thread::sleep(INTERVAL * 3);
     let r = rates(&h, Duration::from_secs(3));
