@@ -677,6 +677,44 @@ fn quorum_failover_and_partition() {
         "sites did not converge after the rejoin"
     );
 
+    // etcd hung (SIGSTOP: connections stay open, nothing answers), the harder partition:
+    // answering never pauses, and the sites give up on it within report_ttl + the RPC timeout.
+    let pid = etcd
+        .child
+        .as_ref()
+        .map(|c| c.id().to_string())
+        .unwrap_or_default();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} etcd");
+    };
+    signal("-STOP");
+    let mut slowest = Duration::ZERO;
+    let cut = wait_until(REPORT_TTL + Duration::from_secs(4), || {
+        for site in &s {
+            let q = Instant::now();
+            assert!(
+                has(site, "192.0.2.2"),
+                "{} stopped answering with etcd hung",
+                site.id
+            );
+            slowest = slowest.max(q.elapsed());
+        }
+        s.iter().all(|x| !x.connected())
+    });
+    println!(
+        "fleet: etcd hung: all sites disconnected after {cut:?}; slowest DNS answer meanwhile {slowest:?}"
+    );
+    signal("-CONT");
+    assert!(cut.is_some(), "sites did not give up on a hung etcd");
+    assert!(
+        wait_until(Duration::from_secs(10), || all_connected(&s)).is_some(),
+        "sites did not rejoin after etcd resumed"
+    );
+
     // all: one site's failure is enough to take .1 out of every site's answers. Started
     // healthy, so that the moment a's own verdict flips can be told from the moment b and c
     // follow it: the difference is the trip through etcd.
