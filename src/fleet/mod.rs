@@ -534,6 +534,7 @@ async fn session(f: &Arc<Fleet>) -> Result<(), String> {
     put_report(&mut client, &own_key, &own, lease).await?;
     let mut published = own.clone();
     f.recompute(&snap, &reports, &own);
+    let mut seen_generation = snap.generation;
     drop(snap);
 
     f.set_client(Some(client.clone()));
@@ -591,11 +592,17 @@ async fn session(f: &Arc<Fleet>) -> Result<(), String> {
                 }
                 let snap = f.shared.load_full();
                 let own = f.own_report(&snap);
-                if own != published {
+                // Recomputed only when something it depends on moved: our own verdicts or the
+                // config (new endpoint states need their flags); watch events recompute above.
+                let changed = own != published;
+                if changed {
                     put_report(&mut client, &own_key, &own, lease).await?;
                     published = own.clone();
                 }
-                f.recompute(&snap, &reports, &own);
+                if changed || seen_generation != snap.generation {
+                    seen_generation = snap.generation;
+                    f.recompute(&snap, &reports, &own);
+                }
             }
         }
     }
