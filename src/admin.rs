@@ -585,7 +585,9 @@ async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained:
     if let Some(r) = fleet_stored {
         body["fleet"] = json!(r.is_ok());
         if let Err(e) = r {
-            body["warning"] = json!(format!("applied at this site only, not in the fleet: {e}"));
+            body["warning"] = json!(format!(
+                "applied at this site only ({e}); stored in the fleet when etcd is back"
+            ));
         }
     }
     Json(body).into_response()

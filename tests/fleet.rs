@@ -658,6 +658,12 @@ fn quorum_failover_and_partition() {
         "fleet: partition handled {:?} after etcd stopped",
         t0.elapsed()
     );
+    // A drain made at a during the partition holds at a at once, and reaches the others
+    // when a rejoins (etcd's older copy does not undo it).
+    let (code, body) = s[0].drain("/api/v1/drain", "192.0.2.2");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"fleet\":false"), "{body}");
+    assert!(!has(&s[0], "192.0.2.2") && has(&s[1], "192.0.2.2"));
 
     // etcd back: the sites rejoin by themselves and converge within report_ttl.
     etcd.spawn();
@@ -675,6 +681,22 @@ fn quorum_failover_and_partition() {
     assert!(
         converged.is_some(),
         "sites did not converge after the rejoin"
+    );
+    for site in &s {
+        assert!(
+            !has(site, "192.0.2.2"),
+            "{}: a's partition-time drain not applied",
+            site.id
+        );
+    }
+    let (code, body) = s[1].drain("/api/v1/undrain", "192.0.2.2");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        wait_until(Duration::from_secs(1), || s
+            .iter()
+            .all(|x| has(x, "192.0.2.2")))
+        .is_some(),
+        "undrain after the rejoin"
     );
 
     // etcd hung (SIGSTOP: connections stay open, nothing answers), the harder partition:

@@ -82,6 +82,8 @@ pub struct Fleet {
     /// The session's client, for drain writes from the API; `None` while disconnected.
     client: Mutex<Option<Client>>,
     lease: Mutex<Option<i64>>,
+    /// Drains and undrains made while etcd was unreachable, to store at rejoin.
+    pending: Mutex<Vec<(Scope, bool)>>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -145,6 +147,7 @@ pub fn start(shared: SharedSnapshot, settings: Settings) -> Arc<Fleet> {
         }),
         client: Mutex::new(None),
         lease: Mutex::new(None),
+        pending: Mutex::new(Vec::new()),
     });
     CURRENT.store(Some(f.clone()));
     tokio::spawn(run(f.clone()));
@@ -401,13 +404,49 @@ impl Fleet {
 
     /// A drain or undrain made through this site's API: stored in etcd by compare-and-swap,
     /// then applied here at once (the others apply it from their watch). `Err` when etcd
-    /// could not take it; the caller then applies it locally only.
+    /// could not take it; the caller then applies it locally, and the change is kept to be
+    /// stored in etcd when the site rejoins, so a drain made during a partition is not
+    /// undone by etcd's older copy.
     pub async fn change_drain(
         &self,
         scope: Scope,
         drain: bool,
         snap: &Snapshot,
     ) -> Result<(), String> {
+        let r = self.store_drain(scope.clone(), drain, snap).await;
+        if r.is_err() {
+            self.pending().push((scope, drain));
+        }
+        r
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<(Scope, bool)>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// At rejoin: stores the changes made while etcd was away, in the order they were made.
+    async fn replay_pending(&self) -> Result<(), String> {
+        let todo = std::mem::take(&mut *self.pending());
+        let snap = self.shared.load_full();
+        for (i, (scope, drain)) in todo.iter().enumerate() {
+            if let Err(e) = self.store_drain(scope.clone(), *drain, &snap).await {
+                // Put back what is left, ahead of anything queued meanwhile.
+                let mut p = self.pending();
+                let later = std::mem::take(&mut *p);
+                p.extend(todo[i..].iter().cloned());
+                p.extend(later);
+                return Err(e);
+            }
+            tracing::info!(
+                "fleet: stored in etcd the {} made while it was away: {}",
+                if *drain { "drain" } else { "undrain" },
+                scope.describe()
+            );
+        }
+        Ok(())
+    }
+
+    async fn store_drain(&self, scope: Scope, drain: bool, snap: &Snapshot) -> Result<(), String> {
         let Some(mut client) = self.client() else {
             return Err("etcd is not reachable".into());
         };
@@ -480,6 +519,10 @@ fn take_kv(f: &Fleet, reports: &mut HashMap<String, Report>, key: &[u8], value: 
 /// One connected session; returns when it is lost.
 async fn session(f: &Arc<Fleet>) -> Result<(), String> {
     let mut client = f.connect().await?;
+    // Changes made while etcd was away go in first, so that etcd's older copy (read below)
+    // never undoes them here, not even for a moment.
+    f.set_client(Some(client.clone()));
+    f.replay_pending().await?;
     let ttl = f.settings.report_ttl;
     let prefix = format!("{}/", f.settings.prefix);
     let lease = rpc(
