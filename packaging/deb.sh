@@ -10,14 +10,15 @@ cd "$(dirname "$0")/.."
 command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked
 
 echo "== package: release build"
-cargo build --release --locked --bin meridian
+# With [fleet] support: the package is how most operators get it (it needs protoc to build).
+cargo build --release --locked --features fleet --bin meridian
 # Pages from the binary being packaged, so they describe exactly its subcommands.
 rm -rf target/man
 target/release/meridian man --out target/man
 echo "== package: cargo deb"
 # --no-build: the binary above is the one packaged; cargo deb would otherwise build it again.
 # It prints the path of each file it wrote: the .deb, and the .ddeb of the debug symbols.
-built="$(cargo deb --no-build --locked --fast)"
+built="$(cargo deb --no-build --locked --fast --features fleet)"
 deb="$(printf '%s\n' "$built" | grep '\.deb$' | tail -n 1 || true)"
 [ -f "$deb" ] || { echo "cargo deb printed no package path: $deb" >&2; exit 1; }
 printf 'built %s\n' $built

@@ -350,6 +350,8 @@ async fn status(State(st): State<St>) -> Json<Value> {
                         "last_probe": last_probe,
                         "rtt_ms": st.rtt_us().map(|us| us as f64 / 1e3),
                         "load": st.load(),
+                        "fleet": crate::fleet::current()
+                            .map(|f| f.endpoint_json(&name_label(&s.name), e.addr, st)),
                     })
                 })
                 .collect();
@@ -379,6 +381,7 @@ async fn status(State(st): State<St>) -> Json<Value> {
         "zones": zones,
         "services": services,
         "anycast": crate::anycast::current().map(|a| a.status_json()),
+        "fleet": crate::fleet::current().map(|f| f.status_json()),
         "drains": snap.health.drains.rules(),
     }))
 }
@@ -475,14 +478,14 @@ struct Target {
 }
 
 async fn drain(State(st): State<St>, headers: HeaderMap, body: Bytes) -> Response {
-    set_drained(&st, &headers, &body, true)
+    set_drained(&st, &headers, &body, true).await
 }
 
 async fn undrain(State(st): State<St>, headers: HeaderMap, body: Bytes) -> Response {
-    set_drained(&st, &headers, &body, false)
+    set_drained(&st, &headers, &body, false).await
 }
 
-fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained: bool) -> Response {
+async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained: bool) -> Response {
     if let Some(r) = refuse(st, headers) {
         return r;
     }
@@ -522,7 +525,7 @@ fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained: bool)
         .as_deref()
         .map(|s| s.trim().trim_end_matches('.').to_ascii_lowercase());
 
-    let snap = st.reloader.shared().load();
+    let snap = st.reloader.shared().load_full();
     let region = match target.region.as_deref() {
         None => None,
         Some(r) => match snap.regions.iter().position(|x| x.name == r) {
@@ -564,13 +567,24 @@ fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained: bool)
         endpoint,
         region: region.map(|_| target.region.clone().unwrap_or_default()),
     };
-    let saved = snap.health.drains.change(
-        scope,
-        drained,
-        &snap.services,
-        &snap.regions,
-        &snap.config.state_dir(),
-    );
+    // [fleet]: stored in etcd, applied by every site; while etcd is away, here only.
+    let fleet_stored = match crate::fleet::current() {
+        None => None,
+        Some(f) => Some(f.change_drain(scope.clone(), drained, &snap).await),
+    };
+    if let Some(Err(e)) = &fleet_stored {
+        tracing::warn!("drain not stored in the fleet ({e}): applied at this site only");
+    }
+    let saved = match &fleet_stored {
+        Some(Ok(())) => Ok(()),
+        _ => snap.health.drains.change(
+            scope,
+            drained,
+            &snap.services,
+            &snap.regions,
+            &snap.config.state_dir(),
+        ),
+    };
     if let Err(e) = &saved {
         tracing::warn!("drain applied but will not survive a restart: {e}");
     }
@@ -590,6 +604,14 @@ fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained: bool)
     });
     if let Err(e) = saved {
         body["warning"] = json!(format!("not saved, lost at restart: {e}"));
+    }
+    if let Some(r) = fleet_stored {
+        body["fleet"] = json!(r.is_ok());
+        if let Err(e) = r {
+            body["warning"] = json!(format!(
+                "applied at this site only ({e}); stored in the fleet when etcd is back"
+            ));
+        }
     }
     Json(body).into_response()
 }

@@ -360,6 +360,13 @@ fn serve(path: &Path) -> i32 {
                 },
             )
         };
+        // [fleet]: shares verdicts and drains through etcd; never on the query path.
+        let fleet = shared
+            .load()
+            .config
+            .fleet
+            .clone()
+            .and_then(|f| crate::fleet::start(shared.clone(), f));
         tracing::info!(zones, generation, config = %config_path.display(), "serving");
         // systemd (Type=notify): ready only now that every listener is bound and the first
         // snapshot answers; the watchdog vouches for the listeners from here on.
@@ -374,6 +381,9 @@ fn serve(path: &Path) -> i32 {
         ));
         let watchdog = crate::systemd::Watchdog::from_env(handle.liveness.clone());
         wait_for_signals(&reloader).await;
+        if let Some(f) = &fleet {
+            f.shutdown().await;
+        }
         if let Some(a) = &anycast {
             // The route goes first; answering stops shutdown_grace later.
             a.shutdown().await;

@@ -83,6 +83,8 @@ pub struct Config {
     /// `[anycast]`: schema and checks in [`crate::anycast::config`].
     pub anycast: Option<crate::anycast::config::AnycastConfig>,
     pub rrl: Option<Spanned<RrlConfig>>,
+    /// `[fleet]`: schema and checks in [`crate::fleet::config`].
+    pub fleet: Option<Spanned<crate::fleet::config::FleetConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -212,6 +214,8 @@ pub struct HealthProfile {
     pub headers: BTreeMap<String, String>,
     pub tls_verify: Option<bool>,
     pub initial: Option<Spanned<String>>,
+    /// The local address probes leave from (bind before connect).
+    pub source: Option<Spanned<String>>,
 }
 
 /// `expect_status` as written: one code, a range string, or a list of either.
@@ -309,6 +313,8 @@ pub struct LoadedConfig {
     pub rrl: Option<crate::rrl::Settings>,
     /// `server.cookie_secret` when set.
     pub cookie_secret: Option<crate::cookie::Secret>,
+    /// `[fleet]` after its checks; `None` without the table.
+    pub fleet: Option<crate::fleet::config::Settings>,
 }
 
 impl LoadedConfig {
@@ -567,6 +573,7 @@ pub fn examine_text(path: &Path, text: String) -> Examined {
         anycast: None,
         rrl: None,
         cookie_secret: None,
+        fleet: None,
         config,
     };
     let mut examined = Examined {
@@ -986,6 +993,14 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
                 ));
             }
         }
+        if let Some(src) = &p.source {
+            if src.get_ref().parse::<std::net::IpAddr>().is_err() {
+                out.push(at(
+                    src.span(),
+                    format!("{key}.source: `{}` is not an IP address", src.get_ref()),
+                ));
+            }
+        }
     }
 
     for (name, region) in &c.regions {
@@ -1020,6 +1035,17 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
 
     if let Some(a) = &c.anycast {
         lc.anycast = crate::anycast::config::check(a, &path, &at, out);
+    }
+    if let Some(f) = &c.fleet {
+        let site = c.site.as_ref().and_then(|s| s.id.as_ref());
+        lc.fleet = crate::fleet::config::check(f, site.map(|s| s.get_ref().as_str()), &at, out)
+            .map(|mut s| {
+                // TLS files, like every path in the config, are relative to its folder.
+                for p in [&mut s.ca, &mut s.cert, &mut s.key].into_iter().flatten() {
+                    *p = resolve(&path, &p.to_string_lossy());
+                }
+                s
+            });
     }
 
     let mut seen_services = std::collections::HashSet::new();

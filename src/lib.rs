@@ -25,6 +25,7 @@
 //! | [`anycast`] | BGP announce/withdraw of the site's prefixes by self-check (BIRD, ExaBGP) |
 //! | [`status_page`] | `GET /`: the status page for people, self-contained |
 //! | [`history`] | recent events and last-minute answer shares for `/status` and the page |
+//! | [`fleet`] | `[fleet]`: verdicts, probe shares and drains shared between sites through etcd |
 //! | [`cli`] | the `meridian` command line |
 //! | [`ctl`] | `status`, `drain`, `undrain`, `reload`, `explain --live`: the admin API from the shell |
 //! | [`manpage`] | `meridian man`: the man pages, from the clap definitions |
@@ -40,6 +41,7 @@ pub mod ctl;
 pub mod dns;
 pub mod explain;
 pub mod fast;
+pub mod fleet;
 pub mod geo;
 pub mod health;
 pub mod history;

@@ -776,6 +776,15 @@ impl Collector for SnapshotCollector {
         }
         transport::encode(&mut enc)?;
         process::encode(&mut enc)?;
+        // Fleet (SPEC "Fleet"), when configured.
+        if let Some(f) = crate::fleet::current() {
+            single(
+                &mut enc,
+                "meridian_fleet_connected",
+                "1 while this site is connected to the fleet's etcd, 0 while it answers alone.",
+                flag(f.connected()),
+            )?;
+        }
         Ok(())
     }
 }

@@ -182,6 +182,67 @@ impl Drains {
     }
 }
 
+// ---- [fleet] (crate::fleet): etcd holds the rules; these let it read, change and replace them.
+impl Drains {
+    /// The rules after a drain (`drain`) or undrain of `scope` is added to `rules`, with the
+    /// same compaction as [`Drains::change`], without touching the rules in force.
+    pub fn with_change(
+        rules: &[Rule],
+        scope: Scope,
+        drain: bool,
+        services: &[Arc<Service>],
+        regions: &[Region],
+    ) -> Vec<Rule> {
+        let region_of = |svc: &str, addr: IpAddr| -> Option<&str> {
+            services
+                .iter()
+                .find(|s| service_label(s) == svc)?
+                .endpoints
+                .iter()
+                .find(|e| e.addr == addr)?
+                .region
+                .and_then(|r| regions.get(r))
+                .map(|r| r.name.as_str())
+        };
+        let mut rules = rules.to_vec();
+        push(&mut rules, scope, drain, &region_of);
+        rules
+    }
+
+    /// Puts `rules` in force (the fleet's copy), applies them to `services`, and keeps them in
+    /// `state_dir` as well, so a site that restarts while etcd is away still has them.
+    pub fn replace(
+        &self,
+        rules: Vec<Rule>,
+        services: &[Arc<Service>],
+        regions: &[Region],
+        state_dir: &Path,
+    ) -> Result<(), String> {
+        let mut held = self.lock();
+        *held = rules;
+        apply_rules(&held, services, regions);
+        save(state_dir, &held)
+    }
+
+    /// The JSON that etcd holds for `rules`: the same format as `drains.json`.
+    pub fn encode(rules: &[Rule]) -> Vec<u8> {
+        serde_json::to_vec(&File {
+            version: VERSION,
+            drains: rules.to_vec(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// Reads what [`Drains::encode`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<Vec<Rule>, String> {
+        let f: File = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if f.version != VERSION {
+            return Err(format!("version {} is not {VERSION}", f.version));
+        }
+        Ok(f.drains)
+    }
+}
+
 /// At start: restores the drains saved in the snapshot's `state_dir` and applies them, logging
 /// what was restored, or why nothing could be (the server then starts without drains).
 pub fn restore_at_start(snap: &crate::snapshot::Snapshot) {

@@ -17,7 +17,7 @@ pub use probe::{start, start_with, ProbeEvent, ProberHandle, ProberOptions};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -49,6 +49,13 @@ pub struct EndpointState {
     load: AtomicU64,
     /// The last probe; only `/status` reads it, never the query path.
     last_probe: ArcSwapOption<ProbeResult>,
+    /// `[fleet]` (crate::fleet): this site's own verdict (0 none, 1 down, 2 up), kept apart
+    /// from `healthy` because with a fleet `healthy` holds the fleet's verdict.
+    local: AtomicU8,
+    /// Set while the fleet decides `healthy`; the prober then writes only `local`.
+    fleet_managed: AtomicBool,
+    /// Whether this site probes the endpoint (`[fleet] probers`); true without a fleet.
+    probe_here: AtomicBool,
 }
 
 impl EndpointState {
@@ -59,6 +66,9 @@ impl EndpointState {
             rtt_us: AtomicU64::new(0),
             load: AtomicU64::new(f64::NAN.to_bits()),
             last_probe: ArcSwapOption::empty(),
+            local: AtomicU8::new(0),
+            fleet_managed: AtomicBool::new(false),
+            probe_here: AtomicBool::new(true),
         }
     }
     pub fn healthy(&self) -> bool {
@@ -101,6 +111,44 @@ impl EndpointState {
     }
     pub fn set_last_probe(&self, r: Arc<ProbeResult>) {
         self.last_probe.store(Some(r))
+    }
+
+    // ---- [fleet] (crate::fleet) ----
+
+    /// The prober's verdict: this site's own view, and what answers use unless the fleet
+    /// decides them.
+    pub fn set_probed(&self, healthy: bool) {
+        self.local.store(1 + healthy as u8, Ordering::Relaxed);
+        if !self.fleet_managed.load(Ordering::Relaxed) {
+            self.set_healthy(healthy);
+        }
+    }
+    /// This site's own verdict; `None` while it does not probe the endpoint.
+    pub fn local_verdict(&self) -> Option<bool> {
+        match self.local.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(v == 2),
+        }
+    }
+    pub fn clear_local_verdict(&self) {
+        self.local.store(0, Ordering::Relaxed)
+    }
+    pub fn fleet_managed(&self) -> bool {
+        self.fleet_managed.load(Ordering::Relaxed)
+    }
+    /// Hands `healthy` to the fleet (true) or back to the prober (false, which restores the
+    /// site's own verdict at once).
+    pub fn set_fleet_managed(&self, v: bool) {
+        self.fleet_managed.store(v, Ordering::Relaxed);
+        if let (false, Some(own)) = (v, self.local_verdict()) {
+            self.set_healthy(own);
+        }
+    }
+    pub fn probe_here(&self) -> bool {
+        self.probe_here.load(Ordering::Relaxed)
+    }
+    pub fn set_probe_here(&self, v: bool) {
+        self.probe_here.store(v, Ordering::Relaxed)
     }
 }
 

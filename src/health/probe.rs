@@ -86,6 +86,8 @@ pub struct Settings {
     pub host: Option<String>,
     pub headers: Vec<(String, String)>,
     pub tls_verify: bool,
+    /// `source`: the local address probes leave from.
+    pub source: Option<IpAddr>,
 }
 
 impl Settings {
@@ -138,6 +140,7 @@ impl Settings {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             tls_verify: p.tls_verify.unwrap_or(true),
+            source: p.source.as_ref().and_then(|a| a.get_ref().parse().ok()),
         }
     }
 }
@@ -473,6 +476,17 @@ async fn run_target(
         if !std::mem::take(&mut first) {
             tick.tick().await;
         }
+        // [fleet] probers = N: other sites probe this target. The verdict follows what
+        // answers use, so a takeover goes on from the fleet's view instead of a stale one.
+        if !members.load().iter().any(|m| m.state.probe_here()) {
+            let current = members.load();
+            for m in current.iter() {
+                m.state.clear_local_verdict();
+            }
+            verdict.healthy = current.first().is_none_or(|m| m.state.healthy());
+            (verdict.good, verdict.bad) = (0, 0);
+            continue;
+        }
         let Ok(permit) = ctx.sem.acquire().await else {
             return;
         };
@@ -501,7 +515,7 @@ async fn run_target(
         });
         let members = members.load();
         for m in members.iter() {
-            m.state.set_healthy(verdict.healthy);
+            m.state.set_probed(verdict.healthy);
             if out.ok {
                 m.state.set_rtt_us(rtt.map(|r| (r.round() as u64).max(1)));
             }
@@ -560,6 +574,7 @@ enum Probe {
     Tcp {
         /// `host:port`, resolved at each probe when it is a name.
         dest: String,
+        source: Option<IpAddr>,
     },
 }
 
@@ -574,6 +589,7 @@ struct HttpProbe {
 struct PlainProbe {
     /// `host:port` to connect to.
     dest: String,
+    source: Option<IpAddr>,
     request: Vec<u8>,
     expect_status: Vec<(u16, u16)>,
     expect_body: Option<Vec<u8>>,
@@ -616,6 +632,7 @@ impl PlainProbe {
         req.push_str("Connection: close\r\n\r\n");
         Ok(PlainProbe {
             dest,
+            source: s.source,
             request: req.into_bytes(),
             expect_status: s.expect_status.clone(),
             expect_body: s.expect_body.as_ref().map(|b| b.as_bytes().to_vec()),
@@ -624,7 +641,7 @@ impl PlainProbe {
 
     async fn run(&self) -> Outcome {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut sock = match tokio::net::TcpStream::connect(self.dest.as_str()).await {
+        let mut sock = match connect(&self.dest, self.source).await {
             Ok(s) => s,
             Err(e) => return io_failure(&e),
         };
@@ -755,6 +772,30 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A TCP connection to `dest` (`host:port`), from `source` when given: bound before connect,
+/// so the endpoint (and a firewall) sees the address the profile names.
+async fn connect(dest: &str, source: Option<IpAddr>) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(src) = source else {
+        return tokio::net::TcpStream::connect(dest).await;
+    };
+    let addr = tokio::net::lookup_host(dest)
+        .await?
+        .find(|a| a.is_ipv4() == src.is_ipv4())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::AddrNotAvailable,
+                format!("{dest} has no address of the family of source {src}"),
+            )
+        })?;
+    let sock = if src.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.bind(SocketAddr::new(src, 0))?;
+    sock.connect(addr).await
+}
+
 fn io_failure(e: &std::io::Error) -> Outcome {
     match e.kind() {
         std::io::ErrorKind::ConnectionRefused => Outcome::fail("refused", "refused"),
@@ -768,7 +809,10 @@ impl Probe {
         let s = &t.settings;
         if t.kind == Kind::Tcp {
             let dest = t.url["tcp://".len()..].trim_end_matches('/').to_string();
-            return Ok(Probe::Tcp { dest });
+            return Ok(Probe::Tcp {
+                dest,
+                source: s.source,
+            });
         }
         if t.kind == Kind::Http {
             return PlainProbe::new(t).map(|p| Probe::Plain(Box::new(p)));
@@ -797,6 +841,9 @@ impl Probe {
                 env!("CARGO_PKG_VERSION"),
                 " health-check"
             ));
+        if let Some(src) = s.source {
+            b = b.local_address(src);
+        }
         if let Some(host) = &s.host {
             let value = HeaderValue::from_str(host)
                 .map_err(|_| format!("host `{host}` is not a valid Host header"))?;
@@ -837,7 +884,7 @@ impl Probe {
     async fn run(&self) -> Outcome {
         match self {
             Probe::Plain(p) => p.run().await,
-            Probe::Tcp { dest } => match tokio::net::TcpStream::connect(dest.as_str()).await {
+            Probe::Tcp { dest, source } => match connect(dest, *source).await {
                 Ok(_) => Outcome::ok(None),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                     Outcome::fail("refused", "refused")
@@ -1049,6 +1096,7 @@ mod tests {
             host: None,
             headers: Vec::new(),
             tls_verify: true,
+            source: None,
         }
     }
 

@@ -1,0 +1,78 @@
+//! `[fleet]` (SPEC "Fleet"): sites share health verdicts and drains through etcd (v3 API).
+//!
+//! Layout under `prefix` (see docs/fleet.md):
+//! - `PREFIX/sites/SITE`: this site's report, JSON `{"site", "verdicts": {"SERVICE/ADDR": bool}}`,
+//!   put with a lease of `report_ttl` that a keep-alive refreshes every third of it. The key
+//!   is also the site's membership: a site that dies drops out when its lease expires.
+//! - `PREFIX/drains`: the drain rules of the whole fleet, the same JSON as `drains.json`,
+//!   changed only by compare-and-swap transactions so two sites draining at once both count.
+//!
+//! One task per process holds the session: it reads everything under the prefix, watches it
+//! from that revision on, publishes its own report when it changes, and every [`TICK`] (and
+//! after every watch event) recomputes for each endpoint who probes it (rendezvous hash over
+//! the live sites, `probers`) and the fleet verdict (`quorum` over the live reports). The
+//! verdict goes into the endpoint's `healthy` atomic, which is all the query path reads:
+//! nothing that answers a query ever waits on etcd.
+//!
+//! When the session fails (etcd down, a timeout, a lost lease), every endpoint goes back to
+//! this site's own probes and verdicts at once, drains stay as they were, and the task
+//! reconnects every [`RETRY`] until etcd answers again; then etcd's copy wins.
+
+//!
+//! The etcd client is behind the `fleet` cargo feature (it needs protoc to build): without it
+//! `[fleet]` is a config problem that says how to get a build with it, and [`current`] is
+//! always `None`, so the rest of the server has nothing to special-case.
+
+pub mod config;
+
+#[cfg(feature = "fleet")]
+mod member;
+#[cfg(feature = "fleet")]
+pub use member::*;
+
+#[cfg(not(feature = "fleet"))]
+mod absent {
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    use serde_json::Value;
+
+    use super::config::Settings;
+    use crate::health::drains::Scope;
+    use crate::health::EndpointState;
+    use crate::snapshot::{SharedSnapshot, Snapshot};
+
+    /// No fleet member can exist in a build without the `fleet` feature.
+    #[derive(Debug)]
+    pub enum Fleet {}
+
+    pub fn current() -> Option<Arc<Fleet>> {
+        None
+    }
+
+    /// Never reached: the config check refuses `[fleet]` in this build.
+    pub fn start(_: SharedSnapshot, _: Settings) -> Option<Arc<Fleet>> {
+        tracing::error!("[fleet] needs a meridian built with `--features fleet`");
+        None
+    }
+
+    impl Fleet {
+        pub fn connected(&self) -> bool {
+            match *self {}
+        }
+        pub fn status_json(&self) -> Value {
+            match *self {}
+        }
+        pub fn endpoint_json(&self, _: &str, _: IpAddr, _: &EndpointState) -> Value {
+            match *self {}
+        }
+        pub async fn change_drain(&self, _: Scope, _: bool, _: &Snapshot) -> Result<(), String> {
+            match *self {}
+        }
+        pub async fn shutdown(&self) {
+            match *self {}
+        }
+    }
+}
+#[cfg(not(feature = "fleet"))]
+pub use absent::*;
