@@ -336,8 +336,10 @@ async fn status(State(st): State<St>) -> Json<Value> {
                 "when_all_down": match s.when_all_down {
                     WhenAllDown::ServeAll => "serve-all",
                     WhenAllDown::Empty => "empty",
+                    WhenAllDown::Servfail => "servfail",
                 },
                 "ttl": s.ttl,
+                "ttl_degraded": s.ttl_degraded,
                 "max_answers": s.max_answers,
                 "health": s.health,
                 "endpoints_up": s.endpoints.iter().filter(|e| e.state.up()).count(),

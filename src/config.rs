@@ -231,6 +231,8 @@ pub struct ServiceConfig {
     pub max_answers: Spanned<usize>,
     pub health: Option<Spanned<String>>,
     pub when_all_down: Option<Spanned<String>>,
+    /// TTL while the service answers around a failure (see [`crate::policy::Selection`]).
+    pub ttl_degraded: Option<u32>,
     pub endpoints: Spanned<Vec<Spanned<EndpointConfig>>>,
 }
 
@@ -1041,11 +1043,11 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
             }
         }
         if let Some(w) = &s.when_all_down {
-            if !["serve-all", "empty"].contains(&w.get_ref().as_str()) {
+            if !["serve-all", "empty", "servfail"].contains(&w.get_ref().as_str()) {
                 out.push(at(
                     w.span(),
                     format!(
-                        "{key}.when_all_down: `{}` is not one of serve-all, empty",
+                        "{key}.when_all_down: `{}` is not one of serve-all, empty, servfail",
                         w.get_ref()
                     ),
                 ));

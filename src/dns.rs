@@ -376,19 +376,31 @@ fn balanced<'s>(
         t.picks = sel.picks.clone();
         t.scope = sel.scope;
     }
+    if sel.servfail {
+        servfail(resp);
+        return;
+    }
     if sel.picks.is_empty() {
         negative_for(snap, owner, resp);
         return;
     }
+    let ttl = svc.answer_ttl(&sel);
     for &i in &sel.picks {
         let rdata = match svc.endpoints[i].addr {
             std::net::IpAddr::V4(a) => RData::A(a.into()),
             std::net::IpAddr::V6(a) => RData::AAAA(a.into()),
         };
         resp.answers
-            .push(Record::from_rdata(owner.clone(), svc.ttl, rdata));
+            .push(Record::from_rdata(owner.clone(), ttl, rdata));
     }
     outcome.picks = sel.picks;
+}
+
+/// `when_all_down = "servfail"` with every endpoint down: SERVFAIL, so that resolvers try the
+/// next nameserver of the zone (another provider's). Not authoritative: there is no data.
+fn servfail(resp: &mut Message) {
+    resp.metadata.response_code = ResponseCode::ServFail;
+    resp.metadata.authoritative = false;
 }
 
 fn negative_for(snap: &Snapshot, name: &Name, resp: &mut Message) {

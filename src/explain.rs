@@ -213,6 +213,7 @@ fn render(
                 match svc.when_all_down {
                     crate::policy::WhenAllDown::ServeAll => "serve-all",
                     crate::policy::WhenAllDown::Empty => "empty",
+                    crate::policy::WhenAllDown::Servfail => "servfail",
                 }
             ),
         );

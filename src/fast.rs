@@ -350,15 +350,21 @@ pub fn answer(snap: &Snapshot, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
                     None,
                 );
                 scope = prefix_in(client.addr, sel.scope);
+                if sel.servfail {
+                    // As dns::servfail: no data, not authoritative.
+                    rcode = ResponseCode::ServFail;
+                    out[2] &= !0x04;
+                }
+                let ttl = svc.answer_ttl(&sel);
                 for &i in &sel.picks {
                     let rdata: &[u8] = match &svc.endpoints[i].addr {
                         IpAddr::V4(a) => &a.octets(),
                         IpAddr::V6(a) => &a.octets(),
                     };
-                    put_rr(out, 12, q.qtype, svc.ttl, rdata);
+                    put_rr(out, 12, q.qtype, ttl, rdata);
                     answers += 1;
                 }
-                negative = sel.picks.is_empty();
+                negative = sel.picks.is_empty() && !sel.servfail;
                 outcome.service = Some(svc);
                 outcome.all_down = sel.all_down;
                 outcome.picks = sel.picks;

@@ -216,6 +216,7 @@ pub struct ServiceStats {
     /// all anyway ("answering blind"), `empty` answered NODATA.
     all_down_served: Arc<AtomicU64>,
     all_down_empty: Arc<AtomicU64>,
+    all_down_servfail: Arc<AtomicU64>,
 }
 
 fn counter(key: String) -> Arc<AtomicU64> {
@@ -236,6 +237,7 @@ impl ServiceStats {
                 .collect(),
             all_down_served: counter(format!("all-down\0{svc}\0serve-all")),
             all_down_empty: counter(format!("all-down\0{svc}\0empty")),
+            all_down_servfail: counter(format!("all-down\0{svc}\0servfail")),
         }
     }
 }
@@ -269,7 +271,9 @@ pub fn record_query(o: &QueryOutcome<'_>, rcode: ResponseCode) {
             }
         }
         if o.all_down {
-            let c = if o.picks.is_empty() {
+            let c = if svc.when_all_down == WhenAllDown::Servfail {
+                &svc.stats.all_down_servfail
+            } else if o.picks.is_empty() {
                 &svc.stats.all_down_empty
             } else {
                 &svc.stats.all_down_served
@@ -545,12 +549,13 @@ impl Collector for SnapshotCollector {
             "meridian_answers_all_down",
             "Queries for a balanced name answered while every endpoint of the family was down: \
              when_all_down=serve-all answered them all anyway (answering blind), \
-             when_all_down=empty answered NODATA.",
+             when_all_down=empty answered NODATA, when_all_down=servfail answered SERVFAIL.",
             MetricType::Counter,
             svcs.iter().flat_map(|(l, s)| {
                 [
                     ("serve-all", &s.stats.all_down_served),
                     ("empty", &s.stats.all_down_empty),
+                    ("servfail", &s.stats.all_down_servfail),
                 ]
                 .into_iter()
                 .map(move |(mode, c)| {

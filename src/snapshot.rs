@@ -473,18 +473,21 @@ fn build_services(
                     })
                 })
                 .collect();
-            Some(Arc::new(Service::new(
+            let mut service = Service::new(
                 name,
                 PolicyKind::parse(s.policy.get_ref())?,
                 s.ttl,
                 *s.max_answers.get_ref(),
                 match s.when_all_down.as_ref().map(|w| w.get_ref().as_str()) {
                     Some("empty") => WhenAllDown::Empty,
+                    Some("servfail") => WhenAllDown::Servfail,
                     _ => WhenAllDown::ServeAll,
                 },
                 profile,
                 endpoints,
-            )))
+            );
+            service.ttl_degraded = s.ttl_degraded.unwrap_or(s.ttl);
+            Some(Arc::new(service))
         })
         .collect()
 }

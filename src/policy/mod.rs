@@ -88,6 +88,8 @@ pub struct Endpoint {
 pub enum WhenAllDown {
     ServeAll,
     Empty,
+    /// SERVFAIL: resolvers try the next nameserver, e.g. another DNS provider's.
+    Servfail,
 }
 
 #[derive(Debug)]
@@ -95,6 +97,9 @@ pub struct Service {
     pub name: Name,
     pub policy: PolicyKind,
     pub ttl: u32,
+    /// TTL of answers given around a failure ([`Selection::degraded`]); `ttl` unless
+    /// `ttl_degraded` is set, so that resolvers come back soon after the endpoint recovers.
+    pub ttl_degraded: u32,
     pub max_answers: usize,
     pub when_all_down: WhenAllDown,
     pub health: Option<String>,
@@ -120,12 +125,24 @@ impl Service {
             name,
             policy,
             ttl,
+            ttl_degraded: ttl,
             max_answers,
             when_all_down,
             health,
             endpoints,
             stats,
             rr_next: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Service {
+    /// The TTL of an answer made from `sel`.
+    pub fn answer_ttl(&self, sel: &Selection) -> u32 {
+        if sel.degraded {
+            self.ttl_degraded
+        } else {
+            self.ttl
         }
     }
 }
@@ -200,6 +217,11 @@ pub struct Selection {
     pub scope: u8,
     /// Every endpoint of the family was down (`when_all_down` applied).
     pub all_down: bool,
+    /// The answer goes around a failure: an endpoint the policy would have preferred for this
+    /// client is down or drained, or all are. Answered with `ttl_degraded`.
+    pub degraded: bool,
+    /// All down with `when_all_down = "servfail"`: the response is SERVFAIL.
+    pub servfail: bool,
 }
 
 /// What policies see.
@@ -236,18 +258,29 @@ pub fn select(
         .map(|(i, _)| i)
         .collect();
     let mut all_down = false;
+    let family_count = svc
+        .endpoints
+        .iter()
+        .filter(|e| family.matches(&e.addr))
+        .count();
     if eligible.is_empty() {
-        let any = svc.endpoints.iter().any(|e| family.matches(&e.addr));
-        if !any || svc.when_all_down == WhenAllDown::Empty {
+        let any = family_count > 0;
+        if !any || svc.when_all_down != WhenAllDown::ServeAll {
+            let servfail = any && svc.when_all_down == WhenAllDown::Servfail;
             if any {
                 if let Some(t) = trace.as_deref_mut() {
                     t.all_down = true;
-                    t.notes
-                        .push("every endpoint is down; when_all_down = empty: NODATA".into());
+                    t.notes.push(if servfail {
+                        "every endpoint is down; when_all_down = servfail: SERVFAIL".into()
+                    } else {
+                        "every endpoint is down; when_all_down = empty: NODATA".into()
+                    });
                 }
             }
             return Selection {
                 all_down: any,
+                degraded: any,
+                servfail,
                 ..Selection::default()
             };
         }
@@ -266,6 +299,18 @@ pub fn select(
                 "every endpoint is down; when_all_down = serve-all: answering as if all were up"
                     .into(),
             );
+        }
+    }
+    // Only when something is down is it worth asking whether the client would have had it:
+    // the healthy case pays one comparison.
+    let degraded = all_down
+        || (eligible.len() < family_count && preferred_down(svc, regions, family, client, up));
+    if degraded {
+        if let Some(t) = trace.as_deref_mut() {
+            t.notes.push(format!(
+                "an endpoint this client would have had is down or drained: ttl_degraded {}",
+                svc.ttl_degraded
+            ));
         }
     }
     let mut ctx = Ctx {
@@ -288,6 +333,62 @@ pub fn select(
         picks: eligible,
         scope,
         all_down,
+        degraded,
+        servfail: false,
+    }
+}
+
+/// Whether an endpoint that the policy would have preferred for this client, were every
+/// endpoint up, is down or drained now. The policy ranks the whole family as if all were up;
+/// what counts as "preferred" follows what the ranking means: the chosen region for `geo`, the
+/// lowest priority group for `failover`, the top `max_answers` for the deterministic
+/// rankings (hash, latency, least-loaded), and every endpoint for the random ones
+/// (round-robin, weighted), whose every endpoint has its turn.
+fn preferred_down(
+    svc: &Service,
+    regions: &[Region],
+    family: Family,
+    client: &mut Client<'_>,
+    up: &dyn Fn(usize, &Endpoint) -> bool,
+) -> bool {
+    let down = |i: usize| !up(i, &svc.endpoints[i]);
+    let mut all: Picks = svc
+        .endpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| family.matches(&e.addr))
+        .map(|(i, _)| i)
+        .collect();
+    let mut ctx = Ctx {
+        svc,
+        regions,
+        client,
+        trace: None,
+    };
+    match svc.policy {
+        PolicyKind::RoundRobin | PolicyKind::Weighted => all.iter().any(|&i| down(i)),
+        PolicyKind::Geo => {
+            geo::rank(&mut ctx, &mut all);
+            let chosen: smallvec::SmallVec<[Option<usize>; 4]> =
+                all.iter().map(|&i| svc.endpoints[i].region).collect();
+            svc.endpoints
+                .iter()
+                .enumerate()
+                .any(|(i, e)| family.matches(&e.addr) && chosen.contains(&e.region) && down(i))
+        }
+        PolicyKind::Failover => {
+            let best = all.iter().map(|&i| svc.endpoints[i].priority).min();
+            all.iter()
+                .any(|&i| Some(svc.endpoints[i].priority) == best && down(i))
+        }
+        PolicyKind::Hash | PolicyKind::Latency | PolicyKind::LeastLoaded => {
+            match svc.policy {
+                PolicyKind::Hash => hash::rank(&mut ctx, &mut all),
+                PolicyKind::Latency => latency::rank(&mut ctx, &mut all),
+                _ => least_loaded::rank(&mut ctx, &mut all),
+            };
+            all.iter().take(svc.max_answers).any(|&i| down(i))
+        }
     }
 }
 
