@@ -316,7 +316,8 @@ async fn status(State(st): State<St>) -> Json<Value> {
                         })
                     });
                     json!({
-                        "address": e.addr.to_string(),
+                        "address": e.label(),
+                        "target": e.target.as_ref().map(|t| t.to_ascii()),
                         "region": e.region.and_then(|r| snap.regions.get(r)).map(|r| &r.name),
                         "weight": e.weight,
                         "priority": e.priority,

@@ -271,6 +271,32 @@ fn answer<'s>(
                 return false;
             }
             Found::Node(node) | Found::Wildcard(node) => {
+                if let Some(svc) = node.service.as_ref().filter(|s| s.targets) {
+                    let target = target_cname(
+                        snap,
+                        svc,
+                        &owner,
+                        client,
+                        scope,
+                        resp,
+                        trace.as_deref_mut(),
+                        outcome,
+                    );
+                    // Chased as any in-zone CNAME (below), unless the CNAME itself was asked.
+                    match target {
+                        Some(t)
+                            if qtype != RecordType::CNAME
+                                && qtype != RecordType::ANY
+                                && zone.contains(&t)
+                                && !resp.answers.iter().any(|r| r.name == t) =>
+                        {
+                            owner = t;
+                            wire_lower(&owner, &mut wire, &mut starts);
+                            continue;
+                        }
+                        _ => return false,
+                    }
+                }
                 if let Some(svc) = &node.service {
                     balanced(
                         snap,
@@ -394,6 +420,56 @@ fn balanced<'s>(
             .push(Record::from_rdata(owner.clone(), ttl, rdata));
     }
     outcome.picks = sel.picks;
+}
+
+/// Answers at a balanced name of `target` endpoints: one CNAME to the chosen target, for every
+/// query type. Returns the target, for the caller to chase inside the zone.
+#[allow(clippy::too_many_arguments)]
+fn target_cname<'s>(
+    snap: &Snapshot,
+    svc: &'s Service,
+    owner: &Name,
+    client: &mut Client<'_>,
+    scope: &mut u8,
+    resp: &mut Message,
+    mut trace: Option<&mut Trace>,
+    outcome: &mut QueryOutcome<'s>,
+) -> Option<Name> {
+    let sel = policy::select(
+        svc,
+        &snap.regions,
+        Family::Any,
+        client,
+        &|_, e| e.state.up(),
+        trace.as_deref_mut(),
+    );
+    *scope = (*scope).max(sel.scope);
+    outcome.service = Some(svc);
+    outcome.all_down = sel.all_down;
+    // One CNAME: `max_answers` does not apply (an alias has a single target).
+    let first = sel.picks.first().copied();
+    if let Some(t) = trace {
+        t.service = Some(svc.name.clone());
+        t.client = client.located().cloned();
+        t.picks = first.into_iter().collect();
+        t.scope = sel.scope;
+    }
+    if sel.servfail {
+        servfail(resp);
+        return None;
+    }
+    let Some(first) = first else {
+        negative_for(snap, owner, resp);
+        return None;
+    };
+    let target = svc.endpoints[first].target.clone()?;
+    outcome.picks = std::iter::once(first).collect();
+    resp.answers.push(Record::from_rdata(
+        owner.clone(),
+        svc.answer_ttl(&sel),
+        RData::CNAME(hickory_proto::rr::rdata::CNAME(target.clone())),
+    ));
+    Some(target)
 }
 
 /// `when_all_down = "servfail"` with every endpoint down: SERVFAIL, so that resolvers try the

@@ -341,7 +341,7 @@ pub fn observe_probe(ev: &crate::health::ProbeEvent<'_>) {
     for ep in ev.endpoints {
         record_probe(
             &ep.service,
-            &ep.address.to_string(),
+            &ep.label,
             ev.result.ok,
             ev.result.class,
             ev.result.duration,
@@ -356,9 +356,7 @@ pub fn retain_probes(snap: &Snapshot) {
         .iter()
         .flat_map(|s| {
             let svc = name_label(&s.name);
-            s.endpoints
-                .iter()
-                .map(move |e| (svc.clone(), e.addr.to_string()))
+            s.endpoints.iter().map(move |e| (svc.clone(), e.label()))
         })
         .collect();
     let mut m = probes().lock().unwrap_or_else(|e| e.into_inner());
@@ -513,7 +511,7 @@ impl Collector for SnapshotCollector {
                 }
                 eps.push(Ep {
                     svc: svc.clone(),
-                    addr: e.addr.to_string(),
+                    addr: e.label(),
                     region: e
                         .region
                         .and_then(|r| snap.regions.get(r))

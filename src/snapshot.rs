@@ -331,7 +331,19 @@ fn check_services(
                         zone.origin
                     )));
                 }
-                if let Some(node) = zone.node(&name) {
+                let targets = s
+                    .endpoints
+                    .get_ref()
+                    .iter()
+                    .any(|e| e.get_ref().target.is_some());
+                if let Some(node) = zone.node(&name).filter(|n| targets && !n.rrsets.is_empty()) {
+                    out.push(at(format!(
+                        "service[{i}].name: `{}` has records in {}; a service of `target` endpoints answers every type with a CNAME, which can have no other data at its name",
+                        s.name.get_ref(),
+                        zone.file.display()
+                    )));
+                    let _ = node;
+                } else if let Some(node) = zone.node(&name) {
                     if node.rrset(RecordType::CNAME).is_some() {
                         out.push(at(format!(
                             "service[{i}].name: `{}` is a CNAME in {}; a balanced name cannot also be an alias",
@@ -446,7 +458,19 @@ fn build_services(
                 .iter()
                 .filter_map(|e| {
                     let e = e.get_ref();
-                    let addr = e.address.get_ref().parse().ok()?;
+                    let target = match &e.target {
+                        Some(t) => {
+                            let mut n = Name::from_ascii(t.get_ref()).ok()?;
+                            n.set_fqdn(true);
+                            Some(n.to_lowercase())
+                        }
+                        None => None,
+                    };
+                    let addr = match (&target, &e.address) {
+                        (Some(t), _) => Endpoint::target_addr(t),
+                        (None, Some(a)) => a.get_ref().parse().ok()?,
+                        (None, None) => return None,
+                    };
                     let probe = match (&e.check, &profile) {
                         (Some(url), _) => url.get_ref().clone(),
                         (None, Some(p)) => format!("profile:{p}"),
@@ -462,6 +486,7 @@ fn build_services(
                     );
                     Some(Endpoint {
                         addr,
+                        target,
                         region: e
                             .region
                             .as_ref()

@@ -66,6 +66,8 @@ fn snapshot() -> (tempfile::TempDir, Snapshot) {
 [[service]]\nname = \"v4only.fast.test\"\npolicy = \"failover\"\nendpoints = [ {{ address = \"192.0.2.21\" }} ]
 [[service]]\nname = \"degraded.fast.test\"\npolicy = \"failover\"\nttl = 300\nttl_degraded = 5\nendpoints = [
   {{ address = \"192.0.2.31\" }}, {{ address = \"192.0.2.32\", priority = 2 }}, {{ address = \"2001:db8::31\" }} ]
+[[service]]\nname = \"cname.fast.test\"\npolicy = \"geo\"\nendpoints = [
+  {{ region = \"us\", target = \"lb-us.example.net\" }}, {{ region = \"eu\", target = \"mail.fast.test\" }} ]
 [[service]]\nname = \"servfail.fast.test\"\npolicy = \"round-robin\"\nwhen_all_down = \"servfail\"\nendpoints = [
   {{ address = \"192.0.2.41\" }}, {{ address = \"2001:db8::41\" }} ]
 "
@@ -306,6 +308,13 @@ fn fast_path_leaves_the_special_cases_to_the_reference() {
         packet("example.org.", RecordType::A, None, None), // REFUSED
         packet("big.fast.test.", RecordType::TXT, None, None), // needs truncation at 512
         packet("geo.fast.test.", RecordType::TXT, None, None), // other type at a balanced name
+        packet("cname.fast.test.", RecordType::A, None, None), // target: CNAME, chased
+        packet(
+            "cname.fast.test.",
+            RecordType::AAAA,
+            Some((1232, false)),
+            None,
+        ),
     ];
     for p in &fallback {
         assert_eq!(

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use hickory_proto::rr::Name;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinSet};
@@ -185,12 +186,42 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The target of a `target` endpoint: the profile's kind, port and path at the name
+    /// (`{kind}://{target}:{port}{path}`), so that Host and SNI are the target and the name is
+    /// resolved through the system resolver at every probe (a load balancer's addresses
+    /// change). A `check` URL is used as given.
+    pub fn for_name(name: &Name, probe: &str, settings: &Settings) -> Target {
+        if !(probe.starts_with("profile:") || probe.is_empty()) {
+            return Target::new(IpAddr::from([0, 0, 0, 0]), probe, settings);
+        }
+        let host = name.to_ascii();
+        let host = host.trim_end_matches('.');
+        let kind = settings.kind;
+        let port = settings.port.unwrap_or(match kind {
+            Kind::Https => 443,
+            _ => 80,
+        });
+        let url = match kind {
+            Kind::Tcp => format!("tcp://{host}:{port}"),
+            _ => format!("{}://{host}:{port}{}", kind.as_str(), settings.path),
+        };
+        Target {
+            kind,
+            url,
+            settings: settings.clone(),
+        }
+    }
+}
+
 /// One endpoint that a target's result is written to.
 #[derive(Debug, Clone)]
 pub struct ProbedEndpoint {
     /// Service name without the final dot.
     pub service: String,
     pub address: IpAddr,
+    /// The endpoint as metrics name it: its address, or its `target` name.
+    pub label: String,
     pub state: Arc<EndpointState>,
 }
 
@@ -372,13 +403,16 @@ fn desired(snap: &Snapshot) -> HashMap<Target, Vec<ProbedEndpoint>> {
             if e.probe.is_empty() {
                 continue;
             }
-            want.entry(Target::new(e.addr, &e.probe, &settings))
-                .or_default()
-                .push(ProbedEndpoint {
-                    service: name.to_string(),
-                    address: e.addr,
-                    state: e.state.clone(),
-                });
+            let target = match &e.target {
+                Some(t) => Target::for_name(t, &e.probe, &settings),
+                None => Target::new(e.addr, &e.probe, &settings),
+            };
+            want.entry(target).or_default().push(ProbedEndpoint {
+                service: name.to_string(),
+                address: e.addr,
+                label: e.label(),
+                state: e.state.clone(),
+            });
         }
     }
     want
@@ -624,9 +658,9 @@ impl PlainProbe {
 
     async fn run(&self) -> Outcome {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut sock = match tokio::net::TcpStream::connect(self.dest.as_str()).await {
+        let mut sock = match connect(&self.dest).await {
             Ok(s) => s,
-            Err(e) => return io_failure(&e),
+            Err(o) => return o,
         };
         let _ = sock.set_nodelay(true);
         if let Err(e) = sock.write_all(&self.request).await {
@@ -763,6 +797,35 @@ fn io_failure(e: &std::io::Error) -> Outcome {
     }
 }
 
+/// Connects to `host:port`. A name is looked up through the system resolver first, at every
+/// probe (the addresses of a load balancer change), so that a name that does not resolve is
+/// reported as such rather than as a connect error.
+async fn connect(dest: &str) -> Result<tokio::net::TcpStream, Outcome> {
+    if dest.parse::<SocketAddr>().is_ok() {
+        return tokio::net::TcpStream::connect(dest)
+            .await
+            .map_err(|e| io_failure(&e));
+    }
+    let host = dest.rsplit_once(':').map_or(dest, |(h, _)| h);
+    let addrs: Vec<SocketAddr> = match tokio::net::lookup_host(dest).await {
+        Ok(a) => a.collect(),
+        Err(e) => {
+            return Err(Outcome::fail(
+                "resolve",
+                format!("cannot resolve {host}: {e}"),
+            ))
+        }
+    };
+    let mut last = Outcome::fail("resolve", format!("cannot resolve {host}: no addresses"));
+    for a in addrs {
+        match tokio::net::TcpStream::connect(a).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = io_failure(&e),
+        }
+    }
+    Err(last)
+}
+
 impl Probe {
     fn new(t: &Target, tls: Option<&TlsConfigs>) -> Result<Probe, String> {
         let s = &t.settings;
@@ -837,15 +900,9 @@ impl Probe {
     async fn run(&self) -> Outcome {
         match self {
             Probe::Plain(p) => p.run().await,
-            Probe::Tcp { dest } => match tokio::net::TcpStream::connect(dest.as_str()).await {
+            Probe::Tcp { dest } => match connect(dest).await {
                 Ok(_) => Outcome::ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    Outcome::fail("refused", "refused")
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    Outcome::fail("timeout", "timeout")
-                }
-                Err(e) => Outcome::fail("connect", format!("connect error: {e}")),
+                Err(o) => o,
             },
             Probe::Http(h) => {
                 let HttpProbe {

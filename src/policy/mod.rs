@@ -74,7 +74,12 @@ pub struct Region {
 
 #[derive(Debug)]
 pub struct Endpoint {
+    /// The answered address; for a `target` endpoint a stand-in that is never answered (an
+    /// address of the RFC 6666 discard prefix 100::/64 derived from the name), so that health
+    /// state, metrics and hashing keep one key type.
     pub addr: IpAddr,
+    /// `target`: the name answered as a CNAME (fully qualified, lower case).
+    pub target: Option<Name>,
     /// Index into the snapshot's regions.
     pub region: Option<usize>,
     pub weight: f64,
@@ -82,6 +87,26 @@ pub struct Endpoint {
     /// Probe target (the `check` URL, or derived from the profile).
     pub probe: String,
     pub state: Arc<EndpointState>,
+}
+
+impl Endpoint {
+    /// How the endpoint is named to people (metrics labels, status): its target or address.
+    pub fn label(&self) -> String {
+        match &self.target {
+            Some(t) => t.to_ascii().trim_end_matches('.').to_string(),
+            None => self.addr.to_string(),
+        }
+    }
+
+    /// The stand-in address of a `target` endpoint (see [`Endpoint::addr`]): stable across
+    /// restarts and sites, so that `hash` keeps each client on its target.
+    pub fn target_addr(target: &Name) -> IpAddr {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325; // FNV-1a
+        for b in target.to_ascii().to_ascii_lowercase().bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        IpAddr::V6(std::net::Ipv6Addr::from((0x0100u128 << 112) | h as u128))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +129,8 @@ pub struct Service {
     pub when_all_down: WhenAllDown,
     pub health: Option<String>,
     pub endpoints: Vec<Endpoint>,
+    /// Endpoints are `target`s: every query type at the name is answered with a CNAME.
+    pub targets: bool,
     /// Answer counters per endpoint, for metrics.
     pub stats: crate::metrics::ServiceStats,
     rr_next: AtomicUsize,
@@ -129,6 +156,7 @@ impl Service {
             max_answers,
             when_all_down,
             health,
+            targets: endpoints.first().is_some_and(|e| e.target.is_some()),
             endpoints,
             stats,
             rr_next: AtomicUsize::new(0),
@@ -152,13 +180,15 @@ impl Service {
 pub enum Family {
     V4,
     V6,
+    /// Every endpoint: the query is answered with a name (`target` endpoints), whatever its type.
+    Any,
 }
 
 impl Family {
     pub fn matches(self, ip: &IpAddr) -> bool {
         matches!(
             (self, ip),
-            (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_))
+            (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_)) | (Family::Any, _)
         )
     }
 }
