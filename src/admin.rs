@@ -359,6 +359,7 @@ async fn status(State(st): State<St>) -> Json<Value> {
         "zones": zones,
         "services": services,
         "anycast": crate::anycast::current().map(|a| a.status_json()),
+        "secondary": crate::secondary::status(),
         "drains": snap.health.drains.rules(),
     }))
 }

@@ -332,6 +332,8 @@ fn serve(path: &Path) -> i32 {
                 },
             )
         };
+        // [[secondary]]: refresh tasks on the main runtime (transfers are I/O, not CPU).
+        let secondaries = crate::secondary::start(reloader.clone());
         tracing::info!(zones, generation, config = %config_path.display(), "serving");
         wait_for_signals(&reloader).await;
         if let Some(a) = &anycast {
@@ -339,6 +341,7 @@ fn serve(path: &Path) -> i32 {
             a.shutdown().await;
         }
         tracing::info!("shutting down");
+        secondaries.shutdown();
         prober.shutdown();
         prober_rt.shutdown_background();
         // DNS and admin stop side by side; each bounds its own wait (about 1.5 s) so that the

@@ -82,6 +82,9 @@ pub struct Config {
     /// `[anycast]`: schema and checks in [`crate::anycast::config`].
     pub anycast: Option<crate::anycast::config::AnycastConfig>,
     pub rrl: Option<Spanned<RrlConfig>>,
+    /// `[[secondary]]`: zones transferred from a primary ([`crate::secondary`]).
+    #[serde(default)]
+    pub secondary: Vec<Spanned<crate::secondary::SecondaryConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1006,6 +1009,7 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
     if let Some(a) = &c.anycast {
         lc.anycast = crate::anycast::config::check(a, &path, &at, out);
     }
+    crate::secondary::check(&c.secondary, &at, out);
 
     let mut seen_services = std::collections::HashSet::new();
     for (i, svc) in c.service.iter().enumerate() {

@@ -149,6 +149,18 @@ fn respond<'s>(
         _ => (src.ip(), AddrSource::SourceIp),
     };
 
+    if req.metadata.op_code == OpCode::Notify {
+        // RFC 1996: from a listed primary of a secondary zone, wake its refresh; else REFUSED.
+        let ok = matches!(&req.queries[..], [q] if q.query_type() == RecordType::SOA
+            && crate::secondary::notify(&snap.config, q.name(), src.ip()));
+        resp.metadata.authoritative = ok;
+        resp.metadata.response_code = if ok {
+            ResponseCode::NoError
+        } else {
+            ResponseCode::Refused
+        };
+        return done(resp, limit, false);
+    }
     if req.metadata.op_code != OpCode::Query {
         resp.metadata.response_code = ResponseCode::NotImp;
         extended_error(&mut resp, EDE_NOT_SUPPORTED);

@@ -19,6 +19,7 @@
 //! | [`explain`] | `meridian explain`: an answer and the decision behind it |
 //! | [`metrics`] | Prometheus counters (lock-free on the query path) and their exposition |
 //! | [`rrl`] | response rate limiting of UDP responses: a fixed table of atomic token buckets |
+//! | [`secondary`] | zones from a primary: AXFR/IXFR in, NOTIFY, TSIG, the copy in `state_dir` |
 //! | [`reload`] | SIGHUP / API reloads: rebuild off the query path, swap, record the result |
 //! | [`admin`] | the admin HTTP API: status, metrics, drain, reload |
 //! | [`anycast`] | BGP announce/withdraw of the site's prefixes by self-check (BIRD, ExaBGP) |
@@ -40,6 +41,7 @@ pub mod metrics;
 pub mod policy;
 pub mod reload;
 pub mod rrl;
+pub mod secondary;
 pub mod server;
 pub mod snapshot;
 pub mod zone;

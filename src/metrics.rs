@@ -455,6 +455,59 @@ impl Collector for SnapshotCollector {
             )],
         )?;
 
+        // [[secondary]] zones: serial, transfers, failures (crate::secondary).
+        let sec = crate::secondary::status();
+        family(
+            &mut enc,
+            "meridian_secondary_serial",
+            "SOA serial of the copy served of each secondary zone.",
+            MetricType::Gauge,
+            sec.iter().filter_map(|z| {
+                Some((
+                    vec![("zone", z.zone.as_str())],
+                    ConstGauge::new(z.serial? as i64),
+                ))
+            }),
+        )?;
+        family(
+            &mut enc,
+            "meridian_secondary_last_transfer_timestamp_seconds",
+            "Unix time of the last transfer that brought a new copy of each secondary zone.",
+            MetricType::Gauge,
+            sec.iter().filter_map(|z| {
+                Some((
+                    vec![("zone", z.zone.as_str())],
+                    ConstGauge::new(z.last_transfer?),
+                ))
+            }),
+        )?;
+        for (name, help, get) in [
+            (
+                "meridian_secondary_transfers",
+                "Transfers that brought a new copy, by secondary zone.",
+                (|z: &crate::secondary::ZoneStatus| z.transfers) as fn(&_) -> u64,
+            ),
+            (
+                "meridian_secondary_failures",
+                "Failed refreshes (the last good copy kept serving), by secondary zone.",
+                |z| z.failures,
+            ),
+            (
+                "meridian_secondary_notifies",
+                "NOTIFY messages accepted from a primary, by secondary zone.",
+                |z| z.notifies,
+            ),
+        ] {
+            family(
+                &mut enc,
+                name,
+                help,
+                MetricType::Counter,
+                sec.iter()
+                    .map(|z| (vec![("zone", z.zone.as_str())], ConstCounter::new(get(z)))),
+            )?;
+        }
+
         // DNS queries.
         let mut zones: Vec<&ZoneStats> = snap.zones.zones.values().map(|z| &*z.stats).collect();
         zones.sort_by(|a, b| a.label.cmp(&b.label));

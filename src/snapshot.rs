@@ -141,7 +141,8 @@ impl Snapshot {
         config: LoadedConfig,
         health: Arc<HealthRegistry>,
     ) -> Result<Snapshot, Problems> {
-        let zones = ZoneSet::load_dir_checked(&config.zones_dir);
+        let mut zones = ZoneSet::load_dir_checked(&config.zones_dir);
+        crate::secondary::add_copies(&config, &mut zones);
         let mut problems = zones.problems;
         check_services(&config, &zones.zones, &zones.unbuilt, &mut problems);
         let db = open_geo_db(&config, &mut problems);
@@ -234,10 +235,13 @@ pub struct Checked {
 pub fn check(config_path: &Path) -> Checked {
     let examined = config::examine(config_path);
     let mut problems = examined.problems.clone();
-    let zones = match &examined.zones_dir {
+    let mut zones = match &examined.zones_dir {
         Some(dir) => ZoneSet::load_dir_checked(dir),
         None => crate::zone::DirLoad::default(),
     };
+    if let Some(config) = &examined.config {
+        crate::secondary::add_copies(config, &mut zones);
+    }
     problems.extend(zones.problems);
     let mut geo_dbs = Vec::new();
     if let Some(config) = &examined.config {
