@@ -397,3 +397,106 @@ fn a_wrong_tsig_key_is_refused_and_nothing_is_served() {
         .join("state/secondary/other.example.zone")
         .exists());
 }
+
+/// A primary that answers every transfer with `reply(query)` and closes.
+fn fake_primary(reply: fn(&[u8]) -> Vec<u8>) -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            use std::io::{Read, Write};
+            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut len = [0u8; 2];
+            if c.read_exact(&mut len).is_err() {
+                continue;
+            }
+            let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+            if c.read_exact(&mut q).is_err() {
+                continue;
+            }
+            let body = reply(&q);
+            let mut out = (body.len() as u16).to_be_bytes().to_vec();
+            out.extend_from_slice(&body);
+            let _ = c.write_all(&out);
+        }
+    });
+    addr
+}
+
+#[test]
+fn malformed_transfers_keep_the_copy_from_state_dir() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let state = work.path().join("state");
+    std::fs::create_dir_all(state.join("secondary")).expect("mkdir");
+    std::fs::write(
+        state.join("secondary/bad.example.zone"),
+        zone_text(5, "www-static A 192.0.2.5\n").replace("example.net", "bad.example"),
+    )
+    .expect("copy");
+    let replies: [fn(&[u8]) -> Vec<u8>; 4] = [
+        // Garbage.
+        |_| vec![0xff; 7],
+        // A header echoing the ID, claiming 3 answers it does not have.
+        |q| {
+            let mut m = q[..12].to_vec();
+            m[2] = 0x84;
+            m[6..8].copy_from_slice(&3u16.to_be_bytes());
+            m
+        },
+        // A well-formed answer that does not start with the SOA.
+        |q| {
+            let mut m = Message::from_vec(q).expect("query");
+            m.metadata.message_type = MessageType::Response;
+            m.authorities.clear();
+            m.answers.push(hickory_proto::rr::Record::from_rdata(
+                Name::from_ascii("x.bad.example.").expect("name"),
+                60,
+                RData::A("192.0.2.1".parse().expect("ip")),
+            ));
+            m.to_vec().expect("encode")
+        },
+        // An answer with a record outside the zone after the SOA, and no end.
+        |q| {
+            let mut m = Message::from_vec(q).expect("query");
+            m.metadata.message_type = MessageType::Response;
+            let soa = m.authorities.pop();
+            m.answers.extend(soa);
+            m.answers.push(hickory_proto::rr::Record::from_rdata(
+                Name::from_ascii("evil.example.org.").expect("name"),
+                60,
+                RData::A("192.0.2.1".parse().expect("ip")),
+            ));
+            m.to_vec().expect("encode")
+        },
+    ];
+    let primaries: Vec<String> = replies
+        .iter()
+        .map(|r| format!("\"{}\"", fake_primary(*r)))
+        .collect();
+    let s = TestServer::start_with(
+        &[],
+        &format!("state_dir = \"{}\"\n", state.display()),
+        &format!(
+            "[[secondary]]\nzone = \"bad.example\"\nprimaries = [{}]\n",
+            primaries.join(", ")
+        ),
+    );
+    // Served from the copy before any transfer.
+    assert_eq!(serial_at(s.addr, "bad.example."), Some(5));
+    let before = status("bad.example.").failures;
+    let reloader = meridian::reload::Reloader::new(s.shared.clone(), s.config_path());
+    let _tasks = s.block_on(async { meridian::secondary::start(reloader) });
+    wait(Duration::from_secs(5), "failed refresh", || {
+        status("bad.example.").failures > before
+    });
+    let e = status("bad.example.").last_error.unwrap_or_default();
+    println!("last error after four bad primaries: {e}");
+    assert_eq!(serial_at(s.addr, "bad.example."), Some(5));
+    let m = s.udp(&query("www-static.bad.example.", RecordType::A));
+    assert_eq!(m.answers.len(), 1, "{m}");
+    let text = std::fs::read_to_string(state.join("secondary/bad.example.zone")).expect("copy");
+    assert!(
+        text.contains(" 5 3600 600"),
+        "the copy is untouched: {text}"
+    );
+}
