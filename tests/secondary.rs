@@ -399,7 +399,10 @@ fn a_wrong_tsig_key_is_refused_and_nothing_is_served() {
 }
 
 /// A primary that answers every transfer with `reply(query)` and closes.
-fn fake_primary(reply: fn(&[u8]) -> Vec<u8>) -> SocketAddr {
+/// What a fake primary answers to a transfer query.
+type Reply = fn(&[u8]) -> Vec<u8>;
+
+fn fake_primary(reply: Reply) -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
     std::thread::spawn(move || {
@@ -433,7 +436,7 @@ fn malformed_transfers_keep_the_copy_from_state_dir() {
         zone_text(5, "www-static A 192.0.2.5\n").replace("example.net", "bad.example"),
     )
     .expect("copy");
-    let replies: [fn(&[u8]) -> Vec<u8>; 4] = [
+    let replies: [Reply; 4] = [
         // Garbage.
         |_| vec![0xff; 7],
         // A header echoing the ID, claiming 3 answers it does not have.
