@@ -149,8 +149,9 @@ fn respond<'s>(
         _ => (src.ip(), AddrSource::SourceIp),
     };
 
-    if req.metadata.op_code == OpCode::Notify {
+    if req.metadata.op_code == OpCode::Notify && !snap.config.config.secondary.is_empty() {
         // RFC 1996: from a listed primary of a secondary zone, wake its refresh; else REFUSED.
+        // A server with no secondary zones keeps answering NOTIFY with NOTIMP, as before.
         let ok = matches!(&req.queries[..], [q] if q.query_type() == RecordType::SOA
             && crate::secondary::notify(&snap.config, q.name(), src.ip()));
         resp.metadata.authoritative = ok;
