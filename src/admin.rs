@@ -485,14 +485,30 @@ fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained: bool)
             "name an \"endpoint\" (an address) or a \"region\"",
         );
     }
-    let endpoint: Option<IpAddr> = match target.endpoint.as_deref().map(|e| e.trim().parse()) {
+    // A `target` endpoint is named by its target; drains key it by its stand-in address,
+    // which is derived from the name and so stays the same across restarts.
+    let by_target = |e: &str| {
+        hickory_proto::rr::Name::from_ascii(e.trim())
+            .ok()
+            .filter(|_| e.trim().contains(|c: char| c.is_ascii_alphabetic()))
+            .map(|mut n| {
+                n.set_fqdn(true);
+                crate::policy::Endpoint::target_addr(&n.to_lowercase())
+            })
+            .ok_or(())
+    };
+    let endpoint: Option<IpAddr> = match target
+        .endpoint
+        .as_deref()
+        .map(|e| e.trim().parse().or_else(|_| by_target(e)))
+    {
         None => None,
         Some(Ok(a)) => Some(a),
         Some(Err(_)) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 format!(
-                    "endpoint `{}` is not an IP address",
+                    "endpoint `{}` is not an IP address or a target name",
                     target.endpoint.as_deref().unwrap_or_default()
                 ),
             )

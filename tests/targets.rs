@@ -404,3 +404,69 @@ endpoints = [ { target = "lb.example.net" } ]
     );
     assert!(ok.is_empty(), "{ok:#?}");
 }
+
+fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("admin");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer t0ken\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, out)
+}
+
+#[test]
+fn a_target_is_drained_by_its_name() {
+    let s = TestServer::start(
+        &[("example.com.zone", ZONE)],
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+token = "t0ken"
+[[service]]
+name = "app.example.com"
+policy = "failover"
+ttl = 60
+ttl_degraded = 9
+endpoints = [
+  { target = "lb-a.example.net", priority = 1 },
+  { target = "lb-b.example.net", priority = 2 },
+]
+"#,
+    );
+    let reloader = meridian::reload::Reloader::new(s.shared.clone(), s.config_path());
+    let state = meridian::admin::AdminState::from_config(reloader).expect("admin");
+    let admin = s
+        .block_on(meridian::admin::start(state))
+        .expect("admin starts");
+    assert_eq!(
+        cnames(&s, "app.example.com.", RecordType::A),
+        vec![(name("app.example.com."), name("lb-a.example.net."), 60)]
+    );
+    let (code, body) = post(
+        admin.addr,
+        "/api/v1/drain",
+        r#"{"service": "app.example.com", "endpoint": "lb-a.example.net"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        cnames(&s, "app.example.com.", RecordType::A),
+        vec![(name("app.example.com."), name("lb-b.example.net."), 9)],
+        "drained: the backup answers, with ttl_degraded"
+    );
+    let (code, body) = post(
+        admin.addr,
+        "/api/v1/drain",
+        r#"{"service": "app.example.com", "endpoint": "not a name!"}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+}

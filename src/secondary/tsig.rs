@@ -363,3 +363,24 @@ mod tests {
         assert!(find_tsig(&msg[..msg.len() - 3]).is_none());
     }
 }
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn hickory_parses_a_signed_message() {
+        use hickory_proto::op::{Message, MessageType, OpCode, Query};
+        use hickory_proto::rr::{Name, RecordType};
+        let key = Key::new("k.", "hmac-sha256", "c2VjcmV0c2VjcmV0c2VjcmV0").expect("key");
+        let mut m = Message::new(7, MessageType::Query, OpCode::Notify);
+        m.add_query(Query::query(
+            Name::from_ascii("example.net.").expect("n"),
+            RecordType::SOA,
+        ));
+        let mut wire = m.to_vec().expect("enc");
+        key.sign(&mut wire, 1000);
+        let parsed = Message::from_vec(&wire);
+        assert!(parsed.is_ok(), "{parsed:?}");
+    }
+}
