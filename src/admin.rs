@@ -486,15 +486,19 @@ fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained: bool)
         );
     }
     // A `target` endpoint is named by its target; drains key it by its stand-in address,
-    // which is derived from the name and so stays the same across restarts.
+    // which is derived from the name and so stays the same across restarts. Only names that
+    // are targets of the current config count: anything else is not an endpoint.
+    let snap = st.reloader.shared().load();
     let by_target = |e: &str| {
-        hickory_proto::rr::Name::from_ascii(e.trim())
-            .ok()
-            .filter(|_| e.trim().contains(|c: char| c.is_ascii_alphabetic()))
-            .map(|mut n| {
-                n.set_fqdn(true);
-                crate::policy::Endpoint::target_addr(&n.to_lowercase())
-            })
+        let mut n = hickory_proto::rr::Name::from_ascii(e.trim()).map_err(|_| ())?;
+        n.set_fqdn(true);
+        let n = n.to_lowercase();
+        let known = snap
+            .services
+            .iter()
+            .any(|s| s.endpoints.iter().any(|x| x.target.as_ref() == Some(&n)));
+        known
+            .then(|| crate::policy::Endpoint::target_addr(&n))
             .ok_or(())
     };
     let endpoint: Option<IpAddr> = match target
