@@ -546,7 +546,7 @@ fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained: bool)
             }
             matched.push(json!({
                 "service": name,
-                "endpoint": e.addr.to_string(),
+                "endpoint": e.label(),
                 "region": e.region.and_then(|r| snap.regions.get(r)).map(|r| &r.name),
             }));
         }
