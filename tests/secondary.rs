@@ -502,3 +502,21 @@ fn malformed_transfers_keep_the_copy_from_state_dir() {
         "the copy is untouched: {text}"
     );
 }
+
+#[test]
+fn a_secondary_added_by_a_reload_starts_refreshing() {
+    let s = TestServer::start_with(&[], "", "");
+    let reloader = meridian::reload::Reloader::new(s.shared.clone(), s.config_path());
+    let _tasks = s.block_on(async { meridian::secondary::start(reloader.clone()) });
+    let primary = fake_primary(|_| vec![0; 3]);
+    let text = std::fs::read_to_string(s.config_path()).expect("config");
+    std::fs::write(
+        s.config_path(),
+        format!("{text}\n[[secondary]]\nzone = \"late.example\"\nprimaries = [\"{primary}\"]\n"),
+    )
+    .expect("config");
+    s.block_on(reloader.reload()).expect("reload");
+    wait(Duration::from_secs(5), "a refresh of the new zone", || {
+        status("late.example.").failures >= 1
+    });
+}

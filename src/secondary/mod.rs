@@ -286,24 +286,49 @@ impl Drop for SecondaryHandle {
     }
 }
 
-/// Starts one refresh task per `[[secondary]]` of the current config (inside a tokio runtime).
-/// A zone added by a reload is picked up at the next start; the tasks read the primaries and
-/// key from the snapshot at each refresh, so changes to those apply at once.
+/// Starts one refresh task per `[[secondary]]` (inside a tokio runtime), and a supervisor
+/// that starts tasks for zones a reload adds; a task ends by itself when a reload removes its
+/// zone. The tasks read the primaries and key from the snapshot at each refresh, so changes to
+/// those apply at once.
 pub fn start(reloader: Arc<Reloader>) -> SecondaryHandle {
-    let zones: Vec<Name> = reloader
-        .shared()
-        .load()
-        .config
-        .config
-        .secondary
-        .iter()
-        .filter_map(|s| zone_name(s.get_ref().zone.get_ref()))
-        .collect();
-    let tasks = zones
-        .into_iter()
-        .map(|z| tokio::spawn(run_zone(reloader.clone(), z)))
-        .collect();
-    SecondaryHandle { tasks }
+    let supervisor = tokio::spawn(async move {
+        let mut running: HashMap<Name, tokio::task::JoinHandle<()>> = HashMap::new();
+        // Aborting the supervisor (SecondaryHandle dropped) drops this and stops the zones.
+        let mut guard = AbortOnDrop(Vec::new());
+        loop {
+            let zones: Vec<Name> = reloader
+                .shared()
+                .load()
+                .config
+                .config
+                .secondary
+                .iter()
+                .filter_map(|s| zone_name(s.get_ref().zone.get_ref()))
+                .collect();
+            running.retain(|_, t| !t.is_finished());
+            for z in zones {
+                if !running.contains_key(&z) {
+                    running.insert(z.clone(), tokio::spawn(run_zone(reloader.clone(), z)));
+                }
+            }
+            guard.0 = running.values().map(|t| t.abort_handle()).collect();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    SecondaryHandle {
+        tasks: vec![supervisor],
+    }
+}
+
+/// Aborts the zone tasks when the supervisor is aborted in its sleep.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 struct Settings {
