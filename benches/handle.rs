@@ -114,6 +114,27 @@ fn bench(c: &mut Criterion) {
     c.bench_function("udp loop: one clock read", |b| {
         b.iter(std::time::Instant::now)
     });
+    // A service of `target` endpoints: one CNAME out of the zone, answered by the reference
+    // handler (the fast path falls back by design).
+    let lb = snapshot(
+        "\n[[service]]\nname = \"lb-cname.example.com\"\npolicy = \"weighted\"\nendpoints = [ { target = \"app-use1.elb.example.net.\" }, { target = \"app-euw1.elb.example.net.\" } ]\n",
+    );
+    let packet = query("lb-cname.example.com.", RecordType::A, None);
+    let mut out = Vec::with_capacity(1232);
+    assert_eq!(fast::answer(&lb, &packet, src, &mut out), Fast::Fallback);
+    assert!(handle(&lb, &packet, src, Transport::Udp).is_some());
+    c.bench_function("reference: target CNAME", |b| {
+        b.iter(|| handle(black_box(&lb), black_box(&packet), src, Transport::Udp))
+    });
+    c.bench_function("udp path (fast, then reference): target CNAME", |b| {
+        b.iter(|| {
+            if fast::answer(black_box(&lb), black_box(&packet), src, &mut out) == Fast::Fallback {
+                handle(&lb, &packet, src, Transport::Udp)
+            } else {
+                None
+            }
+        })
+    });
     // The GeoIP lookup alone, in the shipped country database and the MaxMind city test data.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let ip: IpAddr = "81.2.69.160".parse().expect("ip");

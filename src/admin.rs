@@ -339,7 +339,8 @@ async fn status(State(st): State<St>) -> Json<Value> {
                         })
                     });
                     json!({
-                        "address": e.addr.to_string(),
+                        "address": e.label(),
+                        "target": e.target.as_ref().map(|t| t.to_ascii()),
                         "region": e.region.and_then(|r| snap.regions.get(r)).map(|r| &r.name),
                         "weight": e.weight,
                         "priority": e.priority,
@@ -361,8 +362,10 @@ async fn status(State(st): State<St>) -> Json<Value> {
                 "when_all_down": match s.when_all_down {
                     WhenAllDown::ServeAll => "serve-all",
                     WhenAllDown::Empty => "empty",
+                    WhenAllDown::Servfail => "servfail",
                 },
                 "ttl": s.ttl,
+                "ttl_degraded": s.ttl_degraded,
                 "max_answers": s.max_answers,
                 "health": s.health,
                 "endpoints_up": s.endpoints.iter().filter(|e| e.state.up()).count(),
@@ -382,6 +385,7 @@ async fn status(State(st): State<St>) -> Json<Value> {
         "services": services,
         "anycast": crate::anycast::current().map(|a| a.status_json()),
         "fleet": crate::fleet::current().map(|f| f.status_json()),
+        "secondary": crate::secondary::status(),
         "drains": snap.health.drains.rules(),
     }))
 }
@@ -507,14 +511,34 @@ async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained:
             "name an \"endpoint\" (an address) or a \"region\"",
         );
     }
-    let endpoint: Option<IpAddr> = match target.endpoint.as_deref().map(|e| e.trim().parse()) {
+    // A `target` endpoint is named by its target; drains key it by its stand-in address,
+    // which is derived from the name and so stays the same across restarts. Only names that
+    // are targets of the current config count: anything else is not an endpoint.
+    let snap = st.reloader.shared().load();
+    let by_target = |e: &str| {
+        let mut n = hickory_proto::rr::Name::from_ascii(e.trim()).map_err(|_| ())?;
+        n.set_fqdn(true);
+        let n = n.to_lowercase();
+        let known = snap
+            .services
+            .iter()
+            .any(|s| s.endpoints.iter().any(|x| x.target.as_ref() == Some(&n)));
+        known
+            .then(|| crate::policy::Endpoint::target_addr(&n))
+            .ok_or(())
+    };
+    let endpoint: Option<IpAddr> = match target
+        .endpoint
+        .as_deref()
+        .map(|e| e.trim().parse().or_else(|_| by_target(e)))
+    {
         None => None,
         Some(Ok(a)) => Some(a),
         Some(Err(_)) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 format!(
-                    "endpoint `{}` is not an IP address",
+                    "endpoint `{}` is not an IP address or a target name",
                     target.endpoint.as_deref().unwrap_or_default()
                 ),
             )
@@ -548,7 +572,7 @@ async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained:
             }
             matched.push(json!({
                 "service": name,
-                "endpoint": e.addr.to_string(),
+                "endpoint": e.label(),
                 "region": e.region.and_then(|r| snap.regions.get(r)).map(|r| &r.name),
             }));
         }

@@ -367,6 +367,8 @@ fn serve(path: &Path) -> i32 {
             .fleet
             .clone()
             .and_then(|f| crate::fleet::start(shared.clone(), f));
+        // [[secondary]]: refresh tasks on the main runtime (transfers are I/O, not CPU).
+        let secondaries = crate::secondary::start(reloader.clone());
         tracing::info!(zones, generation, config = %config_path.display(), "serving");
         // systemd (Type=notify): ready only now that every listener is bound and the first
         // snapshot answers; the watchdog vouches for the listeners from here on.
@@ -392,6 +394,7 @@ fn serve(path: &Path) -> i32 {
         crate::systemd::stopping();
         // Listeners stop beating as they close; the manager no longer expects pings now.
         drop(watchdog);
+        secondaries.shutdown();
         prober.shutdown();
         prober_rt.shutdown_background();
         // DNS and admin stop side by side; each bounds its own wait (about 1.5 s) so that the

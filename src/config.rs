@@ -85,6 +85,9 @@ pub struct Config {
     pub rrl: Option<Spanned<RrlConfig>>,
     /// `[fleet]`: schema and checks in [`crate::fleet::config`].
     pub fleet: Option<Spanned<crate::fleet::config::FleetConfig>>,
+    /// `[[secondary]]`: zones transferred from a primary ([`crate::secondary`]).
+    #[serde(default)]
+    pub secondary: Vec<Spanned<crate::secondary::SecondaryConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -248,6 +251,8 @@ pub struct ServiceConfig {
     pub max_answers: Spanned<usize>,
     pub health: Option<Spanned<String>>,
     pub when_all_down: Option<Spanned<String>>,
+    /// TTL while the service answers around a failure (see [`crate::policy::Selection`]).
+    pub ttl_degraded: Option<u32>,
     pub endpoints: Spanned<Vec<Spanned<EndpointConfig>>>,
 }
 
@@ -262,7 +267,10 @@ fn default_max_answers() -> Spanned<usize> {
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     pub region: Option<Spanned<String>>,
-    pub address: Spanned<String>,
+    /// An endpoint is an `address` (answered as A/AAAA) or a `target` name (answered as a
+    /// CNAME to it: a regional load balancer known by name, such as an ALB).
+    pub address: Option<Spanned<String>>,
+    pub target: Option<Spanned<String>>,
     pub weight: Option<Spanned<f64>>,
     pub priority: Option<u32>,
     pub check: Option<Spanned<String>>,
@@ -1047,6 +1055,7 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
                 s
             });
     }
+    crate::secondary::check(&c.secondary, &at, out);
 
     let mut seen_services = std::collections::HashSet::new();
     for (i, svc) in c.service.iter().enumerate() {
@@ -1087,11 +1096,11 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
             }
         }
         if let Some(w) = &s.when_all_down {
-            if !["serve-all", "empty"].contains(&w.get_ref().as_str()) {
+            if !["serve-all", "empty", "servfail"].contains(&w.get_ref().as_str()) {
                 out.push(at(
                     w.span(),
                     format!(
-                        "{key}.when_all_down: `{}` is not one of serve-all, empty",
+                        "{key}.when_all_down: `{}` is not one of serve-all, empty, servfail",
                         w.get_ref()
                     ),
                 ));
@@ -1104,25 +1113,74 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
             ));
         }
         let mut seen = std::collections::HashSet::new();
+        let mut seen_targets = std::collections::HashSet::new();
+        // The kind of the first endpoint (true = target); a service answers one kind only.
+        let mut kind: Option<bool> = None;
         for (j, ep) in s.endpoints.get_ref().iter().enumerate() {
             let e = ep.get_ref();
             let ekey = format!("{key}.endpoints[{j}]");
-            match e.address.get_ref().parse::<IpAddr>() {
-                Ok(a) => {
-                    if !seen.insert(a) {
-                        out.push(at(
-                            e.address.span(),
-                            format!("{ekey}.address: `{a}` is listed twice"),
-                        ));
+            match (&e.address, &e.target) {
+                (Some(_), Some(t)) => out.push(at(
+                    t.span(),
+                    format!("{ekey}: an endpoint has either `address` or `target`, not both"),
+                )),
+                (None, None) => out.push(at(
+                    ep.span(),
+                    format!("{ekey}: an endpoint needs `address` or `target`"),
+                )),
+                (Some(a), None) | (None, Some(a)) => {
+                    let is_target = e.target.is_some();
+                    match kind {
+                        None => kind = Some(is_target),
+                        Some(k) if k != is_target => out.push(at(
+                            a.span(),
+                            format!(
+                                "{key}.endpoints: a service has `address` endpoints or `target` endpoints, not both (endpoint {j} is the first `{}`)",
+                                if is_target { "target" } else { "address" }
+                            ),
+                        )),
+                        Some(_) => {}
                     }
                 }
-                Err(_) => out.push(at(
-                    e.address.span(),
-                    format!(
-                        "{ekey}.address: `{}` is not an IPv4 or IPv6 address",
-                        e.address.get_ref()
-                    ),
-                )),
+            }
+            if let Some(t) = &e.target {
+                let name = t.get_ref();
+                let lower = name.trim_end_matches('.').to_ascii_lowercase();
+                if let Err(why) = check_target_name(name) {
+                    out.push(at(
+                        t.span(),
+                        format!("{ekey}.target: `{name}` is not a valid domain name: {why}"),
+                    ));
+                } else if lower == s.name.get_ref().trim_end_matches('.').to_ascii_lowercase() {
+                    out.push(at(
+                        t.span(),
+                        format!("{ekey}.target: `{name}` is the service's own name: the CNAME would point at itself (a loop)"),
+                    ));
+                } else if !seen_targets.insert(lower) {
+                    out.push(at(
+                        t.span(),
+                        format!("{ekey}.target: `{name}` is listed twice"),
+                    ));
+                }
+            }
+            if let Some(addr) = &e.address {
+                match addr.get_ref().parse::<IpAddr>() {
+                    Ok(a) => {
+                        if !seen.insert(a) {
+                            out.push(at(
+                                addr.span(),
+                                format!("{ekey}.address: `{a}` is listed twice"),
+                            ));
+                        }
+                    }
+                    Err(_) => out.push(at(
+                        addr.span(),
+                        format!(
+                            "{ekey}.address: `{}` is not an IPv4 or IPv6 address",
+                            addr.get_ref()
+                        ),
+                    )),
+                }
             }
             if let Some(r) = &e.region {
                 if !c.regions.contains_key(r.get_ref()) {
@@ -1160,6 +1218,36 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
             }
         }
     }
+}
+
+/// A `target` must be a host name that resolvers and the system resolver both accept:
+/// letters, digits, `-` and `_` in labels of 1 to 63 bytes, at most 253 bytes in all.
+fn check_target_name(name: &str) -> Result<(), String> {
+    let body = name.strip_suffix('.').unwrap_or(name);
+    if body.is_empty() {
+        return Err("it is empty".into());
+    }
+    if body.len() > 253 {
+        return Err("longer than 253 characters".into());
+    }
+    for label in body.split('.') {
+        if label.is_empty() {
+            return Err("it has an empty label".into());
+        }
+        if label.len() > 63 {
+            return Err(format!("label `{label}` is longer than 63 characters"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(format!("`{c}` is not allowed in a host name"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label `{label}` starts or ends with `-`"));
+        }
+    }
+    Ok(())
 }
 
 /// Checks `[rrl]` and fills in its defaults; `None` when a value is wrong (reported in `out`).

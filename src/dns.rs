@@ -160,6 +160,19 @@ fn respond<'s>(
         _ => (src.ip(), AddrSource::SourceIp),
     };
 
+    if req.metadata.op_code == OpCode::Notify && !snap.config.config.secondary.is_empty() {
+        // RFC 1996: from a listed primary of a secondary zone, wake its refresh; else REFUSED.
+        // A server with no secondary zones keeps answering NOTIFY with NOTIMP, as before.
+        let ok = matches!(&req.queries[..], [q] if q.query_type() == RecordType::SOA
+            && crate::secondary::notify(&snap.config, q.name(), src.ip()));
+        resp.metadata.authoritative = ok;
+        resp.metadata.response_code = if ok {
+            ResponseCode::NoError
+        } else {
+            ResponseCode::Refused
+        };
+        return done(resp, limit, false);
+    }
     if req.metadata.op_code != OpCode::Query {
         resp.metadata.response_code = ResponseCode::NotImp;
         extended_error(&mut resp, EDE_NOT_SUPPORTED);
@@ -282,6 +295,32 @@ fn answer<'s>(
                 return false;
             }
             Found::Node(node) | Found::Wildcard(node) => {
+                if let Some(svc) = node.service.as_ref().filter(|s| s.targets) {
+                    let target = target_cname(
+                        snap,
+                        svc,
+                        &owner,
+                        client,
+                        scope,
+                        resp,
+                        trace.as_deref_mut(),
+                        outcome,
+                    );
+                    // Chased as any in-zone CNAME (below), unless the CNAME itself was asked.
+                    match target {
+                        Some(t)
+                            if qtype != RecordType::CNAME
+                                && qtype != RecordType::ANY
+                                && zone.contains(&t)
+                                && !resp.answers.iter().any(|r| r.name == t) =>
+                        {
+                            owner = t;
+                            wire_lower(&owner, &mut wire, &mut starts);
+                            continue;
+                        }
+                        _ => return false,
+                    }
+                }
                 if let Some(svc) = &node.service {
                     balanced(
                         snap,
@@ -387,19 +426,81 @@ fn balanced<'s>(
         t.picks = sel.picks.clone();
         t.scope = sel.scope;
     }
+    if sel.servfail {
+        servfail(resp);
+        return;
+    }
     if sel.picks.is_empty() {
         negative_for(snap, owner, resp);
         return;
     }
+    let ttl = svc.answer_ttl(&sel);
     for &i in &sel.picks {
         let rdata = match svc.endpoints[i].addr {
             std::net::IpAddr::V4(a) => RData::A(a.into()),
             std::net::IpAddr::V6(a) => RData::AAAA(a.into()),
         };
         resp.answers
-            .push(Record::from_rdata(owner.clone(), svc.ttl, rdata));
+            .push(Record::from_rdata(owner.clone(), ttl, rdata));
     }
     outcome.picks = sel.picks;
+}
+
+/// Answers at a balanced name of `target` endpoints: one CNAME to the chosen target, for every
+/// query type. Returns the target, for the caller to chase inside the zone.
+#[allow(clippy::too_many_arguments)]
+fn target_cname<'s>(
+    snap: &Snapshot,
+    svc: &'s Service,
+    owner: &Name,
+    client: &mut Client<'_>,
+    scope: &mut u8,
+    resp: &mut Message,
+    mut trace: Option<&mut Trace>,
+    outcome: &mut QueryOutcome<'s>,
+) -> Option<Name> {
+    let sel = policy::select(
+        svc,
+        &snap.regions,
+        Family::Any,
+        client,
+        &|_, e| e.state.up(),
+        trace.as_deref_mut(),
+    );
+    *scope = (*scope).max(sel.scope);
+    outcome.service = Some(svc);
+    outcome.all_down = sel.all_down;
+    // One CNAME: `max_answers` does not apply (an alias has a single target).
+    let first = sel.picks.first().copied();
+    if let Some(t) = trace {
+        t.service = Some(svc.name.clone());
+        t.client = client.located().cloned();
+        t.picks = first.into_iter().collect();
+        t.scope = sel.scope;
+    }
+    if sel.servfail {
+        servfail(resp);
+        return None;
+    }
+    let Some(first) = first else {
+        negative_for(snap, owner, resp);
+        return None;
+    };
+    let target = svc.endpoints[first].target.clone()?;
+    outcome.picks = std::iter::once(first).collect();
+    resp.answers.push(Record::from_rdata(
+        owner.clone(),
+        svc.answer_ttl(&sel),
+        RData::CNAME(hickory_proto::rr::rdata::CNAME(target.clone())),
+    ));
+    Some(target)
+}
+
+/// `when_all_down = "servfail"` with every endpoint down: SERVFAIL, so that resolvers try the
+/// next nameserver of the zone (another provider's). Not authoritative: there is no data.
+fn servfail(resp: &mut Message) {
+    resp.metadata.response_code = ResponseCode::ServFail;
+    resp.metadata.authoritative = false;
 }
 
 fn negative_for(snap: &Snapshot, name: &Name, resp: &mut Message) {

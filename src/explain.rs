@@ -213,6 +213,7 @@ fn render(
                 match svc.when_all_down {
                     crate::policy::WhenAllDown::ServeAll => "serve-all",
                     crate::policy::WhenAllDown::Empty => "empty",
+                    crate::policy::WhenAllDown::Servfail => "servfail",
                 }
             ),
         );
@@ -235,6 +236,7 @@ fn render(
                     Some(distance_km(client_coords?, rl))
                 });
             let family_ok = match req.rtype {
+                _ if e.target.is_some() => true,
                 RecordType::AAAA => e.addr.is_ipv6(),
                 _ => e.addr.is_ipv4(),
             };
@@ -264,7 +266,7 @@ fn render(
             out.push_str(&format!(
                 "  {:<12} {:<28} {:>9} {:>7} {:>4} {:<9} {}\n",
                 region.as_deref().unwrap_or("-"),
-                e.addr.to_string(),
+                e.label(),
                 dist.filter(|d| d.is_finite())
                     .map_or("-".into(), |d| format!("{d:.0} km")),
                 format!("{}", e.weight),
@@ -273,7 +275,7 @@ fn render(
                 result
             ));
             candidates.push(json!({
-                "address": e.addr.to_string(),
+                "address": e.label(),
                 "region": region,
                 "distance_km": dist.filter(|d| d.is_finite()).map(|d| (d * 10.0).round() / 10.0),
                 "weight": e.weight,

@@ -2,7 +2,7 @@
 //! at most an OPT with ECS and a COOKIE, answered from an exact name, a balanced name, NODATA or NXDOMAIN —
 //! read and written straight from and to bytes, with rdata encoded once at zone load.
 //!
-//! Anything else (other opcodes, CNAMEs, wildcards, referrals, ANY, NSID, CHAOS, malformed or
+//! Anything else (other opcodes, CNAMEs — also those of `target` services —, wildcards, referrals, ANY, NSID, CHAOS, malformed or
 //! unusual packets, answers that need truncation) returns [`Fast::Fallback`] and goes through
 //! [`crate::dns::handle`], which is the reference: `tests/fast_path.rs` checks that both give
 //! the same answers. Parsing hickory `Message`s and building responses with them costs more
@@ -331,6 +331,11 @@ pub fn answer(snap: &Snapshot, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
         Found::Delegation(..) | Found::Wildcard(_) => return Fast::Fallback,
         Found::Node(node) => {
             if let Some(svc) = &node.service {
+                if svc.targets {
+                    // A CNAME to a target, chased inside the zone: the reference's, by
+                    // design (about 1 µs; docs/performance.md).
+                    return Fast::Fallback;
+                }
                 let family = match qtype {
                     RecordType::A => Family::V4,
                     RecordType::AAAA => Family::V6,
@@ -350,15 +355,21 @@ pub fn answer(snap: &Snapshot, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
                     None,
                 );
                 scope = prefix_in(client.addr, sel.scope);
+                if sel.servfail {
+                    // As dns::servfail: no data, not authoritative.
+                    rcode = ResponseCode::ServFail;
+                    out[2] &= !0x04;
+                }
+                let ttl = svc.answer_ttl(&sel);
                 for &i in &sel.picks {
                     let rdata: &[u8] = match &svc.endpoints[i].addr {
                         IpAddr::V4(a) => &a.octets(),
                         IpAddr::V6(a) => &a.octets(),
                     };
-                    put_rr(out, 12, q.qtype, svc.ttl, rdata);
+                    put_rr(out, 12, q.qtype, ttl, rdata);
                     answers += 1;
                 }
-                negative = sel.picks.is_empty();
+                negative = sel.picks.is_empty() && !sel.servfail;
                 outcome.service = Some(svc);
                 outcome.all_down = sel.all_down;
                 outcome.picks = sel.picks;

@@ -20,6 +20,7 @@
 //! | [`querylog`] | query logging: lines or dnstap, off the query path through a bounded queue |
 //! | [`metrics`] | Prometheus counters (lock-free on the query path) and their exposition |
 //! | [`rrl`] | response rate limiting of UDP responses: a fixed table of atomic token buckets |
+//! | [`secondary`] | zones from a primary: AXFR/IXFR in, NOTIFY, TSIG, the copy in `state_dir` |
 //! | [`reload`] | SIGHUP / API reloads: rebuild off the query path, swap, record the result |
 //! | [`admin`] | the admin HTTP API: status, metrics, drain, reload |
 //! | [`anycast`] | BGP announce/withdraw of the site's prefixes by self-check (BIRD, ExaBGP) |
@@ -52,6 +53,7 @@ pub mod policy;
 pub mod querylog;
 pub mod reload;
 pub mod rrl;
+pub mod secondary;
 pub mod server;
 pub mod snapshot;
 pub mod status_page;

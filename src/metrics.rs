@@ -222,6 +222,7 @@ pub struct ServiceStats {
     /// all anyway ("answering blind"), `empty` answered NODATA.
     all_down_served: Arc<AtomicU64>,
     all_down_empty: Arc<AtomicU64>,
+    all_down_servfail: Arc<AtomicU64>,
 }
 
 fn counter(key: String) -> Arc<AtomicU64> {
@@ -247,6 +248,7 @@ impl ServiceStats {
                 .collect(),
             all_down_served: counter(format!("all-down\0{svc}\0serve-all")),
             all_down_empty: counter(format!("all-down\0{svc}\0empty")),
+            all_down_servfail: counter(format!("all-down\0{svc}\0servfail")),
         }
     }
 }
@@ -285,7 +287,9 @@ pub fn record_query(o: &QueryOutcome<'_>, rcode: ResponseCode) {
             }
         }
         if o.all_down {
-            let c = if o.picks.is_empty() {
+            let c = if svc.when_all_down == WhenAllDown::Servfail {
+                &svc.stats.all_down_servfail
+            } else if o.picks.is_empty() {
                 &svc.stats.all_down_empty
             } else {
                 &svc.stats.all_down_served
@@ -353,7 +357,7 @@ pub fn observe_probe(ev: &crate::health::ProbeEvent<'_>) {
     for ep in ev.endpoints {
         record_probe(
             &ep.service,
-            &ep.address.to_string(),
+            &ep.label,
             ev.result.ok,
             ev.result.class,
             ev.result.duration,
@@ -368,9 +372,7 @@ pub fn retain_probes(snap: &Snapshot) {
         .iter()
         .flat_map(|s| {
             let svc = name_label(&s.name);
-            s.endpoints
-                .iter()
-                .map(move |e| (svc.clone(), e.addr.to_string()))
+            s.endpoints.iter().map(move |e| (svc.clone(), e.label()))
         })
         .collect();
     let mut m = probes().lock().unwrap_or_else(|e| e.into_inner());
@@ -469,6 +471,59 @@ impl Collector for SnapshotCollector {
             )],
         )?;
 
+        // [[secondary]] zones: serial, transfers, failures (crate::secondary).
+        let sec = crate::secondary::status();
+        family(
+            &mut enc,
+            "meridian_secondary_serial",
+            "SOA serial of the copy served of each secondary zone.",
+            MetricType::Gauge,
+            sec.iter().filter_map(|z| {
+                Some((
+                    vec![("zone", z.zone.as_str())],
+                    ConstGauge::new(z.serial? as i64),
+                ))
+            }),
+        )?;
+        family(
+            &mut enc,
+            "meridian_secondary_last_transfer_timestamp_seconds",
+            "Unix time of the last transfer that brought a new copy of each secondary zone.",
+            MetricType::Gauge,
+            sec.iter().filter_map(|z| {
+                Some((
+                    vec![("zone", z.zone.as_str())],
+                    ConstGauge::new(z.last_transfer?),
+                ))
+            }),
+        )?;
+        for (name, help, get) in [
+            (
+                "meridian_secondary_transfers",
+                "Transfers that brought a new copy, by secondary zone.",
+                (|z: &crate::secondary::ZoneStatus| z.transfers) as fn(&_) -> u64,
+            ),
+            (
+                "meridian_secondary_failures",
+                "Failed refreshes (the last good copy kept serving), by secondary zone.",
+                |z| z.failures,
+            ),
+            (
+                "meridian_secondary_notifies",
+                "NOTIFY messages accepted from a primary, by secondary zone.",
+                |z| z.notifies,
+            ),
+        ] {
+            family(
+                &mut enc,
+                name,
+                help,
+                MetricType::Counter,
+                sec.iter()
+                    .map(|z| (vec![("zone", z.zone.as_str())], ConstCounter::new(get(z)))),
+            )?;
+        }
+
         // DNS queries.
         let mut zones: Vec<&ZoneStats> = snap.zones.zones.values().map(|z| &*z.stats).collect();
         zones.sort_by(|a, b| a.label.cmp(&b.label));
@@ -525,7 +580,7 @@ impl Collector for SnapshotCollector {
                 }
                 eps.push(Ep {
                     svc: svc.clone(),
-                    addr: e.addr.to_string(),
+                    addr: e.label(),
                     region: e
                         .region
                         .and_then(|r| snap.regions.get(r))
@@ -580,12 +635,13 @@ impl Collector for SnapshotCollector {
             "meridian_answers_all_down",
             "Queries for a balanced name answered while every endpoint of the family was down: \
              when_all_down=serve-all answered them all anyway (answering blind), \
-             when_all_down=empty answered NODATA.",
+             when_all_down=empty answered NODATA, when_all_down=servfail answered SERVFAIL.",
             MetricType::Counter,
             svcs.iter().flat_map(|(l, s)| {
                 [
                     ("serve-all", &s.stats.all_down_served),
                     ("empty", &s.stats.all_down_empty),
+                    ("servfail", &s.stats.all_down_servfail),
                 ]
                 .into_iter()
                 .map(move |(mode, c)| {

@@ -141,7 +141,8 @@ impl Snapshot {
         config: LoadedConfig,
         health: Arc<HealthRegistry>,
     ) -> Result<Snapshot, Problems> {
-        let zones = ZoneSet::load_dir_checked(&config.zones_dir);
+        let mut zones = ZoneSet::load_dir_checked(&config.zones_dir);
+        crate::secondary::add_copies(&config, &mut zones);
         let mut problems = zones.problems;
         check_services(&config, &zones.zones, &zones.unbuilt, &mut problems);
         let db = open_geo_db(&config, &mut problems);
@@ -234,10 +235,13 @@ pub struct Checked {
 pub fn check(config_path: &Path) -> Checked {
     let examined = config::examine(config_path);
     let mut problems = examined.problems.clone();
-    let zones = match &examined.zones_dir {
+    let mut zones = match &examined.zones_dir {
         Some(dir) => ZoneSet::load_dir_checked(dir),
         None => crate::zone::DirLoad::default(),
     };
+    if let Some(config) = &examined.config {
+        crate::secondary::add_copies(config, &mut zones);
+    }
     problems.extend(zones.problems);
     let mut geo_dbs = Vec::new();
     if let Some(config) = &examined.config {
@@ -331,7 +335,19 @@ fn check_services(
                         zone.origin
                     )));
                 }
-                if let Some(node) = zone.node(&name) {
+                let targets = s
+                    .endpoints
+                    .get_ref()
+                    .iter()
+                    .any(|e| e.get_ref().target.is_some());
+                if let Some(node) = zone.node(&name).filter(|n| targets && !n.rrsets.is_empty()) {
+                    out.push(at(format!(
+                        "service[{i}].name: `{}` has records in {}; a service of `target` endpoints answers every type with a CNAME, which can have no other data at its name",
+                        s.name.get_ref(),
+                        zone.file.display()
+                    )));
+                    let _ = node;
+                } else if let Some(node) = zone.node(&name) {
                     if node.rrset(RecordType::CNAME).is_some() {
                         out.push(at(format!(
                             "service[{i}].name: `{}` is a CNAME in {}; a balanced name cannot also be an alias",
@@ -446,7 +462,19 @@ fn build_services(
                 .iter()
                 .filter_map(|e| {
                     let e = e.get_ref();
-                    let addr = e.address.get_ref().parse().ok()?;
+                    let target = match &e.target {
+                        Some(t) => {
+                            let mut n = Name::from_ascii(t.get_ref()).ok()?;
+                            n.set_fqdn(true);
+                            Some(n.to_lowercase())
+                        }
+                        None => None,
+                    };
+                    let addr = match (&target, &e.address) {
+                        (Some(t), _) => Endpoint::target_addr(t),
+                        (None, Some(a)) => a.get_ref().parse().ok()?,
+                        (None, None) => return None,
+                    };
                     let probe = match (&e.check, &profile) {
                         (Some(url), _) => url.get_ref().clone(),
                         (None, Some(p)) => format!("profile:{p}"),
@@ -462,6 +490,7 @@ fn build_services(
                     );
                     Some(Endpoint {
                         addr,
+                        target,
                         region: e
                             .region
                             .as_ref()
@@ -473,18 +502,21 @@ fn build_services(
                     })
                 })
                 .collect();
-            Some(Arc::new(Service::new(
+            let mut service = Service::new(
                 name,
                 PolicyKind::parse(s.policy.get_ref())?,
                 s.ttl,
                 *s.max_answers.get_ref(),
                 match s.when_all_down.as_ref().map(|w| w.get_ref().as_str()) {
                     Some("empty") => WhenAllDown::Empty,
+                    Some("servfail") => WhenAllDown::Servfail,
                     _ => WhenAllDown::ServeAll,
                 },
                 profile,
                 endpoints,
-            )))
+            );
+            service.ttl_degraded = s.ttl_degraded.unwrap_or(s.ttl);
+            Some(Arc::new(service))
         })
         .collect()
 }

@@ -64,10 +64,25 @@ fn snapshot() -> (tempfile::TempDir, Snapshot) {
 [[service]]\nname = \"hash.fast.test\"\npolicy = \"hash\"\nmax_answers = 2\nendpoints = [
   {{ address = \"192.0.2.11\" }}, {{ address = \"192.0.2.12\" }}, {{ address = \"192.0.2.13\" }} ]
 [[service]]\nname = \"v4only.fast.test\"\npolicy = \"failover\"\nendpoints = [ {{ address = \"192.0.2.21\" }} ]
+[[service]]\nname = \"degraded.fast.test\"\npolicy = \"failover\"\nttl = 300\nttl_degraded = 5\nendpoints = [
+  {{ address = \"192.0.2.31\" }}, {{ address = \"192.0.2.32\", priority = 2 }}, {{ address = \"2001:db8::31\" }} ]
+[[service]]\nname = \"cname.fast.test\"\npolicy = \"geo\"\nendpoints = [
+  {{ region = \"us\", target = \"lb-us.example.net\" }}, {{ region = \"eu\", target = \"mail.fast.test\" }} ]
+[[service]]\nname = \"servfail.fast.test\"\npolicy = \"round-robin\"\nwhen_all_down = \"servfail\"\nendpoints = [
+  {{ address = \"192.0.2.41\" }}, {{ address = \"2001:db8::41\" }} ]
 "
     );
     std::fs::write(dir.path().join("m.toml"), cfg).expect("config");
     let snap = Snapshot::load(&dir.path().join("m.toml")).unwrap_or_else(|p| panic!("{p}"));
+    // Answers around a failure: the preferred endpoint of `degraded` is down (ttl_degraded),
+    // and every endpoint of `servfail` is (SERVFAIL).
+    for svc in &snap.services {
+        for e in &svc.endpoints {
+            if ["192.0.2.31", "192.0.2.41", "2001:db8::41"].contains(&e.addr.to_string().as_str()) {
+                e.state.set_healthy(false);
+            }
+        }
+    }
     (dir, snap)
 }
 
@@ -178,6 +193,9 @@ fn fast_path_matches_the_reference_handler() {
         "GEO.fast.test.",
         "hash.fast.test.",
         "v4only.fast.test.",
+        "degraded.fast.test.",
+        "servfail.fast.test.",
+        "SERVFAIL.fast.test.",
         "big.fast.test.",
         "child.fast.test.",
         "CHILD.fast.test.",
@@ -216,6 +234,8 @@ fn fast_path_matches_the_reference_handler() {
             "hash.fast.test.",
             "mail.fast.test.",
             "nope.fast.test.",
+            "degraded.fast.test.",
+            "servfail.fast.test.",
         ] {
             for t in [RecordType::A, RecordType::AAAA] {
                 cases.push(packet(name, t, Some((1232, false)), Some((ip, prefix))));
@@ -246,6 +266,25 @@ fn fast_path_matches_the_reference_handler() {
             );
         }
     }
+    for (name, t, rcode, ttl) in [
+        ("degraded.fast.test.", RecordType::A, 0u8, Some(5u32)),
+        ("degraded.fast.test.", RecordType::AAAA, 0, Some(300)),
+        ("servfail.fast.test.", RecordType::A, 2, None),
+    ] {
+        let p = packet(name, t, Some((1232, false)), None);
+        assert_eq!(
+            fast::answer(&snap, &p, src, &mut out),
+            Fast::Answered,
+            "{name} {t}"
+        );
+        let m = Message::from_vec(&out).expect("decodes");
+        assert_eq!(
+            u16::from(m.metadata.response_code),
+            u16::from(rcode),
+            "{name} {t}: {m}"
+        );
+        assert_eq!(m.answers.first().map(|r| r.ttl), ttl, "{name} {t}: {m}");
+    }
     assert!(
         answered * 10 >= cases.len() * 7,
         "fast path took only {answered} of {}",
@@ -269,6 +308,13 @@ fn fast_path_leaves_the_special_cases_to_the_reference() {
         packet("example.org.", RecordType::A, None, None), // REFUSED
         packet("big.fast.test.", RecordType::TXT, None, None), // needs truncation at 512
         packet("geo.fast.test.", RecordType::TXT, None, None), // other type at a balanced name
+        packet("cname.fast.test.", RecordType::A, None, None), // target: CNAME, chased
+        packet(
+            "cname.fast.test.",
+            RecordType::AAAA,
+            Some((1232, false)),
+            None,
+        ),
     ];
     for p in &fallback {
         assert_eq!(

@@ -645,7 +645,7 @@ fn unknown_opcodes_get_notimp() {
             assert!(r.answers.is_empty() && r.authorities.is_empty(), "{t} {op}");
         }
     }
-    // NOTIFY (4) is not implemented either: this server has no secondaries to notify it.
+    // NOTIFY (4) is not implemented either without [[secondary]] zones (tests/secondary.rs).
     let mut m = Message::new(4712, MessageType::Query, OpCode::Notify);
     m.add_query(Query::query(name("example.com."), RecordType::SOA));
     assert_eq!(s.udp(&m).metadata.response_code, ResponseCode::NotImp);

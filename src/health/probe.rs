@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use hickory_proto::rr::Name;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinSet};
@@ -188,12 +189,42 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The target of a `target` endpoint: the profile's kind, port and path at the name
+    /// (`{kind}://{target}:{port}{path}`), so that Host and SNI are the target and the name is
+    /// resolved through the system resolver at every probe (a load balancer's addresses
+    /// change). A `check` URL is used as given.
+    pub fn for_name(name: &Name, probe: &str, settings: &Settings) -> Target {
+        if !(probe.starts_with("profile:") || probe.is_empty()) {
+            return Target::new(IpAddr::from([0, 0, 0, 0]), probe, settings);
+        }
+        let host = name.to_ascii();
+        let host = host.trim_end_matches('.');
+        let kind = settings.kind;
+        let port = settings.port.unwrap_or(match kind {
+            Kind::Https => 443,
+            _ => 80,
+        });
+        let url = match kind {
+            Kind::Tcp => format!("tcp://{host}:{port}"),
+            _ => format!("{}://{host}:{port}{}", kind.as_str(), settings.path),
+        };
+        Target {
+            kind,
+            url,
+            settings: settings.clone(),
+        }
+    }
+}
+
 /// One endpoint that a target's result is written to.
 #[derive(Debug, Clone)]
 pub struct ProbedEndpoint {
     /// Service name without the final dot.
     pub service: String,
     pub address: IpAddr,
+    /// The endpoint as metrics name it: its address, or its `target` name.
+    pub label: String,
     pub state: Arc<EndpointState>,
 }
 
@@ -375,13 +406,16 @@ fn desired(snap: &Snapshot) -> HashMap<Target, Vec<ProbedEndpoint>> {
             if e.probe.is_empty() {
                 continue;
             }
-            want.entry(Target::new(e.addr, &e.probe, &settings))
-                .or_default()
-                .push(ProbedEndpoint {
-                    service: name.to_string(),
-                    address: e.addr,
-                    state: e.state.clone(),
-                });
+            let target = match &e.target {
+                Some(t) => Target::for_name(t, &e.probe, &settings),
+                None => Target::new(e.addr, &e.probe, &settings),
+            };
+            want.entry(target).or_default().push(ProbedEndpoint {
+                service: name.to_string(),
+                address: e.addr,
+                label: e.label(),
+                state: e.state.clone(),
+            });
         }
     }
     want
@@ -643,7 +677,7 @@ impl PlainProbe {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut sock = match connect(&self.dest, self.source).await {
             Ok(s) => s,
-            Err(e) => return io_failure(&e),
+            Err(o) => return o,
         };
         let _ = sock.set_nodelay(true);
         if let Err(e) = sock.write_all(&self.request).await {
@@ -772,36 +806,63 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A TCP connection to `dest` (`host:port`), from `source` when given: bound before connect,
-/// so the endpoint (and a firewall) sees the address the profile names.
-async fn connect(dest: &str, source: Option<IpAddr>) -> std::io::Result<tokio::net::TcpStream> {
-    let Some(src) = source else {
-        return tokio::net::TcpStream::connect(dest).await;
-    };
-    let addr = tokio::net::lookup_host(dest)
-        .await?
-        .find(|a| a.is_ipv4() == src.is_ipv4())
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::AddrNotAvailable,
-                format!("{dest} has no address of the family of source {src}"),
-            )
-        })?;
-    let sock = if src.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    sock.bind(SocketAddr::new(src, 0))?;
-    sock.connect(addr).await
-}
-
 fn io_failure(e: &std::io::Error) -> Outcome {
     match e.kind() {
         std::io::ErrorKind::ConnectionRefused => Outcome::fail("refused", "refused"),
         std::io::ErrorKind::TimedOut => Outcome::fail("timeout", "timeout"),
         _ => Outcome::fail("connect", format!("connect error: {e}")),
     }
+}
+
+/// Connects to `host:port`, from `source` when given (bound before connect, so the endpoint
+/// and a firewall see the address the profile names). A name is looked up through the system
+/// resolver first, at every probe (the addresses of a load balancer change), so that a name
+/// that does not resolve is reported as such rather than as a connect error.
+async fn connect(dest: &str, source: Option<IpAddr>) -> Result<tokio::net::TcpStream, Outcome> {
+    let host = dest.rsplit_once(':').map_or(dest, |(h, _)| h);
+    let addrs: Vec<SocketAddr> = match dest.parse::<SocketAddr>() {
+        Ok(a) => vec![a],
+        Err(_) => match tokio::net::lookup_host(dest).await {
+            Ok(a) => a.collect(),
+            Err(e) => {
+                return Err(Outcome::fail(
+                    "resolve",
+                    format!("cannot resolve {host}: {e}"),
+                ))
+            }
+        },
+    };
+    let mut last = Outcome::fail("resolve", format!("cannot resolve {host}: no addresses"));
+    if let Some(src) = source {
+        if !addrs.iter().any(|a| a.is_ipv4() == src.is_ipv4()) {
+            last = Outcome::fail(
+                "connect",
+                format!("{dest} has no address of the family of source {src}"),
+            );
+        }
+    }
+    for a in addrs {
+        let attempt = match source {
+            None => tokio::net::TcpStream::connect(a).await,
+            Some(src) if src.is_ipv4() != a.is_ipv4() => continue,
+            Some(src) => {
+                let sock = if src.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                };
+                match sock.and_then(|s| s.bind(SocketAddr::new(src, 0)).map(|()| s)) {
+                    Ok(s) => s.connect(a).await,
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match attempt {
+            Ok(s) => return Ok(s),
+            Err(e) => last = io_failure(&e),
+        }
+    }
+    Err(last)
 }
 
 impl Probe {
@@ -886,13 +947,7 @@ impl Probe {
             Probe::Plain(p) => p.run().await,
             Probe::Tcp { dest, source } => match connect(dest, *source).await {
                 Ok(_) => Outcome::ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    Outcome::fail("refused", "refused")
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    Outcome::fail("timeout", "timeout")
-                }
-                Err(e) => Outcome::fail("connect", format!("connect error: {e}")),
+                Err(o) => o,
             },
             Probe::Http(h) => {
                 let HttpProbe {

@@ -74,7 +74,12 @@ pub struct Region {
 
 #[derive(Debug)]
 pub struct Endpoint {
+    /// The answered address; for a `target` endpoint a stand-in that is never answered (an
+    /// address of the RFC 6666 discard prefix 100::/64 derived from the name), so that health
+    /// state, metrics and hashing keep one key type.
     pub addr: IpAddr,
+    /// `target`: the name answered as a CNAME (fully qualified, lower case).
+    pub target: Option<Name>,
     /// Index into the snapshot's regions.
     pub region: Option<usize>,
     pub weight: f64,
@@ -84,10 +89,32 @@ pub struct Endpoint {
     pub state: Arc<EndpointState>,
 }
 
+impl Endpoint {
+    /// How the endpoint is named to people (metrics labels, status): its target or address.
+    pub fn label(&self) -> String {
+        match &self.target {
+            Some(t) => t.to_ascii().trim_end_matches('.').to_string(),
+            None => self.addr.to_string(),
+        }
+    }
+
+    /// The stand-in address of a `target` endpoint (see [`Endpoint::addr`]): stable across
+    /// restarts and sites, so that `hash` keeps each client on its target.
+    pub fn target_addr(target: &Name) -> IpAddr {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325; // FNV-1a
+        for b in target.to_ascii().to_ascii_lowercase().bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        IpAddr::V6(std::net::Ipv6Addr::from((0x0100u128 << 112) | h as u128))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WhenAllDown {
     ServeAll,
     Empty,
+    /// SERVFAIL: resolvers try the next nameserver, e.g. another DNS provider's.
+    Servfail,
 }
 
 #[derive(Debug)]
@@ -95,10 +122,15 @@ pub struct Service {
     pub name: Name,
     pub policy: PolicyKind,
     pub ttl: u32,
+    /// TTL of answers given around a failure ([`Selection::degraded`]); `ttl` unless
+    /// `ttl_degraded` is set, so that resolvers come back soon after the endpoint recovers.
+    pub ttl_degraded: u32,
     pub max_answers: usize,
     pub when_all_down: WhenAllDown,
     pub health: Option<String>,
     pub endpoints: Vec<Endpoint>,
+    /// Endpoints are `target`s: every query type at the name is answered with a CNAME.
+    pub targets: bool,
     /// Answer counters per endpoint, for metrics.
     pub stats: crate::metrics::ServiceStats,
     rr_next: AtomicUsize,
@@ -120,12 +152,25 @@ impl Service {
             name,
             policy,
             ttl,
+            ttl_degraded: ttl,
             max_answers,
             when_all_down,
             health,
+            targets: endpoints.first().is_some_and(|e| e.target.is_some()),
             endpoints,
             stats,
             rr_next: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Service {
+    /// The TTL of an answer made from `sel`.
+    pub fn answer_ttl(&self, sel: &Selection) -> u32 {
+        if sel.degraded {
+            self.ttl_degraded
+        } else {
+            self.ttl
         }
     }
 }
@@ -135,13 +180,15 @@ impl Service {
 pub enum Family {
     V4,
     V6,
+    /// Every endpoint: the query is answered with a name (`target` endpoints), whatever its type.
+    Any,
 }
 
 impl Family {
     pub fn matches(self, ip: &IpAddr) -> bool {
         matches!(
             (self, ip),
-            (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_))
+            (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_)) | (Family::Any, _)
         )
     }
 }
@@ -200,6 +247,11 @@ pub struct Selection {
     pub scope: u8,
     /// Every endpoint of the family was down (`when_all_down` applied).
     pub all_down: bool,
+    /// The answer goes around a failure: an endpoint the policy would have preferred for this
+    /// client is down or drained, or all are. Answered with `ttl_degraded`.
+    pub degraded: bool,
+    /// All down with `when_all_down = "servfail"`: the response is SERVFAIL.
+    pub servfail: bool,
 }
 
 /// What policies see.
@@ -236,18 +288,29 @@ pub fn select(
         .map(|(i, _)| i)
         .collect();
     let mut all_down = false;
+    let family_count = svc
+        .endpoints
+        .iter()
+        .filter(|e| family.matches(&e.addr))
+        .count();
     if eligible.is_empty() {
-        let any = svc.endpoints.iter().any(|e| family.matches(&e.addr));
-        if !any || svc.when_all_down == WhenAllDown::Empty {
+        let any = family_count > 0;
+        if !any || svc.when_all_down != WhenAllDown::ServeAll {
+            let servfail = any && svc.when_all_down == WhenAllDown::Servfail;
             if any {
                 if let Some(t) = trace.as_deref_mut() {
                     t.all_down = true;
-                    t.notes
-                        .push("every endpoint is down; when_all_down = empty: NODATA".into());
+                    t.notes.push(if servfail {
+                        "every endpoint is down; when_all_down = servfail: SERVFAIL".into()
+                    } else {
+                        "every endpoint is down; when_all_down = empty: NODATA".into()
+                    });
                 }
             }
             return Selection {
                 all_down: any,
+                degraded: any,
+                servfail,
                 ..Selection::default()
             };
         }
@@ -266,6 +329,18 @@ pub fn select(
                 "every endpoint is down; when_all_down = serve-all: answering as if all were up"
                     .into(),
             );
+        }
+    }
+    // Only when something is down is it worth asking whether the client would have had it:
+    // the healthy case pays one comparison.
+    let degraded = all_down
+        || (eligible.len() < family_count && preferred_down(svc, regions, family, client, up));
+    if degraded {
+        if let Some(t) = trace.as_deref_mut() {
+            t.notes.push(format!(
+                "an endpoint this client would have had is down or drained: ttl_degraded {}",
+                svc.ttl_degraded
+            ));
         }
     }
     let mut ctx = Ctx {
@@ -288,6 +363,62 @@ pub fn select(
         picks: eligible,
         scope,
         all_down,
+        degraded,
+        servfail: false,
+    }
+}
+
+/// Whether an endpoint that the policy would have preferred for this client, were every
+/// endpoint up, is down or drained now. The policy ranks the whole family as if all were up;
+/// what counts as "preferred" follows what the ranking means: the chosen region for `geo`, the
+/// lowest priority group for `failover`, the top `max_answers` for the deterministic
+/// rankings (hash, latency, least-loaded), and every endpoint for the random ones
+/// (round-robin, weighted), whose every endpoint has its turn.
+fn preferred_down(
+    svc: &Service,
+    regions: &[Region],
+    family: Family,
+    client: &mut Client<'_>,
+    up: &dyn Fn(usize, &Endpoint) -> bool,
+) -> bool {
+    let down = |i: usize| !up(i, &svc.endpoints[i]);
+    let mut all: Picks = svc
+        .endpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| family.matches(&e.addr))
+        .map(|(i, _)| i)
+        .collect();
+    let mut ctx = Ctx {
+        svc,
+        regions,
+        client,
+        trace: None,
+    };
+    match svc.policy {
+        PolicyKind::RoundRobin | PolicyKind::Weighted => all.iter().any(|&i| down(i)),
+        PolicyKind::Geo => {
+            geo::rank(&mut ctx, &mut all);
+            let chosen: smallvec::SmallVec<[Option<usize>; 4]> =
+                all.iter().map(|&i| svc.endpoints[i].region).collect();
+            svc.endpoints
+                .iter()
+                .enumerate()
+                .any(|(i, e)| family.matches(&e.addr) && chosen.contains(&e.region) && down(i))
+        }
+        PolicyKind::Failover => {
+            let best = all.iter().map(|&i| svc.endpoints[i].priority).min();
+            all.iter()
+                .any(|&i| Some(svc.endpoints[i].priority) == best && down(i))
+        }
+        PolicyKind::Hash | PolicyKind::Latency | PolicyKind::LeastLoaded => {
+            match svc.policy {
+                PolicyKind::Hash => hash::rank(&mut ctx, &mut all),
+                PolicyKind::Latency => latency::rank(&mut ctx, &mut all),
+                _ => least_loaded::rank(&mut ctx, &mut all),
+            };
+            all.iter().take(svc.max_answers).any(|&i| down(i))
+        }
     }
 }
 

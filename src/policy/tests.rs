@@ -10,6 +10,7 @@ use crate::health::EndpointState;
 fn ep(addr: &str, region: Option<usize>, weight: f64, priority: u32) -> Endpoint {
     Endpoint {
         addr: addr.parse().unwrap(),
+        target: None,
         region,
         weight,
         priority,
