@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -204,8 +203,6 @@ fn http_full(
     body: &str,
 ) -> (u16, String, String) {
     assert!(addr.ip().is_loopback());
-    let mut s = TcpStream::connect(addr).expect("connect to admin API");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(a) = authorization {
         req.push_str(&format!("Authorization: {a}\r\n"));
@@ -218,39 +215,7 @@ fn http_full(
     }
     req.push_str("\r\n");
     req.push_str(body);
-    s.write_all(req.as_bytes()).expect("send request");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read response");
-    let text = String::from_utf8(raw).expect("UTF-8 response");
-    let (head, rest) = text.split_once("\r\n\r\n").expect("response head");
-    let code: u16 = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
-    (code, head.to_string(), body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = s.split_once("\r\n").expect("chunk size");
-        let n = usize::from_str_radix(size.trim(), 16).expect("hex chunk size");
-        if n == 0 {
-            return out;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
+    common::http_exchange(addr, &req).expect("an HTTP response")
 }
 
 /// The value of the sample line that starts with `series` (name and labels), if present.

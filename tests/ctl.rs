@@ -4,6 +4,8 @@
 //! run as processes against it. Also: `GET /api/v1/explain`, drains kept across restarts, a
 //! corrupt state file, and new endpoints probed at once.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -257,47 +259,8 @@ fn endpoint<'a>(status: &'a Value, addr: &str) -> &'a Value {
 
 /// One HTTP/1.1 request with `Connection: close`: status and body (0 when nothing answered).
 fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return (0, String::new());
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
     let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let raw = text(&raw);
-    let Some((head, body)) = raw.split_once("\r\n\r\n") else {
-        return (0, String::new());
-    };
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (code, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    common::http_exchange(addr, &req).map_or((0, String::new()), |(code, _, body)| (code, body))
 }
 
 fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {

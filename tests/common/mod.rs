@@ -331,3 +331,41 @@ impl TestServer {
         self.rt.as_ref().expect("runtime").block_on(f)
     }
 }
+
+/// Sends one raw HTTP/1.1 request (which should say `Connection: close`) and reads the whole
+/// response: (status, head, body, de-chunked). `None` when nothing connected or answered.
+pub fn http_exchange(addr: SocketAddr, request: &str) -> Option<(u16, String, String)> {
+    assert!(addr.ip().is_loopback(), "tests talk to loopback only");
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(request.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n")?;
+    let code = head.split(' ').nth(1).and_then(|c| c.parse().ok())?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    Some((code, head.to_string(), body))
+}
+
+/// The body of a chunked HTTP/1.1 response.
+pub fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
