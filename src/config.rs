@@ -373,7 +373,9 @@ fn database_list(v: &toml::Value) -> Option<Vec<String>> {
     }
 }
 
-fn resolve(config_path: &Path, p: &str) -> PathBuf {
+/// Resolves `p` against the config file's folder unless it is absolute (SPEC "CLI": relative
+/// paths inside a config resolve against the config file's own folder).
+pub(crate) fn resolve(config_path: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
         p.to_path_buf()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-use crate::config::{parse_cidr, parse_duration, Problem};
+use crate::config::{parse_cidr, parse_duration, resolve, Problem};
 
 /// `[anycast]` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -233,19 +233,6 @@ pub fn check(
         withdraw_file,
         shutdown_grace,
     })
-}
-
-/// Resolves `p` against the config file's folder unless it is absolute (SPEC "CLI").
-fn resolve(config_path: &Path, p: &str) -> PathBuf {
-    let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        config_path
-            .parent()
-            .unwrap_or_else(|| Path::new("."))
-            .join(p)
-    }
 }
 
 #[cfg(test)]
