@@ -37,9 +37,9 @@ if [ "${RRL:-0}" = 1 ]; then
   cat >> "$WORK/meridian/meridian.toml" <<'EOF'
 
 [rrl]
-responses_per_second = 10000000
-nxdomains_per_second = 10000000
-errors_per_second = 10000000
+responses_per_second = 1000000
+nxdomains_per_second = 1000000
+errors_per_second = 1000000
 window = "5s"
 slip = 2
 EOF
