@@ -122,17 +122,7 @@ impl Drains {
         state_dir: &Path,
     ) -> Result<(), String> {
         let mut rules = self.lock();
-        let region_of = |svc: &str, addr: IpAddr| -> Option<&str> {
-            services
-                .iter()
-                .find(|s| service_label(s) == svc)?
-                .endpoints
-                .iter()
-                .find(|e| e.addr == addr)?
-                .region
-                .and_then(|r| regions.get(r))
-                .map(|r| r.name.as_str())
-        };
+        let region_of = |svc: &str, addr: IpAddr| region_of(services, regions, svc, addr);
         push(&mut rules, scope, drain, &region_of);
         apply_rules(&rules, services, regions);
         // Saved under the lock: two changes at once reach the disk in the order they were made.
@@ -193,17 +183,7 @@ impl Drains {
         services: &[Arc<Service>],
         regions: &[Region],
     ) -> Vec<Rule> {
-        let region_of = |svc: &str, addr: IpAddr| -> Option<&str> {
-            services
-                .iter()
-                .find(|s| service_label(s) == svc)?
-                .endpoints
-                .iter()
-                .find(|e| e.addr == addr)?
-                .region
-                .and_then(|r| regions.get(r))
-                .map(|r| r.name.as_str())
-        };
+        let region_of = |svc: &str, addr: IpAddr| region_of(services, regions, svc, addr);
         let mut rules = rules.to_vec();
         push(&mut rules, scope, drain, &region_of);
         rules
@@ -374,6 +354,24 @@ fn save(state_dir: &Path, rules: &[Rule]) -> Result<(), String> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// The region of endpoint `addr` of service `svc` in this config, if it has one.
+fn region_of<'a>(
+    services: &[Arc<Service>],
+    regions: &'a [Region],
+    svc: &str,
+    addr: IpAddr,
+) -> Option<&'a str> {
+    services
+        .iter()
+        .find(|s| service_label(s) == svc)?
+        .endpoints
+        .iter()
+        .find(|e| e.addr == addr)?
+        .region
+        .and_then(|r| regions.get(r))
+        .map(|r| r.name.as_str())
 }
 
 #[cfg(test)]
