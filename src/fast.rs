@@ -1,4 +1,4 @@
-//! The UDP fast path: the queries that make up nearly all traffic — one question of class IN,
+//! The fast path (UDP and TCP): the queries that make up nearly all traffic — one question of class IN,
 //! at most an OPT with ECS and a COOKIE, answered from an exact name, a balanced name, NODATA or NXDOMAIN —
 //! read and written straight from and to bytes, with rdata encoded once at zone load.
 //!
@@ -14,6 +14,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::cookie;
+use crate::dns::Transport;
 use crate::geo::{mask, prefix_in, AddrSource};
 use crate::metrics::{self, QueryOutcome};
 use crate::policy::{self, Client, Family};
@@ -33,6 +34,7 @@ const TYPE_OPT: u16 = 41;
 const TYPE_DS: u16 = 43;
 const CLASS_IN: u16 = 1;
 const OPT_ECS: u16 = 8;
+const OPT_KEEPALIVE: u16 = 11;
 
 /// The parts of a query this path needs.
 struct Parsed {
@@ -168,6 +170,9 @@ fn parse(p: &[u8]) -> Option<Parsed> {
                     edns.ecs = Some((family, source, bytes, nbytes, addr));
                 }
                 3 => return None, // NSID: the slow path adds the site id
+                // edns-tcp-keepalive: over TCP the slow path answers it (RFC 7828); over UDP
+                // it is ignored there as it would be here, so falling back changes no byte.
+                OPT_KEEPALIVE => return None,
                 cookie::OPT_COOKIE => {
                     // Malformed or repeated: FORMERR is the slow path's (RFC 7873 §5.2.2).
                     if edns.cookie.is_some() || !cookie::well_formed(len) {
@@ -289,6 +294,19 @@ fn put_rr(out: &mut Vec<u8>, owner_ptr: u16, rtype: u16, ttl: u32, rdata: &[u8])
 
 /// Answers `packet` into `out` if it is a case this path handles.
 pub fn answer(snap: &Snapshot, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> Fast {
+    answer_over(snap, packet, src, out, Transport::Udp)
+}
+
+/// [`answer`] for a query that arrived over `transport`. Over TCP the response has no size
+/// limit but the 64 KiB of the length prefix (as in [`crate::dns::handle`]), and it is counted
+/// under the `tcp` transport label.
+pub fn answer_over(
+    snap: &Snapshot,
+    packet: &[u8],
+    src: SocketAddr,
+    out: &mut Vec<u8>,
+    transport: Transport,
+) -> Fast {
     let Some(q) = parse(packet) else {
         return Fast::Fallback;
     };
@@ -305,6 +323,7 @@ pub fn answer(snap: &Snapshot, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
     let mut outcome = QueryOutcome {
         zone: Some(&zone.stats),
         qtype: Some(qtype),
+        tcp: transport == Transport::Tcp,
         ..QueryOutcome::default()
     };
 
@@ -425,6 +444,7 @@ pub fn answer(snap: &Snapshot, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
     }
     let mut additional = 0u16;
     let limit = match &q.edns {
+        _ if transport == Transport::Tcp => u16::MAX as usize,
         None => 512,
         Some(e) => e.payload.clamp(512, snap.wire.max_udp_payload.max(512)) as usize,
     };

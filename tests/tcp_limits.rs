@@ -333,3 +333,44 @@ fn a_long_idle_timeout_is_capped_in_the_option() {
     .expect("decode");
     assert_eq!(keepalive(&m), Some(vec![0xff, 0xff]));
 }
+
+#[test]
+fn one_read_of_mixed_queries_is_answered_in_order_each_as_tcp() {
+    // Sent in one write, so that the server reads them at once and answers them as one batch:
+    // a fast-path answer, one with edns-tcp-keepalive (the reference handler's), a NXDOMAIN,
+    // and a plain one again.
+    let s = server("tcp_idle_timeout = \"2s\"\n");
+    let (q1, b1) = with_options(&[]);
+    let (q2, b2) = with_options(&[0, 11, 0, 0]);
+    let q3 = query("nope.limits.test.", RecordType::A);
+    let b3 = q3.to_vec().expect("encode");
+    let q4 = mail();
+    let b4 = q4.to_vec().expect("encode");
+    let mut out = Vec::new();
+    for b in [&b1, &b2, &b3, &b4] {
+        out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        out.extend_from_slice(b);
+    }
+    let mut c = connect_from("127.0.0.1", s.addr);
+    c.write_all(&out).expect("write");
+    let mut got = Vec::new();
+    for i in 0..4 {
+        let resp = read_tcp_message(&mut c).unwrap_or_else(|| panic!("answer {i}"));
+        got.push(Message::from_vec(&resp).expect("decode"));
+    }
+    let ids: Vec<u16> = got.iter().map(|m| m.metadata.id).collect();
+    let want: Vec<u16> = [&q1, &q2, &q3, &q4].iter().map(|q| q.metadata.id).collect();
+    assert_eq!(ids, want, "answers in the order of the queries");
+    assert_mail(&got[0]);
+    assert_eq!(keepalive(&got[0]), None);
+    assert_mail(&got[1]);
+    assert_eq!(
+        keepalive(&got[1]),
+        Some(vec![0, 20]),
+        "keepalive in a batch"
+    );
+    assert_eq!(got[2].metadata.response_code, ResponseCode::NXDomain);
+    assert_mail(&got[3]);
+    // The connection stays open for more.
+    assert_mail(&ask(&mut c, &mail()).expect("answered after the batch"));
+}

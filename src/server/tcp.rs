@@ -15,7 +15,12 @@
 //!   cannot hold a slot by filling the socket buffers.
 //! - **Queries per connection.** After `tcp_max_queries` answers the connection is closed.
 //! - **Keepalive.** `dns::handle` answers the edns-tcp-keepalive option over TCP with the idle
-//!   timeout; the connection loop keeps to the same value.
+//!   timeout (the fast path leaves such queries to it); the connection loop keeps to the same
+//!   value.
+//! - **Batches.** Queries are answered as UDP's are (`fast::answer_over`, else `dns::handle`),
+//!   without truncation or RRL. All whole queries one read brings are answered before one write
+//!   sends their answers, in order: on loopback a send costs more than answering several
+//!   queries, and a pipelining client (dnsperf -m tcp) sends many per read.
 //! - **Stopping.** On shutdown a connection answers every query it has already received, closes
 //!   between two answers (never inside one) and ends; a connection waiting for a query closes at
 //!   once.
@@ -34,9 +39,10 @@ use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
 
 use crate::dns::{handle, Transport};
+use crate::fast::{self, Fast};
 use crate::liveness::{Beat, BEAT_EVERY};
 use crate::querylog::Tap;
-use crate::snapshot::SharedSnapshot;
+use crate::snapshot::{SharedSnapshot, Snapshot};
 
 /// How long a stopping connection waits for the rest of a query it has begun to receive.
 const STOP_GRACE: Duration = Duration::from_millis(300);
@@ -254,6 +260,10 @@ enum End {
     WriteTimeout,
 }
 
+/// Most answer bytes gathered before they are written: a client pipelining hundreds of queries
+/// gets its answers in pieces of about this size rather than all at once after the last one.
+const OUT_BATCH: usize = 32 * 1024;
+
 async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -265,6 +275,7 @@ async fn serve(
     let _ = stream.set_nodelay(true);
     let mut inbuf: Vec<u8> = Vec::with_capacity(1024);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
+    let mut scratch: Vec<u8> = Vec::with_capacity(512);
     let mut answered = 0usize;
     let mut stopping = *stop.borrow();
     loop {
@@ -280,10 +291,7 @@ async fn serve(
             deadline = deadline.min(Instant::now() + STOP_GRACE);
         }
         // Wait for one whole message: one deadline however the bytes trickle in.
-        let len = loop {
-            if let Some(len) = complete(&inbuf) {
-                break len;
-            }
+        while complete(&inbuf).is_none() {
             if stopping && inbuf.is_empty() {
                 // Between two messages: nothing received is left unanswered.
                 let _ = stream.shutdown().await;
@@ -312,27 +320,42 @@ async fn serve(
                     }
                 }
             }
-        };
-        if len == 0 {
-            return Ok(End::Eof);
         }
-        let begun = log.begin();
-        let resp = {
-            let started = std::time::Instant::now();
-            let snap = snapshot.load();
-            let r = handle(&snap, &inbuf[2..2 + len], peer, Transport::Tcp);
-            crate::metrics::observe_duration(true, started.elapsed());
-            r
-        };
-        if let Some(b) = begun {
-            log.end(b, peer, &inbuf[2..2 + len], resp.as_deref());
+        // Every whole query received so far is answered before anything is written, and the
+        // answers go out in one write: with pipelining one read often holds many queries, and
+        // on loopback a send costs several times what answering a query does.
+        let snap = snapshot.load();
+        let started = std::time::Instant::now();
+        let mut at = 0;
+        let mut batch = 0;
+        let mut end = None;
+        out.clear();
+        while let Some(len) = complete(&inbuf[at..]) {
+            if len == 0 {
+                end = Some(End::Eof);
+                break;
+            }
+            let query = &inbuf[at + 2..at + 2 + len];
+            at += 2 + len;
+            batch += 1;
+            if answer(&snap, query, peer, &log, &mut scratch) {
+                crate::metrics::record_sent(true, &scratch);
+                out.extend_from_slice(&(scratch.len() as u16).to_be_bytes());
+                out.extend_from_slice(&scratch);
+            }
+            answered += 1;
+            if answered >= max_queries {
+                end = Some(End::MaxQueries);
+                break;
+            }
+            if out.len() >= OUT_BATCH {
+                break;
+            }
         }
-        inbuf.drain(..2 + len);
-        if let Some(resp) = resp {
-            crate::metrics::record_sent(true, &resp);
-            out.clear();
-            out.extend_from_slice(&(resp.len() as u16).to_be_bytes());
-            out.extend_from_slice(&resp);
+        crate::metrics::observe_batch(true, started.elapsed(), batch);
+        drop(snap);
+        inbuf.drain(..at);
+        if !out.is_empty() {
             // Idle from here on, stamped before the client can see the answer: a client that
             // reads it and opens another connection must find this one the idler of the two.
             slot.touch();
@@ -342,19 +365,47 @@ async fn serve(
                 Err(_) => return Ok(End::WriteTimeout),
             }
         }
-        answered += 1;
-        if answered >= max_queries {
-            linger_close(stream).await;
-            return Ok(End::MaxQueries);
+        match end {
+            Some(End::MaxQueries) => {
+                linger_close(stream).await;
+                return Ok(End::MaxQueries);
+            }
+            Some(e) => return Ok(e),
+            None => {}
         }
     }
+}
+
+/// Answers one query into `resp` the way the UDP threads do (the fast path, else the reference
+/// handler), but as TCP: no truncation, edns-tcp-keepalive answered, no RRL (SPEC: it applies
+/// to UDP only). False when nothing is to be sent.
+fn answer(snap: &Snapshot, query: &[u8], peer: SocketAddr, log: &Tap, resp: &mut Vec<u8>) -> bool {
+    let begun = log.begin();
+    let send = match fast::answer_over(snap, query, peer, resp, Transport::Tcp) {
+        Fast::Answered => true,
+        Fast::Fallback => match handle(snap, query, peer, Transport::Tcp) {
+            // A TCP answer is encoded within the 64 KiB the length prefix can say.
+            Some(r) if r.len() <= u16::MAX as usize => {
+                resp.clear();
+                resp.extend_from_slice(&r);
+                true
+            }
+            _ => false,
+        },
+    };
+    if let Some(b) = begun {
+        log.end(b, peer, query, send.then_some(&resp[..]));
+    }
+    send
 }
 
 /// Sends FIN after the last answer and discards what the client still sends for a moment, so
 /// that the close does not turn into a reset (which can destroy unread answers at the client).
 async fn linger_close(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
-    let mut sink = [0u8; 4096];
+    // On the heap: an array here would make every connection's future 4 KiB larger, copied
+    // at each spawn whether or not the connection ever lingers.
+    let mut sink = vec![0u8; 4096];
     let _ = tokio::time::timeout(LINGER, async {
         while let Ok(n) = stream.read(&mut sink).await {
             if n == 0 {
