@@ -295,7 +295,7 @@ fn answer<'s>(
                 return false;
             }
             Found::Node(node) | Found::Wildcard(node) => {
-                if let Some(svc) = node.service.as_ref().filter(|s| s.targets) {
+                if let Some(svc) = snap.service_of(node).filter(|s| s.targets) {
                     let target = target_cname(
                         snap,
                         svc,
@@ -321,7 +321,7 @@ fn answer<'s>(
                         _ => return false,
                     }
                 }
-                if let Some(svc) = &node.service {
+                if let Some(svc) = snap.service_of(node) {
                     balanced(
                         snap,
                         svc,

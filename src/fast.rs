@@ -330,7 +330,7 @@ pub fn answer(snap: &Snapshot, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
         }
         Found::Delegation(..) | Found::Wildcard(_) => return Fast::Fallback,
         Found::Node(node) => {
-            if let Some(svc) = &node.service {
+            if let Some(svc) = snap.service_of(node) {
                 if svc.targets {
                     // A CNAME to a target, chased inside the zone: the reference's, by
                     // design (about 1 µs; docs/performance.md).

@@ -8,6 +8,7 @@
 //! zone linearly for negative answers; see `shared/notes/hickory-0.26.md`).
 
 pub mod parse;
+pub mod stats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -70,8 +71,9 @@ pub struct Node {
     pub rrsets: Vec<RRset>,
     /// NS records at a name other than the apex: a delegation to another server.
     pub cut: bool,
-    /// A balanced name: its A/AAAA answers come from this service's policy.
-    pub service: Option<Arc<crate::policy::Service>>,
+    /// A balanced name: its A/AAAA answers come from the policy of the snapshot's service at
+    /// this index (`Snapshot::service_of`).
+    pub service: Option<u32>,
 }
 
 impl Node {
@@ -89,8 +91,9 @@ pub struct Zone {
     pub nodes: HashMap<WireKey, Node>,
     /// Records in the file, for `check` and status output.
     pub record_count: usize,
-    /// Query counters, carried over by a reload that keeps the zone (see [`crate::metrics`]).
-    pub stats: Arc<crate::metrics::ZoneStats>,
+    /// Query counters, carried over by a reload that keeps the zone (exported by
+    /// `metrics`).
+    pub stats: Arc<stats::ZoneStats>,
     /// The SOA's rdata split for the fast path, which compresses its two names against the
     /// message as hickory's encoder does, and the negative-answer TTL, min(SOA TTL, MINIMUM)
     /// per RFC 2308.
@@ -194,9 +197,10 @@ impl Zone {
         self.origin.zone_of(name)
     }
 
-    /// Attaches a balanced name, creating its node and any empty non-terminals above it.
-    pub fn attach_service(&mut self, svc: Arc<crate::policy::Service>) {
-        let key = wire_key(&svc.name);
+    /// Attaches a balanced name (the index of its service), creating its node and any empty
+    /// non-terminals above it.
+    pub fn attach_service(&mut self, name: &Name, service: u32) {
+        let key = wire_key(name);
         let origin_len = wire_key(&self.origin).len();
         let mut i = 0;
         while key.len() - i > origin_len {
@@ -205,7 +209,7 @@ impl Zone {
                 self.nodes.entry(key[i..].into()).or_default();
             }
         }
-        self.nodes.entry(key).or_default().service = Some(svc);
+        self.nodes.entry(key).or_default().service = Some(service);
     }
 
     /// Builds a zone from parsed records, making the checks that `named-checkzone` makes.
@@ -434,7 +438,7 @@ impl Zone {
             file: file.to_path_buf(),
             nodes,
             record_count,
-            stats: crate::metrics::zone_stats(&origin),
+            stats: stats::ZoneStats::for_origin(&origin),
             soa_parts: SoaParts::of(&soa.data),
             negative_ttl: match &soa.data {
                 RData::SOA(s) => soa.ttl.min(s.minimum),
