@@ -396,10 +396,7 @@ pub fn answer(snap: &Snapshot, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>
                         answers += 1;
                     }
                     Some(set) => {
-                        if set.wire.len() != set.records.len() {
-                            return Fast::Fallback;
-                        }
-                        for rdata in &set.wire {
+                        for rdata in set.rdata() {
                             put_rr(out, 12, q.qtype, set.ttl, rdata);
                             answers += 1;
                         }

@@ -169,7 +169,7 @@ impl Snapshot {
             let zone = zones.find_name(&svc.name).map(|z| wire_key_of(&z.origin));
             if let Some(zone) = zone.and_then(|k| zones.zones.get_mut(&k)) {
                 if let Some(z) = Arc::get_mut(zone) {
-                    z.attach_service(&svc.name, i as u32);
+                    z.attach_service(&svc.name, i);
                 }
             }
         }
@@ -215,8 +215,8 @@ impl Snapshot {
 
     /// The service that answers at a balanced name's node.
     pub fn service_of(&self, node: &crate::zone::Node) -> Option<&Service> {
-        node.service
-            .and_then(|i| self.services.get(i as usize))
+        node.service()
+            .and_then(|i| self.services.get(i))
             .map(|s| &**s)
     }
 
