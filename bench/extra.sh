@@ -10,7 +10,11 @@
 #   rss     - RSS with the shipped config (country GeoIP database) after 10 s of ECS queries
 #   probing - DNS p99 at 50 % of peak with and without 10,000 endpoints probed at 1 s (http, each
 #             its own URL on examples/http_target.rs, which runs on dnsperf's core)
-# Usage: bash bench/extra.sh [static floor latency reload rss probing]   (default: all)
+#   memory  - zones of 100,000 and 1,000,000 A records (MEMORY_SIZES): steady RSS of Knot and
+#             meridian on each, load time (wall and CPU until the last name answers), and a
+#             SIGHUP reload under 20,000 QPS: peak RSS (VmRSS sampled every 10 ms, and VmHWM
+#             after a reset) against the steady RSS, and the queries dnsperf lost (MEMORY_DUR s)
+# Usage: bash bench/extra.sh [static floor latency reload rss probing memory]   (default: all)
 # Everything listens on 127.0.0.1 only; every run is bounded by dnsperf -l and timeout.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -22,7 +26,7 @@ DUR="${DURATION:-10}"
 PORT_M=5321 PORT_K=5322 PORT_R=5323
 TICKS=$(getconf CLK_TCK)
 what=("$@")
-[ ${#what[@]} -gt 0 ] || what=(static floor latency reload rss probing)
+[ ${#what[@]} -gt 0 ] || what=(static floor latency reload rss probing memory)
 
 command -v dnsperf >/dev/null && command -v knotd >/dev/null || bash "$harness/install.sh"
 (cd "$repo" && cargo build --release --locked --bin meridian --example reflector --example http_target)
@@ -215,6 +219,75 @@ bench_probing() {
   awk -v a="$cpu0" -v b="$cpu1" -v t="$TICKS" 'BEGIN {printf "meridian CPU while probing 10,000 endpoints with no DNS load: %.1f %% of a core (the prober, at nice 10)\n", (b - a) / t / 5 * 100}'
   echo "DNS p99 at $rate QPS: $base ms without probing, $probed ms while probing 10,000 endpoints at 1 s"
   kill "$mp"; wait "$mp" 2>/dev/null || true
+}
+
+# ---- memory: steady RSS beside Knot, load time, reload peak ---------------------------------
+kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
+
+# Waits until the server on PORT answers NAME; prints the seconds since T0.
+answered_after() {
+  local port=$1 name=$2 t0=$3
+  until dig +short +tries=1 +time=1 @127.0.0.1 -p "$port" "$name" A 2>/dev/null | grep -q .; do sleep 0.02; done
+  awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}'
+}
+
+start_bg() { # start_bg LOGFILE CMD... ; echoes the pid at once
+  local log=$1; shift
+  taskset -c 0 "$@" >"$log" 2>&1 &
+  pids+=("$!")
+  echo "$!"
+}
+
+bench_memory() {
+  local n d last t0 kp mp kload mload mcpu krss mrss peak hwm out took
+  printf 'records\tknot_rss_kb\tmeridian_rss_kb\tratio\tknot_load_s\tmeridian_load_s\tmeridian_load_cpu_s\treload_ms\treload_peak_kb\tpeak/steady\thwm_kb\tsent\tlost\n' >"$W/memory.tsv"
+  for n in ${MEMORY_SIZES:-100000 1000000}; do
+    d="$W/mem-$n"
+    mkdir -p "$d/m/zones" "$d/k/zones" "$d/k/db" "$d/k/run"
+    awk -v n="$n" 'BEGIN {
+      print "$TTL 300"
+      print "@ IN SOA ns1.example.com. hostmaster.example.com. 1 7200 1800 1209600 300"
+      print "@ IN NS ns1.example.com."
+      print "ns1 IN A 192.0.2.53"
+      for (i = 0; i < n; i++) printf "h%07d IN A 10.%d.%d.%d\n", i, int(i / 65536) % 256, int(i / 256) % 256, i % 256
+    }' >"$d/m/zones/example.com.zone"
+    cp "$d/m/zones/example.com.zone" "$d/k/zones/"
+    awk -v n="$n" 'BEGIN { srand(19); for (i = 0; i < 200000; i++) printf "h%07d.example.com A\n", int(rand() * n) }' >"$d/q.txt"
+    printf '[server]\nlisten = ["127.0.0.1:%s"]\nzones = "zones"\n' "$PORT_M" >"$d/m/meridian.toml"
+    sed -e "s|@DIR@|$d/k|g" -e "s|@PORT@|$PORT_K|g" "$harness/configs/knot/knot.conf" >"$d/k/knot.conf"
+    last=$(printf 'h%07d.example.com' $((n - 1)))
+    sync; echo 1 >/proc/sys/vm/drop_caches 2>/dev/null || true
+
+    t0=$(date +%s.%N)
+    kp=$(start_bg "$d/k/knot.log" knotd -c "$d/k/knot.conf")
+    kload=$(answered_after "$PORT_K" "$last" "$t0")
+    t0=$(date +%s.%N)
+    mp=$(MERIDIAN_LOG=info start_bg "$d/m/meridian.log" "$bin" serve --config "$d/m/meridian.toml")
+    mload=$(answered_after "$PORT_M" "$last" "$t0")
+    mcpu=$(awk -v t="$TICKS" '{printf "%.2f", ($14 + $15) / t}' "/proc/$mp/stat")
+    sleep 3
+    krss=$(kb "$kp" VmRSS); mrss=$(kb "$mp" VmRSS)
+    kill "$kp"; wait "$kp" 2>/dev/null || true
+
+    # Reload under load: reset the high-water mark, sample RSS, SIGHUP two seconds in.
+    echo 5 >"/proc/$mp/clear_refs"
+    (while kill -0 "$mp" 2>/dev/null; do kb "$mp" VmRSS; sleep 0.01; done) >"$d/rss-samples.txt" &
+    local sampler=$!
+    (sleep 2; kill -HUP "$mp") &
+    # Long enough to cover the whole reload, which a loaded machine stretches.
+    out=$(timeout $((${MEMORY_DUR:-30} + 15)) taskset -c 1 dnsperf -s 127.0.0.1 -p "$PORT_M" -d "$d/q.txt" -l "${MEMORY_DUR:-30}" -c 4 -Q 20000 -t 1 2>&1)
+    wait $!
+    hwm=$(kb "$mp" VmHWM)
+    kill "$mp"; wait "$mp" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    peak=$(sort -n "$d/rss-samples.txt" | tail -1)
+    took=$(grep -o 'took_ms=[0-9.]*' "$d/m/meridian.log" | tail -1 | cut -d= -f2)
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$krss" "$mrss" \
+      "$(awk -v a="$mrss" -v b="$krss" 'BEGIN {printf "%.2f", a / b}')" "$kload" "$mload" "$mcpu" "${took:-?}" "$peak" \
+      "$(awk -v a="$peak" -v b="$mrss" 'BEGIN {printf "%.2f", a / b}')" "$hwm" \
+      "$(awk '/Queries sent/ {print $3}' <<<"$out")" "$(awk '/Queries lost/ {print $3}' <<<"$out")" >>"$W/memory.tsv"
+  done
+  column -t "$W/memory.tsv"
 }
 
 for w in "${what[@]}"; do

@@ -284,10 +284,10 @@ fn answer<'s>(
     let mut owner: Name = query.name().clone();
     for _hop in 0..MAX_CNAME_CHAIN {
         match zone.find(&wire, &starts, qtype == RecordType::DS) {
-            Found::Delegation(_, cut) => {
+            Found::Delegation(cut_key, cut) => {
                 // Also after a CNAME that led below a cut: RFC 1034 §4.3.2 step 3b goes on
                 // with the referral, and the CNAME keeps the answer authoritative.
-                return referral(zone, cut, resp);
+                return referral(zone, cut_key, cut, resp);
             }
             Found::NxDomain => {
                 resp.metadata.response_code = ResponseCode::NXDomain;
@@ -295,7 +295,7 @@ fn answer<'s>(
                 return false;
             }
             Found::Node(node) | Found::Wildcard(node) => {
-                if let Some(svc) = node.service.as_ref().filter(|s| s.targets) {
+                if let Some(svc) = snap.service_of(node).filter(|s| s.targets) {
                     let target = target_cname(
                         snap,
                         svc,
@@ -321,7 +321,7 @@ fn answer<'s>(
                         _ => return false,
                     }
                 }
-                if let Some(svc) = &node.service {
+                if let Some(svc) = snap.service_of(node) {
                     balanced(
                         snap,
                         svc,
@@ -342,8 +342,8 @@ fn answer<'s>(
                 }
                 if let Some(cname) = node.rrset(RecordType::CNAME) {
                     if qtype != RecordType::CNAME && qtype != RecordType::ANY {
-                        let target = match &cname.records[0].data {
-                            RData::CNAME(t) => t.0.clone(),
+                        let target = match cname.rdata_values().next() {
+                            Some(RData::CNAME(t)) => t.0,
                             _ => return false,
                         };
                         push_rrset(&mut resp.answers, cname, &owner);
@@ -509,12 +509,10 @@ fn negative_for(snap: &Snapshot, name: &Name, resp: &mut Message) {
     }
 }
 
+/// The reference path decodes the RRset's records from their wire form: the slow path by
+/// design (the fast path copies the wire form itself).
 fn push_rrset(out: &mut Vec<Record>, set: &crate::zone::RRset, owner: &Name) {
-    for r in &set.records {
-        let mut r = r.clone();
-        r.name = owner.clone();
-        out.push(r);
-    }
+    out.extend(set.records(owner));
 }
 
 /// NODATA / NXDOMAIN for `name`: the SOA in authority with the negative TTL of RFC 2308 §5.
@@ -547,13 +545,14 @@ fn extended_error(resp: &mut Message, code: u16) {
 }
 
 /// A referral to a delegated child: NS in authority, glue in additional.
-fn referral(zone: &Zone, cut: &Node, resp: &mut Message) -> bool {
+fn referral(zone: &Zone, cut_key: &[u8], cut: &Node, resp: &mut Message) -> bool {
     // A CNAME already in the answer is ours, and keeps AA set (as Knot and BIND do).
     resp.metadata.authoritative = !resp.answers.is_empty();
-    let Some(ns) = cut.rrset(RecordType::NS) else {
+    let (Some(ns), Some(cut_name)) = (cut.rrset(RecordType::NS), crate::zone::key_name(cut_key))
+    else {
         return false;
     };
-    resp.authorities.extend(ns.records.iter().cloned());
+    resp.authorities.extend(ns.records(&cut_name));
     let before = resp.additionals.len();
     additional_for(zone, ns, &mut resp.additionals);
     resp.additionals.len() > before
@@ -561,8 +560,11 @@ fn referral(zone: &Zone, cut: &Node, resp: &mut Message) -> bool {
 
 /// Addresses of the names that NS, MX and SRV records point at, when this zone holds them.
 fn additional_for(zone: &Zone, set: &crate::zone::RRset, out: &mut Vec<Record>) {
-    for r in &set.records {
-        let target = match &r.data {
+    if !matches!(set.rtype, RecordType::NS | RecordType::MX | RecordType::SRV) {
+        return;
+    }
+    for data in set.rdata_values() {
+        let target = match &data {
             RData::NS(n) => &n.0,
             RData::MX(mx) => &mx.exchange,
             RData::SRV(srv) => &srv.target,
@@ -574,9 +576,9 @@ fn additional_for(zone: &Zone, set: &crate::zone::RRset, out: &mut Vec<Record>) 
         if let Some(node) = zone.node(target) {
             for t in [RecordType::A, RecordType::AAAA] {
                 if let Some(addrs) = node.rrset(t) {
-                    for a in &addrs.records {
-                        if !out.contains(a) {
-                            out.push(a.clone());
+                    for a in addrs.records(target) {
+                        if !out.contains(&a) {
+                            out.push(a);
                         }
                     }
                 }

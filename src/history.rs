@@ -2,7 +2,7 @@
 //! changes, drains, reloads) and each endpoint's share of answers over the last minute.
 //!
 //! Both are kept off the query path. The query path only bumps the answer counters it always
-//! had ([`crate::metrics::ServiceStats`]); a sampler task ([`History::spawn_sampler`]) reads
+//! had ([`crate::policy::ServiceStats`]); a sampler task ([`History::spawn_sampler`]) reads
 //! them once a second into a 60-slot ring per endpoint, so "share over the last minute" is the
 //! counter now minus the counter up to 60 s ago, divided by the same for the whole service.
 //!

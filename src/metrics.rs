@@ -2,12 +2,15 @@
 //!
 //! The query path must stay cheap, so nothing it touches allocates, locks or looks anything up:
 //!
-//! - Each zone carries a [`ZoneStats`]: a table of atomic counters indexed by precomputed slots
-//!   for qtype, rcode and policy (all `&'static str` labels). A query adds one to one cell.
-//! - Each service carries a [`ServiceStats`]: one atomic counter per endpoint (answers given)
-//!   and two for answers given while every endpoint was down.
+//! - Each zone carries a [`ZoneStats`] (owned by the zone): a table of atomic counters indexed
+//!   by slots for qtype, rcode and policy, whose `&'static str` labels are defined here. A query
+//!   adds one to one cell.
+//! - Each service carries a [`ServiceStats`](crate::policy::ServiceStats) (owned by the policy
+//!   layer): one atomic counter per endpoint (answers given) and three for answers given while
+//!   every endpoint was down.
 //!
-//! Both are handed out by a small registry keyed by zone origin / service name / endpoint
+//! Nothing below this module imports it: it reads those counters and the snapshot. Both are
+//! handed out by a small registry keyed by zone origin / service name / endpoint
 //! address, so a reload that keeps a zone or an endpoint keeps its counts (counters never go
 //! back). They are exported at scrape time by walking the current snapshot, as are the
 //! endpoint health gauges, which are read from the live `EndpointState`s: no per-query cost at
@@ -20,15 +23,14 @@
 //! endpoints that a reload removed disappear instead of lingering, and no global recorder or
 //! exporter thread is involved.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::RecordType;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -39,6 +41,8 @@ use prometheus_client::registry::Registry;
 
 use crate::policy::{PolicyKind, Service, WhenAllDown};
 use crate::snapshot::Snapshot;
+pub use crate::zone::stats::name_label;
+use crate::zone::stats::{self, ZoneStats};
 
 // Per-transport counters and the query duration histogram; the `process_*` metrics.
 mod process;
@@ -122,136 +126,16 @@ fn policy_slot(p: Option<PolicyKind>, zone: bool) -> usize {
     }
 }
 
-const ROW: usize = RCODES.len() * POLICY_SLOTS;
+// The zone's counter table has one cell per label combination.
+const _: () = assert!(QTYPES.len() == stats::QTYPE_SLOTS);
+const _: () = assert!(RCODES.len() == stats::RCODE_SLOTS);
+const _: () = assert!(POLICY_SLOTS == stats::SOURCE_SLOTS);
 
 // ---------------------------------------------------------------------------------------------
 // Per-query counters
 
-/// Query counters of one zone: one row of rcode × policy cells per qtype, allocated the first
-/// time that qtype is asked (a zone asked only A and AAAA costs two rows of 72 counters).
-#[derive(Debug)]
-pub struct ZoneStats {
-    /// The `zone` label: the origin without its final dot (`.` for the root), or `none`.
-    label: Cow<'static, str>,
-    rows: [OnceLock<Box<[AtomicU64; ROW]>>; QTYPES.len()],
-}
-
-impl ZoneStats {
-    const fn new(label: Cow<'static, str>) -> ZoneStats {
-        ZoneStats {
-            label,
-            rows: [const { OnceLock::new() }; QTYPES.len()],
-        }
-    }
-
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
-    fn add(&self, qtype: usize, rcode: usize, policy: usize) {
-        let row = self.rows[qtype].get_or_init(|| Box::new([const { AtomicU64::new(0) }; ROW]));
-        row[rcode * POLICY_SLOTS + policy].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Every non-zero cell as (qtype, rcode, policy, count).
-    fn cells(&self) -> impl Iterator<Item = (&'static str, &'static str, &'static str, u64)> + '_ {
-        self.rows.iter().enumerate().flat_map(|(q, row)| {
-            row.get().into_iter().flat_map(move |row| {
-                row.iter().enumerate().filter_map(move |(i, c)| {
-                    let v = c.load(Ordering::Relaxed);
-                    (v > 0).then(|| {
-                        (
-                            QTYPES[q],
-                            RCODES[i / POLICY_SLOTS],
-                            policy_label(i % POLICY_SLOTS),
-                            v,
-                        )
-                    })
-                })
-            })
-        })
-    }
-}
-
 /// Queries answered outside every zone.
-static NO_ZONE: ZoneStats = ZoneStats::new(Cow::Borrowed("none"));
-
-/// The label for a zone origin or service name: lower case, without the final dot.
-pub fn name_label(name: &Name) -> String {
-    let s = name.to_lowercase().to_ascii();
-    match s.strip_suffix('.') {
-        Some("") | None => s,
-        Some(t) => t.to_string(),
-    }
-}
-
-fn registry_get<T>(
-    map: &Mutex<HashMap<String, Weak<T>>>,
-    key: String,
-    make: impl FnOnce() -> T,
-) -> Arc<T> {
-    let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = m.get(&key).and_then(Weak::upgrade) {
-        return s;
-    }
-    // Forget what no snapshot holds any more, now and then rather than on every call.
-    if m.len() >= 64 && m.len().is_power_of_two() {
-        m.retain(|_, w| w.strong_count() > 0);
-    }
-    let s = Arc::new(make());
-    m.insert(key, Arc::downgrade(&s));
-    s
-}
-
-/// The counters of the zone with this origin; the same ones as the previous snapshot's if it
-/// had the zone. Called once per zone when zones are loaded.
-pub fn zone_stats(origin: &Name) -> Arc<ZoneStats> {
-    static ZONES: OnceLock<Mutex<HashMap<String, Weak<ZoneStats>>>> = OnceLock::new();
-    let label = name_label(origin);
-    registry_get(ZONES.get_or_init(Default::default), label.clone(), || {
-        ZoneStats::new(Cow::Owned(label))
-    })
-}
-
-/// Answer counters of one service, indexed like its endpoints.
-#[derive(Debug, Default)]
-pub struct ServiceStats {
-    /// Answers that carried each endpoint.
-    answers: Vec<Arc<AtomicU64>>,
-    /// Answers given while every endpoint of the family was down: `serve-all` answered them
-    /// all anyway ("answering blind"), `empty` answered NODATA.
-    all_down_served: Arc<AtomicU64>,
-    all_down_empty: Arc<AtomicU64>,
-    all_down_servfail: Arc<AtomicU64>,
-}
-
-fn counter(key: String) -> Arc<AtomicU64> {
-    static COUNTERS: OnceLock<Mutex<HashMap<String, Weak<AtomicU64>>>> = OnceLock::new();
-    registry_get(COUNTERS.get_or_init(Default::default), key, || {
-        AtomicU64::new(0)
-    })
-}
-
-impl ServiceStats {
-    /// Answers that carried the endpoint at index `i` so far (0 for an index out of range).
-    pub fn answers(&self, i: usize) -> u64 {
-        self.answers.get(i).map_or(0, |c| c.load(Ordering::Relaxed))
-    }
-
-    /// Counters for a service and its endpoint addresses, carried over from the previous
-    /// snapshot for what did not change. Called once per service when a snapshot is built.
-    pub fn new(name: &Name, endpoints: impl Iterator<Item = IpAddr>) -> ServiceStats {
-        let svc = name_label(name);
-        ServiceStats {
-            answers: endpoints
-                .map(|a| counter(format!("answers\0{svc}\0{a}")))
-                .collect(),
-            all_down_served: counter(format!("all-down\0{svc}\0serve-all")),
-            all_down_empty: counter(format!("all-down\0{svc}\0empty")),
-            all_down_servfail: counter(format!("all-down\0{svc}\0servfail")),
-        }
-    }
-}
+static NO_ZONE: ZoneStats = ZoneStats::fixed("none");
 
 /// What the request handler learnt about one query, recorded once when its response is made.
 #[derive(Debug, Default)]
@@ -282,9 +166,7 @@ pub fn record_query(o: &QueryOutcome<'_>, rcode: ResponseCode) {
     record_transport(o.tcp, rcode);
     if let Some(svc) = o.service {
         for &i in &o.picks {
-            if let Some(c) = svc.stats.answers.get(i) {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
+            svc.stats.add_answer(i);
         }
         if o.all_down {
             let c = if svc.when_all_down == WhenAllDown::Servfail {
@@ -526,7 +408,7 @@ impl Collector for SnapshotCollector {
 
         // DNS queries.
         let mut zones: Vec<&ZoneStats> = snap.zones.zones.values().map(|z| &*z.stats).collect();
-        zones.sort_by(|a, b| a.label.cmp(&b.label));
+        zones.sort_by(|a, b| a.label().cmp(b.label()));
         zones.push(&NO_ZONE);
         family(
             &mut enc,
@@ -539,9 +421,9 @@ impl Collector for SnapshotCollector {
                     (
                         vec![
                             ("zone", z.label()),
-                            ("qtype", q),
-                            ("rcode", r),
-                            ("policy", p),
+                            ("qtype", QTYPES[q]),
+                            ("rcode", RCODES[r]),
+                            ("policy", policy_label(p)),
                         ],
                         ConstCounter::new(v),
                     )
@@ -597,7 +479,7 @@ impl Collector for SnapshotCollector {
             "Balanced answers that carried this endpoint.",
             MetricType::Counter,
             eps.iter().map(|e| {
-                let v = e.service.stats.answers[e.index].load(Ordering::Relaxed);
+                let v = e.service.stats.answers(e.index);
                 (
                     vec![("service", &*e.svc), ("endpoint", e.addr.as_str())],
                     ConstCounter::new(v),
@@ -607,8 +489,7 @@ impl Collector for SnapshotCollector {
         // The same counters summed per region at scrape time: no cost on the query path.
         let mut by_region: BTreeMap<(&str, &str), u64> = BTreeMap::new();
         for e in &eps {
-            *by_region.entry((&e.svc, e.region)).or_default() +=
-                e.service.stats.answers[e.index].load(Ordering::Relaxed);
+            *by_region.entry((&e.svc, e.region)).or_default() += e.service.stats.answers(e.index);
         }
         family(
             &mut enc,
@@ -850,37 +731,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn zone_cells_count_and_list() {
-        let z = ZoneStats::new(Cow::Borrowed("t"));
-        z.add(0, 0, 0);
-        z.add(0, 0, 0);
-        z.add(16, 5, 1);
-        let mut cells: Vec<_> = z.cells().collect();
+    fn zone_cells_have_labels() {
+        let z = ZoneStats::fixed("t");
+        z.add(
+            qtype_slot(Some(RecordType::A)),
+            rcode_slot(ResponseCode::NoError),
+            policy_slot(None, true),
+        );
+        z.add(
+            qtype_slot(None),
+            rcode_slot(ResponseCode::Refused),
+            policy_slot(None, false),
+        );
+        let mut cells: Vec<_> = z
+            .cells()
+            .map(|(q, r, p, v)| (QTYPES[q], RCODES[r], policy_label(p), v))
+            .collect();
         cells.sort();
         assert_eq!(
             cells,
             vec![
-                ("A", "NOERROR", "static", 2),
+                ("A", "NOERROR", "static", 1),
                 ("other", "REFUSED", "none", 1)
             ]
         );
-    }
-
-    #[test]
-    fn labels_drop_the_final_dot() {
-        assert_eq!(
-            name_label(&Name::from_ascii("WWW.Example.COM.").unwrap()),
-            "www.example.com"
-        );
-        assert_eq!(name_label(&Name::root()), ".");
-    }
-
-    #[test]
-    fn zone_stats_carry_over_while_held() {
-        let n = Name::from_ascii("carry.test.").unwrap();
-        let a = zone_stats(&n);
-        let b = zone_stats(&n);
-        assert!(Arc::ptr_eq(&a, &b));
     }
 
     #[test]

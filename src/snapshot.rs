@@ -165,11 +165,11 @@ impl Snapshot {
         let services = build_services(&config, &regions, &health);
         // Drains are rules, not flags: a region drain covers endpoints new in this config.
         health.drains.apply(&services, &regions);
-        for svc in &services {
+        for (i, svc) in services.iter().enumerate() {
             let zone = zones.find_name(&svc.name).map(|z| wire_key_of(&z.origin));
             if let Some(zone) = zone.and_then(|k| zones.zones.get_mut(&k)) {
                 if let Some(z) = Arc::get_mut(zone) {
-                    z.attach_service(svc.clone());
+                    z.attach_service(&svc.name, i);
                 }
             }
         }
@@ -211,6 +211,13 @@ impl Snapshot {
             services,
             health,
         })
+    }
+
+    /// The service that answers at a balanced name's node.
+    pub fn service_of(&self, node: &crate::zone::Node) -> Option<&Service> {
+        node.service()
+            .and_then(|i| self.services.get(i))
+            .map(|s| &**s)
     }
 
     pub fn tcp_idle_timeout(&self) -> Duration {

@@ -11,7 +11,10 @@ mod hash;
 mod latency;
 mod least_loaded;
 mod round_robin;
+mod stats;
 mod weighted;
+
+pub use stats::ServiceStats;
 
 use std::cell::Cell;
 use std::net::IpAddr;
@@ -132,7 +135,7 @@ pub struct Service {
     /// Endpoints are `target`s: every query type at the name is answered with a CNAME.
     pub targets: bool,
     /// Answer counters per endpoint, for metrics.
-    pub stats: crate::metrics::ServiceStats,
+    pub stats: ServiceStats,
     rr_next: AtomicUsize,
 }
 
@@ -147,7 +150,7 @@ impl Service {
         health: Option<String>,
         endpoints: Vec<Endpoint>,
     ) -> Service {
-        let stats = crate::metrics::ServiceStats::new(&name, endpoints.iter().map(|e| e.addr));
+        let stats = ServiceStats::new(&name, endpoints.iter().map(|e| e.addr));
         Service {
             name,
             policy,

@@ -366,12 +366,12 @@ fn served_records(reloader: &Reloader, zone: &Name) -> Option<Vec<Record>> {
     let snap = reloader.shared().load();
     let z = snap.zones.zones.get(&crate::zone::wire_key(zone))?;
     let mut out = vec![z.soa.clone()];
-    for node in z.nodes.values() {
-        for set in &node.rrsets {
-            if set.rtype == RecordType::SOA {
-                continue;
-            }
-            out.extend(set.records.iter().cloned());
+    for (key, node) in &z.nodes {
+        let Some(owner) = crate::zone::key_name(key) else {
+            continue;
+        };
+        for set in node.rrsets.iter().filter(|s| s.rtype != RecordType::SOA) {
+            out.extend(set.records(&owner));
         }
     }
     Some(out)

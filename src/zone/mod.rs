@@ -6,14 +6,22 @@
 //! a handful of hash lookups on slices of one buffer, whatever the zone's size: a
 //! random-subdomain flood costs the same as any other query (hickory's stock handler scans the
 //! zone linearly for negative answers; see `shared/notes/hickory-0.26.md`).
+//!
+//! Each record is kept once, as its rdata in uncompressed wire form inside its RRset's one
+//! buffer: that is what the fast path copies into answers. Code that wants hickory `Record`s
+//! (the reference handler, transfers, the checks) decodes them from it on demand.
 
 pub mod parse;
+pub mod stats;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, Restrict};
 
 use crate::config::Problem;
 use parse::ParsedRecord;
@@ -41,42 +49,145 @@ pub fn wire_key(name: &Name) -> WireKey {
     buf.into_boxed_slice()
 }
 
-/// All records of one type at one name.
+/// The name whose (lower-cased) wire form this is.
+pub fn key_name(key: &[u8]) -> Option<Name> {
+    Name::read(&mut BinDecoder::new(key)).ok()
+}
+
+/// All records of one type at one name: a small header and every record's rdata in
+/// uncompressed wire form, each preceded by its length (two bytes, big endian), in one buffer.
 #[derive(Debug, Clone)]
 pub struct RRset {
     pub rtype: RecordType,
+    /// One TTL per RRset (RFC 2181 §5.2): the first record's.
     pub ttl: u32,
-    pub records: Vec<Record>,
-    /// Each record's rdata in uncompressed wire form, encoded once at load for the UDP fast
-    /// path ([`crate::fast`]); empty if a record could not be encoded (the slow path serves it).
-    pub wire: Vec<Box<[u8]>>,
+    data: Box<[u8]>,
 }
 
-/// Uncompressed wire form of one rdata. Names inside rdata are written in full: a compression
-/// pointer would point into this record's own buffer, not into the message it lands in.
-pub fn rdata_wire(rdata: &RData) -> Option<Box<[u8]>> {
+impl RRset {
+    /// Each record's rdata in uncompressed wire form, in the order the file gave them. Names
+    /// inside rdata are written in full: a compression pointer would point into this buffer,
+    /// not into the message the record lands in.
+    pub fn rdata(&self) -> Rdatas<'_> {
+        Rdatas(&self.data)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rdata().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The records' rdata decoded (the slow path's view). Loading checked that each decodes.
+    pub fn rdata_values(&self) -> impl Iterator<Item = RData> + '_ {
+        self.rdata()
+            .filter_map(move |w| decode_rdata(self.rtype, w))
+    }
+
+    /// The records, owned by `owner`.
+    pub fn records<'a>(&'a self, owner: &'a Name) -> impl Iterator<Item = Record> + 'a {
+        self.rdata_values().map(move |d| {
+            let mut r = Record::from_rdata(owner.clone(), self.ttl, d);
+            r.dns_class = DNSClass::IN;
+            r
+        })
+    }
+
+    fn push(&mut self, rdata: &[u8]) {
+        let mut v = std::mem::take(&mut self.data).into_vec();
+        v.reserve_exact(2 + rdata.len());
+        v.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        v.extend_from_slice(rdata);
+        self.data = v.into_boxed_slice();
+    }
+}
+
+/// The rdata of an [`RRset`], one slice per record.
+#[derive(Debug, Clone)]
+pub struct Rdatas<'a>(&'a [u8]);
+
+impl<'a> Iterator for Rdatas<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let [h, l, rest @ ..] = self.0 else {
+            return None;
+        };
+        let n = usize::from(u16::from_be_bytes([*h, *l]));
+        let (one, rest) = rest.split_at_checked(n)?;
+        self.0 = rest;
+        Some(one)
+    }
+}
+
+/// Uncompressed wire form of one rdata (see [`RRset::rdata`]).
+pub fn rdata_wire(rdata: &RData) -> Option<Vec<u8>> {
     use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
     let mut buf = Vec::with_capacity(32);
     let mut enc = BinEncoder::new(&mut buf);
     enc.set_name_encoding(NameEncoding::Uncompressed);
     rdata.emit(&mut enc).ok()?;
-    Some(buf.into_boxed_slice())
+    Some(buf)
+}
+
+/// Reads an rdata back from its wire form.
+pub fn decode_rdata(rtype: RecordType, wire: &[u8]) -> Option<RData> {
+    let len = u16::try_from(wire.len()).ok()?;
+    let mut d = BinDecoder::new(wire);
+    let data = RData::read(&mut d, rtype, Restrict::new(len)).ok()?;
+    d.is_empty().then_some(data)
+}
+
+/// Whether two rdata of one type are the same record: names inside compare without regard to
+/// case (as hickory's `RData` equality does), everything else byte for byte.
+fn same_rdata(rtype: RecordType, a: &[u8], b: &[u8]) -> bool {
+    // Bytes before the one name at the end of the rdata, for the types that hold one.
+    let fixed = match rtype {
+        RecordType::NS | RecordType::CNAME | RecordType::PTR | RecordType::DNAME => 0,
+        RecordType::MX => 2,
+        RecordType::SRV => 6,
+        _ => return a == b,
+    };
+    a.len() == b.len()
+        && a.len() >= fixed
+        && a[..fixed] == b[..fixed]
+        && a[fixed..].eq_ignore_ascii_case(&b[fixed..])
+}
+
+/// Where something was written: line, column and which of the zone's files (the file itself
+/// or an `$INCLUDE`d one), for problems found once the whole file is read.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pos {
+    line: u32,
+    col: u16,
+    file: u16,
 }
 
 /// One name in a zone. A node with no rrsets is an empty non-terminal: it exists (NODATA, not
 /// NXDOMAIN) because names below it do.
 #[derive(Debug, Clone, Default)]
 pub struct Node {
-    pub rrsets: Vec<RRset>,
+    /// Sorted by type.
+    pub rrsets: Box<[RRset]>,
+    /// A balanced name: its A/AAAA answers come from the policy of the snapshot's service at
+    /// this index, plus one (see [`Node::service`]).
+    service: Option<NonZeroU32>,
+    /// Where the name was first written.
+    at: Pos,
     /// NS records at a name other than the apex: a delegation to another server.
     pub cut: bool,
-    /// A balanced name: its A/AAAA answers come from this service's policy.
-    pub service: Option<Arc<crate::policy::Service>>,
 }
 
 impl Node {
     pub fn rrset(&self, rtype: RecordType) -> Option<&RRset> {
         self.rrsets.iter().find(|r| r.rtype == rtype)
+    }
+
+    /// The index of the snapshot's service that answers at this name (`Snapshot::service_of`).
+    pub fn service(&self) -> Option<usize> {
+        self.service.map(|i| i.get() as usize - 1)
     }
 }
 
@@ -89,8 +200,9 @@ pub struct Zone {
     pub nodes: HashMap<WireKey, Node>,
     /// Records in the file, for `check` and status output.
     pub record_count: usize,
-    /// Query counters, carried over by a reload that keeps the zone (see [`crate::metrics`]).
-    pub stats: Arc<crate::metrics::ZoneStats>,
+    /// Query counters, carried over by a reload that keeps the zone (exported by
+    /// `metrics`).
+    pub stats: Arc<stats::ZoneStats>,
     /// The SOA's rdata split for the fast path, which compresses its two names against the
     /// message as hickory's encoder does, and the negative-answer TTL, min(SOA TTL, MINIMUM)
     /// per RFC 2308.
@@ -194,9 +306,10 @@ impl Zone {
         self.origin.zone_of(name)
     }
 
-    /// Attaches a balanced name, creating its node and any empty non-terminals above it.
-    pub fn attach_service(&mut self, svc: Arc<crate::policy::Service>) {
-        let key = wire_key(&svc.name);
+    /// Attaches a balanced name (the index of its service), creating its node and any empty
+    /// non-terminals above it.
+    pub fn attach_service(&mut self, name: &Name, service: usize) {
+        let key = wire_key(name);
         let origin_len = wire_key(&self.origin).len();
         let mut i = 0;
         while key.len() - i > origin_len {
@@ -205,7 +318,8 @@ impl Zone {
                 self.nodes.entry(key[i..].into()).or_default();
             }
         }
-        self.nodes.entry(key).or_default().service = Some(svc);
+        let id = u32::try_from(service + 1).ok().and_then(NonZeroU32::new);
+        self.nodes.entry(key).or_default().service = id;
     }
 
     /// Builds a zone from parsed records, making the checks that `named-checkzone` makes.
@@ -230,211 +344,279 @@ impl Zone {
         records: Vec<ParsedRecord>,
         unread: &[parse::Unread],
     ) -> (Option<Zone>, Vec<Problem>) {
-        let might_be = |name: &Name, t: RecordType| unread.iter().any(|u| u.could_be(name, t));
-        let mut problems = Vec::new();
-        let origin_key = wire_key(&origin);
-        let record_count = records.len();
-        let mut first_line: HashMap<WireKey, (usize, usize, PathBuf)> = HashMap::new();
-        // Where each NS record (owner, target) was written, so its problems point at it.
-        let mut ns_at: HashMap<(WireKey, WireKey), (usize, usize, PathBuf)> = HashMap::new();
-        // BTreeMap so that problems come out in a stable order.
-        let mut by_name: BTreeMap<WireKey, Vec<ParsedRecord>> = BTreeMap::new();
+        let mut b = Builder::new(origin, file);
         for pr in records {
-            if !origin.zone_of(&pr.record.name) {
-                problems.push(Problem::new(
-                    &pr.file,
-                    pr.line,
-                    pr.col,
-                    format!("`{}` is outside the zone {}", pr.record.name, origin),
-                ));
-                continue;
-            }
-            let key = wire_key(&pr.record.name);
-            first_line
-                .entry(key.clone())
-                .or_insert((pr.line, pr.col, pr.file.clone()));
-            if let RData::NS(target) = &pr.record.data {
-                ns_at.entry((key.clone(), wire_key(&target.0))).or_insert((
-                    pr.line,
-                    pr.col,
-                    pr.file.clone(),
-                ));
-            }
-            by_name.entry(key).or_default().push(pr);
+            b.add(pr);
         }
+        b.finish(unread)
+    }
+}
 
-        let mut nodes: HashMap<WireKey, Node> = HashMap::new();
-        let mut soa = None;
-        for (key, recs) in by_name {
-            let mut node = Node::default();
-            for pr in recs {
-                let rtype = pr.record.record_type();
-                let is_apex = key == origin_key;
-                if rtype == RecordType::SOA {
-                    if !is_apex {
-                        problems.push(Problem::new(
-                            &pr.file,
-                            pr.line,
-                            pr.col,
-                            format!(
-                                "SOA at `{}`: an SOA belongs only at the apex {origin}",
-                                pr.record.name
-                            ),
-                        ));
-                        continue;
-                    }
-                    if soa.is_some() {
-                        problems.push(Problem::new(
-                            &pr.file,
-                            pr.line,
-                            pr.col,
-                            "a second SOA record: a zone has exactly one",
-                        ));
-                        continue;
-                    }
-                    soa = Some(pr.record.clone());
-                }
-                if rtype == RecordType::NS && !is_apex {
-                    node.cut = true;
-                }
-                match node.rrsets.iter_mut().find(|r| r.rtype == rtype) {
-                    Some(set) => {
-                        if !set.records.iter().any(|r| r.data == pr.record.data) {
-                            if rtype == RecordType::CNAME {
-                                problems.push(Problem::new(
-                                    &pr.file,
-                                    pr.line,
-                                    pr.col,
-                                    format!("`{}` has more than one CNAME", pr.record.name),
-                                ));
-                                continue;
-                            }
-                            let mut r = pr.record.clone();
-                            r.ttl = set.ttl; // RFC 2181 §5.2: one TTL per RRset
-                            set.records.push(r);
-                        }
-                    }
-                    None => node.rrsets.push(RRset {
-                        rtype,
-                        ttl: pr.record.ttl,
-                        records: vec![pr.record.clone()],
-                        wire: Vec::new(),
-                    }),
-                }
-            }
-            let has_cname = node.rrset(RecordType::CNAME).is_some();
-            let others = node
-                .rrsets
-                .iter()
-                .filter(|r| {
-                    !matches!(
-                        r.rtype,
-                        RecordType::CNAME | RecordType::RRSIG | RecordType::NSEC
-                    )
-                })
-                .count();
-            if has_cname && others > 0 {
-                let (line, col, f) = &first_line[&key];
-                let name = &node.rrsets[0].records[0].name;
-                problems.push(Problem::new(
-                    f,
-                    *line,
-                    *col,
-                    format!("`{name}` has a CNAME and other data; a CNAME must stand alone (RFC 1034 §3.6.2)"),
-                ));
-            }
-            node.rrsets.sort_by_key(|r| u16::from(r.rtype));
-            for set in &mut node.rrsets {
-                let wire: Option<Vec<_>> =
-                    set.records.iter().map(|r| rdata_wire(&r.data)).collect();
-                set.wire = wire.unwrap_or_default();
-            }
-            nodes.insert(key, node);
+/// Builds a zone one record at a time, as the parser reads them, so that loading holds no
+/// more than the zone being built (and the file's text): a reload's peak is the old snapshot
+/// plus the new one.
+pub struct Builder {
+    origin: Name,
+    origin_key: WireKey,
+    file: PathBuf,
+    /// The files records came from (the zone file and its `$INCLUDE`s), indexed by `Pos::file`.
+    files: Vec<PathBuf>,
+    nodes: HashMap<WireKey, Node>,
+    soa: Option<Record>,
+    record_count: usize,
+    /// Where each NS record was written, by a hash of its owner and target, so that its
+    /// problems point at it (NS records only: a collision merely moves a problem's line).
+    ns_at: HashMap<u64, Pos>,
+    problems: Vec<Problem>,
+    buf: Vec<u8>,
+}
+
+fn ns_hash(owner: &[u8], target: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    owner.hash(&mut h);
+    target.hash(&mut h);
+    h.finish()
+}
+
+impl Builder {
+    pub fn new(origin: Name, file: &Path) -> Builder {
+        Builder::with_capacity(origin, file, 0)
+    }
+
+    /// A builder with room for about `names` names: a map that grows while a large zone loads
+    /// holds its old table beside the new one at every doubling, a peak a reload pays on top
+    /// of the snapshot being served.
+    pub fn with_capacity(origin: Name, file: &Path, names: usize) -> Builder {
+        Builder {
+            origin_key: wire_key(&origin),
+            origin,
+            file: file.to_path_buf(),
+            files: Vec::new(),
+            nodes: HashMap::with_capacity(names),
+            soa: None,
+            record_count: 0,
+            ns_at: HashMap::new(),
+            problems: Vec::new(),
+            buf: Vec::new(),
         }
+    }
 
-        let apex = nodes.get(&origin_key);
+    fn pos(&mut self, pr: &ParsedRecord) -> Pos {
+        let file = match self.files.iter().rposition(|f| *f == pr.file) {
+            Some(i) => i,
+            None => {
+                self.files.push(pr.file.clone());
+                self.files.len() - 1
+            }
+        };
+        Pos {
+            line: u32::try_from(pr.line).unwrap_or(u32::MAX),
+            col: u16::try_from(pr.col).unwrap_or(u16::MAX),
+            file: u16::try_from(file).unwrap_or(u16::MAX),
+        }
+    }
+
+    fn problem_at(&self, at: Pos, message: String) -> Problem {
+        let file = self.files.get(usize::from(at.file)).unwrap_or(&self.file);
+        Problem::new(file, at.line as usize, usize::from(at.col), message)
+    }
+
+    /// Adds one record, making the checks that need only what came before it.
+    pub fn add(&mut self, pr: ParsedRecord) {
+        self.record_count += 1;
+        let problem = |m: String| Problem::new(&pr.file, pr.line, pr.col, m);
+        let name = &pr.record.name;
+        if !self.origin.zone_of(name) {
+            let p = problem(format!("`{name}` is outside the zone {}", self.origin));
+            self.problems.push(p);
+            return;
+        }
+        let rtype = pr.record.record_type();
+        let mut key = std::mem::take(&mut self.buf);
+        let mut starts = Vec::new();
+        wire_lower(name, &mut key, &mut starts);
+        let is_apex = key[..] == self.origin_key[..];
+        if rtype == RecordType::SOA {
+            if !is_apex {
+                let p = problem(format!(
+                    "SOA at `{name}`: an SOA belongs only at the apex {}",
+                    self.origin
+                ));
+                self.problems.push(p);
+                self.buf = key;
+                return;
+            }
+            if self.soa.is_some() {
+                let p = problem("a second SOA record: a zone has exactly one".into());
+                self.problems.push(p);
+                self.buf = key;
+                return;
+            }
+            self.soa = Some(pr.record.clone());
+        }
+        let Some(rdata) = rdata_wire(&pr.record.data)
+            .filter(|w| w.len() <= usize::from(u16::MAX) && decode_rdata(rtype, w).is_some())
+        else {
+            let p = problem(format!(
+                "`{name}` {rtype}: the record cannot be written in wire form"
+            ));
+            self.problems.push(p);
+            self.buf = key;
+            return;
+        };
+        let at = self.pos(&pr);
+        if rtype == RecordType::NS {
+            self.ns_at
+                .entry(ns_hash(&key, &rdata.to_ascii_lowercase()))
+                .or_insert(at);
+        }
+        let node = match self.nodes.get_mut(&key[..]) {
+            Some(n) => n,
+            None => {
+                self.add_ancestors(&key);
+                let n = self.nodes.entry(key.as_slice().into()).or_default();
+                n.at = at;
+                n
+            }
+        };
+        if n_is_ent(node) {
+            node.at = at;
+        }
+        if rtype == RecordType::NS && !is_apex {
+            node.cut = true;
+        }
+        let conflict_before = cname_conflict(node);
+        match node.rrsets.iter_mut().find(|r| r.rtype == rtype) {
+            Some(set) => {
+                if !set.rdata().any(|w| same_rdata(rtype, w, &rdata)) {
+                    if rtype == RecordType::CNAME {
+                        let p = problem(format!("`{name}` has more than one CNAME"));
+                        self.problems.push(p);
+                        self.buf = key;
+                        return;
+                    }
+                    set.push(&rdata);
+                }
+            }
+            None => {
+                let mut set = RRset {
+                    rtype,
+                    ttl: pr.record.ttl,
+                    data: Box::default(),
+                };
+                set.push(&rdata);
+                let mut sets = std::mem::take(&mut node.rrsets).into_vec();
+                let i = sets.partition_point(|r| u16::from(r.rtype) < u16::from(rtype));
+                sets.insert(i, set);
+                node.rrsets = sets.into_boxed_slice();
+            }
+        }
+        if !conflict_before && cname_conflict(node) {
+            let at = node.at;
+            let p = self.problem_at(
+                at,
+                format!("`{name}` has a CNAME and other data; a CNAME must stand alone (RFC 1034 §3.6.2)"),
+            );
+            self.problems.push(p);
+        }
+        self.buf = key;
+    }
+
+    /// Empty non-terminals: every ancestor of a name, up to the apex, exists. An ancestor that
+    /// exists already had its own made when it was added.
+    fn add_ancestors(&mut self, key: &[u8]) {
+        let apex_len = self.origin_key.len();
+        let mut i = 0;
+        while key.len() - i > apex_len {
+            i += key[i] as usize + 1;
+            let anc = &key[i..];
+            if anc.len() <= apex_len || self.nodes.contains_key(anc) {
+                break;
+            }
+            self.nodes.insert(anc.into(), Node::default());
+        }
+    }
+
+    /// Makes the checks that need the whole zone and returns it (when it has an SOA).
+    pub fn finish(mut self, unread: &[parse::Unread]) -> (Option<Zone>, Vec<Problem>) {
+        let origin = self.origin.clone();
+        let might_be = |name: &Name, t: RecordType| unread.iter().any(|u| u.could_be(name, t));
+        let apex = self.nodes.get(&self.origin_key);
         let has_apex_ns = apex.is_some_and(|n| n.rrset(RecordType::NS).is_some());
         if !has_apex_ns && !might_be(&origin, RecordType::NS) {
-            let (line, col, f) =
-                first_line
-                    .get(&origin_key)
-                    .cloned()
-                    .unwrap_or((1, 1, file.to_path_buf()));
-            problems.push(Problem::new(
-                &f,
-                line,
-                col,
-                format!("zone {origin} has no NS records at its apex"),
-            ));
-        }
-
-        // Empty non-terminals: every ancestor of a name, up to the apex, exists.
-        let keys: Vec<WireKey> = nodes.keys().cloned().collect();
-        for key in keys {
-            let mut i = 0;
-            while key.len() - i > origin_key.len() {
-                i += key[i] as usize + 1;
-                let anc = &key[i..];
-                if anc.len() <= origin_key.len() {
-                    break;
+            let p = match apex.filter(|n| !n.rrsets.is_empty()) {
+                Some(n) => {
+                    self.problem_at(n.at, format!("zone {origin} has no NS records at its apex"))
                 }
-                nodes.entry(anc.into()).or_default();
-            }
+                None => Problem::new(
+                    &self.file,
+                    1,
+                    1,
+                    format!("zone {origin} has no NS records at its apex"),
+                ),
+            };
+            self.problems.push(p);
         }
 
         // Every NS target inside this zone (in-zone or glue) needs an address.
         let mut ns_problems = Vec::new();
-        for (key, node) in &nodes {
-            if let Some(ns) = node.rrset(RecordType::NS) {
-                for r in &ns.records {
-                    if let RData::NS(target) = &r.data {
-                        if origin.zone_of(&target.0) {
-                            let has_addr = nodes.get(&wire_key(&target.0)).is_some_and(|n| {
-                                n.rrset(RecordType::A).is_some()
-                                    || n.rrset(RecordType::AAAA).is_some()
-                            });
-                            if !has_addr
-                                && !might_be(&target.0, RecordType::A)
-                                && !might_be(&target.0, RecordType::AAAA)
-                            {
-                                let (line, col, f) = ns_at
-                                    .get(&(key.clone(), wire_key(&target.0)))
-                                    .unwrap_or(&first_line[key]);
-                                ns_problems.push(Problem::new(
-                                    f,
-                                    *line,
-                                    *col,
-                                    format!(
-                                        "NS `{}` at `{}` has no A or AAAA records in the zone",
-                                        target.0, r.name
-                                    ),
-                                ));
-                            }
-                        }
-                    }
+        for (key, node) in &self.nodes {
+            let Some(ns) = node.rrset(RecordType::NS) else {
+                continue;
+            };
+            for w in ns.rdata() {
+                let Some(target) = key_name(w) else { continue };
+                if !origin.zone_of(&target) {
+                    continue;
                 }
+                let target_key = w.to_ascii_lowercase();
+                let has_addr = self.nodes.get(&target_key[..]).is_some_and(|n| {
+                    n.rrset(RecordType::A).is_some() || n.rrset(RecordType::AAAA).is_some()
+                });
+                if has_addr
+                    || might_be(&target, RecordType::A)
+                    || might_be(&target, RecordType::AAAA)
+                {
+                    continue;
+                }
+                let at = self
+                    .ns_at
+                    .get(&ns_hash(key, &target_key))
+                    .copied()
+                    .unwrap_or(node.at);
+                let owner = key_name(key).unwrap_or_else(Name::root);
+                ns_problems.push(self.problem_at(
+                    at,
+                    format!("NS `{target}` at `{owner}` has no A or AAAA records in the zone"),
+                ));
             }
         }
         ns_problems.sort_by_key(|p| (p.line, p.col));
-        problems.extend(ns_problems);
+        self.problems.extend(ns_problems);
 
-        let Some(soa) = soa else {
+        let Some(soa) = self.soa else {
             if !might_be(&origin, RecordType::SOA) {
-                problems.push(Problem::new(
-                    file,
+                self.problems.push(Problem::new(
+                    &self.file,
                     1,
                     1,
                     format!("zone {origin} has no SOA record at its apex"),
                 ));
             }
-            return (None, problems);
+            return (None, self.problems);
         };
-        let mut zone = Zone {
+        let mut nodes = self.nodes;
+        // The apex node must not be marked as a cut.
+        if let Some(n) = nodes.get_mut(&self.origin_key) {
+            n.cut = false;
+        }
+        nodes.shrink_to_fit();
+        let zone = Zone {
             origin: origin.clone(),
-            file: file.to_path_buf(),
+            file: self.file,
             nodes,
-            record_count,
-            stats: crate::metrics::zone_stats(&origin),
+            record_count: self.record_count,
+            stats: stats::ZoneStats::for_origin(&origin),
             soa_parts: SoaParts::of(&soa.data),
             negative_ttl: match &soa.data {
                 RData::SOA(s) => soa.ttl.min(s.minimum),
@@ -442,12 +624,24 @@ impl Zone {
             },
             soa,
         };
-        // The apex node must not be marked as a cut.
-        if let Some(n) = zone.nodes.get_mut(&origin_key) {
-            n.cut = false;
-        }
-        (Some(zone), problems)
+        (Some(zone), self.problems)
     }
+}
+
+/// A node made as an ancestor of another name, with no records of its own yet.
+fn n_is_ent(node: &Node) -> bool {
+    node.rrsets.is_empty() && node.at.line == 0
+}
+
+/// A CNAME beside other data (RRSIG and NSEC may stand beside it).
+fn cname_conflict(node: &Node) -> bool {
+    node.rrset(RecordType::CNAME).is_some()
+        && node.rrsets.iter().any(|r| {
+            !matches!(
+                r.rtype,
+                RecordType::CNAME | RecordType::RRSIG | RecordType::NSEC
+            )
+        })
 }
 
 /// Every zone served, by origin.
@@ -561,6 +755,17 @@ pub fn load_file(path: &Path) -> Result<Zone, Vec<Problem>> {
     }
 }
 
+/// Lines that start with an owner name: about the number of names in a zone file (exact for
+/// one record per name, an overestimate when a name is written on each of its lines, which
+/// `Builder::finish` trims).
+fn owner_lines(text: &str) -> usize {
+    let starts = |l: &[u8]| !matches!(l.first(), None | Some(b' ' | b'\t' | b'\r' | b';' | b'$'));
+    text.as_bytes()
+        .split(|&b| b == b'\n')
+        .filter(|l| starts(l))
+        .count()
+}
+
 /// Reads one zone file to its end: its origin (if the file name or `$ORIGIN` gives one), the
 /// zone if one could be built, and every problem.
 fn load_file_checked(path: &Path) -> (Option<Name>, Option<Zone>, Vec<Problem>) {
@@ -591,12 +796,20 @@ fn load_file_checked(path: &Path) -> (Option<Name>, Option<Zone>, Vec<Problem>) 
             return (None, None, vec![p]);
         }
     };
-    let parsed = parse::read_zone_file(path, &text, origin);
-    let mut problems = parsed.problems;
-    let (zone, mut more) =
-        Zone::build_checked(parsed.origin.clone(), path, parsed.records, &parsed.unread);
+    // Records go into the zone as they are read: nothing holds them all in parsed form.
+    let names = owner_lines(&text);
+    let mut builder: Option<Builder> = None;
+    let read = parse::read_zone_stream(path, &text, origin, &mut |apex, pr| {
+        builder
+            .get_or_insert_with(|| Builder::with_capacity(apex.clone(), path, names))
+            .add(pr)
+    });
+    drop(text);
+    let mut problems = read.problems;
+    let builder = builder.unwrap_or_else(|| Builder::new(read.origin.clone(), path));
+    let (zone, mut more) = builder.finish(&read.unread);
     problems.append(&mut more);
-    (Some(parsed.origin), zone, problems)
+    (Some(read.origin), zone, problems)
 }
 
 #[cfg(test)]

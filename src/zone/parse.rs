@@ -51,31 +51,42 @@ const MAX_INCLUDE_DEPTH: usize = 8;
 /// A lexical error spoils only its own entry, which comes back with `bad` set: `check` must
 /// list every bad line of a file, so the lexer picks up again where the next entry most
 /// likely starts instead of giving up on the rest of the file.
-fn lex(text: &str, file: &Path) -> Vec<Entry> {
-    let line_starts: Vec<usize> = std::iter::once(0)
-        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-        .collect();
-    let mut entries = Vec::new();
-    let mut from_line = 1;
-    while let Some(resume) = lex_from(text, &line_starts, from_line, file, &mut entries) {
+///
+/// Entries go to `sink` as they are read (a million-record file is never held as tokens);
+/// `sink` returns false to stop.
+fn lex(text: &str, file: &Path, sink: &mut dyn FnMut(Entry) -> bool) {
+    // Line offsets are needed only to start again after an error that swallowed the rest.
+    let mut line_starts = None;
+    let mut from = (0, 1);
+    while let Some(resume) = lex_from(text, from, &mut line_starts, file, sink) {
         // Each restart begins past the line where the failed round's trouble started, so this
         // loop ends.
-        from_line = resume;
+        match line_offsets(text, &mut line_starts).get(resume - 1) {
+            Some(&at) => from = (at, resume),
+            None => return,
+        }
     }
-    entries
 }
 
-/// Lexes from the start of line `first_line` (1-based) to the end, appending entries. Returns
-/// the line to start again from when an error swallowed the rest of the text (an unclosed
-/// quote or parenthesis); the spoiled entry has been appended with `bad` set.
+fn line_offsets<'a>(text: &str, cache: &'a mut Option<Vec<usize>>) -> &'a [usize] {
+    cache.get_or_insert_with(|| {
+        std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect()
+    })
+}
+
+/// Lexes from byte `start`, the start of line `first_line` (1-based), to the end, handing
+/// entries to `sink`. Returns the line to start again from when an error swallowed the rest
+/// of the text (an unclosed quote or parenthesis); the spoiled entry has been handed on with
+/// `bad` set. `None` also when `sink` asked to stop.
 fn lex_from(
     text: &str,
-    line_starts: &[usize],
-    first_line: usize,
+    (start, first_line): (usize, usize),
+    line_starts: &mut Option<Vec<usize>>,
     file: &Path,
-    entries: &mut Vec<Entry>,
+    sink: &mut dyn FnMut(Entry) -> bool,
 ) -> Option<usize> {
-    let start = *line_starts.get(first_line - 1)?;
     let mut tokens: Vec<Token> = Vec::new();
     let mut starts_blank = false;
     let mut entry_line = first_line;
@@ -97,13 +108,15 @@ fn lex_from(
         match c {
             '\n' => {
                 if paren_depth == 0 {
-                    if !tokens.is_empty() || bad.is_some() {
-                        entries.push(Entry {
+                    if (!tokens.is_empty() || bad.is_some())
+                        && !sink(Entry {
                             starts_blank,
                             tokens: std::mem::take(&mut tokens),
                             line: entry_line,
                             bad: bad.take(),
-                        });
+                        })
+                    {
+                        return None;
                     }
                     at_line_start = true;
                 }
@@ -161,13 +174,13 @@ fn lex_from(
                 if !closed {
                     // The string ran to the end of the file; the line after the opening quote
                     // is the likeliest start of the next record.
-                    entries.push(Entry {
+                    let go_on = sink(Entry {
                         starts_blank,
                         tokens,
                         line: entry_line,
                         bad: Some(Problem::new(file, tl, tc, "unterminated quoted string")),
                     });
-                    return Some(tl + 1);
+                    return go_on.then_some(tl + 1);
                 }
                 tokens.push(Token {
                     text: s,
@@ -210,7 +223,7 @@ fn lex_from(
         }
     }
     if paren_depth > 0 {
-        entries.push(Entry {
+        let go_on = sink(Entry {
             starts_blank,
             tokens,
             line: entry_line,
@@ -221,8 +234,12 @@ fn lex_from(
                 "`(` is never closed",
             )),
         });
+        if !go_on {
+            return None;
+        }
         // Lines that start blank after the `(` read as its continuation lines; the next line
         // that starts with an owner name (or a directive) is where the next entry begins.
+        let line_starts = line_offsets(text, line_starts);
         let resume = (paren_open_at.0 + 1..=line_starts.len()).find(|&l| {
             let from = line_starts[l - 1];
             let rest = &text[from..];
@@ -233,7 +250,7 @@ fn lex_from(
         return resume;
     }
     if !tokens.is_empty() || bad.is_some() {
-        entries.push(Entry {
+        sink(Entry {
             starts_blank,
             tokens,
             line: entry_line,
@@ -319,7 +336,8 @@ struct Ctx<'a> {
     default_ttl: Option<u32>,
     last_ttl: Option<u32>,
     last_owner: Option<Name>,
-    out: &'a mut Vec<ParsedRecord>,
+    /// Where each record goes as soon as it is read, with the zone's apex.
+    out: &'a mut dyn FnMut(&Name, ParsedRecord),
     problems: &'a mut Vec<Problem>,
     unread: &'a mut Vec<Unread>,
     /// What the entry being parsed is known to hold so far, for [`Unread`] if it fails.
@@ -384,7 +402,34 @@ pub fn parse_zone_file(
 /// Reads a zone file to its end whatever it holds: a bad entry is reported and the reader goes
 /// on with the next one, so one run lists every bad line (SPEC "CLI": `check`).
 pub fn read_zone_file(path: &Path, text: &str, origin: Name) -> ParsedZone {
-    let mut out = Vec::new();
+    let mut records = Vec::new();
+    let read = read_zone_stream(path, text, origin, &mut |_, r| records.push(r));
+    ParsedZone {
+        origin: read.origin,
+        records,
+        problems: read.problems,
+        unread: read.unread,
+    }
+}
+
+/// What [`read_zone_stream`] found besides the records it handed on.
+#[derive(Debug)]
+pub struct StreamRead {
+    /// The effective origin (see [`parse_zone_file`]).
+    pub origin: Name,
+    pub problems: Vec<Problem>,
+    pub unread: Vec<Unread>,
+}
+
+/// [`read_zone_file`], handing each record to `sink` (with the zone's apex, fixed by the first
+/// record) as soon as it is read, so that a large zone is built without holding every parsed
+/// record at once.
+pub fn read_zone_stream(
+    path: &Path,
+    text: &str,
+    origin: Name,
+    sink: &mut dyn FnMut(&Name, ParsedRecord),
+) -> StreamRead {
     let mut problems = Vec::new();
     let mut unread = Vec::new();
     let mut apex = None;
@@ -395,7 +440,7 @@ pub fn read_zone_file(path: &Path, text: &str, origin: Name) -> ParsedZone {
             default_ttl: None,
             last_ttl: None,
             last_owner: None,
-            out: &mut out,
+            out: sink,
             problems: &mut problems,
             unread: &mut unread,
             head: Unread::default(),
@@ -406,9 +451,8 @@ pub fn read_zone_file(path: &Path, text: &str, origin: Name) -> ParsedZone {
             apex = Some(cx.origin.clone());
         }
     }
-    ParsedZone {
+    StreamRead {
         origin: apex.unwrap_or_else(Name::root),
-        records: out,
         problems,
         unread,
     }
@@ -416,7 +460,8 @@ pub fn read_zone_file(path: &Path, text: &str, origin: Name) -> ParsedZone {
 
 /// `apex` is fixed by the first record: a later `$ORIGIN` only changes relative names.
 fn parse_text(cx: &mut Ctx<'_>, text: &str, apex: &mut Option<Name>) {
-    for mut entry in lex(text, cx.file) {
+    let file = cx.file;
+    lex(text, file, &mut |mut entry| {
         if let Some(p) = entry.bad.take() {
             cx.problems.push(p);
             let head = head_of(cx, &entry);
@@ -444,9 +489,10 @@ fn parse_text(cx: &mut Ctx<'_>, text: &str, apex: &mut Option<Name>) {
                 ));
                 cx.unread.push(Unread::default());
             }
-            return;
+            return false;
         }
-    }
+        true
+    });
 }
 
 /// The owner and type of an entry the lexer could not read whole, as far as its tokens show.
@@ -630,12 +676,16 @@ fn parse_entry(cx: &mut Ctx<'_>, e: &Entry, apex: &mut Option<Name>) -> Result<(
     let rdata = parse_rdata(cx, rtype, type_tok, rdata_toks)?;
     let mut record = Record::from_rdata(owner, ttl, rdata);
     record.dns_class = DNSClass::IN;
-    cx.out.push(ParsedRecord {
-        record,
-        file: cx.file.to_path_buf(),
-        line: e.line,
-        col: first.col,
-    });
+    let apex = apex.get_or_insert_with(|| cx.origin.clone());
+    (cx.out)(
+        apex,
+        ParsedRecord {
+            record,
+            file: cx.file.to_path_buf(),
+            line: e.line,
+            col: first.col,
+        },
+    );
     Ok(())
 }
 
