@@ -209,16 +209,26 @@ bench_probing() {
   sed -e "s|@PORT@|$PORT_M|" -e "s|@ZONES@|zones|" "$here/meridian-bench.toml.in" >"$W/probing/plain.toml"
   taskset -c 1 "$repo/target/release/examples/http_target" "127.0.0.1:$PORT_R" >"$W/probing/target.log" 2>&1 &
   pids+=("$!")
-  mp=$(MERIDIAN_LOG=warn start_pinned "$W/probing/plain.log" "$bin" serve --config "$W/probing/plain.toml")
-  base=$(p99_at "$rate")
-  kill "$mp"; wait "$mp" 2>/dev/null || true
-  mp=$(MERIDIAN_LOG=warn start_pinned "$W/probing/probed.log" "$bin" serve --config "$W/probing/meridian.toml")
-  sleep 3
-  cpu0=$(cpu_ticks "$mp"); sleep 5; cpu1=$(cpu_ticks "$mp")
-  probed=$(p99_at "$rate")
-  awk -v a="$cpu0" -v b="$cpu1" -v t="$TICKS" 'BEGIN {printf "meridian CPU while probing 10,000 endpoints with no DNS load: %.1f %% of a core (the prober, at nice 10)\n", (b - a) / t / 5 * 100}'
-  echo "DNS p99 at $rate QPS: $base ms without probing, $probed ms while probing 10,000 endpoints at 1 s"
-  kill "$mp"; wait "$mp" 2>/dev/null || true
+  # Interleaved: without probing, with, REPS times, so that a change of the machine's load
+  # touches both sides alike. The prober's CPU is measured with no DNS load first.
+  : >"$W/probing.tsv"
+  for rep in $(seq "$REPS"); do
+    mp=$(MERIDIAN_LOG=warn start_pinned "$W/probing/plain.log" "$bin" serve --config "$W/probing/plain.toml")
+    base=$(p99_at "$rate")
+    kill "$mp"; wait "$mp" 2>/dev/null || true
+    mp=$(MERIDIAN_LOG=warn start_pinned "$W/probing/probed.log" "$bin" serve --config "$W/probing/meridian.toml")
+    sleep 3
+    cpu0=$(cpu_ticks "$mp"); sleep 5; cpu1=$(cpu_ticks "$mp")
+    probed=$(p99_at "$rate")
+    kill "$mp"; wait "$mp" 2>/dev/null || true
+    awk -v a="$cpu0" -v b="$cpu1" -v t="$TICKS" -v p="$base" -v q="$probed" -v l="$(cut -d' ' -f1 /proc/loadavg)" \
+      'BEGIN {printf "%.1f\t%s\t%s\t%s\n", (b - a) / t / 5 * 100, p, q, l}' | tee -a "$W/probing.tsv"
+  done
+  awk -F'\t' '{print $1}' "$W/probing.tsv" | median | xargs printf 'meridian CPU while probing 10,000 endpoints at 1 s with no DNS load (median): %s %% of a core\n'
+  base=$(awk -F'\t' '{print $2}' "$W/probing.tsv" | median)
+  probed=$(awk -F'\t' '{print $3}' "$W/probing.tsv" | median)
+  awk -v p="$base" -v q="$probed" -v r="$rate" 'BEGIN {printf "DNS p99 at %d QPS (median of the runs): %.3f ms without probing, %.3f ms while probing (%+.0f %%)\n", r, p, q, (q / p - 1) * 100}'
+  echo "(columns above: prober CPU %, p99 without, p99 with, 1-min load)"
 }
 
 # ---- memory: steady RSS beside Knot, load time, reload peak ---------------------------------

@@ -329,36 +329,20 @@ fn serve(path: &Path) -> i32 {
                 }
             }
         };
-        // Probes run on their own thread at a lower CPU priority: with thousands of endpoints
-        // they must not delay DNS answers on a busy core ("probes never block answering").
-        let prober_rt = match tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("prober")
-            .on_thread_start(|| {
-                // SAFETY: setpriority on the calling thread (Linux: nice is per thread).
-                unsafe {
-                    libc::setpriority(libc::PRIO_PROCESS, 0, 10);
-                }
-            })
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
+        // Probes run on their own thread at a lower CPU priority (crate::health::ProberThread).
+        let prober = match crate::health::spawn_thread(
+            shared.clone(),
+            crate::health::ProberOptions {
+                observer: Some(Arc::new(crate::metrics::observe_probe)),
+                ..Default::default()
+            },
+        ) {
+            Ok(p) => p,
             Err(e) => {
-                eprintln!("meridian: cannot start the prober runtime: {e}");
+                eprintln!("meridian: cannot start the prober: {e}");
                 handle.shutdown().await;
                 return EXIT_RUNTIME;
             }
-        };
-        let prober = {
-            let _in_prober_rt = prober_rt.enter();
-            crate::health::start_with(
-                shared.clone(),
-                crate::health::ProberOptions {
-                    observer: Some(Arc::new(crate::metrics::observe_probe)),
-                    ..Default::default()
-                },
-            )
         };
         // [fleet]: shares verdicts and drains through etcd; never on the query path.
         let fleet = shared
@@ -396,7 +380,6 @@ fn serve(path: &Path) -> i32 {
         drop(watchdog);
         secondaries.shutdown();
         prober.shutdown();
-        prober_rt.shutdown_background();
         // DNS and admin stop side by side; each bounds its own wait (about 1.5 s) so that the
         // process is gone within the 2 s the SPEC allows after SIGTERM.
         let admin_down = async {

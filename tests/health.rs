@@ -919,13 +919,8 @@ fn probe_cpu_1000_endpoints_at_1s() {
     }
     let s = start(&cfg);
     let rss0 = rss_kib();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("prober")
-        .enable_all()
-        .build()
-        .unwrap();
-    let prober = rt.block_on(async { meridian::health::start(s.shared.clone()) });
+    // The prober as `serve` runs it: its own thread (named `prober`) and runtime.
+    let prober = meridian::health::spawn_thread(s.shared.clone(), Default::default()).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(prober.targets(), n);
     let (c0, h0, t0) = (thread_cpu_ticks("prober"), srv.hits(), Instant::now());
@@ -950,5 +945,4 @@ fn probe_cpu_1000_endpoints_at_1s() {
         rss_kib().saturating_sub(rss0)
     );
     prober.shutdown();
-    rt.shutdown_timeout(Duration::from_secs(1));
 }

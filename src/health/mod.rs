@@ -7,13 +7,22 @@
 //! Drains are kept as rules in [`drains`] (also in the registry) and applied to the drained
 //! flags of each new snapshot, so they outlive reloads and, on disk, restarts.
 //!
-//! The prober that writes them lives in [`probe`]: [`probe::start`] runs it on the current
-//! tokio runtime and follows reloads by itself.
+//! The prober that writes them, by concern: [`probe`] (what a probe of a target is),
+//! [`schedule`] (when probes go out; [`start`] runs the prober on the current tokio runtime
+//! and follows reloads by itself), `verdict` (rise/fall and what a result writes), `http`
+//! (the one HTTP/1.1 client, for http and https), `tcp` (connects) and `tls` (rustls settings).
 
 pub mod drains;
+mod http;
 pub mod probe;
+pub mod schedule;
+mod tcp;
+mod tls;
+mod verdict;
 
-pub use probe::{start, start_with, ProbeEvent, ProberHandle, ProberOptions};
+pub use schedule::{
+    spawn_thread, start, start_with, ProbeEvent, ProberHandle, ProberOptions, ProberThread,
+};
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -1,0 +1,455 @@
+//! When probes go out: the prober's supervisor, which follows the snapshot's generation and
+//! keeps one task per distinct [`Target`] (stopping the tasks of targets a reload removed and
+//! starting tasks for new ones, while unchanged targets keep running with their counters), and
+//! each target's loop: first probe at once, then a fixed interval at a random phase, every
+//! probe under the in-flight bound and cut off by its timeout.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::probe::{Outcome, Probe, Settings, Target};
+use super::tls::TlsConfigs;
+use super::verdict::Verdict;
+use super::{EndpointState, ProbeResult};
+use crate::snapshot::{SharedSnapshot, Snapshot};
+
+/// Probes in flight at once, over all targets.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+/// Probes go out on boundaries of this grid (after the first of each target): at 10,000
+/// targets a second, 200 at a time. It bounds how much later than its interval a probe can go.
+pub const SLOT: Duration = Duration::from_millis(20);
+/// How often the supervisor looks for a new snapshot generation: also how long a new
+/// endpoint can wait for its first probe after a reload. A look is one atomic load.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// One endpoint that a target's result is written to.
+#[derive(Debug, Clone)]
+pub struct ProbedEndpoint {
+    /// Service name without the final dot.
+    pub service: String,
+    pub address: IpAddr,
+    /// The endpoint as metrics name it: its address, or its `target` name.
+    pub label: String,
+    pub state: Arc<EndpointState>,
+}
+
+/// Handed to [`ProberOptions::observer`] after every probe (for metrics).
+#[derive(Debug)]
+pub struct ProbeEvent<'a> {
+    pub target: &'a Target,
+    pub result: &'a ProbeResult,
+    /// Every endpoint the result was applied to.
+    pub endpoints: &'a [ProbedEndpoint],
+    /// Healthy after this probe (rise/fall applied).
+    pub healthy: bool,
+}
+
+pub type ProbeObserver = Arc<dyn Fn(&ProbeEvent<'_>) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct ProberOptions {
+    /// Bound on probes in flight over all targets.
+    pub max_in_flight: usize,
+    /// Called after every probe, on the probing task; keep it short.
+    pub observer: Option<ProbeObserver>,
+}
+
+impl Default for ProberOptions {
+    fn default() -> Self {
+        ProberOptions {
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            observer: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ProberOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProberOptions")
+            .field("max_in_flight", &self.max_in_flight)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
+}
+
+/// The running prober. Dropping it leaves the prober running; [`ProberHandle::shutdown`] stops it.
+#[derive(Debug)]
+pub struct ProberHandle {
+    task: tokio::task::JoinHandle<()>,
+    targets: Arc<AtomicUsize>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ProberHandle {
+    /// Stops the supervisor and every probe task (at their next await point).
+    pub fn shutdown(self) {
+        self.task.abort();
+    }
+    /// Probe tasks running now (distinct targets).
+    pub fn targets(&self) -> usize {
+        self.targets.load(Ordering::Relaxed)
+    }
+    /// The snapshot generation the probe tasks follow (0 before the first reconcile).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts probing the endpoints of the current snapshot and follows reloads of `shared`. Must be
+/// called inside a tokio runtime.
+pub fn start(shared: SharedSnapshot) -> ProberHandle {
+    start_with(shared, ProberOptions::default())
+}
+
+pub fn start_with(shared: SharedSnapshot, opts: ProberOptions) -> ProberHandle {
+    let ctx = Arc::new(Ctx {
+        epoch: Instant::now(),
+        sem: Semaphore::new(opts.max_in_flight.max(1)),
+        tls: TlsConfigs::new(),
+        observer: opts.observer,
+    });
+    let targets = Arc::new(AtomicUsize::new(0));
+    let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let task = tokio::spawn(supervise(shared, ctx, targets.clone(), generation.clone()));
+    ProberHandle {
+        task,
+        targets,
+        generation,
+    }
+}
+
+/// The prober on a thread of its own, as `serve` runs it: a current-thread tokio runtime (one
+/// thread, no work-stealing or cross-thread wakeups to pay for), named `prober`, at a low CPU
+/// priority so that probes of thousands of endpoints give way to DNS answers on a busy core
+/// ("probes never block answering").
+#[derive(Debug)]
+pub struct ProberThread {
+    targets: Arc<AtomicUsize>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProberThread {
+    /// Probe tasks running now (distinct targets).
+    pub fn targets(&self) -> usize {
+        self.targets.load(Ordering::Relaxed)
+    }
+    /// The snapshot generation the probe tasks follow (0 before the first reconcile).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+    /// Stops every probe and lets the thread end; does not wait for probes in flight.
+    pub fn shutdown(mut self) {
+        self.stop.take();
+        self.thread.take();
+    }
+}
+
+impl Drop for ProberThread {
+    fn drop(&mut self) {
+        self.stop.take();
+    }
+}
+
+/// Starts the prober on its own thread; see [`ProberThread`].
+pub fn spawn_thread(shared: SharedSnapshot, opts: ProberOptions) -> std::io::Result<ProberThread> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("prober".into())
+        .spawn(move || {
+            lower_priority();
+            rt.block_on(async move {
+                let h = start_with(shared, opts);
+                let _ = tx.send((h.targets.clone(), h.generation.clone()));
+                let _ = stopped.await;
+                h.shutdown();
+            });
+            rt.shutdown_background();
+        })?;
+    let (targets, generation) = rx
+        .recv()
+        .map_err(|_| std::io::Error::other("the prober thread ended at start"))?;
+    Ok(ProberThread {
+        targets,
+        generation,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
+/// nice 10 for the calling thread (Linux: nice is per thread), and a short scheduler slice
+/// (Linux 6.12+): the kernel lets a running task finish its slice before a woken one takes the
+/// core, and a DNS thread woken by a query should not wait out milliseconds of probing. Not
+/// SCHED_IDLE: on a saturated machine the prober must still get its share, or endpoints would
+/// be marked down because their probes never ran.
+fn lower_priority() {
+    /// `struct sched_attr` of sched_setattr(2), SCHED_ATTR_SIZE_VER1.
+    #[repr(C)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+        util_min: u32,
+        util_max: u32,
+    }
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy: libc::SCHED_OTHER as u32,
+        flags: 0,
+        nice: 10,
+        priority: 0,
+        runtime: 100_000, // ns: the slice
+        deadline: 0,
+        period: 0,
+        util_min: 0,
+        util_max: 0,
+    };
+    // SAFETY: both calls only change the calling thread's scheduling; `attr` outlives the call.
+    unsafe {
+        if libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        }
+    }
+}
+
+struct Ctx {
+    /// Origin of the grid of [`SLOT`]s on which probes go out.
+    epoch: Instant,
+    sem: Semaphore,
+    tls: Option<TlsConfigs>,
+    observer: Option<ProbeObserver>,
+}
+
+impl Ctx {
+    /// The first slot boundary at or after `t`.
+    fn slot_at(&self, t: Instant) -> Instant {
+        let slot = SLOT.as_nanos();
+        let since = t.saturating_duration_since(self.epoch).as_nanos();
+        let n = since.div_ceil(slot);
+        self.epoch + Duration::from_nanos(u64::try_from(n * slot).unwrap_or(u64::MAX))
+    }
+}
+
+struct Running {
+    members: Arc<ArcSwap<Vec<ProbedEndpoint>>>,
+    abort: AbortHandle,
+}
+
+async fn supervise(
+    shared: SharedSnapshot,
+    ctx: Arc<Ctx>,
+    count: Arc<AtomicUsize>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+) {
+    // Dropping this future (ProberHandle::shutdown) drops the set, which aborts every task.
+    let mut set = JoinSet::new();
+    let mut running: HashMap<Arc<Target>, Running> = HashMap::new();
+    let mut seen = None;
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        while set.try_join_next().is_some() {}
+        let snap = shared.load_full();
+        if seen == Some(snap.generation) {
+            continue;
+        }
+        seen = Some(snap.generation);
+        let want = desired(&snap);
+        let gen = snap.generation;
+        drop(snap);
+        let before = running.len();
+        running.retain(|t, r| {
+            let keep = want.contains_key(t);
+            if !keep {
+                r.abort.abort();
+            }
+            keep
+        });
+        let stopped = before - running.len();
+        let mut started = 0;
+        for (t, members) in want {
+            match running.get(&t) {
+                Some(r) => r.members.store(Arc::new(members)),
+                None => {
+                    let t = Arc::new(t);
+                    let members = Arc::new(ArcSwap::from_pointee(members));
+                    let abort = set.spawn(run_target(t.clone(), members.clone(), ctx.clone()));
+                    running.insert(t, Running { members, abort });
+                    started += 1;
+                }
+            }
+        }
+        count.store(running.len(), Ordering::Relaxed);
+        generation.store(gen, Ordering::Relaxed);
+        tracing::info!(
+            generation = gen,
+            targets = running.len(),
+            started,
+            stopped,
+            "health prober following the config"
+        );
+    }
+}
+
+/// Targets of a snapshot and the endpoints each one stands for.
+fn desired(snap: &Snapshot) -> HashMap<Target, Vec<ProbedEndpoint>> {
+    let mut want: HashMap<Target, Vec<ProbedEndpoint>> = HashMap::new();
+    for svc in &snap.services {
+        let name = svc.name.to_ascii();
+        let name = name.strip_suffix('.').unwrap_or(&name);
+        let profile = svc
+            .health
+            .as_ref()
+            .and_then(|p| snap.config.config.health.get(p));
+        let Some(profile) = profile else {
+            for e in svc.endpoints.iter().filter(|e| !e.probe.is_empty()) {
+                tracing::warn!(
+                    service = name,
+                    endpoint = %e.addr,
+                    check = e.probe,
+                    "endpoint has a check but its service no health profile: not probed"
+                );
+            }
+            continue;
+        };
+        let settings = Settings::from_profile(profile.get_ref());
+        for e in &svc.endpoints {
+            if e.probe.is_empty() {
+                continue;
+            }
+            let target = match &e.target {
+                Some(t) => Target::for_name(t, &e.probe, &settings),
+                None => Target::new(e.addr, &e.probe, &settings),
+            };
+            want.entry(target).or_default().push(ProbedEndpoint {
+                service: name.to_string(),
+                address: e.addr,
+                label: e.label(),
+                state: e.state.clone(),
+            });
+        }
+    }
+    want
+}
+
+async fn run_target(
+    target: Arc<Target>,
+    members: Arc<ArcSwap<Vec<ProbedEndpoint>>>,
+    ctx: Arc<Ctx>,
+) {
+    let s = &target.settings;
+    let probe = Probe::new(&target, ctx.tls.as_ref());
+    if let Err(e) = &probe {
+        tracing::warn!(check = target.url, "health check cannot be made: {e}");
+    }
+    // The first probe goes out at once: a new endpoint (at start or after a reload) is
+    // answered on its `initial` state only for as long as that probe takes (the burst of first
+    // probes is bounded by the in-flight semaphore). The later ones start at a random phase of
+    // the interval, so that thousands of targets do not fire together, rounded up to a
+    // [`SLOT`] boundary shared by every target: the probes of one slot go out together, on
+    // one wakeup of the thread, and their connections complete in batches too.
+    let phase = s.interval.mul_f64(crate::policy::random_unit());
+    let mut due: Option<Instant> = None;
+    let sleep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(sleep);
+    // A new target of endpoints that already have a state (its profile changed) goes on from
+    // that state; fresh endpoints start as the profile's `initial` says.
+    let mut verdict = Verdict::new(members.load().first().is_none_or(|m| m.state.healthy()));
+    loop {
+        if let Some(d) = due {
+            sleep.as_mut().reset(d);
+            sleep.as_mut().await;
+        }
+        // The next probe is one interval after this one was due, on the grid of slots. A probe
+        // that overran it (only possible when timeout = interval) is followed at once by the
+        // next one, and the grid is kept.
+        due = Some(match due {
+            None => ctx.slot_at(Instant::now() + phase),
+            Some(d) => ctx.slot_at(d + s.interval),
+        });
+        // [fleet] probers = N: other sites probe this target. The verdict follows what
+        // answers use, so a takeover goes on from the fleet's view instead of a stale one.
+        if !members.load().iter().any(|m| m.state.probe_here()) {
+            let current = members.load();
+            for m in current.iter() {
+                m.state.clear_local_verdict();
+            }
+            verdict.reset(current.first().is_none_or(|m| m.state.healthy()));
+            continue;
+        }
+        let Ok(permit) = ctx.sem.acquire().await else {
+            return;
+        };
+        let started = Instant::now();
+        let out = match &probe {
+            // Boxed: the state of a probe in flight (hyper, rustls) is kilobytes, and only
+            // the few targets probing at a time need to hold it.
+            Ok(p) => match tokio::time::timeout(s.timeout, Box::pin(p.run())).await {
+                Ok(o) => o,
+                Err(_) => Outcome::fail("timeout", "timeout"),
+            },
+            Err(e) => Outcome::fail("error", e.clone()),
+        };
+        let duration = started.elapsed();
+        drop(permit);
+
+        let members = members.load();
+        let ok = out.ok;
+        let (result, flipped) = verdict.apply(out, duration, s.rise, s.fall, &members);
+        if flipped {
+            tracing::info!(
+                check = target.url,
+                endpoints = %labels(&members),
+                reason = result.reason,
+                "health: endpoint {} after {} {} probe(s)",
+                if verdict.healthy { "UP" } else { "DOWN" },
+                if verdict.healthy { verdict.good } else { verdict.bad },
+                if verdict.healthy { "good" } else { "failed" },
+            );
+        } else if !ok {
+            tracing::debug!(check = target.url, reason = result.reason, "probe failed");
+        }
+        if let Some(obs) = &ctx.observer {
+            obs(&ProbeEvent {
+                target: &target,
+                result: &result,
+                endpoints: &members,
+                healthy: verdict.healthy,
+            });
+        }
+    }
+}
+
+fn labels(members: &[ProbedEndpoint]) -> String {
+    let mut s = String::new();
+    for (i, m) in members.iter().enumerate() {
+        if i == 5 {
+            s.push_str(&format!(" and {} more", members.len() - 5));
+            break;
+        }
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(&format!("{} {}", m.service, m.address));
+    }
+    s
+}

@@ -1,0 +1,119 @@
+//! What probe outcomes do to a target's endpoints: the rise/fall machine (healthy after `rise`
+//! consecutive good probes, unhealthy after `fall` bad ones), the round-trip time average of
+//! good probes, and the writes of verdict, RTT, `X-Load` and last result to every
+//! [`EndpointState`](super::EndpointState) the target stands for.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::probe::Outcome;
+use super::schedule::ProbedEndpoint;
+use super::ProbeResult;
+
+/// Weight of a new sample in the round-trip time average.
+pub const RTT_ALPHA: f64 = 0.3;
+
+/// The rise/fall machine of one target, and its RTT average.
+#[derive(Debug)]
+pub(super) struct Verdict {
+    pub healthy: bool,
+    pub good: u32,
+    pub bad: u32,
+    /// EWMA of good probes' durations, in microseconds.
+    rtt: Option<f64>,
+}
+
+impl Verdict {
+    pub fn new(healthy: bool) -> Verdict {
+        Verdict {
+            healthy,
+            good: 0,
+            bad: 0,
+            rtt: None,
+        }
+    }
+
+    /// Starts the counts over from `healthy` (what answers use now), keeping the RTT.
+    pub fn reset(&mut self, healthy: bool) {
+        (self.healthy, self.good, self.bad) = (healthy, 0, 0);
+    }
+
+    /// Counts one probe; returns true when the state flipped.
+    pub fn count(&mut self, ok: bool, rise: u32, fall: u32) -> bool {
+        if ok {
+            self.good = self.good.saturating_add(1);
+            self.bad = 0;
+            if !self.healthy && self.good >= rise {
+                self.healthy = true;
+                return true;
+            }
+        } else {
+            self.bad = self.bad.saturating_add(1);
+            self.good = 0;
+            if self.healthy && self.bad >= fall {
+                self.healthy = false;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Counts `out` and writes the result to every member; returns the result and whether the
+    /// verdict flipped.
+    pub fn apply(
+        &mut self,
+        out: Outcome,
+        duration: Duration,
+        rise: u32,
+        fall: u32,
+        members: &[ProbedEndpoint],
+    ) -> (Arc<ProbeResult>, bool) {
+        if out.ok {
+            let sample = duration.as_secs_f64() * 1e6;
+            self.rtt = Some(
+                self.rtt
+                    .map_or(sample, |r| RTT_ALPHA * sample + (1.0 - RTT_ALPHA) * r),
+            );
+        }
+        let flipped = self.count(out.ok, rise, fall);
+        let result = Arc::new(ProbeResult {
+            ok: out.ok,
+            class: out.class,
+            reason: out.reason,
+            at: SystemTime::now(),
+            duration,
+        });
+        let rtt = self.rtt.map(|r| (r.round() as u64).max(1));
+        for m in members {
+            m.state.set_probed(self.healthy);
+            if out.ok {
+                m.state.set_rtt_us(rtt);
+            }
+            if let Some(load) = out.load {
+                m.state.set_load(load);
+            }
+            m.state.set_last_probe(result.clone());
+        }
+        (result, flipped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rise_and_fall() {
+        let mut v = Verdict::new(true);
+        assert!(!v.count(false, 2, 3));
+        assert!(!v.count(false, 2, 3));
+        assert!(!v.count(true, 2, 3)); // the streak breaks
+        assert!(!v.count(false, 2, 3));
+        assert!(!v.count(false, 2, 3));
+        assert!(v.count(false, 2, 3));
+        assert!(!v.healthy);
+        assert!(!v.count(true, 2, 3));
+        assert!(v.count(true, 2, 3));
+        assert!(v.healthy);
+    }
+}
