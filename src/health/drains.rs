@@ -248,7 +248,7 @@ pub fn restore_at_start(snap: &crate::snapshot::Snapshot) {
 
 /// A service's name as the API and the rules write it: lower case, no final dot.
 pub fn service_label(s: &Service) -> String {
-    crate::metrics::name_label(&s.name)
+    crate::zone::stats::name_label(&s.name)
 }
 
 fn apply_rules(rules: &[Rule], services: &[Arc<Service>], regions: &[Region]) {
