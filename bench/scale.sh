@@ -93,6 +93,7 @@ reload() {
   kill -HUP "$pid"
   for i in $(seq 3000); do
     [ "$(grep -c 'took_ms=' "$log" || true)" -gt "$n" ] && break
+    kill -0 "$pid" 2>/dev/null || { echo "scale: server died during a reload, see $log" >&2; exit 1; }
     sleep 0.1
   done
   grep -o 'took_ms=[0-9.]*' "$log" | tail -1 | cut -d= -f2
