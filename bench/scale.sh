@@ -76,7 +76,10 @@ start() {
   MERIDIAN_LOG=info taskset -c 0 "$bin" serve --config "$dir/meridian.toml" >"$dir/server.log" 2>&1 &
   pid=$!
   deadline=$((t0 + 300000))
-  until dig +time=1 +tries=1 +short @127.0.0.1 -p "$PORT" example.com SOA 2>/dev/null | grep -q .; do
+  # The SOA itself, not just any output: dig +short prints its timeouts and errors on stdout,
+  # and the server binds its sockets before the zones are loaded. (A SIGHUP before it serves
+  # would end it: the handler is installed once it serves.)
+  until dig +time=1 +tries=1 +short @127.0.0.1 -p "$PORT" example.com SOA 2>/dev/null | grep -q '^ns1\.example\.com\. '; do
     kill -0 "$pid" 2>/dev/null || { echo "scale: server died, see $dir/server.log" >&2; tail -5 "$dir/server.log" >&2; exit 1; }
     [ "$(now_ms)" -lt "$deadline" ] || { echo "scale: server did not answer in 300 s" >&2; exit 1; }
     sleep 0.05
@@ -90,6 +93,10 @@ stop() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid="
 reload() {
   local log=$1/server.log n i
   n=$(grep -c 'took_ms=' "$log" || true)
+  # SIGHUP's handler is installed only after the "serving" line (src/cli.rs): before that a
+  # SIGHUP ends the server. Seen with the 1M-record zone.
+  until grep -q 'serving' "$log"; do sleep 0.1; done
+  sleep 1
   kill -HUP "$pid"
   for i in $(seq 3000); do
     [ "$(grep -c 'took_ms=' "$log" || true)" -gt "$n" ] && break
