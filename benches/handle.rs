@@ -97,6 +97,7 @@ fn bench(c: &mut Criterion) {
         });
     }
     rrl_and_cookies(c, &cases);
+    scaling(c);
     // What the UDP loop adds for the metrics (server/udp.rs), per full batch of 32 packets:
     // two clock reads and one histogram observation per batch, a TC check per reply. Divide by
     // 32 for the cost per packet; compare with one clock read alone, the per-packet
@@ -241,6 +242,62 @@ fn paired() {
             best[i],
             best[i] - best[0]
         );
+    }
+}
+
+/// A service of `n` IPv4 endpoints under `policy`, spread over the bench config's three regions
+/// with weights 1..=4 and priorities 1..=2 (failover: the group of priority 1 is half of them).
+fn many_endpoints(name: &str, policy: &str, n: usize) -> String {
+    let regions = ["us-east", "eu-west", "ap-south"];
+    let mut s = format!("\n[[service]]\nname = \"{name}\"\npolicy = \"{policy}\"\nendpoints = [\n");
+    for i in 0..n {
+        s += &format!(
+            "  {{ region = \"{}\", address = \"10.{}.{}.{}\", weight = {}, priority = {} }},\n",
+            regions[i % 3],
+            100 + i / 65536,
+            (i / 256) % 256,
+            i % 256,
+            1 + i % 4,
+            1 + (i / 2) % 2,
+        );
+    }
+    s + "]\n"
+}
+
+/// The fast path on a balanced name of each policy with 2 and 1,000 endpoints (no health
+/// checks, so every endpoint is up): what a query costs as services grow. `scale:` cases.
+fn scaling(c: &mut Criterion) {
+    let policies = [
+        "round-robin",
+        "weighted",
+        "geo",
+        "failover",
+        "hash",
+        "latency",
+        "least-loaded",
+    ];
+    let mut extra = String::new();
+    for p in policies {
+        for n in [2usize, 1000] {
+            extra += &many_endpoints(&format!("{p}-{n}.example.com"), p, n);
+        }
+    }
+    let snap = snapshot(&extra);
+    let src: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+    let mut out = Vec::with_capacity(1232);
+    for p in policies {
+        for n in [2usize, 1000] {
+            // ECS from 10/8: the bench config maps it to eu-west (geo), and hash sees a subnet.
+            let packet = query(
+                &format!("{p}-{n}.example.com."),
+                RecordType::A,
+                Some(("10.1.2.0".parse().expect("ip"), 24)),
+            );
+            assert_eq!(fast::answer(&snap, &packet, src, &mut out), Fast::Answered);
+            c.bench_function(&format!("scale: {p}, {n} endpoints"), |b| {
+                b.iter(|| fast::answer(black_box(&snap), black_box(&packet), src, &mut out))
+            });
+        }
     }
 }
 

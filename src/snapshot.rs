@@ -173,15 +173,19 @@ impl Snapshot {
                 }
             }
         }
-        // States of endpoints that are gone are dropped with their last snapshot.
-        health.retain(&|k| {
-            services.iter().any(|s| {
-                s.name.to_ascii() == k.service
-                    && s.endpoints
-                        .iter()
-                        .any(|e| e.addr == k.address && e.probe == k.probe)
+        // States of endpoints that are gone are dropped with their last snapshot. One set of
+        // what this snapshot has, rather than a scan of every service per state: that was
+        // quadratic, 2.2 s to load 4,000 services.
+        let live: std::collections::HashSet<(String, std::net::IpAddr, &str)> = services
+            .iter()
+            .flat_map(|s| {
+                let name = s.name.to_ascii();
+                s.endpoints
+                    .iter()
+                    .map(move |e| (name.clone(), e.addr, e.probe.as_str()))
             })
-        });
+            .collect();
+        health.retain(&|k| live.contains(&(k.service.clone(), k.address, k.probe.as_str())));
         let c = &config.config;
         let wire = WireSettings {
             max_udp_payload: *c.server.max_udp_payload.get_ref(),

@@ -1,14 +1,18 @@
 //! `failover`: only the eligible endpoints of the lowest `priority` group, weighted within it.
 
-use super::{weighted_order, Ctx};
+use super::{index::weighted_top, Ctx};
 
-pub(super) fn rank(ctx: &mut Ctx<'_, '_>, eligible: &mut super::Picks) -> u8 {
-    let svc = ctx.svc;
-    let Some(best) = eligible.iter().map(|&i| svc.endpoints[i].priority).min() else {
+pub(super) fn rank(ctx: &mut Ctx<'_, '_>, out: &mut super::Picks) -> u8 {
+    let (ok, fam) = (ctx.ok, ctx.fam);
+    // Groups are in priority order: the first with an eligible member wins.
+    let Some((best, group)) = fam
+        .priorities
+        .iter()
+        .find(|(_, g)| g.members.iter().any(|&i| ok(i)))
+    else {
         return 0;
     };
-    eligible.retain(|i| svc.endpoints[*i].priority == best);
-    weighted_order(svc, eligible);
+    weighted_top(ctx.svc, group, ok, ctx.k, out);
     ctx.note(|| format!("failover: priority group {best} is the lowest with an eligible endpoint"));
     0
 }

@@ -1,69 +1,109 @@
 //! `geo`: a region that `countries` / `continents` map the client to wins; otherwise the region
 //! nearest by great-circle distance. Only regions with an eligible endpoint compete, so when a
 //! region has none the next nearest takes over. Within the region, weighted.
+//!
+//! The choice is made among the service's regions (grouped with the snapshot), not its
+//! endpoints: a distance per region, whatever the number of endpoints in it.
 
-use super::{weighted_order, Ctx};
-use crate::geo::{code_str, distance_km, LocatedBy};
+use super::{index::weighted_top, Ctx};
+use crate::geo::{code_str, distance_km, Code, LocatedBy};
 
-pub(super) fn rank(ctx: &mut Ctx<'_, '_>, eligible: &mut super::Picks) -> u8 {
-    let svc = ctx.svc;
+/// Why a region was chosen; made into words only for `explain`.
+pub(super) enum Why {
+    Override,
+    Country(Code),
+    Continent(Code),
+    Nearest(f64),
+}
+
+/// The region the client goes to, as an index into `ctx.fam.regions`, with the reason; `None`
+/// when nothing places the client. Also returns the client's coordinates (if any) and the
+/// prefix that decided.
+fn locate_and_choose(
+    ctx: &mut Ctx<'_, '_>,
+) -> (
+    Option<(usize, Why)>,
+    Option<crate::geo::Coords>,
+    LocatedBy,
+    u8,
+) {
     let regions = ctx.regions;
-    let loc = ctx.client.location().clone();
-    let region_of = |i: usize| svc.endpoints[i].region;
-    let competing = |r: usize| eligible.iter().any(|&i| region_of(i) == Some(r));
-
-    let mut chosen: Option<(usize, String)> = None;
-    if let Some(name) = &loc.region {
-        if let Some(r) = regions.iter().position(|x| &x.name == name) {
-            if competing(r) {
-                chosen = Some((r, format!("override maps the client to region {name}")));
-            }
-        }
-    }
-    if chosen.is_none() {
-        if let Some(cc) = loc.country {
-            chosen = (0..regions.len())
-                .find(|&r| competing(r) && regions[r].countries.contains(&cc))
-                .map(|r| {
-                    (
-                        r,
-                        format!(
-                            "country {} is mapped to region {}",
-                            code_str(&cc),
-                            regions[r].name
-                        ),
-                    )
-                });
-        }
-    }
-    if chosen.is_none() {
-        if let Some(ct) = loc.continent {
-            chosen = (0..regions.len())
-                .find(|&r| competing(r) && regions[r].continents.contains(&ct))
-                .map(|r| {
-                    (
-                        r,
-                        format!(
-                            "continent {} is mapped to region {}",
-                            code_str(&ct),
-                            regions[r].name
-                        ),
-                    )
-                });
-        }
-    }
-
+    let (fam, ok) = (ctx.fam, ctx.ok);
+    let loc = ctx.client.location();
+    let override_r = loc
+        .region
+        .as_ref()
+        .and_then(|name| regions.iter().position(|x| &x.name == name));
     // A client that an override put in a region stands at that region's location, so that
     // when the region has no eligible endpoint the region nearest to it takes over.
-    let coords = loc.coords.or_else(|| {
-        let name = loc.region.as_ref()?;
-        regions.iter().find(|x| &x.name == name)?.location
-    });
+    let coords = loc
+        .coords
+        .or_else(|| override_r.and_then(|r| regions[r].location));
+    let (country, continent, by, prefix) = (loc.country, loc.continent, loc.by, loc.prefix);
+
+    let competing = |g: usize| fam.regions[g].1.members.iter().any(|&i| ok(i));
+    let first = |pred: &dyn Fn(usize) -> bool| {
+        (0..fam.regions.len()).find(|&g| pred(fam.regions[g].0) && competing(g))
+    };
+    let mut chosen = override_r
+        .and_then(|r| first(&|x| x == r))
+        .map(|g| (g, Why::Override));
+    if chosen.is_none() {
+        if let Some(cc) = country {
+            chosen = first(&|r| regions[r].countries.contains(&cc)).map(|g| (g, Why::Country(cc)));
+        }
+    }
+    if chosen.is_none() {
+        if let Some(ct) = continent {
+            chosen =
+                first(&|r| regions[r].continents.contains(&ct)).map(|g| (g, Why::Continent(ct)));
+        }
+    }
+    if chosen.is_none() {
+        if let Some(c) = coords {
+            // Nearest region with an eligible endpoint; on equal distances the region whose
+            // first eligible endpoint comes first, as when endpoints were compared one by one.
+            let mut best: Option<(f64, usize, usize)> = None;
+            for (g, (r, group)) in fam.regions.iter().enumerate() {
+                let Some(rl) = regions[*r].location else {
+                    continue;
+                };
+                let Some(&i) = group.members.iter().find(|&&i| ok(i)) else {
+                    continue;
+                };
+                let d = distance_km(c, rl);
+                if d.is_finite() && best.is_none_or(|(bd, bi, _)| (d, i) < (bd, bi)) {
+                    best = Some((d, i, g));
+                }
+            }
+            chosen = best.map(|(d, _, g)| (g, Why::Nearest(d)));
+        }
+    }
+    (chosen, coords, by, prefix)
+}
+
+/// The region [`rank`] would choose: an index into the family's region groups.
+pub(super) fn choose(ctx: &mut Ctx<'_, '_>) -> Option<(usize, Why)> {
+    locate_and_choose(ctx).0
+}
+
+pub(super) fn rank(ctx: &mut Ctx<'_, '_>, out: &mut super::Picks) -> u8 {
+    let (chosen, coords, by, prefix) = locate_and_choose(ctx);
+    let (svc, fam, regions) = (ctx.svc, ctx.fam, ctx.regions);
+    let group = chosen
+        .as_ref()
+        .map_or(&fam.all, |(g, _)| &fam.regions[*g].1);
+    weighted_top(svc, group, ctx.ok, ctx.k, out);
+    if ctx.trace.is_none() {
+        return prefix;
+    }
     let distances: Vec<(usize, f64)> = match coords {
-        Some(c) => eligible
+        Some(c) => ctx
+            .eligible()
             .iter()
             .map(|&i| {
-                let d = region_of(i)
+                let d = svc.endpoints[i]
+                    .region
                     .and_then(|r| regions[r].location)
                     .map_or(f64::INFINITY, |rl| distance_km(c, rl));
                 (i, d)
@@ -71,44 +111,35 @@ pub(super) fn rank(ctx: &mut Ctx<'_, '_>, eligible: &mut super::Picks) -> u8 {
             .collect(),
         None => Vec::new(),
     };
-    if chosen.is_none() && !distances.is_empty() {
-        if let Some(&(i, d)) = distances
-            .iter()
-            .filter(|(_, d)| d.is_finite())
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-        {
-            if let Some(r) = region_of(i) {
-                let how = match loc.by {
-                    LocatedBy::Site => "this site's location",
-                    _ => "the client",
-                };
-                chosen = Some((
-                    r,
-                    format!("region {} is nearest to {how} ({d:.0} km)", regions[r].name),
-                ));
-            }
-        }
-    }
-
-    if let Some(t) = ctx.trace.as_deref_mut() {
-        t.distance_km = distances;
-    }
+    let Some(t) = ctx.trace.as_deref_mut() else {
+        return prefix;
+    };
+    t.distance_km = distances;
     match chosen {
-        Some((r, why)) => {
-            eligible.retain(|i| region_of(*i) == Some(r));
-            weighted_order(svc, eligible);
-            if let Some(t) = ctx.trace.as_deref_mut() {
-                t.notes.push(why.clone());
-                t.chosen_region = Some((r, why));
-            }
+        Some((g, why)) => {
+            let r = fam.regions[g].0;
+            let name = &regions[r].name;
+            let why = match why {
+                Why::Override => format!("override maps the client to region {name}"),
+                Why::Country(cc) => format!("country {} is mapped to region {name}", code_str(&cc)),
+                Why::Continent(ct) => {
+                    format!("continent {} is mapped to region {name}", code_str(&ct))
+                }
+                Why::Nearest(d) => {
+                    let how = match by {
+                        LocatedBy::Site => "this site's location",
+                        _ => "the client",
+                    };
+                    format!("region {name} is nearest to {how} ({d:.0} km)")
+                }
+            };
+            t.notes.push(why.clone());
+            t.chosen_region = Some((r, why));
         }
-        None => {
+        None => t.notes.push(
             // Nothing known about where the client is: every region is equally near.
-            weighted_order(svc, eligible);
-            ctx.note(|| {
-                "client location unknown: every region counts as equally near, weighted".into()
-            });
-        }
+            "client location unknown: every region counts as equally near, weighted".into(),
+        ),
     }
-    loc.prefix
+    prefix
 }

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::Ctx;
+use super::{index::top_first, Ctx};
 use crate::geo::{canonical, mask};
 
 pub const V4_PREFIX: u8 = 24;
@@ -27,16 +27,20 @@ fn ip_bits(ip: IpAddr) -> u128 {
     }
 }
 
-pub(crate) fn score(subnet: u128, endpoint: IpAddr, weight: f64) -> f64 {
+/// The (subnet, endpoint) hash as a number in (0, 1).
+fn unit(subnet: u128, endpoint: IpAddr) -> f64 {
     let e = ip_bits(endpoint);
     let h = mix(
         mix(subnet as u64 ^ mix((subnet >> 64) as u64)) ^ mix(e as u64 ^ mix((e >> 64) as u64))
     );
-    let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    u.ln() / weight
+    ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64
 }
 
-pub(super) fn rank(ctx: &mut Ctx<'_, '_>, eligible: &mut [usize]) -> u8 {
+pub(crate) fn score(subnet: u128, endpoint: IpAddr, weight: f64) -> f64 {
+    unit(subnet, endpoint).ln() / weight
+}
+
+pub(super) fn rank(ctx: &mut Ctx<'_, '_>, out: &mut super::Picks) -> u8 {
     let client = canonical(ctx.client.addr);
     let prefix = if client.is_ipv4() {
         V4_PREFIX
@@ -44,12 +48,29 @@ pub(super) fn rank(ctx: &mut Ctx<'_, '_>, eligible: &mut [usize]) -> u8 {
         V6_PREFIX
     };
     let subnet = ip_bits(mask(client, prefix)) ^ if client.is_ipv4() { 1u128 << 100 } else { 0 };
-    let svc = ctx.svc;
-    eligible.sort_by(|&a, &b| {
-        let ea = &svc.endpoints[a];
-        let eb = &svc.endpoints[b];
-        score(subnet, eb.addr, eb.weight).total_cmp(&score(subnet, ea.addr, ea.weight))
+    let (svc, group, ok) = (ctx.svc, &ctx.fam.all, ctx.ok);
+    // Each eligible endpoint scored once (not once per comparison of a sort); with equal
+    // weights `ln(h) / weight` orders as `h` does, so the logarithm is skipped.
+    let scores = group.members.iter().filter(|&&i| ok(i)).map(|&i| {
+        let e = &svc.endpoints[i];
+        let s = if group.uniform {
+            unit(subnet, e.addr)
+        } else {
+            score(subnet, e.addr, e.weight)
+        };
+        (s, i)
     });
+    // Best score first; on equal scores the lower index, as the stable sort this replaces did.
+    let order = |a: &(f64, usize), b: &(f64, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    if ctx.k == 1 {
+        if let Some((_, i)) = scores.min_by(order) {
+            out.push(i);
+        }
+    } else {
+        let mut scored: smallvec::SmallVec<[(f64, usize); 8]> = scores.collect();
+        top_first(&mut scored, ctx.k, order);
+        out.extend(scored.iter().take(ctx.k).map(|&(_, i)| i));
+    }
     ctx.note(|| {
         format!(
             "hash: client subnet {}/{prefix} by rendezvous hashing",

@@ -8,6 +8,7 @@
 mod failover;
 mod geo;
 mod hash;
+mod index;
 mod latency;
 mod least_loaded;
 mod round_robin;
@@ -137,6 +138,8 @@ pub struct Service {
     /// Answer counters per endpoint, for metrics.
     pub stats: ServiceStats,
     rr_next: AtomicUsize,
+    /// The endpoints grouped for the policies, built with the service.
+    index: index::Index,
 }
 
 impl Service {
@@ -160,6 +163,7 @@ impl Service {
             when_all_down,
             health,
             targets: endpoints.first().is_some_and(|e| e.target.is_some()),
+            index: index::Index::new(&endpoints),
             endpoints,
             stats,
             rr_next: AtomicUsize::new(0),
@@ -263,6 +267,16 @@ pub struct Ctx<'a, 'c> {
     pub regions: &'a [Region],
     pub client: &'a mut Client<'c>,
     pub trace: Option<&'a mut Trace>,
+    /// The endpoints of the family asked for.
+    fam: &'a index::FamilyIndex,
+    /// Whether an endpoint (of `fam`) may be picked.
+    ok: &'a dyn Fn(usize) -> bool,
+    /// Every member of `fam` passes `ok`: the precomputed groups are the eligible ones.
+    all_ok: bool,
+    /// How many members of `fam` pass `ok`.
+    n_ok: usize,
+    /// How many endpoints the answer holds (`max_answers`): policies rank only that many.
+    k: usize,
 }
 
 impl Ctx<'_, '_> {
@@ -271,10 +285,42 @@ impl Ctx<'_, '_> {
             t.notes.push(f());
         }
     }
+
+    /// The eligible endpoints in index order (what a policy ranks); allocates, so only for
+    /// the cases that need the list itself.
+    fn eligible(&self) -> Picks {
+        let ok = self.ok;
+        self.fam
+            .all
+            .members
+            .iter()
+            .copied()
+            .filter(|&i| ok(i))
+            .collect()
+    }
+
+    /// Runs the service's policy: `out` gets up to `k` endpoints, best first.
+    fn rank(&mut self, out: &mut Picks) -> u8 {
+        match self.svc.policy {
+            PolicyKind::RoundRobin => round_robin::rank(self, out),
+            PolicyKind::Weighted => weighted::rank(self, out),
+            PolicyKind::Geo => geo::rank(self, out),
+            PolicyKind::Failover => failover::rank(self, out),
+            PolicyKind::Hash => hash::rank(self, out),
+            PolicyKind::Latency => latency::rank(self, out),
+            PolicyKind::LeastLoaded => least_loaded::rank(self, out),
+        }
+    }
 }
 
 /// Picks the endpoints that answer a query for `family` at `svc`. `up` says whether an
 /// endpoint may be answered (the live health table normally; `explain --down` overrides it).
+///
+/// The cost does not grow with the number of endpoints beyond one pass reading `up` (to tell
+/// whether anything is down: the TTL and the all-down rules depend on it) and, for the
+/// policies that rank by a figure of every endpoint (hash, latency, least-loaded), one pass
+/// reading that figure: the groups policies choose among are built with the snapshot
+/// ([`index`]) and weighted draws are binary searches.
 pub fn select(
     svc: &Service,
     regions: &[Region],
@@ -283,49 +329,34 @@ pub fn select(
     up: &dyn Fn(usize, &Endpoint) -> bool,
     mut trace: Option<&mut Trace>,
 ) -> Selection {
-    let mut eligible: Picks = svc
-        .endpoints
-        .iter()
-        .enumerate()
-        .filter(|(i, e)| family.matches(&e.addr) && up(*i, e))
-        .map(|(i, _)| i)
-        .collect();
+    let fam = svc.index.family(family);
+    let family_count = fam.all.members.len();
+    if family_count == 0 {
+        return Selection::default();
+    }
+    let is_up = |i: usize| up(i, &svc.endpoints[i]);
+    let n_up = fam.all.members.iter().filter(|&&i| is_up(i)).count();
     let mut all_down = false;
-    let family_count = svc
-        .endpoints
-        .iter()
-        .filter(|e| family.matches(&e.addr))
-        .count();
-    if eligible.is_empty() {
-        let any = family_count > 0;
-        if !any || svc.when_all_down != WhenAllDown::ServeAll {
-            let servfail = any && svc.when_all_down == WhenAllDown::Servfail;
-            if any {
-                if let Some(t) = trace.as_deref_mut() {
-                    t.all_down = true;
-                    t.notes.push(if servfail {
-                        "every endpoint is down; when_all_down = servfail: SERVFAIL".into()
-                    } else {
-                        "every endpoint is down; when_all_down = empty: NODATA".into()
-                    });
-                }
+    if n_up == 0 {
+        if svc.when_all_down != WhenAllDown::ServeAll {
+            let servfail = svc.when_all_down == WhenAllDown::Servfail;
+            if let Some(t) = trace.as_deref_mut() {
+                t.all_down = true;
+                t.notes.push(if servfail {
+                    "every endpoint is down; when_all_down = servfail: SERVFAIL".into()
+                } else {
+                    "every endpoint is down; when_all_down = empty: NODATA".into()
+                });
             }
             return Selection {
-                all_down: any,
-                degraded: any,
+                all_down: true,
+                degraded: true,
                 servfail,
                 ..Selection::default()
             };
         }
         // Fail open (Route 53's behaviour): answer as if every endpoint were healthy.
         all_down = true;
-        eligible = svc
-            .endpoints
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| family.matches(&e.addr))
-            .map(|(i, _)| i)
-            .collect();
         if let Some(t) = trace.as_deref_mut() {
             t.all_down = true;
             t.notes.push(
@@ -336,8 +367,8 @@ pub fn select(
     }
     // Only when something is down is it worth asking whether the client would have had it:
     // the healthy case pays one comparison.
-    let degraded = all_down
-        || (eligible.len() < family_count && preferred_down(svc, regions, family, client, up));
+    let degraded =
+        all_down || (n_up < family_count && preferred_down(svc, regions, fam, client, &is_up));
     if degraded {
         if let Some(t) = trace.as_deref_mut() {
             t.notes.push(format!(
@@ -346,24 +377,25 @@ pub fn select(
             ));
         }
     }
+    let everyone = |_: usize| true;
+    let all_ok = all_down || n_up == family_count;
+    let ok: &dyn Fn(usize) -> bool = if all_ok { &everyone } else { &is_up };
     let mut ctx = Ctx {
         svc,
         regions,
         client,
         trace,
+        fam,
+        ok,
+        all_ok,
+        n_ok: if all_ok { family_count } else { n_up },
+        k: svc.max_answers,
     };
-    let scope = match svc.policy {
-        PolicyKind::RoundRobin => round_robin::rank(&mut ctx, &mut eligible),
-        PolicyKind::Weighted => weighted::rank(&mut ctx, &mut eligible),
-        PolicyKind::Geo => geo::rank(&mut ctx, &mut eligible),
-        PolicyKind::Failover => failover::rank(&mut ctx, &mut eligible),
-        PolicyKind::Hash => hash::rank(&mut ctx, &mut eligible),
-        PolicyKind::Latency => latency::rank(&mut ctx, &mut eligible),
-        PolicyKind::LeastLoaded => least_loaded::rank(&mut ctx, &mut eligible),
-    };
-    eligible.truncate(svc.max_answers);
+    let mut picks = Picks::new();
+    let scope = ctx.rank(&mut picks);
+    picks.truncate(svc.max_answers);
     Selection {
-        picks: eligible,
+        picks,
         scope,
         all_down,
         degraded,
@@ -380,47 +412,33 @@ pub fn select(
 fn preferred_down(
     svc: &Service,
     regions: &[Region],
-    family: Family,
+    fam: &index::FamilyIndex,
     client: &mut Client<'_>,
-    up: &dyn Fn(usize, &Endpoint) -> bool,
+    up: &dyn Fn(usize) -> bool,
 ) -> bool {
-    let down = |i: usize| !up(i, &svc.endpoints[i]);
-    let mut all: Picks = svc
-        .endpoints
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| family.matches(&e.addr))
-        .map(|(i, _)| i)
-        .collect();
+    let any_down = |g: &index::Group| g.members.iter().any(|&i| !up(i));
     let mut ctx = Ctx {
         svc,
         regions,
         client,
         trace: None,
+        fam,
+        ok: &|_| true,
+        all_ok: true,
+        n_ok: fam.all.members.len(),
+        k: svc.max_answers,
     };
     match svc.policy {
-        PolicyKind::RoundRobin | PolicyKind::Weighted => all.iter().any(|&i| down(i)),
-        PolicyKind::Geo => {
-            geo::rank(&mut ctx, &mut all);
-            let chosen: smallvec::SmallVec<[Option<usize>; 4]> =
-                all.iter().map(|&i| svc.endpoints[i].region).collect();
-            svc.endpoints
-                .iter()
-                .enumerate()
-                .any(|(i, e)| family.matches(&e.addr) && chosen.contains(&e.region) && down(i))
-        }
-        PolicyKind::Failover => {
-            let best = all.iter().map(|&i| svc.endpoints[i].priority).min();
-            all.iter()
-                .any(|&i| Some(svc.endpoints[i].priority) == best && down(i))
-        }
+        PolicyKind::RoundRobin | PolicyKind::Weighted => any_down(&fam.all),
+        PolicyKind::Geo => match geo::choose(&mut ctx) {
+            Some((g, _)) => any_down(&fam.regions[g].1),
+            None => any_down(&fam.all),
+        },
+        PolicyKind::Failover => fam.priorities.first().is_some_and(|(_, g)| any_down(g)),
         PolicyKind::Hash | PolicyKind::Latency | PolicyKind::LeastLoaded => {
-            match svc.policy {
-                PolicyKind::Hash => hash::rank(&mut ctx, &mut all),
-                PolicyKind::Latency => latency::rank(&mut ctx, &mut all),
-                _ => least_loaded::rank(&mut ctx, &mut all),
-            };
-            all.iter().take(svc.max_answers).any(|&i| down(i))
+            let mut all = Picks::new();
+            ctx.rank(&mut all);
+            all.iter().take(svc.max_answers).any(|&i| !up(i))
         }
     }
 }
@@ -453,23 +471,6 @@ pub fn random_unit() -> f64 {
         let v = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11; // 53 bits
         (v as f64 + 0.5) / (1u64 << 53) as f64
     })
-}
-
-/// Orders `idx` by weighted random sampling without replacement (Efraimidis–Spirakis): each
-/// endpoint draws `ln(u) / weight` and the largest keys win, so the first pick has probability
-/// proportional to its weight.
-pub(crate) fn weighted_order(svc: &Service, idx: &mut [usize]) {
-    if idx.len() <= 1 {
-        return;
-    }
-    let mut keyed: smallvec::SmallVec<[(f64, usize); 8]> = idx
-        .iter()
-        .map(|&i| (random_unit().ln() / svc.endpoints[i].weight, i))
-        .collect();
-    keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
-    for (slot, (_, i)) in idx.iter_mut().zip(keyed) {
-        *slot = i;
-    }
 }
 
 #[cfg(test)]

@@ -179,3 +179,122 @@ fn policy_kinds_follow_the_config_order() {
         assert_eq!(k.as_str(), *name);
     }
 }
+
+fn many(n: usize) -> Vec<Endpoint> {
+    (0..n)
+        .map(|i| {
+            ep(
+                &format!("10.0.{}.{}", i / 256, i % 256),
+                None,
+                (1 + i % 4) as f64,
+                1,
+            )
+        })
+        .collect()
+}
+
+fn pick_n(s: &Service, n: usize) -> Vec<Vec<usize>> {
+    (0..n).map(|_| pick(s, "10.0.0.1")).collect()
+}
+
+/// The binary-search draws (many endpoints, some down) keep the weighted shares, and a
+/// multivalue answer never repeats an endpoint.
+#[test]
+fn weighted_draws_over_many_endpoints_follow_weights_around_down_ones() {
+    let s = svc(PolicyKind::Weighted, 1, many(40));
+    for i in (0..40).step_by(3) {
+        s.endpoints[i].state.set_healthy(false);
+    }
+    let up: Vec<usize> = (0..40).filter(|i| i % 3 != 0).collect();
+    let total: f64 = up.iter().map(|&i| s.endpoints[i].weight).sum();
+    let mut counts = [0usize; 40];
+    let n = 60_000;
+    for p in pick_n(&s, n) {
+        counts[p[0]] += 1;
+    }
+    for (i, &c) in counts.iter().enumerate() {
+        let share = c as f64 / n as f64;
+        let want = if i % 3 == 0 {
+            0.0
+        } else {
+            s.endpoints[i].weight / total
+        };
+        assert!(
+            (share - want).abs() < 0.006,
+            "endpoint {i}: {share} vs {want}"
+        );
+    }
+    let s = svc(PolicyKind::Weighted, 3, many(40));
+    for p in pick_n(&s, 500) {
+        let mut d = p.clone();
+        d.sort();
+        d.dedup();
+        assert_eq!(d.len(), 3, "{p:?}");
+    }
+}
+
+/// With nearly everything down the draws miss and the exact order over the few left takes
+/// over: both of them, never a down one.
+#[test]
+fn weighted_with_most_endpoints_down_still_finds_the_up_ones() {
+    let s = svc(PolicyKind::Weighted, 2, many(1000));
+    for e in &s.endpoints[..998] {
+        e.state.set_healthy(false);
+    }
+    for p in pick_n(&s, 50) {
+        let mut p = p;
+        p.sort();
+        assert_eq!(p, vec![998, 999]);
+    }
+}
+
+/// latency: lowest first, then the next lowest; equal figures weighted among themselves.
+#[test]
+fn latency_takes_the_lowest_figures_in_order_with_ties_weighted() {
+    let s = svc(PolicyKind::Latency, 3, many(12));
+    for (i, e) in s.endpoints.iter().enumerate() {
+        e.state.set_rtt_us(Some(if i == 7 {
+            100
+        } else if i % 2 == 0 {
+            300
+        } else {
+            200
+        }));
+    }
+    let mut second = [0usize; 12];
+    for p in pick_n(&s, 4000) {
+        assert_eq!(p[0], 7);
+        assert!(
+            p[1] % 2 == 1 && p[2] % 2 == 1 && p[1] != p[2] && p[1] != 7,
+            "{p:?}"
+        );
+        second[p[1]] += 1;
+    }
+    // Odd endpoints other than 7 tie at 200 µs: weights 2, 4, 2, 4, 2 (1, 3, 5, 9, 11).
+    let tied = [1usize, 3, 5, 9, 11];
+    let total: f64 = tied.iter().map(|&i| s.endpoints[i].weight).sum();
+    for i in tied {
+        let share = second[i] as f64 / 4000.0;
+        let want = s.endpoints[i].weight / total;
+        assert!(
+            (share - want).abs() < 0.04,
+            "endpoint {i}: {share} vs {want}"
+        );
+    }
+}
+
+/// hash with several answers: the rendezvous order, the same for the same subnet, distinct.
+#[test]
+fn hash_multivalue_is_stable_and_distinct() {
+    let s = svc(PolicyKind::Hash, 3, many(100));
+    let a = pick(&s, "10.9.8.7");
+    assert_eq!(a.len(), 3);
+    assert_eq!(pick(&s, "10.9.8.200"), a);
+    let mut d = a.clone();
+    d.sort();
+    d.dedup();
+    assert_eq!(d.len(), 3);
+    // Taking the best away promotes the second and third.
+    s.endpoints[a[0]].state.set_healthy(false);
+    assert_eq!(pick(&s, "10.9.8.7")[..2], a[1..]);
+}
