@@ -280,6 +280,10 @@ fn serve(path: &Path) -> i32 {
     };
     let config_path = path.to_path_buf();
     let code = rt.block_on(async move {
+        // Signal handlers come before the listeners: a SIGHUP that arrived once queries were
+        // answered but before they existed killed the server (bench/scale.sh hit it on every
+        // 1M-record start). Signals that arrive while starting are acted on once started.
+        let signals = Signals::install();
         let zones = snap.zones.zones.len();
         let generation = snap.generation;
         let shared = snapshot::shared(snap);
@@ -366,7 +370,7 @@ fn serve(path: &Path) -> i32 {
                 .join(" ")
         ));
         let watchdog = crate::systemd::Watchdog::from_env(handle.liveness.clone());
-        wait_for_signals(&reloader).await;
+        wait_for_signals(signals, &reloader).await;
         if let Some(f) = &fleet {
             f.shutdown().await;
         }
@@ -396,14 +400,32 @@ fn serve(path: &Path) -> i32 {
     code
 }
 
+/// SIGTERM, SIGINT and SIGHUP, caught from the start of serving.
+struct Signals(
+    Option<(
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+    )>,
+);
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(t), Ok(i), Ok(h)) => Signals(Some((t, i, h))),
+            _ => Signals(None),
+        }
+    }
+}
+
 /// Runs until SIGTERM or SIGINT; SIGHUP reloads (the same reload as `POST /api/v1/reload`).
-async fn wait_for_signals(reloader: &Reloader) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
+async fn wait_for_signals(signals: Signals, reloader: &Reloader) {
+    let Some((mut term, mut int, mut hup)) = signals.0 else {
         // Without signal handlers, ctrl-c is still honoured.
         let _ = tokio::signal::ctrl_c().await;
         return;
