@@ -24,7 +24,8 @@ W="${WORK:-/tmp/meridian-extra}"
 REPS="${REPS:-3}"
 DUR="${DURATION:-10}"
 PORT_M=5321 PORT_K=5322 PORT_R=5323
-TICKS=$(getconf CLK_TCK)
+# shellcheck source=bench/common.sh
+. "$here/common.sh"
 what=("$@")
 [ ${#what[@]} -gt 0 ] || what=(static floor latency reload rss probing memory)
 
@@ -37,18 +38,10 @@ pids=()
 cleanup() { for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
 # run_dnsperf LABEL PID PORT QUERYFILE [dnsperf args...] -> one TSV line: label qps cpu% qps/core lost
 run_dnsperf() {
-  local label=$1 pid=$2 port=$3 file=$4; shift 4
-  local t0 t1 out qps lost cpu
-  t0=$(cpu_ticks "$pid")
-  out=$(timeout $((DUR + 15)) taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$file" -l "$DUR" -c 4 "$@" 2>&1)
-  t1=$(cpu_ticks "$pid")
-  qps=$(awk '/Queries per second/ {print $4}' <<<"$out")
-  lost=$(awk '/Queries lost/ {print $3}' <<<"$out")
-  cpu=$(awk -v a="$t0" -v b="$t1" -v t="$TICKS" -v d="$DUR" 'BEGIN {printf "%.1f", (b - a) / t / d * 100}')
+  local label=$1 qps cpu lost; shift
+  IFS=$'\t' read -r qps cpu lost < <(dnsperf_point "$@")
   awk -v l="$label" -v q="$qps" -v c="$cpu" -v lo="$lost" 'BEGIN {printf "%s\t%.0f\t%s\t%.0f\t%s\n", l, q, c, (c > 0 ? q / (c / 100) : 0), lo}'
 }
 
@@ -254,13 +247,7 @@ bench_memory() {
   for n in ${MEMORY_SIZES:-100000 1000000}; do
     d="$W/mem-$n"
     mkdir -p "$d/m/zones" "$d/k/zones" "$d/k/db" "$d/k/run"
-    awk -v n="$n" 'BEGIN {
-      print "$TTL 300"
-      print "@ IN SOA ns1.example.com. hostmaster.example.com. 1 7200 1800 1209600 300"
-      print "@ IN NS ns1.example.com."
-      print "ns1 IN A 192.0.2.53"
-      for (i = 0; i < n; i++) printf "h%07d IN A 10.%d.%d.%d\n", i, int(i / 65536) % 256, int(i / 256) % 256, i % 256
-    }' >"$d/m/zones/example.com.zone"
+    numbered_zone "$n" >"$d/m/zones/example.com.zone"
     cp "$d/m/zones/example.com.zone" "$d/k/zones/"
     awk -v n="$n" 'BEGIN { srand(19); for (i = 0; i < 200000; i++) printf "h%07d.example.com A\n", int(rand() * n) }' >"$d/q.txt"
     printf '[server]\nlisten = ["127.0.0.1:%s"]\nzones = "zones"\n' "$PORT_M" >"$d/m/meridian.toml"

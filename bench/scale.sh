@@ -23,7 +23,8 @@ harness="${HARNESS:-$repo/../shared/bench}"
 W="${WORK:-/tmp/meridian-scale}"
 PORT="${PORT:-5397}"
 SHORT="${SHORT:-0}"
-TICKS=$(getconf CLK_TCK)
+# shellcheck source=bench/common.sh
+. "$here/common.sh"
 if [ "$SHORT" = 1 ]; then
   DUR="${DURATION:-2}"
   ZONE_SIZES="${ZONE_SIZES:-1000 10000}"
@@ -61,7 +62,6 @@ pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; }
 trap cleanup EXIT
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 now_ms() { date +%s%3N; }
 
@@ -108,28 +108,12 @@ reload() {
 
 # measure AXIS SERIES X QUERYFILE [dnsperf args]: one dnsperf run, one TSV line.
 measure() {
-  local axis=$1 series=$2 x=$3 file=$4; shift 4
-  local t0 t1 out qps lost cpu
-  t0=$(cpu_ticks "$pid")
-  out=$(timeout $((DUR + 15)) taskset -c 1 dnsperf -s 127.0.0.1 -p "$PORT" -d "$file" -l "$DUR" -c 4 "$@" 2>&1)
-  t1=$(cpu_ticks "$pid")
-  qps=$(awk '/Queries per second/ {print $4}' <<<"$out")
-  lost=$(awk '/Queries lost/ {print $3}' <<<"$out")
-  cpu=$(awk -v a="$t0" -v b="$t1" -v t="$TICKS" -v d="$DUR" 'BEGIN {printf "%.1f", (b - a) / t / d * 100}')
+  local axis=$1 series=$2 x=$3 file=$4 qps cpu lost; shift 4
+  IFS=$'\t' read -r qps cpu lost < <(dnsperf_point "$pid" "$PORT" "$file" "$@")
   awk -v ax="$axis" -v s="$series" -v x="$x" -v q="$qps" -v c="$cpu" -v r="$(rss_kb "$pid")" \
       -v l="${load_ms:-}" -v rl="${reload_ms:-}" -v lo="$lost" \
       'BEGIN {printf "%s\t%s\t%s\t%.0f\t%s\t%.0f\t%s\t%s\t%s\t%s\n", ax, s, x, q, c, (c > 0 ? q / (c / 100) : 0), r, l, rl, lo}' |
     tee -a "$tsv"
-}
-
-header() { # the zone every config serves, plus $1 A records h0000000..
-  awk -v n="$1" 'BEGIN {
-    print "$TTL 300"
-    print "@ IN SOA ns1.example.com. hostmaster.example.com. 1 7200 1800 1209600 300"
-    print "@ IN NS ns1.example.com."
-    print "ns1 IN A 192.0.2.53"
-    for (i = 0; i < n; i++) printf "h%07d IN A 10.%d.%d.%d\n", i, int(i / 65536) % 256, int(i / 256) % 256, i % 256
-  }'
 }
 
 config_head() {
@@ -168,7 +152,7 @@ axis_zone() {
   for n in $ZONE_SIZES; do
     d="$W/zone-$n"
     mkdir -p "$d/zones"
-    header "$n" >"$d/zones/example.com.zone"
+    numbered_zone "$n" >"$d/zones/example.com.zone"
     config_head >"$d/meridian.toml"
     queries "$n" "h%07d.example.com A" 200000 >"$d/q.txt"
     start "$d"
@@ -186,7 +170,7 @@ axis_services() {
   for n in $SERVICE_COUNTS; do
     d="$W/services-$n"
     mkdir -p "$d/zones"
-    header 0 >"$d/zones/example.com.zone"
+    numbered_zone 0 >"$d/zones/example.com.zone"
     {
       config_head
       awk -v n="$n" 'BEGIN {
@@ -212,7 +196,7 @@ axis_endpoints() {
   for e in $ENDPOINT_COUNTS; do
     d="$W/endpoints-$e"
     mkdir -p "$d/zones"
-    header 0 >"$d/zones/example.com.zone"
+    numbered_zone 0 >"$d/zones/example.com.zone"
     {
       config_head
       # The client (127.0.0.1) stands in Paris: geo measures distances from there.
@@ -247,7 +231,7 @@ axis_geoip() {
     if [ "$db" = none ]; then name=none size=0; else name=$(basename "$db" .mmdb) size=$(stat -c %s "$db"); fi
     d="$W/geoip-$name"
     mkdir -p "$d/zones"
-    header 0 >"$d/zones/example.com.zone"
+    numbered_zone 0 >"$d/zones/example.com.zone"
     {
       config_head
       [ "$db" = none ] || printf '[geoip]\ndatabase = "%s"\n\n' "$db"

@@ -267,15 +267,7 @@ fn many_endpoints(name: &str, policy: &str, n: usize) -> String {
 /// The fast path on a balanced name of each policy with 2 and 1,000 endpoints (no health
 /// checks, so every endpoint is up): what a query costs as services grow. `scale:` cases.
 fn scaling(c: &mut Criterion) {
-    let policies = [
-        "round-robin",
-        "weighted",
-        "geo",
-        "failover",
-        "hash",
-        "latency",
-        "least-loaded",
-    ];
+    let policies = meridian::config::POLICIES;
     let mut extra = String::new();
     for p in policies {
         for n in [2usize, 1000] {
