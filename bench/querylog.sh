@@ -24,7 +24,7 @@ for rep in $(seq 1 "$REPS"); do
 done
 echo "variant  median_qps  median_qps_per_core  runs"
 for v in $VARIANTS; do
-  awk -F'\t' -v v="$v" '$1 == v { q[n] = $5; c[n] = ($11 > 0 ? $5 / $11 * 100 : 0); n++ }
+  awk -F'\t' -v v="$v" '$1 == v { q[n + 0] = $5; c[n + 0] = ($11 > 0 ? $5 / $11 * 100 : 0); n++ }
     function med(a, n,   i, j, t) { for (i = 0; i < n; i++) for (j = i + 1; j < n; j++)
       if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t } return n ? a[int((n - 1) / 2)] : 0 }
     END { printf "%-8s %10.0f %12.0f %6d\n", v, med(q, n), med(c, n), n }' "$out"

@@ -562,7 +562,7 @@ impl DnstapSink {
         self.retry_at = Instant::now() + self.backoff;
     }
 
-    fn write(&mut self, e: Entry, site: Option<&str>, version: &[u8]) {
+    fn write(&mut self, e: &Entry, service: Option<&str>, site: Option<&str>, version: &[u8]) {
         if !self.ensure() {
             drop_one(SINK_DNSTAP);
             return;
@@ -577,12 +577,11 @@ impl DnstapSink {
             version,
         };
         self.extra.clear();
-        let service = e.service.as_ref().map(crate::metrics::name_label);
         let _ = write!(
             self.extra,
             "policy={} service={}",
             e.policy,
-            service.as_deref().unwrap_or("-")
+            service.unwrap_or("-")
         );
         let (query, response) = (e.query(), e.response());
         let result = (|| {
@@ -654,20 +653,20 @@ impl Sink {
         }
     }
 
-    fn write(&mut self, e: Entry, site: Option<&str>, version: &[u8]) {
+    fn write(&mut self, e: Entry, labels: &mut Labels, site: Option<&str>, version: &[u8]) {
+        let service = e.service.as_ref().map(|n| labels.of(n));
         match self {
             Sink::Log { format, buf } => {
-                let service = e.service.as_ref().map(crate::metrics::name_label);
                 match format {
-                    Format::Text => line::text(&e, site, service.as_deref(), buf),
-                    Format::Json => line::json(&e, site, service.as_deref(), buf),
+                    Format::Text => line::text(&e, site, service, buf),
+                    Format::Json => line::json(&e, site, service, buf),
                 }
                 WRITTEN[SINK_LOG].fetch_add(1, Ordering::Relaxed);
                 if buf.len() >= LINE_CHUNK {
                     Self::flush_lines(buf);
                 }
             }
-            Sink::Dnstap(d) => d.write(e, site, version),
+            Sink::Dnstap(d) => d.write(&e, service, site, version),
         }
     }
 
@@ -694,6 +693,24 @@ impl Sink {
     }
 }
 
+/// The metric-style label of the last service logged: queries come in runs of a few names,
+/// and building the label (lower-casing and formatting a `Name`) took three allocations per
+/// entry.
+#[derive(Default)]
+struct Labels {
+    last: Option<(Name, String)>,
+}
+
+impl Labels {
+    fn of(&mut self, name: &Name) -> &str {
+        let hit = self.last.as_ref().is_some_and(|(n, _)| n.eq_case(name));
+        if !hit {
+            self.last = Some((name.clone(), crate::metrics::name_label(name)));
+        }
+        self.last.as_ref().map_or("-", |(_, l)| l.as_str())
+    }
+}
+
 struct Writer {
     log: Arc<QueryLog>,
     shared: SharedSnapshot,
@@ -704,6 +721,7 @@ struct Writer {
     site: Option<String>,
     version: Vec<u8>,
     sink: Sink,
+    labels: Labels,
 }
 
 impl Writer {
@@ -717,6 +735,7 @@ impl Writer {
             settings: s,
             site: snap.wire.site_id.clone(),
             version: format!("meridian {}", env!("CARGO_PKG_VERSION")).into_bytes(),
+            labels: Labels::default(),
         }
     }
 
@@ -736,7 +755,8 @@ impl Writer {
             for _ in 0..QUEUE {
                 match rx.try_recv() {
                     Ok(Some(e)) => {
-                        self.sink.write(e, self.site.as_deref(), &self.version);
+                        self.sink
+                            .write(e, &mut self.labels, self.site.as_deref(), &self.version);
                         wrote = true;
                     }
                     Ok(None) => {}
@@ -752,7 +772,8 @@ impl Writer {
             }
             if self.log.stop.load(Ordering::Relaxed) {
                 for e in rx.try_iter().take(QUEUE).flatten() {
-                    self.sink.write(e, self.site.as_deref(), &self.version);
+                    self.sink
+                        .write(e, &mut self.labels, self.site.as_deref(), &self.version);
                 }
                 break;
             }
