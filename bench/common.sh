@@ -30,3 +30,20 @@ numbered_zone() {
     for (i = 0; i < n; i++) printf "h%07d IN A 10.%d.%d.%d\n", i, int(i / 65536) % 256, int(i / 256) % 256, i % 256
   }'
 }
+
+# rrl_config FILE: [rrl] on with rates high enough that nothing is limited (every response pays
+# the accounting), and a fixed cookie_secret; bench/run.sh (RRL=1) and bench/extra.sh rrl.
+# The client cookie that goes with it: dnsperf $COOKIE_ARGS (each reply computes a server cookie).
+COOKIE_ARGS="-E 10:0102030405060708"
+rrl_config() {
+  sed -i 's|^\[site\]|cookie_secret = "000102030405060708090a0b0c0d0e0f"\n\n[site]|' "$1"
+  cat >>"$1" <<'EOT'
+
+[rrl]
+responses_per_second = 1000000
+nxdomains_per_second = 1000000
+errors_per_second = 1000000
+window = "5s"
+slip = 2
+EOT
+}

@@ -2,6 +2,10 @@
 # The performance targets the shared harness does not cover, measured on loopback:
 #   static  - a 100,000-record zone: existing names and random NXDOMAIN labels, meridian vs Knot,
 #             pinned (server core 0, dnsperf core 1), REPS interleaved runs, QPS per server core
+#   rrl     - the cost of [rrl] and DNS cookies: two meridians on core 0, one plain and one with
+#             [rrl] on (nothing limited, every response accounted), REPS interleaved rounds of
+#             four runs: plain, plain + client cookie, rrl, rrl + client cookie (the issue's
+#             "RRL and cookies on"); CPU per query and QPS per core of each, median over rounds
 #   floor   - meridian vs the reflector (examples/reflector.rs: the same UDP loop, no DNS work)
 #             on the harness's query mix: CPU per query as a multiple of the floor
 #   latency - p99 at 50 % of meridian's peak rate (dnsperf -Q with -v, per-query latencies)
@@ -14,7 +18,7 @@
 #             meridian on each, load time (wall and CPU until the last name answers), and a
 #             SIGHUP reload under 20,000 QPS: peak RSS (VmRSS sampled every 10 ms, and VmHWM
 #             after a reset) against the steady RSS, and the queries dnsperf lost (MEMORY_DUR s)
-# Usage: bash bench/extra.sh [static floor latency reload rss probing memory]   (default: all)
+# Usage: bash bench/extra.sh [static rrl floor latency reload rss probing memory]   (default: all)
 # Everything listens on 127.0.0.1 only; every run is bounded by dnsperf -l and timeout.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -23,11 +27,11 @@ harness="${HARNESS:-$repo/../shared/bench}"
 W="${WORK:-/tmp/meridian-extra}"
 REPS="${REPS:-3}"
 DUR="${DURATION:-10}"
-PORT_M=5321 PORT_K=5322 PORT_R=5323
+PORT_M=5321 PORT_K=5322 PORT_R=5323 PORT_L=5324
 # shellcheck source=bench/common.sh
 . "$here/common.sh"
 what=("$@")
-[ ${#what[@]} -gt 0 ] || what=(static floor latency reload rss probing memory)
+[ ${#what[@]} -gt 0 ] || what=(static rrl floor latency reload rss probing memory)
 
 command -v dnsperf >/dev/null && command -v knotd >/dev/null || bash "$harness/install.sh"
 (cd "$repo" && cargo build --release --locked --bin meridian --example reflector --example http_target)
@@ -125,6 +129,37 @@ bench_floor() {
   awk -v m="$m" -v r="$r" 'BEGIN {printf "CPU per query: meridian %.2f us, reflector %.2f us, ratio %.2f\n", m, r, m / r}'
   kill "$mp" "$rp" 2>/dev/null || true
   wait "$mp" "$rp" 2>/dev/null || true
+}
+
+bench_rrl() {
+  harness_config
+  mkdir -p "$W/rrl"
+  sed -e "s|^listen = .*|listen = [\"127.0.0.1:$PORT_L\"]|" -e "s|^zones = .*|zones = \"$W/mix/zones\"|" \
+    "$W/mix/meridian.toml" >"$W/rrl/meridian.toml"
+  rrl_config "$W/rrl/meridian.toml"
+  local mp lp
+  mp=$(MERIDIAN_LOG=warn start_pinned "$W/mix/meridian.log" "$bin" serve --config "$W/mix/meridian.toml")
+  lp=$(MERIDIAN_LOG=warn start_pinned "$W/rrl/meridian.log" "$bin" serve --config "$W/rrl/meridian.toml")
+  sleep 1
+  : >"$W/rrl.tsv"
+  for rep in $(seq "$REPS"); do
+    run_dnsperf plain "$mp" "$PORT_M" "$W/q-mix.txt" | tee -a "$W/rrl.tsv"
+    # shellcheck disable=SC2086 # COOKIE_ARGS is two words
+    run_dnsperf cookie "$mp" "$PORT_M" "$W/q-mix.txt" $COOKIE_ARGS | tee -a "$W/rrl.tsv"
+    run_dnsperf rrl "$lp" "$PORT_L" "$W/q-mix.txt" | tee -a "$W/rrl.tsv"
+    # shellcheck disable=SC2086
+    run_dnsperf rrl+cookie "$lp" "$PORT_L" "$W/q-mix.txt" $COOKIE_ARGS | tee -a "$W/rrl.tsv"
+  done
+  local plain v us qpc
+  plain=$(awk '$1 == "plain" {print $3 / $2 * 10000}' "$W/rrl.tsv" | median)
+  for v in plain cookie rrl rrl+cookie; do
+    us=$(awk -v v="$v" '$1 == v {print $3 / $2 * 10000}' "$W/rrl.tsv" | median)
+    qpc=$(awk -v v="$v" '$1 == v {print $4}' "$W/rrl.tsv" | median)
+    awk -v v="$v" -v u="$us" -v p="$plain" -v q="$qpc" \
+      'BEGIN {printf "%-11s CPU per query %.3f us (%+.1f %% against plain), QPS per core %.0f (median)\n", v, u, (u / p - 1) * 100, q}'
+  done
+  kill "$mp" "$lp" 2>/dev/null || true
+  wait "$mp" "$lp" 2>/dev/null || true
 }
 
 bench_latency() {

@@ -38,17 +38,10 @@ sed -e "s|@PORT@|$OURS_PORT|" -e "s|@ZONES@|$WORK/ours|" \
   -e "s|^tcp_max_queries = .*|tcp_max_queries = ${TCP_MAX_QUERIES:-1000000000}|" \
   "$here/meridian-bench.toml.in" > "$WORK/meridian/meridian.toml"
 if [ "${RRL:-0}" = 1 ]; then
-  sed -i 's|^\[site\]|cookie_secret = "000102030405060708090a0b0c0d0e0f"\n\n[site]|' "$WORK/meridian/meridian.toml"
-  cat >> "$WORK/meridian/meridian.toml" <<'EOF'
-
-[rrl]
-responses_per_second = 1000000
-nxdomains_per_second = 1000000
-errors_per_second = 1000000
-window = "5s"
-slip = 2
-EOF
-  export DNSPERF_EXTRA="${DNSPERF_EXTRA:-} -E 10:0102030405060708"
+  # shellcheck source=bench/common.sh
+  . "$here/common.sh"
+  rrl_config "$WORK/meridian/meridian.toml"
+  export DNSPERF_EXTRA="${DNSPERF_EXTRA:-} $COOKIE_ARGS"
   export OURS_NAME="${OURS_NAME:-meridian+rrl+cookies}"
 fi
 case "${QUERYLOG:-}" in
