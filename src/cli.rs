@@ -265,6 +265,8 @@ fn serve(path: &Path) -> i32 {
         Some(s) => s,
         None => return EXIT_INVALID,
     };
+    // Loading parsed the config twice (for the log format, then in full): its garbage goes.
+    crate::reload::release_freed_heap();
     // Before anything answers: a drained endpoint must not be served after a restart.
     crate::health::drains::restore_at_start(&snap);
     let settings = ListenSettings::from_config(&snap.config);
