@@ -5,10 +5,10 @@ mod common;
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::query;
+use common::{free_port, query, ServerProcess, EXAMPLE_ZONE};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
@@ -34,17 +34,7 @@ fn repo() -> PathBuf {
 /// A temp folder holding `meridian.toml` with `config` and a `zones/` folder with the shipped
 /// example zone.
 fn config_dir(config: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let zones = dir.path().join("zones");
-    std::fs::create_dir(&zones).expect("mkdir");
-    std::fs::copy(
-        repo().join("zones/example.com.zone"),
-        zones.join("example.com.zone"),
-    )
-    .expect("copy zone");
-    let path = dir.path().join("meridian.toml");
-    std::fs::write(&path, config).expect("write config");
-    (dir, path)
+    common::config_dir(&[("example.com.zone", EXAMPLE_ZONE)], config)
 }
 
 fn check(path: &Path) -> Output {
@@ -242,23 +232,12 @@ fn serve_with_port(port: u16) -> (tempfile::TempDir, Output) {
     let (dir, path) = config_dir(&format!(
         "[server]\nlisten = [\"127.0.0.1:{port}\"]\nzones = \"zones\"\n"
     ));
-    let mut child = meridian()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    // It must give up by itself; do not leave it running if it does not.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serve kept running on a taken port");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let mut serve = ServerProcess::spawn(meridian().args(["serve", "--config"]).arg(&path));
+    // It must give up by itself (the handle kills it if it does not).
+    if serve.wait_exit(Duration::from_secs(10)).is_none() {
+        panic!("serve kept running on a taken port");
     }
-    (dir, child.wait_with_output().expect("output"))
+    (dir, serve.output())
 }
 
 fn assert_bind_failure(out: &Output, port: u16) {
@@ -289,85 +268,31 @@ fn serve_on_a_taken_tcp_port_exits_2() {
     assert_bind_failure(&out, port);
 }
 
-/// A port free for both UDP and TCP right now.
-fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let port = u.local_addr().expect("addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        // Only if a test failed half-way: never leave the server behind.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn serve_answers_and_stops_on_sigterm() {
     let port = free_port();
     let (_dir, path) = config_dir(&format!(
         "[server]\nlisten = [\"127.0.0.1:{port}\"]\nzones = \"zones\"\n\n[site]\nid = \"cli-test\"\n"
     ));
-    let child = meridian()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut running = Running(child);
-    let pid = running.0.id();
+    let mut serve = ServerProcess::spawn(meridian().args(["serve", "--config"]).arg(&path));
 
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
     let q = query("mail.example.com.", RecordType::A);
     let bytes = q.to_vec().expect("encode");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut buf = [0u8; 4096];
-    let answer = loop {
-        assert!(
-            running.0.try_wait().expect("wait").is_none(),
-            "serve exited before answering"
-        );
-        assert!(Instant::now() < deadline, "no UDP answer from serve");
-        let _ = sock.send_to(&bytes, ("127.0.0.1", port));
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            break Message::from_vec(&buf[..n]).expect("decode");
-        }
-    };
+    let answer = serve.wait_udp(
+        ([127, 0, 0, 1], port).into(),
+        &bytes,
+        Duration::from_secs(10),
+    );
+    let answer = Message::from_vec(&answer).expect("decode");
     assert_eq!(answer.metadata.id, q.metadata.id);
     assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
     assert!(answer.metadata.authoritative);
     assert_eq!(answer.answers.len(), 1);
     assert_eq!(answer.answers[0].data.to_string(), "192.0.2.25");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -TERM failed");
-    let deadline = Instant::now() + Duration::from_secs(8);
-    let code = loop {
-        if let Some(st) = running.0.try_wait().expect("wait") {
-            break st.code();
-        }
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let code = serve.terminate(Duration::from_secs(8)).code();
     assert_eq!(code, Some(0), "exit status after SIGTERM");
-    let mut stderr = String::new();
-    if let Some(mut e) = running.0.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut stderr);
-    }
+    let stderr = serve.stderr();
     assert!(!stderr.contains("panicked"), "{stderr}");
     // The port is free again.
     assert!(
@@ -399,33 +324,14 @@ fn sigterm_under_load_answers_what_it_received_and_exits_0_within_2s() {
     let (_dir, path) = config_dir(&format!(
         "[server]\nlisten = [\"127.0.0.1:{port}\"]\nzones = \"zones\"\n"
     ));
-    let child = meridian()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut running = Running(child);
-    let pid = running.0.id();
+    let mut serve = ServerProcess::spawn(meridian().args(["serve", "--config"]).arg(&path));
     let server: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
 
     // Serving once UDP answers.
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut buf = [0u8; 4096];
-    loop {
-        assert!(Instant::now() < deadline, "no UDP answer from serve");
-        let q = query("mail.example.com.", RecordType::A)
-            .to_vec()
-            .expect("q");
-        let _ = sock.send_to(&q, server);
-        if sock.recv_from(&mut buf).is_ok() {
-            break;
-        }
-    }
+    let q = query("mail.example.com.", RecordType::A)
+        .to_vec()
+        .expect("q");
+    serve.wait_udp(server, &q, Duration::from_secs(10));
 
     let done = Arc::new(AtomicBool::new(false));
     let udp_answers = Arc::new(AtomicUsize::new(0));
@@ -505,22 +411,12 @@ fn sigterm_under_load_answers_what_it_received_and_exits_0_within_2s() {
     {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -TERM failed");
+    serve.signal(libc::SIGTERM);
     let signalled = Instant::now();
-    let code = loop {
-        if let Some(st) = running.0.try_wait().expect("wait") {
-            break st.code();
-        }
-        // Far past the SPEC's 2 s: stop waiting and fail below.
-        if signalled.elapsed() > Duration::from_secs(10) {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    // Far past the SPEC's 2 s: stop waiting and fail below.
+    let code = serve
+        .wait_exit(Duration::from_secs(10))
+        .and_then(|st| st.code());
     let took = signalled.elapsed();
     done.store(true, Ordering::Relaxed);
     for l in loops {
@@ -539,11 +435,7 @@ fn sigterm_under_load_answers_what_it_received_and_exits_0_within_2s() {
         "exited {took:?} after SIGTERM"
     );
     assert!(udp_answers.load(Ordering::Relaxed) > 0 && tcp_answers.load(Ordering::Relaxed) > 0);
-    let mut stderr = String::new();
-    if let Some(mut e) = running.0.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut stderr);
-    }
+    let stderr = serve.stderr();
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -615,19 +507,16 @@ fn zone_problems() -> Vec<(&'static str, usize, usize, &'static str)> {
 /// A folder with `meridian.toml` holding `config`, `zones/a.example.zone` and
 /// `zones/b.example.zone` with `zones`' texts, and a GeoIP file that is not a database.
 fn broken_dir(config: &str, zones: [&str; 2]) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let zdir = dir.path().join("zones");
-    std::fs::create_dir(&zdir).expect("mkdir");
-    std::fs::write(zdir.join("a.example.zone"), zones[0]).expect("write zone");
-    std::fs::write(zdir.join("b.example.zone"), zones[1]).expect("write zone");
+    let (dir, path) = common::config_dir(
+        &[("a.example.zone", zones[0]), ("b.example.zone", zones[1])],
+        config,
+    );
     std::fs::write(dir.path().join("not-a.mmdb"), "not a MaxMind database\n").expect("write");
     std::fs::copy(
         repo().join("tests/data/geoip/GeoLite2-Country-Test.mmdb"),
         dir.path().join("good.mmdb"),
     )
     .expect("copy GeoIP database");
-    let path = dir.path().join("meridian.toml");
-    std::fs::write(&path, config).expect("write config");
     (dir, path)
 }
 
