@@ -10,11 +10,12 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{free_port, write_config_dir, ServerProcess, EXAMPLE_ZONE};
 use serde_json::Value;
 
 const TOKEN: &str = "ctl-t0ken";
@@ -58,14 +59,6 @@ fn show(out: &Output) -> String {
         text(&out.stdout),
         text(&out.stderr)
     )
-}
-
-/// A loopback TCP port free right now (the admin API's; DNS listens on port 0).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -148,7 +141,7 @@ impl Drop for Health {
 // The server process
 
 struct Server {
-    child: Option<Child>,
+    process: ServerProcess,
     dir: PathBuf,
     admin: SocketAddr,
 }
@@ -158,46 +151,27 @@ impl Server {
     /// `dir`, starts `meridian serve` and waits until its admin API answers.
     fn start(dir: &Path, config: &str) -> Server {
         let port = free_port();
-        std::fs::create_dir_all(dir.join("zones")).expect("mkdir");
-        std::fs::copy(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/zones/example.com.zone"),
-            dir.join("zones/example.com.zone"),
-        )
-        .expect("copy zone");
-        std::fs::write(
-            dir.join("meridian.toml"),
-            config.replace("{ADMIN}", &port.to_string()),
-        )
-        .expect("write config");
+        write_config_dir(
+            dir,
+            &[("example.com.zone", EXAMPLE_ZONE)],
+            &config.replace("{ADMIN}", &port.to_string()),
+        );
         Self::spawn(dir, port)
     }
 
     /// Starts `meridian serve` on the config already in `dir`.
     fn spawn(dir: &Path, port: u16) -> Server {
-        let child = meridian()
-            .args(["serve", "--config"])
-            .arg(dir.join("meridian.toml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn serve");
-        let mut s = Server {
-            child: Some(child),
+        let mut process = ServerProcess::spawn(
+            meridian()
+                .args(["serve", "--config"])
+                .arg(dir.join("meridian.toml")),
+        );
+        let admin = ([127, 0, 0, 1], port).into();
+        process.wait_http(admin, "/status", Duration::from_secs(20));
+        Server {
+            process,
             dir: dir.to_path_buf(),
-            admin: ([127, 0, 0, 1], port).into(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(c) = s.child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    panic!("serve exited early: {st}\n{}", s.stop());
-                }
-            }
-            if http(s.admin, "GET", "/status").0 == 200 {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "admin API did not come up");
-            std::thread::sleep(Duration::from_millis(50));
+            admin,
         }
     }
 
@@ -207,23 +181,8 @@ impl Server {
 
     /// SIGTERM, wait, and return what it logged.
     fn stop(&mut self) -> String {
-        let Some(mut c) = self.child.take() else {
-            return String::new();
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        let mut log = String::new();
-        if let Some(mut e) = c.stderr.take() {
-            let _ = e.read_to_string(&mut log);
-        }
-        log
+        self.process.stop(Duration::from_secs(10));
+        self.process.stderr()
     }
 
     fn status(&self) -> Value {
@@ -238,12 +197,6 @@ impl Server {
         endpoint(&st, addr)["drained"]
             .as_bool()
             .unwrap_or_else(|| panic!("no endpoint {addr} in {st}"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
