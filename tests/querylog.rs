@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message};
@@ -20,15 +19,14 @@ use hickory_proto::rr::{RData, RecordType};
 use prost::Message as _;
 use serde_json::Value;
 
-use common::{example_config, query, EXAMPLE_ZONE};
+use common::{example_config, query, serve_command, write_config_dir, ServerProcess, EXAMPLE_ZONE};
 use meridian::querylog::dnstap::{Dnstap, MessageType, SocketFamily, SocketProtocol};
 use meridian::querylog::framestream::{self, ACCEPT, FINISH, READY, START, STOP};
 
 /// `meridian serve` in a folder of its own, its stderr collected line by line.
 struct Server {
-    child: Child,
+    process: ServerProcess,
     dir: tempfile::TempDir,
-    lines: Arc<Mutex<Vec<String>>>,
     dns: SocketAddr,
     admin: SocketAddr,
 }
@@ -55,57 +53,32 @@ fn address_in(lines: &[String], what: &str) -> Option<SocketAddr> {
 impl Server {
     fn start(log: &str) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(dir.path().join("zones")).expect("mkdir");
-        std::fs::write(dir.path().join("zones/example.com.zone"), EXAMPLE_ZONE).expect("zone");
-        std::fs::write(dir.path().join("meridian.toml"), config(log)).expect("config");
+        write_dir(dir.path(), &config(log));
         Self::start_in(dir)
     }
 
     fn start_in(dir: tempfile::TempDir) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-            .args(["serve", "--config"])
-            .arg(dir.path().join("meridian.toml"))
-            .env("MERIDIAN_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn meridian");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(l);
-            }
+        let mut process = ServerProcess::spawn(
+            serve_command(&dir.path().join("meridian.toml")).env("MERIDIAN_LOG", "info"),
+        );
+        let (dns, admin) = process.wait_until("meridian serving", Duration::from_secs(20), |p| {
+            let l = p.stderr_lines();
+            l.iter().any(|l| l.contains("serving")).then(|| {
+                let dns = address_in(&l, "listening on UDP and TCP").expect("dns address");
+                let admin = address_in(&l, "admin API listening").expect("admin address");
+                (dns, admin)
+            })
         });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            {
-                let l = lines.lock().unwrap();
-                if l.iter().any(|l| l.contains("serving")) {
-                    let dns = address_in(&l, "listening on UDP and TCP").expect("dns address");
-                    let admin = address_in(&l, "admin API listening").expect("admin address");
-                    drop(l);
-                    return Server {
-                        child,
-                        dir,
-                        lines,
-                        dns,
-                        admin,
-                    };
-                }
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("meridian exited ({status}): {:#?}", lines.lock().unwrap());
-            }
-            assert!(Instant::now() < deadline, "meridian did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        Server {
+            process,
+            dir,
+            dns,
+            admin,
         }
     }
 
     fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
+        self.process.stderr_lines()
     }
 
     /// Lines containing `what`, waiting up to 5 s for at least `n`.
@@ -125,20 +98,12 @@ impl Server {
     }
 
     fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on the child we spawned.
-        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-        assert_eq!(r, 0, "kill");
+        self.process.signal(sig);
     }
 
     /// SIGTERM, and waits for the exit (the query log is flushed and a stream stopped).
     fn stop(&mut self) -> Vec<String> {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.child.try_wait().expect("wait").is_none() {
-            assert!(Instant::now() < deadline, "meridian did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(100)); // the reader thread's last lines
+        self.process.terminate(Duration::from_secs(5));
         self.lines()
     }
 
@@ -187,11 +152,9 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The shipped zone and `config` in `dir`.
+fn write_dir(dir: &Path, config: &str) {
+    write_config_dir(dir, &[("example.com.zone", EXAMPLE_ZONE)], config);
 }
 
 fn client() -> UdpSocket {
@@ -520,14 +483,11 @@ fn read_data(c: &mut UnixStream, n: usize) -> Vec<Dnstap> {
 #[test]
 fn dnstap_unix_collector_gets_the_stream_and_is_reconnected() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("zones")).unwrap();
-    std::fs::write(dir.path().join("zones/example.com.zone"), EXAMPLE_ZONE).unwrap();
     let sock_path: PathBuf = dir.path().join("dnstap.sock");
-    std::fs::write(
-        dir.path().join("meridian.toml"),
-        config(&format!("dnstap = \"unix:{}\"", sock_path.display())),
-    )
-    .unwrap();
+    write_dir(
+        dir.path(),
+        &config(&format!("dnstap = \"unix:{}\"", sock_path.display())),
+    );
     // The server starts before the collector: entries are dropped (and counted) meanwhile,
     // and the server connects by itself once the collector is there.
     let s = Server::start_in(dir);
@@ -610,20 +570,17 @@ fn dnstap_unix_collector_gets_the_stream_and_is_reconnected() {
 #[test]
 fn drops_are_counted_when_the_collector_does_not_read() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("zones")).unwrap();
-    std::fs::write(dir.path().join("zones/example.com.zone"), EXAMPLE_ZONE).unwrap();
     let sock_path = dir.path().join("dnstap.sock");
     // Bound and never accepted: connections succeed (the backlog) and the handshake never
     // gets an answer.
     let _listener = UnixListener::bind(&sock_path).unwrap();
-    std::fs::write(
-        dir.path().join("meridian.toml"),
-        config(&format!(
+    write_dir(
+        dir.path(),
+        &config(&format!(
             "queries = \"all\"\ndnstap = \"unix:{}\"",
             sock_path.display()
         )),
-    )
-    .unwrap();
+    );
     let s = Server::start_in(dir);
     let sock = client();
     let started = Instant::now();
