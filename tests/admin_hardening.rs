@@ -6,9 +6,9 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -183,22 +183,7 @@ fn meridian() -> Command {
 }
 
 fn config_dir(config: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("zones")).expect("mkdir");
-    std::fs::write(dir.path().join("zones/harden.test.zone"), ZONE).expect("zone");
-    let path = dir.path().join("meridian.toml");
-    std::fs::write(&path, config).expect("write config");
-    (dir, path)
-}
-
-fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let port = u.local_addr().expect("addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    common::config_dir(&[("harden.test.zone", ZONE)], config)
 }
 
 #[test]
@@ -254,14 +239,6 @@ fn a_token_of_the_wrong_type_is_not_echoed() {
     assert!(!stderr.contains("918273645546372819"), "{stderr}");
 }
 
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// One request with `Connection: close`; the status, or `None` when the API is not up yet.
 fn request(addr: SocketAddr, head: &str, body: &str) -> Option<(u16, String)> {
     let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
@@ -297,29 +274,21 @@ fn tokens_never_reach_the_log() {
     let (dns, admin_port) = (free_port(), free_port());
     let (_d, path) = config_dir("");
     write_config(&path, dns, admin_port, &format!("\"{TOKEN}\""));
-    let child = meridian()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("MERIDIAN_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut running = Running(child);
+    let mut serve = ServerProcess::spawn(
+        meridian()
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("MERIDIAN_LOG", "trace"),
+    );
     let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
 
     let body = r#"{"service": "www.harden.test", "endpoint": "192.0.2.10"}"#;
-    let deadline = Instant::now() + Duration::from_secs(10);
     let guess = "guess-5d41402abc4b2a76";
-    loop {
-        assert!(Instant::now() < deadline, "admin API never came up");
-        if let Some((code, resp)) = post(admin, "/api/v1/drain", guess, body) {
-            assert_eq!(code, 401, "{resp}");
-            assert!(!resp.contains(guess));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (code, resp) = serve.wait_until("the admin API", Duration::from_secs(10), |_| {
+        post(admin, "/api/v1/drain", guess, body)
+    });
+    assert_eq!(code, 401, "{resp}");
+    assert!(!resp.contains(guess));
     let (code, resp) = post(admin, "/api/v1/drain", TOKEN, body).expect("drain");
     assert_eq!(code, 200, "{resp}");
     // A reload that fails on the token: the error names the key, not the value.
@@ -337,21 +306,8 @@ fn tokens_never_reach_the_log() {
     assert!(!status.1.contains("918273645546372819"));
     assert!(!status.1.contains(TOKEN));
 
-    let pid = running.0.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while running.0.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "serve did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut log = String::new();
-    if let Some(mut e) = running.0.stderr.take() {
-        let _ = e.read_to_string(&mut log);
-    }
+    serve.terminate(Duration::from_secs(10));
+    let log = serve.stderr();
     assert!(log.contains("drained"), "the log is there:\n{log}");
     assert!(
         log.contains("admin.token"),
