@@ -8,30 +8,18 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::query;
+use common::{query, serve_command, ServerProcess};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        // Only if a test failed half-way: never leave the server behind.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A config folder with the shipped example zone, listening on a kernel-chosen port.
 fn setup() -> (tempfile::TempDir, PathBuf, UnixDatagram, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let zones = dir.path().join("zones");
-    std::fs::create_dir(&zones).expect("mkdir");
-    std::fs::write(zones.join("example.com.zone"), common::EXAMPLE_ZONE).expect("zone");
-    let config = dir.path().join("meridian.toml");
-    std::fs::write(&config, good_config()).expect("config");
+    let (dir, config) = common::config_dir(
+        &[("example.com.zone", common::EXAMPLE_ZONE)],
+        &good_config(),
+    );
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
     sock.set_read_timeout(Some(Duration::from_millis(100)))
@@ -43,19 +31,20 @@ fn good_config() -> String {
     "[server]\nlisten = [\"127.0.0.1:0\"]\nzones = \"zones\"\n".to_string()
 }
 
-fn spawn(config: &Path, notify: &Path, watchdog_usec: &str, watchdog_pid: Option<&str>) -> Running {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_meridian"));
-    c.args(["serve", "--config"])
-        .arg(config)
-        .env("NOTIFY_SOCKET", notify)
+fn spawn(
+    config: &Path,
+    notify: &Path,
+    watchdog_usec: &str,
+    watchdog_pid: Option<&str>,
+) -> ServerProcess {
+    let mut c = serve_command(config);
+    c.env("NOTIFY_SOCKET", notify)
         .env("WATCHDOG_USEC", watchdog_usec)
-        .env_remove("WATCHDOG_PID")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .env_remove("WATCHDOG_PID");
     if let Some(pid) = watchdog_pid {
         c.env("WATCHDOG_PID", pid);
     }
-    Running(c.spawn().expect("spawn meridian serve"))
+    ServerProcess::spawn(&mut c)
 }
 
 /// Datagrams received until one satisfies `done` (returned last), or panics after `within`.
@@ -100,12 +89,6 @@ fn status_of(msg: &str) -> Option<&str> {
     msg.lines().find_map(|l| l.strip_prefix("STATUS="))
 }
 
-fn signal(child: &Child, sig: libc::c_int) {
-    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
-    assert_eq!(rc, 0, "kill failed");
-}
-
 fn ask(addr: SocketAddr) -> Option<Message> {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     sock.set_read_timeout(Some(Duration::from_secs(1)))
@@ -144,7 +127,7 @@ fn ready_watchdog_reload_and_stop_are_notified() {
     assert!((2..=8).contains(&pings), "{pings} watchdog pings in 1.3 s");
 
     // An accepted reload: RELOADING=1 with MONOTONIC_USEC, then READY=1.
-    signal(&running.0, libc::SIGHUP);
+    running.signal(libc::SIGHUP);
     let seen = until(&sock, Duration::from_secs(10), |m| {
         has_line(m, "READY=1") && status_of(m).is_some_and(|s| s.contains("reloaded"))
     });
@@ -160,23 +143,19 @@ fn ready_watchdog_reload_and_stop_are_notified() {
     // A rejected reload: still RELOADING=1 then READY=1 (the old config serves), and the
     // STATUS says so.
     std::fs::write(&config, "[server]\nlisten = 5\n").expect("break config");
-    signal(&running.0, libc::SIGHUP);
+    running.signal(libc::SIGHUP);
     let seen = until(&sock, Duration::from_secs(10), |m| has_line(m, "READY=1"));
     assert!(seen.iter().any(|m| has_line(m, "RELOADING=1")), "{seen:?}");
     let status = status_of(seen.last().expect("READY")).expect("STATUS");
     assert!(status.contains("rejected"), "{status}");
     assert!(ask(addr).is_some(), "the old config keeps answering");
 
-    signal(&running.0, libc::SIGTERM);
+    running.signal(libc::SIGTERM);
     until(&sock, Duration::from_secs(5), |m| has_line(m, "STOPPING=1"));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let code = loop {
-        if let Some(st) = running.0.try_wait().expect("wait") {
-            break st.code();
-        }
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let code = running
+        .wait_exit(Duration::from_secs(5))
+        .expect("serve did not stop on SIGTERM")
+        .code();
     assert_eq!(code, Some(0));
 }
 
@@ -192,6 +171,5 @@ fn no_watchdog_pings_for_another_process() {
         .filter(|m| has_line(m, "WATCHDOG=1"))
         .count();
     assert_eq!(pings, 0);
-    signal(&running.0, libc::SIGTERM);
-    let _ = running.0.wait();
+    running.stop(Duration::from_secs(10));
 }
