@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::io::Write;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,24 +18,6 @@ const ZONE: &str = "$TTL 300
      IN NS  ns1
 ns1  IN A   192.0.2.53
 ";
-
-/// Lines of a child's stdout, read on a thread so the test can wait with a timeout.
-fn lines(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines() {
-            match l {
-                Ok(l) => {
-                    if tx.send(l).is_err() {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-    });
-    rx
-}
 
 #[test]
 fn exabgp_process_writes_route_commands_and_nothing_else() {
@@ -64,52 +45,39 @@ shutdown_grace = "300ms"
 "#,
     )
     .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("MERIDIAN_LOG", "debug")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn meridian");
-    let out = lines(child.stdout.take().expect("stdout"));
-    let err = lines(child.stderr.take().expect("stderr"));
-    let mut stdin = child.stdin.take().expect("stdin");
+    let mut serve = ServerProcess::spawn(serve_command(&config).env("MERIDIAN_LOG", "debug"));
     let mut seen = Vec::new();
-    let mut expect = |want: &str, within: Duration, stdin: &mut std::process::ChildStdin| {
+    let mut expect = |serve: &mut ServerProcess, want: &str, within: Duration| {
         for prefix in ["198.51.100.53/32", "2001:db8:53::53/128"] {
-            let line = out
-                .recv_timeout(within)
-                .unwrap_or_else(|_| panic!("no `{want}` line within {within:?}; got {seen:?}"));
+            let line = serve
+                .next_stdout_line(within)
+                .unwrap_or_else(|| panic!("no `{want}` line within {within:?}; got {seen:?}"));
             assert_eq!(line, format!("{want} route {prefix} next-hop self"));
             seen.push(line);
             // ExaBGP acknowledges every command on the process's stdin.
-            let _ = stdin.write_all(b"done\n");
+            let _ = serve.stdin().write_all(b"done\n");
         }
     };
     let started = Instant::now();
     // Withdrawn at start, announced after rise (2) good checks at 100 ms.
-    expect("withdraw", Duration::from_secs(5), &mut stdin);
-    expect("announce", Duration::from_secs(5), &mut stdin);
+    expect(&mut serve, "withdraw", Duration::from_secs(5));
+    expect(&mut serve, "announce", Duration::from_secs(5));
     assert!(
         started.elapsed() >= Duration::from_millis(100),
         "announced before two checks"
     );
     std::fs::write(dir.path().join("withdraw"), "").expect("touch");
-    expect("withdraw", Duration::from_secs(2), &mut stdin);
+    expect(&mut serve, "withdraw", Duration::from_secs(2));
     std::fs::remove_file(dir.path().join("withdraw")).expect("rm");
-    expect("announce", Duration::from_secs(2), &mut stdin);
+    expect(&mut serve, "announce", Duration::from_secs(2));
     // SIGTERM: the route goes at once, the process exits after the grace.
     let term = Instant::now();
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    expect("withdraw", Duration::from_secs(2), &mut stdin);
+    serve.signal(libc::SIGTERM);
+    expect(&mut serve, "withdraw", Duration::from_secs(2));
     let withdrawn_after = term.elapsed();
-    let status = child.wait().expect("wait");
+    let status = serve
+        .wait_exit(Duration::from_secs(10))
+        .expect("exit after SIGTERM");
     let exited_after = term.elapsed();
     assert!(status.success(), "exit status {status}");
     assert!(
@@ -121,10 +89,9 @@ shutdown_grace = "300ms"
         "exited {exited_after:?} after SIGTERM, before the 300 ms grace"
     );
     // Nothing else ever reached stdout; the logs went to stderr.
-    // (The process has exited: both readers end at EOF.)
-    let rest: Vec<String> = out.iter().collect();
+    let rest = serve.stdout_lines().split_off(seen.len());
     assert!(rest.is_empty(), "more on stdout: {rest:?}");
-    let logs: Vec<String> = err.iter().collect();
+    let logs = serve.stderr_lines();
     assert!(
         logs.iter().any(|l| l.contains("anycast: announcing")),
         "{logs:?}"
