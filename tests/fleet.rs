@@ -18,11 +18,12 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{free_port, serve_command, ServerProcess, EXAMPLE_ZONE};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 use serde_json::Value;
@@ -41,22 +42,6 @@ const REPORT_TTL: Duration = Duration::from_secs(2);
 
 static ONE_FLEET_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn free_port() -> u16 {
-    // A port free for both UDP and TCP (DNS listens on both).
-    for _ in 0..50 {
-        let Ok(u) = UdpSocket::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(port) = u.local_addr().map(|a| a.port()) else {
-            continue;
-        };
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port");
-}
-
 fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
     let t0 = Instant::now();
     while t0.elapsed() < limit {
@@ -72,7 +57,7 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duratio
 // etcd
 
 struct Etcd {
-    child: Option<Child>,
+    process: Option<ServerProcess>,
     dir: PathBuf,
     client: u16,
     peer: u16,
@@ -81,7 +66,7 @@ struct Etcd {
 impl Etcd {
     fn start(dir: &Path) -> Etcd {
         let mut e = Etcd {
-            child: None,
+            process: None,
             dir: dir.to_path_buf(),
             client: free_port(),
             peer: free_port(),
@@ -96,39 +81,32 @@ impl Etcd {
 
     fn spawn(&mut self) {
         let peer = format!("http://127.0.0.1:{}", self.peer);
-        let child = Command::new("etcd")
-            .args(["--name", "t", "--data-dir"])
-            .arg(&self.dir)
-            .args(["--listen-client-urls", &self.url()])
-            .args(["--advertise-client-urls", &self.url()])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("t={peer}")])
-            .args(["--log-level", "error"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd (Debian etcd-server) must be installed: .ci/run installs it");
-        self.child = Some(child);
-        let up = wait_until(Duration::from_secs(20), || {
-            http(([127, 0, 0, 1], self.client).into(), "GET", "/health", None)
+        let mut process = ServerProcess::try_spawn(
+            Command::new("etcd")
+                .args(["--name", "t", "--data-dir"])
+                .arg(&self.dir)
+                .args(["--listen-client-urls", &self.url()])
+                .args(["--advertise-client-urls", &self.url()])
+                .args(["--listen-peer-urls", &peer])
+                .args(["--initial-advertise-peer-urls", &peer])
+                .args(["--initial-cluster", &format!("t={peer}")])
+                .args(["--log-level", "error"]),
+        )
+        .expect("etcd (Debian etcd-server) must be installed: .ci/run installs it");
+        let health: SocketAddr = ([127, 0, 0, 1], self.client).into();
+        process.wait_until("etcd up", Duration::from_secs(20), |_| {
+            http(health, "GET", "/health", None)
                 .1
                 .contains("true")
+                .then_some(())
         });
-        assert!(up.is_some(), "etcd did not come up");
+        self.process = Some(process);
     }
 
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut p) = self.process.take() {
+            p.kill();
         }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -233,7 +211,7 @@ struct Site {
     dir: PathBuf,
     admin: SocketAddr,
     dns: SocketAddr,
-    child: Option<Child>,
+    process: Option<ServerProcess>,
 }
 
 /// What a fleet of the tests looks like: `fleet` is the `[fleet]` table or empty for none.
@@ -295,67 +273,49 @@ impl Site {
     fn new(root: &Path, id: &'static str, source: &'static str) -> Site {
         let dir = root.join(id);
         std::fs::create_dir_all(dir.join("zones")).expect("mkdir");
-        std::fs::copy(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/zones/example.com.zone"),
-            dir.join("zones/example.com.zone"),
-        )
-        .expect("copy zone");
+        std::fs::write(dir.join("zones/example.com.zone"), EXAMPLE_ZONE).expect("write zone");
         Site {
             id,
             source,
             dir,
             admin: ([127, 0, 0, 1], free_port()).into(),
             dns: ([127, 0, 0, 1], free_port()).into(),
-            child: None,
+            process: None,
         }
     }
 
     fn start(&mut self, config: &str) {
         self.stop();
         std::fs::write(self.dir.join("meridian.toml"), config).expect("write config");
-        let log = std::fs::File::create(self.dir.join("serve.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-            .args(["serve", "--config"])
-            .arg(self.dir.join("meridian.toml"))
-            .env("MERIDIAN_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn serve");
-        self.child = Some(child);
-        let up = wait_until(Duration::from_secs(20), || {
-            http(self.admin, "GET", "/status", None).0 == 200
-        });
-        assert!(
-            up.is_some(),
-            "site {} did not come up:\n{}",
-            self.id,
-            self.log()
+        let mut process = ServerProcess::spawn(
+            serve_command(&self.dir.join("meridian.toml")).env("MERIDIAN_LOG", "info"),
         );
+        let admin = self.admin;
+        process.wait_until(
+            &format!("site {} up", self.id),
+            Duration::from_secs(20),
+            |_| (http(admin, "GET", "/status", None).0 == 200).then_some(()),
+        );
+        self.process = Some(process);
     }
 
+    /// What the running serve has logged.
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+        self.process
+            .as_ref()
+            .map(ServerProcess::stderr)
+            .unwrap_or_default()
     }
 
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut p) = self.process.take() {
+            p.stop(Duration::from_secs(5));
         }
     }
 
     fn sigkill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill(); // SIGKILL
-            let _ = c.wait();
+        if let Some(mut p) = self.process.take() {
+            p.kill();
         }
     }
 
@@ -429,12 +389,6 @@ impl Site {
                 r#"{{"service": "www.example.com", "endpoint": "{addr}"}}"#
             )),
         )
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -669,19 +623,8 @@ fn quorum_failover_and_partition() {
 
     // etcd hung (SIGSTOP: connections stay open, nothing answers), the harder partition:
     // answering never pauses, and the sites give up on it within report_ttl + the RPC timeout.
-    let pid = etcd
-        .child
-        .as_ref()
-        .map(|c| c.id().to_string())
-        .unwrap_or_default();
-    let signal = |sig: &str| {
-        let ok = Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} etcd");
-    };
-    signal("-STOP");
+    let signal = |sig| etcd.process.as_ref().expect("etcd running").signal(sig);
+    signal(libc::SIGSTOP);
     let mut slowest = Duration::ZERO;
     let cut = wait_until(REPORT_TTL + Duration::from_secs(4), || {
         for site in &s {
@@ -698,7 +641,7 @@ fn quorum_failover_and_partition() {
     println!(
         "fleet: etcd hung: all sites disconnected after {cut:?}; slowest DNS answer meanwhile {slowest:?}"
     );
-    signal("-CONT");
+    signal(libc::SIGCONT);
     assert!(cut.is_some(), "sites did not give up on a hung etcd");
     assert!(
         wait_until(Duration::from_secs(10), || all_connected(&s)).is_some(),
@@ -965,41 +908,32 @@ fn tls_client_certificates_and_etcd_users() {
     let peer = free_port();
     let url = format!("https://127.0.0.1:{client}");
     let p = |f: &str| pki.join(f).display().to_string();
-    let mut etcd = Command::new("etcd")
-        .args(["--name", "t", "--data-dir"])
-        .arg(tmp.path().join("etcd"))
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args([
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-        ])
-        .args(["--initial-cluster", &format!("t=http://127.0.0.1:{peer}")])
-        .args([
-            "--cert-file",
-            &p("server.pem"),
-            "--key-file",
-            &p("server.key"),
-        ])
-        .args(["--trusted-ca-file", &p("ca.pem"), "--client-cert-auth"])
-        .args(["--log-level", "error"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("etcd (Debian etcd-server) must be installed: .ci/run installs it");
-    struct Kill<'a>(&'a mut Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _etcd = Kill(&mut etcd);
+    let _etcd = ServerProcess::try_spawn(
+        Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(tmp.path().join("etcd"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+            ])
+            .args(["--initial-cluster", &format!("t=http://127.0.0.1:{peer}")])
+            .args([
+                "--cert-file",
+                &p("server.pem"),
+                "--key-file",
+                &p("server.key"),
+            ])
+            .args(["--trusted-ca-file", &p("ca.pem"), "--client-cert-auth"])
+            .args(["--log-level", "error"]),
+    )
+    .expect("etcd (Debian etcd-server) must be installed: .ci/run installs it");
     let etcdctl = |args: &[&str]| {
         Command::new("etcdctl")
             .args(["--endpoints", &url, "--cacert", &p("ca.pem")])
@@ -1067,6 +1001,16 @@ fn tls_client_certificates_and_etcd_users() {
     );
 }
 
+/// `meridian check` on `config` written as `site`'s.
+fn check(site: &Site, config: &str) -> Output {
+    std::fs::write(site.dir.join("meridian.toml"), config).expect("write");
+    Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["check", "--config"])
+        .arg(site.dir.join("meridian.toml"))
+        .output()
+        .expect("run check")
+}
+
 /// `meridian check` validates `[fleet]` and `source` without etcd.
 #[test]
 fn check_validates_the_fleet_table() {
@@ -1076,12 +1020,7 @@ fn check_validates_the_fleet_table() {
     let run = |fleet: &str, site_id: &str| {
         let c = config(&site, &h, &[("192.0.2.1", "/ok")], fleet)
             .replace("id = \"a\"", &format!("id = \"{site_id}\""));
-        std::fs::write(site.dir.join("meridian.toml"), c).expect("write");
-        let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
-            .args(["check", "--config"])
-            .arg(site.dir.join("meridian.toml"))
-            .output()
-            .expect("run check");
+        let out = check(&site, &c);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -1127,12 +1066,7 @@ fn check_validates_the_fleet_table() {
     let (ok, text) = run("", "a");
     assert!(ok, "{text}");
     let c = config(&site, &h, &[("192.0.2.1", "/ok")], "").replace("127.0.0.11", "nowhere");
-    std::fs::write(site.dir.join("meridian.toml"), c).expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(["check", "--config"])
-        .arg(site.dir.join("meridian.toml"))
-        .output()
-        .expect("run check");
+    let out = check(&site, &c);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("source"));
 }
