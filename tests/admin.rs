@@ -14,9 +14,6 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::Value;
 
-use meridian::admin::{self, AdminState};
-use meridian::reload::Reloader;
-
 const TOKEN: &str = "s3cret-admin-token";
 
 /// Reload counters, the last-reload gauge and probe series are process-wide; tests that reload
@@ -93,13 +90,8 @@ impl Fixture {
             &[(&format!("{origin}.zone"), &zone(""))],
             &config(origin, admin),
         );
-        let reloader = Reloader::new(server.shared.clone(), server.config_path());
-        let state = AdminState::from_config(reloader).expect("config has [admin]");
-        let handle = server
-            .block_on(admin::start(state))
-            .expect("admin API starts");
         Fixture {
-            admin: handle.addr,
+            admin: server.start_admin().addr,
             server,
             origin: origin.to_string(),
         }
@@ -751,11 +743,7 @@ fn shutdown_stops_the_api() {
         &[("stop.test.zone", &zone(""))],
         &config("stop.test", &admin_with_token()),
     );
-    let reloader = Reloader::new(server.shared.clone(), server.config_path());
-    let state = AdminState::from_config(reloader).expect("config has [admin]");
-    let handle = server
-        .block_on(admin::start(state))
-        .expect("admin API starts");
+    let handle = server.start_admin();
     let addr = handle.addr;
     assert_eq!(http(addr, "GET", "/status", None, "").0, 200);
     server.block_on(handle.shutdown());

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-use meridian::admin::{self, AdminState};
-use meridian::reload::Reloader;
+use meridian::admin;
 
 const TOKEN: &str = "tok-7c1f9a2e44d0";
 
@@ -37,16 +36,13 @@ fn start(header: Duration, request: Duration) -> (TestServer, SocketAddr) {
         &[("harden.test.zone", ZONE)],
         &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n{SERVICE}"),
     );
-    let reloader = Reloader::new(server.shared.clone(), server.config_path());
-    let mut state = AdminState::from_config(reloader).expect("config has [admin]");
-    state.header_timeout = header;
-    state.request_timeout = request;
-    let handle = server
-        .block_on(admin::start(state))
-        .expect("admin API starts");
-    let addr = handle.addr;
+    let addr = server
+        .start_admin_with(|state| {
+            state.header_timeout = header;
+            state.request_timeout = request;
+        })
+        .addr;
     // The handle is not needed: the API runs until the server's runtime stops.
-    std::mem::forget(handle);
     (server, addr)
 }
 

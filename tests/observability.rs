@@ -14,9 +14,6 @@ use common::*;
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
 
-use meridian::admin::{self, AdminState};
-use meridian::reload::Reloader;
-
 const TOKEN: &str = "obs-token";
 
 /// The metrics are process-wide: every test here takes its turn, so deltas are exact.
@@ -79,13 +76,8 @@ struct Fixture {
 impl Fixture {
     fn new(origin: &str) -> Fixture {
         let server = TestServer::start(&[(&format!("{origin}.zone"), &zone())], &config(origin));
-        let reloader = Reloader::new(server.shared.clone(), server.config_path());
-        let state = AdminState::from_config(reloader).expect("config has [admin]");
-        let handle = server
-            .block_on(admin::start(state))
-            .expect("admin API starts");
         Fixture {
-            admin: handle.addr,
+            admin: server.start_admin().addr,
             server,
             origin: origin.to_string(),
         }

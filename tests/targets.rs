@@ -443,11 +443,7 @@ endpoints = [
 ]
 "#,
     );
-    let reloader = meridian::reload::Reloader::new(s.shared.clone(), s.config_path());
-    let state = meridian::admin::AdminState::from_config(reloader).expect("admin");
-    let admin = s
-        .block_on(meridian::admin::start(state))
-        .expect("admin starts");
+    let admin = s.start_admin();
     assert_eq!(
         cnames(&s, "app.example.com.", RecordType::A),
         vec![(name("app.example.com."), name("lb-a.example.net."), 60)]

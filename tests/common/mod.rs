@@ -684,3 +684,24 @@ impl Drop for ServerProcess {
         self.kill();
     }
 }
+
+impl TestServer {
+    /// Starts the admin API of this server's `[admin]` table beside it; it runs on the
+    /// server's runtime until the server is dropped or the handle is shut down.
+    pub fn start_admin(&self) -> meridian::admin::AdminHandle {
+        self.start_admin_with(|_| {})
+    }
+
+    /// [`TestServer::start_admin`] after `tune` (e.g. shorter timeouts) has had its state.
+    pub fn start_admin_with(
+        &self,
+        tune: impl FnOnce(&mut meridian::admin::AdminState),
+    ) -> meridian::admin::AdminHandle {
+        let reloader = meridian::reload::Reloader::new(self.shared.clone(), self.config_path());
+        let mut state =
+            meridian::admin::AdminState::from_config(reloader).expect("config has [admin]");
+        tune(&mut state);
+        self.block_on(meridian::admin::start(state))
+            .expect("admin API starts")
+    }
+}
