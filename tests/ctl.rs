@@ -7,15 +7,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_port, write_config_dir, ServerProcess, EXAMPLE_ZONE};
+use common::{free_port, write_config_dir, HealthStub, ServerProcess, EXAMPLE_ZONE};
 use serde_json::Value;
 
 const TOKEN: &str = "ctl-t0ken";
@@ -61,80 +58,11 @@ fn show(out: &Output) -> String {
     )
 }
 
-// ---------------------------------------------------------------------------------------------
-// A health server: `/ok` answers 200, `/fail` 503; it notes when each path was first asked.
-
-struct Health {
-    addr: SocketAddr,
-    first: Arc<Mutex<Vec<(String, Instant)>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Health {
-    fn start() -> Health {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind health");
-        let addr = l.local_addr().expect("addr");
-        let first: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (f, st) = (first.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for c in l.incoming() {
-                if st.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Ok(mut c) = c else { continue };
-                let f = f.clone();
-                std::thread::spawn(move || {
-                    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match c.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let line = String::from_utf8_lossy(&head).into_owned();
-                    let path = line.split(' ').nth(1).unwrap_or("").to_string();
-                    {
-                        let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
-                        if !f.iter().any(|(p, _)| *p == path) {
-                            f.push((path.clone(), Instant::now()));
-                        }
-                    }
-                    let status = if path.starts_with("/fail") {
-                        "503 Nope"
-                    } else {
-                        "200 OK"
-                    };
-                    let _ = c.write_all(
-                        format!(
-                            "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-                        )
-                        .as_bytes(),
-                    );
-                });
-            }
-        });
-        Health { addr, first, stop }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// When `path` was first probed.
-    fn first_hit(&self, path: &str) -> Option<Instant> {
-        let f = self.first.lock().unwrap_or_else(|e| e.into_inner());
-        f.iter().find(|(p, _)| p == path).map(|(_, t)| *t)
-    }
-}
-
-impl Drop for Health {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(self.addr);
-    }
+/// A health server: `/fail` answers 503, every other path 200.
+fn health() -> HealthStub {
+    let h = HealthStub::start();
+    h.set_failing("/fail", None, true);
+    h
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -259,7 +187,7 @@ location = { lat = 53.35, lon = -6.26 }
 "#;
 
 /// The service of the command tests: every endpoint that is up, probed at `health`.
-fn probed_config(h: &Health) -> String {
+fn probed_config(h: &HealthStub) -> String {
     format!(
         r#"{HEAD}
 [health.web]
@@ -303,7 +231,7 @@ fn live(dir: &Path) -> Value {
 
 #[test]
 fn status_drain_undrain_reload_and_explain_live_against_a_running_server() {
-    let h = Health::start();
+    let h = health();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let s = Server::start(dir, &probed_config(&h));
@@ -648,7 +576,7 @@ fn a_corrupt_state_file_is_logged_and_the_server_starts_without_drains() {
 #[test]
 fn new_endpoints_are_probed_at_once_at_start_and_after_a_reload() {
     // With a 60 s interval a jittered first probe would come anywhere in the first minute.
-    let h = Health::start();
+    let h = health();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let config = |with_new: bool| {

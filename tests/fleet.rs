@@ -14,16 +14,14 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{free_port, serve_command, ServerProcess, EXAMPLE_ZONE};
+use common::{free_port, serve_command, HealthStub, ServerProcess, EXAMPLE_ZONE};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 use serde_json::Value;
@@ -40,7 +38,13 @@ const INTERVAL: Duration = Duration::from_secs(1);
 const FAILOVER: Duration = Duration::from_secs(3);
 const REPORT_TTL: Duration = Duration::from_secs(2);
 
-static ONE_FLEET_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// The turn of a test that runs a fleet (see the top of the file).
+fn one_fleet_at_a_time() -> MutexGuard<'static, ()> {
+    static ONE_FLEET_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ONE_FLEET_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
 
 fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
     let t0 = Instant::now();
@@ -111,98 +115,6 @@ impl Etcd {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The health server: answers by path and by who asks, and counts requests per (path, source).
-
-#[derive(Default)]
-struct HealthState {
-    /// (path, source) pairs answered 503; a source of `None` fails the path for everyone.
-    failing: HashSet<(String, Option<IpAddr>)>,
-    hits: HashMap<(String, IpAddr), u64>,
-}
-
-struct Health {
-    addr: SocketAddr,
-    state: Arc<Mutex<HealthState>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Health {
-    fn start() -> Health {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind health");
-        let addr = l.local_addr().expect("addr");
-        let state: Arc<Mutex<HealthState>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (st, stp) = (state.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for c in l.incoming() {
-                if stp.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Ok(mut c) = c else { continue };
-                let st = st.clone();
-                std::thread::spawn(move || {
-                    let Ok(peer) = c.peer_addr() else { return };
-                    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match c.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let line = String::from_utf8_lossy(&head).into_owned();
-                    let path = line.split(' ').nth(1).unwrap_or("").to_string();
-                    let fail = {
-                        let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
-                        *s.hits.entry((path.clone(), peer.ip())).or_default() += 1;
-                        s.failing.contains(&(path.clone(), None))
-                            || s.failing.contains(&(path, Some(peer.ip())))
-                    };
-                    let status = if fail { "503 Nope" } else { "200 OK" };
-                    let _ = c.write_all(
-                        format!(
-                            "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-                        )
-                        .as_bytes(),
-                    );
-                });
-            }
-        });
-        Health { addr, state, stop }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn set_failing(&self, path: &str, from: Option<&str>, fail: bool) {
-        let key = (path.to_string(), from.map(|f| f.parse().expect("ip")));
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if fail {
-            s.failing.insert(key);
-        } else {
-            s.failing.remove(&key);
-        }
-    }
-
-    fn hits(&self) -> HashMap<(String, IpAddr), u64> {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .hits
-            .clone()
-    }
-}
-
-impl Drop for Health {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(self.addr);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // The sites
 
 struct Site {
@@ -215,7 +127,7 @@ struct Site {
 }
 
 /// What a fleet of the tests looks like: `fleet` is the `[fleet]` table or empty for none.
-fn config(site: &Site, h: &Health, endpoints: &[(&str, &str)], fleet: &str) -> String {
+fn config(site: &Site, h: &HealthStub, endpoints: &[(&str, &str)], fleet: &str) -> String {
     let eps: Vec<String> = endpoints
         .iter()
         .map(|(addr, path)| format!("  {{ address = \"{addr}\", check = \"{}\" }},", h.url(path)))
@@ -403,6 +315,14 @@ fn sites(root: &Path) -> Vec<Site> {
         .collect()
 }
 
+/// (Re)starts every site with [`config`] for its part.
+fn start_all(sites: &mut [Site], h: &HealthStub, endpoints: &[(&str, &str)], fleet: &str) {
+    for site in sites {
+        let c = config(site, h, endpoints, fleet);
+        site.start(&c);
+    }
+}
+
 fn has(s: &Site, addr: &str) -> bool {
     s.answers().contains(addr)
 }
@@ -422,7 +342,7 @@ fn all_connected(sites: &[Site]) -> bool {
 }
 
 /// Probe requests per second over `window`, per (path, source).
-fn rates(h: &Health, window: Duration) -> HashMap<(String, IpAddr), f64> {
+fn rates(h: &HealthStub, window: Duration) -> HashMap<(String, IpAddr), f64> {
     let before = h.hits();
     std::thread::sleep(window);
     let after = h.hits();
@@ -440,12 +360,10 @@ fn rates(h: &Health, window: Duration) -> HashMap<(String, IpAddr), f64> {
 /// Quorum, a fleet-wide failure, a partition from etcd and the rejoin.
 #[test]
 fn quorum_failover_and_partition() {
-    let _one = ONE_FLEET_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = one_fleet_at_a_time();
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut etcd = Etcd::start(&tmp.path().join("etcd"));
-    let h = Health::start();
+    let h = HealthStub::start();
     // .1 fails only as a sees it; .3 fails for all when told to; .2 is always fine.
     h.set_failing("/only-a", Some("127.0.0.11"), true);
     let eps = [
@@ -456,10 +374,7 @@ fn quorum_failover_and_partition() {
     let mut s = sites(tmp.path());
 
     // Without a fleet each site has its own view: .1 leaves only a's answers.
-    for site in s.iter_mut() {
-        let c = config(site, &h, &eps, "");
-        site.start(&c);
-    }
+    start_all(&mut s, &h, &eps, "");
     let settled = wait_until(Duration::from_secs(10), || {
         !has(&s[0], "192.0.2.1") && has(&s[1], "192.0.2.1") && has(&s[2], "192.0.2.1")
     });
@@ -480,10 +395,7 @@ fn quorum_failover_and_partition() {
 
     // majority: a's failure alone does not take .1 out of anyone's answers.
     let prefix = "/meridian/quorum";
-    for site in s.iter_mut() {
-        let c = config(site, &h, &eps, &fleet_table(&etcd, prefix, "majority", 0));
-        site.start(&c);
-    }
+    start_all(&mut s, &h, &eps, &fleet_table(&etcd, prefix, "majority", 0));
     assert!(
         wait_until(Duration::from_secs(10), || all_connected(&s)).is_some(),
         "sites did not connect to etcd"
@@ -652,10 +564,7 @@ fn quorum_failover_and_partition() {
     // healthy, so that the moment a's own verdict flips can be told from the moment b and c
     // follow it: the difference is the trip through etcd.
     h.set_failing("/only-a", Some("127.0.0.11"), false);
-    for site in s.iter_mut() {
-        let c = config(site, &h, &eps, &fleet_table(&etcd, prefix, "all", 0));
-        site.start(&c);
-    }
+    start_all(&mut s, &h, &eps, &fleet_table(&etcd, prefix, "all", 0));
     assert!(
         wait_until(Duration::from_secs(10), || all_connected(&s)
             && s.iter().all(|x| has(x, "192.0.2.1")))
@@ -690,12 +599,10 @@ fn quorum_failover_and_partition() {
 /// `probers = 1`: one site per endpoint, a takeover after SIGKILL, verdicts kept right.
 #[test]
 fn probers_share_and_takeover() {
-    let _one = ONE_FLEET_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = one_fleet_at_a_time();
     let tmp = tempfile::tempdir().expect("tempdir");
     let etcd = Etcd::start(&tmp.path().join("etcd"));
-    let h = Health::start();
+    let h = HealthStub::start();
     let eps: Vec<(String, String)> = (1..=6)
         .map(|i| (format!("192.0.2.{i}"), format!("/p{i}")))
         .collect();
@@ -703,15 +610,12 @@ fn probers_share_and_takeover() {
     h.set_failing("/p6", None, true);
     let eps_ref: Vec<(&str, &str)> = eps.iter().map(|(a, p)| (a.as_str(), p.as_str())).collect();
     let mut s = sites(tmp.path());
-    for site in s.iter_mut() {
-        let c = config(
-            site,
-            &h,
-            &eps_ref,
-            &fleet_table(&etcd, "/meridian/probers", "majority", 1),
-        );
-        site.start(&c);
-    }
+    start_all(
+        &mut s,
+        &h,
+        &eps_ref,
+        &fleet_table(&etcd, "/meridian/probers", "majority", 1),
+    );
     assert!(wait_until(Duration::from_secs(10), || all_connected(&s)).is_some());
     // Assignments settle once every site has seen the others.
     std::thread::sleep(INTERVAL * 3);
@@ -793,28 +697,14 @@ fn probers_share_and_takeover() {
 /// A drain through one site's API reaches the others within 1 s and survives restarting all.
 #[test]
 fn drains_are_fleet_wide_and_survive_restarts() {
-    let _one = ONE_FLEET_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = one_fleet_at_a_time();
     let tmp = tempfile::tempdir().expect("tempdir");
     let etcd = Etcd::start(&tmp.path().join("etcd"));
-    let h = Health::start();
+    let h = HealthStub::start();
     let eps = [("192.0.2.1", "/ok"), ("192.0.2.2", "/ok")];
     let mut s = sites(tmp.path());
-    let configs: Vec<String> = s
-        .iter()
-        .map(|x| {
-            config(
-                x,
-                &h,
-                &eps,
-                &fleet_table(&etcd, "/meridian/drains", "majority", 0),
-            )
-        })
-        .collect();
-    for (site, c) in s.iter_mut().zip(&configs) {
-        site.start(c);
-    }
+    let fleet = fleet_table(&etcd, "/meridian/drains", "majority", 0);
+    start_all(&mut s, &h, &eps, &fleet);
     assert!(wait_until(Duration::from_secs(10), || all_connected(&s)).is_some());
     assert!(wait_until(Duration::from_secs(5), || s
         .iter()
@@ -839,9 +729,7 @@ fn drains_are_fleet_wide_and_survive_restarts() {
         site.stop();
         let _ = std::fs::remove_dir_all(site.dir.join("state"));
     }
-    for (site, c) in s.iter_mut().zip(&configs) {
-        site.start(c);
-    }
+    start_all(&mut s, &h, &eps, &fleet);
     assert!(wait_until(Duration::from_secs(10), || all_connected(&s)).is_some());
     for site in &s {
         assert_eq!(site.endpoint("192.0.2.2")["drained"], true, "{}", site.id);
@@ -873,9 +761,7 @@ fn drains_are_fleet_wide_and_survive_restarts() {
 #[test]
 fn tls_client_certificates_and_etcd_users() {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let _one = ONE_FLEET_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = one_fleet_at_a_time();
     let tmp = tempfile::tempdir().expect("tempdir");
     let pki = tmp.path().join("pki");
     std::fs::create_dir_all(&pki).expect("mkdir");
@@ -965,7 +851,7 @@ fn tls_client_certificates_and_etcd_users() {
         assert!(ok, "etcdctl {cmd:?}: {err}");
     }
 
-    let h = Health::start();
+    let h = HealthStub::start();
     let eps = [("192.0.2.1", "/ok")];
     let mut s = sites(tmp.path());
     let table = |password: &str| {
@@ -1015,7 +901,7 @@ fn check(site: &Site, config: &str) -> Output {
 #[test]
 fn check_validates_the_fleet_table() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let h = Health::start();
+    let h = HealthStub::start();
     let site = Site::new(tmp.path(), "a", "127.0.0.11");
     let run = |fleet: &str, site_id: &str| {
         let c = config(&site, &h, &[("192.0.2.1", "/ok")], fleet)
