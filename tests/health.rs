@@ -579,32 +579,50 @@ endpoints = [ {{ address = "192.0.2.1", check = "{url}" }}, {{ address = "192.0.
 // ---------------------------------------------------------------------------------------------
 // Policies fed by the prober
 
-#[test]
-fn latency_policy_picks_the_fastest_health_server() {
-    let (fast, slow) = (HttpServer::start(), HttpServer::start());
-    slow.set(|b| b.delay = Duration::from_millis(120));
+/// www.example.com under `policy` with 192.0.2.1 and 192.0.2.2 checked at `checks` every
+/// 200 ms with `timeout`, its prober running: the server, the prober and the two endpoints'
+/// states.
+fn start_pair(
+    policy: &str,
+    timeout: &str,
+    checks: [String; 2],
+) -> (
+    TestServer,
+    meridian::health::ProberHandle,
+    Arc<EndpointState>,
+    Arc<EndpointState>,
+) {
+    let [one, two] = checks;
     let s = start(&format!(
         r#"
 [health.web]
 kind = "http"
 interval = "200ms"
-timeout = "1s"
+timeout = "{timeout}"
 [[service]]
 name = "www.example.com"
-policy = "latency"
+policy = "{policy}"
 health = "web"
 endpoints = [
-  {{ address = "192.0.2.1", check = "{}" }},
-  {{ address = "192.0.2.2", check = "{}" }},
+  {{ address = "192.0.2.1", check = "{one}" }},
+  {{ address = "192.0.2.2", check = "{two}" }},
 ]
-"#,
-        fast.url("http", "/"),
-        slow.url("http", "/")
+"#
     ));
-    let _prober = s.start_prober();
-    let (one, two) = (
-        state(&s, "www.example.com", "192.0.2.1"),
-        state(&s, "www.example.com", "192.0.2.2"),
+    let prober = s.start_prober();
+    let one = state(&s, "www.example.com", "192.0.2.1");
+    let two = state(&s, "www.example.com", "192.0.2.2");
+    (s, prober, one, two)
+}
+
+#[test]
+fn latency_policy_picks_the_fastest_health_server() {
+    let (fast, slow) = (HttpServer::start(), HttpServer::start());
+    slow.set(|b| b.delay = Duration::from_millis(120));
+    let (s, _prober, one, two) = start_pair(
+        "latency",
+        "1s",
+        [fast.url("http", "/"), slow.url("http", "/")],
     );
     let t = wait_until(Duration::from_secs(3), || {
         one.rtt_us().is_some() && two.rtt_us().is_some()
@@ -639,28 +657,10 @@ fn least_loaded_follows_x_load_and_flips() {
     let (a, b) = (HttpServer::start(), HttpServer::start());
     a.set(|x| x.load = Some("0.2".into()));
     b.set(|x| x.load = Some("0.9".into()));
-    let s = start(&format!(
-        r#"
-[health.web]
-kind = "http"
-interval = "200ms"
-timeout = "500ms"
-[[service]]
-name = "www.example.com"
-policy = "least-loaded"
-health = "web"
-endpoints = [
-  {{ address = "192.0.2.1", check = "{}" }},
-  {{ address = "192.0.2.2", check = "{}" }},
-]
-"#,
-        a.url("http", "/load"),
-        b.url("http", "/load")
-    ));
-    let _prober = s.start_prober();
-    let (one, two) = (
-        state(&s, "www.example.com", "192.0.2.1"),
-        state(&s, "www.example.com", "192.0.2.2"),
+    let (s, _prober, one, two) = start_pair(
+        "least-loaded",
+        "500ms",
+        [a.url("http", "/load"), b.url("http", "/load")],
     );
     let t = wait_until(Duration::from_secs(3), || {
         one.load() == Some(0.2) && two.load() == Some(0.9)
