@@ -4,6 +4,8 @@
 //! .ci/run goes further: it builds the .deb, installs it, checks the installed config and runs
 //! `systemd-analyze verify` on the installed unit.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -25,22 +27,13 @@ fn read(rel: &str) -> String {
 /// `config` laid out as installed: /etc/meridian/{meridian.toml,zones/} in a temp folder, the
 /// GeoIP path of /usr/share/meridian/geoip pointed at the repo's geoip/ (the same files).
 fn check_installed_layout(config: &str) -> Output {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let zones = dir.path().join("zones");
-    std::fs::create_dir(&zones).expect("mkdir");
-    std::fs::copy(
-        repo().join("zones/example.com.zone"),
-        zones.join("example.com.zone"),
-    )
-    .expect("copy zone");
     let geoip = format!("{}/", repo().join("geoip").display());
     let text = read(config).replace("/usr/share/meridian/geoip/", &geoip);
     assert!(
         text.contains(&geoip),
         "{config} does not use /usr/share/meridian/geoip/"
     );
-    let path = dir.path().join("meridian.toml");
-    std::fs::write(&path, text).expect("write config");
+    let (_dir, path) = common::config_dir(&[("example.com.zone", common::EXAMPLE_ZONE)], &text);
     let path = path.to_str().expect("utf-8 temp path").to_string();
     meridian(&["check", "--config", &path])
 }
