@@ -41,10 +41,11 @@ struct Parsed {
     /// End of the question section (header + question).
     qend: usize,
     qtype: u16,
-    /// Lower-cased wire name and label starts.
+    /// Lower-cased wire name and label starts (a wire name is at most 255 bytes: a `u8` each,
+    /// which keeps this struct, built for every query, small).
     key: [u8; 255],
     key_len: usize,
-    starts: [usize; 128],
+    starts: [u8; 128],
     labels: usize,
     edns: Option<EdnsInfo>,
 }
@@ -92,7 +93,7 @@ fn parse(p: &[u8]) -> Option<Parsed> {
         if out.labels >= out.starts.len() || out.key_len + 1 + len > out.key.len() {
             return None;
         }
-        out.starts[out.labels] = out.key_len;
+        out.starts[out.labels] = out.key_len as u8;
         out.labels += 1;
         out.key[out.key_len] = len as u8;
         let label = p.get(i + 1..i + 1 + len)?;
@@ -201,7 +202,7 @@ struct Suffixes<'p> {
     /// The question name as the client wrote it, without its root label, and where its labels
     /// start; its suffixes sit at `12 + start` in the response.
     qname: &'p [u8],
-    qstarts: &'p [usize],
+    qstarts: &'p [u8],
     /// Suffixes of names written into rdata: (offset in the response, bytes without the root).
     more: [(u16, &'p [u8]); 8],
     more_len: usize,
@@ -212,7 +213,7 @@ const MAX_SUFFIXES: usize = 64;
 
 impl<'p> Suffixes<'p> {
     fn new(packet: &'p [u8], q: &'p Parsed) -> Self {
-        let root = 12 + q.starts[q.labels - 1];
+        let root = 12 + usize::from(q.starts[q.labels - 1]);
         Suffixes {
             qname: &packet[12..root],
             qstarts: &q.starts[..(q.labels - 1).min(MAX_SUFFIXES)],
@@ -223,8 +224,8 @@ impl<'p> Suffixes<'p> {
 
     fn find(&self, suffix: &[u8]) -> Option<u16> {
         for &s in self.qstarts {
-            if &self.qname[s..] == suffix {
-                return Some(12 + s as u16);
+            if &self.qname[usize::from(s)..] == suffix {
+                return Some(12 + u16::from(s));
             }
         }
         self.more[..self.more_len]
@@ -433,7 +434,7 @@ pub fn answer_over(
         if apex_index >= MAX_SUFFIXES {
             return Fast::Fallback;
         }
-        let apex_at = (12 + starts[apex_index]) as u16;
+        let apex_at = 12 + u16::from(starts[apex_index]);
         if put_soa(out, apex_at, zone.negative_ttl, &zone.soa_parts, &mut names).is_none() {
             return Fast::Fallback;
         }
