@@ -6,7 +6,8 @@
 #             [rrl] on (nothing limited, every response accounted); REPS rounds of four runs:
 #             plain, rrl + client cookie (the "RRL and cookies on"), plain + client
 #             cookie, rrl, all at 80 % of plain's peak rate; CPU per query of each against the
-#             plain run of its round, median over the rounds (REPS=21 DURATION=3, see bench_rrl)
+#             plain run of its round, median over the rounds (REPS=21 DURATION=3, see bench_rrl);
+#             RRL_QUERIES=static: on the 100k-record zone's random names (keys over the table)
 #   floor   - meridian vs the reflector (examples/reflector.rs: the same UDP loop, no DNS work)
 #             on the harness's query mix: CPU per query as a multiple of the floor
 #   latency - p99 at 50 % of meridian's peak rate (dnsperf -Q with -v, per-query latencies)
@@ -133,13 +134,21 @@ bench_floor() {
 }
 
 bench_rrl() {
-  harness_config
+  # RRL_QUERIES=static: the 100,000-record zone and its random names instead of the harness
+  # mix, so that the keys spread over the whole table and its lines come from memory.
+  local d=mix qf="$W/q-mix.txt"
+  if [ "${RRL_QUERIES:-mix}" = static ]; then
+    make_big_zone
+    d=big qf="$W/q-static.txt"
+  else
+    harness_config
+  fi
   mkdir -p "$W/rrl"
-  sed -e "s|^listen = .*|listen = [\"127.0.0.1:$PORT_L\"]|" -e "s|^zones = .*|zones = \"$W/mix/zones\"|" \
-    "$W/mix/meridian.toml" >"$W/rrl/meridian.toml"
+  sed -e "s|^listen = .*|listen = [\"127.0.0.1:$PORT_L\"]|" -e "s|^zones = .*|zones = \"$W/$d/zones\"|" \
+    "$W/$d/meridian.toml" >"$W/rrl/meridian.toml"
   rrl_config "$W/rrl/meridian.toml"
   local mp lp
-  mp=$(MERIDIAN_LOG=warn start_pinned "$W/mix/meridian.log" "$bin" serve --config "$W/mix/meridian.toml")
+  mp=$(MERIDIAN_LOG=warn start_pinned "$W/$d/meridian.log" "$bin" serve --config "$W/$d/meridian.toml")
   lp=$(MERIDIAN_LOG=warn start_pinned "$W/rrl/meridian.log" "$bin" serve --config "$W/rrl/meridian.toml")
   sleep 1
   # This VM's speed drifts by 10-20 % over minutes, more than the cost measured. So each round
@@ -152,17 +161,17 @@ bench_rrl() {
   # longer reply to read) arrive more slowly, in smaller recvmmsg batches, so the server spent
   # more per query for the client's sake (cookies alone came out at +7 % that way).
   local peak rate rep
-  peak=$(run_dnsperf peak "$mp" "$PORT_M" "$W/q-mix.txt" | cut -f2)
+  peak=$(run_dnsperf peak "$mp" "$PORT_M" "$qf" | cut -f2)
   rate=$((peak * 8 / 10))
   echo "plain peak $peak QPS; every run at $rate QPS"
   : >"$W/rrl.tsv"
   for rep in $(seq "$REPS"); do
-    run_dnsperf plain "$mp" "$PORT_M" "$W/q-mix.txt" -Q "$rate" | tee -a "$W/rrl.tsv"
+    run_dnsperf plain "$mp" "$PORT_M" "$qf" -Q "$rate" | tee -a "$W/rrl.tsv"
     # shellcheck disable=SC2086 # COOKIE_ARGS is two words
-    run_dnsperf rrl+cookie "$lp" "$PORT_L" "$W/q-mix.txt" -Q "$rate" $COOKIE_ARGS | tee -a "$W/rrl.tsv"
+    run_dnsperf rrl+cookie "$lp" "$PORT_L" "$qf" -Q "$rate" $COOKIE_ARGS | tee -a "$W/rrl.tsv"
     # shellcheck disable=SC2086
-    run_dnsperf cookie "$mp" "$PORT_M" "$W/q-mix.txt" -Q "$rate" $COOKIE_ARGS | tee -a "$W/rrl.tsv"
-    run_dnsperf rrl "$lp" "$PORT_L" "$W/q-mix.txt" -Q "$rate" | tee -a "$W/rrl.tsv"
+    run_dnsperf cookie "$mp" "$PORT_M" "$qf" -Q "$rate" $COOKIE_ARGS | tee -a "$W/rrl.tsv"
+    run_dnsperf rrl "$lp" "$PORT_L" "$qf" -Q "$rate" | tee -a "$W/rrl.tsv"
   done
   local v r
   for v in rrl+cookie cookie rrl; do
