@@ -70,6 +70,8 @@ pub fn run(
         &beat,
         querylog::wrap(log, |packet, src, out| {
             let snap = snapshot.load();
+            // RRL's table line is fetched while the answer is built.
+            let prepared = snap.rrl.as_ref().and_then(|r| r.prepare(packet, src.ip()));
             let send = match fast::answer(&snap, packet, src, out) {
                 Fast::Answered => true,
                 Fast::Fallback => match handle(&snap, packet, src, Transport::Udp) {
@@ -85,7 +87,9 @@ pub fn run(
             // without `[rrl]` this is the one branch it costs. The query log then sees what
             // RRL left to send.
             match &snap.rrl {
-                Some(rrl) if send => rrl.allow(packet, src.ip(), out, &snap.cookie_secret),
+                Some(rrl) if send => {
+                    rrl.allow_prepared(packet, src.ip(), out, &snap.cookie_secret, prepared)
+                }
                 _ => send,
             }
         }),
