@@ -351,12 +351,9 @@ fn serve(path: &Path) -> i32 {
             }
         };
         // [fleet]: shares verdicts and drains through etcd; never on the query path.
-        let fleet = shared
-            .load()
-            .config
-            .fleet
-            .clone()
-            .and_then(|f| crate::fleet::start(shared.clone(), f));
+        if let Some(f) = shared.load().config.fleet.clone() {
+            crate::fleet::start(shared.clone(), f);
+        }
         // [[secondary]]: refresh tasks on the main runtime (transfers are I/O, not CPU).
         let secondaries = crate::secondary::start(reloader.clone());
         tracing::info!(zones, generation, config = %config_path.display(), "serving");
@@ -373,7 +370,8 @@ fn serve(path: &Path) -> i32 {
         ));
         let watchdog = crate::systemd::Watchdog::from_env(handle.liveness.clone());
         wait_for_signals(signals, &reloader).await;
-        if let Some(f) = &fleet {
+        // The member of the last reload's [fleet], if any.
+        if let Some(f) = crate::fleet::current() {
             f.shutdown().await;
         }
         if let Some(a) = &anycast {

@@ -721,6 +721,16 @@ impl Collector for SnapshotCollector {
                 "1 while this site is connected to the fleet's etcd, 0 while it answers alone.",
                 flag(f.connected()),
             )?;
+            let ignored = f.ignored_counts();
+            family(
+                &mut enc,
+                "meridian_fleet_reports_ignored",
+                "Records in the fleet's etcd not counted, by reason: no_lease, site_mismatch, malformed, too_large (reports) and drains_invalid.",
+                MetricType::Counter,
+                ignored
+                    .iter()
+                    .map(|&(reason, n)| (vec![("reason", reason)], ConstCounter::new(n))),
+            )?;
         }
         Ok(())
     }

@@ -128,6 +128,8 @@ impl Reloader {
                 // endpoints: apply the rules again now that this one serves.
                 snap.health.drains.apply(&snap.services, &snap.regions);
                 metrics::retain_probes(&snap);
+                // A changed [fleet] restarts the fleet member with the new settings.
+                crate::fleet::reconfigure(&self.shared, snap.config.fleet.clone()).await;
                 tracing::info!(generation, took_ms, config = %self.config_path.display(), "reloaded");
                 Ok(generation)
             }

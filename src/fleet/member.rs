@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hasher;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -27,6 +27,60 @@ pub const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 pub const TICK: Duration = Duration::from_millis(100);
 /// Wait between reconnection attempts while etcd is unreachable.
 pub const RETRY: Duration = Duration::from_millis(500);
+/// Largest report read; bigger ones are ignored (etcd's own default request limit is 1.5 MiB).
+const MAX_REPORT_BYTES: usize = 2 << 20;
+/// Largest drain record read, and most rules in it; past either it is ignored.
+const MAX_DRAINS_BYTES: usize = 1 << 20;
+const MAX_DRAIN_RULES: usize = 10_000;
+/// Longest site id, service or region name accepted from etcd.
+const MAX_NAME: usize = 255;
+/// With `probers = N`, no site probes more than (1 + SLACK) × its fair share of the endpoints
+/// (rendezvous hashing with bounded loads), so a site whose name ranks first everywhere, by
+/// chance or by choice, still leaves most endpoints to the others. See [`assign`].
+const SLACK: f64 = 0.25;
+
+/// Why a record under the prefix was not counted: the `reason` of
+/// `meridian_fleet_reports_ignored_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ignored {
+    /// A report put without a lease: it would outlive its site forever.
+    NoLease,
+    /// A report whose `site` is not its key's: one site speaking for another.
+    SiteMismatch,
+    /// Not a report (unreadable JSON, a bad site id in the key or the body).
+    Malformed,
+    /// Over [`MAX_REPORT_BYTES`].
+    TooLarge,
+    /// `PREFIX/drains` unreadable, too large, or with a rule that names nothing sane.
+    DrainsInvalid,
+}
+
+impl Ignored {
+    const ALL: [Ignored; 5] = [
+        Ignored::NoLease,
+        Ignored::SiteMismatch,
+        Ignored::Malformed,
+        Ignored::TooLarge,
+        Ignored::DrainsInvalid,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Ignored::NoLease => "no_lease",
+            Ignored::SiteMismatch => "site_mismatch",
+            Ignored::Malformed => "malformed",
+            Ignored::TooLarge => "too_large",
+            Ignored::DrainsInvalid => "drains_invalid",
+        }
+    }
+
+    /// Counts one more (process-wide, so a reload that restarts the member keeps the count).
+    fn count(self) {
+        IGNORED_COUNTS[self as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+static IGNORED_COUNTS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
 
 /// One site's report as stored in etcd.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -49,9 +103,20 @@ struct EndpointView {
 struct View {
     connected: bool,
     since: SystemTime,
+    /// The sites whose reports count (this one included), sorted.
     live: Vec<String>,
+    /// Keys under `PREFIX/sites/` that are there but do not count, with why.
+    ignored: Vec<(String, &'static str)>,
     endpoints: HashMap<String, EndpointView>,
     last_error: Option<String>,
+}
+
+/// What the session has read under the prefix: the reports that count, by site, and the
+/// keys that do not.
+#[derive(Default)]
+struct Seen {
+    reports: HashMap<String, Report>,
+    ignored: BTreeMap<String, &'static str>,
 }
 
 /// The running fleet member of this process.
@@ -65,6 +130,8 @@ pub struct Fleet {
     lease: Mutex<Option<i64>>,
     /// Drains and undrains made while etcd was unreachable, to store at rejoin.
     pending: Mutex<Vec<(Scope, bool)>>,
+    /// The task that holds the session, ended by [`reconfigure`].
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -99,22 +166,174 @@ fn rank(key: &str, site: &str) -> u64 {
     h.finish()
 }
 
-/// The `n` sites of `live` that probe endpoint `key` (all of them for `n` = 0).
+/// The sites of `live` in the order endpoint `key` prefers them (highest weight first).
+fn ranking<'a>(key: &str, live: &'a [String]) -> Vec<&'a String> {
+    let mut ranked: Vec<(u64, &String)> = live.iter().map(|s| (rank(key, s), s)).collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    ranked.into_iter().map(|(_, s)| s).collect()
+}
+
+/// The `n` sites of `live` that endpoint `key` ranks highest (all of them for `n` = 0): plain
+/// rendezvous hashing, without the bound on a site's share that [`assign`] adds.
+#[cfg(test)]
 fn probers_of(key: &str, live: &[String], n: u32) -> Vec<String> {
     if n == 0 || n as usize >= live.len() {
         return live.to_vec();
     }
-    let mut ranked: Vec<(u64, &String)> = live.iter().map(|s| (rank(key, s), s)).collect();
-    ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    ranked
+    ranking(key, live)
         .into_iter()
         .take(n as usize)
-        .map(|(_, s)| s.clone())
+        .cloned()
         .collect()
 }
 
-/// Starts the fleet member on the current tokio runtime; it runs until the process ends.
+/// Who probes each endpoint of `keys`: rendezvous hashing with bounded loads. Each endpoint
+/// takes the `n` highest-ranked sites of `live` that do not yet probe `cap` endpoints, where
+/// `cap` is (1 + [`SLACK`]) × the fair share; endpoints are taken in key order, so every site
+/// computes the same assignment from the same live set and config. The site ids are public
+/// and the hash has fixed keys, so a site id can be chosen to rank first for every endpoint:
+/// the cap is what keeps such a site (or an unlucky one) from taking over all the probing.
+/// While no site is at its cap this is exactly plain rendezvous hashing, so a dead site's
+/// endpoints move and the others' stay; with many endpoints the cap is rarely reached.
+fn assign(keys: &[String], live: &[String], n: u32) -> HashMap<String, Vec<String>> {
+    let n = n as usize;
+    if n == 0 || n >= live.len() {
+        return keys.iter().map(|k| (k.clone(), live.to_vec())).collect();
+    }
+    let mut keys: Vec<&String> = keys.iter().collect();
+    keys.sort();
+    keys.dedup();
+    let cap = ((1.0 + SLACK) * (keys.len() * n) as f64 / live.len() as f64).ceil() as usize;
+    let cap = cap.max(1);
+    let mut load: HashMap<&str, usize> = HashMap::new();
+    let mut out = HashMap::with_capacity(keys.len());
+    for key in keys {
+        let ranked = ranking(key, live);
+        let mut chosen: Vec<&String> = ranked
+            .iter()
+            .filter(|s| load.get(s.as_str()).copied().unwrap_or(0) < cap)
+            .take(n)
+            .copied()
+            .collect();
+        // Every other site at its cap (only near the end, with few endpoints): still n.
+        for s in &ranked {
+            if chosen.len() >= n {
+                break;
+            }
+            if !chosen.contains(s) {
+                chosen.push(s);
+            }
+        }
+        for s in &chosen {
+            *load.entry(s.as_str()).or_default() += 1;
+        }
+        out.insert(key.clone(), chosen.into_iter().cloned().collect());
+    }
+    out
+}
+
+/// A site id from etcd that can be a key's last part and shows safely in logs and `/status`.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_NAME && !s.contains('/') && !s.chars().any(char::is_control)
+}
+
+/// The report under `PREFIX/sites/SITE`, if it counts: put with a lease (so it dies with its
+/// site), within [`MAX_REPORT_BYTES`], and saying it is `SITE`'s.
+fn read_report(site: &str, lease: i64, value: &[u8]) -> Result<Report, (Ignored, String)> {
+    if value.len() > MAX_REPORT_BYTES {
+        return Err((
+            Ignored::TooLarge,
+            format!("{} bytes, more than {MAX_REPORT_BYTES}", value.len()),
+        ));
+    }
+    if !valid_name(site) {
+        return Err((Ignored::Malformed, "not a site id".into()));
+    }
+    if lease == 0 {
+        return Err((
+            Ignored::NoLease,
+            "put without a lease, so it would never expire".into(),
+        ));
+    }
+    let r: Report =
+        serde_json::from_slice(value).map_err(|e| (Ignored::Malformed, e.to_string()))?;
+    if r.site != site {
+        return Err((
+            Ignored::SiteMismatch,
+            format!(
+                "says it is site {:?}",
+                r.site.chars().take(MAX_NAME).collect::<String>()
+            ),
+        ));
+    }
+    Ok(r)
+}
+
+/// `PREFIX/drains`, if it is a drain record this site may apply: the `drains.json` format,
+/// within [`MAX_DRAINS_BYTES`] and [`MAX_DRAIN_RULES`], every rule naming an endpoint of a
+/// service or a region by sane names, with an RFC 3339 time.
+fn read_drains(value: &[u8]) -> Result<Vec<Rule>, String> {
+    if value.len() > MAX_DRAINS_BYTES {
+        return Err(format!(
+            "{} bytes, more than {MAX_DRAINS_BYTES}",
+            value.len()
+        ));
+    }
+    let rules = Drains::decode(value)?;
+    if rules.len() > MAX_DRAIN_RULES {
+        return Err(format!(
+            "{} rules, more than {MAX_DRAIN_RULES}",
+            rules.len()
+        ));
+    }
+    let name =
+        |s: &str| !s.is_empty() && s.len() <= MAX_NAME && s.chars().all(|c| c.is_ascii_graphic());
+    for (i, r) in rules.iter().enumerate() {
+        let sc = &r.scope;
+        let ok = match (&sc.endpoint, &sc.region) {
+            (Some(_), None) => sc.service.as_deref().is_some_and(name),
+            (None, Some(region)) => name(region) && sc.service.as_deref().is_none_or(name),
+            _ => false,
+        };
+        if !ok {
+            return Err(format!("rule {i} names no endpoint of a service or region"));
+        }
+        if r.at.len() > 64 || humantime::parse_rfc3339_weak(&r.at).is_err() {
+            return Err(format!("rule {i}: `at` is not an RFC 3339 time"));
+        }
+    }
+    Ok(rules)
+}
+
+/// Starts the fleet member on the current tokio runtime; it runs until the process ends or a
+/// reload changes `[fleet]` ([`reconfigure`]).
 pub fn start(shared: SharedSnapshot, settings: Settings) -> Option<Arc<Fleet>> {
+    // A reload through the admin API before this ran has started it already.
+    Some(current().unwrap_or_else(|| launch(shared, settings, Vec::new())))
+}
+
+/// After a reload: when `[fleet]` changed, the member with the old settings leaves (its task
+/// ends, its lease is revoked so the others drop it at once, every endpoint goes back to this
+/// site's own probes), and one with the new settings joins, taking over the drains still
+/// waiting to be stored. No `[fleet]` any more: the site works alone from then on.
+pub async fn reconfigure(shared: &SharedSnapshot, new: Option<Settings>) {
+    let old = current();
+    if old.as_ref().map(|f| &f.settings) == new.as_ref() {
+        return;
+    }
+    let mut pending = Vec::new();
+    if let Some(old) = old {
+        tracing::info!("fleet: [fleet] changed by a reload: leaving with the old settings");
+        old.stop().await;
+        pending = std::mem::take(&mut *old.pending());
+        CURRENT.store(None);
+    }
+    if let Some(s) = new {
+        launch(shared.clone(), s, pending);
+    }
+}
+
+fn launch(shared: SharedSnapshot, settings: Settings, pending: Vec<(Scope, bool)>) -> Arc<Fleet> {
     let f = Arc::new(Fleet {
         settings,
         shared,
@@ -123,16 +342,19 @@ pub fn start(shared: SharedSnapshot, settings: Settings) -> Option<Arc<Fleet>> {
             connected: false,
             since: SystemTime::now(),
             live: Vec::new(),
+            ignored: Vec::new(),
             endpoints: HashMap::new(),
             last_error: None,
         }),
         client: Mutex::new(None),
         lease: Mutex::new(None),
-        pending: Mutex::new(Vec::new()),
+        pending: Mutex::new(pending),
+        task: Mutex::new(None),
     });
     CURRENT.store(Some(f.clone()));
-    tokio::spawn(run(f.clone()));
-    Some(f)
+    let task = tokio::spawn(run(f.clone()));
+    *f.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    f
 }
 
 async fn run(f: Arc<Fleet>) {
@@ -254,6 +476,7 @@ impl Fleet {
         }
         v.connected = false;
         v.live.clear();
+        v.ignored.clear();
         v.endpoints.clear();
         v.last_error = Some(why.to_string());
     }
@@ -293,13 +516,28 @@ impl Fleet {
     }
 
     /// Assignments and fleet verdicts of every endpoint from the live reports.
-    fn recompute(&self, snap: &Snapshot, reports: &HashMap<String, Report>, own: &Report) {
+    /// Only the sites whose reports count are ranked, and with `probers = N` only an
+    /// endpoint's assigned probers vote on it.
+    fn recompute(&self, snap: &Snapshot, seen: &Seen, own: &Report) {
         let me = &self.settings.site;
+        let reports = &seen.reports;
         let mut live: Vec<String> = reports.keys().cloned().collect();
         if !reports.contains_key(me) {
             live.push(me.clone());
         }
         live.sort();
+        let probed: Vec<String> = snap
+            .services
+            .iter()
+            .flat_map(|svc| {
+                let name = service_label(svc);
+                svc.endpoints
+                    .iter()
+                    .filter(|e| !e.probe.is_empty())
+                    .map(move |e| endpoint_key(&name, e.addr))
+            })
+            .collect();
+        let mut assigned = assign(&probed, &live, self.settings.probers);
         let mut views = HashMap::new();
         for svc in &snap.services {
             let name = service_label(svc);
@@ -308,10 +546,10 @@ impl Fleet {
                     continue; // never probed: its `initial` state stands everywhere
                 }
                 let key = endpoint_key(&name, e.addr);
-                let probers = probers_of(&key, &live, self.settings.probers);
+                let probers = assigned.remove(&key).unwrap_or_else(|| live.clone());
                 e.state.set_probe_here(probers.iter().any(|p| p == me));
                 let (mut healthy, mut reporting) = (0, 0);
-                for site in &live {
+                for site in &probers {
                     let r = if site == me {
                         own.verdicts.get(&key)
                     } else {
@@ -342,6 +580,7 @@ impl Fleet {
         }
         let mut v = self.view();
         v.live = live;
+        v.ignored = seen.ignored.iter().map(|(k, r)| (k.clone(), *r)).collect();
         v.endpoints = views;
     }
 
@@ -357,9 +596,26 @@ impl Fleet {
             "quorum": self.settings.quorum.describe(),
             "probers": self.settings.probers,
             "report_ttl_s": self.settings.report_ttl.as_secs(),
+            // The sites whose reports count (SPEC "Trust boundaries"); `live_sites` is the
+            // older name of the same list.
+            "sites": v.live,
             "live_sites": v.live,
+            "ignored": v.ignored.iter().map(|(key, reason)| json!({"key": key, "reason": reason})).collect::<Vec<_>>(),
             "last_error": v.last_error,
         })
+    }
+
+    /// `meridian_fleet_reports_ignored_total{reason}`: every reason, zeros included.
+    pub fn ignored_counts(&self) -> Vec<(&'static str, u64)> {
+        Ignored::ALL
+            .iter()
+            .map(|r| {
+                (
+                    r.as_str(),
+                    IGNORED_COUNTS[*r as usize].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
     }
 
     /// `/status` per endpoint `"fleet"`: the count behind its verdict and who probes it.
@@ -436,7 +692,12 @@ impl Fleet {
             let resp = rpc("get drains", client.get(key.clone(), None)).await?;
             let (rules, cmp) = match resp.kvs().first() {
                 Some(kv) => (
-                    Drains::decode(kv.value()).map_err(|e| format!("{key} in etcd: {e}"))?,
+                    read_drains(kv.value()).unwrap_or_else(|e| {
+                        // Not applied when it came (see take_kv): this write replaces it,
+                        // starting from the rules in force here.
+                        tracing::warn!("fleet: {key} in etcd is invalid ({e}): replacing it with this site's drains and the change");
+                        snap.health.drains.rules()
+                    }),
                     Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision()),
                 ),
                 None => (
@@ -467,31 +728,61 @@ impl Fleet {
             let _ = timeout(Duration::from_millis(300), c.lease_revoke(id)).await;
         }
     }
+
+    /// Leaves the fleet for good (a reload changed `[fleet]`): the session ends, the lease is
+    /// revoked, and every endpoint is back on this site's own probes.
+    async fn stop(&self) {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = task {
+            t.abort();
+            let _ = t.await;
+        }
+        self.shutdown().await;
+        self.disconnect("left: [fleet] changed by a reload");
+    }
 }
 
-/// Applies one key under the prefix (from the first read or the watch).
-fn take_kv(f: &Fleet, reports: &mut HashMap<String, Report>, key: &[u8], value: Option<&[u8]>) {
+/// Applies one key under the prefix (from the first read or the watch); `lease` is the
+/// lease the key was put with (0 for none). A report that does not count is dropped, logged
+/// once per change, counted in the metric and listed in `/status` `fleet.ignored`; so is a
+/// drain record that is not valid, and the drains in force stay as they were.
+fn take_kv(f: &Fleet, seen: &mut Seen, key: &[u8], value: Option<&[u8]>, lease: i64) {
     let key = String::from_utf8_lossy(key);
     let sites = f.sites_prefix();
     if let Some(site) = key.strip_prefix(&sites) {
-        match value.map(serde_json::from_slice::<Report>) {
-            Some(Ok(r)) => {
-                reports.insert(site.to_string(), r);
+        let Some(value) = value else {
+            seen.ignored.remove(key.as_ref());
+            if seen.reports.remove(site).is_some() {
+                tracing::info!(site, "fleet: site left (report expired or withdrawn)");
             }
-            Some(Err(e)) => {
-                tracing::warn!(site, "fleet: unreadable report ignored: {e}");
-                reports.remove(site);
+            return;
+        };
+        match read_report(site, lease, value) {
+            Ok(r) => {
+                seen.ignored.remove(key.as_ref());
+                seen.reports.insert(site.to_string(), r);
             }
-            None => {
-                if reports.remove(site).is_some() {
-                    tracing::info!(site, "fleet: site left (report expired or withdrawn)");
-                }
+            Err((why, detail)) => {
+                why.count();
+                let shown: String = key.chars().take(2 * MAX_NAME).collect();
+                tracing::warn!(
+                    key = shown,
+                    reason = why.as_str(),
+                    "fleet: report ignored: {detail}"
+                );
+                seen.reports.remove(site);
+                seen.ignored.insert(shown, why.as_str());
             }
         }
     } else if key == f.drains_key() {
-        match value.map(Drains::decode) {
+        match value.map(read_drains) {
             Some(Ok(rules)) => f.apply_drains(rules),
-            Some(Err(e)) => tracing::warn!("fleet: drains in etcd unreadable, kept ours: {e}"),
+            Some(Err(e)) => {
+                Ignored::DrainsInvalid.count();
+                tracing::warn!(
+                    "fleet: drain record in etcd ignored, the drains in force stay: {e}"
+                );
+            }
             None => f.apply_drains(Vec::new()),
         }
     }
@@ -521,11 +812,15 @@ async fn session(f: &Arc<Fleet>) -> Result<(), String> {
     )
     .await?;
     let revision = resp.header().map_or(0, |h| h.revision());
-    let mut reports = HashMap::new();
+    let own_key = format!("{}{}", f.sites_prefix(), f.settings.site);
+    let mut seen = Seen::default();
     let mut has_drains = false;
     for kv in resp.kvs() {
         has_drains |= kv.key() == f.drains_key().as_bytes();
-        take_kv(f, &mut reports, kv.key(), Some(kv.value()));
+        if kv.key() == own_key.as_bytes() {
+            continue; // ours, whatever is there now, is put again below
+        }
+        take_kv(f, &mut seen, kv.key(), Some(kv.value()), kv.lease());
     }
     if !has_drains {
         // A new fleet: the first site brings the drains it kept on disk; a site that finds
@@ -552,12 +847,11 @@ async fn session(f: &Arc<Fleet>) -> Result<(), String> {
     )
     .await?;
 
-    let own_key = format!("{}{}", f.sites_prefix(), f.settings.site);
     let snap = f.shared.load_full();
     let own = f.own_report(&snap);
     put_report(&mut client, &own_key, &own, lease).await?;
     let mut published = own.clone();
-    f.recompute(&snap, &reports, &own);
+    f.recompute(&snap, &seen, &own);
     let mut seen_generation = snap.generation;
     drop(snap);
 
@@ -570,7 +864,7 @@ async fn session(f: &Arc<Fleet>) -> Result<(), String> {
         v.last_error = None;
     }
     tracing::info!(
-        sites = reports.len().max(1),
+        sites = seen.reports.len().max(1),
         "fleet: connected to etcd; answering from the fleet's verdicts"
     );
 
@@ -597,13 +891,19 @@ async fn session(f: &Arc<Fleet>) -> Result<(), String> {
                     }
                     for ev in r.events() {
                         if let Some(kv) = ev.kv() {
-                            let value = (ev.event_type() == EventType::Put).then(|| kv.value());
-                            take_kv(f, &mut reports, kv.key(), value);
+                            let put = ev.event_type() == EventType::Put;
+                            if kv.key() == own_key.as_bytes() && !(put && kv.lease() == lease) {
+                                // Someone else wrote or deleted this site's key: put ours back.
+                                tracing::warn!("fleet: {own_key} was changed by someone else: publishing this site's report again");
+                                put_report(&mut client, &own_key, &published, lease).await?;
+                                continue;
+                            }
+                            take_kv(f, &mut seen, kv.key(), put.then(|| kv.value()), kv.lease());
                         }
                     }
                     let snap = f.shared.load_full();
                     let own = f.own_report(&snap);
-                    f.recompute(&snap, &reports, &own);
+                    f.recompute(&snap, &seen, &own);
                 }
                 Ok(None) => return Err("watch ended".into()),
                 Err(e) => return Err(format!("watch: {e}")),
@@ -625,7 +925,7 @@ async fn session(f: &Arc<Fleet>) -> Result<(), String> {
                 }
                 if changed || seen_generation != snap.generation {
                     seen_generation = snap.generation;
-                    f.recompute(&snap, &reports, &own);
+                    f.recompute(&snap, &seen, &own);
                 }
             }
         }
@@ -645,6 +945,119 @@ async fn put_report(client: &mut Client, key: &str, r: &Report, lease: i64) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sites(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A site id that ranks first for every one of `keys` (ground as an attacker would).
+    fn ranks_first_everywhere(keys: &[String], live: &[String]) -> String {
+        (0u64..)
+            .map(|i| format!("x{i}"))
+            .find(|x| {
+                keys.iter()
+                    .all(|k| live.iter().all(|s| rank(k, x) > rank(k, s)))
+            })
+            .expect("some id ranks first")
+    }
+
+    #[test]
+    fn a_site_id_chosen_to_rank_first_gets_only_its_capped_share() {
+        let keys: Vec<String> = (1..=6)
+            .map(|i| format!("www.example.com/192.0.2.{i}"))
+            .collect();
+        let real = sites(&["a", "b", "c"]);
+        let x = ranks_first_everywhere(&keys, &real);
+        let mut live = real.clone();
+        live.push(x.clone());
+        // Plain rendezvous gives it every endpoint ...
+        assert!(keys.iter().all(|k| probers_of(k, &live, 1) == [x.clone()]));
+        // ... the bounded assignment at most (1 + SLACK) × 6 / 4, rounded up: 2.
+        let a = assign(&keys, &live, 1);
+        let taken = a.values().filter(|p| p.contains(&x)).count();
+        assert_eq!(taken, 2, "{a:?}");
+        assert!(a.values().all(|p| p.len() == 1));
+        // With probers = 2 every endpoint still has two, and x at most ceil(1.25 × 12 / 4) = 4.
+        let a2 = assign(&keys, &live, 2);
+        assert!(a2.values().all(|p| p.len() == 2 && p[0] != p[1]), "{a2:?}");
+        assert!(
+            a2.values().filter(|p| p.contains(&x)).count() <= 4,
+            "{a2:?}"
+        );
+    }
+
+    #[test]
+    fn bounded_assignment_is_rendezvous_while_no_site_is_at_its_cap() {
+        let keys: Vec<String> = (0..300)
+            .map(|i| format!("www.example.com/192.0.2.{i}"))
+            .collect();
+        let live = sites(&["a", "b", "c"]);
+        let without_c = sites(&["a", "b"]);
+        let (all, after) = (assign(&keys, &live, 1), assign(&keys, &without_c, 1));
+        for k in &keys {
+            assert_eq!(all[k], probers_of(k, &live, 1));
+            if all[k][0] != "c" {
+                assert_eq!(
+                    all[k], after[k],
+                    "an endpoint not probed by c keeps its prober"
+                );
+            }
+        }
+        assert!(assign(&keys, &live, 0).values().all(|p| p.len() == 3));
+    }
+
+    #[test]
+    fn reports_count_only_leased_and_under_their_own_site() {
+        let body = br#"{"site": "a", "verdicts": {"www.example.com/192.0.2.1": false}}"#;
+        assert!(read_report("a", 7, body).is_ok());
+        assert_eq!(
+            read_report("a", 0, body).map_err(|e| e.0),
+            Err(Ignored::NoLease)
+        );
+        assert_eq!(
+            read_report("b", 7, body).map_err(|e| e.0),
+            Err(Ignored::SiteMismatch)
+        );
+        assert_eq!(
+            read_report("a/b", 7, body).map_err(|e| e.0),
+            Err(Ignored::Malformed)
+        );
+        assert_eq!(
+            read_report("a", 7, b"[1, 2").map_err(|e| e.0),
+            Err(Ignored::Malformed)
+        );
+        let big = vec![b' '; MAX_REPORT_BYTES + 1];
+        assert_eq!(
+            read_report("a", 7, &big).map_err(|e| e.0),
+            Err(Ignored::TooLarge)
+        );
+    }
+
+    #[test]
+    fn drain_records_are_checked_before_use() {
+        let ok = br#"{"version": 1, "drains": [{"drain": true, "service": "www.example.com", "endpoint": "192.0.2.1", "at": "2026-01-01T00:00:00Z"}, {"drain": true, "region": "eu", "at": "2026-01-01T00:00:00Z"}]}"#;
+        assert_eq!(read_drains(ok).map(|r| r.len()), Ok(2));
+        for bad in [
+            &br#"{"version": 1, "drains": [{"drain": true, "at": "2026-01-01T00:00:00Z"}]}"#[..],
+            br#"{"version": 1, "drains": [{"drain": true, "endpoint": "192.0.2.1", "at": "2026-01-01T00:00:00Z"}]}"#,
+            br#"{"version": 1, "drains": [{"drain": true, "region": "eu", "at": "yesterday"}]}"#,
+            br#"{"version": 1, "drains": [{"drain": true, "region": "e u\n", "at": "2026-01-01T00:00:00Z"}]}"#,
+            br#"{"version": 2, "drains": []}"#,
+            br#"{"drains": 5}"#,
+        ] {
+            assert!(read_drains(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let many = format!(
+            r#"{{"version": 1, "drains": [{}]}}"#,
+            vec![
+                r#"{"drain": true, "region": "eu", "at": "2026-01-01T00:00:00Z"}"#;
+                MAX_DRAIN_RULES + 1
+            ]
+            .join(",")
+        );
+        assert!(read_drains(many.as_bytes()).is_err());
+        assert!(read_drains(&vec![b' '; MAX_DRAINS_BYTES + 1]).is_err());
+    }
 
     #[test]
     fn rendezvous_picks_n_and_moves_only_the_dead_sites_share() {

@@ -56,11 +56,17 @@ mod absent {
         None
     }
 
+    /// Nothing to restart: no member ever runs in this build.
+    pub async fn reconfigure(_: &SharedSnapshot, _: Option<Settings>) {}
+
     impl Fleet {
         pub fn connected(&self) -> bool {
             match *self {}
         }
         pub fn status_json(&self) -> Value {
+            match *self {}
+        }
+        pub fn ignored_counts(&self) -> Vec<(&'static str, u64)> {
             match *self {}
         }
         pub fn endpoint_json(&self, _: &str, _: IpAddr, _: &EndpointState) -> Value {
