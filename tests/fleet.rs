@@ -22,7 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{free_port, serve_command, HealthStub, ServerProcess, EXAMPLE_ZONE};
-use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use serde_json::Value;
 
@@ -112,6 +112,65 @@ impl Etcd {
             p.kill();
         }
     }
+
+    /// `etcdctl` (Debian etcd-client) against this etcd, as `user` ("name:password") if
+    /// given, with `stdin` as the value when the command reads one: (success, stdout, stderr).
+    fn ctl(
+        &self,
+        user: Option<&str>,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> (bool, String, String) {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.url(), "--command-timeout", "5s"]);
+        if let Some(u) = user {
+            cmd.args(["--user", u]);
+        }
+        let mut child = cmd
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("etcdctl (Debian etcd-client) must be installed: .ci/run installs it");
+        if let Some(mut pipe) = child.stdin.take() {
+            pipe.write_all(stdin.unwrap_or_default())
+                .expect("etcdctl stdin");
+        }
+        let out = child.wait_with_output().expect("etcdctl ran");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `etcdctl` that must succeed.
+    fn ctl_ok(&self, user: Option<&str>, args: &[&str], stdin: Option<&[u8]>) -> String {
+        let (ok, out, err) = self.ctl(user, args, stdin);
+        assert!(ok, "etcdctl {args:?}: {err}");
+        out
+    }
+
+    /// A lease of `ttl` seconds: its id in hex, as etcdctl takes it.
+    fn lease(&self, ttl: u32) -> String {
+        let out = self.ctl_ok(None, &["lease", "grant", &ttl.to_string()], None);
+        // "lease 694d7a8a3b3f5c0a granted with TTL(60s)"
+        out.split_whitespace().nth(1).expect("lease id").to_string()
+    }
+
+    /// Puts `value` at `key`, with `lease` when given.
+    fn put(&self, key: &str, value: &[u8], lease: Option<&str>) {
+        let mut args = vec!["put".to_string(), key.to_string()];
+        if let Some(l) = lease {
+            args.push(format!("--lease={l}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.ctl_ok(None, &args, Some(value));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -174,10 +233,14 @@ endpoints = [
 }
 
 fn fleet_table(etcd: &Etcd, prefix: &str, quorum: &str, probers: u32) -> String {
+    fleet_table_ttl(etcd, prefix, quorum, probers, REPORT_TTL)
+}
+
+fn fleet_table_ttl(etcd: &Etcd, prefix: &str, quorum: &str, probers: u32, ttl: Duration) -> String {
     format!(
         "[fleet]\netcd = [\"{}\"]\nprefix = \"{prefix}\"\nquorum = \"{quorum}\"\nprobers = {probers}\nreport_ttl = \"{}s\"\n",
         etcd.url(),
-        REPORT_TTL.as_secs()
+        ttl.as_secs()
     )
 }
 
@@ -241,6 +304,30 @@ impl Site {
         self.status()["fleet"]["connected"] == true
     }
 
+    /// The value of one series of `/metrics`, e.g. `meridian_fleet_reports_ignored_total{reason="no_lease"}`.
+    fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = http(self.admin, "GET", "/metrics", None);
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// `/status` `fleet.sites`: the sites whose reports count here.
+    fn fleet_sites(&self) -> Vec<String> {
+        self.status()["fleet"]["sites"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Rewrites this site's config and reloads it through the admin API.
+    fn reload(&self, config: &str) {
+        std::fs::write(self.dir.join("meridian.toml"), config).expect("write config");
+        let (code, body) = http(self.admin, "POST", "/api/v1/reload", None);
+        assert_eq!(code, 200, "site {}: reload: {body}", self.id);
+    }
+
     fn metric_connected(&self) -> Option<String> {
         let (_, body) = http(self.admin, "GET", "/metrics", None);
         body.lines()
@@ -248,37 +335,43 @@ impl Site {
             .map(str::to_string)
     }
 
-    /// The A records of www.example.com this site answers, over UDP.
-    fn answers(&self) -> BTreeSet<String> {
-        let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
-        m.add_query(Query::query(
-            Name::from_ascii("www.example.com.").expect("name"),
-            RecordType::A,
-        ));
-        let Ok(bytes) = m.to_vec() else {
-            return BTreeSet::new();
-        };
-        let Ok(sock) = UdpSocket::bind("127.0.0.1:0") else {
-            return BTreeSet::new();
-        };
-        let _ = sock.set_read_timeout(Some(Duration::from_millis(500)));
-        if sock.send_to(&bytes, self.dns).is_err() {
-            return BTreeSet::new();
-        }
+    /// The A records of www.example.com this site answers, over UDP; `None` unless the
+    /// reply is a NOERROR response to this very query (its ID, its question), so a site that
+    /// is down, SERVFAILs or answers something else never passes for one that dropped an
+    /// endpoint.
+    fn answers(&self) -> Option<BTreeSet<String>> {
+        let id = rand_id();
+        let name = Name::from_ascii("www.example.com.").expect("name");
+        let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(name.clone(), RecordType::A));
+        let bytes = m.to_vec().expect("encode query");
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        sock.send_to(&bytes, self.dns).ok()?;
         let mut buf = [0u8; 4096];
-        let Ok((n, _)) = sock.recv_from(&mut buf) else {
-            return BTreeSet::from(["<no answer>".to_string()]);
-        };
-        let Ok(r) = Message::from_vec(&buf[..n]) else {
-            return BTreeSet::from(["<bad answer>".to_string()]);
-        };
-        r.answers
-            .iter()
-            .filter_map(|rr| match &rr.data {
-                RData::A(a) => Some(a.0.to_string()),
-                _ => None,
-            })
-            .collect()
+        let (n, _) = sock.recv_from(&mut buf).ok()?;
+        let r = Message::from_vec(&buf[..n]).ok()?;
+        let asked = r
+            .queries
+            .first()
+            .is_some_and(|q| q.name() == &name && q.query_type() == RecordType::A);
+        if r.id != id
+            || r.message_type != MessageType::Response
+            || r.response_code != ResponseCode::NoError
+            || !asked
+        {
+            return None;
+        }
+        Some(
+            r.answers
+                .iter()
+                .filter_map(|rr| match &rr.data {
+                    RData::A(a) => Some(a.0.to_string()),
+                    _ => None,
+                })
+                .collect(),
+        )
     }
 
     fn endpoint(&self, addr: &str) -> Value {
@@ -304,8 +397,12 @@ impl Site {
     }
 }
 
+/// A query ID no earlier query of this test process used recently.
 fn rand_id() -> u16 {
-    (Instant::now().elapsed().subsec_nanos() as u16) ^ (std::process::id() as u16)
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .wrapping_mul(40503)
+        ^ (std::process::id() as u16)
 }
 
 fn sites(root: &Path) -> Vec<Site> {
@@ -323,8 +420,16 @@ fn start_all(sites: &mut [Site], h: &HealthStub, endpoints: &[(&str, &str)], fle
     }
 }
 
+/// `addr` is in the site's NOERROR answer.
 fn has(s: &Site, addr: &str) -> bool {
-    s.answers().contains(addr)
+    s.answers().is_some_and(|a| a.contains(addr))
+}
+
+/// `addr` left the site's answer while the site still answers NOERROR with another endpoint:
+/// a site that is down or failing is not "without `addr`".
+fn lacks(s: &Site, addr: &str) -> bool {
+    s.answers()
+        .is_some_and(|a| !a.is_empty() && !a.contains(addr))
 }
 
 /// One HTTP/1.1 request with `Connection: close`: status and body (0 when nothing answered).
@@ -339,6 +444,44 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16,
 
 fn all_connected(sites: &[Site]) -> bool {
     sites.iter().all(|s| s.connected())
+}
+
+/// Waits (up to `limit`) until, over a window of two probe intervals, each of `paths` is
+/// probed from exactly one source; returns who probes each and that window's rates.
+#[allow(clippy::type_complexity)]
+fn one_prober_each(
+    h: &HealthStub,
+    paths: &[&str],
+    limit: Duration,
+) -> Result<(HashMap<String, IpAddr>, HashMap<(String, IpAddr), f64>), String> {
+    let t0 = Instant::now();
+    loop {
+        let r = rates(h, INTERVAL * 2);
+        let mut who = HashMap::new();
+        let mut wrong = Vec::new();
+        for path in paths {
+            let from: Vec<IpAddr> = r
+                .iter()
+                .filter(|((p, _), rate)| p == path && **rate > 0.0)
+                .map(|((_, ip), _)| *ip)
+                .collect();
+            match from[..] {
+                [one] => {
+                    who.insert(path.to_string(), one);
+                }
+                _ => wrong.push(format!("{path} probed from {from:?}")),
+            }
+        }
+        if wrong.is_empty() {
+            return Ok((who, r));
+        }
+        if t0.elapsed() > limit {
+            return Err(format!(
+                "not one prober per endpoint within {limit:?}: {}",
+                wrong.join("; ")
+            ));
+        }
+    }
 }
 
 /// Probe requests per second over `window`, per (path, source).
@@ -376,7 +519,7 @@ fn quorum_failover_and_partition() {
     // Without a fleet each site has its own view: .1 leaves only a's answers.
     start_all(&mut s, &h, &eps, "");
     let settled = wait_until(Duration::from_secs(10), || {
-        !has(&s[0], "192.0.2.1") && has(&s[1], "192.0.2.1") && has(&s[2], "192.0.2.1")
+        lacks(&s[0], "192.0.2.1") && has(&s[1], "192.0.2.1") && has(&s[2], "192.0.2.1")
     });
     assert!(
         settled.is_some(),
@@ -409,7 +552,14 @@ fn quorum_failover_and_partition() {
         "a never saw .1 down: {}",
         s[0].endpoint("192.0.2.1")
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // Every site has a's verdict: 2 of 3 healthy.
+    let counted = wait_until(Duration::from_secs(5), || {
+        s.iter().all(|x| {
+            let f = &x.endpoint("192.0.2.1")["fleet"];
+            f["reporting_sites"] == 3 && f["healthy_sites"] == 2
+        })
+    });
+    assert!(counted.is_some(), "a's verdict did not reach every site");
     for site in &s {
         assert!(
             has(site, "192.0.2.1"),
@@ -435,7 +585,7 @@ fn quorum_failover_and_partition() {
     let mut gone: [Option<Duration>; 3] = [None; 3];
     let all_gone = wait_until(FAILOVER + Duration::from_secs(1), || {
         for (i, site) in s.iter().enumerate() {
-            if gone[i].is_none() && !has(site, "192.0.2.3") {
+            if gone[i].is_none() && lacks(site, "192.0.2.3") {
                 gone[i] = Some(t0.elapsed());
             }
         }
@@ -468,7 +618,7 @@ fn quorum_failover_and_partition() {
     println!("fleet: etcd stopped: all sites disconnected after {cut:?}");
     assert!(cut.is_some(), "sites did not notice etcd is gone");
     assert!(
-        wait_until(Duration::from_secs(5), || !has(&s[0], "192.0.2.1")
+        wait_until(Duration::from_secs(5), || lacks(&s[0], "192.0.2.1")
             && has(&s[1], "192.0.2.1")
             && has(&s[2], "192.0.2.1"))
         .is_some(),
@@ -493,32 +643,36 @@ fn quorum_failover_and_partition() {
     let (code, body) = s[0].drain("/api/v1/drain", "192.0.2.2");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"fleet\":false"), "{body}");
-    assert!(!has(&s[0], "192.0.2.2") && has(&s[1], "192.0.2.2"));
+    assert!(lacks(&s[0], "192.0.2.2") && has(&s[1], "192.0.2.2"));
 
     // etcd back: the sites rejoin by themselves and converge within report_ttl.
     etcd.spawn();
     let t0 = Instant::now();
-    let joined = wait_until(Duration::from_secs(10), || all_connected(&s));
-    assert!(joined.is_some(), "sites did not rejoin");
-    // Converged within report_ttl of etcd answering again (SPEC), rejoin included.
-    // Converged means both directions: the others' health reached a, and a's
-    // partition-time drain reached the others (a writes it on rejoin, so it can trail
-    // the health view by a round trip; CI once saw it 1 ms behind).
-    let converged = wait_until(REPORT_TTL.saturating_sub(t0.elapsed()), || {
-        s.iter()
-            .all(|x| has(x, "192.0.2.1") && !has(x, "192.0.2.2"))
+    // Rejoined and converged within report_ttl of etcd answering again (SPEC), one deadline
+    // for both, from the moment etcd answered its health check. Converged means both
+    // directions: the others' health reached a, and a's partition-time drain reached the
+    // others (a writes it on rejoin, so it can trail the health view by a round trip).
+    let mut joined = None;
+    let converged = wait_until(REPORT_TTL, || {
+        if joined.is_none() && all_connected(&s) {
+            joined = Some(t0.elapsed());
+        }
+        joined.is_some()
+            && s.iter()
+                .all(|x| has(x, "192.0.2.1") && lacks(x, "192.0.2.2"))
     });
-    println!(
-        "fleet: etcd back: rejoined after {joined:?}, converged after {:?}",
-        t0.elapsed()
+    println!("fleet: etcd back: rejoined after {joined:?}, converged after {converged:?}");
+    assert!(
+        joined.is_some(),
+        "sites did not rejoin within {REPORT_TTL:?}"
     );
     assert!(
         converged.is_some(),
-        "sites did not converge after the rejoin"
+        "sites did not converge within {REPORT_TTL:?} of etcd's return"
     );
     for site in &s {
         assert!(
-            !has(site, "192.0.2.2"),
+            lacks(site, "192.0.2.2"),
             "{}: a's partition-time drain not applied",
             site.id
         );
@@ -576,7 +730,7 @@ fn quorum_failover_and_partition() {
     let mut gone: [Option<Duration>; 3] = [None; 3];
     let out = wait_until(FAILOVER + Duration::from_secs(1), || {
         for (i, site) in s.iter().enumerate() {
-            if gone[i].is_none() && !has(site, "192.0.2.1") {
+            if gone[i].is_none() && lacks(site, "192.0.2.1") {
                 gone[i] = Some(t0.elapsed());
             }
         }
@@ -618,29 +772,16 @@ fn probers_share_and_takeover() {
     );
     assert!(wait_until(Duration::from_secs(10), || all_connected(&s)).is_some());
     // Assignments settle once every site has seen the others.
-    std::thread::sleep(INTERVAL * 3);
-    let r = rates(&h, Duration::from_secs(4));
-    let mut prober_of: HashMap<String, IpAddr> = HashMap::new();
-    for (_, path) in &eps {
-        let from: Vec<IpAddr> = r
-            .iter()
-            .filter(|((p, _), rate)| p == path && **rate > 0.0)
-            .map(|((_, ip), _)| *ip)
-            .collect();
-        assert_eq!(
-            from.len(),
-            1,
-            "{path} probed from {from:?}, not from exactly one site"
-        );
-        prober_of.insert(path.clone(), from[0]);
-    }
+    let paths: Vec<&str> = eps.iter().map(|(_, p)| p.as_str()).collect();
+    let (prober_of, r) = one_prober_each(&h, &paths, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("probers = 1: {e}"));
     let per_endpoint1 = r.values().sum::<f64>() / eps.len() as f64;
     println!("fleet: probe requests/s per endpoint with probers = 1 (3 sites): {per_endpoint1:.2}");
     // /status says who probes what.
     let f = &s[1].endpoint("192.0.2.1")["fleet"];
     assert_eq!(f["probers"].as_array().map(Vec::len), Some(1), "{f}");
     for site in &s {
-        assert!(!has(site, "192.0.2.6"), "{}: .6 is down for all", site.id);
+        assert!(lacks(site, "192.0.2.6"), "{}: .6 is down for all", site.id);
         assert!(has(site, "192.0.2.1"), "{}: .1 is up", site.id);
     }
 
@@ -667,26 +808,18 @@ fn probers_share_and_takeover() {
     );
     assert!(took.is_some(), "no site took over /p1 within {limit:?}");
     // Every endpoint the dead site probed is probed again, and the verdicts stayed right.
-    std::thread::sleep(INTERVAL * 3);
-    let r = rates(&h, Duration::from_secs(3));
-    for (_, path) in &eps {
-        let from: Vec<&IpAddr> = r
-            .iter()
-            .filter(|((p, _), rate)| p == path && **rate > 0.0)
-            .map(|((_, ip), _)| ip)
-            .collect();
-        assert_eq!(
-            from.len(),
-            1,
-            "{path} after the takeover: probed from {from:?}"
-        );
-        assert_ne!(*from[0], victim_ip);
+    let (after, _) = one_prober_each(&h, &paths, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("after the takeover: {e}"));
+    for (path, from) in &after {
+        assert_ne!(*from, victim_ip, "{path} still probed by the dead site");
     }
     for (i, site) in s.iter().enumerate() {
         if i == victim {
             continue;
         }
-        let a = site.answers();
+        let a = site
+            .answers()
+            .unwrap_or_else(|| panic!("{}: no NOERROR answer", site.id));
         for n in 1..=5 {
             assert!(a.contains(&format!("192.0.2.{n}")), "{}: {a:?}", site.id);
         }
@@ -716,7 +849,7 @@ fn drains_are_fleet_wide_and_survive_restarts() {
     assert!(body.contains("\"fleet\":true"), "{body}");
     let t0 = Instant::now();
     let applied = wait_until(Duration::from_secs(1), || {
-        !has(&s[0], "192.0.2.2") && !has(&s[2], "192.0.2.2")
+        lacks(&s[0], "192.0.2.2") && lacks(&s[2], "192.0.2.2")
     });
     println!(
         "fleet: drain through b → out of a's and c's answers after {:?}",
@@ -734,7 +867,7 @@ fn drains_are_fleet_wide_and_survive_restarts() {
     for site in &s {
         assert_eq!(site.endpoint("192.0.2.2")["drained"], true, "{}", site.id);
         assert!(
-            !has(site, "192.0.2.2"),
+            lacks(site, "192.0.2.2"),
             "{} answers a drained endpoint",
             site.id
         );
@@ -872,7 +1005,13 @@ fn tls_client_certificates_and_etcd_users() {
         s[0].status()["fleet"],
         s[0].log()
     );
-    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        wait_until(Duration::from_secs(10), || s[1].status()["fleet"]
+            ["last_error"]
+            .is_string())
+        .is_some(),
+        "the wrong password's failure never showed in /status"
+    );
     let st = s[1].status();
     assert_eq!(st["fleet"]["connected"], false, "{}", st["fleet"]);
     assert!(st["fleet"]["last_error"].is_string(), "{}", st["fleet"]);
@@ -955,4 +1094,499 @@ fn check_validates_the_fleet_table() {
     let out = check(&site, &c);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("source"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trust boundaries (SPEC "Trust boundaries", Fleet): what another writer of etcd can change.
+
+/// A report of `site` with `verdict` for every one of `addrs`.
+fn report(site: &str, addrs: &[&str], verdict: bool) -> Vec<u8> {
+    let verdicts: serde_json::Map<String, Value> = addrs
+        .iter()
+        .map(|a| (format!("www.example.com/{a}"), Value::Bool(verdict)))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"site": site, "verdicts": verdicts})).expect("json")
+}
+
+/// `meridian_fleet_reports_ignored_total` of `reason` at `site` (0 when absent).
+fn ignored(site: &Site, reason: &str) -> f64 {
+    site.metric(&format!(
+        "meridian_fleet_reports_ignored_total{{reason=\"{reason}\"}}"
+    ))
+    .unwrap_or(0.0)
+}
+
+/// Reports that are not a live site's own do not count: one put without a lease, one under a
+/// key that is not its site's, one that is not a report, and a forged unleased copy of a real
+/// site's key. Each would take .1 out under `quorum = "all"` if it counted; a leased report
+/// of its own site does (the control). Invalid drain records are neither applied nor kept.
+#[test]
+fn reports_count_only_under_their_own_leased_key() {
+    let _one = one_fleet_at_a_time();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let etcd = Etcd::start(&tmp.path().join("etcd"));
+    let h = HealthStub::start();
+    let eps = [("192.0.2.1", "/ok"), ("192.0.2.2", "/ok")];
+    let mut s = sites(tmp.path());
+    let prefix = "/meridian/trust";
+    start_all(&mut s, &h, &eps, &fleet_table(&etcd, prefix, "all", 0));
+    assert!(
+        wait_until(Duration::from_secs(10), || all_connected(&s)
+            && s.iter().all(|x| has(x, "192.0.2.1") && has(x, "192.0.2.2")))
+        .is_some(),
+        "fleet did not come up with both endpoints"
+    );
+    let down = report("ghost", &["192.0.2.1"], false);
+    let lease = etcd.lease(120);
+    etcd.put(&format!("{prefix}/sites/ghost"), &down, None);
+    etcd.put(
+        &format!("{prefix}/sites/liar"),
+        &report("a", &["192.0.2.1"], false),
+        Some(&lease),
+    );
+    etcd.put(
+        &format!("{prefix}/sites/junk"),
+        b"{\"site\": \"junk\", \"verdicts\": 5}",
+        Some(&lease),
+    );
+    // b's own key overwritten without a lease: b puts its own report back.
+    etcd.put(
+        &format!("{prefix}/sites/b"),
+        &report("b", &["192.0.2.1"], false),
+        None,
+    );
+    // Then a harmless leased report: once every site lists it, every site has read the
+    // forged ones before it (a watch delivers in order).
+    let marker = etcd.lease(120);
+    etcd.put(
+        &format!("{prefix}/sites/marker"),
+        &report("marker", &[], true),
+        Some(&marker),
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || s
+            .iter()
+            .all(|x| x.status()["fleet"]["live_sites"]
+                .to_string()
+                .contains("marker")))
+        .is_some(),
+        "the marker report did not reach every site"
+    );
+    for site in &s {
+        assert!(
+            has(site, "192.0.2.1"),
+            "{}: a forged report took .1 out",
+            site.id
+        );
+    }
+    etcd.ctl_ok(None, &["lease", "revoke", &marker], None);
+    let want: Vec<String> = ["a", "b", "c"].iter().map(|x| x.to_string()).collect();
+    let seen = wait_until(Duration::from_secs(5), || {
+        s.iter().all(|x| {
+            let st = x.status();
+            let ig = st["fleet"]["ignored"].to_string();
+            ["ghost", "liar", "junk"]
+                .iter()
+                .all(|k| ig.contains(&format!("{prefix}/sites/{k}")))
+                && x.fleet_sites() == want
+        })
+    });
+    assert!(
+        seen.is_some(),
+        "every site should list the three forged keys as ignored and count a, b, c: {}",
+        s[0].status()["fleet"]
+    );
+    for site in &s {
+        let f = &site.endpoint("192.0.2.1")["fleet"];
+        assert_eq!(f["reporting_sites"], 3, "{}: {f}", site.id);
+        assert_eq!(f["healthy_sites"], 3, "{}: {f}", site.id);
+        assert!(
+            has(site, "192.0.2.1"),
+            "{}: a forged report took .1 out",
+            site.id
+        );
+        for reason in ["no_lease", "site_mismatch", "malformed"] {
+            assert!(
+                ignored(site, reason) >= 1.0,
+                "{}: no {reason} counted",
+                site.id
+            );
+        }
+    }
+    let ig = s[0].status()["fleet"]["ignored"].clone();
+    assert!(ig.to_string().contains("\"reason\":\"no_lease\""), "{ig}");
+
+    // The control: a leased report of its own site counts, and leaves with its lease.
+    let d = etcd.lease(120);
+    etcd.put(
+        &format!("{prefix}/sites/d"),
+        &report("d", &["192.0.2.1"], false),
+        Some(&d),
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || s
+            .iter()
+            .all(|x| lacks(x, "192.0.2.1")))
+        .is_some(),
+        "a leased report of site d should count under quorum all"
+    );
+    assert!(s[2].fleet_sites().contains(&"d".to_string()));
+    etcd.ctl_ok(None, &["lease", "revoke", &d], None);
+    assert!(
+        wait_until(Duration::from_secs(3), || s
+            .iter()
+            .all(|x| has(x, "192.0.2.1")))
+        .is_some(),
+        "d's revoked report should stop counting"
+    );
+
+    // Drain records: one draining .2 with a time that is none, one draining .2 among more
+    // rules than allowed (10,000). Neither is applied nor written to disk.
+    let rule = |scope: &str| format!(r#"{{"drain": true, {scope}, "at": "2026-01-01T00:00:00Z"}}"#);
+    let bad_time = r#"{"version": 1, "drains": [{"drain": true, "service": "www.example.com", "endpoint": "192.0.2.2", "at": "never"}]}"#;
+    let mut many: Vec<String> = (0..10_500)
+        .map(|i| rule(&format!(r#""region": "r{i}""#)))
+        .collect();
+    many.push(rule(
+        r#""service": "www.example.com", "endpoint": "192.0.2.2""#,
+    ));
+    let too_many = format!(r#"{{"version": 1, "drains": [{}]}}"#, many.join(","));
+    assert!(
+        too_many.len() < 1_400_000,
+        "within etcd's 1.5 MiB request limit"
+    );
+    let before: Vec<f64> = s.iter().map(|x| ignored(x, "drains_invalid")).collect();
+    etcd.put(&format!("{prefix}/drains"), bad_time.as_bytes(), None);
+    etcd.put(&format!("{prefix}/drains"), too_many.as_bytes(), None);
+    let marker = etcd.lease(120);
+    etcd.put(
+        &format!("{prefix}/sites/marker2"),
+        &report("marker2", &[], true),
+        Some(&marker),
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || s
+            .iter()
+            .all(|x| x.status()["fleet"]["live_sites"]
+                .to_string()
+                .contains("marker2")))
+        .is_some(),
+        "the marker report did not reach every site"
+    );
+    for site in &s {
+        assert!(
+            has(site, "192.0.2.2"),
+            "{}: an invalid drain record was applied",
+            site.id
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || s
+            .iter()
+            .zip(&before)
+            .all(|(x, b)| ignored(x, "drains_invalid") >= b + 2.0))
+        .is_some(),
+        "the invalid drain records were not seen and counted everywhere"
+    );
+    for site in &s {
+        assert!(
+            has(site, "192.0.2.2"),
+            "{}: an invalid drain record was applied",
+            site.id
+        );
+        assert_eq!(site.endpoint("192.0.2.2")["drained"], false, "{}", site.id);
+        assert_eq!(
+            site.status()["drains"],
+            serde_json::json!([]),
+            "{}",
+            site.id
+        );
+        let kept = std::fs::read_to_string(site.dir.join("state/drains.json")).unwrap_or_default();
+        assert!(
+            !kept.contains("192.0.2.2") && !kept.contains("r10"),
+            "{}: persisted: {kept}",
+            site.id
+        );
+        assert!(
+            site.log().contains("drain record in etcd ignored"),
+            "{}: not logged",
+            site.id
+        );
+    }
+    // A drain through the API replaces the invalid record and reaches everyone.
+    let (code, body) = s[0].drain("/api/v1/drain", "192.0.2.2");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"fleet\":true"), "{body}");
+    assert!(
+        wait_until(Duration::from_secs(2), || s
+            .iter()
+            .all(|x| lacks(x, "192.0.2.2")))
+        .is_some(),
+        "a drain over an invalid record did not reach every site"
+    );
+}
+
+/// A rendezvous weight as the fleet computes it (src/fleet/member.rs `rank`), to choose a site
+/// id as an attacker would.
+fn rank(key: &str, site: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = siphasher::sip::SipHasher24::new_with_keys(0x6d65_7269_6469_616e, 0x0066_6c65_6574);
+    h.write(key.as_bytes());
+    h.write_u8(0xff);
+    h.write(site.as_bytes());
+    h.finish()
+}
+
+/// `probers = 1`: a site whose id was chosen to rank first for every endpoint, reporting every
+/// endpoint down. Only an endpoint's assigned probers vote on it, and no site is assigned more
+/// than its capped share, so the real sites keep probing (and answering) the rest.
+#[test]
+fn only_assigned_probers_vote_and_no_site_id_takes_every_endpoint() {
+    let _one = one_fleet_at_a_time();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let etcd = Etcd::start(&tmp.path().join("etcd"));
+    let h = HealthStub::start();
+    let eps: Vec<(String, String)> = (1..=6)
+        .map(|i| (format!("192.0.2.{i}"), format!("/p{i}")))
+        .collect();
+    let eps_ref: Vec<(&str, &str)> = eps.iter().map(|(a, p)| (a.as_str(), p.as_str())).collect();
+    let addrs: Vec<&str> = eps.iter().map(|(a, _)| a.as_str()).collect();
+    let paths: Vec<&str> = eps.iter().map(|(_, p)| p.as_str()).collect();
+    let mut s = sites(tmp.path());
+    let prefix = "/meridian/rank";
+    start_all(&mut s, &h, &eps_ref, &fleet_table(&etcd, prefix, "all", 1));
+    assert!(wait_until(Duration::from_secs(10), || all_connected(&s)).is_some());
+    one_prober_each(&h, &paths, Duration::from_secs(15)).unwrap_or_else(|e| panic!("{e}"));
+
+    let keys: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("www.example.com/{a}"))
+        .collect();
+    let x = (0u64..)
+        .map(|i| format!("x{i}"))
+        .find(|x| {
+            keys.iter().all(|k| {
+                ["a", "b", "c"]
+                    .iter()
+                    .all(|site| rank(k, x) > rank(k, site))
+            })
+        })
+        .expect("an id that ranks first everywhere");
+    let lease = etcd.lease(120);
+    etcd.put(
+        &format!("{prefix}/sites/{x}"),
+        &report(&x, &addrs, false),
+        Some(&lease),
+    );
+    let prober_of = |site: &Site, addr: &str| site.endpoint(addr)["fleet"]["probers"].clone();
+    let taken = |site: &Site| {
+        addrs
+            .iter()
+            .filter(|a| prober_of(site, a) == serde_json::json!([x]))
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || s
+            .iter()
+            .all(|site| !taken(site).is_empty()))
+        .is_some(),
+        "{x} should count as a site and probe something"
+    );
+    // ceil((1 + 0.25) × 6 endpoints × 1 prober / 4 sites) = 2.
+    let xs = taken(&s[0]);
+    assert_eq!(xs.len(), 2, "{x} probes {xs:?}, more than its share");
+    for site in &s {
+        assert_eq!(taken(site), xs, "{}: another assignment", site.id);
+        assert!(site.fleet_sites().contains(&x), "{}", site.id);
+    }
+    // The others are probed by the real sites, and x's "down" does not count there.
+    let rest: Vec<&str> = eps
+        .iter()
+        .filter(|(a, _)| !xs.contains(a))
+        .map(|(_, p)| p.as_str())
+        .collect();
+    let (who, _) =
+        one_prober_each(&h, &rest, Duration::from_secs(15)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(who.len(), 4);
+    let kept = wait_until(Duration::from_secs(3), || {
+        s.iter().all(|site| {
+            addrs
+                .iter()
+                .filter(|a| !xs.contains(&a.to_string()))
+                .all(|a| has(site, a))
+        })
+    });
+    assert!(
+        kept.is_some(),
+        "a non-prober's report took endpoints out: {:?}",
+        s[0].answers()
+    );
+    for site in &s {
+        for a in addrs.iter().filter(|a| !xs.contains(&a.to_string())) {
+            let f = &site.endpoint(a)["fleet"];
+            assert_eq!(f["reporting_sites"], 1, "{}: {a}: {f}", site.id);
+            assert_eq!(f["healthy_sites"], 1, "{}: {a}: {f}", site.id);
+        }
+    }
+    // x gone: every endpoint back with a real prober and in the answers.
+    etcd.ctl_ok(None, &["lease", "revoke", &lease], None);
+    assert!(
+        wait_until(FAILOVER + INTERVAL * 2, || s
+            .iter()
+            .all(|site| addrs.iter().all(|a| has(site, a))))
+        .is_some(),
+        "endpoints did not come back after {x} left"
+    );
+}
+
+/// docs/fleet.md's etcd RBAC recipe, with etcd auth on: each site's user reads the fleet and
+/// writes only its own key and the drains; the sites work under it (report, drain, revoke at
+/// SIGTERM), and one site's user cannot write or delete another's key.
+#[test]
+fn rbac_recipe_lets_a_site_write_only_its_own_keys() {
+    let _one = one_fleet_at_a_time();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let etcd = Etcd::start(&tmp.path().join("etcd"));
+    let prefix = "/meridian/rbac";
+    let root = Some("root:r00t-pw");
+    // The recipe, as docs/fleet.md gives it.
+    etcd.ctl_ok(None, &["user", "add", "root:r00t-pw"], None);
+    etcd.ctl_ok(None, &["user", "grant-role", "root", "root"], None);
+    for site in ["a", "b"] {
+        let (user, role) = (format!("meridian-{site}"), format!("meridian-{site}"));
+        etcd.ctl_ok(None, &["role", "add", &role], None);
+        etcd.ctl_ok(
+            None,
+            &[
+                "role",
+                "grant-permission",
+                &role,
+                "--prefix=true",
+                "read",
+                &format!("{prefix}/"),
+            ],
+            None,
+        );
+        etcd.ctl_ok(
+            None,
+            &[
+                "role",
+                "grant-permission",
+                &role,
+                "readwrite",
+                &format!("{prefix}/sites/{site}"),
+            ],
+            None,
+        );
+        etcd.ctl_ok(
+            None,
+            &[
+                "role",
+                "grant-permission",
+                &role,
+                "readwrite",
+                &format!("{prefix}/drains"),
+            ],
+            None,
+        );
+        etcd.ctl_ok(None, &["user", "add", &format!("{user}:pw-{site}")], None);
+        etcd.ctl_ok(None, &["user", "grant-role", &user, &role], None);
+    }
+    etcd.ctl_ok(None, &["auth", "enable"], None);
+
+    let h = HealthStub::start();
+    let eps = [("192.0.2.1", "/ok"), ("192.0.2.2", "/ok")];
+    let mut s = sites(tmp.path());
+    s.truncate(2);
+    let ttl = Duration::from_secs(6);
+    for site in s.iter_mut() {
+        let fleet = format!(
+            "{}username = \"meridian-{id}\"\npassword = \"pw-{id}\"\n",
+            fleet_table_ttl(&etcd, prefix, "all", 0, ttl),
+            id = site.id
+        );
+        let c = config(site, &h, &eps, &fleet);
+        site.start(&c);
+    }
+    let want: Vec<String> = vec!["a".into(), "b".into()];
+    assert!(
+        wait_until(Duration::from_secs(10), || all_connected(&s)
+            && s.iter().all(|x| x.fleet_sites() == want))
+        .is_some(),
+        "the sites did not join under the RBAC recipe: {}\n{}",
+        s[0].status()["fleet"],
+        s[0].log()
+    );
+    // Drains are writable by every site.
+    let (code, body) = s[0].drain("/api/v1/drain", "192.0.2.2");
+    assert!(
+        code == 200 && body.contains("\"fleet\":true"),
+        "{code} {body}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(1), || lacks(&s[1], "192.0.2.2")).is_some(),
+        "a's drain did not reach b"
+    );
+    // a's user: not b's key, not a key that only starts like a's, nothing else under the prefix.
+    let as_a = Some("meridian-a:pw-a");
+    let forged = report("b", &["192.0.2.1"], false);
+    for (args, value) in [
+        (
+            vec!["put".to_string(), format!("{prefix}/sites/b")],
+            Some(&forged[..]),
+        ),
+        (vec!["del".to_string(), format!("{prefix}/sites/b")], None),
+        (
+            vec!["put".to_string(), format!("{prefix}/sites/ab")],
+            Some(&forged[..]),
+        ),
+        (
+            vec!["put".to_string(), format!("{prefix}/other")],
+            Some(&b"x"[..]),
+        ),
+    ] {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, _, err) = etcd.ctl(as_a, &argv, value);
+        assert!(
+            !ok && err.contains("permission denied"),
+            "meridian-a could {args:?}: {err}"
+        );
+    }
+    // ... while its own key is its to write (so the denials above are about the key).
+    let (ok, _, err) = etcd.ctl(
+        as_a,
+        &["put", &format!("{prefix}/sites/a")],
+        Some(&report("a", &[], true)),
+    );
+    assert!(ok, "meridian-a cannot write its own key: {err}");
+    let (_, out, _) = etcd.ctl(
+        root,
+        &["get", &format!("{prefix}/sites/b"), "--print-value-only"],
+        None,
+    );
+    assert!(
+        out.contains("\"site\":\"b\""),
+        "b's report was changed: {out}"
+    );
+    // a puts its leased report back and stays counted; b still counts a.
+    assert!(
+        wait_until(Duration::from_secs(3), || s[1].fleet_sites() == want).is_some(),
+        "a's report was not restored: {}",
+        s[1].status()["fleet"]
+    );
+    // SIGTERM: a revokes its lease under the recipe, so b drops it long before report_ttl.
+    let t0 = Instant::now();
+    s[0].stop();
+    let gone = wait_until(Duration::from_secs(2), || {
+        s[1].fleet_sites() == vec!["b".to_string()]
+    });
+    println!(
+        "fleet: rbac: SIGTERM'd site dropped by the other after {:?} (report_ttl {ttl:?})",
+        t0.elapsed()
+    );
+    assert!(
+        gone.is_some(),
+        "a's lease was not revoked at SIGTERM under RBAC"
+    );
 }
