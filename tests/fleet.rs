@@ -37,6 +37,8 @@ const SITES: [(&str, &str); 3] = [
 const INTERVAL: Duration = Duration::from_secs(1);
 const FAILOVER: Duration = Duration::from_secs(3);
 const REPORT_TTL: Duration = Duration::from_secs(2);
+/// The fleet's bound on one etcd call (src/fleet/member.rs `RPC_TIMEOUT`).
+const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The turn of a test that runs a fleet (see the top of the file).
 fn one_fleet_at_a_time() -> MutexGuard<'static, ()> {
@@ -755,7 +757,7 @@ fn quorum_failover_and_partition() {
 fn probers_share_and_takeover() {
     let _one = one_fleet_at_a_time();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let etcd = Etcd::start(&tmp.path().join("etcd"));
+    let mut etcd = Etcd::start(&tmp.path().join("etcd"));
     let h = HealthStub::start();
     let eps: Vec<(String, String)> = (1..=6)
         .map(|i| (format!("192.0.2.{i}"), format!("/p{i}")))
@@ -825,6 +827,37 @@ fn probers_share_and_takeover() {
         }
         assert!(!a.contains("192.0.2.6"), "{}: .6 came back: {a:?}", site.id);
     }
+
+    // etcd away: each remaining site probes every endpoint itself again (SPEC: its own view).
+    etcd.stop();
+    let alive: Vec<IpAddr> = s
+        .iter()
+        .filter(|x| x.process.is_some())
+        .map(|x| x.source.parse().expect("ip"))
+        .collect();
+    let t0 = Instant::now();
+    let everything = loop {
+        let r = rates(&h, INTERVAL * 2);
+        let missing: Vec<String> = paths
+            .iter()
+            .flat_map(|p| alive.iter().map(move |ip| (p, ip)))
+            .filter(|(p, ip)| r.get(&(p.to_string(), **ip)).copied().unwrap_or(0.0) <= 0.0)
+            .map(|(p, ip)| format!("{p} from {ip}"))
+            .collect();
+        if missing.is_empty() {
+            break Ok(t0.elapsed());
+        }
+        if t0.elapsed() > REPORT_TTL + RPC_TIMEOUT + INTERVAL * 4 {
+            break Err(missing);
+        }
+    };
+    println!(
+        "fleet: etcd away with probers = 1: every site probes everything after {everything:?}"
+    );
+    assert!(
+        everything.is_ok(),
+        "with etcd away each site should probe every endpoint: not probed: {everything:?}"
+    );
 }
 
 /// A drain through one site's API reaches the others within 1 s and survives restarting all.
@@ -1588,5 +1621,196 @@ fn rbac_recipe_lets_a_site_write_only_its_own_keys() {
     assert!(
         gone.is_some(),
         "a's lease was not revoked at SIGTERM under RBAC"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quorums, membership and reloads, live (issue 24 item 10, SPEC "Fleet", "Reload").
+
+/// `any` and a share quorum on a live fleet, each set by a reload of `[fleet]` (which restarts
+/// the member with the new settings), then `all`, then `[fleet]` removed from one site.
+#[test]
+fn quorum_any_and_share_live_and_reload_applies_a_changed_fleet_table() {
+    let _one = one_fleet_at_a_time();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let etcd = Etcd::start(&tmp.path().join("etcd"));
+    let h = HealthStub::start();
+    // .1 fails as a sees it, .2 as a and b see it, .3 is fine for all.
+    h.set_failing("/one", Some("127.0.0.11"), true);
+    h.set_failing("/two", Some("127.0.0.11"), true);
+    h.set_failing("/two", Some("127.0.0.12"), true);
+    let eps = [
+        ("192.0.2.1", "/one"),
+        ("192.0.2.2", "/two"),
+        ("192.0.2.3", "/ok"),
+    ];
+    let mut s = sites(tmp.path());
+    let prefix = "/meridian/quorums";
+    start_all(&mut s, &h, &eps, &fleet_table(&etcd, prefix, "any", 0));
+    let counts = |site: &Site, addr: &str| {
+        let f = &site.endpoint(addr)["fleet"];
+        (f["healthy_sites"].as_u64(), f["reporting_sites"].as_u64())
+    };
+    let settled = wait_until(Duration::from_secs(10), || {
+        all_connected(&s)
+            && s.iter().all(|x| {
+                counts(x, "192.0.2.1") == (Some(2), Some(3))
+                    && counts(x, "192.0.2.2") == (Some(1), Some(3))
+            })
+    });
+    assert!(
+        settled.is_some(),
+        "own verdicts did not settle: {}",
+        s[0].endpoint("192.0.2.2")
+    );
+    // any: one healthy site of three keeps .2 in everyone's answers.
+    for site in &s {
+        let a = site
+            .answers()
+            .unwrap_or_else(|| panic!("{}: no answer", site.id));
+        for n in 1..=3 {
+            assert!(
+                a.contains(&format!("192.0.2.{n}")),
+                "any: {}: {a:?}",
+                site.id
+            );
+        }
+    }
+
+    let reload_all = |s: &[Site], quorum: &str| {
+        for site in s {
+            site.reload(&config(
+                site,
+                &h,
+                &eps,
+                &fleet_table(&etcd, prefix, quorum, 0),
+            ));
+        }
+        let applied = wait_until(Duration::from_secs(5), || {
+            s.iter().all(|x| {
+                let f = x.status()["fleet"].clone();
+                f["quorum"] == quorum && f["connected"] == true
+            })
+        });
+        assert!(
+            applied.is_some(),
+            "reload to quorum {quorum} not applied: {}",
+            s[0].status()["fleet"]
+        );
+    };
+    // "0.5": 2 of 3 is enough for .1, 1 of 3 is not for .2.
+    reload_all(&s, "0.5");
+    let share = wait_until(Duration::from_secs(3), || {
+        s.iter()
+            .all(|x| lacks(x, "192.0.2.2") && has(x, "192.0.2.1") && has(x, "192.0.2.3"))
+    });
+    assert!(
+        share.is_some(),
+        "quorum 0.5: .2 out, .1 and .3 in: {:?}",
+        s[2].answers()
+    );
+    // all: a's view alone takes .1 out everywhere.
+    reload_all(&s, "all");
+    let all = wait_until(Duration::from_secs(3), || {
+        s.iter()
+            .all(|x| lacks(x, "192.0.2.1") && lacks(x, "192.0.2.2") && has(x, "192.0.2.3"))
+    });
+    assert!(
+        all.is_some(),
+        "quorum all after reload: {:?}",
+        s[2].answers()
+    );
+
+    // [fleet] removed from a by a reload: a leaves at once (its lease revoked) and answers from
+    // its own view; b and c count without it, so .1 (failing only from a) is back there.
+    let t0 = Instant::now();
+    s[0].reload(&config(&s[0], &h, &eps, ""));
+    let left = wait_until(Duration::from_secs(2), || {
+        s[0].status()["fleet"].is_null()
+            && s[1].fleet_sites() == ["b", "c"]
+            && has(&s[1], "192.0.2.1")
+            && has(&s[2], "192.0.2.1")
+            && lacks(&s[0], "192.0.2.1")
+    });
+    println!(
+        "fleet: [fleet] removed by a reload: left after {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        left.is_some(),
+        "a reload without [fleet] should leave the fleet: a {} / b {}",
+        s[0].status()["fleet"],
+        s[1].status()["fleet"]
+    );
+}
+
+/// A SIGKILLed site leaves the others' quorum once its lease runs out (`report_ttl`), not
+/// before; a SIGTERMed one revokes its lease and leaves at once.
+#[test]
+fn a_dead_site_leaves_the_quorum_after_report_ttl_a_stopped_one_at_once() {
+    let _one = one_fleet_at_a_time();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let etcd = Etcd::start(&tmp.path().join("etcd"));
+    let h = HealthStub::start();
+    // .1 fails only as b sees it: under `all`, b's report alone keeps it out.
+    h.set_failing("/only-b", Some("127.0.0.12"), true);
+    let eps = [("192.0.2.1", "/only-b"), ("192.0.2.2", "/ok")];
+    let ttl = Duration::from_secs(4);
+    let fleet = fleet_table_ttl(&etcd, "/meridian/members", "all", 0, ttl);
+    let mut s = sites(tmp.path());
+    start_all(&mut s, &h, &eps, &fleet);
+    let b_counts = |s: &[Site]| {
+        wait_until(Duration::from_secs(10), || {
+            all_connected(s)
+                && [&s[0], &s[2]]
+                    .iter()
+                    .all(|x| x.fleet_sites() == ["a", "b", "c"] && lacks(x, "192.0.2.1"))
+        })
+    };
+    assert!(
+        b_counts(&s).is_some(),
+        "b's verdict should keep .1 out at a and c"
+    );
+
+    s[1].sigkill();
+    let t0 = Instant::now();
+    let mut still_counted_at = Duration::ZERO;
+    let left = wait_until(ttl + Duration::from_secs(2), || {
+        let gone = [&s[0], &s[2]]
+            .iter()
+            .all(|x| x.fleet_sites() == ["a", "c"] && has(x, "192.0.2.1"));
+        if !gone {
+            still_counted_at = t0.elapsed();
+        }
+        gone
+    });
+    println!("fleet: SIGKILLed site left the quorum after {left:?} (report_ttl {ttl:?}; last seen counted at {still_counted_at:?})");
+    assert!(
+        left.is_some(),
+        "a dead site should leave the quorum within report_ttl + 2 s"
+    );
+    // Its last keep-alive was at most a third of report_ttl before the kill.
+    assert!(
+        still_counted_at >= ttl / 2,
+        "the dead site left after {still_counted_at:?}, before its lease could run out"
+    );
+
+    let c = config(&s[1], &h, &eps, &fleet);
+    s[1].start(&c);
+    assert!(b_counts(&s).is_some(), "b did not rejoin");
+    s[1].stop();
+    let t0 = Instant::now();
+    let left = wait_until(Duration::from_secs(1), || {
+        [&s[0], &s[2]]
+            .iter()
+            .all(|x| x.fleet_sites() == ["a", "c"] && has(x, "192.0.2.1"))
+    });
+    println!(
+        "fleet: SIGTERMed site left the quorum after {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        left.is_some(),
+        "a SIGTERMed site should revoke its lease and leave at once"
     );
 }
