@@ -3,20 +3,24 @@
 //! Layout under `prefix` (see docs/fleet.md):
 //! - `PREFIX/sites/SITE`: this site's report, JSON `{"site", "verdicts": {"SERVICE/ADDR": bool}}`,
 //!   put with a lease of `report_ttl` that a keep-alive refreshes every third of it. The key
-//!   is also the site's membership: a site that dies drops out when its lease expires.
+//!   is also the site's membership: a site that dies drops out when its lease expires. A
+//!   report counts only with a lease and with `site` equal to its key's SITE; others are
+//!   ignored, logged and counted (SPEC "Trust boundaries"; docs/fleet.md).
 //! - `PREFIX/drains`: the drain rules of the whole fleet, the same JSON as `drains.json`,
 //!   changed only by compare-and-swap transactions so two sites draining at once both count.
 //!
 //! One task per process holds the session: it reads everything under the prefix, watches it
 //! from that revision on, publishes its own report when it changes, and every [`TICK`] (and
-//! after every watch event) recomputes for each endpoint who probes it (rendezvous hash over
-//! the live sites, `probers`) and the fleet verdict (`quorum` over the live reports). The
+//! after every watch event) recomputes for each endpoint who probes it (rendezvous hash with
+//! bounded loads over the counting sites, `probers`) and the fleet verdict (`quorum` over the
+//! reports of its assigned probers). The
 //! verdict goes into the endpoint's `healthy` atomic, which is all the query path reads:
 //! nothing that answers a query ever waits on etcd.
 //!
 //! When the session fails (etcd down, a timeout, a lost lease), every endpoint goes back to
 //! this site's own probes and verdicts at once, drains stay as they were, and the task
-//! reconnects every [`RETRY`] until etcd answers again; then etcd's copy wins.
+//! reconnects every [`RETRY`] until etcd answers again; then etcd's copy wins. A reload that
+//! changes `[fleet]` ends the member and starts one with the new settings ([`reconfigure`]).
 
 //!
 //! The etcd client is behind the `fleet` cargo feature (it needs protoc to build): without it
