@@ -537,7 +537,7 @@ impl Fleet {
                     .map(move |e| endpoint_key(&name, e.addr))
             })
             .collect();
-        let mut assigned = assign(&probed, &live, self.settings.probers);
+        let assigned = assign(&probed, &live, self.settings.probers);
         let mut views = HashMap::new();
         for svc in &snap.services {
             let name = service_label(svc);
@@ -546,7 +546,7 @@ impl Fleet {
                     continue; // never probed: its `initial` state stands everywhere
                 }
                 let key = endpoint_key(&name, e.addr);
-                let probers = assigned.remove(&key).unwrap_or_else(|| live.clone());
+                let probers = assigned.get(&key).cloned().unwrap_or_else(|| live.clone());
                 e.state.set_probe_here(probers.iter().any(|p| p == me));
                 let (mut healthy, mut reporting) = (0, 0);
                 for site in &probers {
