@@ -5,9 +5,19 @@
 //! health server in this test that answers by path and by the peer address of the probe, so
 //! "failing only from a's view" is real. Answers are read with real DNS queries over UDP.
 //!
-//! Measured and printed (`cargo test --test fleet -- --nocapture`): verdict change → every
-//! site, drain → every site, prober takeover, rejoin after etcd returns, and the probe
-//! requests per second the health server saw with and without `probers`.
+//! Trust boundaries (SPEC "Trust boundaries", Fleet): reports forged with `etcdctl` (Debian
+//! etcd-client) without a lease, under another site's name, malformed, from a site that is not
+//! an endpoint's prober, under a site id ground to rank first everywhere, invalid drain
+//! records; and docs/fleet.md's RBAC recipe run with etcd auth on.
+//!
+//! Answers count only as a NOERROR reply to the query sent (ID and question), so a site that
+//! is down or failing never passes for one that dropped an endpoint; waits are polls with
+//! deadlines.
+//!
+//! Measured and printed (`cargo test --features fleet --test fleet -- --nocapture`): verdict
+//! change → every site, drain → every site, prober takeover, rejoin after etcd returns,
+//! membership after SIGKILL/SIGTERM, and the probe requests per second the health server saw
+//! with and without `probers`.
 //!
 //! The tests take a lock so that only one fleet runs at a time: their timings assume the two
 //! cores are not shared with two other fleets.
