@@ -1475,7 +1475,7 @@ fn only_assigned_probers_vote_and_no_site_id_takes_every_endpoint() {
     // x gone: every endpoint back with a real prober and in the answers.
     etcd.ctl_ok(None, &["lease", "revoke", &lease], None);
     assert!(
-        wait_until(FAILOVER + INTERVAL * 2, || s
+        wait_until(FAILOVER + INTERVAL * 4, || s
             .iter()
             .all(|site| addrs.iter().all(|a| has(site, a))))
         .is_some(),
@@ -1612,7 +1612,17 @@ fn rbac_recipe_lets_a_site_write_only_its_own_keys() {
         out.contains("\"site\":\"b\""),
         "b's report was changed: {out}"
     );
-    // a puts its leased report back and stays counted; b still counts a.
+    // a notices and puts its leased report back; b counts a again.
+    let key_a = format!("{prefix}/sites/a");
+    let leased = || {
+        let (_, out, _) = etcd.ctl(root, &["get", &key_a, "-w", "json"], None);
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        v["kvs"][0]["lease"].as_i64().is_some_and(|l| l != 0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), leased).is_some(),
+        "a did not put its leased report back over the unleased one"
+    );
     assert!(
         wait_until(Duration::from_secs(3), || s[1].fleet_sites() == want).is_some(),
         "a's report was not restored: {}",
