@@ -1264,8 +1264,12 @@ fn reports_count_only_under_their_own_leased_key() {
             );
         }
     }
-    let ig = s[0].status()["fleet"]["ignored"].clone();
-    assert!(ig.to_string().contains("\"reason\":\"no_lease\""), "{ig}");
+    let f = s[0].status()["fleet"].clone();
+    assert!(
+        f["ignored"].to_string().contains("\"reason\":\"no_lease\""),
+        "{f}"
+    );
+    assert_eq!(f["ignored_keys"], 3, "{f}");
 
     // The control: a leased report of its own site counts, and leaves with its lease.
     let d = etcd.lease(120);

@@ -32,6 +32,8 @@ const MAX_REPORT_BYTES: usize = 2 << 20;
 /// Largest drain record read, and most rules in it; past either it is ignored.
 const MAX_DRAINS_BYTES: usize = 1 << 20;
 const MAX_DRAIN_RULES: usize = 10_000;
+/// Most ignored keys listed in `/status` (`ignored_keys` counts them all).
+const MAX_IGNORED_SHOWN: usize = 100;
 /// Longest site id, service or region name accepted from etcd.
 const MAX_NAME: usize = 255;
 /// With `probers = N`, no site probes more than (1 + SLACK) × its fair share of the endpoints
@@ -107,6 +109,8 @@ struct View {
     live: Vec<String>,
     /// Keys under `PREFIX/sites/` that are there but do not count, with why.
     ignored: Vec<(String, &'static str)>,
+    /// How many keys are ignored, listed or not.
+    ignored_keys: usize,
     endpoints: HashMap<String, EndpointView>,
     last_error: Option<String>,
 }
@@ -343,6 +347,7 @@ fn launch(shared: SharedSnapshot, settings: Settings, pending: Vec<(Scope, bool)
             since: SystemTime::now(),
             live: Vec::new(),
             ignored: Vec::new(),
+            ignored_keys: 0,
             endpoints: HashMap::new(),
             last_error: None,
         }),
@@ -477,6 +482,7 @@ impl Fleet {
         v.connected = false;
         v.live.clear();
         v.ignored.clear();
+        v.ignored_keys = 0;
         v.endpoints.clear();
         v.last_error = Some(why.to_string());
     }
@@ -580,7 +586,14 @@ impl Fleet {
         }
         let mut v = self.view();
         v.live = live;
-        v.ignored = seen.ignored.iter().map(|(k, r)| (k.clone(), *r)).collect();
+        // Listed up to a bound: keys are whatever was written under the prefix.
+        v.ignored = seen
+            .ignored
+            .iter()
+            .take(MAX_IGNORED_SHOWN)
+            .map(|(k, r)| (k.clone(), *r))
+            .collect();
+        v.ignored_keys = seen.ignored.len();
         v.endpoints = views;
     }
 
@@ -600,6 +613,7 @@ impl Fleet {
             // older name of the same list.
             "sites": v.live,
             "live_sites": v.live,
+            "ignored_keys": v.ignored_keys,
             "ignored": v.ignored.iter().map(|(key, reason)| json!({"key": key, "reason": reason})).collect::<Vec<_>>(),
             "last_error": v.last_error,
         })
