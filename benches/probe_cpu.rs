@@ -123,7 +123,11 @@ fn main() {
         meridian::health::spawn_thread(shared.clone(), Default::default()).expect("prober");
     std::thread::sleep(warm);
     assert_eq!(prober.targets(), n, "one target per endpoint");
-    let (c0, h0, t0) = (thread_cpu_ticks("prober"), hits.load(Ordering::Relaxed), Instant::now());
+    let (c0, h0, t0) = (
+        thread_cpu_ticks("prober"),
+        hits.load(Ordering::Relaxed),
+        Instant::now(),
+    );
     std::thread::sleep(window);
     let (c1, h1, dt) = (
         thread_cpu_ticks("prober"),

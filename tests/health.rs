@@ -787,7 +787,10 @@ fn reload_keeps_health_of_unchanged_endpoints_and_probes_new_ones() {
     // target would have probed five times.
     let hits = good.hits();
     let more = hits_during(&good, Duration::from_millis(200) * 5) - hits;
-    assert!(more <= 1, "the removed endpoint is still probed: {more} requests in 5 intervals");
+    assert!(
+        more <= 1,
+        "the removed endpoint is still probed: {more} requests in 5 intervals"
+    );
 }
 
 /// The server's request count after `window` has passed: for the absence of probes, where no

@@ -914,9 +914,15 @@ fn fuzzed_packets_in_process() {
     // The mutations keep most packets queries: most get an answer, some are dropped (too
     // short, QR set), and the answers span NOERROR, FORMERR and NXDOMAIN at least.
     assert!(answered >= 40_000 / 4, "only {answered} of 40000 answered");
-    assert!(silent > 0, "nothing dropped: the mutations made no broken headers");
+    assert!(
+        silent > 0,
+        "nothing dropped: the mutations made no broken headers"
+    );
     for rc in [0u8, 1, 3] {
-        assert!(rcodes.get(&rc).is_some_and(|&n| n > 0), "no rcode {rc}: {rcodes:?}");
+        assert!(
+            rcodes.get(&rc).is_some_and(|&n| n > 0),
+            "no rcode {rc}: {rcodes:?}"
+        );
     }
 }
 
