@@ -626,8 +626,10 @@ fn reloads_under_a_query_loop_lose_no_query() {
             let mut buf = vec![0u8; 4096];
             let (mut sent, mut failed) = (0u32, 0u32);
             let start = Instant::now();
+            // Until told to stop, and 2,000 queries at least; the 60 s bound only keeps a hung
+            // server from hanging the test (how fast queries go is bench/extra.sh's to say).
             while (!stop.load(Ordering::Relaxed) || sent < 2000)
-                && start.elapsed() < Duration::from_secs(10)
+                && start.elapsed() < Duration::from_secs(60)
             {
                 let q = query(&www, RecordType::A);
                 sock.send_to(&q.to_vec().unwrap(), server).unwrap();
@@ -658,11 +660,17 @@ fn reloads_under_a_query_loop_lose_no_query() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let before = progress.load(Ordering::Relaxed);
-    for i in 0..5 {
+    // Five reloads at least, and more until 100 queries at least went out while reloading: a
+    // slow machine reloads more times, it does not fail.
+    let mut reloads = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reloads < 5 || progress.load(Ordering::Relaxed) - before < 100 {
+        assert!(Instant::now() < deadline, "the query loop stalled");
         std::thread::sleep(Duration::from_millis(40));
-        f.write_zone(&format!("ver IN TXT \"v{i}\"\n"));
+        f.write_zone(&format!("ver IN TXT \"v{reloads}\"\n"));
         let (code, v) = f.reload();
         assert_eq!(code, 200, "{v}");
+        reloads += 1;
     }
     let during = progress.load(Ordering::Relaxed) - before;
     stop.store(true, Ordering::Relaxed);
@@ -670,12 +678,13 @@ fn reloads_under_a_query_loop_lose_no_query() {
     assert!(sent >= 2000, "only {sent} queries sent");
     assert!(during >= 100, "only {during} queries while reloading");
     assert_eq!(failed, 0, "{failed} of {sent} queries failed or were lost");
-    assert!(f.server.shared.load().generation >= first + 5);
+    assert!(f.server.shared.load().generation >= first + reloads);
     let txt = f.server.udp(&query(&f.name("ver"), RecordType::TXT));
+    let last = format!("v{}", reloads - 1);
     assert!(
         txt.answers
             .iter()
-            .any(|r| r.data.to_string().contains("v4")),
+            .any(|r| r.data.to_string().contains(&last)),
         "{txt:?}"
     );
 }
