@@ -166,3 +166,109 @@ fn hanging_probes_never_block_answering_and_at_most_256_are_in_flight() {
         ResponseCode::NoError
     );
 }
+
+/// An HTTP server on `ip`:`port` answering `200 ok` to every request; counts them.
+fn http_ok(ip: &str, port: u16) -> Arc<AtomicUsize> {
+    let l = TcpListener::bind((ip, port)).unwrap_or_else(|e| panic!("bind {ip}:{port}: {e}"));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let h = h.clone();
+            std::thread::spawn(move || {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                h.fetch_add(1, Ordering::SeqCst);
+                let _ = std::io::Write::write_all(
+                    &mut c,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            });
+        }
+    });
+    hits
+}
+
+/// A `target` endpoint's name is resolved through the system resolver at every probe, not
+/// once: the server runs in a mount namespace of its own whose /etc/hosts (a bind mount of a
+/// file this test rewrites) first points the name at 127.0.0.2, then at 127.0.0.3; probes
+/// must follow. A lookup cached at start (or at the first probe) would keep probing .2.
+#[test]
+#[ignore = "needs root and unshare, mount (util-linux) for a private /etc/hosts"]
+fn target_names_are_resolved_at_every_probe() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (a mount namespace with its own /etc/hosts); it does not skip"
+    );
+    for tool in ["unshare", "mount"] {
+        assert!(
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .any(|d| d.join(tool).is_file()),
+            "`{tool}` is not on PATH: install util-linux / mount; this test does not skip"
+        );
+    }
+    let port = free_port();
+    let (first, second) = (http_ok("127.0.0.2", port), http_ok("127.0.0.3", port));
+    let dns_port = free_port();
+    let (dir, cfg) = config_dir(
+        &[("tgt.test.zone", ZONE)],
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:{dns_port}\"]\nzones = \"zones\"\nudp_sockets = 1\n\
+             [health.web]\nkind = \"http\"\nport = {port}\npath = \"/health\"\n\
+             interval = \"200ms\"\ntimeout = \"500ms\"\n\
+             [[service]]\nname = \"app.tgt.test\"\npolicy = \"round-robin\"\nhealth = \"web\"\n\
+             endpoints = [ {{ target = \"probe-target.meridian.test.\" }} ]\n"
+        ),
+    );
+    let hosts = dir.path().join("hosts");
+    let point_at = |ip: &str| {
+        // Rewritten in place (same inode), so the bind mount shows the new text.
+        std::fs::write(
+            &hosts,
+            format!("127.0.0.1 localhost\n{ip} probe-target.meridian.test\n"),
+        )
+        .expect("write hosts");
+    };
+    point_at("127.0.0.2");
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$1\" /etc/hosts && exec \"$2\" serve --config \"$3\"")
+        .arg("sh")
+        .arg(&hosts)
+        .arg(env!("CARGO_BIN_EXE_meridian"))
+        .arg(&cfg);
+    let mut serve = ServerProcess::spawn(&mut cmd);
+    let dns: SocketAddr = format!("127.0.0.1:{dns_port}").parse().expect("addr");
+    let q = query("app.tgt.test.", RecordType::A);
+    serve.wait_udp(dns, &q.to_vec().expect("encode"), Duration::from_secs(10));
+    serve.wait_until("probes at 127.0.0.2", Duration::from_secs(5), |_| {
+        (first.load(Ordering::SeqCst) >= 2).then_some(())
+    });
+    assert_eq!(second.load(Ordering::SeqCst), 0, "127.0.0.3 probed too early");
+
+    point_at("127.0.0.3");
+    // Within a few 200 ms intervals every probe goes to the new address.
+    serve.wait_until("probes at 127.0.0.3", Duration::from_secs(5), |_| {
+        (second.load(Ordering::SeqCst) >= 2).then_some(())
+    });
+    let at_first = first.load(Ordering::SeqCst);
+    let at_second = second.load(Ordering::SeqCst);
+    serve.wait_until("more probes at 127.0.0.3", Duration::from_secs(5), |_| {
+        (second.load(Ordering::SeqCst) >= at_second + 3).then_some(())
+    });
+    assert!(
+        first.load(Ordering::SeqCst) <= at_first + 1,
+        "127.0.0.2 still probed after the name moved"
+    );
+    serve.stop(Duration::from_secs(5));
+}
