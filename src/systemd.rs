@@ -182,7 +182,10 @@ mod tests {
         // bound only ends a test whose pings stopped.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while n.load(Ordering::SeqCst) < 5 {
-            assert!(std::time::Instant::now() < deadline, "pings stopped at {n:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pings stopped at {n:?}"
+            );
             beat.stamp();
             std::thread::sleep(Duration::from_millis(20));
         }

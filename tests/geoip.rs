@@ -1,5 +1,8 @@
 //! `[geoip] database` as a list: the first file that knows an address wins, an IPv4-only file
-//! is never asked about IPv6, and a bad entry is a config problem with its position.
+//! is never asked about IPv6 (and IPv6 falls through to the next file), a bad entry is a config
+//! problem with its position, and a reload (SIGHUP to the real binary) re-reads the files.
+
+mod common;
 
 use std::net::IpAddr;
 
@@ -213,4 +216,101 @@ fn an_ipv4_only_file_is_never_asked_about_ipv6_and_ipv6_falls_through() {
     // An IPv4 address the IPv4 file does not know falls through too.
     assert_eq!(at(&snap, "216.160.83.56"), at(&alone, "216.160.83.56"));
     assert_eq!(at(&alone, "216.160.83.56").0, LocatedBy::Database);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reload re-reads the database
+
+/// `www.geo.test`'s answer for a client in 81.2.69.0/24 (given by ECS), from the server at
+/// `dns`; `None` while no answer comes.
+fn geo_answer(dns: std::net::SocketAddr) -> Option<Vec<IpAddr>> {
+    use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(
+        Name::from_ascii("www.geo.test.").expect("name"),
+        RecordType::A,
+    ));
+    let mut e = Edns::new();
+    e.set_max_payload(1232);
+    e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+        "81.2.69.0".parse().expect("ip"),
+        24,
+        0,
+    )));
+    m.set_edns(e);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .expect("timeout");
+    sock.send_to(&m.to_vec().expect("encode"), dns).ok()?;
+    let mut buf = [0u8; 4096];
+    let (n, _) = sock.recv_from(&mut buf).ok()?;
+    let r = Message::from_vec(&buf[..n]).ok()?;
+    Some(
+        r.answers
+            .iter()
+            .filter_map(|a| match &a.data {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// SIGHUP re-reads the GeoIP files: the real binary serves a geo name with the city test
+/// database (81.2.69.0/24 is London: the eu-west endpoint); the file is replaced by rename (as
+/// geoip/update.sh does) with one that puts that network in Singapore, and after a reload
+/// the same query gets the ap-southeast endpoint.
+#[test]
+fn reload_rereads_the_geoip_database() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("geo.mmdb");
+    std::fs::copy(format!("{DATA}/GeoIP2-City-Test.mmdb"), &db).expect("copy db");
+    let port = common::free_port();
+    std::fs::create_dir(dir.path().join("zones")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("zones/geo.test.zone"),
+        "@ 300 SOA ns h 1 2 3 4 5\n@ 300 NS ns\nns 300 A 192.0.2.1\n",
+    )
+    .expect("zone");
+    let cfg = dir.path().join("meridian.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nzones = \"zones\"\nudp_sockets = 1\n\
+             [site]\nid = \"t\"\nlocation = {{ lat = 50.11, lon = 8.68 }}\n\
+             [geoip]\ndatabase = \"geo.mmdb\"\n\
+             [regions.eu-west]\nlocation = {{ lat = 53.35, lon = -6.26 }}\n\
+             [regions.ap-southeast]\nlocation = {{ lat = 1.35, lon = 103.82 }}\n\
+             [[service]]\nname = \"www.geo.test\"\npolicy = \"geo\"\nendpoints = [\n\
+             {{ region = \"eu-west\", address = \"192.0.2.10\" }},\n\
+             {{ region = \"ap-southeast\", address = \"192.0.2.30\" }},\n]\n"
+        ),
+    )
+    .expect("config");
+    let serve = common::ServerProcess::serve(&cfg);
+    let dns: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let wait = |want: &str| {
+        let want: IpAddr = want.parse().expect("ip");
+        let t0 = Instant::now();
+        loop {
+            let got = geo_answer(dns);
+            if got.as_deref() == Some(&[want][..]) {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "still {got:?}, want {want}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait("192.0.2.10"); // London: eu-west
+    let new = dir.path().join("geo.mmdb.new");
+    ipv4_only_mmdb(&new, [81, 2, 69, 0], 24, "SG", (1.29, 103.85));
+    std::fs::rename(&new, &db).expect("replace the database");
+    serve.signal(libc::SIGHUP);
+    wait("192.0.2.30"); // now Singapore: ap-southeast
 }

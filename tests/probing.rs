@@ -44,7 +44,9 @@ impl Holder {
                 let Ok(c) = c else { continue };
                 a.fetch_add(1, Ordering::SeqCst);
                 o.fetch_add(1, Ordering::SeqCst);
-                let Ok(mut reader) = c.try_clone() else { continue };
+                let Ok(mut reader) = c.try_clone() else {
+                    continue;
+                };
                 h.lock().unwrap().push(c);
                 let o = o.clone();
                 // Reads (and ignores) the request; EOF or reset is the client giving up.
@@ -100,10 +102,7 @@ fn hanging_probes_never_block_answering_and_at_most_256_are_in_flight() {
     let holder = Holder::start();
     let port = free_port();
     let n = 300;
-    let (_dir, cfg) = config_dir(
-        &[("held.test.zone", ZONE)],
-        &config(port, holder.addr, n),
-    );
+    let (_dir, cfg) = config_dir(&[("held.test.zone", ZONE)], &config(port, holder.addr, n));
     let mut serve = ServerProcess::serve(&cfg);
     let dns: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let q = query("www.held.test.", RecordType::A);
@@ -126,7 +125,8 @@ fn hanging_probes_never_block_answering_and_at_most_256_are_in_flight() {
         id = id.wrapping_add(1);
         let mut q = query("www.held.test.", RecordType::A);
         q.metadata.id = id;
-        sock.send_to(&q.to_vec().expect("encode"), dns).expect("send");
+        sock.send_to(&q.to_vec().expect("encode"), dns)
+            .expect("send");
         let (len, _) = sock
             .recv_from(&mut buf)
             .unwrap_or_else(|e| panic!("UDP query {id} not answered within 1 s: {e}"));
@@ -162,7 +162,10 @@ fn hanging_probes_never_block_answering_and_at_most_256_are_in_flight() {
     // The endpoints keep their initial state until a probe decides.
     let m = serve.wait_udp(dns, &q.to_vec().expect("encode"), Duration::from_secs(1));
     assert_eq!(
-        Message::from_vec(&m).expect("decode").metadata.response_code,
+        Message::from_vec(&m)
+            .expect("decode")
+            .metadata
+            .response_code,
         ResponseCode::NoError
     );
 }
@@ -254,7 +257,11 @@ fn target_names_are_resolved_at_every_probe() {
     serve.wait_until("probes at 127.0.0.2", Duration::from_secs(5), |_| {
         (first.load(Ordering::SeqCst) >= 2).then_some(())
     });
-    assert_eq!(second.load(Ordering::SeqCst), 0, "127.0.0.3 probed too early");
+    assert_eq!(
+        second.load(Ordering::SeqCst),
+        0,
+        "127.0.0.3 probed too early"
+    );
 
     point_at("127.0.0.3");
     // Within a few 200 ms intervals every probe goes to the new address.
