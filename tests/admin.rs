@@ -761,3 +761,46 @@ fn shutdown_stops_the_api() {
         "still listening after shutdown"
     );
 }
+
+/// A state folder that cannot be written (its parent is a file, which stops root too): the
+/// drain holds in answers, the API says `"persisted": false` with a warning, and once the
+/// folder can be made the next drain says `"persisted": true`.
+#[test]
+fn an_unwritable_state_dir_answers_persisted_false_and_the_drain_holds() {
+    let origin = "nostate.test";
+    let server = TestServer::start_with(
+        &[(&format!("{origin}.zone"), &zone(""))],
+        "state_dir = \"blocker/state\"\n",
+        &config(origin, &admin_with_token()),
+    );
+    let blocker = server.dir.path().join("blocker");
+    std::fs::write(&blocker, "a file where the state folder's parent should be").expect("file");
+    let f = Fixture {
+        admin: server.start_admin().addr,
+        server,
+        origin: origin.to_string(),
+    };
+    let drain = |endpoint: &str| -> Value {
+        let body = format!(r#"{{"service": "www.{origin}", "endpoint": "{endpoint}"}}"#);
+        let (code, resp) = f.post("/api/v1/drain", Some(TOKEN), &body);
+        assert_eq!(code, 200, "{resp}");
+        serde_json::from_str(&resp).expect("JSON")
+    };
+    let v = drain("192.0.2.10");
+    assert_eq!(v["persisted"], false, "{v}");
+    assert!(
+        v["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("not saved")),
+        "{v}"
+    );
+    assert!(
+        !f.addrs("www").contains("192.0.2.10"),
+        "the drain holds though it was not saved"
+    );
+    std::fs::remove_file(&blocker).expect("rm");
+    let v = drain("192.0.2.11");
+    assert_eq!(v["persisted"], true, "{v}");
+    assert!(v.get("warning").is_none(), "{v}");
+    assert!(f.server.dir.path().join("blocker/state/drains.json").is_file());
+}
