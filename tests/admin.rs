@@ -802,5 +802,10 @@ fn an_unwritable_state_dir_answers_persisted_false_and_the_drain_holds() {
     let v = drain("192.0.2.11");
     assert_eq!(v["persisted"], true, "{v}");
     assert!(v.get("warning").is_none(), "{v}");
-    assert!(f.server.dir.path().join("blocker/state/drains.json").is_file());
+    assert!(f
+        .server
+        .dir
+        .path()
+        .join("blocker/state/drains.json")
+        .is_file());
 }

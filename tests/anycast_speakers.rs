@@ -245,3 +245,66 @@ fn a_listener_that_stops_answering_is_withdrawn() {
     );
     assert_eq!(told.lock().unwrap().last(), Some(&false));
 }
+
+/// `require = "any-service"`: the site stays announced while at least one service has a
+/// healthy, undrained endpoint (one service down is not enough to withdraw, as it would be
+/// under `every-service`), withdraws with reason `services` when none has, and announces
+/// again when one comes back. A drained endpoint counts as down.
+#[test]
+fn any_service_withdraws_only_when_no_service_is_up() {
+    let services = r#"
+[[service]]
+name = "a.example.net"
+policy = "round-robin"
+endpoints = [ { address = "192.0.2.1" } ]
+[[service]]
+name = "b.example.net"
+policy = "round-robin"
+endpoints = [ { address = "192.0.2.2" } ]
+"#;
+    let server = TestServer::start(&[("example.net.zone", ZONE)], services);
+    let settings = Settings {
+        prefixes: vec!["198.51.100.53/32".into()],
+        speaker: SpeakerKind::Exabgp,
+        interval: Duration::from_millis(100),
+        rise: 2,
+        fall: 2,
+        require: Require::AnyService,
+        withdraw_file: None,
+        shutdown_grace: Duration::ZERO,
+    };
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let a = meridian::anycast::start_with(
+        server.shared.clone(),
+        vec![server.addr],
+        settings,
+        Box::new(Recorder(told.clone())),
+    )
+    .expect("start");
+    wait_for("announced", Duration::from_secs(3), || a.announced());
+    let (ea, eb) = (
+        server.endpoint_state("a.example.net", "192.0.2.1"),
+        server.endpoint_state("b.example.net", "192.0.2.2"),
+    );
+
+    // One service down: still announced, for ten checks (fall is two).
+    ea.set_healthy(false);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(1000) {
+        assert!(
+            a.announced(),
+            "withdrawn with service b still up: {}",
+            a.status_json()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The other one drained: no service is up, the route goes.
+    eb.set_drained(true);
+    wait_for("withdrawn", Duration::from_secs(3), || !a.announced());
+    assert_eq!(a.status_json()["reason"], "services", "{}", a.status_json());
+    assert_eq!(told.lock().unwrap().last(), Some(&false));
+    // One back: announced again after rise good checks.
+    ea.set_healthy(true);
+    wait_for("announced again", Duration::from_secs(3), || a.announced());
+    assert_eq!(told.lock().unwrap().last(), Some(&true));
+}
