@@ -69,3 +69,72 @@ fn udp_and_tcp_on_ipv6_loopback() {
     }
     serve.stop(Duration::from_secs(5));
 }
+
+/// A reload that changes `server.listen` or `admin.listen` says in the log that a restart is
+/// needed, and the old addresses keep answering (SPEC "Reload"; docs/operations.md).
+#[test]
+fn a_listen_change_on_reload_says_restart() {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    let (dns, other, admin, other_admin) = (free_port(), free_port(), free_port(), free_port());
+    let config = |dns: u16, admin: u16| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{dns}\"]\nzones = \"zones\"\nudp_sockets = 1\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n"
+        )
+    };
+    let (dir, cfg) = config_dir(&[("example.com.zone", EXAMPLE_ZONE)], &config(dns, admin));
+    let mut serve = ServerProcess::serve(&cfg);
+    let addr: SocketAddr = format!("127.0.0.1:{dns}").parse().expect("addr");
+    let q = query("example.com.", RecordType::SOA)
+        .to_vec()
+        .expect("encode");
+    serve.wait_udp(addr, &q, Duration::from_secs(10));
+    write_config_dir(
+        dir.path(),
+        &[("example.com.zone", EXAMPLE_ZONE)],
+        &config(other, other_admin),
+    );
+    serve.signal(libc::SIGHUP);
+    let warned = |s: &ServerProcess, what: &str| {
+        s.stderr_lines()
+            .iter()
+            .any(|l| l.contains(what) && l.contains("after a restart"))
+    };
+    serve.wait_until("the restart warnings", Duration::from_secs(10), |s| {
+        (warned(s, "server.listen changed") && warned(s, "admin.listen changed")).then_some(())
+    });
+    // The old DNS address still answers; the new one is not bound.
+    serve.wait_udp(addr, &q, Duration::from_secs(2));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    sock.send_to(&q, ("127.0.0.1", other)).expect("send");
+    let mut buf = [0u8; 512];
+    assert!(
+        sock.recv_from(&mut buf).is_err(),
+        "the new listen address answered before a restart"
+    );
+    // Back to the addresses it listens on: a reload says nothing of the kind.
+    let before = serve.stderr_lines().len();
+    write_config_dir(
+        dir.path(),
+        &[("example.com.zone", EXAMPLE_ZONE)],
+        &config(dns, admin),
+    );
+    serve.signal(libc::SIGHUP);
+    serve.wait_until("the second reload", Duration::from_secs(10), |s| {
+        (s.stderr_lines()[before..]
+            .iter()
+            .any(|l| l.contains("reloaded")))
+        .then_some(())
+    });
+    assert!(
+        !serve.stderr_lines()[before..]
+            .iter()
+            .any(|l| l.contains("after a restart")),
+        "{}",
+        serve.stderr()
+    );
+    serve.stop(Duration::from_secs(5));
+}
