@@ -1,5 +1,6 @@
 //! The smallest end-to-end checks: the shipped zone answers SOA over UDP and TCP, in process
-//! on 127.0.0.1 and with the real binary on IPv6 loopback ([::1]).
+//! on 127.0.0.1 and with the real binary on IPv6 loopback ([::1]); and a reload that changes
+//! a listen address says a restart is needed.
 
 mod common;
 use common::*;
