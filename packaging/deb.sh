@@ -2,7 +2,8 @@
 # Builds the Debian package and proves that it installs and works on this machine (CI is root):
 #   release build -> man pages (meridian man) -> cargo deb --no-build -> dpkg -i ->
 #   checks of what got installed -> systemd-analyze verify of the installed unit -> dpkg --purge.
-# Run by .ci/run; by hand: `bash packaging/deb.sh` (the install half needs root, else skipped).
+# Run by .ci/run (CI=true: not root is a failure); by hand: `bash packaging/deb.sh` (the install
+# half needs root, else skipped).
 # Leaves target/debian/meridian_*.deb (and meridian-dbgsym_*.ddeb, the symbols) behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,11 @@ dpkg-deb --info "$deb" | sed -n '/Package:/,/Description:/p'
 dpkg-deb --contents "$deb" | awk '{print $6}'
 
 if [ "$(id -u)" -ne 0 ]; then
+  # Under CI=true (.ci/run, as root) a skipped install check would pass having proved nothing.
+  if [ "${CI:-}" = true ]; then
+    echo "!! package: not root under CI=true: the install check cannot run" >&2
+    exit 1
+  fi
   echo "== package: not root, install check skipped"
   exit 0
 fi

@@ -660,12 +660,18 @@ mod tests {
         for (slip, want) in [(0u32, 0usize), (1, 10), (2, 5), (5, 2)] {
             let t = Table::new(8);
             let now = 5_000_000;
-            while t.account(7, T, W, slip, now).is_ok() {}
-            let slips = (0..9)
-                .filter(|_| t.account(7, T, W, slip, now) == Err(true))
-                .count();
-            // The first limited response was the one that ended the loop.
-            assert!(slips.abs_diff(want) <= 1, "slip {slip}: {slips}");
+            // Ten limited responses: the one that ends the loop and nine more; exactly every
+            // `slip`-th slips, and with slip = 0 none.
+            let first = loop {
+                if let Err(slipped) = t.account(7, T, W, slip, now) {
+                    break slipped;
+                }
+            };
+            let slips = usize::from(first)
+                + (0..9)
+                    .filter(|_| t.account(7, T, W, slip, now) == Err(true))
+                    .count();
+            assert_eq!(slips, want, "slip {slip}");
         }
     }
 

@@ -347,7 +347,18 @@ fn metrics_count_transports_truncation_malformed_regions_and_durations() {
 fn process_metrics_use_the_standard_names() {
     let _turn = turn();
     let f = Fixture::new("process.test");
+    // This process (the server runs in it) uses a known amount of CPU first, then the metric
+    // must lie between getrusage's reading before the scrape and after it: within a clock
+    // tick (10 ms) and a little, since /proc counts ticks and getrusage microseconds.
+    let mut x = 0u64;
+    while cpu_seconds() < 0.2 {
+        for _ in 0..100_000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
+    let cpu_before = cpu_seconds();
     let m = f.metrics();
+    let cpu_after = cpu_seconds();
     for name in [
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
@@ -358,8 +369,11 @@ fn process_metrics_use_the_standard_names() {
     ] {
         assert!(has(&m, name), "{name} missing");
     }
-    // Clock ticks are 10 ms: a young test process may not have used one yet.
-    assert!(value(&m, "process_cpu_seconds_total", &[]) >= 0.0);
+    let cpu = value(&m, "process_cpu_seconds_total", &[]);
+    assert!(
+        cpu >= cpu_before - 0.05 && cpu <= cpu_after + 0.05,
+        "process_cpu_seconds_total {cpu}, getrusage {cpu_before}..{cpu_after}"
+    );
     assert!(value(&m, "process_resident_memory_bytes", &[]) > 1e6);
     let fds = value(&m, "process_open_fds", &[]);
     assert!(fds >= 3.0 && fds <= value(&m, "process_max_fds", &[]));
@@ -373,4 +387,13 @@ fn process_metrics_use_the_standard_names() {
         "{start} vs {now}"
     );
     assert!(m.contains("# TYPE process_cpu_seconds counter"));
+}
+
+/// This process's user + system CPU time so far (getrusage), in seconds.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut r) }, 0);
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(r.ru_utime) + tv(r.ru_stime)
 }

@@ -886,12 +886,19 @@ fn fuzzed_packets_in_process() {
     let seeds = fuzz_seeds();
     let mut rng = Rng(0x0123_4567_89ab_cdef);
     let src = "127.0.0.1:5353".parse().expect("addr");
+    // What the run did, so that it cannot pass by answering nothing (or by dropping nothing):
+    // packets answered, dropped, and answered with each rcode.
+    let (mut answered, mut silent) = (0usize, 0usize);
+    let mut rcodes = std::collections::BTreeMap::<u8, usize>::new();
     for _ in 0..20_000 {
         let p = mutate(&mut rng, &seeds);
         for tr in [Transport::Udp, Transport::Tcp] {
             let Some(r) = handle(&snap, &p, src, tr) else {
+                silent += 1;
                 continue;
             };
+            answered += 1;
+            *rcodes.entry(r[3] & 0x0f).or_default() += 1;
             assert!(p.len() >= 12 && p[2] & 0x80 == 0, "answered {p:02x?}");
             assert_eq!(&r[..2], &p[..2], "id not copied for {p:02x?}");
             assert_eq!(r[2] & 0x80, 0x80, "QR");
@@ -902,6 +909,20 @@ fn fuzzed_packets_in_process() {
                 panic!("undecodable response {e} to {p:02x?}: {r:02x?}");
             }
         }
+    }
+    println!("fuzzed: {answered} answered, {silent} dropped, rcodes {rcodes:?}");
+    // The mutations keep most packets queries: most get an answer, some are dropped (too
+    // short, QR set), and the answers span NOERROR, FORMERR and NXDOMAIN at least.
+    assert!(answered >= 40_000 / 4, "only {answered} of 40000 answered");
+    assert!(
+        silent > 0,
+        "nothing dropped: the mutations made no broken headers"
+    );
+    for rc in [0u8, 1, 3] {
+        assert!(
+            rcodes.get(&rc).is_some_and(|&n| n > 0),
+            "no rcode {rc}: {rcodes:?}"
+        );
     }
 }
 
