@@ -137,6 +137,13 @@ fn respond<'s>(
             resp.metadata.response_code = ResponseCode::BADVERS;
             return done(resp, limit, false);
         }
+        // RFC 7871 §6, checked on the bytes with the fast path's own check (crate::ecs):
+        // hickory reads ECS leniently (extra address bytes, bits past the prefix, a scope).
+        if crate::ecs::check_query(packet).is_err() {
+            resp.set_edns(edns);
+            resp.metadata.response_code = ResponseCode::FormErr;
+            return done(resp, limit, false);
+        }
         if tcp_keepalive(snap, req_edns, transport, &mut edns).is_err() {
             resp.set_edns(edns);
             resp.metadata.response_code = ResponseCode::FormErr;
