@@ -563,3 +563,47 @@ fn non_reading_pipeliners_never_hold_more_than_the_caps() {
         assert_mail(&ask(&mut c, &mail()).unwrap_or_else(|| panic!("{from} answered")));
     }
 }
+
+#[test]
+fn a_client_reading_a_byte_at_a_time_holds_its_slot_no_longer_than_the_idle_timeout() {
+    // The write deadline: answers queued for a client that reads ten bytes a second must not
+    // hold the connection past the idle timeout (plus what the socket buffers absorb at once).
+    let idle = Duration::from_secs(2);
+    let z = big_zone();
+    let s = TestServer::start_with(
+        &[("limits.test.zone", &z)],
+        "tcp_idle_timeout = \"2s\"\ntcp_max_connections = 8\n",
+        "",
+    );
+    let mut c = pipeliner("127.0.0.1", s.addr, 1000).expect("connect");
+    let started = Instant::now();
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let port = s.addr.port();
+    let mut b = [0u8; 1];
+    // Counted on the server's side: after a reset the client could still read what its own
+    // buffer holds for a long while.
+    let mut held_once = false;
+    let ended = loop {
+        let held: usize = server_sockets(port).values().sum();
+        held_once |= held > 0;
+        if held_once && held == 0 {
+            break started.elapsed();
+        }
+        let _ = c.read(&mut b);
+        assert!(
+            started.elapsed() < idle * 5,
+            "a slow reader still held after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("slow reader's connection closed by the server after {ended:?}");
+    assert!(
+        ended >= idle - Duration::from_millis(100),
+        "closed early: {ended:?}"
+    );
+    // A new client is answered at once.
+    let mut other = connect_from("127.0.0.2", s.addr);
+    assert_mail(&ask(&mut other, &mail()).expect("answered"));
+}
