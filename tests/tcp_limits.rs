@@ -535,8 +535,9 @@ fn non_reading_pipeliners_never_hold_more_than_the_caps() {
             let mut held = server_sockets(port);
             if over(&held).2 {
                 // A newcomer being admitted while the one it evicted closes is held for a
-                // moment; a leak is still there a little later.
-                std::thread::sleep(Duration::from_millis(200));
+                // moment (at most 0.5 s, then it is admitted or closed); a leak is still there
+                // after that.
+                std::thread::sleep(Duration::from_millis(600));
                 held = server_sockets(port);
             }
             let (total, one, bad) = over(&held);
