@@ -290,3 +290,26 @@ fn fast_path_and_reference_agree_on_random_ecs() {
     );
     assert!(answered_fast > 5_000, "the fast path took part");
 }
+
+#[test]
+fn explain_clears_host_bits_of_the_ecs_it_is_given() {
+    // `explain --ecs 81.2.69.160/23` names a network by one of its addresses: the option it
+    // sends must be well-formed, or the strict check above would answer it FORMERR.
+    let s = server();
+    let snap = s.shared.load_full();
+    for ecs in ["81.2.69.160%2F23", "2001:db8::1%2F48", "81.2.69.160%2F0"] {
+        let q = format!("name=lb.ecs.test&type=A&ecs={ecs}");
+        match meridian::explain::live(&snap, &q) {
+            Ok(meridian::explain::Live::Json(v)) => {
+                assert_eq!(v["rcode"], "No Error", "{ecs}: {v}");
+                assert_eq!(
+                    v["answer"].as_array().map(|a| a.len()),
+                    Some(1),
+                    "{ecs}: {v}"
+                );
+            }
+            Ok(_) => panic!("{ecs}: text where JSON was asked"),
+            Err(e) => panic!("{ecs}: {e}"),
+        }
+    }
+}
