@@ -421,7 +421,12 @@ fuzz_target!(|data: &[u8]| {
     // ECS (RFC 7871 §6, `meridian::ecs`): a malformed option is FORMERR from every path (or
     // BADVERS, which an EDNS version above 0 gets first); the fast path never answers it.
     if meridian::ecs::check_query(data).is_err() {
-        assert_ne!(fast, Fast::Answered, "fast path answered a malformed ECS: {}", hex(data));
+        assert_ne!(
+            fast,
+            Fast::Answered,
+            "fast path answered a malformed ECS: {}",
+            hex(data)
+        );
         for (t, reply) in [("udp", &udp), ("tcp", &tcp)] {
             let Some(r) = reply else { continue };
             let rcode = match Message::from_vec(r) {
