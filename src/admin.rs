@@ -20,7 +20,10 @@
 //! limit) and a whole request, body included, must be handled within
 //! [`AdminState::request_timeout`] (408), so a slowloris client is cut off; a connection lives
 //! at most [`MAX_CONN_AGE`], so one that never reads its response cannot hold on; at most
-//! [`MAX_CONNS`] connections are served at once. The accept loop is our own (hyper's HTTP/1
+//! [`MAX_CONNS`] connections are served at once, and at most [`MAX_CONNS_PER_CLIENT`] from one
+//! client address (more are closed at once), so one address holding connections open cannot
+//! lock out the others (SPEC "Trust boundaries"); the header timeout also closes a connection
+//! that never sends a request or sits idle between kept-alive ones. The accept loop is our own (hyper's HTTP/1
 //! server) because `axum::serve` offers no header-read timeout.
 
 use std::io;
@@ -73,6 +76,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_CONN_AGE: Duration = Duration::from_secs(120);
 /// Connections served at once; more are closed at once.
 pub const MAX_CONNS: usize = 256;
+/// Connections served at once from one client address (IPv4-mapped IPv6 counts as IPv4);
+/// more are closed at once.
+pub const MAX_CONNS_PER_CLIENT: usize = 16;
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long shutdown waits for open requests (SIGTERM must end the process within 2 s).
 const SHUTDOWN_WAIT: Duration = Duration::from_millis(1200);
@@ -196,11 +202,12 @@ async fn accept_loop(
 ) {
     let (closing, closing_rx) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(MAX_CONNS));
+    let per_client = PerClient::default();
     let mut conns = JoinSet::new();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok(x) => x,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!("admin API accept failed: {e}");
@@ -211,6 +218,10 @@ async fn accept_loop(
             _ = stop.notified() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
         };
+        // Over the address's cap first: one address at its cap must not use up global slots.
+        let Some(mine) = per_client.take(peer.ip()) else {
+            continue; // over MAX_CONNS_PER_CLIENT: dropped, closed at once
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             continue; // over MAX_CONNS: dropped, closed at once
         };
@@ -218,6 +229,7 @@ async fn accept_loop(
         conns.spawn(async move {
             serve_conn(stream, app, closing, header_timeout).await;
             drop(permit);
+            drop(mine);
         });
     }
     drop(listener);
@@ -241,8 +253,12 @@ async fn serve_conn(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
+    // hyper's header timeout also runs while a connection waits for its first request or
+    // sits idle between kept-alive ones: an idle connection is closed after it
+    // (tests/admin_hardening.rs).
     let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
     tokio::pin!(conn);
+
     let age = tokio::time::sleep(MAX_CONN_AGE);
     tokio::pin!(age);
     let mut hard_stop: Option<tokio::time::Instant> = None;
@@ -266,6 +282,41 @@ async fn serve_conn(
                 hard_stop = Some(tokio::time::Instant::now() + CLOSE_GRACE);
             }
             _ = close_now => return,
+        }
+    }
+}
+
+/// Open connections by client address, for [`MAX_CONNS_PER_CLIENT`].
+#[derive(Default, Clone)]
+struct PerClient(Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>);
+
+/// One connection counted for its address until dropped.
+struct ClientSlot(PerClient, IpAddr);
+
+impl PerClient {
+    fn take(&self, ip: IpAddr) -> Option<ClientSlot> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= MAX_CONNS_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut m = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
         }
     }
 }

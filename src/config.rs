@@ -109,7 +109,7 @@ pub struct ServerConfig {
     /// TCP connections open at once from one client address; more are closed at once.
     #[serde(default = "default_tcp_max_per_client")]
     pub tcp_max_per_client: Spanned<usize>,
-    /// Queries answered on one TCP connection before it is closed.
+    /// Queries answered on one TCP connection before it is closed; 0 = no limit (the default).
     #[serde(default = "default_tcp_max_queries")]
     pub tcp_max_queries: Spanned<usize>,
     /// UDP sockets (SO_REUSEPORT) per listen address; 0 = one per CPU.
@@ -136,7 +136,8 @@ fn default_tcp_max_per_client() -> Spanned<usize> {
     Spanned::new(0..0, 16)
 }
 fn default_tcp_max_queries() -> Spanned<usize> {
-    Spanned::new(0..0, 1000)
+    // No limit, as Knot, NSD and gdnsd: closing a pipelined stream loses the queries in flight.
+    Spanned::new(0..0, 0)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -810,7 +811,6 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
     for (key, v) in [
         ("tcp_max_connections", &c.server.tcp_max_connections),
         ("tcp_max_per_client", &c.server.tcp_max_per_client),
-        ("tcp_max_queries", &c.server.tcp_max_queries),
     ] {
         if *v.get_ref() == 0 {
             out.push(at(v.span(), format!("server.{key}: must be at least 1")));

@@ -38,16 +38,29 @@ pub fn handle(
     src: SocketAddr,
     transport: Transport,
 ) -> Option<Vec<u8>> {
-    handle_traced(snap, packet, src, transport, None)
+    handle_counted(snap, packet, src, transport, None, true)
 }
 
-/// [`handle`], recording in `trace` how a balanced name was decided (for `explain`).
+/// [`handle`], recording in `trace` how a balanced name was decided (for `explain`). An
+/// explanation is not a served query: it leaves the query and answer counters of the metrics
+/// (and the query log) alone, so that `/api/v1/explain` cannot skew them.
 pub fn handle_traced(
     snap: &Snapshot,
     packet: &[u8],
     src: SocketAddr,
     transport: Transport,
     trace: Option<&mut Trace>,
+) -> Option<Vec<u8>> {
+    handle_counted(snap, packet, src, transport, trace, false)
+}
+
+fn handle_counted(
+    snap: &Snapshot,
+    packet: &[u8],
+    src: SocketAddr,
+    transport: Transport,
+    trace: Option<&mut Trace>,
+    count: bool,
 ) -> Option<Vec<u8>> {
     let mut outcome = QueryOutcome {
         tcp: transport == Transport::Tcp,
@@ -57,13 +70,15 @@ pub fn handle_traced(
         // Nothing to send: a packet without a whole header is a malformed query; one with QR
         // set is a response sent to us, not a query at all, and an empty one is how a stopping
         // server wakes its own UDP threads.
-        if !packet.is_empty() && packet.len() < 12 {
+        if count && !packet.is_empty() && packet.len() < 12 {
             metrics::record_malformed(outcome.tcp);
         }
         return None;
     };
     // The one place every response passes: count it.
-    metrics::record_query(&outcome, rcode);
+    if count {
+        metrics::record_query(&outcome, rcode);
+    }
     bytes
 }
 
@@ -120,6 +135,13 @@ fn respond<'s>(
             // the question so that resolvers can match the reply to what they asked.
             resp.set_edns(edns);
             resp.metadata.response_code = ResponseCode::BADVERS;
+            return done(resp, limit, false);
+        }
+        // RFC 7871 §6, checked on the bytes with the fast path's own check (crate::ecs):
+        // hickory reads ECS leniently (extra address bytes, bits past the prefix, a scope).
+        if crate::ecs::check_query(packet).is_err() {
+            resp.set_edns(edns);
+            resp.metadata.response_code = ResponseCode::FormErr;
             return done(resp, limit, false);
         }
         if tcp_keepalive(snap, req_edns, transport, &mut edns).is_err() {

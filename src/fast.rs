@@ -8,14 +8,15 @@
 //! the same answers. Parsing hickory `Message`s and building responses with them costs more
 //! than the rest of the query together; this path removes that cost where it is safe to.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::cookie;
 use crate::dns::Transport;
-use crate::geo::{mask, prefix_in, AddrSource};
+use crate::ecs;
+use crate::geo::{prefix_in, AddrSource};
 use crate::metrics::{self, QueryOutcome};
 use crate::policy::{self, Client, Family};
 use crate::snapshot::Snapshot;
@@ -33,7 +34,7 @@ pub enum Fast {
 const TYPE_OPT: u16 = 41;
 const TYPE_DS: u16 = 43;
 const CLASS_IN: u16 = 1;
-const OPT_ECS: u16 = 8;
+const OPT_ECS: u16 = ecs::OPT_ECS;
 const OPT_KEEPALIVE: u16 = 11;
 
 /// The parts of a query this path needs.
@@ -143,32 +144,13 @@ fn parse(p: &[u8]) -> Option<Parsed> {
             let data = p.get(k + 4..k + 4 + len)?;
             match code {
                 OPT_ECS => {
-                    if edns.ecs.is_some() || len < 4 {
+                    // Malformed (RFC 7871 §6): FORMERR is the reference handler's, which
+                    // applies the same check (crate::ecs).
+                    if edns.ecs.is_some() {
                         return None;
                     }
-                    let family = u16::from_be_bytes([data[0], data[1]]);
-                    let (source, scope) = (data[2], data[3]);
-                    let max = match family {
-                        1 => 32,
-                        2 => 128,
-                        _ => return None,
-                    };
-                    let nbytes = (source as usize).div_ceil(8);
-                    if source > max || scope != 0 || len != 4 + nbytes {
-                        return None;
-                    }
-                    let mut bytes = [0u8; 16];
-                    bytes[..nbytes].copy_from_slice(&data[4..]);
-                    let addr = if family == 1 {
-                        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
-                    } else {
-                        IpAddr::V6(Ipv6Addr::from(bytes))
-                    };
-                    // RFC 7871 §6: address bits beyond the source prefix must be zero.
-                    if mask(addr, source) != addr {
-                        return None;
-                    }
-                    edns.ecs = Some((family, source, bytes, nbytes, addr));
+                    let e = ecs::parse(data).ok()?;
+                    edns.ecs = Some((e.family, e.source, e.bytes, e.nbytes, e.addr));
                 }
                 3 => return None, // NSID: the slow path adds the site id
                 // edns-tcp-keepalive: over TCP the slow path answers it (RFC 7828); over UDP

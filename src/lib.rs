@@ -19,6 +19,7 @@
 //! | [`explain`] | `meridian explain`: an answer and the decision behind it |
 //! | [`querylog`] | query logging: lines or dnstap, off the query path through a bounded queue |
 //! | [`metrics`] | Prometheus counters (lock-free on the query path) and their exposition |
+//! | [`ecs`] | EDNS Client Subnet in queries: the one validation (RFC 7871 §6) both answering paths use |
 //! | [`rrl`] | response rate limiting of UDP responses: a fixed table of atomic token buckets |
 //! | [`secondary`] | zones from a primary: AXFR/IXFR in, NOTIFY, TSIG, the copy in `state_dir` |
 //! | [`reload`] | SIGHUP / API reloads: rebuild off the query path, swap, record the result |
@@ -40,6 +41,7 @@ pub mod config;
 pub mod cookie;
 pub mod ctl;
 pub mod dns;
+pub mod ecs;
 pub mod explain;
 pub mod fast;
 pub mod fleet;

@@ -313,3 +313,174 @@ fn tokens_never_reach_the_log() {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Connections: a per-address cap and idle connections closed.
+
+/// A TCP connection to `to` from the loopback address `from`.
+fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let ip: std::net::IpAddr = from.parse().expect("address");
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .expect("socket");
+    s.bind(&SocketAddr::new(ip, 0).into()).expect("bind source");
+    s.connect_timeout(&to.into(), Duration::from_secs(5))
+        .expect("connect");
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s
+}
+
+/// `GET path` from `from` on a fresh connection; the status and body, `None` if the
+/// connection was closed or timed out without a response.
+fn get_from(from: &str, admin: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut c = connect_from(from, admin);
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let resp = read_all(&mut c);
+    Some((status_of(&resp)?, resp))
+}
+
+/// Raises the soft limit on open files to at least `want` (up to the hard limit).
+fn raise_nofile(want: u64) {
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
+        if (r.rlim_cur as u64) < want {
+            r.rlim_cur = (want as libc::rlim_t).min(r.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &r), 0);
+        }
+        assert!(r.rlim_cur as u64 >= want, "RLIMIT_NOFILE too low");
+    }
+}
+
+#[test]
+fn one_address_holding_idle_connections_cannot_lock_out_another() {
+    raise_nofile(2000);
+    // The default timeouts (10 s for headers and idle keep-alive): the idle connections are
+    // held for the whole test unless the per-address cap closes them.
+    let (_s, admin) = start(admin::HEADER_TIMEOUT, admin::REQUEST_TIMEOUT);
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(connect_from("127.0.0.2", admin));
+    }
+    // Let the accept loop see every one of them.
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let (mut ok, mut failed) = (0, Vec::new());
+    while started.elapsed() < Duration::from_secs(3) {
+        match get_from("127.0.0.1", admin, "/metrics") {
+            Some((200, body)) if body.contains("meridian_dns_queries") => ok += 1,
+            other => failed.push(other.map(|(s, _)| s)),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} scrapes failed beside 300 idle connections from another address: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+    assert!(ok >= 10, "only {ok} scrapes");
+    // The address holding them was held to its cap: all but 16 were closed.
+    let mut open = 0;
+    for c in &mut idle {
+        c.set_read_timeout(Some(Duration::from_millis(5)))
+            .expect("timeout");
+        let mut b = [0u8; 64];
+        if matches!(c.read(&mut b), Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
+        {
+            open += 1;
+        }
+    }
+    assert!(
+        open <= admin::MAX_CONNS_PER_CLIENT,
+        "{open} connections from one address still open"
+    );
+    // Its 16 still work.
+    let mut served = 0;
+    for c in idle.iter_mut() {
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        if c.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .is_ok()
+            && status_of(&read_all(c)) == Some(200)
+        {
+            served += 1;
+        }
+    }
+    assert_eq!(served, open, "every connection left open is served");
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let (_s, admin) = start(Duration::from_secs(1), Duration::from_secs(2));
+    // One that never sends a byte, and one kept alive after a request.
+    let mut silent = connect_from("127.0.0.3", admin);
+    let mut kept = connect_from("127.0.0.3", admin);
+    kept.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut buf = vec![0u8; 1 << 16];
+    let n = kept.read(&mut buf).expect("response");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    for (what, c) in [("silent", &mut silent), ("kept-alive", &mut kept)] {
+        c.set_read_timeout(Some(Duration::from_secs(8)))
+            .expect("timeout");
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue, // a 408 before the close is fine
+            }
+        }
+        let after = started.elapsed();
+        assert!(
+            after < Duration::from_secs(5),
+            "{what} connection closed only after {after:?}"
+        );
+    }
+}
+
+/// The sum of the values of the metric lines that start with `prefix` and contain `label`.
+fn metric_sum(text: &str, prefix: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn explain_calls_are_not_counted_as_served_queries() {
+    let (s, admin) = start(admin::HEADER_TIMEOUT, admin::REQUEST_TIMEOUT);
+    let counters = || {
+        let (code, body) = get_from("127.0.0.1", admin, "/metrics").expect("scrape");
+        assert_eq!(code, 200);
+        (
+            metric_sum(&body, "meridian_dns_queries", "zone=\"harden.test"),
+            metric_sum(&body, "meridian_answers_total", "www.harden.test"),
+        )
+    };
+    let before = counters();
+    for _ in 0..5 {
+        let (code, body) = get_from(
+            "127.0.0.1",
+            admin,
+            "/api/v1/explain?name=www.harden.test&type=A",
+        )
+        .expect("explain");
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("192.0.2.10"), "{body}");
+    }
+    assert_eq!(counters(), before, "explain changed the query counters");
+    // A real query does move them (so the check above can fail).
+    let m = s.udp(&query("www.harden.test.", hickory_proto::rr::RecordType::A));
+    assert_eq!(m.answers.len(), 1);
+    let after = counters();
+    assert_eq!(after.0, before.0 + 1.0, "one query counted");
+    assert_eq!(after.1, before.1 + 1.0, "one answer counted");
+}

@@ -492,3 +492,70 @@ fn config_problems_are_located() {
         assert!(p.message.starts_with(key), "{p}");
     }
 }
+
+/// The figures docs/operations.md quotes: a sustained flood from one network, measured in two
+/// parts, against `responses_per_second = 20`, `window = "2s"`, `slip = 2`. The accounting is
+/// Knot-like (a token bucket whose credit never goes below zero), not BIND's (whose balance
+/// sinks to −window × rate under a flood, so a sustained flood gets no full answers): after
+/// its burst the flooder gets the rate in full answers, every second limited response as a
+/// slip, the rest dropped. This test holds the server to that model; it prints the figures.
+#[test]
+fn a_sustained_flood_gets_the_rate_in_full_answers_after_its_burst() {
+    const R: f64 = 20.0;
+    const W: f64 = 2.0;
+    let s = start(
+        "[rrl]\nresponses_per_second = 20\nwindow = \"2s\"\nslip = 2\n",
+        0,
+    );
+    let www = |i| packet(i, "www.rrl.test.", RecordType::A);
+    // Part 1: 3,000 queries over 3 s (1,000/s) from a fresh network: the burst, then the rate.
+    let a = flood(s.addr, FLOODER, 3000, Duration::from_secs(3), www);
+    // `flood` returns 300 ms after its last send (the reader's tail).
+    let a_last_send = Instant::now() - Duration::from_millis(300);
+    // Part 2, at once: 2,000 more over 2 s. The burst is spent; only the rate is left.
+    let b = flood(s.addr, FLOODER, 2000, Duration::from_secs(2), |i| {
+        www(i.wrapping_add(3000))
+    });
+    for (part, t) in [("1 (fresh)", &a), ("2 (sustained)", &b)] {
+        println!(
+            "RRL flood part {part}: sent {} in {:.2} s ({:.0}/s): {} full answers ({:.1}/s), \
+             {} slips, {} dropped",
+            t.sent,
+            t.secs,
+            t.sent as f64 / t.secs,
+            t.full,
+            t.full_per_sec(),
+            t.slips,
+            t.lost()
+        );
+    }
+    // Part 1: at most the burst (rate × window, plus the first) and the rate over the flood
+    // (slack: 300 ms of the reader's tail and scheduling); at least the rate over the flood.
+    let burst = (R * W) as usize + 1;
+    assert!(
+        a.full <= burst + (R * (a.secs + 0.4)) as usize,
+        "part 1: {} full answers, more than the burst and the rate: {a:?}",
+        a.full
+    );
+    assert!(
+        a.full as f64 >= R * 3.0,
+        "part 1: the burst and the rate are served: {a:?}"
+    );
+    // Part 2: the rate, not zero (BIND's accounting would give ~0 here) and not a new burst.
+    assert!(
+        b.full as f64 >= R * 2.0 * 0.7,
+        "part 2: a sustained flood still gets about the rate: {b:?}"
+    );
+    // Credit accrues at the rate from part 1's last answer on, whatever the pause between the
+    // parts; 100 ms of slack for scheduling.
+    let since = a_last_send.elapsed().as_secs_f64();
+    assert!(
+        b.full as f64 <= R * (since + 0.1) + 1.0,
+        "part 2: no fresh burst while flooding: {b:?} over {since:.2} s"
+    );
+    // slip = 2 throughout.
+    for t in [&a, &b] {
+        let limited = t.sent - t.full;
+        assert!((t.slips * 2).abs_diff(limited) <= 4, "slips {t:?}");
+    }
+}

@@ -6,7 +6,8 @@
 //! error), echoes the id with QR set and RA clear, fits the UDP size limit, and silence comes
 //! only for packets without a readable header or with QR set. And it is a differential fuzzer:
 //! when the fast path answers, its bytes must equal the reference's UDP reply exactly, with two
-//! documented exceptions (see `explained`).
+//! documented exceptions (see `explained`). A query with a malformed ECS option (by
+//! `meridian::ecs`, the check both paths share) must get FORMERR from every path.
 #![no_main]
 
 use std::net::{IpAddr, SocketAddr};
@@ -416,6 +417,29 @@ fuzz_target!(|data: &[u8]| {
     let tcp = dns::handle(&w.snap, data, src, Transport::Tcp);
     check_reply(data, query.as_ref(), &udp, Transport::Udp);
     check_reply(data, query.as_ref(), &tcp, Transport::Tcp);
+
+    // ECS (RFC 7871 §6, `meridian::ecs`): a malformed option is FORMERR from every path (or
+    // BADVERS, which an EDNS version above 0 gets first); the fast path never answers it.
+    if meridian::ecs::check_query(data).is_err() {
+        assert_ne!(
+            fast,
+            Fast::Answered,
+            "fast path answered a malformed ECS: {}",
+            hex(data)
+        );
+        for (t, reply) in [("udp", &udp), ("tcp", &tcp)] {
+            let Some(r) = reply else { continue };
+            let rcode = match Message::from_vec(r) {
+                Ok(m) => u16::from(m.metadata.response_code),
+                Err(_) => u16::from(r[3] & 0x0f),
+            };
+            assert!(
+                rcode == 1 || rcode == 16,
+                "{t}: malformed ECS answered with rcode {rcode}: {}",
+                hex(data)
+            );
+        }
+    }
 
     if fast == Fast::Answered {
         let Some(reference) = udp else {
