@@ -261,10 +261,28 @@ fn serve(path: &Path) -> i32 {
         .map(|c| crate::querylog::Settings::from_config(&c).format)
         .unwrap_or_default();
     init_logging(format);
-    let snap = match load_or_report(path) {
-        Some(s) => s,
-        None => return EXIT_INVALID,
+    // A zone file that fails to load does not keep the others from being served (SPEC "Day
+    // two"); anything else wrong with the config still refuses to start.
+    let snap = match Snapshot::load_serving(
+        path,
+        Arc::new(crate::health::HealthRegistry::default()),
+        &snapshot::Tolerate::AnyZone,
+    ) {
+        Ok(s) => s,
+        Err(problems) => {
+            for p in &problems.0 {
+                eprintln!("{p}");
+            }
+            return EXIT_INVALID;
+        }
     };
+    for f in &snap.zones.failed {
+        tracing::error!(
+            zone = f.name(),
+            "zone not loaded, its names get SERVFAIL until it is fixed and reloaded: {}",
+            f.error.replace('\n', "; ")
+        );
+    }
     // Loading parsed the config twice (for the log format, then in full): its garbage goes.
     crate::reload::release_freed_heap();
     // Before anything answers: a drained endpoint must not be served after a restart.

@@ -692,6 +692,25 @@ impl Collector for SnapshotCollector {
             gauge(last_ok),
         )?;
 
+        // Day two: state that would otherwise lapse without a sign.
+        single(
+            &mut enc,
+            "meridian_drains_state_ok",
+            "0 when the drain state file could not be read at start (the drains it held are \
+             unknown) until an operator drains or undrains again; 1 otherwise.",
+            flag(snap.health.drains.state_error().is_none()),
+        )?;
+        let zones = snap.zones.status();
+        family(
+            &mut enc,
+            "meridian_zone_loaded",
+            "1 when the zone is served, 0 when its file failed to load (its names get SERVFAIL).",
+            MetricType::Gauge,
+            zones
+                .iter()
+                .map(|z| (vec![("zone", z.name.as_str())], flag(z.loaded))),
+        )?;
+
         // Anycast (SPEC "Anycast"), when configured.
         if let Some(a) = crate::anycast::current() {
             let (announced, transitions) = a.metrics_view();

@@ -128,7 +128,18 @@ impl Snapshot {
         config_path: &Path,
         health: Arc<HealthRegistry>,
     ) -> Result<Snapshot, Problems> {
-        let checked = check(config_path);
+        Self::load_serving(config_path, health, &Tolerate::Nothing)
+    }
+
+    /// Loads for serving, leaving out the zone files `tolerate` allows to fail (SPEC "Day
+    /// two"): at start any zone (the others serve, its names get SERVFAIL), at a reload only
+    /// those already failing, so a reload that would break a served zone is rejected whole.
+    pub fn load_serving(
+        config_path: &Path,
+        health: Arc<HealthRegistry>,
+        tolerate: &Tolerate,
+    ) -> Result<Snapshot, Problems> {
+        let checked = check_tolerating(config_path, tolerate);
         match checked.config {
             Some(config) if checked.problems.is_empty() => {
                 Self::build(config, checked.zones, checked.geo_dbs, health)
@@ -244,6 +255,33 @@ pub struct Checked {
 /// check, so that one run of `meridian check` reports every problem: a broken config does not
 /// hide the zones' problems, nor one bad zone line the next (SPEC "CLI").
 pub fn check(config_path: &Path) -> Checked {
+    check_tolerating(config_path, &Tolerate::Nothing)
+}
+
+/// Which zone files may fail to load while the rest is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tolerate {
+    /// None (`check`, `explain`): every problem counts.
+    Nothing,
+    /// Any (start): a server with one bad zone file serves the others.
+    AnyZone,
+    /// These zones (by name, as `/status` writes it), already failing before a reload.
+    Failing(Vec<String>),
+}
+
+impl Tolerate {
+    fn allows(&self, zone: &str) -> bool {
+        match self {
+            Tolerate::Nothing => false,
+            Tolerate::AnyZone => true,
+            Tolerate::Failing(names) => names.iter().any(|n| n == zone),
+        }
+    }
+}
+
+/// [`check`], with the zone files `tolerate` allows taken out of service instead of counted
+/// as problems.
+pub fn check_tolerating(config_path: &Path, tolerate: &Tolerate) -> Checked {
     let examined = config::examine(config_path);
     let mut problems = examined.problems.clone();
     let mut zones = match &examined.zones_dir {
@@ -252,6 +290,28 @@ pub fn check(config_path: &Path) -> Checked {
     };
     if let Some(config) = &examined.config {
         crate::secondary::add_copies(config, &mut zones);
+    }
+    for b in std::mem::take(&mut zones.broken) {
+        let name = b.name();
+        if !tolerate.allows(&name) {
+            continue;
+        }
+        zones.problems.retain(|p| !b.problems.contains(p));
+        if let Some(o) = &b.origin {
+            // Services inside it are not checked against data that is not there.
+            zones.unbuilt.push(o.clone());
+        }
+        let error = b
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        zones.zones.mark_failed(crate::zone::FailedZone {
+            origin: b.origin,
+            file: b.path,
+            error,
+        });
     }
     problems.extend(zones.problems);
     let mut geo_dbs = Vec::new();

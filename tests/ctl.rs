@@ -566,11 +566,129 @@ fn a_corrupt_state_file_is_logged_and_the_server_starts_without_drains() {
     assert!(dir.join("state/drains.json.corrupt").is_file());
     let log = s.stop();
     assert!(
-        log.lines().any(|l| l.contains("WARN")
+        log.lines().any(|l| l.contains("ERROR")
             && l.contains("starting without drains")
             && l.contains("drains.json")),
-        "no warning in the log:\n{log}"
+        "no error in the log:\n{log}"
     );
+}
+
+/// The lost drain state is shown (SPEC "Day two"), in `/status` and the metrics, until an
+/// operator drains or undrains again.
+#[test]
+fn a_lost_drain_state_shows_in_status_and_metrics_until_an_operator_acts() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("state")).expect("mkdir");
+    std::fs::write(dir.join("state/drains.json"), "not json").expect("write");
+    let s = Server::start(dir, &plain_config(false));
+    let st = s.status();
+    assert_eq!(st["drains_state"]["ok"], false, "{}", st["drains_state"]);
+    let why = st["drains_state"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("drains.json"), "{why}");
+    let metric = |want: &str| {
+        let (code, body) = http(s.admin, "GET", "/metrics");
+        assert_eq!(code, 200);
+        assert!(
+            body.lines().any(|l| l == format!("meridian_drains_state_ok {want}")),
+            "no meridian_drains_state_ok {want} in:\n{body}"
+        );
+    };
+    metric("0");
+    // Another reload does not clear it: only an operator's decision does.
+    let out = ctl(dir, &["reload"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    assert_eq!(s.status()["drains_state"]["ok"], false);
+    let out = ctl(dir, &["undrain", "--region", "us-east"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    assert_eq!(s.status()["drains_state"]["ok"], true);
+    metric("1");
+}
+
+/// A drain whose region or endpoint a reload renamed or removed is kept, shown with
+/// `"matches": 0`, warned about, and removed by an undrain with the words it was made with.
+#[test]
+fn drains_that_match_nothing_after_a_reload_are_kept_shown_and_can_be_undrained() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut s = Server::start(dir, &plain_config(true));
+    for args in [
+        &["drain", "--region", "eu-west"][..],
+        &[
+            "drain",
+            "--endpoint",
+            "192.0.2.11",
+            "--service",
+            "www.example.com",
+        ],
+    ] {
+        let out = ctl(dir, args);
+        assert_eq!(code(&out), Some(0), "{args:?}: {}", show(&out));
+    }
+    let matches = |st: &Value| -> Vec<(String, u64)> {
+        st["drains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                let what = d["region"]
+                    .as_str()
+                    .or(d["endpoint"].as_str())
+                    .unwrap_or("?")
+                    .to_string();
+                (what, d["matches"].as_u64().unwrap_or(u64::MAX))
+            })
+            .collect()
+    };
+    assert_eq!(
+        matches(&s.status()),
+        [("eu-west".to_string(), 2), ("192.0.2.11".to_string(), 1)]
+    );
+    // Rename the region and remove the endpoint.
+    let renamed = plain_config(true)
+        .replace("eu-west", "eu-central")
+        .replace("{ region = \"us-east\", address = \"192.0.2.11\" },\n", "")
+        .replace("{ADMIN}", &s.port().to_string());
+    assert!(!renamed.contains("192.0.2.11"), "{renamed}");
+    std::fs::write(dir.join("meridian.toml"), renamed).expect("write");
+    let out = ctl(dir, &["reload"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    assert_eq!(
+        matches(&s.status()),
+        [("eu-west".to_string(), 0), ("192.0.2.11".to_string(), 0)],
+        "drains lapsed"
+    );
+    // Undrain with the words they were made with removes them, from the file too.
+    for args in [
+        &["undrain", "--region", "eu-west"][..],
+        &[
+            "undrain",
+            "--endpoint",
+            "192.0.2.11",
+            "--service",
+            "www.example.com",
+        ],
+    ] {
+        let out = ctl(dir, args);
+        assert_eq!(code(&out), Some(0), "{args:?}: {}", show(&out));
+    }
+    assert_eq!(matches(&s.status()), []);
+    let saved = std::fs::read_to_string(dir.join("state/drains.json")).expect("read");
+    assert!(
+        !saved.contains("eu-west") && !saved.contains("192.0.2.11"),
+        "{saved}"
+    );
+    // A drain of something that never existed is still refused.
+    let out = ctl(dir, &["undrain", "--region", "nowhere"]);
+    assert_ne!(code(&out), Some(0), "{}", show(&out));
+    let log = s.stop();
+    for what in ["region eu-west", "endpoint 192.0.2.11 of www.example.com"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("WARN") && l.contains(what) && l.contains("matches nothing")),
+            "no reload warning about {what}:\n{log}"
+        );
+    }
 }
 
 #[test]
