@@ -792,3 +792,138 @@ fn state_dir_is_a_config_key_and_holds_the_drains() {
     assert!(dir.join("var/meridian/drains.json").is_file());
     assert!(!dir.join("state").exists());
 }
+
+/// One UDP query to `addr`: the response code and the answer addresses.
+fn ask(addr: SocketAddr, name: &str) -> (hickory_proto::op::ResponseCode, Vec<String>) {
+    let q = common::query(name, hickory_proto::rr::RecordType::A);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    sock.send_to(&q.to_vec().expect("encode"), addr)
+        .expect("send");
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("an answer");
+    let m = hickory_proto::op::Message::from_vec(&buf[..n]).expect("decode");
+    let answers = m.answers.iter().map(|r| r.data.to_string()).collect();
+    (m.metadata.response_code, answers)
+}
+
+const BROKEN_ZONE: &str = "$TTL 300
+@ SOA ns1 h 1 2 3 4 5
+@ NS ns1
+ns1 A 192.0.2.1
+www A 192.0.2.300
+";
+
+const GOOD_ORG_ZONE: &str = "$TTL 300
+@ SOA ns1 h 1 2 3 4 5
+@ NS ns1
+ns1 A 192.0.2.1
+www A 192.0.2.7
+";
+
+/// SPEC "Day two": a server started with a broken zone file serves the other zones, answers
+/// SERVFAIL inside the broken one and says so at ERROR, in `/status` and in the metrics;
+/// `check` still fails; a reload is all or nothing for what is serving.
+#[test]
+fn a_broken_zone_file_does_not_take_the_other_zones_down() {
+    use hickory_proto::op::ResponseCode;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (port, dns_port) = (free_port(), free_port());
+    let dns: SocketAddr = ([127, 0, 0, 1], dns_port).into();
+    let config = plain_config(false)
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{dns_port}"))
+        .replace("{ADMIN}", &port.to_string());
+    write_config_dir(
+        dir,
+        &[
+            ("example.com.zone", EXAMPLE_ZONE),
+            ("broken.org.zone", BROKEN_ZONE),
+        ],
+        &config,
+    );
+    let mut s = Server::spawn(dir, port);
+    let (rc, a) = ask(dns, "www.example.com.");
+    assert_eq!(rc, ResponseCode::NoError);
+    assert_eq!(a.len(), 3, "{a:?}");
+    assert_eq!(ask(dns, "ns1.broken.org.").0, ResponseCode::ServFail);
+    assert_eq!(ask(dns, "broken.org.").0, ResponseCode::ServFail);
+    // Outside every zone is still REFUSED.
+    assert_eq!(ask(dns, "www.example.net.").0, ResponseCode::Refused);
+
+    let zones = |st: &Value| -> Vec<(String, bool, bool)> {
+        st["zones"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|z| {
+                (
+                    z["name"].as_str().unwrap_or("?").to_string(),
+                    z["loaded"].as_bool().unwrap_or(false),
+                    z["error"].as_str().is_some_and(|e| e.contains("192.0.2.300")),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        zones(&s.status()),
+        [
+            ("broken.org".to_string(), false, true),
+            ("example.com".to_string(), true, false)
+        ]
+    );
+    let (_, metrics) = http(s.admin, "GET", "/metrics");
+    for want in [
+        "meridian_zone_loaded{zone=\"broken.org\"} 0",
+        "meridian_zone_loaded{zone=\"example.com\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == want), "no {want} in:\n{metrics}");
+    }
+    let out = ctl(dir, &["check"]);
+    assert_eq!(code(&out), Some(1), "{}", show(&out));
+
+    // A reload that would break a served zone is rejected whole: example.com keeps serving.
+    let good_example = EXAMPLE_ZONE.to_string();
+    std::fs::write(
+        dir.join("zones/example.com.zone"),
+        format!("{good_example}\nbad A 1.2.3\n"),
+    )
+    .expect("write");
+    std::fs::write(dir.join("zones/new.org.zone"), GOOD_ORG_ZONE).expect("write");
+    let out = ctl(dir, &["reload"]);
+    assert_ne!(code(&out), Some(0), "{}", show(&out));
+    assert_eq!(ask(dns, "www.example.com.").0, ResponseCode::NoError);
+    assert_eq!(ask(dns, "www.new.org.").0, ResponseCode::Refused);
+    // With example.com fixed, the still-broken zone does not block the rest of the reload.
+    std::fs::write(dir.join("zones/example.com.zone"), &good_example).expect("write");
+    let out = ctl(dir, &["reload"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    assert_eq!(ask(dns, "www.new.org.").1, ["192.0.2.7"]);
+    assert_eq!(ask(dns, "ns1.broken.org.").0, ResponseCode::ServFail);
+    // Fixed: served.
+    std::fs::write(
+        dir.join("zones/broken.org.zone"),
+        BROKEN_ZONE.replace(".300", ".30"),
+    )
+    .expect("write");
+    let out = ctl(dir, &["reload"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    assert_eq!(ask(dns, "www.broken.org.").1, ["192.0.2.30"]);
+    assert!(zones(&s.status()).iter().all(|z| z.1));
+    let log = s.stop();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("broken.org") && l.contains("SERVFAIL")),
+        "no error about the zone in the log:\n{log}"
+    );
+
+    // A config that is not TOML still refuses to start.
+    std::fs::write(dir.join("meridian.toml"), "[server\nlisten = ").expect("write");
+    let out = meridian()
+        .args(["serve", "--config"])
+        .arg(dir.join("meridian.toml"))
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(1), "{}", show(&out));
+}
