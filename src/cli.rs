@@ -13,6 +13,38 @@ use crate::reload::Reloader;
 use crate::server::{self, ListenSettings};
 use crate::snapshot::{self, Snapshot};
 
+/// Writes to stdout; a closed pipe (`meridian status | head -1`) ends the output quietly
+/// instead of panicking as `println!` does, and the command keeps its own exit status.
+pub fn write_out(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_fmt(args).and_then(|_| match newline {
+        true => o.write_all(b"\n"),
+        false => Ok(()),
+    });
+}
+
+/// [`write_out`] for stderr.
+pub fn write_err(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_fmt(args).and_then(|_| e.write_all(b"\n"));
+}
+
+/// `println!` that a closed stdout cannot turn into a panic.
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::cli::write_out(format_args!($($t)*), true) };
+}
+/// `print!` that a closed stdout cannot turn into a panic.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::write_out(format_args!($($t)*), false) };
+}
+/// `eprintln!` that a closed stderr cannot turn into a panic.
+macro_rules! errln {
+    ($($t:tt)*) => { $crate::cli::write_err(format_args!($($t)*)) };
+}
+pub(crate) use {errln, out, outln};
+
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_INVALID: i32 = 1;
 pub const EXIT_RUNTIME: i32 = 2;
@@ -60,8 +92,10 @@ enum Command {
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
-        #[arg(long, default_value = "config/meridian.toml")]
-        config: PathBuf,
+        /// Config [default: $MERIDIAN_CONFIG, else config/meridian.toml, else
+        /// /etc/meridian/meridian.toml]
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
         /// Ask the running server: its real health, drain and RTT state.
         #[arg(long, conflicts_with = "down")]
         live: bool,
@@ -135,7 +169,15 @@ pub fn main() -> i32 {
             json,
             config,
             ..
-        } => explain(&config, name, &rtype, client, ecs, down, json),
+        } => explain(
+            &config.unwrap_or_else(crate::ctl::default_config),
+            name,
+            &rtype,
+            client,
+            ecs,
+            down,
+            json,
+        ),
         Command::Status(a) => crate::ctl::status(a),
         Command::Drain(a) => crate::ctl::drain(a, true),
         Command::Undrain(a) => crate::ctl::drain(a, false),
@@ -159,7 +201,7 @@ fn explain(
     let rtype = match hickory_proto::rr::RecordType::from_str(&rtype.to_ascii_uppercase()) {
         Ok(t) => t,
         Err(_) => {
-            eprintln!("meridian explain: --type `{rtype}` is not a record type");
+            errln!("meridian explain: --type `{rtype}` is not a record type");
             return EXIT_INVALID;
         }
     };
@@ -167,7 +209,7 @@ fn explain(
         None => None,
         Some(Some(e)) => Some(e),
         Some(None) => {
-            eprintln!("meridian explain: --ecs must be a network like 81.2.69.0/24");
+            errln!("meridian explain: --ecs must be a network like 81.2.69.0/24");
             return EXIT_INVALID;
         }
     };
@@ -181,14 +223,14 @@ fn explain(
     match crate::explain::explain(&snap, &req) {
         Ok((text, value)) => {
             if json {
-                println!("{value}");
+                outln!("{value}");
             } else {
-                print!("{text}");
+                out!("{text}");
             }
             EXIT_OK
         }
         Err(e) => {
-            eprintln!("meridian explain: {e}");
+            errln!("meridian explain: {e}");
             EXIT_INVALID
         }
     }
@@ -198,10 +240,10 @@ fn check(path: &Path) -> i32 {
     match Snapshot::load(path) {
         Ok(s) => {
             for w in s.warnings() {
-                eprintln!("{w}");
+                errln!("{w}");
             }
             let records: usize = s.zones.zones.values().map(|z| z.record_count).sum();
-            println!(
+            outln!(
                 "{}: ok ({} zones, {} records, {} services)",
                 path.display(),
                 s.zones.zones.len(),
@@ -212,7 +254,7 @@ fn check(path: &Path) -> i32 {
         }
         Err(problems) => {
             for p in &problems.0 {
-                eprintln!("{p}");
+                errln!("{p}");
             }
             EXIT_INVALID
         }
@@ -225,7 +267,7 @@ fn load_or_report(path: &Path) -> Option<Snapshot> {
         Ok(s) => Some(s),
         Err(problems) => {
             for p in &problems.0 {
-                eprintln!("{p}");
+                errln!("{p}");
             }
             None
         }
@@ -271,7 +313,7 @@ fn serve(path: &Path) -> i32 {
         Ok(s) => s,
         Err(problems) => {
             for p in &problems.0 {
-                eprintln!("{p}");
+                errln!("{p}");
             }
             return EXIT_INVALID;
         }
@@ -294,7 +336,7 @@ fn serve(path: &Path) -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("meridian: cannot start runtime: {e}");
+            errln!("meridian: cannot start runtime: {e}");
             return EXIT_RUNTIME;
         }
     };
@@ -310,7 +352,7 @@ fn serve(path: &Path) -> i32 {
         let handle = match server::start(shared.clone(), &settings) {
             Ok(h) => h,
             Err(e) => {
-                eprintln!("meridian: {e}");
+                errln!("meridian: {e}");
                 return EXIT_RUNTIME;
             }
         };
@@ -326,7 +368,7 @@ fn serve(path: &Path) -> i32 {
                     Some(h)
                 }
                 Err(e) => {
-                    eprintln!("meridian: {e}");
+                    errln!("meridian: {e}");
                     handle.shutdown().await;
                     return if e.kind() == std::io::ErrorKind::InvalidInput {
                         EXIT_INVALID
@@ -343,7 +385,7 @@ fn serve(path: &Path) -> i32 {
                 match crate::anycast::start(shared.clone(), handle.addrs.clone(), settings) {
                     Ok(a) => Some(a),
                     Err(e) => {
-                        eprintln!("meridian: {e}");
+                        errln!("meridian: {e}");
                         if let Some(a) = admin {
                             a.shutdown().await;
                         }
@@ -363,7 +405,7 @@ fn serve(path: &Path) -> i32 {
         ) {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("meridian: cannot start the prober: {e}");
+                errln!("meridian: cannot start the prober: {e}");
                 handle.shutdown().await;
                 return EXIT_RUNTIME;
             }

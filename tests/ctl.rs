@@ -927,3 +927,143 @@ fn a_broken_zone_file_does_not_take_the_other_zones_down() {
         .expect("run");
     assert_eq!(code(&out), Some(1), "{}", show(&out));
 }
+
+/// `meridian status | head -1` and `meridian undrain … | grep -q`: the reader goes away
+/// before the command writes; the command ends quietly with its own exit status.
+#[test]
+fn a_closed_pipe_ends_control_commands_quietly_with_their_own_status() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let s = Server::start(dir, &plain_config(false));
+    let closed = |args: &[&str]| {
+        let mut child = meridian()
+            .args(args)
+            .arg("--config")
+            .arg(dir.join("meridian.toml"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // The reading end is gone before the command has anything to write.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        assert_no_panic(&out);
+        assert_eq!(code(&out), Some(0), "{args:?}: {}", show(&out));
+        assert!(text(&out.stderr).is_empty(), "{}", show(&out));
+    };
+    closed(&["status"]);
+    closed(&["status", "--json"]);
+    closed(&["drain", "--region", "eu-west"]);
+    assert!(s.drained("192.0.2.20"), "the drain was made");
+    closed(&["undrain", "--region", "eu-west"]);
+    assert!(!s.drained("192.0.2.20"), "the undrain was made");
+    closed(&["reload"]);
+    closed(&["explain", "www.example.com", "--live"]);
+}
+
+/// The admin API is found without flags from anywhere: `--admin`, `--config`,
+/// `$MERIDIAN_ADMIN`, `$MERIDIAN_CONFIG`, then the default places.
+#[test]
+fn control_commands_find_the_admin_api_from_flags_environment_and_default_places() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let s = Server::start(dir, &plain_config(false));
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let status = |envs: &[(&str, String)], args: &[&str]| {
+        let mut c = meridian();
+        c.current_dir(elsewhere.path())
+            .env_remove("MERIDIAN_ADMIN")
+            .env_remove("MERIDIAN_CONFIG")
+            .arg("status")
+            .arg("--json")
+            .args(args);
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let out = c.output().expect("run");
+        assert_no_panic(&out);
+        out
+    };
+    let config = dir.join("meridian.toml").display().to_string();
+    let url = format!("127.0.0.1:{}", s.port());
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let ok = |out: Output| {
+        assert_eq!(code(&out), Some(0), "{}", show(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(v["site"], "ctl-test");
+    };
+    let unreachable = |out: Output| assert_eq!(code(&out), Some(2), "{}", show(&out));
+    // Nothing to go by in an empty folder: a clear error naming the places.
+    let out = status(&[], &[]);
+    assert_eq!(code(&out), Some(1), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("/etc/meridian/meridian.toml")
+            && text(&out.stderr).contains("MERIDIAN_ADMIN"),
+        "{}",
+        show(&out)
+    );
+    ok(status(&[], &["--admin", &url]));
+    ok(status(&[], &["--config", &config]));
+    ok(status(&[("MERIDIAN_ADMIN", url.clone())], &[]));
+    ok(status(&[("MERIDIAN_CONFIG", config.clone())], &[]));
+    // The order: --admin before --config before $MERIDIAN_ADMIN before $MERIDIAN_CONFIG.
+    unreachable(status(&[], &["--admin", &nobody, "--config", &config]));
+    ok(status(&[("MERIDIAN_ADMIN", nobody.clone())], &["--config", &config]));
+    unreachable(status(
+        &[
+            ("MERIDIAN_ADMIN", nobody.clone()),
+            ("MERIDIAN_CONFIG", config.clone()),
+        ],
+        &[],
+    ));
+    // config/meridian.toml of the current folder.
+    std::fs::create_dir_all(elsewhere.path().join("config")).expect("mkdir");
+    std::fs::copy(&config, elsewhere.path().join("config/meridian.toml")).expect("copy");
+    ok(status(&[], &[]));
+}
+
+/// `drain --endpoint ADDR` without `--service` drains it in every service that has it.
+#[test]
+fn drain_endpoint_without_service_acts_on_every_service_that_has_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let config = format!(
+        "{}\n[[service]]\nname = \"lb.example.com\"\npolicy = \"round-robin\"\nendpoints = [\n  \
+         {{ region = \"eu-west\", address = \"192.0.2.20\" }},\n  \
+         {{ region = \"us-east\", address = \"192.0.2.30\" }},\n]\n",
+        plain_config(false)
+    );
+    let s = Server::start(dir, &config);
+    let out = ctl(dir, &["drain", "--endpoint", "192.0.2.20"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    assert!(text(&out.stdout).contains("2 endpoints"), "{}", show(&out));
+    let st = s.status();
+    let drained: Vec<(String, String)> = st["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|svc| {
+            svc["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["drained"] == true)
+                .map(move |e| {
+                    (
+                        svc["name"].as_str().unwrap_or("?").to_string(),
+                        e["address"].as_str().unwrap_or("?").to_string(),
+                    )
+                })
+        })
+        .collect();
+    assert_eq!(
+        drained,
+        [
+            ("www.example.com".to_string(), "192.0.2.20".to_string()),
+            ("lb.example.com".to_string(), "192.0.2.20".to_string())
+        ]
+    );
+    let out = ctl(dir, &["undrain", "--endpoint", "192.0.2.20"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    assert!(!s.drained("192.0.2.20"));
+}
