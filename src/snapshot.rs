@@ -51,7 +51,15 @@ impl Snapshot {
     /// Things that load but will not do what the operator likely means; `check` prints them
     /// and still exits 0.
     pub fn warnings(&self) -> Vec<Problem> {
-        let mut out = Vec::new();
+        let mut out = config::warnings(&self.config);
+        for f in &self.zones.skipped {
+            out.push(Problem::new(
+                f,
+                1,
+                1,
+                "warning: not loaded: only files named *.zone in the zones folder are zones",
+            ));
+        }
         let Some(key) = self
             .config
             .config
@@ -317,7 +325,11 @@ pub fn check_tolerating(config_path: &Path, tolerate: &Tolerate) -> Checked {
     let mut geo_dbs = Vec::new();
     if let Some(config) = &examined.config {
         let mut more = Vec::new();
-        check_services(config, &zones.zones, &zones.unbuilt, &mut more);
+        // Without a zones folder (a misspelt `[sever]` left only a stand-in) every service
+        // would be "not inside any zone": that only repeats the problem already reported.
+        if examined.zones_dir.is_some() {
+            check_services(config, &zones.zones, &zones.unbuilt, &mut more);
+        }
         geo_dbs = open_geo_db(config, &mut more);
         more.retain(|p| !examined.is_artefact(p));
         problems.append(&mut more);
@@ -364,8 +376,9 @@ fn check_services(
     unbuilt: &[Name],
     out: &mut Vec<Problem>,
 ) {
-    for (i, svc) in config.config.service.iter().enumerate() {
+    for svc in &config.config.service {
         let s = svc.get_ref();
+        let key = config::service_key(s.name.get_ref());
         let at = |m: String| config.problem_at(s.name.span(), m);
         let name = match Name::from_ascii(s.name.get_ref()) {
             Ok(mut n) => {
@@ -374,7 +387,7 @@ fn check_services(
             }
             Err(e) => {
                 out.push(at(format!(
-                    "service[{i}].name: `{}` is not a domain name: {e}",
+                    "{key}.name: `{}` is not a domain name: {e}",
                     s.name.get_ref()
                 )));
                 continue;
@@ -393,7 +406,7 @@ fn check_services(
         }
         match zone {
             None => out.push(at(format!(
-                "service[{i}].name: `{}` is not inside any zone in the zones folder",
+                "{key}.name: `{}` is not inside any zone in the zones folder",
                 s.name.get_ref()
             ))),
             Some(zone) => {
@@ -401,7 +414,7 @@ fn check_services(
                 crate::zone::wire_lower(&name, &mut wire, &mut starts);
                 if let Found::Delegation(..) = zone.find(&wire, &starts, false) {
                     out.push(at(format!(
-                        "service[{i}].name: `{}` lies in a subzone delegated away from {}",
+                        "{key}.name: `{}` lies in a subzone delegated away from {}",
                         s.name.get_ref(),
                         zone.origin
                     )));
@@ -413,7 +426,7 @@ fn check_services(
                     .any(|e| e.get_ref().target.is_some());
                 if let Some(node) = zone.node(&name).filter(|n| targets && !n.rrsets.is_empty()) {
                     out.push(at(format!(
-                        "service[{i}].name: `{}` has records in {}; a service of `target` endpoints answers every type with a CNAME, which can have no other data at its name",
+                        "{key}.name: `{}` has records in {}; a service of `target` endpoints answers every type with a CNAME, which can have no other data at its name",
                         s.name.get_ref(),
                         zone.file.display()
                     )));
@@ -421,7 +434,7 @@ fn check_services(
                 } else if let Some(node) = zone.node(&name) {
                     if node.rrset(RecordType::CNAME).is_some() {
                         out.push(at(format!(
-                            "service[{i}].name: `{}` is a CNAME in {}; a balanced name cannot also be an alias",
+                            "{key}.name: `{}` is a CNAME in {}; a balanced name cannot also be an alias",
                             s.name.get_ref(),
                             zone.file.display()
                         )));
@@ -429,7 +442,7 @@ fn check_services(
                     for t in [RecordType::A, RecordType::AAAA] {
                         if node.rrset(t).is_some() {
                             out.push(at(format!(
-                                "service[{i}].name: `{}` also has static {t} records in {}; remove them from the zone or the service",
+                                "{key}.name: `{}` also has static {t} records in {}; remove them from the zone or the service",
                                 s.name.get_ref(),
                                 zone.file.display()
                             )));
