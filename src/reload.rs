@@ -129,6 +129,12 @@ impl Reloader {
                         "admin.listen changed: the new address takes effect after a restart"
                     );
                 }
+                if snap.config.anycast.is_some() && crate::anycast::current().is_none() {
+                    tracing::warn!(
+                        "[anycast] added: the controller starts with the next restart \
+                         (a changed [anycast] applies at once)"
+                    );
+                }
                 let generation = snap.generation;
                 let snap = Arc::new(snap);
                 self.shared.store(snap.clone());

@@ -182,6 +182,7 @@ impl Snapshot {
         let regions = build_regions(&config);
         let locator = build_locator(&config, dbs);
         let services = build_services(&config, &regions, &health);
+        health.mark_built();
         // Drains are rules, not flags: a region drain covers endpoints new in this config.
         health.drains.apply(&services, &regions);
         for (i, svc) in services.iter().enumerate() {
@@ -540,6 +541,9 @@ fn build_services(
                 .and_then(|p| c.health.get(p))
                 .and_then(|p| p.get_ref().initial.as_ref())
                 .is_none_or(|i| i.get_ref() != "down");
+            // A probed endpoint a reload adds was never seen working: down until its first
+            // probe passes. At start, endpoints follow `initial` (up unless told otherwise).
+            let reloading = health.built_before();
             let endpoints = s
                 .endpoints
                 .get_ref()
@@ -570,7 +574,7 @@ fn build_services(
                             address: addr,
                             probe: probe.clone(),
                         },
-                        initially_up,
+                        initially_up && (probe.is_empty() || !reloading),
                     );
                     Some(Endpoint {
                         addr,

@@ -1068,3 +1068,88 @@ fn drain_endpoint_without_service_acts_on_every_service_that_has_it() {
     assert_eq!(code(&out), Some(0), "{}", show(&out));
     assert!(!s.drained("192.0.2.20"));
 }
+
+/// SPEC "Behaviour on the wire", health: an endpoint a reload adds is not answered before its
+/// first probe passes (a refusing health URL: never), and joins on that first good probe
+/// whatever `rise` says; endpoints there at start are answered at once, until their first
+/// probe says otherwise.
+#[test]
+fn an_endpoint_added_by_a_reload_is_not_answered_before_it_was_seen_working() {
+    let h = health();
+    // A health server that accepts connections and never answers: its probes time out.
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hang_url = format!("http://{}/health", hanging.local_addr().expect("addr"));
+    // Nothing listens here: connections are refused.
+    let refused_url = format!("http://127.0.0.1:{}/health", free_port());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (port, dns_port) = (free_port(), free_port());
+    let dns: SocketAddr = ([127, 0, 0, 1], dns_port).into();
+    let config = |added: &str| {
+        format!(
+            r#"{HEAD}
+[health.web]
+kind = "http"
+interval = "60s"
+timeout = "5s"
+rise = 2
+fall = 3
+
+[[service]]
+name = "www.example.com"
+policy = "round-robin"
+max_answers = 8
+health = "web"
+endpoints = [
+  {{ region = "us-east", address = "192.0.2.10", check = "{ok}" }},
+  {{ region = "us-east", address = "192.0.2.11", check = "{hang_url}" }},
+  {added}
+]
+"#,
+            ok = h.url("/ok/a"),
+        )
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{dns_port}"))
+        .replace("{ADMIN}", &port.to_string())
+    };
+    write_config_dir(dir, &[("example.com.zone", EXAMPLE_ZONE)], &config(""));
+    let started = Instant::now();
+    let s = Server::spawn(dir, port);
+    // At start: the endpoint whose probe has not answered yet is served (initial = up).
+    let (_, a) = ask(dns, "www.example.com.");
+    assert!(started.elapsed() < Duration::from_secs(4), "too slow to judge");
+    assert!(a.contains(&"192.0.2.11".to_string()), "{a:?}");
+
+    let added = format!(
+        r#"{{ region = "eu-west", address = "192.0.2.20", check = "{refused_url}" }},
+  {{ region = "eu-west", address = "192.0.2.21", check = "{}" }},
+  {{ region = "eu-west", address = "192.0.2.22", check = "{hang_url}" }},"#,
+        h.url("/ok/new")
+    );
+    std::fs::write(dir.join("meridian.toml"), config(&added)).expect("write");
+    let out = ctl(dir, &["reload"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    // For two seconds after the reload: never the refused nor the unanswered new endpoint;
+    // the working one joins after its first probe (not after `rise` = 2 intervals of 60 s).
+    let t0 = Instant::now();
+    let mut joined = None;
+    while t0.elapsed() < Duration::from_secs(2) {
+        let (_, a) = ask(dns, "www.example.com.");
+        for never in ["192.0.2.20", "192.0.2.22"] {
+            assert!(
+                !a.contains(&never.to_string()),
+                "{never} answered {:?} after the reload, before any probe passed: {a:?}",
+                t0.elapsed()
+            );
+        }
+        if joined.is_none() && a.contains(&"192.0.2.21".to_string()) {
+            joined = Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let joined = joined.expect("the working new endpoint never joined the answers");
+    eprintln!("new working endpoint answered {joined:?} after the reload");
+    let st = s.status();
+    assert_eq!(endpoint(&st, "192.0.2.20")["healthy"], false, "{st}");
+    assert_eq!(endpoint(&st, "192.0.2.21")["healthy"], true, "{st}");
+    drop(hanging);
+}
