@@ -519,6 +519,13 @@ fn parse_name(cx: &Ctx<'_>, tok: &Token, what: &str) -> Result<Name, Problem> {
     if tok.text == "@" {
         return Ok(cx.origin.clone());
     }
+    // `""` would otherwise read as the origin (Name::parse of nothing): Knot and BIND reject
+    // an empty name, and so do we.
+    if tok.text.is_empty() {
+        return Err(err(format!(
+            "{what} is empty (`\"\"`); write `@` for the origin"
+        )));
+    }
     let mut n = Name::parse(&tok.text, Some(&cx.origin))
         .map_err(|e| err(format!("{what} `{}` is not a valid name: {e}", tok.text)))?;
     n.set_fqdn(true);
@@ -1121,5 +1128,18 @@ mod tests {
         let errs = parse("$TTL 60\n@ SOA a b ( 1 2 3 4 5\n").unwrap_err();
         assert!(errs[0].message.contains("never closed"), "{:?}", errs);
         assert_eq!(errs[0].line, 2);
+    }
+
+    #[test]
+    fn an_empty_quoted_name_is_rejected() {
+        let origin = Name::from_ascii("example.com.").unwrap();
+        let text = "$TTL 300\n@ SOA ns1 h 1 2 3 4 5\n@ NS ns1\nns1 A 192.0.2.1\n\"\"  IN  A  192.0.2.2\nx CNAME \"\"\n";
+        let z = read_zone_file(Path::new("t.zone"), text, origin);
+        let at: Vec<(usize, bool)> = z
+            .problems
+            .iter()
+            .map(|p| (p.line, p.message.contains("is empty")))
+            .collect();
+        assert_eq!(at, [(5, true), (6, true)], "{:?}", z.problems);
     }
 }
