@@ -363,10 +363,8 @@ fn serve(path: &Path) -> i32 {
         let admin = match crate::admin::AdminState::from_config(reloader.clone()) {
             None => None,
             Some(state) => match crate::admin::start(state).await {
-                Ok(h) => {
-                    tracing::info!(address = %h.addr, "admin API listening");
-                    Some(h)
-                }
+                // crate::admin::start logs "admin API listening" itself, once.
+                Ok(h) => Some(h),
                 Err(e) => {
                     errln!("meridian: {e}");
                     handle.shutdown().await;

@@ -616,7 +616,10 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|z| format!("{} ({} records)", s(&z["origin"]), s(&z["records"])))
+        .map(|z| match z["loaded"].as_bool() {
+            Some(false) => format!("{} NOT LOADED (SERVFAIL)", s(&z["name"])),
+            _ => format!("{} ({} records)", s(&z["origin"]), s(&z["records"])),
+        })
         .collect();
     head.push(vec![
         "zones".into(),
@@ -633,6 +636,13 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
     }
     out.push_str(&table(&head, ""));
 
+    if v["drains_state"]["ok"].as_bool() == Some(false) {
+        out.push_str(&format!(
+            "\nDRAIN STATE LOST: {} (drains made before the restart are unknown until an \
+             operator drains or undrains)\n",
+            v["drains_state"]["error"].as_str().unwrap_or("?")
+        ));
+    }
     let drains = v["drains"].as_array().cloned().unwrap_or_default();
     if !drains.is_empty() {
         out.push_str("\ndrains (kept across reloads and restarts)\n");
@@ -655,6 +665,11 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
                     what,
                     service.to_string(),
                     format!("since {at} ({})", ago(at, now)),
+                    match d["matches"].as_u64() {
+                        Some(0) => "MATCHES NOTHING (undrain it with the same words)".into(),
+                        Some(n) => format!("{n} endpoint(s)"),
+                        None => String::new(),
+                    },
                 ]
             })
             .collect();
@@ -670,8 +685,9 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
         "WHEN ALL DOWN".into(),
         "UP".into(),
     ]];
-    // region → (endpoints, up, unhealthy, drained)
-    let mut regions: BTreeMap<String, [usize; 4]> = BTreeMap::new();
+    // region → hosts (addresses), and those up, unhealthy, drained in at least one service:
+    // a host in three services is one machine, not three.
+    let mut regions: BTreeMap<String, [std::collections::BTreeSet<String>; 4]> = BTreeMap::new();
     let endpoints: Vec<(&Value, &Value)> = services
         .iter()
         .flat_map(|svc| {
@@ -717,15 +733,16 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
         let drained = e["drained"].as_bool().unwrap_or(false);
         let region = e["region"].as_str().unwrap_or("-").to_string();
         let r = regions.entry(region.clone()).or_default();
-        r[0] += 1;
+        let host = s(&e["address"]);
+        r[0].insert(host.clone());
         if healthy && !drained {
-            r[1] += 1;
+            r[1].insert(host.clone());
         }
         if !healthy {
-            r[2] += 1;
+            r[2].insert(host.clone());
         }
         if drained {
-            r[3] += 1;
+            r[3].insert(host);
         }
         let probed = e["probe"].is_string();
         let last = match e.get("last_probe").filter(|p| !p.is_null()) {
@@ -792,7 +809,7 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
     out.push_str(&table(&svc_rows, ""));
     let mut reg_rows = vec![vec![
         "REGION".to_string(),
-        "ENDPOINTS".into(),
+        "HOSTS".into(),
         "UP".into(),
         "UNHEALTHY".into(),
         "DRAINED".into(),
@@ -800,10 +817,10 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
     for (name, c) in &regions {
         reg_rows.push(vec![
             name.clone(),
-            c[0].to_string(),
-            c[1].to_string(),
-            c[2].to_string(),
-            c[3].to_string(),
+            c[0].len().to_string(),
+            c[1].len().to_string(),
+            c[2].len().to_string(),
+            c[3].len().to_string(),
         ]);
     }
     out.push('\n');
@@ -848,7 +865,7 @@ mod tests {
             "anycast      announced yes, reason self-check, since 2025-01-01T11:00:10Z (60m ago)",
             "drained  region eu-west  every service  since 2025-01-01T12:00:05Z (5.0s ago)",
             "www.example.com  geo     30   web     serve-all      1/2",
-            "eu-west  1          0   1          1",
+            "eu-west  1      0   1          1",
             "192.0.2.10  us-east  UP       up      -        ok 1.0s ago  0.42ms  -     75.0%",
             "192.0.2.20  eu-west  DRAINED  down    drained  not yet      -       0.5   -",
         ] {

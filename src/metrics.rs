@@ -536,7 +536,8 @@ impl Collector for SnapshotCollector {
         family(
             &mut enc,
             "meridian_service_when_all_down_empty",
-            "1 when the service answers NODATA with every endpoint down, 0 when it serves all.",
+            "1 when the service answers NODATA with every endpoint down (when_all_down = empty), \
+             0 otherwise: serve-all (answers as if all were up) or servfail (SERVFAIL).",
             MetricType::Gauge,
             svcs.iter().map(|(l, s)| {
                 (

@@ -1035,6 +1035,19 @@ fn drain_endpoint_without_service_acts_on_every_service_that_has_it() {
         plain_config(false)
     );
     let s = Server::start(dir, &config);
+    // Region rows count hosts: 192.0.2.20 serves two services but is one machine.
+    let out = ctl(dir, &["status"]);
+    let t = text(&out.stdout);
+    let region_row = |name: &str| {
+        t.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|w| w.len() == 5 && w[0] == name)
+            .unwrap_or_else(|| panic!("no {name} row:\n{t}"))
+            .join(" ")
+    };
+    assert_eq!(region_row("eu-west"), "eu-west 1 1 0 0", "{t}");
+    assert_eq!(region_row("us-east"), "us-east 3 3 0 0", "{t}");
+    assert!(t.contains("HOSTS"), "{t}");
     let out = ctl(dir, &["drain", "--endpoint", "192.0.2.20"]);
     assert_eq!(code(&out), Some(0), "{}", show(&out));
     assert!(text(&out.stdout).contains("2 endpoints"), "{}", show(&out));
