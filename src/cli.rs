@@ -213,12 +213,30 @@ fn explain(
             return EXIT_INVALID;
         }
     };
+    // The saved drains count, as they would after a restart of the server; said either way.
+    let state_dir = snap.config.state_dir();
+    let note = match snap
+        .health
+        .drains
+        .load_read_only(&state_dir, &snap.services, &snap.regions)
+    {
+        Ok(0) => format!(
+            "no saved drains in {} (live drains and health: --live)",
+            state_dir.display()
+        ),
+        Ok(n) => format!(
+            "{n} saved drain rule(s) from {} applied; health is not known offline (--live)",
+            state_dir.join(crate::health::drains::FILE).display()
+        ),
+        Err(e) => format!("saved drains NOT applied: {e}"),
+    };
     let req = crate::explain::Request {
         name,
         rtype,
         client,
         ecs,
         down,
+        notes: vec![note],
     };
     match crate::explain::explain(&snap, &req) {
         Ok((text, value)) => {

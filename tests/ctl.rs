@@ -1166,3 +1166,41 @@ endpoints = [
     assert_eq!(endpoint(&st, "192.0.2.21")["healthy"], true, "{st}");
     drop(hanging);
 }
+
+/// Offline `explain` applies the saved drains (and says so), and says when a name is outside
+/// every zone instead of calling it static data.
+#[test]
+fn offline_explain_applies_saved_drains_and_names_what_is_outside_every_zone() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut s = Server::start(dir, &plain_config(false));
+    let out = ctl(dir, &["drain", "--region", "eu-west"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    s.stop();
+    let offline = |args: &[&str]| {
+        let out = meridian()
+            .arg("explain")
+            .args(args)
+            .arg("--config")
+            .arg(dir.join("meridian.toml"))
+            .output()
+            .expect("run");
+        assert_no_panic(&out);
+        assert_eq!(code(&out), Some(0), "{}", show(&out));
+        text(&out.stdout)
+    };
+    let v: Value =
+        serde_json::from_str(&offline(&["www.example.com", "--json"])).expect("JSON");
+    assert_eq!(answer(&v), set(&["192.0.2.10", "192.0.2.11"]), "{v}");
+    let t = offline(&["www.example.com"]);
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("note") && l.contains("1 saved drain rule(s)")),
+        "{t}"
+    );
+    let t = offline(&["www.example.net"]);
+    assert!(t.contains("outside every zone"), "{t}");
+    assert!(!t.contains("static data"), "{t}");
+    let t = offline(&["mail.example.com"]);
+    assert!(t.contains("static data from zone example.com."), "{t}");
+}

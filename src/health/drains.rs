@@ -238,6 +238,30 @@ impl Drains {
     }
 }
 
+impl Drains {
+    /// Reads the drains saved in `state_dir` without changing anything on disk (no corrupt
+    /// file moved aside) and puts them in force for `services`: what `meridian explain` does
+    /// offline, so that its answer is the one the server would give after a restart.
+    pub fn load_read_only(
+        &self,
+        state_dir: &Path,
+        services: &[Arc<Service>],
+        regions: &[Region],
+    ) -> Result<usize, String> {
+        let path = state_dir.join(FILE);
+        let rules = match std::fs::read(&path) {
+            Ok(t) => Drains::decode(&t).map_err(|e| format!("{}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let n = rules.len();
+        let mut held = self.lock();
+        *held = rules;
+        apply_rules(&held, services, regions);
+        Ok(n)
+    }
+}
+
 // ---- [fleet] (crate::fleet): etcd holds the rules; these let it read, change and replace them.
 impl Drains {
     /// The rules after a drain (`drain`) or undrain of `scope` is added to `rules`, with the
