@@ -786,3 +786,32 @@ fn check_rejects_zero_durations_huge_ttls_and_warns_about_what_does_nothing() {
     assert!(err.contains("sever"), "{err}");
     assert!(!err.contains("not inside any zone"), "{err}");
 }
+
+/// The man page lists only pages that exist (no `meridian-help(1)`) and every environment
+/// variable the commands read.
+#[test]
+fn man_page_lists_real_pages_and_every_environment_variable() {
+    let out = run(&["man"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let page = text(&out.stdout);
+    assert!(!page.contains("meridian\\-help"), "{page}");
+    for var in ["MERIDIAN_LOG", "MERIDIAN_TOKEN", "MERIDIAN_ADMIN", "MERIDIAN_CONFIG"] {
+        assert!(page.contains(&format!(".B {var}")), "{var} missing:\n{page}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = meridian()
+        .args(["man", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let main = std::fs::read_to_string(dir.path().join("meridian.1")).expect("meridian.1");
+    // Every page SEE ALSO names is there.
+    for line in main.lines().filter(|l| l.starts_with("meridian\\-")) {
+        let page = line.trim_end_matches("(1)").replace("\\-", "-");
+        assert!(
+            dir.path().join(format!("{page}.1")).is_file(),
+            "{page}(1) is listed but not written"
+        );
+    }
+}
