@@ -547,7 +547,12 @@ async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained:
         // An undrain may name a target a reload removed: its drain is still in force.
         let addr = crate::policy::Endpoint::target_addr(&n);
         let kept = !drained
-            && snap.health.drains.rules().iter().any(|r| r.scope.endpoint == Some(addr));
+            && snap
+                .health
+                .drains
+                .rules()
+                .iter()
+                .any(|r| r.scope.endpoint == Some(addr));
         (known || kept)
             .then(|| crate::policy::Endpoint::target_addr(&n))
             .ok_or(())
@@ -585,8 +590,11 @@ async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained:
     // An undrain with the words a drain was made with removes it even when that drain matches
     // nothing any more (a reload renamed its region or removed its endpoint): drains never
     // lapse silently, and never stay out of reach (SPEC "Day two").
-    let undoes_rule =
-        !drained && snap.health.drains.would_undo(&scope, &snap.services, &snap.regions);
+    let undoes_rule = !drained
+        && snap
+            .health
+            .drains
+            .would_undo(&scope, &snap.services, &snap.regions);
     let region = match target.region.as_deref() {
         None => None,
         Some(r) => match snap.regions.iter().position(|x| x.name == r) {

@@ -675,7 +675,9 @@ fn type_problem(
 fn toml_words(msg: &str) -> String {
     fn kind(rust: &str) -> String {
         let r = rust.trim();
-        let ints = ["u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize"];
+        let ints = [
+            "u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize",
+        ];
         if ints.contains(&r) || r.starts_with("integer") {
             "an integer".into()
         } else if r == "f32" || r == "f64" || r.starts_with("floating point") {
@@ -1339,7 +1341,11 @@ pub fn warnings(lc: &LoadedConfig) -> Vec<Problem> {
         if s.health.is_some() {
             continue;
         }
-        let checked = s.endpoints.get_ref().iter().filter(|e| e.get_ref().check.is_some());
+        let checked = s
+            .endpoints
+            .get_ref()
+            .iter()
+            .filter(|e| e.get_ref().check.is_some());
         if let Some(first) = checked.clone().next() {
             out.push(lc.problem_at(
                 first.span(),
@@ -1353,10 +1359,12 @@ pub fn warnings(lc: &LoadedConfig) -> Vec<Problem> {
         }
     }
     for (name, profile) in &c.health {
-        let used = c
-            .service
-            .iter()
-            .any(|s| s.get_ref().health.as_ref().is_some_and(|h| h.get_ref() == name));
+        let used = c.service.iter().any(|s| {
+            s.get_ref()
+                .health
+                .as_ref()
+                .is_some_and(|h| h.get_ref() == name)
+        });
         if !used {
             out.push(lc.problem_at(
                 profile.span(),
@@ -1667,7 +1675,12 @@ mod tests {
                 .starts_with("service \"a.example.\".policy: expected a string, found an integer"),
             "{err}"
         );
-        assert!(err.0[4].message.starts_with("service \"b.example.\".bogus:"), "{err}");
+        assert!(
+            err.0[4]
+                .message
+                .starts_with("service \"b.example.\".bogus:"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1691,7 +1704,10 @@ mod tests {
             "{err}"
         );
         assert!(msgs[0].starts_with("server.tcp_idle_timeout:"), "{err}");
-        assert!(msgs[3].starts_with("service \"b.example.\".policy:"), "{err}");
+        assert!(
+            msgs[3].starts_with("service \"b.example.\".policy:"),
+            "{err}"
+        );
         assert!(
             msgs[4].starts_with("service \"b.example.\".endpoints[1].address:"),
             "{err}"

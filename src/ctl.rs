@@ -133,7 +133,10 @@ fn target(a: &Admin) -> Result<Target, Failure> {
     if let Some(config) = &a.config {
         return target_config(config);
     }
-    if let Some(given) = std::env::var("MERIDIAN_ADMIN").ok().filter(|v| !v.is_empty()) {
+    if let Some(given) = std::env::var("MERIDIAN_ADMIN")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
         return target_url(&given, "MERIDIAN_ADMIN");
     }
     let config = default_config();

@@ -305,10 +305,7 @@ fn render(
         } else {
             match snap.zones.find_name(name) {
                 None => "outside every zone served here: REFUSED (not authoritative)".to_string(),
-                Some(z) => format!(
-                    "static data from zone {} (not a balanced name)",
-                    z.origin
-                ),
+                Some(z) => format!("static data from zone {} (not a balanced name)", z.origin),
             }
         };
         out.push_str(&format!("{:<11}{decision}\n", "decision"));

@@ -108,13 +108,18 @@ impl Reloader {
         let health = self.shared.load().health.clone();
         // A zone already failing may keep failing; one that serves now may not break.
         let failing = crate::snapshot::Tolerate::Failing(
-            self.shared.load().zones.failed.iter().map(|f| f.name()).collect(),
+            self.shared
+                .load()
+                .zones
+                .failed
+                .iter()
+                .map(|f| f.name())
+                .collect(),
         );
         let started = std::time::Instant::now();
-        let built = tokio::task::spawn_blocking(move || {
-            Snapshot::load_serving(&path, health, &failing)
-        })
-        .await;
+        let built =
+            tokio::task::spawn_blocking(move || Snapshot::load_serving(&path, health, &failing))
+                .await;
         // Rounded to a tenth of a millisecond: more digits are noise in a log line.
         let took_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
         let result = match built {

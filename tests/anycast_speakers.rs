@@ -266,18 +266,22 @@ fn a_reload_applies_a_changed_anycast_section() {
     assert!(text.contains("withdraw-now"), "{text}");
     std::fs::write(server.config_path(), text).expect("write");
     server.reload();
-    wait_for("the new settings in /status", Duration::from_secs(3), || {
-        a.status_json()["rise"] == 3
-    });
+    wait_for(
+        "the new settings in /status",
+        Duration::from_secs(3),
+        || a.status_json()["rise"] == 3,
+    );
     let st = a.status_json();
     assert_eq!(st["interval_ms"], 150, "{st}");
     assert_eq!(st["withdraw_file"], flag.display().to_string(), "{st}");
     assert!(a.announced(), "a reload alone does not withdraw");
     // The new withdraw file is acted on.
     std::fs::write(&flag, "").expect("touch");
-    wait_for("withdrawn by the new withdraw file", Duration::from_secs(3), || {
-        !a.announced()
-    });
+    wait_for(
+        "withdrawn by the new withdraw file",
+        Duration::from_secs(3),
+        || !a.announced(),
+    );
     assert_eq!(a.status_json()["reason"], "withdraw-file");
     std::fs::remove_file(&flag).expect("rm");
     wait_for("announced again", Duration::from_secs(3), || a.announced());

@@ -622,9 +622,24 @@ endpoints = [{ address = \"192.0.2.10\" }]
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert_no_panic(&out);
     let mut want = vec![
-        ("meridian.toml", 2, 10, "server.listen: expected an array, found a string"),
-        ("meridian.toml", 6, 6, "site.id: expected a string, found an integer"),
-        ("meridian.toml", 10, 10, "service \"www.a.example.\".policy: `fastest`"),
+        (
+            "meridian.toml",
+            2,
+            10,
+            "server.listen: expected an array, found a string",
+        ),
+        (
+            "meridian.toml",
+            6,
+            6,
+            "site.id: expected a string, found an integer",
+        ),
+        (
+            "meridian.toml",
+            10,
+            10,
+            "service \"www.a.example.\".policy: `fastest`",
+        ),
     ];
     want.extend(zone_problems());
     assert_problems(&problems(&out, dir.path()), &want);
@@ -795,8 +810,16 @@ fn man_page_lists_real_pages_and_every_environment_variable() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let page = text(&out.stdout);
     assert!(!page.contains("meridian\\-help"), "{page}");
-    for var in ["MERIDIAN_LOG", "MERIDIAN_TOKEN", "MERIDIAN_ADMIN", "MERIDIAN_CONFIG"] {
-        assert!(page.contains(&format!(".B {var}")), "{var} missing:\n{page}");
+    for var in [
+        "MERIDIAN_LOG",
+        "MERIDIAN_TOKEN",
+        "MERIDIAN_ADMIN",
+        "MERIDIAN_CONFIG",
+    ] {
+        assert!(
+            page.contains(&format!(".B {var}")),
+            "{var} missing:\n{page}"
+        );
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let out = meridian()

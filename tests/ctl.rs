@@ -591,7 +591,8 @@ fn a_lost_drain_state_shows_in_status_and_metrics_until_an_operator_acts() {
         let (code, body) = http(s.admin, "GET", "/metrics");
         assert_eq!(code, 200);
         assert!(
-            body.lines().any(|l| l == format!("meridian_drains_state_ok {want}")),
+            body.lines()
+                .any(|l| l == format!("meridian_drains_state_ok {want}")),
             "no meridian_drains_state_ok {want} in:\n{body}"
         );
     };
@@ -862,7 +863,9 @@ fn a_broken_zone_file_does_not_take_the_other_zones_down() {
                 (
                     z["name"].as_str().unwrap_or("?").to_string(),
                     z["loaded"].as_bool().unwrap_or(false),
-                    z["error"].as_str().is_some_and(|e| e.contains("192.0.2.300")),
+                    z["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("192.0.2.300")),
                 )
             })
             .collect()
@@ -879,7 +882,10 @@ fn a_broken_zone_file_does_not_take_the_other_zones_down() {
         "meridian_zone_loaded{zone=\"broken.org\"} 0",
         "meridian_zone_loaded{zone=\"example.com\"} 1",
     ] {
-        assert!(metrics.lines().any(|l| l == want), "no {want} in:\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == want),
+            "no {want} in:\n{metrics}"
+        );
     }
     let out = ctl(dir, &["check"]);
     assert_eq!(code(&out), Some(1), "{}", show(&out));
@@ -1009,7 +1015,10 @@ fn control_commands_find_the_admin_api_from_flags_environment_and_default_places
     ok(status(&[("MERIDIAN_CONFIG", config.clone())], &[]));
     // The order: --admin before --config before $MERIDIAN_ADMIN before $MERIDIAN_CONFIG.
     unreachable(status(&[], &["--admin", &nobody, "--config", &config]));
-    ok(status(&[("MERIDIAN_ADMIN", nobody.clone())], &["--config", &config]));
+    ok(status(
+        &[("MERIDIAN_ADMIN", nobody.clone())],
+        &["--config", &config],
+    ));
     unreachable(status(
         &[
             ("MERIDIAN_ADMIN", nobody.clone()),
@@ -1129,7 +1138,10 @@ endpoints = [
     let s = Server::spawn(dir, port);
     // At start: the endpoint whose probe has not answered yet is served (initial = up).
     let (_, a) = ask(dns, "www.example.com.");
-    assert!(started.elapsed() < Duration::from_secs(4), "too slow to judge");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "too slow to judge"
+    );
     assert!(a.contains(&"192.0.2.11".to_string()), "{a:?}");
 
     let added = format!(
@@ -1189,8 +1201,7 @@ fn offline_explain_applies_saved_drains_and_names_what_is_outside_every_zone() {
         assert_eq!(code(&out), Some(0), "{}", show(&out));
         text(&out.stdout)
     };
-    let v: Value =
-        serde_json::from_str(&offline(&["www.example.com", "--json"])).expect("JSON");
+    let v: Value = serde_json::from_str(&offline(&["www.example.com", "--json"])).expect("JSON");
     assert_eq!(answer(&v), set(&["192.0.2.10", "192.0.2.11"]), "{v}");
     let t = offline(&["www.example.com"]);
     assert!(

@@ -774,7 +774,10 @@ fn reload_keeps_health_of_unchanged_endpoints_and_probes_new_ones() {
     let t = wait_until(Duration::from_secs(3), || {
         answered(&s, "www.example.com.") == set(&["192.0.2.2", "192.0.2.3"])
     });
-    assert!(t.is_some(), "the new endpoint did not join after its first good probe");
+    assert!(
+        t.is_some(),
+        "the new endpoint did not join after its first good probe"
+    );
     assert!(new.hits() > 0);
     assert_eq!(prober.targets(), 3);
     // The failing endpoint's counters were kept: with rise = 3 it needs three good probes
