@@ -1215,3 +1215,65 @@ fn offline_explain_applies_saved_drains_and_names_what_is_outside_every_zone() {
     let t = offline(&["mail.example.com"]);
     assert!(t.contains("static data from zone example.com."), "{t}");
 }
+
+/// Issue 18's smaller log and metrics items: health DOWN at WARN, "admin API listening" once,
+/// `took_ms` rounded, and the help of `meridian_service_when_all_down_empty` saying what 0 is.
+#[test]
+fn down_is_a_warning_the_api_is_announced_once_and_reload_times_are_rounded() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let refused_url = format!("http://127.0.0.1:{}/health", free_port());
+    let config = format!(
+        r#"{HEAD}
+[health.web]
+kind = "http"
+interval = "1s"
+timeout = "500ms"
+rise = 1
+fall = 1
+
+[[service]]
+name = "www.example.com"
+policy = "round-robin"
+health = "web"
+endpoints = [
+  {{ region = "us-east", address = "192.0.2.10", check = "{refused_url}" }},
+]
+"#
+    );
+    let mut s = Server::start(dir, &config);
+    assert!(
+        wait_until(Duration::from_secs(5), || !s.status()["services"][0]
+            ["endpoints"][0]["healthy"]
+            .as_bool()
+            .unwrap_or(true)),
+        "the refused endpoint did not go down"
+    );
+    let (_, metrics) = http(s.admin, "GET", "/metrics");
+    let help = metrics
+        .lines()
+        .find(|l| l.starts_with("# HELP meridian_service_when_all_down_empty"))
+        .unwrap_or_else(|| panic!("no help line:\n{metrics}"));
+    assert!(help.contains("servfail"), "{help}");
+    let out = ctl(dir, &["reload"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let log = s.stop();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("health: endpoint DOWN")),
+        "DOWN not at WARN:\n{log}"
+    );
+    let listening = log
+        .lines()
+        .filter(|l| l.contains("admin API listening"))
+        .count();
+    assert_eq!(listening, 1, "{log}");
+    let took = log
+        .lines()
+        .find(|l| l.contains("reloaded"))
+        .and_then(|l| l.split("took_ms=").nth(1))
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no took_ms:\n{log}"));
+    let decimals = took.split_once('.').map_or(0, |(_, d)| d.len());
+    assert!(decimals <= 1, "took_ms={took}");
+}

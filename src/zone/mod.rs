@@ -812,6 +812,15 @@ impl ZoneSet {
         skipped.sort();
         out.zones.skipped = skipped;
         files.sort();
+        // Files a zone pulls in with $INCLUDE are read, whatever their name: not "skipped".
+        let included: std::collections::HashSet<PathBuf> = files
+            .iter()
+            .flat_map(|f| include_targets(f, 0))
+            .filter_map(|p| p.canonicalize().ok())
+            .collect();
+        out.zones
+            .skipped
+            .retain(|p| p.canonicalize().map_or(true, |c| !included.contains(&c)));
         let mut origins: HashMap<WireKey, PathBuf> = HashMap::new();
         for path in files {
             let (origin, zone, mut problems) = load_file_checked(&path);
@@ -857,6 +866,37 @@ impl ZoneSet {
         }
         out
     }
+}
+
+/// The files `$INCLUDE`d by the zone file at `path`, and by those in turn (a textual scan of
+/// directive lines, for `check`'s warning about files that are not zones; the parser reads
+/// them for real).
+fn include_targets(path: &Path, depth: usize) -> Vec<PathBuf> {
+    if depth > 8 {
+        return Vec::new();
+    }
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if !line.starts_with('$')
+            || !words
+                .next()
+                .is_some_and(|w| w.eq_ignore_ascii_case("$INCLUDE"))
+        {
+            continue;
+        }
+        let Some(file) = words.next().map(|w| w.trim_matches('"')) else {
+            continue;
+        };
+        let p = dir.join(file);
+        out.extend(include_targets(&p, depth + 1));
+        out.push(p);
+    }
+    out
 }
 
 /// What [`ZoneSet::load_dir_checked`] found.
