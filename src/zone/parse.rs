@@ -270,6 +270,17 @@ fn skip_to_eol(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
 }
 
 /// Parses a TTL: plain seconds or BIND-style units (1w2d3h4m5s).
+/// RFC 2181 §8: a TTL with the top bit set is read as 0 by resolvers, so it is an error
+/// here (as `ttl` is in the config), not a silent "do not cache".
+fn check_ttl_range(v: u32) -> Result<u32, String> {
+    const MAX: u32 = (1 << 31) - 1;
+    if v > MAX {
+        Err(format!("TTL {v} is above {MAX} (2^31 - 1, RFC 2181 §8)"))
+    } else {
+        Ok(v)
+    }
+}
+
 pub fn parse_ttl(s: &str) -> Option<u32> {
     if s.is_empty() {
         return None;
@@ -551,6 +562,10 @@ fn parse_entry(cx: &mut Ctx<'_>, e: &Entry, apex: &mut Option<Name>) -> Result<(
                 cx.origin = n;
             }
             "$TTL" => match arg.map(|a| (a, parse_ttl(&a.text))) {
+                Some((a, Some(t))) if check_ttl_range(t).is_err() => {
+                    cx.default_ttl = Some(STAND_IN_TTL);
+                    return Err(at(a, check_ttl_range(t).unwrap_err()));
+                }
                 Some((_, Some(t))) => cx.default_ttl = Some(t),
                 Some((a, None)) => {
                     cx.default_ttl = Some(STAND_IN_TTL);
@@ -630,9 +645,9 @@ fn parse_entry(cx: &mut Ctx<'_>, e: &Entry, apex: &mut Option<Name>) -> Result<(
         i += 1;
         // A quoted empty string is a token with no text (found by fuzzing: it panicked here).
         if ttl.is_none() && t.text.as_bytes().first().is_some_and(u8::is_ascii_digit) {
-            ttl = Some(
-                parse_ttl(&t.text).ok_or_else(|| at(t, format!("`{}` is not a TTL", t.text)))?,
-            );
+            let v =
+                parse_ttl(&t.text).ok_or_else(|| at(t, format!("`{}` is not a TTL", t.text)))?;
+            ttl = Some(check_ttl_range(v).map_err(|m| at(t, m))?);
             continue;
         }
         let upper = t.text.to_ascii_uppercase();
@@ -1141,5 +1156,19 @@ mod tests {
             .map(|p| (p.line, p.message.contains("is empty")))
             .collect();
         assert_eq!(at, [(5, true), (6, true)], "{:?}", z.problems);
+    }
+
+    #[test]
+    fn ttls_above_2_pow_31_are_rejected() {
+        let origin = Name::from_ascii("example.com.").unwrap();
+        let text = "$TTL 300\n@ SOA ns1 h 1 2 3 4 5\n@ NS ns1\nns1 A 192.0.2.1\n\
+                    big 3000000000 A 192.0.2.2\nok 2147483647 A 192.0.2.3\n$TTL 2147483648\n";
+        let z = read_zone_file(Path::new("t.zone"), text, origin);
+        let at: Vec<(usize, bool)> = z
+            .problems
+            .iter()
+            .map(|p| (p.line, p.message.contains("RFC 2181")))
+            .collect();
+        assert_eq!(at, [(5, true), (7, true)], "{:?}", z.problems);
     }
 }
