@@ -3,6 +3,9 @@
 //! off the query path, with the current health registry, so endpoints that did not change keep
 //! their health and drain state; then it swaps the snapshot atomically. A rejected config
 //! leaves the old snapshot serving; the error goes to the log, `/status` and the metrics.
+//! It is all or nothing for what is serving: a zone file that fails is a rejection unless that
+//! zone was already failing before (SPEC "Day two"), in which case it stays out, SERVFAIL for
+//! its names, and the rest of the reload goes in.
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -15,8 +15,14 @@
 //! The rules live in the [`super::HealthRegistry`], which every snapshot shares, and are
 //! written to `state_dir/drains.json` after each change: temp file, fsync, rename, fsync of the
 //! folder, so a crash leaves the old file or the new one, never half of one. A file that
-//! cannot be read is logged, moved aside, and the server starts without drains: a broken state
-//! file must never keep a DNS server from serving.
+//! cannot be read is logged at ERROR, moved aside, and the server starts without drains: a
+//! broken state file must never keep a DNS server from serving; but it must not pass silently
+//! either, so the reason is kept ([`Drains::state_error`]) for `/status` and
+//! `meridian_drains_state_ok` until an operator drains or undrains again.
+//!
+//! Drains never lapse silently (SPEC "Day two"): a rule that a reload left matching nothing is
+//! kept, reported with its `matches` and warned about at the reload, and an undrain with the
+//! words it was made with removes it ([`Drains::would_undo`]).
 
 use std::io::Write;
 use std::net::IpAddr;
