@@ -14,7 +14,9 @@
 //! blocking I/O with timeouts, and a thread keeps the check off the runtime that answers TCP
 //! and the admin API (and it must keep working while the runtime is busy shutting down). It
 //! checks every `interval`, polls the withdraw file every [`FILE_POLL`], and acts at once on the
-//! admin API's withdraw/announce and on shutdown, which all reach it over a channel.
+//! admin API's withdraw/announce and on shutdown, which all reach it over a channel. It follows
+//! reloads: a changed `[anycast]` is adopted at the next check (`Runner::adopt`), a removed one
+//! withdraws and ends the thread.
 
 pub mod bird;
 pub mod config;
