@@ -16,6 +16,13 @@ cargo build --release --locked --features fleet --bin meridian
 # Pages from the binary being packaged, so they describe exactly its subcommands.
 rm -rf target/man
 target/release/meridian man --out target/man
+# The example recipes, as installed: the repo's point at ../../geoip/, which the package keeps in
+# /usr/share/meridian/geoip/ (not beside the examples), so the packaged copies say so.
+rm -rf target/examples
+mkdir -p target/examples/configs/anycast
+for f in examples/configs/*.toml examples/configs/anycast/*; do
+  sed 's#"\(\.\./\)*geoip/#"/usr/share/meridian/geoip/#' "$f" >"target/${f}"
+done
 echo "== package: cargo deb"
 # --no-build: the binary above is the one packaged; cargo deb would otherwise build it again.
 # It prints the path of each file it wrote: the .deb, and the .ddeb of the debug symbols.
@@ -74,6 +81,10 @@ for f in /usr/bin/meridian /usr/share/man/man1/meridian.1.gz /usr/share/man/man1
 done
 # The installed config, read as the user the unit runs as: paths and permissions both right.
 runuser -u meridian -- /usr/bin/meridian check --config /etc/meridian/meridian.toml
+# The installed example recipes work where they are installed (GeoIP path included).
+for f in /usr/share/doc/meridian/examples/configs/*.toml /usr/share/doc/meridian/examples/configs/anycast/*.toml; do
+  /usr/bin/meridian check --config "$f" >/dev/null || fail "installed example $f does not pass check"
+done
 unit="$(dpkg -L meridian | grep '/meridian\.service$')"
 echo "== package: systemd-analyze verify $unit"
 # verify also checks that the ExecStart/ExecReload binaries exist, which they now do.

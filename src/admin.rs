@@ -368,9 +368,26 @@ async fn status(State(st): State<St>) -> Json<Value> {
         .zones
         .zones
         .values()
-        .map(|z| json!({ "origin": z.origin.to_ascii(), "records": z.record_count }))
+        .map(|z| {
+            json!({
+                "name": name_label(&z.origin),
+                "loaded": true,
+                "error": null,
+                "origin": z.origin.to_ascii(),
+                "records": z.record_count,
+            })
+        })
+        .chain(snap.zones.failed.iter().map(|f| {
+            json!({
+                "name": f.name(),
+                "loaded": false,
+                "error": f.error,
+                "origin": f.origin.as_ref().map(|o| o.to_ascii()),
+                "file": f.file.display().to_string(),
+            })
+        }))
         .collect();
-    zones.sort_by(|a, b| a["origin"].as_str().cmp(&b["origin"].as_str()));
+    zones.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     let services: Vec<Value> = snap
         .services
         .iter()
@@ -437,7 +454,11 @@ async fn status(State(st): State<St>) -> Json<Value> {
         "anycast": crate::anycast::current().map(|a| a.status_json()),
         "fleet": crate::fleet::current().map(|f| f.status_json()),
         "secondary": crate::secondary::status(),
-        "drains": snap.health.drains.rules(),
+        "drains": snap.health.drains.status_json(&snap.services, &snap.regions),
+        "drains_state": match snap.health.drains.state_error() {
+            None => json!({ "ok": true }),
+            Some(e) => json!({ "ok": false, "error": e }),
+        },
     }))
 }
 
@@ -574,7 +595,16 @@ async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained:
             .services
             .iter()
             .any(|s| s.endpoints.iter().any(|x| x.target.as_ref() == Some(&n)));
-        known
+        // An undrain may name a target a reload removed: its drain is still in force.
+        let addr = crate::policy::Endpoint::target_addr(&n);
+        let kept = !drained
+            && snap
+                .health
+                .drains
+                .rules()
+                .iter()
+                .any(|r| r.scope.endpoint == Some(addr));
+        (known || kept)
             .then(|| crate::policy::Endpoint::target_addr(&n))
             .ok_or(())
     };
@@ -601,13 +631,30 @@ async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained:
         .map(|s| s.trim().trim_end_matches('.').to_ascii_lowercase());
 
     let snap = st.reloader.shared().load_full();
+    // Stored as the rule asked for (a region drain covers endpoints added to it later) and
+    // written to state_dir, so it survives restarts (crate::health::drains).
+    let scope = crate::health::drains::Scope {
+        service: service.clone(),
+        endpoint,
+        region: target.region.clone(),
+    };
+    // An undrain with the words a drain was made with removes it even when that drain matches
+    // nothing any more (a reload renamed its region or removed its endpoint): drains never
+    // lapse silently, and never stay out of reach (SPEC "Day two").
+    let undoes_rule = !drained
+        && snap
+            .health
+            .drains
+            .would_undo(&scope, &snap.services, &snap.regions);
     let region = match target.region.as_deref() {
         None => None,
         Some(r) => match snap.regions.iter().position(|x| x.name == r) {
             Some(i) => Some(i),
+            None if undoes_rule => None,
             None => return error(StatusCode::NOT_FOUND, format!("no region `{r}`")),
         },
     };
+    let region_gone = target.region.is_some() && region.is_none();
     let mut matched = Vec::new();
     let mut service_seen = false;
     for s in &snap.services {
@@ -617,7 +664,9 @@ async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained:
         }
         service_seen = true;
         for e in &s.endpoints {
-            if endpoint.is_some_and(|a| a != e.addr) || region.is_some_and(|r| e.region != Some(r))
+            if endpoint.is_some_and(|a| a != e.addr)
+                || region.is_some_and(|r| e.region != Some(r))
+                || region_gone
             {
                 continue;
             }
@@ -628,20 +677,13 @@ async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained:
             }));
         }
     }
-    if matched.is_empty() {
+    if matched.is_empty() && !undoes_rule {
         let what = match (&service, service_seen) {
             (Some(s), false) => format!("no service `{s}`"),
             _ => "no endpoint matches".to_string(),
         };
         return error(StatusCode::NOT_FOUND, what);
     }
-    // Stored as the rule asked for (a region drain covers endpoints added to it later) and
-    // written to state_dir, so it survives restarts (crate::health::drains).
-    let scope = crate::health::drains::Scope {
-        service,
-        endpoint,
-        region: region.map(|_| target.region.clone().unwrap_or_default()),
-    };
     // [fleet]: stored in etcd, applied by every site; while etcd is away, here only.
     let fleet_stored = match crate::fleet::current() {
         None => None,
@@ -663,6 +705,7 @@ async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained:
     if let Err(e) = &saved {
         tracing::warn!("drain applied but will not survive a restart: {e}");
     }
+    snap.health.drains.operator_acted();
     tracing::info!(
         service = target.service.as_deref().unwrap_or("*"),
         endpoint = target.endpoint.as_deref().unwrap_or("*"),

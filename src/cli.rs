@@ -13,6 +13,38 @@ use crate::reload::Reloader;
 use crate::server::{self, ListenSettings};
 use crate::snapshot::{self, Snapshot};
 
+/// Writes to stdout; a closed pipe (`meridian status | head -1`) ends the output quietly
+/// instead of panicking as `println!` does, and the command keeps its own exit status.
+pub fn write_out(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_fmt(args).and_then(|_| match newline {
+        true => o.write_all(b"\n"),
+        false => Ok(()),
+    });
+}
+
+/// [`write_out`] for stderr.
+pub fn write_err(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_fmt(args).and_then(|_| e.write_all(b"\n"));
+}
+
+/// `println!` that a closed stdout cannot turn into a panic.
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::cli::write_out(format_args!($($t)*), true) };
+}
+/// `print!` that a closed stdout cannot turn into a panic.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::write_out(format_args!($($t)*), false) };
+}
+/// `eprintln!` that a closed stderr cannot turn into a panic.
+macro_rules! errln {
+    ($($t:tt)*) => { $crate::cli::write_err(format_args!($($t)*)) };
+}
+pub(crate) use {errln, out, outln};
+
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_INVALID: i32 = 1;
 pub const EXIT_RUNTIME: i32 = 2;
@@ -60,8 +92,10 @@ enum Command {
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
-        #[arg(long, default_value = "config/meridian.toml")]
-        config: PathBuf,
+        /// Config [default: $MERIDIAN_CONFIG, else config/meridian.toml, else
+        /// /etc/meridian/meridian.toml]
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
         /// Ask the running server: its real health, drain and RTT state.
         #[arg(long, conflicts_with = "down")]
         live: bool,
@@ -135,7 +169,15 @@ pub fn main() -> i32 {
             json,
             config,
             ..
-        } => explain(&config, name, &rtype, client, ecs, down, json),
+        } => explain(
+            &config.unwrap_or_else(crate::ctl::default_config),
+            name,
+            &rtype,
+            client,
+            ecs,
+            down,
+            json,
+        ),
         Command::Status(a) => crate::ctl::status(a),
         Command::Drain(a) => crate::ctl::drain(a, true),
         Command::Undrain(a) => crate::ctl::drain(a, false),
@@ -159,7 +201,7 @@ fn explain(
     let rtype = match hickory_proto::rr::RecordType::from_str(&rtype.to_ascii_uppercase()) {
         Ok(t) => t,
         Err(_) => {
-            eprintln!("meridian explain: --type `{rtype}` is not a record type");
+            errln!("meridian explain: --type `{rtype}` is not a record type");
             return EXIT_INVALID;
         }
     };
@@ -167,9 +209,26 @@ fn explain(
         None => None,
         Some(Some(e)) => Some(e),
         Some(None) => {
-            eprintln!("meridian explain: --ecs must be a network like 81.2.69.0/24");
+            errln!("meridian explain: --ecs must be a network like 81.2.69.0/24");
             return EXIT_INVALID;
         }
+    };
+    // The saved drains count, as they would after a restart of the server; said either way.
+    let state_dir = snap.config.state_dir();
+    let note = match snap
+        .health
+        .drains
+        .load_read_only(&state_dir, &snap.services, &snap.regions)
+    {
+        Ok(0) => format!(
+            "no saved drains in {} (live drains and health: --live)",
+            state_dir.display()
+        ),
+        Ok(n) => format!(
+            "{n} saved drain rule(s) from {} applied; health is not known offline (--live)",
+            state_dir.join(crate::health::drains::FILE).display()
+        ),
+        Err(e) => format!("saved drains NOT applied: {e}"),
     };
     let req = crate::explain::Request {
         name,
@@ -177,18 +236,19 @@ fn explain(
         client,
         ecs,
         down,
+        notes: vec![note],
     };
     match crate::explain::explain(&snap, &req) {
         Ok((text, value)) => {
             if json {
-                println!("{value}");
+                outln!("{value}");
             } else {
-                print!("{text}");
+                out!("{text}");
             }
             EXIT_OK
         }
         Err(e) => {
-            eprintln!("meridian explain: {e}");
+            errln!("meridian explain: {e}");
             EXIT_INVALID
         }
     }
@@ -198,10 +258,10 @@ fn check(path: &Path) -> i32 {
     match Snapshot::load(path) {
         Ok(s) => {
             for w in s.warnings() {
-                eprintln!("{w}");
+                errln!("{w}");
             }
             let records: usize = s.zones.zones.values().map(|z| z.record_count).sum();
-            println!(
+            outln!(
                 "{}: ok ({} zones, {} records, {} services)",
                 path.display(),
                 s.zones.zones.len(),
@@ -212,7 +272,7 @@ fn check(path: &Path) -> i32 {
         }
         Err(problems) => {
             for p in &problems.0 {
-                eprintln!("{p}");
+                errln!("{p}");
             }
             EXIT_INVALID
         }
@@ -225,7 +285,7 @@ fn load_or_report(path: &Path) -> Option<Snapshot> {
         Ok(s) => Some(s),
         Err(problems) => {
             for p in &problems.0 {
-                eprintln!("{p}");
+                errln!("{p}");
             }
             None
         }
@@ -261,10 +321,28 @@ fn serve(path: &Path) -> i32 {
         .map(|c| crate::querylog::Settings::from_config(&c).format)
         .unwrap_or_default();
     init_logging(format);
-    let snap = match load_or_report(path) {
-        Some(s) => s,
-        None => return EXIT_INVALID,
+    // A zone file that fails to load does not keep the others from being served (SPEC "Day
+    // two"); anything else wrong with the config still refuses to start.
+    let snap = match Snapshot::load_serving(
+        path,
+        Arc::new(crate::health::HealthRegistry::default()),
+        &snapshot::Tolerate::AnyZone,
+    ) {
+        Ok(s) => s,
+        Err(problems) => {
+            for p in &problems.0 {
+                errln!("{p}");
+            }
+            return EXIT_INVALID;
+        }
     };
+    for f in &snap.zones.failed {
+        tracing::error!(
+            zone = f.name(),
+            "zone not loaded, its names get SERVFAIL until it is fixed and reloaded: {}",
+            f.error.replace('\n', "; ")
+        );
+    }
     // Loading parsed the config twice (for the log format, then in full): its garbage goes.
     crate::reload::release_freed_heap();
     // Before anything answers: a drained endpoint must not be served after a restart.
@@ -276,7 +354,7 @@ fn serve(path: &Path) -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("meridian: cannot start runtime: {e}");
+            errln!("meridian: cannot start runtime: {e}");
             return EXIT_RUNTIME;
         }
     };
@@ -292,7 +370,7 @@ fn serve(path: &Path) -> i32 {
         let handle = match server::start(shared.clone(), &settings) {
             Ok(h) => h,
             Err(e) => {
-                eprintln!("meridian: {e}");
+                errln!("meridian: {e}");
                 return EXIT_RUNTIME;
             }
         };
@@ -303,12 +381,10 @@ fn serve(path: &Path) -> i32 {
         let admin = match crate::admin::AdminState::from_config(reloader.clone()) {
             None => None,
             Some(state) => match crate::admin::start(state).await {
-                Ok(h) => {
-                    tracing::info!(address = %h.addr, "admin API listening");
-                    Some(h)
-                }
+                // crate::admin::start logs "admin API listening" itself, once.
+                Ok(h) => Some(h),
                 Err(e) => {
-                    eprintln!("meridian: {e}");
+                    errln!("meridian: {e}");
                     handle.shutdown().await;
                     return if e.kind() == std::io::ErrorKind::InvalidInput {
                         EXIT_INVALID
@@ -325,7 +401,7 @@ fn serve(path: &Path) -> i32 {
                 match crate::anycast::start(shared.clone(), handle.addrs.clone(), settings) {
                     Ok(a) => Some(a),
                     Err(e) => {
-                        eprintln!("meridian: {e}");
+                        errln!("meridian: {e}");
                         if let Some(a) = admin {
                             a.shutdown().await;
                         }
@@ -345,7 +421,7 @@ fn serve(path: &Path) -> i32 {
         ) {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("meridian: cannot start the prober: {e}");
+                errln!("meridian: cannot start the prober: {e}");
                 handle.shutdown().await;
                 return EXIT_RUNTIME;
             }

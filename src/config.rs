@@ -480,8 +480,31 @@ pub fn examine_text(path: &Path, text: String) -> Examined {
     let (mut table, syntax) = DeTable::parse_recoverable(&text);
     for e in &syntax {
         let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((1, 1));
-        problems.push(Problem::new(path, line, col, e.message().trim()));
+        let mut msg = e.message().trim().to_string();
+        // toml says only "duplicate key"; the operator wants to know which.
+        if msg == "duplicate key" {
+            if let Some(k) = e.span().and_then(|s| text.get(s)).map(str::trim) {
+                msg = format!("duplicate key `{}`", k.trim_matches('"'));
+            }
+        }
+        problems.push(Problem::new(path, line, col, msg));
     }
+    // Services are named by their `name` in problems, also when their table does not read.
+    let service_names: Vec<Option<String>> = match table.get_ref().get("service") {
+        Some(v) => match v.get_ref() {
+            toml::de::DeValue::Array(a) => a
+                .iter()
+                .map(|s| {
+                    s.get_ref()
+                        .as_table()
+                        .and_then(|t| t.get("name"))
+                        .and_then(|n| n.get_ref().as_str().map(str::to_string))
+                })
+                .collect(),
+            _ => Vec::new(),
+        },
+        None => Vec::new(),
+    };
     // Where `server.zones` points, read from the raw table: a broken `[server]` is replaced
     // by a stand-in below, but its zones are still worth checking.
     let raw_zones = table
@@ -515,7 +538,7 @@ pub fn examine_text(path: &Path, text: String) -> Examined {
                         _ => None,
                     })
                     .collect();
-                let (problem, located) = type_problem(path, &text, e);
+                let (problem, located) = type_problem(path, &text, e, &service_names);
                 // The parser's recovery from a syntax error can leave a document whose shape
                 // is wrong as a whole: a section gone, or the keys of a broken `[table]`
                 // header landing at the top level. Errors about the document's top level
@@ -612,12 +635,21 @@ fn type_problem(
     path: &Path,
     text: &str,
     e: serde_path_to_error::Error<toml::de::Error>,
+    service_names: &[Option<String>],
 ) -> (Problem, bool) {
     // Spanned<T> fields add a private segment to serde's path; operators never wrote it.
-    let key = e
+    let mut key = e
         .path()
         .to_string()
         .replace(".$__serde_spanned_private_value", "");
+    // `service[0]` is the service the operator calls by its name.
+    if let Some(rest) = key.strip_prefix("service[") {
+        if let Some((i, tail)) = rest.split_once(']') {
+            if let Some(Some(name)) = i.parse::<usize>().ok().and_then(|i| service_names.get(i)) {
+                key = format!("{}{tail}", service_key(name));
+            }
+        }
+    }
     let inner = e.into_inner();
     let located = inner.span().is_some_and(|s| s.start > 0);
     let (line, col) = inner
@@ -629,7 +661,7 @@ fn type_problem(
     let msg = if key == "admin.token" {
         "must be a string".to_string()
     } else {
-        inner.message().trim().to_string()
+        toml_words(inner.message().trim())
     };
     let msg = if key.is_empty() || key == "." {
         msg
@@ -637,6 +669,51 @@ fn type_problem(
         format!("{key}: {msg}")
     };
     (Problem::new(path, line, col, msg), located)
+}
+
+/// serde's type errors in TOML's words: `invalid type: string "30", expected u32` becomes
+/// `expected an integer, found a string`.
+fn toml_words(msg: &str) -> String {
+    fn kind(rust: &str) -> String {
+        let r = rust.trim();
+        let ints = [
+            "u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize",
+        ];
+        if ints.contains(&r) || r.starts_with("integer") {
+            "an integer".into()
+        } else if r == "f32" || r == "f64" || r.starts_with("floating point") {
+            "a number".into()
+        } else if r.starts_with("string") || r == "a string" || r == "a borrowed string" {
+            "a string".into()
+        } else if r.starts_with("boolean") || r == "a boolean" {
+            "a boolean (true or false)".into()
+        } else if r.starts_with("sequence") || r == "a sequence" || r.starts_with("an array") {
+            "an array".into()
+        } else if r.starts_with("map") || r == "a map" || r.starts_with("struct ") {
+            "a table".into()
+        } else {
+            r.to_string()
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("invalid type: ") {
+        if let Some((found, expected)) = rest.rsplit_once(", expected ") {
+            return format!("expected {}, found {}", kind(expected), kind(found));
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("invalid value: ") {
+        if let Some((found, expected)) = rest.rsplit_once(", expected ") {
+            let bits = expected.trim().trim_start_matches(['u', 'i']);
+            if let Ok(bits) = bits.parse::<u32>() {
+                let (lo, hi) = if expected.trim().starts_with('u') {
+                    (0i128, (1i128 << bits) - 1)
+                } else {
+                    (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+                };
+                return format!("{found} is out of range: expected an integer from {lo} to {hi}");
+            }
+        }
+    }
+    msg.to_string()
 }
 
 enum SetAside {
@@ -962,8 +1039,13 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
         }
         for (k, d) in [("interval", &p.interval), ("timeout", &p.timeout)] {
             if let Some(d) = d {
-                if let Err(e) = parse_duration(d.get_ref()) {
-                    out.push(at(d.span(), format!("{key}.{k}: {e}")));
+                match parse_duration(d.get_ref()) {
+                    // Zero would not mean "never" or "at once": it ran as the default.
+                    Ok(v) if v.is_zero() => {
+                        out.push(at(d.span(), format!("{key}.{k}: must be more than 0")))
+                    }
+                    Ok(_) => {}
+                    Err(e) => out.push(at(d.span(), format!("{key}.{k}: {e}"))),
                 }
             }
         }
@@ -1060,9 +1142,28 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
     crate::secondary::check(&c.secondary, &at, out);
 
     let mut seen_services = std::collections::HashSet::new();
-    for (i, svc) in c.service.iter().enumerate() {
+    for svc in &c.service {
         let s = svc.get_ref();
-        let key = format!("service[{i}]");
+        let key = service_key(s.name.get_ref());
+        // RFC 2181 §8: a TTL above 2^31 - 1 is read as 0 by resolvers.
+        for (k, v) in [("ttl", Some(s.ttl)), ("ttl_degraded", s.ttl_degraded)] {
+            if v.is_some_and(|v| v > MAX_TTL) {
+                out.push(at(
+                    svc.span(),
+                    format!("{key}.{k}: must be at most {MAX_TTL} (2^31 - 1, RFC 2181)"),
+                ));
+            }
+        }
+        if let Some(d) = s.ttl_degraded.filter(|&d| d > s.ttl) {
+            out.push(at(
+                svc.span(),
+                format!(
+                    "{key}.ttl_degraded: {d} is above ttl {}; the TTL while answering around a \
+                     failure is meant to be shorter",
+                    s.ttl
+                ),
+            ));
+        }
         let lname = s.name.get_ref().trim_end_matches('.').to_ascii_lowercase();
         if !seen_services.insert(lname) {
             out.push(at(
@@ -1220,6 +1321,58 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
             }
         }
     }
+}
+
+/// Largest TTL a resolver keeps as given (RFC 2181 §8).
+pub const MAX_TTL: u32 = (1 << 31) - 1;
+
+/// How problems name a service: by its `name`, as the operator knows it, not its index.
+pub fn service_key(name: &str) -> String {
+    format!("service \"{name}\"")
+}
+
+/// Things in a config that load but will not do what the operator likely means (SPEC "Day
+/// two"): `check` prints them and still exits 0.
+pub fn warnings(lc: &LoadedConfig) -> Vec<Problem> {
+    let c = &lc.config;
+    let mut out = Vec::new();
+    for svc in &c.service {
+        let s = svc.get_ref();
+        if s.health.is_some() {
+            continue;
+        }
+        let checked = s
+            .endpoints
+            .get_ref()
+            .iter()
+            .filter(|e| e.get_ref().check.is_some());
+        if let Some(first) = checked.clone().next() {
+            out.push(lc.problem_at(
+                first.span(),
+                format!(
+                    "warning: {}: {} endpoint(s) have a `check` URL but the service has no \
+                     `health` profile, so they are never probed (always up)",
+                    service_key(s.name.get_ref()),
+                    checked.count()
+                ),
+            ));
+        }
+    }
+    for (name, profile) in &c.health {
+        let used = c.service.iter().any(|s| {
+            s.get_ref()
+                .health
+                .as_ref()
+                .is_some_and(|h| h.get_ref() == name)
+        });
+        if !used {
+            out.push(lc.problem_at(
+                profile.span(),
+                format!("warning: health.{name}: no service uses this profile"),
+            ));
+        }
+    }
+    out
 }
 
 /// A `target` must be a host name that resolvers and the system resolver both accept:
@@ -1515,14 +1668,25 @@ mod tests {
             [(2, 10), (5, 6), (7, 13), (10, 10), (16, 1)],
             "{err}"
         );
-        assert!(err.0[3].message.starts_with("service[0].policy:"), "{err}");
-        assert!(err.0[4].message.starts_with("service[1].bogus:"), "{err}");
+        // Services are named by their name; serde's words become TOML's.
+        assert!(
+            err.0[3]
+                .message
+                .starts_with("service \"a.example.\".policy: expected a string, found an integer"),
+            "{err}"
+        );
+        assert!(
+            err.0[4]
+                .message
+                .starts_with("service \"b.example.\".bogus:"),
+            "{err}"
+        );
     }
 
     #[test]
     fn semantic_checks_run_beside_type_errors() {
         // service[0] does not deserialize; service[1] does and has its own problems, which
-        // name it by its own index. Nothing is said about the stand-in for service[0], nor
+        // name it by its own name. Nothing is said about the stand-in for service[0], nor
         // about the region whose type is wrong but which service[1] refers to.
         let err = parse_str(concat!(
             "[server]\nlisten = [\"127.0.0.1:1\"]\nzones = \".\"\ntcp_idle_timeout = \"soon\"\n", // 1-4
@@ -1540,9 +1704,12 @@ mod tests {
             "{err}"
         );
         assert!(msgs[0].starts_with("server.tcp_idle_timeout:"), "{err}");
-        assert!(msgs[3].starts_with("service[1].policy:"), "{err}");
         assert!(
-            msgs[4].starts_with("service[1].endpoints[1].address:"),
+            msgs[3].starts_with("service \"b.example.\".policy:"),
+            "{err}"
+        );
+        assert!(
+            msgs[4].starts_with("service \"b.example.\".endpoints[1].address:"),
             "{err}"
         );
     }

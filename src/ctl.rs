@@ -3,9 +3,12 @@
 //! the JSON shapes. `status` prints the live state as tables in the style of
 //! `gdnsdctl states`; `--json` prints `/status` as it came.
 //!
-//! Where the API is: `--admin URL` (`http://` may be left out), else `[admin].listen` of the
-//! config (`--config`, default as for `serve`; an unspecified address such as `0.0.0.0`
-//! means this host's loopback). The token: `--token`, else `MERIDIAN_TOKEN`, else — when the
+//! Where the API is, first found of: `--admin URL` (`http://` may be left out), `[admin].listen`
+//! of the config given by `--config`, `$MERIDIAN_ADMIN`, the config `$MERIDIAN_CONFIG` names,
+//! `config/meridian.toml`, `/etc/meridian/meridian.toml` (so a packaged host needs no flag in
+//! any folder). An unspecified address such as `0.0.0.0` means this host's loopback.
+//! Output goes through [`crate::cli::outln`]: a closed pipe ends it quietly and the command
+//! keeps its own exit status (the change it made stands). The token: `--token`, else `MERIDIAN_TOKEN`, else — when the
 //! address came from the config — that config's `admin.token`, since whoever can read the
 //! config may use it.
 //!
@@ -21,7 +24,7 @@ use std::time::{Duration, SystemTime};
 use clap::{ArgGroup, Args};
 use serde_json::Value;
 
-use crate::cli::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
+use crate::cli::{errln, out, outln, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 
 /// How long to wait for the server to accept a connection; it is on this host or near it.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -32,12 +35,30 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
 /// Where the admin API is.
 #[derive(Args, Debug, Clone)]
 pub struct Admin {
-    /// Admin API URL, e.g. http://127.0.0.1:9053 [default: [admin].listen of --config]
+    /// Admin API URL, e.g. http://127.0.0.1:9053 [default: [admin].listen of --config, else
+    /// $MERIDIAN_ADMIN, else of $MERIDIAN_CONFIG, config/meridian.toml, /etc/meridian/meridian.toml]
     #[arg(long, value_name = "URL")]
     pub admin: Option<String>,
     /// Config whose [admin].listen (and admin.token) to use when --admin is not given.
-    #[arg(long, default_value = "config/meridian.toml")]
-    pub config: PathBuf,
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// The config files looked at, in order, when neither `--config` nor `$MERIDIAN_CONFIG` names
+/// one: a checkout's, then a packaged host's.
+pub const CONFIG_PLACES: [&str; 2] = ["config/meridian.toml", "/etc/meridian/meridian.toml"];
+
+/// The config a command that was given no `--config` reads: `$MERIDIAN_CONFIG`, else the first
+/// of [`CONFIG_PLACES`] that exists (else the first, for the error message).
+pub fn default_config() -> PathBuf {
+    if let Some(p) = std::env::var_os("MERIDIAN_CONFIG").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    CONFIG_PLACES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(CONFIG_PLACES[0]))
 }
 
 #[derive(Args, Debug)]
@@ -52,15 +73,10 @@ pub struct StatusArgs {
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("what").required(true).args(["endpoint", "region"])))]
 pub struct DrainArgs {
-    /// An endpoint, by its address (with --service).
-    #[arg(
-        long,
-        value_name = "ADDR",
-        requires = "service",
-        conflicts_with = "region"
-    )]
+    /// An endpoint, by its address: of --service, else of every service that has it.
+    #[arg(long, value_name = "ADDR", conflicts_with = "region")]
     pub endpoint: Option<String>,
-    /// The service of --endpoint; with --region, only that service's endpoints in the region.
+    /// Only this service's --endpoint; with --region, only that service's endpoints in the region.
     #[arg(long, value_name = "NAME")]
     pub service: Option<String>,
     /// A whole region (of every service, or of --service).
@@ -108,10 +124,36 @@ struct Target {
     config_token: Option<String>,
 }
 
+/// Finds the admin API (SPEC "Day two"): `--admin`, the config given by `--config`,
+/// `$MERIDIAN_ADMIN`, `$MERIDIAN_CONFIG`, `config/meridian.toml`, `/etc/meridian/meridian.toml`.
 fn target(a: &Admin) -> Result<Target, Failure> {
     if let Some(given) = &a.admin {
+        return target_url(given, "--admin");
+    }
+    if let Some(config) = &a.config {
+        return target_config(config);
+    }
+    if let Some(given) = std::env::var("MERIDIAN_ADMIN")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        return target_url(&given, "MERIDIAN_ADMIN");
+    }
+    let config = default_config();
+    if !config.is_file() && std::env::var_os("MERIDIAN_CONFIG").is_none() {
+        return Err(invalid(format!(
+            "no admin API address: give --admin URL or --config PATH, or set MERIDIAN_ADMIN or \
+             MERIDIAN_CONFIG (neither {} nor {} exists)",
+            CONFIG_PLACES[0], CONFIG_PLACES[1]
+        )));
+    }
+    target_config(&config)
+}
+
+fn target_url(given: &str, from: &str) -> Result<Target, Failure> {
+    {
         let text = if given.contains("://") {
-            given.clone()
+            given.to_string()
         } else {
             format!("http://{given}")
         };
@@ -120,15 +162,18 @@ fn target(a: &Admin) -> Result<Target, Failure> {
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
             .ok_or_else(|| {
                 invalid(format!(
-                    "--admin `{given}` is not a URL like http://127.0.0.1:9053"
+                    "{from} `{given}` is not a URL like http://127.0.0.1:9053"
                 ))
             })?;
-        return Ok(Target {
+        Ok(Target {
             base,
             config_token: None,
-        });
+        })
     }
-    let examined = crate::config::examine(&a.config);
+}
+
+fn target_config(path: &std::path::Path) -> Result<Target, Failure> {
+    let examined = crate::config::examine(path);
     let Some(config) = examined.config else {
         let why = examined
             .problems
@@ -141,14 +186,14 @@ fn target(a: &Admin) -> Result<Target, Failure> {
     let Some(admin) = config.config.admin.as_ref() else {
         return Err(invalid(format!(
             "{} has no [admin] section: give --admin URL",
-            a.config.display()
+            path.display()
         )));
     };
     let listen = admin.listen.get_ref();
     let mut sa: std::net::SocketAddr = listen.parse().map_err(|_| {
         invalid(format!(
             "{}: admin.listen `{listen}` is not an address:port",
-            a.config.display()
+            path.display()
         ))
     })?;
     // Listening on every address: this host's loopback reaches it.
@@ -182,7 +227,7 @@ fn run(cmd: &str, f: impl std::future::Future<Output = Result<(), Failure>>) -> 
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("meridian {cmd}: cannot start runtime: {e}");
+            errln!("meridian {cmd}: cannot start runtime: {e}");
             return EXIT_RUNTIME;
         }
     };
@@ -191,7 +236,7 @@ fn run(cmd: &str, f: impl std::future::Future<Output = Result<(), Failure>>) -> 
         Err(f) => {
             // An empty message: the command has said what went wrong already.
             if !f.message.is_empty() {
-                eprintln!("meridian {cmd}: {}", f.message);
+                errln!("meridian {cmd}: {}", f.message);
             }
             f.code
         }
@@ -297,11 +342,11 @@ pub fn status(args: StatusArgs) -> i32 {
             return Err(refused(code, &body));
         }
         if args.json {
-            println!("{}", body.trim_end());
+            outln!("{}", body.trim_end());
             return Ok(());
         }
         let v = json(&body, "/status")?;
-        print!("{}", render_status(&v, SystemTime::now()));
+        out!("{}", render_status(&v, SystemTime::now()));
         Ok(())
     })
 }
@@ -334,14 +379,14 @@ pub fn drain(args: DrainArgs, drain: bool) -> i32 {
         }
         let v = json(&text, "the answer")?;
         let eps = v["endpoints"].as_array().cloned().unwrap_or_default();
-        println!(
+        outln!(
             "{}: {} endpoint{}",
             if drain { "drained" } else { "undrained" },
             eps.len(),
             if eps.len() == 1 { "" } else { "s" }
         );
         for e in &eps {
-            println!(
+            outln!(
                 "  {}  {}  {}",
                 e["service"].as_str().unwrap_or("-"),
                 e["endpoint"].as_str().unwrap_or("-"),
@@ -349,7 +394,7 @@ pub fn drain(args: DrainArgs, drain: bool) -> i32 {
             );
         }
         if let Some(w) = v.get("warning").and_then(Value::as_str) {
-            eprintln!("meridian {cmd}: warning: {w}");
+            errln!("meridian {cmd}: warning: {w}");
         }
         Ok(())
     })
@@ -368,9 +413,9 @@ pub fn reload(args: ReloadArgs) -> i32 {
         .await?;
         if code == 422 {
             // Rejected: every problem, one per line as file:line:col: message.
-            eprintln!("meridian reload: the new config was rejected; the old one keeps serving:");
+            errln!("meridian reload: the new config was rejected; the old one keeps serving:");
             for line in error_text(&text).lines() {
-                eprintln!("{line}");
+                errln!("{line}");
             }
             return Err(invalid(""));
         }
@@ -378,7 +423,7 @@ pub fn reload(args: ReloadArgs) -> i32 {
             return Err(refused(code, &text));
         }
         let v = json(&text, "the answer")?;
-        println!(
+        outln!(
             "reloaded: generation {}",
             v["generation"]
                 .as_u64()
@@ -413,8 +458,7 @@ pub fn explain_live(admin: Admin, q: LiveQuery) -> i32 {
         if !(200..300).contains(&code) {
             return Err(refused(code, &text));
         }
-        print!("{}", text.trim_end());
-        println!();
+        outln!("{}", text.trim_end());
         Ok(())
     })
 }
@@ -575,7 +619,10 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|z| format!("{} ({} records)", s(&z["origin"]), s(&z["records"])))
+        .map(|z| match z["loaded"].as_bool() {
+            Some(false) => format!("{} NOT LOADED (SERVFAIL)", s(&z["name"])),
+            _ => format!("{} ({} records)", s(&z["origin"]), s(&z["records"])),
+        })
         .collect();
     head.push(vec![
         "zones".into(),
@@ -592,6 +639,13 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
     }
     out.push_str(&table(&head, ""));
 
+    if v["drains_state"]["ok"].as_bool() == Some(false) {
+        out.push_str(&format!(
+            "\nDRAIN STATE LOST: {} (drains made before the restart are unknown until an \
+             operator drains or undrains)\n",
+            v["drains_state"]["error"].as_str().unwrap_or("?")
+        ));
+    }
     let drains = v["drains"].as_array().cloned().unwrap_or_default();
     if !drains.is_empty() {
         out.push_str("\ndrains (kept across reloads and restarts)\n");
@@ -614,6 +668,11 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
                     what,
                     service.to_string(),
                     format!("since {at} ({})", ago(at, now)),
+                    match d["matches"].as_u64() {
+                        Some(0) => "MATCHES NOTHING (undrain it with the same words)".into(),
+                        Some(n) => format!("{n} endpoint(s)"),
+                        None => String::new(),
+                    },
                 ]
             })
             .collect();
@@ -629,8 +688,9 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
         "WHEN ALL DOWN".into(),
         "UP".into(),
     ]];
-    // region → (endpoints, up, unhealthy, drained)
-    let mut regions: BTreeMap<String, [usize; 4]> = BTreeMap::new();
+    // region → hosts (addresses), and those up, unhealthy, drained in at least one service:
+    // a host in three services is one machine, not three.
+    let mut regions: BTreeMap<String, [std::collections::BTreeSet<String>; 4]> = BTreeMap::new();
     let endpoints: Vec<(&Value, &Value)> = services
         .iter()
         .flat_map(|svc| {
@@ -676,15 +736,16 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
         let drained = e["drained"].as_bool().unwrap_or(false);
         let region = e["region"].as_str().unwrap_or("-").to_string();
         let r = regions.entry(region.clone()).or_default();
-        r[0] += 1;
+        let host = s(&e["address"]);
+        r[0].insert(host.clone());
         if healthy && !drained {
-            r[1] += 1;
+            r[1].insert(host.clone());
         }
         if !healthy {
-            r[2] += 1;
+            r[2].insert(host.clone());
         }
         if drained {
-            r[3] += 1;
+            r[3].insert(host);
         }
         let probed = e["probe"].is_string();
         let last = match e.get("last_probe").filter(|p| !p.is_null()) {
@@ -751,7 +812,7 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
     out.push_str(&table(&svc_rows, ""));
     let mut reg_rows = vec![vec![
         "REGION".to_string(),
-        "ENDPOINTS".into(),
+        "HOSTS".into(),
         "UP".into(),
         "UNHEALTHY".into(),
         "DRAINED".into(),
@@ -759,10 +820,10 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
     for (name, c) in &regions {
         reg_rows.push(vec![
             name.clone(),
-            c[0].to_string(),
-            c[1].to_string(),
-            c[2].to_string(),
-            c[3].to_string(),
+            c[0].len().to_string(),
+            c[1].len().to_string(),
+            c[2].len().to_string(),
+            c[3].len().to_string(),
         ]);
     }
     out.push('\n');
@@ -807,7 +868,7 @@ mod tests {
             "anycast      announced yes, reason self-check, since 2025-01-01T11:00:10Z (60m ago)",
             "drained  region eu-west  every service  since 2025-01-01T12:00:05Z (5.0s ago)",
             "www.example.com  geo     30   web     serve-all      1/2",
-            "eu-west  1          0   1          1",
+            "eu-west  1      0   1          1",
             "192.0.2.10  us-east  UP       up      -        ok 1.0s ago  0.42ms  -     75.0%",
             "192.0.2.20  eu-west  DRAINED  down    drained  not yet      -       0.5   -",
         ] {

@@ -294,6 +294,11 @@ fn answer<'s>(
     let qtype = query.query_type();
     let (mut wire, mut starts) = (Vec::with_capacity(64), Vec::with_capacity(8));
     wire_lower(query.name(), &mut wire, &mut starts);
+    // A zone whose file failed to load: its data exists but we lost it (SPEC "Day two").
+    if snap.zones.failing(&wire, &starts) {
+        servfail(resp);
+        return false;
+    }
     let Some(zone) = snap.zones.find_for(&wire, &starts, qtype == RecordType::DS) else {
         resp.metadata.response_code = ResponseCode::Refused;
         extended_error(resp, EDE_NOT_AUTHORITATIVE);

@@ -25,6 +25,8 @@ pub struct Request {
     pub client: IpAddr,
     pub ecs: Option<(IpAddr, u8)>,
     pub down: Vec<String>,
+    /// What the caller wants said first (offline: which saved drains were applied).
+    pub notes: Vec<String>,
 }
 
 /// What [`live`] returns: the JSON of `explain --json`, or (`format=text`) the text.
@@ -86,6 +88,7 @@ pub fn live(snap: &Snapshot, query: &str) -> Result<Live, String> {
         client: client.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
         ecs,
         down: Vec::new(),
+        notes: Vec::new(),
     };
     let (t, v) = explain(snap, &req)?;
     Ok(if text { Live::Text(t) } else { Live::Json(v) })
@@ -153,6 +156,9 @@ fn render(
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<11}{v}\n"));
     line("query", format!("{name} {}", req.rtype));
+    for n in &req.notes {
+        line("note", n.clone());
+    }
     let (client_addr, client_src) = match req.ecs {
         Some((ip, p)) if p > 0 => (format!("{ip}/{p}"), "ECS (EDNS Client Subnet)"),
         _ => (req.client.to_string(), "source address"),
@@ -295,10 +301,17 @@ fn render(
             out.push_str(&format!("{:<11}{n}\n", "decision"));
         }
     } else {
-        out.push_str(&format!(
-            "{:<11}{}\n",
-            "decision", "static data from the zone (not a balanced name)"
-        ));
+        let (mut wire, mut starts) = (Vec::new(), Vec::new());
+        crate::zone::wire_lower(name, &mut wire, &mut starts);
+        let decision = if snap.zones.failing(&wire, &starts) {
+            "its zone failed to load: SERVFAIL until the zone file is fixed and reloaded".into()
+        } else {
+            match snap.zones.find_name(name) {
+                None => "outside every zone served here: REFUSED (not authoritative)".to_string(),
+                Some(z) => format!("static data from zone {} (not a balanced name)", z.origin),
+            }
+        };
+        out.push_str(&format!("{:<11}{decision}\n", "decision"));
     }
 
     let answers: Vec<String> = resp
@@ -341,7 +354,7 @@ fn render(
         "service": trace.service.as_ref().map(|n| n.to_string()),
         "policy": policy_json,
         "candidates": candidates,
-        "notes": trace.notes,
+        "notes": req.notes.iter().chain(trace.notes.iter()).collect::<Vec<_>>(),
         "rcode": resp.metadata.response_code.to_string(),
         "answer": answers,
         "records": records,

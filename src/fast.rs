@@ -295,6 +295,10 @@ pub fn answer_over(
     };
     let key = &q.key[..q.key_len];
     let starts = &q.starts[..q.labels];
+    // Names of a zone that failed to load get SERVFAIL, from the reference path.
+    if snap.zones.failing(key, starts) {
+        return Fast::Fallback;
+    }
     let Some(zone) = snap.zones.find_for(key, starts, q.qtype == TYPE_DS) else {
         return Fast::Fallback;
     };

@@ -23,6 +23,19 @@ and the old one keeps serving.
 .B MERIDIAN_LOG
 log level or filter (e.g. \fBdebug\fR); logs go to standard error.
 .TP
+.B MERIDIAN_TOKEN
+the admin token the control commands (\fBdrain\fR, \fBundrain\fR, \fBreload\fR) send when
+\fB--token\fR is not given; else the \fBadmin.token\fR of the config they read.
+.TP
+.B MERIDIAN_ADMIN
+the admin API the control commands talk to (e.g. \fB127.0.0.1:9053\fR) when neither
+\fB--admin\fR nor \fB--config\fR is given.
+.TP
+.B MERIDIAN_CONFIG
+the config the control commands and offline \fBexplain\fR read when no \fB--config\fR,
+\fB--admin\fR or \fBMERIDIAN_ADMIN\fR is given; without it, \fIconfig/meridian.toml\fR,
+then \fI/etc/meridian/meridian.toml\fR.
+.TP
 .BR NOTIFY_SOCKET ", " WATCHDOG_USEC
 set by systemd for \fBType=notify\fR: readiness, reload and stop notifications, and watchdog
 pings while every DNS listener is running.
@@ -52,7 +65,7 @@ pub fn write(cmd: clap::Command, out: Option<PathBuf>) -> i32 {
         Ok(()) => EXIT_OK,
         Err(e) => {
             let to = out.map_or("stdout".to_string(), |d| d.display().to_string());
-            eprintln!("meridian man: cannot write to {to}: {e}");
+            crate::cli::errln!("meridian man: cannot write to {to}: {e}");
             if e.kind() == std::io::ErrorKind::NotFound {
                 EXIT_INVALID
             } else {
@@ -63,6 +76,8 @@ pub fn write(cmd: clap::Command, out: Option<PathBuf>) -> i32 {
 }
 
 fn render_main(cmd: clap::Command, w: &mut dyn Write) -> std::io::Result<()> {
+    // clap's `help` subcommand is not a page of its own: no meridian-help(1) to list.
+    let cmd = cmd.disable_help_subcommand(true);
     clap_mangen::Man::new(cmd).render(w)?;
     w.write_all(EXTRA.as_bytes())
 }

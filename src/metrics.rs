@@ -536,7 +536,8 @@ impl Collector for SnapshotCollector {
         family(
             &mut enc,
             "meridian_service_when_all_down_empty",
-            "1 when the service answers NODATA with every endpoint down, 0 when it serves all.",
+            "1 when the service answers NODATA with every endpoint down (when_all_down = empty), \
+             0 otherwise: serve-all (answers as if all were up) or servfail (SERVFAIL).",
             MetricType::Gauge,
             svcs.iter().map(|(l, s)| {
                 (
@@ -690,6 +691,25 @@ impl Collector for SnapshotCollector {
             "meridian_last_reload_success_timestamp_seconds",
             "When the config was last loaded successfully (Unix time).",
             gauge(last_ok),
+        )?;
+
+        // Day two: state that would otherwise lapse without a sign.
+        single(
+            &mut enc,
+            "meridian_drains_state_ok",
+            "0 when the drain state file could not be read at start (the drains it held are \
+             unknown) until an operator drains or undrains again; 1 otherwise.",
+            flag(snap.health.drains.state_error().is_none()),
+        )?;
+        let zones = snap.zones.status();
+        family(
+            &mut enc,
+            "meridian_zone_loaded",
+            "1 when the zone is served, 0 when its file failed to load (its names get SERVFAIL).",
+            MetricType::Gauge,
+            zones
+                .iter()
+                .map(|z| (vec![("zone", z.name.as_str())], flag(z.loaded))),
         )?;
 
         // Anycast (SPEC "Anycast"), when configured.

@@ -3,6 +3,9 @@
 //! off the query path, with the current health registry, so endpoints that did not change keep
 //! their health and drain state; then it swaps the snapshot atomically. A rejected config
 //! leaves the old snapshot serving; the error goes to the log, `/status` and the metrics.
+//! It is all or nothing for what is serving: a zone file that fails is a rejection unless that
+//! zone was already failing before (SPEC "Day two"), in which case it stays out, SERVFAIL for
+//! its names, and the rest of the reload goes in.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -106,9 +109,22 @@ impl Reloader {
         let from_generation = self.shared.load().generation;
         let path = self.config_path.clone();
         let health = self.shared.load().health.clone();
+        // A zone already failing may keep failing; one that serves now may not break.
+        let failing = crate::snapshot::Tolerate::Failing(
+            self.shared
+                .load()
+                .zones
+                .failed
+                .iter()
+                .map(|f| f.name())
+                .collect(),
+        );
         let started = std::time::Instant::now();
-        let built = tokio::task::spawn_blocking(move || Snapshot::load_with(&path, health)).await;
-        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let built =
+            tokio::task::spawn_blocking(move || Snapshot::load_serving(&path, health, &failing))
+                .await;
+        // Rounded to a tenth of a millisecond: more digits are noise in a log line.
+        let took_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
         let result = match built {
             Ok(Ok(snap)) => {
                 if snap.config.listen != self.listen {
@@ -121,12 +137,36 @@ impl Reloader {
                         "admin.listen changed: the new address takes effect after a restart"
                     );
                 }
+                if snap.config.anycast.is_some() && crate::anycast::current().is_none() {
+                    tracing::warn!(
+                        "[anycast] added: the controller starts with the next restart \
+                         (a changed [anycast] applies at once)"
+                    );
+                }
                 let generation = snap.generation;
                 let snap = Arc::new(snap);
                 self.shared.store(snap.clone());
                 // A drain made while this snapshot was built reached only the old one's
                 // endpoints: apply the rules again now that this one serves.
                 snap.health.drains.apply(&snap.services, &snap.regions);
+                // A drain whose region or endpoint this config renamed or removed is kept (it
+                // applies again if the name comes back) but said out loud: it drains nothing.
+                for r in snap.health.drains.unmatched(&snap.services, &snap.regions) {
+                    tracing::warn!(
+                        since = r.at,
+                        "{} {} matches nothing in the reloaded config; it is kept (undrain it \
+                         with the same words to remove it)",
+                        if r.drain { "drain of" } else { "undrain of" },
+                        r.scope.describe()
+                    );
+                }
+                for f in &snap.zones.failed {
+                    tracing::error!(
+                        zone = f.name(),
+                        "zone still not loaded, its names get SERVFAIL: {}",
+                        f.error.replace('\n', "; ")
+                    );
+                }
                 metrics::retain_probes(&snap);
                 // A changed [fleet] restarts the fleet member with the new settings.
                 crate::fleet::reconfigure(&self.shared, snap.config.fleet.clone()).await;

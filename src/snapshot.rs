@@ -51,7 +51,15 @@ impl Snapshot {
     /// Things that load but will not do what the operator likely means; `check` prints them
     /// and still exits 0.
     pub fn warnings(&self) -> Vec<Problem> {
-        let mut out = Vec::new();
+        let mut out = config::warnings(&self.config);
+        for f in &self.zones.skipped {
+            out.push(Problem::new(
+                f,
+                1,
+                1,
+                "warning: not loaded: only files named *.zone in the zones folder are zones",
+            ));
+        }
         let Some(key) = self
             .config
             .config
@@ -128,7 +136,18 @@ impl Snapshot {
         config_path: &Path,
         health: Arc<HealthRegistry>,
     ) -> Result<Snapshot, Problems> {
-        let checked = check(config_path);
+        Self::load_serving(config_path, health, &Tolerate::Nothing)
+    }
+
+    /// Loads for serving, leaving out the zone files `tolerate` allows to fail (SPEC "Day
+    /// two"): at start any zone (the others serve, its names get SERVFAIL), at a reload only
+    /// those already failing, so a reload that would break a served zone is rejected whole.
+    pub fn load_serving(
+        config_path: &Path,
+        health: Arc<HealthRegistry>,
+        tolerate: &Tolerate,
+    ) -> Result<Snapshot, Problems> {
+        let checked = check_tolerating(config_path, tolerate);
         match checked.config {
             Some(config) if checked.problems.is_empty() => {
                 Self::build(config, checked.zones, checked.geo_dbs, health)
@@ -163,6 +182,7 @@ impl Snapshot {
         let regions = build_regions(&config);
         let locator = build_locator(&config, dbs);
         let services = build_services(&config, &regions, &health);
+        health.mark_built();
         // Drains are rules, not flags: a region drain covers endpoints new in this config.
         health.drains.apply(&services, &regions);
         for (i, svc) in services.iter().enumerate() {
@@ -244,6 +264,33 @@ pub struct Checked {
 /// check, so that one run of `meridian check` reports every problem: a broken config does not
 /// hide the zones' problems, nor one bad zone line the next (SPEC "CLI").
 pub fn check(config_path: &Path) -> Checked {
+    check_tolerating(config_path, &Tolerate::Nothing)
+}
+
+/// Which zone files may fail to load while the rest is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tolerate {
+    /// None (`check`, `explain`): every problem counts.
+    Nothing,
+    /// Any (start): a server with one bad zone file serves the others.
+    AnyZone,
+    /// These zones (by name, as `/status` writes it), already failing before a reload.
+    Failing(Vec<String>),
+}
+
+impl Tolerate {
+    fn allows(&self, zone: &str) -> bool {
+        match self {
+            Tolerate::Nothing => false,
+            Tolerate::AnyZone => true,
+            Tolerate::Failing(names) => names.iter().any(|n| n == zone),
+        }
+    }
+}
+
+/// [`check`], with the zone files `tolerate` allows taken out of service instead of counted
+/// as problems.
+pub fn check_tolerating(config_path: &Path, tolerate: &Tolerate) -> Checked {
     let examined = config::examine(config_path);
     let mut problems = examined.problems.clone();
     let mut zones = match &examined.zones_dir {
@@ -253,11 +300,37 @@ pub fn check(config_path: &Path) -> Checked {
     if let Some(config) = &examined.config {
         crate::secondary::add_copies(config, &mut zones);
     }
+    for b in std::mem::take(&mut zones.broken) {
+        let name = b.name();
+        if !tolerate.allows(&name) {
+            continue;
+        }
+        zones.problems.retain(|p| !b.problems.contains(p));
+        if let Some(o) = &b.origin {
+            // Services inside it are not checked against data that is not there.
+            zones.unbuilt.push(o.clone());
+        }
+        let error = b
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        zones.zones.mark_failed(crate::zone::FailedZone {
+            origin: b.origin,
+            file: b.path,
+            error,
+        });
+    }
     problems.extend(zones.problems);
     let mut geo_dbs = Vec::new();
     if let Some(config) = &examined.config {
         let mut more = Vec::new();
-        check_services(config, &zones.zones, &zones.unbuilt, &mut more);
+        // Without a zones folder (a misspelt `[sever]` left only a stand-in) every service
+        // would be "not inside any zone": that only repeats the problem already reported.
+        if examined.zones_dir.is_some() {
+            check_services(config, &zones.zones, &zones.unbuilt, &mut more);
+        }
         geo_dbs = open_geo_db(config, &mut more);
         more.retain(|p| !examined.is_artefact(p));
         problems.append(&mut more);
@@ -304,8 +377,9 @@ fn check_services(
     unbuilt: &[Name],
     out: &mut Vec<Problem>,
 ) {
-    for (i, svc) in config.config.service.iter().enumerate() {
+    for svc in &config.config.service {
         let s = svc.get_ref();
+        let key = config::service_key(s.name.get_ref());
         let at = |m: String| config.problem_at(s.name.span(), m);
         let name = match Name::from_ascii(s.name.get_ref()) {
             Ok(mut n) => {
@@ -314,7 +388,7 @@ fn check_services(
             }
             Err(e) => {
                 out.push(at(format!(
-                    "service[{i}].name: `{}` is not a domain name: {e}",
+                    "{key}.name: `{}` is not a domain name: {e}",
                     s.name.get_ref()
                 )));
                 continue;
@@ -333,7 +407,7 @@ fn check_services(
         }
         match zone {
             None => out.push(at(format!(
-                "service[{i}].name: `{}` is not inside any zone in the zones folder",
+                "{key}.name: `{}` is not inside any zone in the zones folder",
                 s.name.get_ref()
             ))),
             Some(zone) => {
@@ -341,7 +415,7 @@ fn check_services(
                 crate::zone::wire_lower(&name, &mut wire, &mut starts);
                 if let Found::Delegation(..) = zone.find(&wire, &starts, false) {
                     out.push(at(format!(
-                        "service[{i}].name: `{}` lies in a subzone delegated away from {}",
+                        "{key}.name: `{}` lies in a subzone delegated away from {}",
                         s.name.get_ref(),
                         zone.origin
                     )));
@@ -353,7 +427,7 @@ fn check_services(
                     .any(|e| e.get_ref().target.is_some());
                 if let Some(node) = zone.node(&name).filter(|n| targets && !n.rrsets.is_empty()) {
                     out.push(at(format!(
-                        "service[{i}].name: `{}` has records in {}; a service of `target` endpoints answers every type with a CNAME, which can have no other data at its name",
+                        "{key}.name: `{}` has records in {}; a service of `target` endpoints answers every type with a CNAME, which can have no other data at its name",
                         s.name.get_ref(),
                         zone.file.display()
                     )));
@@ -361,7 +435,7 @@ fn check_services(
                 } else if let Some(node) = zone.node(&name) {
                     if node.rrset(RecordType::CNAME).is_some() {
                         out.push(at(format!(
-                            "service[{i}].name: `{}` is a CNAME in {}; a balanced name cannot also be an alias",
+                            "{key}.name: `{}` is a CNAME in {}; a balanced name cannot also be an alias",
                             s.name.get_ref(),
                             zone.file.display()
                         )));
@@ -369,7 +443,7 @@ fn check_services(
                     for t in [RecordType::A, RecordType::AAAA] {
                         if node.rrset(t).is_some() {
                             out.push(at(format!(
-                                "service[{i}].name: `{}` also has static {t} records in {}; remove them from the zone or the service",
+                                "{key}.name: `{}` also has static {t} records in {}; remove them from the zone or the service",
                                 s.name.get_ref(),
                                 zone.file.display()
                             )));
@@ -467,6 +541,9 @@ fn build_services(
                 .and_then(|p| c.health.get(p))
                 .and_then(|p| p.get_ref().initial.as_ref())
                 .is_none_or(|i| i.get_ref() != "down");
+            // A probed endpoint a reload adds was never seen working: down until its first
+            // probe passes. At start, endpoints follow `initial` (up unless told otherwise).
+            let reloading = health.built_before();
             let endpoints = s
                 .endpoints
                 .get_ref()
@@ -497,7 +574,7 @@ fn build_services(
                             address: addr,
                             probe: probe.clone(),
                         },
-                        initially_up,
+                        initially_up && (probe.is_empty() || !reloading),
                     );
                     Some(Endpoint {
                         addr,

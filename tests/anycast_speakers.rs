@@ -308,3 +308,68 @@ endpoints = [ { address = "192.0.2.2" } ]
     wait_for("announced again", Duration::from_secs(3), || a.announced());
     assert_eq!(told.lock().unwrap().last(), Some(&true));
 }
+     );
+     assert_eq!(told.lock().unwrap().last(), Some(&false));
+ }
+
+/// SPEC "Day two": a reload applies a changed `[anycast]`: here a withdraw file added and new
+/// rise/fall/interval, which `/status` shows and the controller acts on.
+#[test]
+fn a_reload_applies_a_changed_anycast_section() {
+    let section = |extra: &str| {
+        format!(
+            "[anycast]\nprefixes = [\"198.51.100.53/32\"]\nspeaker = \"exabgp\"\n\
+             interval = \"100ms\"\nrise = 1\nfall = 1\n{extra}"
+        )
+    };
+    let server = TestServer::start(&[("example.net.zone", ZONE)], &section(""));
+    let settings = server
+        .shared
+        .load()
+        .config
+        .anycast
+        .clone()
+        .expect("[anycast] read");
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let a = meridian::anycast::start_with(
+        server.shared.clone(),
+        vec![server.addr],
+        settings,
+        Box::new(Recorder(told.clone())),
+    )
+    .expect("start");
+    wait_for("announced", Duration::from_secs(3), || a.announced());
+    assert_eq!(a.status_json()["withdraw_file"], serde_json::Value::Null);
+
+    let flag = server.dir.path().join("withdraw-now");
+    let text = std::fs::read_to_string(server.config_path()).expect("read");
+    let text = text.replace(
+        &section(""),
+        &section(&format!("withdraw_file = \"{}\"\n", flag.display()))
+            .replace("rise = 1", "rise = 3")
+            .replace("interval = \"100ms\"", "interval = \"150ms\""),
+    );
+    assert!(text.contains("withdraw-now"), "{text}");
+    std::fs::write(server.config_path(), text).expect("write");
+    server.reload();
+    wait_for(
+        "the new settings in /status",
+        Duration::from_secs(3),
+        || a.status_json()["rise"] == 3,
+    );
+    let st = a.status_json();
+    assert_eq!(st["interval_ms"], 150, "{st}");
+    assert_eq!(st["withdraw_file"], flag.display().to_string(), "{st}");
+    assert!(a.announced(), "a reload alone does not withdraw");
+    // The new withdraw file is acted on.
+    std::fs::write(&flag, "").expect("touch");
+    wait_for(
+        "withdrawn by the new withdraw file",
+        Duration::from_secs(3),
+        || !a.announced(),
+    );
+    assert_eq!(a.status_json()["reason"], "withdraw-file");
+    std::fs::remove_file(&flag).expect("rm");
+    wait_for("announced again", Duration::from_secs(3), || a.announced());
+    assert_eq!(told.lock().unwrap().last(), Some(&true));
+}

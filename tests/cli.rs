@@ -587,13 +587,13 @@ endpoints = [{ address = \"192.0.2.10\", region = \"mars\" }]
             "meridian.toml",
             11,
             10,
-            "service[0].policy: `fastest` is not one of",
+            "service \"www.a.example.\".policy: `fastest` is not one of",
         ),
         (
             "meridian.toml",
             12,
             49,
-            "service[0].endpoints[0].region: no region `mars`",
+            "service \"www.a.example.\".endpoints[0].region: no region `mars`",
         ),
     ];
     want.extend(zone_problems());
@@ -622,9 +622,24 @@ endpoints = [{ address = \"192.0.2.10\" }]
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert_no_panic(&out);
     let mut want = vec![
-        ("meridian.toml", 2, 10, "server.listen: invalid type"),
-        ("meridian.toml", 6, 6, "site.id: invalid type"),
-        ("meridian.toml", 10, 10, "service[0].policy: `fastest`"),
+        (
+            "meridian.toml",
+            2,
+            10,
+            "server.listen: expected an array, found a string",
+        ),
+        (
+            "meridian.toml",
+            6,
+            6,
+            "site.id: expected a string, found an integer",
+        ),
+        (
+            "meridian.toml",
+            10,
+            10,
+            "service \"www.a.example.\".policy: `fastest`",
+        ),
     ];
     want.extend(zone_problems());
     assert_problems(&problems(&out, dir.path()), &want);
@@ -698,4 +713,128 @@ ns.sub A   192.0.2.4
         "{}",
         text(&out.stdout)
     );
+}
+
+/// SPEC "Day two": what `check` rejects, what it warns about, and how it words type errors.
+#[test]
+fn check_rejects_zero_durations_huge_ttls_and_warns_about_what_does_nothing() {
+    let zone = EXAMPLE_ZONE;
+    let run_check = |config: &str, extra_files: &[(&str, &str)]| {
+        let mut files = vec![("example.com.zone", zone)];
+        files.extend_from_slice(extra_files);
+        let (dir, path) = common::config_dir(&files, config);
+        let out = check(&path);
+        assert_no_panic(&out);
+        (dir, out)
+    };
+    let head = "[server]\nlisten = [\"127.0.0.1:5300\"]\nzones = \"zones\"\n";
+    // Rejected: zero interval and timeout, a TTL above 2^31-1, ttl_degraded above ttl.
+    let (_d, out) = run_check(
+        &format!(
+            "{head}[health.web]\nkind = \"http\"\ninterval = \"0s\"\ntimeout = \"0ms\"\n\n\
+             [[service]]\nname = \"www.example.com\"\npolicy = \"round-robin\"\nhealth = \"web\"\n\
+             ttl = 2147483648\nendpoints = [{{ address = \"192.0.2.1\" }}]\n\n\
+             [[service]]\nname = \"lb.example.com\"\npolicy = \"round-robin\"\nttl = 30\n\
+             ttl_degraded = 60\nendpoints = [{{ address = \"192.0.2.1\" }}]\n"
+        ),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    for want in [
+        "health.web.interval: must be more than 0",
+        "health.web.timeout: must be more than 0",
+        "service \"www.example.com\".ttl: must be at most 2147483647",
+        "service \"lb.example.com\".ttl_degraded: 60 is above ttl 30",
+    ] {
+        assert!(err.contains(want), "no `{want}` in:\n{err}");
+    }
+
+    // Warned (exit 0): check URLs never probed, a profile nothing uses, a file not *.zone.
+    let (_d, out) = run_check(
+        &format!(
+            "{head}[health.unused]\nkind = \"http\"\n\n\
+             [[service]]\nname = \"www.example.com\"\npolicy = \"round-robin\"\n\
+             endpoints = [{{ address = \"192.0.2.1\", check = \"http://127.0.0.1:9/health\" }}]\n"
+        ),
+        &[("example.org.txt", "not a zone\n")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    for want in [
+        "warning: service \"www.example.com\": 1 endpoint(s) have a `check` URL but the service has no `health` profile",
+        "warning: health.unused: no service uses this profile",
+        "example.org.txt:1:1: warning: not loaded: only files named *.zone",
+    ] {
+        assert!(err.contains(want), "no `{want}` in:\n{err}");
+    }
+
+    // Type errors in TOML's words; a duplicate key named.
+    let (_d, out) = run_check(
+        &format!(
+            "{head}[[service]]\nname = \"www.example.com\"\npolicy = \"round-robin\"\n\
+             ttl = \"30\"\nmax_answers = 2\nmax_answers = 3\nendpoints = [{{ address = \"192.0.2.1\" }}]\n"
+        ),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for want in [
+        "service \"www.example.com\".ttl: expected an integer, found a string",
+        "duplicate key `max_answers`",
+    ] {
+        assert!(err.contains(want), "no `{want}` in:\n{err}");
+    }
+    assert!(!err.contains("u32") && !err.contains("service[0]"), "{err}");
+
+    // A misspelt [server] is one problem, not a cascade of "not inside any zone".
+    let (_d, out) = run_check(
+        &format!(
+            "{}[[service]]\nname = \"www.example.com\"\npolicy = \"round-robin\"\n\
+             endpoints = [{{ address = \"192.0.2.1\" }}]\n",
+            head.replace("[server]", "[sever]")
+        ),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("sever"), "{err}");
+    assert!(!err.contains("not inside any zone"), "{err}");
+}
+
+/// The man page lists only pages that exist (no `meridian-help(1)`) and every environment
+/// variable the commands read.
+#[test]
+fn man_page_lists_real_pages_and_every_environment_variable() {
+    let out = run(&["man"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let page = text(&out.stdout);
+    assert!(!page.contains("meridian\\-help"), "{page}");
+    for var in [
+        "MERIDIAN_LOG",
+        "MERIDIAN_TOKEN",
+        "MERIDIAN_ADMIN",
+        "MERIDIAN_CONFIG",
+    ] {
+        assert!(
+            page.contains(&format!(".B {var}")),
+            "{var} missing:\n{page}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = meridian()
+        .args(["man", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let main = std::fs::read_to_string(dir.path().join("meridian.1")).expect("meridian.1");
+    // Every page SEE ALSO names is there.
+    for line in main.lines().filter(|l| l.starts_with("meridian\\-")) {
+        let page = line.trim_end_matches("(1)").replace("\\-", "-");
+        assert!(
+            dir.path().join(format!("{page}.1")).is_file(),
+            "{page}(1) is listed but not written"
+        );
+    }
 }

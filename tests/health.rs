@@ -451,6 +451,11 @@ endpoints = [
     assert!(t.is_some(), "the listening port did not come up");
     let closed = state(&s, "www.example.com", "192.0.2.3");
     assert!(!closed.healthy());
+    // The first result decides at once (SPEC), so the open port may be up before the closed
+    // one's first probe has been recorded.
+    let t = wait_until(Duration::from_secs(3), || closed.last_probe().is_some());
+    assert!(t.is_some(), "the closed port was not probed");
+    assert!(!closed.healthy());
     assert_eq!(reason(&closed), "refused");
     // 127.0.0.1 with the profile's port is the same target as the explicit check: one probe.
     assert_eq!(prober.targets(), 2);
@@ -756,11 +761,9 @@ fn reload_keeps_health_of_unchanged_endpoints_and_probes_new_ones() {
         &state(&s, "www.example.com", "192.0.2.1")
     ));
     assert!(!state(&s, "www.example.com", "192.0.2.1").healthy());
-    // The new endpoint starts up (the profile's `initial`) and gets probed.
-    assert_eq!(
-        answered(&s, "www.example.com."),
-        set(&["192.0.2.2", "192.0.2.3"])
-    );
+    // The new endpoint was never seen working: not answered until its first probe passes
+    // (SPEC, health), which then decides at once (rise = 3 does not hold it back).
+    assert_eq!(answered(&s, "www.example.com."), set(&["192.0.2.2"]));
     let t = wait_until(Duration::from_secs(3), || {
         state(&s, "www.example.com", "192.0.2.3")
             .last_probe()
@@ -768,6 +771,13 @@ fn reload_keeps_health_of_unchanged_endpoints_and_probes_new_ones() {
             && prober.generation() > gen_before
     });
     assert!(t.is_some(), "the new endpoint was not probed");
+    let t = wait_until(Duration::from_secs(3), || {
+        answered(&s, "www.example.com.") == set(&["192.0.2.2", "192.0.2.3"])
+    });
+    assert!(
+        t.is_some(),
+        "the new endpoint did not join after its first good probe"
+    );
     assert!(new.hits() > 0);
     assert_eq!(prober.targets(), 3);
     // The failing endpoint's counters were kept: with rise = 3 it needs three good probes

@@ -14,7 +14,9 @@
 //! blocking I/O with timeouts, and a thread keeps the check off the runtime that answers TCP
 //! and the admin API (and it must keep working while the runtime is busy shutting down). It
 //! checks every `interval`, polls the withdraw file every [`FILE_POLL`], and acts at once on the
-//! admin API's withdraw/announce and on shutdown, which all reach it over a channel.
+//! admin API's withdraw/announce and on shutdown, which all reach it over a channel. It follows
+//! reloads: a changed `[anycast]` is adopted at the next check (`Runner::adopt`), a removed one
+//! withdraws and ends the thread.
 
 pub mod bird;
 pub mod config;
@@ -76,8 +78,9 @@ enum Cmd {
 
 /// The running anycast controller.
 pub struct Anycast {
-    settings: Settings,
-    speaker: &'static str,
+    /// The `[anycast]` in force: the one at start, then each reload's (SPEC "Day two").
+    settings: arc_swap::ArcSwap<Settings>,
+    speaker: Mutex<&'static str>,
     status: Mutex<Status>,
     transitions: Mutex<BTreeMap<(bool, Reason), u64>>,
     tx: Mutex<mpsc::Sender<Cmd>>,
@@ -129,7 +132,7 @@ pub fn start_with(
     speaker.start()?;
     let (tx, rx) = mpsc::channel();
     let me = Arc::new(Anycast {
-        speaker: speaker.name(),
+        speaker: Mutex::new(speaker.name()),
         status: Mutex::new(Status {
             announced: false,
             reason: Reason::Start,
@@ -142,17 +145,18 @@ pub fn start_with(
         }),
         transitions: Mutex::new(SERIES.iter().map(|&k| (k, 0)).collect()),
         tx: Mutex::new(tx),
-        settings,
+        settings: arc_swap::ArcSwap::from_pointee(settings),
     });
     me.count(false, Reason::Start);
+    let s = me.settings();
     tracing::info!(
-        prefixes = %me.settings.prefixes.join(" "),
-        speaker = me.speaker,
-        interval_ms = me.settings.interval.as_millis() as u64,
-        rise = me.settings.rise,
-        fall = me.settings.fall,
+        prefixes = %s.prefixes.join(" "),
+        speaker = me.speaker_name(),
+        interval_ms = s.interval.as_millis() as u64,
+        rise = s.rise,
+        fall = s.fall,
         "anycast: withdrawn until {} good self-check(s) (reason start)",
-        me.settings.rise
+        s.rise
     );
     if let Err(e) = speaker.set(false) {
         me.lock().speaker_error = Some(e);
@@ -182,8 +186,13 @@ impl Anycast {
         *t.entry((announced, reason)).or_insert(0) += 1;
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
+    /// The settings in force (a reload may have changed them).
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    fn speaker_name(&self) -> &'static str {
+        *self.speaker.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn announced(&self) -> bool {
@@ -214,7 +223,7 @@ impl Anycast {
     /// SIGTERM / SIGINT: withdraw at once, then keep answering for `shutdown_grace` so the
     /// route is gone everywhere before the listeners close.
     pub async fn shutdown(&self) {
-        let grace = self.settings.shutdown_grace;
+        let grace = self.settings().shutdown_grace;
         let started = Instant::now();
         if !self.send(Cmd::Shutdown).await {
             tracing::warn!("anycast: the controller did not confirm the withdraw");
@@ -229,26 +238,27 @@ impl Anycast {
     /// The `anycast` object of `/status`.
     pub fn status_json(&self) -> Value {
         let s = self.lock().clone();
+        let settings = self.settings();
         let rfc3339 = |t: SystemTime| humantime::format_rfc3339_millis(t).to_string();
         json!({
             "announced": s.announced,
             "reason": s.reason.as_str(),
             "since": rfc3339(s.since),
             "since_unix": crate::metrics::unix_secs(s.since),
-            "prefixes": self.settings.prefixes,
-            "speaker": self.speaker,
+            "prefixes": settings.prefixes,
+            "speaker": self.speaker_name(),
             "healthy": s.healthy,
             "manual_withdraw": s.manual_withdraw,
-            "withdraw_file": self.settings.withdraw_file.as_ref().map(|p| p.display().to_string()),
+            "withdraw_file": settings.withdraw_file.as_ref().map(|p| p.display().to_string()),
             "withdraw_file_present": s.withdraw_file_present,
             "last_check": s.last_check.map(|(ok, detail, at)| json!({
                 "ok": ok, "detail": detail, "at": rfc3339(at),
             })),
             "speaker_error": s.speaker_error,
-            "interval_ms": self.settings.interval.as_millis() as u64,
-            "rise": self.settings.rise,
-            "fall": self.settings.fall,
-            "require": match self.settings.require {
+            "interval_ms": settings.interval.as_millis() as u64,
+            "rise": settings.rise,
+            "fall": settings.fall,
+            "require": match settings.require {
                 Require::Dns => "dns",
                 Require::AnyService => "any-service",
                 Require::EveryService => "every-service",
@@ -278,8 +288,46 @@ struct Runner {
 }
 
 impl Runner {
+    /// A reload changed `[anycast]` (SPEC "Day two"): the new rise, fall, interval, require,
+    /// withdraw file and grace apply from the next check, keeping the announced state and the
+    /// counts so far. A new speaker or new prefixes (which the speaker holds) get a new
+    /// speaker: the old one withdraws first, so no prefix stays announced by nobody's will.
+    fn adopt(&mut self, old: &Settings, new: Settings, machine: &mut Machine) {
+        machine.set_thresholds(new.rise, new.fall);
+        if new.speaker != old.speaker || new.prefixes != old.prefixes {
+            let _ = self.speaker.set(false);
+            let mut next = speaker::from_settings(&new);
+            match next.start() {
+                Ok(()) => {
+                    let r = next.set(machine.announced());
+                    *self.me.speaker.lock().unwrap_or_else(|e| e.into_inner()) = next.name();
+                    self.me.lock().speaker_error = r.err();
+                    self.speaker = next;
+                }
+                Err(e) => {
+                    // The old speaker has withdrawn its prefixes; the new one is kept (so the
+                    // old prefixes are not announced again), and its errors show in /status
+                    // until a reload gives one that works.
+                    tracing::error!("anycast: the reloaded speaker cannot work ({e})");
+                    *self.me.speaker.lock().unwrap_or_else(|e| e.into_inner()) = next.name();
+                    self.me.lock().speaker_error = Some(e);
+                    self.speaker = next;
+                }
+            }
+        }
+        tracing::info!(
+            prefixes = %new.prefixes.join(" "),
+            speaker = self.me.speaker_name(),
+            interval_ms = new.interval.as_millis() as u64,
+            rise = new.rise,
+            fall = new.fall,
+            "anycast: [anycast] reloaded"
+        );
+        self.me.settings.store(Arc::new(new));
+    }
+
     fn run(mut self) {
-        let s = self.me.settings.clone();
+        let mut s = (*self.me.settings()).clone();
         let mut machine = Machine::new(s.rise, s.fall);
         let mut checker = selfcheck::SelfCheck::default();
         let mut inputs = Inputs::default();
@@ -317,11 +365,37 @@ impl Runner {
                 let snap = self.shared.load_full();
                 if snap.generation != seen_generation {
                     seen_generation = snap.generation;
-                    if snap.config.anycast.as_ref() != Some(&s) {
-                        tracing::warn!(
-                            generation = snap.generation,
-                            "anycast: [anycast] changed; the new settings take effect after a restart"
-                        );
+                    match snap.config.anycast.as_ref() {
+                        Some(new) if *new != s => {
+                            self.adopt(&s, new.clone(), &mut machine);
+                            s = new.clone();
+                            // The new interval counts from now.
+                            next_check = Instant::now();
+                        }
+                        Some(_) => {}
+                        None => {
+                            // No [anycast] any more: withdraw for good (the controller stops,
+                            // and the route with it); DNS keeps answering.
+                            tracing::warn!(
+                                generation = snap.generation,
+                                "anycast: [anycast] removed by a reload; withdrawing {} and \
+                                 stopping the controller",
+                                s.prefixes.join(" ")
+                            );
+                            let _ = self.speaker.set(false);
+                            {
+                                let mut st = self.me.lock();
+                                st.announced = false;
+                                st.reason = Reason::Manual;
+                                st.since = SystemTime::now();
+                            }
+                            self.me.count(false, Reason::Manual);
+                            CURRENT.store(None);
+                            for a in acks.drain(..) {
+                                let _ = a.send(());
+                            }
+                            return;
+                        }
                     }
                 }
                 let check = checker.run(&snap, &self.listen, s.require);

@@ -99,6 +99,11 @@ impl Machine {
         self.announced
     }
 
+    /// New `rise` and `fall` from a reload; the counts and the state so far are kept.
+    pub fn set_thresholds(&mut self, rise: u32, fall: u32) {
+        (self.rise, self.fall) = (rise.max(1), fall.max(1));
+    }
+
     /// Why the site is in its current state: while withdrawn the strongest cause in force,
     /// while announced what ended the last withdraw.
     pub fn reason(&self) -> Reason {

@@ -15,8 +15,14 @@
 //! The rules live in the [`super::HealthRegistry`], which every snapshot shares, and are
 //! written to `state_dir/drains.json` after each change: temp file, fsync, rename, fsync of the
 //! folder, so a crash leaves the old file or the new one, never half of one. A file that
-//! cannot be read is logged, moved aside, and the server starts without drains: a broken state
-//! file must never keep a DNS server from serving.
+//! cannot be read is logged at ERROR, moved aside, and the server starts without drains: a
+//! broken state file must never keep a DNS server from serving; but it must not pass silently
+//! either, so the reason is kept ([`Drains::state_error`]) for `/status` and
+//! `meridian_drains_state_ok` until an operator drains or undrains again.
+//!
+//! Drains never lapse silently (SPEC "Day two"): a rule that a reload left matching nothing is
+//! kept, reported with its `matches` and warned about at the reload, and an undrain with the
+//! words it was made with removes it ([`Drains::would_undo`]).
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -94,6 +100,10 @@ struct File {
 #[derive(Debug, Default)]
 pub struct Drains {
     rules: Mutex<Vec<Rule>>,
+    /// Why the state file could not be read at start, until an operator drains or undrains
+    /// again (SPEC "Day two"): the drains it held are unknown, and `/status`, the metrics and
+    /// the status page say so rather than show an empty list as if nothing were drained.
+    state_error: Mutex<Option<String>>,
 }
 
 /// Where each endpoint of a snapshot lies: (service, address) → region name.
@@ -107,6 +117,61 @@ impl Drains {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Rule>> {
         self.rules.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Why the drain state could not be read at start; `None` once it was, or once an
+    /// operator has drained or undrained since.
+    pub fn state_error(&self) -> Option<String> {
+        self.state_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_state_error(&self, e: Option<String>) {
+        *self.state_error.lock().unwrap_or_else(|e| e.into_inner()) = e;
+    }
+
+    /// An operator drained or undrained: what is in force is what they now decided, so a lost
+    /// state file no longer hides anything.
+    pub fn operator_acted(&self) {
+        self.set_state_error(None);
+    }
+
+    /// Whether undrain `scope` would take away a rule in force (one it covers): an undrain of
+    /// a drain that matches nothing any more is still allowed, with the words it was made with.
+    pub fn would_undo(&self, scope: &Scope, services: &[Arc<Service>], regions: &[Region]) -> bool {
+        let region_of = |svc: &str, addr: IpAddr| region_of(services, regions, svc, addr);
+        self.lock()
+            .iter()
+            .any(|r| covers(scope, &r.scope, &region_of))
+    }
+
+    /// The rules in force, each with `matches`: how many endpoints of `services` it covers
+    /// now. A rule that matches nothing is kept (its names may come back), and shown with 0.
+    pub fn status_json(
+        &self,
+        services: &[Arc<Service>],
+        regions: &[Region],
+    ) -> Vec<serde_json::Value> {
+        self.lock()
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                v["matches"] = matches(&r.scope, services, regions).into();
+                v
+            })
+            .collect()
+    }
+
+    /// Rules that cover no endpoint of `services` (after a reload renamed or removed what they
+    /// named), for the reload's warning.
+    pub fn unmatched(&self, services: &[Arc<Service>], regions: &[Region]) -> Vec<Rule> {
+        self.lock()
+            .iter()
+            .filter(|r| matches(&r.scope, services, regions) == 0)
+            .cloned()
+            .collect()
     }
 
     /// Records a drain (`drain`) or undrain of `scope`, sets the drained flag of every
@@ -125,6 +190,7 @@ impl Drains {
         let region_of = |svc: &str, addr: IpAddr| region_of(services, regions, svc, addr);
         push(&mut rules, scope, drain, &region_of);
         apply_rules(&rules, services, regions);
+        self.operator_acted();
         // Saved under the lock: two changes at once reach the disk in the order they were made.
         save(state_dir, &rules)
     }
@@ -139,6 +205,12 @@ impl Drains {
     /// drains; a file that cannot be read is moved aside (`drains.json.corrupt`) and counts as
     /// none, with the reason returned for the log. Returns how many rules were restored.
     pub fn restore(&self, state_dir: &Path) -> Result<usize, String> {
+        let r = self.restore_inner(state_dir);
+        self.set_state_error(r.as_ref().err().cloned());
+        r
+    }
+
+    fn restore_inner(&self, state_dir: &Path) -> Result<usize, String> {
         let path = state_dir.join(FILE);
         let text = match std::fs::read(&path) {
             Ok(t) => t,
@@ -169,6 +241,30 @@ impl Drains {
                 ))
             }
         }
+    }
+}
+
+impl Drains {
+    /// Reads the drains saved in `state_dir` without changing anything on disk (no corrupt
+    /// file moved aside) and puts them in force for `services`: what `meridian explain` does
+    /// offline, so that its answer is the one the server would give after a restart.
+    pub fn load_read_only(
+        &self,
+        state_dir: &Path,
+        services: &[Arc<Service>],
+        regions: &[Region],
+    ) -> Result<usize, String> {
+        let path = state_dir.join(FILE);
+        let rules = match std::fs::read(&path) {
+            Ok(t) => Drains::decode(&t).map_err(|e| format!("{}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let n = rules.len();
+        let mut held = self.lock();
+        *held = rules;
+        apply_rules(&held, services, regions);
+        Ok(n)
     }
 }
 
@@ -242,8 +338,30 @@ pub fn restore_at_start(snap: &crate::snapshot::Snapshot) {
             }
             tracing::info!(rules = n, state_dir = %dir.display(), "drains restored");
         }
-        Err(e) => tracing::warn!("starting without drains: {e}"),
+        // ERROR, and kept for /status and the metrics: the drains the file held are unknown,
+        // so endpoints an operator took out may be answered again.
+        Err(e) => tracing::error!("drain state lost, starting without drains: {e}"),
     }
+}
+
+/// How many endpoints of `services` fall under `scope`.
+pub fn matches(scope: &Scope, services: &[Arc<Service>], regions: &[Region]) -> usize {
+    services
+        .iter()
+        .map(|s| {
+            let name = service_label(s);
+            s.endpoints
+                .iter()
+                .filter(|e| {
+                    let region = e
+                        .region
+                        .and_then(|r| regions.get(r))
+                        .map(|r| r.name.as_str());
+                    scope.matches(&name, e.addr, region)
+                })
+                .count()
+        })
+        .sum()
 }
 
 /// A service's name as the API and the rules write it: lower case, no final dot.

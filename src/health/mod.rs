@@ -176,9 +176,20 @@ pub struct HealthRegistry {
     states: Mutex<HashMap<EndpointKey, Arc<EndpointState>>>,
     /// Drains as the operator made them, applied to every snapshot built ([`drains`]).
     pub drains: drains::Drains,
+    /// Set once the first snapshot is built: an endpoint new after that (a reload added it)
+    /// starts down, as it was never seen working (SPEC "Behaviour on the wire", health).
+    built: std::sync::atomic::AtomicBool,
 }
 
 impl HealthRegistry {
+    /// Whether a snapshot was built with this registry before (so this one is a reload's).
+    pub fn built_before(&self) -> bool {
+        self.built.load(Ordering::Relaxed)
+    }
+    pub fn mark_built(&self) {
+        self.built.store(true, Ordering::Relaxed)
+    }
+
     pub fn state(&self, key: EndpointKey, initially_up: bool) -> Arc<EndpointState> {
         let mut m = self.states.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(key)

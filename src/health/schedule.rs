@@ -373,7 +373,14 @@ async fn run_target(
     tokio::pin!(sleep);
     // A new target of endpoints that already have a state (its profile changed) goes on from
     // that state; fresh endpoints start as the profile's `initial` says.
-    let mut verdict = Verdict::new(members.load().first().is_none_or(|m| m.state.healthy()));
+    // Endpoints never probed: the first result decides at once.
+    let mut verdict = {
+        let m = members.load();
+        Verdict::starting(
+            m.first().is_none_or(|m| m.state.healthy()),
+            m.iter().all(|m| m.state.last_probe().is_none()),
+        )
+    };
     loop {
         if let Some(d) = due {
             sleep.as_mut().reset(d);
@@ -415,15 +422,22 @@ async fn run_target(
         let members = members.load();
         let ok = out.ok;
         let (result, flipped) = verdict.apply(out, duration, s.rise, s.fall, &members);
-        if flipped {
+        if flipped && verdict.healthy {
             tracing::info!(
                 check = target.url,
                 endpoints = %labels(&members),
                 reason = result.reason,
-                "health: endpoint {} after {} {} probe(s)",
-                if verdict.healthy { "UP" } else { "DOWN" },
-                if verdict.healthy { verdict.good } else { verdict.bad },
-                if verdict.healthy { "good" } else { "failed" },
+                "health: endpoint UP after {} good probe(s)",
+                verdict.good,
+            );
+        } else if flipped {
+            // An endpoint leaving answers is worth an operator's look: WARN, not INFO.
+            tracing::warn!(
+                check = target.url,
+                endpoints = %labels(&members),
+                reason = result.reason,
+                "health: endpoint DOWN after {} failed probe(s)",
+                verdict.bad,
             );
         } else if !ok {
             tracing::debug!(check = target.url, reason = result.reason, "probe failed");

@@ -21,15 +21,27 @@ pub(super) struct Verdict {
     pub bad: u32,
     /// EWMA of good probes' durations, in microseconds.
     rtt: Option<f64>,
+    /// No probe has answered for these endpoints yet: the first result decides at once,
+    /// whatever `rise` and `fall` say (SPEC "Behaviour on the wire", health), so an endpoint
+    /// that starts up and fails leaves answers on its first probe, and one a reload added
+    /// (which starts down) joins them on its first good one.
+    first: bool,
 }
 
 impl Verdict {
+    #[cfg(test)]
     pub fn new(healthy: bool) -> Verdict {
+        Verdict::starting(healthy, false)
+    }
+
+    /// A verdict whose first probe decides at once when `first` (endpoints never probed).
+    pub fn starting(healthy: bool, first: bool) -> Verdict {
         Verdict {
             healthy,
             good: 0,
             bad: 0,
             rtt: None,
+            first,
         }
     }
 
@@ -40,6 +52,11 @@ impl Verdict {
 
     /// Counts one probe; returns true when the state flipped.
     pub fn count(&mut self, ok: bool, rise: u32, fall: u32) -> bool {
+        if std::mem::take(&mut self.first) {
+            let was = self.healthy;
+            (self.healthy, self.good, self.bad) = (ok, ok as u32, !ok as u32);
+            return was != ok;
+        }
         if ok {
             self.good = self.good.saturating_add(1);
             self.bad = 0;
@@ -101,6 +118,18 @@ impl Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_probe_decides_at_once() {
+        let mut v = Verdict::starting(true, true);
+        assert!(v.count(false, 2, 3) && !v.healthy);
+        assert!(!v.count(true, 2, 3)); // then rise applies
+        assert!(v.count(true, 2, 3) && v.healthy);
+        let mut v = Verdict::starting(false, true);
+        assert!(v.count(true, 3, 3) && v.healthy);
+        let mut v = Verdict::starting(true, true);
+        assert!(!v.count(true, 2, 3) && v.healthy);
+    }
 
     #[test]
     fn rise_and_fall() {

@@ -651,13 +651,97 @@ fn cname_conflict(node: &Node) -> bool {
         })
 }
 
-/// Every zone served, by origin.
+/// Every zone served, by origin, and the zones whose file failed to load.
 #[derive(Debug, Default)]
 pub struct ZoneSet {
     pub zones: NameMap<Arc<Zone>>,
+    /// Zone files that failed to load while the rest are served (SPEC "Day two"): their names
+    /// get SERVFAIL, not REFUSED, and `/status` and the metrics list them.
+    pub failed: Vec<FailedZone>,
+    /// Origins of `failed`, for the query path.
+    failed_keys: NameMap<()>,
+    /// Files in the zones folder not named `*.zone`: not loaded, which `check` warns about.
+    pub skipped: Vec<PathBuf>,
+}
+
+/// A zone file that failed to load and is not served.
+#[derive(Debug, Clone)]
+pub struct FailedZone {
+    /// The origin (file name or `$ORIGIN`); `None` when the file name is not a zone name.
+    pub origin: Option<Name>,
+    pub file: PathBuf,
+    /// Its problems as `file:line:col: message`, one per line.
+    pub error: String,
+}
+
+impl FailedZone {
+    /// The zone's name as `/status` writes it (lower case, no final dot), else the file name.
+    pub fn name(&self) -> String {
+        match &self.origin {
+            Some(o) => stats::name_label(o),
+            None => self.file.display().to_string(),
+        }
+    }
+}
+
+/// One zone of `/status` and `meridian_zone_loaded`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneStatus {
+    pub name: String,
+    pub loaded: bool,
+    pub error: Option<String>,
 }
 
 impl ZoneSet {
+    /// Takes the zone of `file` out of service: its names answer SERVFAIL from now on.
+    pub fn mark_failed(&mut self, f: FailedZone) {
+        if let Some(o) = &f.origin {
+            let key = wire_key(o);
+            self.zones.remove(&key);
+            self.failed_keys.insert(key, ());
+        }
+        self.failed.push(f);
+    }
+
+    /// Whether the name (wire form and label offsets) lies in a zone that failed to load, with
+    /// no served zone closer to it: that query gets SERVFAIL (its data exists, we lost it).
+    /// Free on the query path while every zone loaded.
+    pub fn failing(&self, wire: &[u8], starts: &[u8]) -> bool {
+        if self.failed_keys.is_empty() {
+            return false;
+        }
+        for &s in starts {
+            let suffix = &wire[usize::from(s)..];
+            if self.failed_keys.contains_key(suffix) {
+                return true;
+            }
+            if self.zones.contains_key(suffix) {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// Every zone, served or failed, sorted by name.
+    pub fn status(&self) -> Vec<ZoneStatus> {
+        let mut out: Vec<ZoneStatus> = self
+            .zones
+            .values()
+            .map(|z| ZoneStatus {
+                name: stats::name_label(&z.origin),
+                loaded: true,
+                error: None,
+            })
+            .chain(self.failed.iter().map(|f| ZoneStatus {
+                name: f.name(),
+                loaded: false,
+                error: Some(f.error.clone()),
+            }))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
     /// The most specific zone containing the name whose wire form and label offsets are given.
     pub fn find(&self, wire: &[u8], starts: &[u8]) -> Option<&Arc<Zone>> {
         starts
@@ -716,24 +800,60 @@ impl ZoneSet {
                 return out;
             }
         };
-        let mut files: Vec<PathBuf> = entries
+        let (mut files, mut skipped): (Vec<PathBuf>, Vec<PathBuf>) = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "zone") && p.is_file())
-            .collect();
+            .filter(|p| p.is_file())
+            .partition(|p| p.extension().is_some_and(|x| x == "zone"));
+        // Dot files (editor swap files, `.keep`) are nobody's zone.
+        skipped.retain(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        });
+        skipped.sort();
+        out.zones.skipped = skipped;
         files.sort();
+        // Files a zone pulls in with $INCLUDE are read, whatever their name: not "skipped".
+        let included: std::collections::HashSet<PathBuf> = files
+            .iter()
+            .flat_map(|f| include_targets(f, 0))
+            .filter_map(|p| p.canonicalize().ok())
+            .collect();
+        out.zones
+            .skipped
+            .retain(|p| p.canonicalize().map_or(true, |c| !included.contains(&c)));
         let mut origins: HashMap<WireKey, PathBuf> = HashMap::new();
         for path in files {
             let (origin, zone, mut problems) = load_file_checked(&path);
+            if !problems.is_empty() {
+                out.broken.push(BrokenFile {
+                    path: path.clone(),
+                    origin: origin.clone(),
+                    problems: problems.clone(),
+                });
+            }
             out.problems.append(&mut problems);
             let Some(origin) = origin else { continue };
             let key = wire_key(&origin);
             if let Some(prev) = origins.get(&key) {
-                out.problems.push(Problem::new(
+                let p = Problem::new(
                     &path,
                     1,
                     1,
                     format!("zone {origin} is also defined in {}", prev.display()),
-                ));
+                );
+                // The first file keeps serving; this one is the broken copy, known by its path.
+                match out.broken.iter_mut().find(|b| b.path == path) {
+                    Some(b) => {
+                        b.origin = None;
+                        b.problems.push(p.clone());
+                    }
+                    None => out.broken.push(BrokenFile {
+                        path: path.clone(),
+                        origin: None,
+                        problems: vec![p.clone()],
+                    }),
+                }
+                out.problems.push(p);
                 continue;
             }
             origins.insert(key.clone(), path.clone());
@@ -748,6 +868,37 @@ impl ZoneSet {
     }
 }
 
+/// The files `$INCLUDE`d by the zone file at `path`, and by those in turn (a textual scan of
+/// directive lines, for `check`'s warning about files that are not zones; the parser reads
+/// them for real).
+fn include_targets(path: &Path, depth: usize) -> Vec<PathBuf> {
+    if depth > 8 {
+        return Vec::new();
+    }
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if !line.starts_with('$')
+            || !words
+                .next()
+                .is_some_and(|w| w.eq_ignore_ascii_case("$INCLUDE"))
+        {
+            continue;
+        }
+        let Some(file) = words.next().map(|w| w.trim_matches('"')) else {
+            continue;
+        };
+        let p = dir.join(file);
+        out.extend(include_targets(&p, depth + 1));
+        out.push(p);
+    }
+    out
+}
+
 /// What [`ZoneSet::load_dir_checked`] found.
 #[derive(Debug, Default)]
 pub struct DirLoad {
@@ -757,6 +908,27 @@ pub struct DirLoad {
     /// cannot be checked against their data.
     pub unbuilt: Vec<Name>,
     pub problems: Vec<Problem>,
+    /// Files with problems of their own (each also in `problems`): the zones a server can
+    /// start without (SPEC "Day two").
+    pub broken: Vec<BrokenFile>,
+}
+
+/// A zone file that has problems.
+#[derive(Debug, Clone)]
+pub struct BrokenFile {
+    pub path: PathBuf,
+    pub origin: Option<Name>,
+    pub problems: Vec<Problem>,
+}
+
+impl BrokenFile {
+    /// The name it is known by in `/status` and in the tolerance of a reload.
+    pub fn name(&self) -> String {
+        match &self.origin {
+            Some(o) => stats::name_label(o),
+            None => self.path.display().to_string(),
+        }
+    }
 }
 
 /// Reads and checks one zone file.

@@ -270,6 +270,17 @@ fn skip_to_eol(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
 }
 
 /// Parses a TTL: plain seconds or BIND-style units (1w2d3h4m5s).
+/// RFC 2181 §8: a TTL with the top bit set is read as 0 by resolvers, so it is an error
+/// here (as `ttl` is in the config), not a silent "do not cache".
+fn check_ttl_range(v: u32) -> Result<u32, String> {
+    const MAX: u32 = (1 << 31) - 1;
+    if v > MAX {
+        Err(format!("TTL {v} is above {MAX} (2^31 - 1, RFC 2181 §8)"))
+    } else {
+        Ok(v)
+    }
+}
+
 pub fn parse_ttl(s: &str) -> Option<u32> {
     if s.is_empty() {
         return None;
@@ -519,6 +530,13 @@ fn parse_name(cx: &Ctx<'_>, tok: &Token, what: &str) -> Result<Name, Problem> {
     if tok.text == "@" {
         return Ok(cx.origin.clone());
     }
+    // `""` would otherwise read as the origin (Name::parse of nothing): Knot and BIND reject
+    // an empty name, and so do we.
+    if tok.text.is_empty() {
+        return Err(err(format!(
+            "{what} is empty (`\"\"`); write `@` for the origin"
+        )));
+    }
     let mut n = Name::parse(&tok.text, Some(&cx.origin))
         .map_err(|e| err(format!("{what} `{}` is not a valid name: {e}", tok.text)))?;
     n.set_fqdn(true);
@@ -544,6 +562,10 @@ fn parse_entry(cx: &mut Ctx<'_>, e: &Entry, apex: &mut Option<Name>) -> Result<(
                 cx.origin = n;
             }
             "$TTL" => match arg.map(|a| (a, parse_ttl(&a.text))) {
+                Some((a, Some(t))) if check_ttl_range(t).is_err() => {
+                    cx.default_ttl = Some(STAND_IN_TTL);
+                    return Err(at(a, check_ttl_range(t).unwrap_err()));
+                }
                 Some((_, Some(t))) => cx.default_ttl = Some(t),
                 Some((a, None)) => {
                     cx.default_ttl = Some(STAND_IN_TTL);
@@ -623,9 +645,9 @@ fn parse_entry(cx: &mut Ctx<'_>, e: &Entry, apex: &mut Option<Name>) -> Result<(
         i += 1;
         // A quoted empty string is a token with no text (found by fuzzing: it panicked here).
         if ttl.is_none() && t.text.as_bytes().first().is_some_and(u8::is_ascii_digit) {
-            ttl = Some(
-                parse_ttl(&t.text).ok_or_else(|| at(t, format!("`{}` is not a TTL", t.text)))?,
-            );
+            let v =
+                parse_ttl(&t.text).ok_or_else(|| at(t, format!("`{}` is not a TTL", t.text)))?;
+            ttl = Some(check_ttl_range(v).map_err(|m| at(t, m))?);
             continue;
         }
         let upper = t.text.to_ascii_uppercase();
@@ -1121,5 +1143,32 @@ mod tests {
         let errs = parse("$TTL 60\n@ SOA a b ( 1 2 3 4 5\n").unwrap_err();
         assert!(errs[0].message.contains("never closed"), "{:?}", errs);
         assert_eq!(errs[0].line, 2);
+    }
+
+    #[test]
+    fn an_empty_quoted_name_is_rejected() {
+        let origin = Name::from_ascii("example.com.").unwrap();
+        let text = "$TTL 300\n@ SOA ns1 h 1 2 3 4 5\n@ NS ns1\nns1 A 192.0.2.1\n\"\"  IN  A  192.0.2.2\nx CNAME \"\"\n";
+        let z = read_zone_file(Path::new("t.zone"), text, origin);
+        let at: Vec<(usize, bool)> = z
+            .problems
+            .iter()
+            .map(|p| (p.line, p.message.contains("is empty")))
+            .collect();
+        assert_eq!(at, [(5, true), (6, true)], "{:?}", z.problems);
+    }
+
+    #[test]
+    fn ttls_above_2_pow_31_are_rejected() {
+        let origin = Name::from_ascii("example.com.").unwrap();
+        let text = "$TTL 300\n@ SOA ns1 h 1 2 3 4 5\n@ NS ns1\nns1 A 192.0.2.1\n\
+                    big 3000000000 A 192.0.2.2\nok 2147483647 A 192.0.2.3\n$TTL 2147483648\n";
+        let z = read_zone_file(Path::new("t.zone"), text, origin);
+        let at: Vec<(usize, bool)> = z
+            .problems
+            .iter()
+            .map(|p| (p.line, p.message.contains("RFC 2181")))
+            .collect();
+        assert_eq!(at, [(5, true), (7, true)], "{:?}", z.problems);
     }
 }
