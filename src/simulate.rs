@@ -11,8 +11,10 @@
 //! so a weighted or round-robin answer differs between them only because of the change.
 //!
 //! A "client network" is the ECS subnet a query carried, or its source address without one (a
-//! resolver). A network moves when the regions it is answered from (endpoints, for endpoints
-//! without a region) are not the same set in the two runs.
+//! resolver). A network moves to another region when the regions it is answered from
+//! (endpoints, for endpoints without a region) are not the same set in the two runs; to another
+//! endpoint when the endpoints it is answered with are not (a move inside a region still
+//! empties caches and connection pools).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -238,6 +240,8 @@ struct Answer {
     /// The region (or endpoint, without a region) of each answered endpoint; empty for NODATA
     /// or SERVFAIL.
     places: Vec<String>,
+    /// The answered endpoints (address or target).
+    endpoints: Vec<String>,
     servfail: bool,
 }
 
@@ -258,6 +262,12 @@ fn run(snap: &Snapshot, queries: &[Recorded]) -> Vec<Option<Answer>> {
             )?;
             let name = trace.service.as_ref()?;
             let svc = snap.services.iter().find(|s| &s.name == name)?;
+            let endpoints = trace
+                .picks
+                .iter()
+                .filter_map(|&i| svc.endpoints.get(i))
+                .map(|e| e.label())
+                .collect();
             let places = trace
                 .picks
                 .iter()
@@ -270,6 +280,7 @@ fn run(snap: &Snapshot, queries: &[Recorded]) -> Vec<Option<Answer>> {
             Some(Answer {
                 service: name.to_ascii().trim_end_matches('.').to_string(),
                 places,
+                endpoints,
                 servfail: resp.get(3).is_some_and(|b| b & 0x0f == 2),
             })
         })
@@ -324,6 +335,8 @@ struct Tally {
     answers: [f64; 2],
     share: BTreeMap<String, [f64; 2]>,
     networks: BTreeMap<String, [BTreeSet<String>; 2]>,
+    /// The endpoints each network was answered with.
+    endpoints: BTreeMap<String, [BTreeSet<String>; 2]>,
 }
 
 /// What the two runs came to: the JSON of `--json`; the table is made from it.
@@ -359,6 +372,7 @@ fn compare(
                 t.share.entry(p.clone()).or_default()[run] += part;
             }
             t.networks.entry(network.clone()).or_default()[run].extend(places);
+            t.endpoints.entry(network.clone()).or_default()[run].extend(a.endpoints.clone());
         }
     }
     (services, balanced)
@@ -373,7 +387,8 @@ fn pct(part: f64, whole: f64) -> f64 {
 }
 
 /// The report as JSON: `{queries, balanced, change, services: [{name, answers, regions:
-/// [{region, now, after}], networks, moved}]}`; shares in percent.
+/// [{region, now, after, change}], networks, moved, moved_endpoint}]}`; shares and changes in
+/// percent.
 fn report_json(
     queries: usize,
     balanced: usize,
@@ -387,16 +402,28 @@ fn report_json(
                 .share
                 .iter()
                 .map(|(r, v)| {
-                    json!({"region": r, "now": pct(v[0], t.answers[0]), "after": pct(v[1], t.answers[1])})
+                    let (now, after) = (pct(v[0], t.answers[0]), pct(v[1], t.answers[1]));
+                    // The change from the unrounded shares: 66.7 − 33.3 is 33.3 here, not 33.4.
+                    let raw = |i: usize| {
+                        if t.answers[i] > 0.0 {
+                            v[i] / t.answers[i] * 100.0
+                        } else {
+                            0.0
+                        }
+                    };
+                    let change = ((raw(1) - raw(0)) * 10.0).round() / 10.0 + 0.0; // no "-0.0"
+                    json!({"region": r, "now": now, "after": after, "change": change})
                 })
                 .collect();
             let moved = t.networks.values().filter(|[a, b]| a != b).count();
+            let moved_endpoint = t.endpoints.values().filter(|[a, b]| a != b).count();
             json!({
                 "name": name,
                 "answers": {"now": t.answers[0] as u64, "after": t.answers[1] as u64},
                 "regions": regions,
                 "networks": t.networks.len(),
                 "moved": moved,
+                "moved_endpoint": moved_endpoint,
             })
         })
         .collect();
@@ -428,9 +455,10 @@ fn report_text(v: &Value, source: &str, config: &str) -> String {
         ));
         let name = s["name"].as_str().unwrap_or("");
         for (i, r) in s["regions"].as_array().unwrap_or(&empty).iter().enumerate() {
-            let (a, b) = (
+            let (a, b, c) = (
                 r["now"].as_f64().unwrap_or(0.0),
                 r["after"].as_f64().unwrap_or(0.0),
+                r["change"].as_f64().unwrap_or(0.0),
             );
             out.push_str(&format!(
                 "{:<24} {:<16} {:>6.1}% {:>6.1}% {:>+7.1}\n",
@@ -438,14 +466,15 @@ fn report_text(v: &Value, source: &str, config: &str) -> String {
                 r["region"].as_str().unwrap_or(""),
                 a,
                 b,
-                b - a
+                c
             ));
         }
         out.push_str(&format!(
-            "{:<24} client networks that move: {} of {}\n",
+            "{:<24} client networks that move: {} of {} to another region, {} to another endpoint\n",
             "",
             s["moved"].as_u64().unwrap_or(0),
-            s["networks"].as_u64().unwrap_or(0)
+            s["networks"].as_u64().unwrap_or(0),
+            s["moved_endpoint"].as_u64().unwrap_or(0)
         ));
     }
     out

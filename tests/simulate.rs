@@ -190,7 +190,8 @@ fn a_region_drain_replayed_from_the_servers_own_dnstap_capture() {
     });
 
     // (source, ECS, how many www queries, the region it belongs to).
-    let clients: [(&str, Option<(&str, u8)>, usize, &str); 8] = [
+    type Client<'a> = (&'a str, Option<(&'a str, u8)>, usize, &'a str);
+    let clients: [Client; 8] = [
         ("127.0.0.1", Some(("10.2.1.0", 24)), 2, "eu-west"),
         ("127.0.0.1", Some(("10.2.2.0", 24)), 2, "eu-west"),
         ("127.0.0.4", Some(("10.2.3.0", 24)), 2, "eu-west"),
@@ -248,6 +249,8 @@ fn a_region_drain_replayed_from_the_servers_own_dnstap_capture() {
         "3 eu-west, 2 us-east and 1 ap ECS subnets, 2 resolvers"
     );
     assert_eq!(*moved, 3, "the three eu-west subnets move, nobody else");
+    assert_eq!(v["services"][1]["name"], "www.example.com");
+    assert_eq!(v["services"][1]["moved_endpoint"], 3, "{v}");
 
     // pool: untouched by the drain; "now" is a weighted draw, close to 3:1 but not exactly
     // what the server drew, so only the sum and the absence of a change are exact.
