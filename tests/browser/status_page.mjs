@@ -183,7 +183,8 @@ endpoints = [{ region = "eu-west", address = "192.0.2.10" }]
     );
     const zoneBanner = await page.$('#banners [data-banner="zone"]');
     const zoneText = zoneBanner ? await zoneBanner.textContent() : "";
-    check(zoneText.includes("broken.test") && zoneText.includes("failed to load"), "a banner names the zone that failed to load", zoneText);
+    check(zoneText.includes("broken.test") && zoneText.includes("failed to load") && zoneText.includes("SOA needs 7 rdata fields"),
+      "a banner names the zone that failed to load, and why", zoneText);
     const bannerBox = await page.$eval("#banners", (e) => e.getBoundingClientRect().top);
     check(bannerBox < 120, "the banners are at the top of the first screen", String(bannerBox));
     await page.screenshot({ path: path.join(SHOTS, "status-page-banner.png") });
