@@ -16,7 +16,7 @@
 //! endpoint when the endpoints it is answered with are not (a move inside a region still
 //! empties caches and connection pools).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{IpAddr, SocketAddr};
@@ -27,6 +27,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
 use serde_json::{json, Value};
+use smallvec::SmallVec;
 
 use crate::cli::{EXIT_INVALID, EXIT_OK};
 use crate::dns::{handle_traced, Transport};
@@ -201,19 +202,20 @@ pub fn query_packet(
         .map_err(|e| format!("cannot encode the query for {name}: {e}"))
 }
 
-/// The client network of a query: its ECS subnet, else the source address.
-fn network_of(q: &Recorded) -> String {
+/// The client network of a query: its ECS subnet, else the source address (as a /32 or /128).
+fn network_of(q: &Recorded) -> (IpAddr, u8) {
     let ecs = Message::from_vec(&q.packet).ok().and_then(|m| {
         match m.edns.as_ref()?.option(EdnsCode::Subnet)? {
-            EdnsOption::Subnet(s) if s.source_prefix() > 0 => Some(format!(
-                "{}/{}",
-                truncate(s.addr(), s.source_prefix()),
-                s.source_prefix()
-            )),
+            EdnsOption::Subnet(s) if s.source_prefix() > 0 => {
+                Some((truncate(s.addr(), s.source_prefix()), s.source_prefix()))
+            }
             _ => None,
         }
     });
-    ecs.unwrap_or_else(|| q.client.to_canonical().to_string())
+    ecs.unwrap_or_else(|| {
+        let ip = q.client.to_canonical();
+        (ip, if ip.is_ipv4() { 32 } else { 128 })
+    })
 }
 
 fn truncate(ip: IpAddr, prefix: u8) -> IpAddr {
@@ -233,58 +235,116 @@ fn truncate(ip: IpAddr, prefix: u8) -> IpAddr {
     }
 }
 
-/// How one query was answered at a balanced name.
-#[derive(Debug, Clone)]
-struct Answer {
-    service: String,
-    /// The region (or endpoint, without a region) of each answered endpoint; empty for NODATA
-    /// or SERVFAIL.
-    places: Vec<String>,
-    /// The answered endpoints (address or target).
-    endpoints: Vec<String>,
-    servfail: bool,
+/// Names (services, regions, endpoints) as small numbers: a capture of millions of queries
+/// holds numbers per client network, not strings.
+#[derive(Default)]
+struct Names {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
 }
 
-/// Answers every query against `snap`; `None` for queries that are not at a balanced name.
-fn run(snap: &Snapshot, queries: &[Recorded]) -> Vec<Option<Answer>> {
-    queries
+impl Names {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.ids.get(s) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(s.to_string());
+        self.ids.insert(s.to_string(), i);
+        i
+    }
+    fn name(&self, i: u32) -> &str {
+        self.names.get(i as usize).map_or("?", String::as_str)
+    }
+}
+
+/// A service of one snapshot, named: its id and, per endpoint, its place (region, or the
+/// endpoint itself without one) and its own id.
+struct Labels {
+    service: u32,
+    place: Vec<u32>,
+    endpoint: Vec<u32>,
+}
+
+fn labels(snap: &Snapshot, names: &mut Names) -> HashMap<Name, Labels> {
+    snap.services
         .iter()
-        .enumerate()
-        .map(|(i, q)| {
-            crate::policy::seed_random(i as u64);
-            let mut trace = Trace::default();
-            let resp = handle_traced(
-                snap,
-                &q.packet,
-                SocketAddr::new(q.client, 53000),
-                Transport::Tcp,
-                Some(&mut trace),
-            )?;
-            let name = trace.service.as_ref()?;
-            let svc = snap.services.iter().find(|s| &s.name == name)?;
-            let endpoints = trace
-                .picks
+        .map(|svc| {
+            let service = names.id(svc.name.to_ascii().trim_end_matches('.'));
+            let place = svc
+                .endpoints
                 .iter()
-                .filter_map(|&i| svc.endpoints.get(i))
-                .map(|e| e.label())
-                .collect();
-            let places = trace
-                .picks
-                .iter()
-                .filter_map(|&i| svc.endpoints.get(i))
-                .map(|e| match e.region {
-                    Some(r) => snap.regions[r].name.clone(),
-                    None => e.label(),
+                .map(|e| match e.region.and_then(|r| snap.regions.get(r)) {
+                    Some(r) => names.id(&r.name),
+                    None => names.id(&e.label()),
                 })
                 .collect();
-            Some(Answer {
-                service: name.to_ascii().trim_end_matches('.').to_string(),
-                places,
-                endpoints,
-                servfail: resp.get(3).is_some_and(|b| b & 0x0f == 2),
-            })
+            let endpoint = svc.endpoints.iter().map(|e| names.id(&e.label())).collect();
+            (
+                svc.name.clone(),
+                Labels {
+                    service,
+                    place,
+                    endpoint,
+                },
+            )
         })
         .collect()
+}
+
+type Ids = SmallVec<[u32; 4]>;
+
+/// How one query was answered at a balanced name.
+struct Answer {
+    service: u32,
+    /// The place of each answered endpoint; for NODATA or SERVFAIL the id of `(no address)`
+    /// or `(servfail)`.
+    places: Ids,
+    endpoints: Ids,
+}
+
+/// Answers query number `i` against `snap`; `None` when it is not at a balanced name. The
+/// random stream restarts from `i`, so both runs draw the same numbers for it.
+fn answer(
+    snap: &Snapshot,
+    labels: &HashMap<Name, Labels>,
+    names: &mut Names,
+    i: usize,
+    q: &Recorded,
+) -> Option<Answer> {
+    crate::policy::seed_random(i as u64);
+    let mut trace = Trace::default();
+    let resp = handle_traced(
+        snap,
+        &q.packet,
+        SocketAddr::new(q.client, 53000),
+        Transport::Tcp,
+        Some(&mut trace),
+    )?;
+    let l = labels.get(trace.service.as_ref()?)?;
+    let mut places: Ids = trace
+        .picks
+        .iter()
+        .filter_map(|&p| l.place.get(p).copied())
+        .collect();
+    let endpoints: Ids = trace
+        .picks
+        .iter()
+        .filter_map(|&p| l.endpoint.get(p).copied())
+        .collect();
+    if places.is_empty() {
+        let servfail = resp.get(3).is_some_and(|b| b & 0x0f == 2);
+        places.push(names.id(if servfail {
+            "(servfail)"
+        } else {
+            "(no address)"
+        }));
+    }
+    Some(Answer {
+        service: l.service,
+        places,
+        endpoints,
+    })
 }
 
 /// Marks endpoints down or drained in `snap` (a private copy): by address, target name or
@@ -329,50 +389,59 @@ fn apply(snap: &Snapshot, what: &str, drain: bool) -> Result<(), String> {
     ))
 }
 
-/// Per service: answers per place in each run, and the places each network was answered from.
+/// Per service: answers per place in each run, and per client network the places and
+/// endpoints it was answered with in each run (sorted, without repeats).
 #[derive(Default)]
 struct Tally {
-    answers: [f64; 2],
-    share: BTreeMap<String, [f64; 2]>,
-    networks: BTreeMap<String, [BTreeSet<String>; 2]>,
-    /// The endpoints each network was answered with.
-    endpoints: BTreeMap<String, [BTreeSet<String>; 2]>,
+    answers: [u64; 2],
+    share: HashMap<u32, [f64; 2]>,
+    networks: HashMap<(IpAddr, u8), [[Ids; 2]; 2]>,
 }
 
-/// What the two runs came to: the JSON of `--json`; the table is made from it.
+fn add_all(set: &mut Ids, ids: &[u32]) {
+    for &i in ids {
+        if let Err(at) = set.binary_search(&i) {
+            set.insert(at, i);
+        }
+    }
+}
+
+impl Tally {
+    fn add(&mut self, run: usize, network: (IpAddr, u8), a: &Answer) {
+        self.answers[run] += 1;
+        let part = 1.0 / a.places.len() as f64;
+        for p in &a.places {
+            self.share.entry(*p).or_default()[run] += part;
+        }
+        let sets = self.networks.entry(network).or_default();
+        add_all(&mut sets[0][run], &a.places);
+        add_all(&mut sets[1][run], &a.endpoints);
+    }
+}
+
+/// Replays every query under both snapshots. Returns the tallies per service id and how many
+/// queries were at a balanced name in either run.
 fn compare(
     queries: &[Recorded],
-    now: &[Option<Answer>],
-    after: &[Option<Answer>],
-) -> (BTreeMap<String, Tally>, usize) {
-    let mut services: BTreeMap<String, Tally> = BTreeMap::new();
+    now: &Snapshot,
+    after: &Snapshot,
+    names: &mut Names,
+) -> (HashMap<u32, Tally>, usize) {
+    let (now_labels, after_labels) = (labels(now, names), labels(after, names));
+    let mut services: HashMap<u32, Tally> = HashMap::new();
     let mut balanced = 0;
     for (i, q) in queries.iter().enumerate() {
-        if now[i].is_none() && after[i].is_none() {
+        let a = answer(now, &now_labels, names, i, q);
+        let b = answer(after, &after_labels, names, i, q);
+        if a.is_none() && b.is_none() {
             continue;
         }
         balanced += 1;
         let network = network_of(q);
-        for (run, answer) in [&now[i], &after[i]].into_iter().enumerate() {
-            let Some(a) = answer else { continue };
-            let t = services.entry(a.service.clone()).or_default();
-            t.answers[run] += 1.0;
-            let places: Vec<String> = if a.places.is_empty() {
-                vec![if a.servfail {
-                    "(servfail)"
-                } else {
-                    "(no address)"
-                }
-                .to_string()]
-            } else {
-                a.places.clone()
-            };
-            let part = 1.0 / places.len() as f64;
-            for p in &places {
-                t.share.entry(p.clone()).or_default()[run] += part;
+        for (run, answer) in [a, b].iter().enumerate() {
+            if let Some(x) = answer {
+                services.entry(x.service).or_default().add(run, network, x);
             }
-            t.networks.entry(network.clone()).or_default()[run].extend(places);
-            t.endpoints.entry(network.clone()).or_default()[run].extend(a.endpoints.clone());
         }
     }
     (services, balanced)
@@ -386,27 +455,33 @@ fn pct(part: f64, whole: f64) -> f64 {
     }
 }
 
-/// The report as JSON: `{queries, balanced, change, services: [{name, answers, regions:
-/// [{region, now, after, change}], networks, moved, moved_endpoint}]}`; shares and changes in
-/// percent.
+/// The report as JSON: `{queries, balanced, change, services: [{name, answers: {now, after},
+/// regions: [{region, now, after, change}], networks, moved, moved_endpoint}]}`; shares and
+/// changes in percent; services and regions in name order.
 fn report_json(
     queries: usize,
     balanced: usize,
     change: &[String],
-    services: &BTreeMap<String, Tally>,
+    services: &HashMap<u32, Tally>,
+    names: &Names,
 ) -> Value {
-    let services: Vec<Value> = services
-        .iter()
+    let mut list: Vec<(&str, &Tally)> = services.iter().map(|(k, t)| (names.name(*k), t)).collect();
+    list.sort_by(|a, b| a.0.cmp(b.0));
+    let services: Vec<Value> = list
+        .into_iter()
         .map(|(name, t)| {
-            let regions: Vec<Value> = t
-                .share
-                .iter()
+            let total = [t.answers[0] as f64, t.answers[1] as f64];
+            let mut regions: Vec<(&str, [f64; 2])> =
+                t.share.iter().map(|(k, v)| (names.name(*k), *v)).collect();
+            regions.sort_by(|a, b| a.0.cmp(b.0));
+            let regions: Vec<Value> = regions
+                .into_iter()
                 .map(|(r, v)| {
-                    let (now, after) = (pct(v[0], t.answers[0]), pct(v[1], t.answers[1]));
+                    let (now, after) = (pct(v[0], total[0]), pct(v[1], total[1]));
                     // The change from the unrounded shares: 66.7 − 33.3 is 33.3 here, not 33.4.
                     let raw = |i: usize| {
-                        if t.answers[i] > 0.0 {
-                            v[i] / t.answers[i] * 100.0
+                        if total[i] > 0.0 {
+                            v[i] / total[i] * 100.0
                         } else {
                             0.0
                         }
@@ -415,11 +490,11 @@ fn report_json(
                     json!({"region": r, "now": now, "after": after, "change": change})
                 })
                 .collect();
-            let moved = t.networks.values().filter(|[a, b]| a != b).count();
-            let moved_endpoint = t.endpoints.values().filter(|[a, b]| a != b).count();
+            let moved = t.networks.values().filter(|s| s[0][0] != s[0][1]).count();
+            let moved_endpoint = t.networks.values().filter(|s| s[1][0] != s[1][1]).count();
             json!({
                 "name": name,
-                "answers": {"now": t.answers[0] as u64, "after": t.answers[1] as u64},
+                "answers": {"now": t.answers[0], "after": t.answers[1]},
                 "regions": regions,
                 "networks": t.networks.len(),
                 "moved": moved,
@@ -530,10 +605,9 @@ pub fn main(args: Args) -> i32 {
     if change.is_empty() {
         change.push("(no change given: both runs are the same)".into());
     }
-    let a = run(&now, &queries);
-    let b = run(&after, &queries);
-    let (services, balanced) = compare(&queries, &a, &b);
-    let v = report_json(queries.len(), balanced, &change, &services);
+    let mut names = Names::default();
+    let (services, balanced) = compare(&queries, &now, &after, &mut names);
+    let v = report_json(queries.len(), balanced, &change, &services, &names);
     let text = if args.json {
         format!("{v}\n")
     } else {
