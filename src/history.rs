@@ -32,6 +32,9 @@ use crate::snapshot::{SharedSnapshot, Snapshot};
 pub const EVENTS_CAP: usize = 100;
 /// Samples kept per endpoint: one a second, so the oldest is at most a minute old.
 const WINDOW: usize = 60;
+/// How far apart two sightings of one endpoint change may be to be one event: a sampler pass
+/// (1 s) and the time between the probe and the pass.
+const MERGE_WITHIN: Duration = Duration::from_millis(1500);
 /// Longest `reason` kept in an event (a rejected reload lists every problem of the config).
 const REASON_MAX: usize = 300;
 
@@ -211,8 +214,33 @@ impl History {
         drop(tracks);
         new_events.sort_by_key(|e| e.time);
         for ev in new_events {
-            self.push(ev);
+            self.push_merged(ev);
         }
+    }
+
+    /// [`History::push`], except that the same change of the same endpoint seen for other
+    /// services a pass later joins the event already listed: a pass can run while the prober
+    /// is writing the verdict of one shared probe into the services' states one after the
+    /// other (or a drain into them), and that is still one change of one endpoint.
+    fn push_merged(&self, ev: Event) {
+        let mut q = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let last = q
+            .iter_mut()
+            .rev()
+            .find(|o| o.kind == ev.kind && o.endpoint == ev.endpoint && ev.endpoint.is_some());
+        if let Some(o) = last {
+            let close = match o.time.duration_since(ev.time) {
+                Ok(d) => d,
+                Err(e) => e.duration(),
+            } <= MERGE_WITHIN;
+            let new_services = ev.services.iter().all(|s| !o.services.contains(s));
+            if o.from == ev.from && o.to == ev.to && close && new_services {
+                o.services.extend(ev.services);
+                return;
+            }
+        }
+        drop(q);
+        self.push(ev);
     }
 
     /// Samples `shared` every second until the task is aborted.
@@ -424,6 +452,25 @@ mod tests {
         let json = ten.to_json();
         assert_eq!(json["services"].as_array().map(Vec::len), Some(3));
         assert!(json["service"].is_string(), "kept for scripts: {json}");
+
+        // Seen for one service in a pass and for the others in the next (the prober was
+        // writing the states as the pass ran): still one event.
+        set("192.0.2.10", &|st| st.set_healthy(true));
+        h.sample(&snap);
+        let first = snap.services[0].endpoints[0].state.clone();
+        first.set_healthy(false);
+        h.sample(&snap);
+        set("192.0.2.10", &|st| st.set_healthy(false));
+        h.sample(&snap);
+        let downs: Vec<Event> = h
+            .events()
+            .into_iter()
+            .filter(|e| {
+                e.to.as_deref() == Some("unhealthy") && e.endpoint.as_deref() == Some("192.0.2.10")
+            })
+            .collect();
+        assert_eq!(downs.len(), 2, "the first fall and this one: {downs:#?}");
+        assert_eq!(downs[1].services.len(), 3, "{downs:#?}");
 
         // A region drain is one event per endpoint as well.
         set("192.0.2.10", &|st| st.set_drained(true));
