@@ -2,8 +2,8 @@
 //! two"). Recorded queries — a dnstap capture as the query log writes it, or text lines
 //! `qname qtype client [ecs]` — are replayed through the request handler that answers on the
 //! wire ([`crate::dns::handle_traced`], as `explain` uses it) twice: once with the config as it
-//! is (every endpoint up, nothing drained) and once under the change (`--down`, `--drain`, or
-//! another config with `--new-config`). It prints, per service and region, the share of answers
+//! is (every endpoint up, the drains saved in `state_dir` in force, as after a restart) and once
+//! under the change (`--down`, `--drain`, `--undrain`, or another config with `--new-config`). It prints, per service and region, the share of answers
 //! in each case and how many client networks would be answered from a different set of regions.
 //!
 //! Both runs use their own freshly loaded snapshot (its own health table and round-robin
@@ -31,6 +31,7 @@ use smallvec::SmallVec;
 
 use crate::cli::{EXIT_INVALID, EXIT_OK};
 use crate::dns::{handle_traced, Transport};
+use crate::health::drains::{Drains, Rule};
 use crate::policy::Trace;
 use crate::querylog::{dnstap, framestream};
 use crate::snapshot::Snapshot;
@@ -58,6 +59,10 @@ pub struct Args {
     /// (`X:SHARE`, a partial drain, is not supported: meridian drains whole endpoints or regions.)
     #[arg(long, value_name = "X")]
     pub drain: Vec<String>,
+    /// Under the change, this endpoint or region is no longer drained (e.g. a saved drain
+    /// lifted); repeatable.
+    #[arg(long, value_name = "X")]
+    pub undrain: Vec<String>,
     /// One JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -347,10 +352,29 @@ fn answer(
     })
 }
 
-/// Marks endpoints down or drained in `snap` (a private copy): by address, target name or
-/// region name.
-fn apply(snap: &Snapshot, what: &str, drain: bool) -> Result<(), String> {
-    let flag = if drain { "--drain" } else { "--down" };
+/// What an override does to the endpoints it names.
+#[derive(Clone, Copy, PartialEq)]
+enum Act {
+    Down,
+    Drain,
+    Undrain,
+}
+
+impl Act {
+    fn flag(self) -> &'static str {
+        match self {
+            Act::Down => "--down",
+            Act::Drain => "--drain",
+            Act::Undrain => "--undrain",
+        }
+    }
+}
+
+/// Marks endpoints down, drained or undrained in `snap` (a private copy): by address, target
+/// name or region name.
+fn apply(snap: &Snapshot, what: &str, act: Act) -> Result<(), String> {
+    let flag = act.flag();
+    let drain = act == Act::Drain;
     let by_addr = what.parse::<IpAddr>().ok();
     let mut matched = false;
     for svc in &snap.services {
@@ -360,10 +384,10 @@ fn apply(snap: &Snapshot, what: &str, drain: bool) -> Result<(), String> {
                 || (e.target.is_some() && e.label().eq_ignore_ascii_case(what))
                 || region == Some(what)
             {
-                if drain {
-                    e.state.set_drained(true);
-                } else {
-                    e.state.set_healthy(false);
+                match act {
+                    Act::Down => e.state.set_healthy(false),
+                    Act::Drain => e.state.set_drained(true),
+                    Act::Undrain => e.state.set_drained(false),
                 }
                 matched = true;
             }
@@ -513,9 +537,32 @@ fn report_text(v: &Value, source: &str, config: &str) -> String {
         "replayed {n} queries from {source}: {b} at balanced names, {} elsewhere (not shown)\n",
         n - b.min(n)
     ));
-    out.push_str(&format!(
-        "now:   {config}, every endpoint up, nothing drained\n"
-    ));
+    let saved = &v["saved_drains"];
+    let names = |k: &str| -> Vec<&str> {
+        saved[k]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default()
+    };
+    let drains = match saved["error"].as_str() {
+        Some(e) => format!("saved drains NOT applied: {e}"),
+        None if names("applied").is_empty() => format!(
+            "nothing drained (no saved drains in {})",
+            saved["file"].as_str().unwrap_or("?")
+        ),
+        None => {
+            let mut d = format!(
+                "saved drains from {}: {}",
+                saved["file"].as_str().unwrap_or("?"),
+                names("applied").join(", ")
+            );
+            if !names("undrained").is_empty() {
+                d.push_str(&format!(" (except {})", names("undrained").join(", ")));
+            }
+            d
+        }
+    };
+    out.push_str(&format!("now:   {config}, every endpoint up, {drains}\n"));
     let change: Vec<&str> = v["change"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
@@ -553,6 +600,39 @@ fn report_text(v: &Value, source: &str, config: &str) -> String {
         ));
     }
     out
+}
+
+/// The drain rules the server saved in `state_dir` (what it restores at start), read without
+/// changing anything on disk, and the file's path. A missing file is no rules.
+fn saved_drains(snap: &Snapshot) -> Result<(Vec<Rule>, PathBuf), String> {
+    let path = snap.config.state_dir().join(crate::health::drains::FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => Drains::decode(&bytes)
+            .map(|rules| (rules, path.clone()))
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((Vec::new(), path)),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Sets each endpoint's drained flag as the server does from `rules`: the last rule that
+/// names the endpoint (by address or region, of its service or of all) decides.
+fn apply_saved(snap: &Snapshot, rules: &[Rule]) {
+    for svc in &snap.services {
+        let name = crate::health::drains::service_label(svc);
+        for e in &svc.endpoints {
+            let region = e
+                .region
+                .and_then(|r| snap.regions.get(r))
+                .map(|r| r.name.as_str());
+            let drained = rules
+                .iter()
+                .rev()
+                .find(|r| r.scope.matches(&name, e.addr, region))
+                .is_some_and(|r| r.drain);
+            e.state.set_drained(drained);
+        }
+    }
 }
 
 fn load(path: &Path) -> Result<Snapshot, i32> {
@@ -593,13 +673,23 @@ pub fn main(args: Args) -> i32 {
     if let Some(p) = &args.new_config {
         change.push(format!("--new-config {}", p.display()));
     }
-    for (list, drain) in [(&args.down, false), (&args.drain, true)] {
+    // The drains in force (as saved by the server) hold in both runs, as after a restart.
+    let saved = saved_drains(&now);
+    if let Ok((rules, _)) = &saved {
+        apply_saved(&now, rules);
+        apply_saved(&after, rules);
+    }
+    for (list, act) in [
+        (&args.down, Act::Down),
+        (&args.drain, Act::Drain),
+        (&args.undrain, Act::Undrain),
+    ] {
         for x in list {
-            if let Err(e) = apply(&after, x, drain) {
+            if let Err(e) = apply(&after, x, act) {
                 eprintln!("meridian simulate: {e}");
                 return EXIT_INVALID;
             }
-            change.push(format!("{} {x}", if drain { "--drain" } else { "--down" }));
+            change.push(format!("{} {x}", act.flag()));
         }
     }
     if change.is_empty() {
@@ -607,7 +697,15 @@ pub fn main(args: Args) -> i32 {
     }
     let mut names = Names::default();
     let (services, balanced) = compare(&queries, &now, &after, &mut names);
-    let v = report_json(queries.len(), balanced, &change, &services, &names);
+    let mut v = report_json(queries.len(), balanced, &change, &services, &names);
+    v["saved_drains"] = match &saved {
+        Ok((rules, path)) => json!({
+            "file": path.display().to_string(),
+            "applied": rules.iter().filter(|r| r.drain).map(|r| r.scope.describe()).collect::<Vec<_>>(),
+            "undrained": rules.iter().filter(|r| !r.drain).map(|r| r.scope.describe()).collect::<Vec<_>>(),
+        }),
+        Err(e) => json!({"error": e}),
+    };
     let text = if args.json {
         format!("{v}\n")
     } else {

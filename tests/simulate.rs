@@ -383,6 +383,56 @@ fn text_queries_and_bad_input() {
     );
     assert_eq!(*moved, 0);
 
+    // The drains the server saved hold in both runs ("now" is what the server answers after
+    // a restart); --undrain tries lifting one. The file is only read.
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("mkdir state");
+    let saved = r#"{"version": 1, "drains": [{"drain": true, "region": "eu-west", "at": "2026-12-06T00:00:00Z"}]}"#;
+    std::fs::write(state.join("drains.json"), saved).expect("drains.json");
+    let v = simulate_json(&[
+        "--queries",
+        &queries,
+        "--config",
+        &config,
+        "--undrain",
+        "eu-west",
+    ]);
+    let (www, networks, moved) = &shares(&v)["www.example.com"];
+    assert!(
+        close(www["eu-west"].0, 0.0) && close(www["us-east"].0, 75.0),
+        "saved drain applied now: {www:?}"
+    );
+    assert!(
+        close(www["eu-west"].1, 50.0) && close(www["us-east"].1, 25.0),
+        "{www:?}"
+    );
+    assert_eq!(
+        (*networks, *moved),
+        (4, 2),
+        "the two eu-west subnets come back"
+    );
+    assert_eq!(
+        v["saved_drains"]["applied"],
+        serde_json::json!(["region eu-west"]),
+        "{v}"
+    );
+    let (code, text, err) = simulate(&["--queries", &queries, "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.contains("saved drains from") && text.contains("region eu-west"),
+        "{text}"
+    );
+    // A drains file that does not read: said, not applied, and left where it is.
+    std::fs::write(state.join("drains.json"), "{ not json").expect("write");
+    let (code, text, err) = simulate(&["--queries", &queries, "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains("saved drains NOT applied"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(state.join("drains.json")).expect("still there"),
+        "{ not json"
+    );
+    std::fs::remove_dir_all(&state).expect("rm state");
+
     let fail = |args: &[&str], want: &str| {
         let (code, out, err) = simulate(args);
         assert_eq!(code, 1, "{args:?} should fail: {out}{err}");
