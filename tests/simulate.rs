@@ -503,4 +503,23 @@ fn text_queries_and_bad_input() {
         "/nonexistent/capture",
     );
     fail(&["--config", &config], "--dnstap");
+    // A frame length of 4 GB is refused before anything is allocated for it.
+    use meridian::querylog::framestream::{control, START};
+    let mut huge = control(START, true);
+    huge.extend_from_slice(&[0xff, 0xff, 0xff, 0xf0, 1, 2, 3]);
+    let huge = write_bytes(&dir.path().join("huge.dnstap"), &huge);
+    fail(
+        &["--dnstap", &huge, "--config", &config],
+        "a frame of 4294967280 bytes",
+    );
+    // A data frame that is not a dnstap message.
+    let mut junk = control(START, true);
+    junk.extend_from_slice(&[0, 0, 0, 3, 0xff, 0xff, 0xff]);
+    let junk = write_bytes(&dir.path().join("junk.dnstap"), &junk);
+    fail(&["--dnstap", &junk, "--config", &config], "frame 1:");
+}
+
+fn write_bytes(path: &Path, bytes: &[u8]) -> String {
+    std::fs::write(path, bytes).expect("write");
+    path.to_str().expect("utf-8").to_string()
 }
