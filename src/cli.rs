@@ -1,4 +1,5 @@
-//! The `meridian` command line: `serve`, `check` and `explain`, with the exit codes of the
+//! The `meridian` command line: `serve`, `check`, `explain` (and `simulate`, in
+//! [`crate::simulate`]), with the exit codes of the
 //! SPEC (0 ok, 1 invalid input, 2 runtime failure). The commands that talk to a running
 //! server (`status`, `drain`, `undrain`, `reload`, `explain --live`) live in [`crate::ctl`].
 
@@ -111,6 +112,9 @@ enum Command {
     Undrain(crate::ctl::DrainArgs),
     /// Reload the running server's config, zones and GeoIP data (as SIGHUP).
     Reload(crate::ctl::ReloadArgs),
+    /// Replay recorded queries under a change (--down, --drain, --new-config): answer shares
+    /// per service and region now and after, and how many client networks move.
+    Simulate(crate::simulate::Args),
     /// Write the man pages (meridian.1 and one per subcommand) for packaging; hidden because
     /// operators read the result, not the command.
     #[command(hide = true)]
@@ -182,6 +186,7 @@ pub fn main() -> i32 {
         Command::Drain(a) => crate::ctl::drain(a, true),
         Command::Undrain(a) => crate::ctl::drain(a, false),
         Command::Reload(a) => crate::ctl::reload(a),
+        Command::Simulate(a) => crate::simulate::main(a),
     }
 }
 

@@ -32,6 +32,9 @@ use crate::snapshot::{SharedSnapshot, Snapshot};
 pub const EVENTS_CAP: usize = 100;
 /// Samples kept per endpoint: one a second, so the oldest is at most a minute old.
 const WINDOW: usize = 60;
+/// How far apart two sightings of one endpoint change may be to be one event: a sampler pass
+/// (1 s) and the time between the probe and the pass.
+const MERGE_WITHIN: Duration = Duration::from_millis(1500);
 /// Longest `reason` kept in an event (a rejected reload lists every problem of the config).
 const REASON_MAX: usize = 300;
 
@@ -41,7 +44,11 @@ pub struct Event {
     pub time: SystemTime,
     /// `health`, `drain` or `reload`.
     pub kind: &'static str,
+    /// The first of `services` (what `/status` had before `services`; kept for scripts).
     pub service: Option<String>,
+    /// Every service whose endpoint at this address changed the same way in the same pass:
+    /// one health URL shared by three services is one event, not three.
+    pub services: Vec<String>,
     pub endpoint: Option<String>,
     pub region: Option<String>,
     /// `healthy`/`unhealthy` (health), `undrained`/`drained` (drain), `generation N` or
@@ -59,6 +66,7 @@ impl Event {
             "time_unix": crate::metrics::unix_secs(self.time),
             "kind": self.kind,
             "service": self.service,
+            "services": self.services,
             "endpoint": self.endpoint,
             "region": self.region,
             "from": self.from,
@@ -122,6 +130,7 @@ impl History {
             time: SystemTime::now(),
             kind: "reload",
             service: None,
+            services: Vec::new(),
             endpoint: None,
             region: None,
             from: Some(format!("generation {from}")),
@@ -162,28 +171,36 @@ impl History {
                 t.seen = true;
                 if t.healthy != healthy {
                     let probe = e.state.last_probe();
-                    new_events.push(Event {
-                        time: probe.as_ref().map_or_else(SystemTime::now, |p| p.at),
-                        kind: "health",
-                        service: Some(svc.clone()),
-                        endpoint: Some(e.addr.to_string()),
-                        region: region(),
-                        from: Some(health_word(t.healthy).into()),
-                        to: Some(health_word(healthy).into()),
-                        reason: probe.map(|p| cut(&p.reason)),
-                    });
+                    add_event(
+                        &mut new_events,
+                        Event {
+                            time: probe.as_ref().map_or_else(SystemTime::now, |p| p.at),
+                            kind: "health",
+                            service: Some(svc.clone()),
+                            services: vec![svc.clone()],
+                            endpoint: Some(e.addr.to_string()),
+                            region: region(),
+                            from: Some(health_word(t.healthy).into()),
+                            to: Some(health_word(healthy).into()),
+                            reason: probe.map(|p| cut(&p.reason)),
+                        },
+                    );
                 }
                 if t.drained != drained {
-                    new_events.push(Event {
-                        time: SystemTime::now(),
-                        kind: "drain",
-                        service: Some(svc.clone()),
-                        endpoint: Some(e.addr.to_string()),
-                        region: region(),
-                        from: Some(drain_word(t.drained).into()),
-                        to: Some(drain_word(drained).into()),
-                        reason: None,
-                    });
+                    add_event(
+                        &mut new_events,
+                        Event {
+                            time: SystemTime::now(),
+                            kind: "drain",
+                            service: Some(svc.clone()),
+                            services: vec![svc.clone()],
+                            endpoint: Some(e.addr.to_string()),
+                            region: region(),
+                            from: Some(drain_word(t.drained).into()),
+                            to: Some(drain_word(drained).into()),
+                            reason: None,
+                        },
+                    );
                 }
                 t.healthy = healthy;
                 t.drained = drained;
@@ -197,8 +214,33 @@ impl History {
         drop(tracks);
         new_events.sort_by_key(|e| e.time);
         for ev in new_events {
-            self.push(ev);
+            self.push_merged(ev);
         }
+    }
+
+    /// [`History::push`], except that the same change of the same endpoint seen for other
+    /// services a pass later joins the event already listed: a pass can run while the prober
+    /// is writing the verdict of one shared probe into the services' states one after the
+    /// other (or a drain into them), and that is still one change of one endpoint.
+    fn push_merged(&self, ev: Event) {
+        let mut q = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let last = q
+            .iter_mut()
+            .rev()
+            .find(|o| o.kind == ev.kind && o.endpoint == ev.endpoint && ev.endpoint.is_some());
+        if let Some(o) = last {
+            let close = match o.time.duration_since(ev.time) {
+                Ok(d) => d,
+                Err(e) => e.duration(),
+            } <= MERGE_WITHIN;
+            let new_services = ev.services.iter().all(|s| !o.services.contains(s));
+            if o.from == ev.from && o.to == ev.to && close && new_services {
+                o.services.extend(ev.services);
+                return;
+            }
+        }
+        drop(q);
+        self.push(ev);
     }
 
     /// Samples `shared` every second until the task is aborted.
@@ -283,6 +325,30 @@ impl History {
     }
 }
 
+/// Adds `ev` to this pass's events, or its service to the event of the same kind, endpoint and
+/// change already there: an endpoint is one machine, and it changed once. (Its services probe
+/// it through one shared target, so they change in the same pass; the earliest probe time and
+/// the first reason stand for all.)
+fn add_event(events: &mut Vec<Event>, ev: Event) {
+    let same = events.iter_mut().find(|o| {
+        o.kind == ev.kind && o.endpoint == ev.endpoint && o.from == ev.from && o.to == ev.to
+    });
+    match same {
+        Some(o) => {
+            for s in ev.services {
+                if !o.services.contains(&s) {
+                    o.services.push(s);
+                }
+            }
+            o.time = o.time.min(ev.time);
+            if o.region.is_none() {
+                o.region = ev.region;
+            }
+        }
+        None => events.push(ev),
+    }
+}
+
 fn health_word(healthy: bool) -> &'static str {
     if healthy {
         "healthy"
@@ -316,6 +382,106 @@ mod tests {
             ev.last().and_then(|e| e.to.clone()).as_deref(),
             Some(&*format!("generation {}", EVENTS_CAP + 5))
         );
+    }
+
+    /// Three services with 192.0.2.10 (eu-west), one also with 192.0.2.20.
+    fn shared_endpoint_snapshot() -> (tempfile::TempDir, Snapshot) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("zones")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("zones/example.com.zone"),
+            "@ 3600 IN SOA ns hostmaster 1 7200 3600 1209600 300\n@ 3600 IN NS ns\nns 3600 IN A 192.0.2.53\n",
+        )
+        .expect("zone");
+        let mut config = String::from(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nzones = \"zones\"\n\
+             [regions.eu-west]\nlocation = { lat = 53.35, lon = -6.26 }\n",
+        );
+        for (name, extra) in [
+            ("www", ", { address = \"192.0.2.20\" }"),
+            ("api", ""),
+            ("img", ""),
+        ] {
+            config.push_str(&format!(
+                "[[service]]\nname = \"{name}.example.com\"\npolicy = \"round-robin\"\nttl = 30\n\
+                 endpoints = [{{ region = \"eu-west\", address = \"192.0.2.10\" }}{extra}]\n"
+            ));
+        }
+        std::fs::write(dir.path().join("meridian.toml"), config).expect("config");
+        let snap = Snapshot::load(&dir.path().join("meridian.toml"))
+            .unwrap_or_else(|p| panic!("config rejected: {p}"));
+        (dir, snap)
+    }
+
+    #[test]
+    fn one_event_per_endpoint_change_listing_its_services() {
+        let (_dir, snap) = shared_endpoint_snapshot();
+        let h = History::default();
+        h.sample(&snap);
+        let set = |addr: &str, f: &dyn Fn(&crate::health::EndpointState)| {
+            for s in &snap.services {
+                for e in s.endpoints.iter().filter(|e| e.addr.to_string() == addr) {
+                    f(&e.state);
+                }
+            }
+        };
+        set("192.0.2.10", &|st| st.set_healthy(false));
+        set("192.0.2.20", &|st| st.set_healthy(false));
+        h.sample(&snap);
+        let ev = h.events();
+        assert_eq!(
+            ev.len(),
+            2,
+            "one event per endpoint, not per service: {ev:#?}"
+        );
+        let ten = ev
+            .iter()
+            .find(|e| e.endpoint.as_deref() == Some("192.0.2.10"))
+            .expect("192.0.2.10");
+        let mut services = ten.services.clone();
+        services.sort();
+        assert_eq!(
+            services,
+            ["api.example.com", "img.example.com", "www.example.com"]
+        );
+        assert_eq!(ten.region.as_deref(), Some("eu-west"));
+        assert_eq!(
+            (ten.from.as_deref(), ten.to.as_deref()),
+            (Some("healthy"), Some("unhealthy"))
+        );
+        let json = ten.to_json();
+        assert_eq!(json["services"].as_array().map(Vec::len), Some(3));
+        assert!(json["service"].is_string(), "kept for scripts: {json}");
+
+        // Seen for one service in a pass and for the others in the next (the prober was
+        // writing the states as the pass ran): still one event.
+        set("192.0.2.10", &|st| st.set_healthy(true));
+        h.sample(&snap);
+        let first = snap.services[0].endpoints[0].state.clone();
+        first.set_healthy(false);
+        h.sample(&snap);
+        set("192.0.2.10", &|st| st.set_healthy(false));
+        h.sample(&snap);
+        let downs: Vec<Event> = h
+            .events()
+            .into_iter()
+            .filter(|e| {
+                e.to.as_deref() == Some("unhealthy") && e.endpoint.as_deref() == Some("192.0.2.10")
+            })
+            .collect();
+        assert_eq!(downs.len(), 2, "the first fall and this one: {downs:#?}");
+        assert_eq!(downs[1].services.len(), 3, "{downs:#?}");
+
+        // A region drain is one event per endpoint as well.
+        set("192.0.2.10", &|st| st.set_drained(true));
+        h.sample(&snap);
+        let drains: Vec<Event> = h
+            .events()
+            .into_iter()
+            .filter(|e| e.kind == "drain")
+            .collect();
+        assert_eq!(drains.len(), 1, "{drains:#?}");
+        assert_eq!(drains[0].services.len(), 3);
     }
 
     #[test]

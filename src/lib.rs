@@ -57,6 +57,7 @@ pub mod reload;
 pub mod rrl;
 pub mod secondary;
 pub mod server;
+pub mod simulate;
 pub mod snapshot;
 pub mod status_page;
 pub mod systemd;

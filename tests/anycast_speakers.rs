@@ -308,9 +308,6 @@ endpoints = [ { address = "192.0.2.2" } ]
     wait_for("announced again", Duration::from_secs(3), || a.announced());
     assert_eq!(told.lock().unwrap().last(), Some(&true));
 }
-     );
-     assert_eq!(told.lock().unwrap().last(), Some(&false));
- }
 
 /// SPEC "Day two": a reload applies a changed `[anycast]`: here a withdraw file added and new
 /// rise/fall/interval, which `/status` shows and the controller acts on.

@@ -460,6 +460,17 @@ fn seed() -> u64 {
     h.finish() | 1
 }
 
+/// Restarts this thread's random stream from `seed`. `meridian simulate` gives each replayed
+/// query the same draws under both the present and the changed state, so that a weighted
+/// answer differs between the two only where the change makes it differ.
+pub fn seed_random(seed: u64) {
+    // splitmix64: neighbouring seeds give unrelated streams; xorshift needs a non-zero state.
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    RNG.with(|c| c.set((z ^ (z >> 31)) | 1));
+}
+
 /// A uniform number in (0, 1) from a per-thread xorshift64* generator: no lock, no syscall.
 pub fn random_unit() -> f64 {
     RNG.with(|c| {

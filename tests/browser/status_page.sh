@@ -14,7 +14,7 @@ if [ ! -d node_modules/playwright-core ] || [ package-lock.json -nt node_modules
 fi
 (cd "$repo" && cargo build --locked --quiet --bin meridian)
 shots="$(mktemp -d)"
-trap 'rm -rf "$shots"' EXIT
+trap '[ -n "${KEEP_SHOTS:-}" ] || rm -rf "$shots"' EXIT
 status=0
 node status_page.mjs --bin "$repo/target/debug/meridian" --screenshot-dir "$shots" || status=$?
 if [ "${1:-}" = "--update-screenshot" ] && [ -f "$shots/status-page.png" ]; then
