@@ -415,6 +415,18 @@ fn served_records(reloader: &Reloader, zone: &Name) -> Option<Vec<Record>> {
     Some(out)
 }
 
+/// The SOA of the copy served.
+fn served_soa(reloader: &Reloader, zone: &Name) -> Option<Record> {
+    let snap = reloader.shared().load();
+    Some(
+        snap.zones
+            .zones
+            .get(&crate::zone::wire_key(zone))?
+            .soa
+            .clone(),
+    )
+}
+
 /// The SOA timers of the copy served (serial, refresh, retry, expire).
 fn served_timers(reloader: &Reloader, zone: &Name) -> Option<(u32, u32, u32, u32)> {
     let snap = reloader.shared().load();
@@ -557,16 +569,23 @@ fn refreshed(reloader: &Arc<Reloader>, zone: &Name) {
 /// One refresh, on a blocking thread: asks each primary in turn; a new copy is applied,
 /// written and checked here, so that only the reload is left to the caller.
 fn refresh_blocking(reloader: &Reloader, zone: &Name, set: &Settings) -> Result<Outcome, String> {
-    let current = served_records(reloader, zone);
+    let current = served_soa(reloader, zone);
+    let mut base = || served_records(reloader, zone);
     let mut outcome = Err("no primary".to_string());
     for p in &set.primaries {
-        outcome = xfr::refresh(*p, zone, current.as_deref(), set.key.as_ref(), set.limits)
-            .map_err(|e| format!("{p}: {e}"));
+        outcome = xfr::refresh(
+            *p,
+            zone,
+            current.as_ref(),
+            &mut base,
+            set.key.as_ref(),
+            set.limits,
+        )
+        .map_err(|e| format!("{p}: {e}"));
         if outcome.is_ok() {
             break;
         }
     }
-    drop(current);
     match outcome? {
         xfr::Fetched::UpToDate => Ok(Outcome::UpToDate),
         xfr::Fetched::NotNewer { theirs, ours } => Ok(Outcome::NotNewer { theirs, ours }),

@@ -111,17 +111,19 @@ pub fn newer(a: u32, b: u32) -> bool {
 }
 
 /// Refreshes `zone` from `primary` (blocking): the SOA first, then IXFR from `current` (the
-/// records we serve, SOA first) when we hold them, else AXFR.
+/// SOA we serve) when we hold a copy, else AXFR. `base` gives the records we serve (SOA first),
+/// built only when an IXFR has to be applied: an up-to-date check costs no copy of the zone.
 pub fn refresh(
     primary: SocketAddr,
     zone: &Name,
-    current: Option<&[Record]>,
+    current: Option<&Record>,
+    base: &mut dyn FnMut() -> Option<Vec<Record>>,
     key: Option<&Key>,
     limits: Limits,
 ) -> Result<Fetched, String> {
     let deadline = Instant::now() + REFRESH_TIMEOUT;
-    let ours = current.and_then(|c| c.first()).and_then(serial_of);
-    let (Some(ours), Some(base)) = (ours, current) else {
+    let ours = current.and_then(serial_of);
+    let (Some(ours), Some(soa)) = (ours, current) else {
         return match transfer(primary, zone, RecordType::AXFR, None, key, limits, deadline) {
             Ok(Stream::Whole { records, serial }) => Ok(Fetched::Zone {
                 records,
@@ -166,14 +168,17 @@ pub fn refresh(
         primary,
         zone,
         RecordType::IXFR,
-        Some(base),
+        Some(soa),
         key,
         limits,
         deadline,
     ) {
         Ok(Stream::UpToDate) => Ok(Fetched::UpToDate),
         Ok(Stream::Whole { records, serial }) => whole(records, serial, "IXFR (whole zone)"),
-        Ok(Stream::Incremental { records }) => match apply_ixfr(base, records) {
+        Ok(Stream::Incremental { records }) => match base()
+            .ok_or_else(|| "the copy is no longer served".to_string())
+            .and_then(|b| apply_ixfr(&b, records))
+        {
             Ok(applied) => {
                 let serial = applied.first().and_then(serial_of).unwrap_or(ours);
                 whole(applied, serial, "IXFR")
@@ -444,12 +449,11 @@ fn transfer(
     primary: SocketAddr,
     zone: &Name,
     qtype: RecordType,
-    current: Option<&[Record]>,
+    soa: Option<&Record>,
     key: Option<&Key>,
     limits: Limits,
     deadline: Instant,
 ) -> Result<Stream, XfrError> {
-    let soa = current.and_then(|c| c.first());
     let (id, wire, verifier) = query(zone, qtype, soa, key)?;
     let mut sock = connect(primary, &wire, deadline)?;
     let mut rx = Receiver::new(
