@@ -308,6 +308,10 @@ fn secondary_of_a_knot_primary() {
     }
     let delay = t0.elapsed();
     let since_edit = edited.elapsed();
+    // The status is updated just after the new snapshot is swapped in.
+    wait(Duration::from_secs(1), "status shows serial 2", || {
+        status("example.net.").serial == Some(2)
+    });
     let st = status("example.net.");
     // Informative only: a NOTIFY may also arrive just after a refresh that an earlier one
     // woke, so the bound is asserted end to end below.

@@ -90,22 +90,21 @@ fuzz_target!(|data: &[u8]| {
                     let last_signed = m.len() >= 12 && i < 8 && mask & (1 << i) != 0;
                     assert!(last_signed, "accepted a response whose last message is unsigned");
                 }
-                let records = match stream {
+                let copy = match stream {
                     xfr::Stream::UpToDate => return,
-                    xfr::Stream::Whole { records, .. } => records,
+                    xfr::Stream::Whole(c) => c.copy,
                     xfr::Stream::Incremental { records } => {
                         match xfr::apply_ixfr(&base(), records) {
-                            Ok(r) => r,
+                            Ok(r) => match copy::encode(&zone, &r) {
+                                Ok(c) => c,
+                                Err(_) => return,
+                            },
                             Err(_) => return,
                         }
                     }
                 };
-                // What would be written as the copy reads back the same.
-                if let Ok(bytes) = copy::encode(&zone, &records) {
-                    let mut back = Vec::new();
-                    copy::decode(&bytes, &mut |r| back.push(r)).expect("own copy decodes");
-                    assert_eq!(back.len(), records.len());
-                }
+                // What would be written as the copy reads back.
+                copy::decode(&copy, &mut |_| {}).expect("own copy decodes");
                 return;
             }
         }

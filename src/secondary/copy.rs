@@ -73,13 +73,39 @@ fn name_wire(name: &Name, out: &mut Vec<u8>) -> Result<(), String> {
 
 /// The copy's bytes for `records` (SOA first) of `zone`.
 pub fn encode(zone: &Name, records: &[Record]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(64 + records.len() * 48);
-    out.extend_from_slice(MAGIC);
-    out.push(VERSION);
-    name_wire(zone, &mut out)?;
-    out.extend_from_slice(&(records.len() as u64).to_be_bytes());
+    let mut w = Writer::new(zone)?;
     for r in records {
-        name_wire(&r.name, &mut out)?;
+        w.push(r)?;
+    }
+    Ok(w.finish())
+}
+
+/// Writes a copy one record at a time, so that a transfer is encoded as it arrives and never
+/// held as parsed records (a hickory `Record` takes several times its encoded size).
+pub struct Writer {
+    buf: Vec<u8>,
+    count_at: usize,
+    count: u64,
+}
+
+impl Writer {
+    pub fn new(zone: &Name) -> Result<Writer, String> {
+        let mut buf = Vec::with_capacity(4096);
+        buf.extend_from_slice(MAGIC);
+        buf.push(VERSION);
+        name_wire(zone, &mut buf)?;
+        let count_at = buf.len();
+        buf.extend_from_slice(&0u64.to_be_bytes());
+        Ok(Writer {
+            buf,
+            count_at,
+            count: 0,
+        })
+    }
+
+    pub fn push(&mut self, r: &Record) -> Result<(), String> {
+        let out = &mut self.buf;
+        name_wire(&r.name, out)?;
         out.extend_from_slice(&u16::from(r.record_type()).to_be_bytes());
         out.extend_from_slice(&u16::from(r.dns_class).to_be_bytes());
         out.extend_from_slice(&r.ttl.to_be_bytes());
@@ -88,8 +114,21 @@ pub fn encode(zone: &Name, records: &[Record]) -> Result<Vec<u8>, String> {
         let len = u16::try_from(data.len()).map_err(|_| "rdata longer than 65535 bytes")?;
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(&data);
+        self.count += 1;
+        Ok(())
     }
-    Ok(out)
+
+    /// Records written so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        let at = self.count_at;
+        self.buf[at..at + 8].copy_from_slice(&self.count.to_be_bytes());
+        self.buf.shrink_to_fit();
+        self.buf
+    }
 }
 
 /// Reads a copy back: its zone name and each record in order, handed to `sink`. `Err` on

@@ -446,7 +446,7 @@ enum Outcome {
     Saved {
         serial: u32,
         kind: &'static str,
-        records: usize,
+        records: u64,
         timers: Option<(u32, u32, u32, u32)>,
     },
 }
@@ -589,18 +589,14 @@ fn refresh_blocking(reloader: &Reloader, zone: &Name, set: &Settings) -> Result<
     match outcome? {
         xfr::Fetched::UpToDate => Ok(Outcome::UpToDate),
         xfr::Fetched::NotNewer { theirs, ours } => Ok(Outcome::NotNewer { theirs, ours }),
-        xfr::Fetched::Zone {
-            records,
-            serial,
-            kind,
-        } => {
-            let timers = records.first().and_then(soa_timers);
-            let n = records.len();
-            save(zone, set, records)?;
+        xfr::Fetched::Zone(c, kind) => {
+            let timers = soa_timers(&c.soa);
+            let (serial, records) = (c.serial, c.records);
+            save(zone, set, c.copy)?;
             Ok(Outcome::Saved {
                 serial,
                 kind,
-                records: n,
+                records,
                 timers,
             })
         }
@@ -621,11 +617,9 @@ fn fail(zone: &Name, e: String, timers: Option<(u32, u32, u32, u32)>) -> Duratio
     timers.map_or(DEFAULT_RETRY, |t| secs(t.2))
 }
 
-/// Writes the copy: encoded, checked as a zone on its own (a copy the zone checks reject never
-/// replaces a good one), then renamed over the old one, and the refresh time recorded.
-fn save(zone: &Name, set: &Settings, records: Vec<Record>) -> Result<(), String> {
-    let bytes = copy::encode(zone, &records)?;
-    drop(records);
+/// Writes the copy: checked as a zone on its own (a copy the zone checks reject never replaces
+/// a good one), then renamed over the old one, and the refresh time recorded.
+fn save(zone: &Name, set: &Settings, bytes: Vec<u8>) -> Result<(), String> {
     let path = copy::path(&set.state_dir, zone);
     let dir = path.parent().ok_or("no state folder")?;
     let incoming = dir.join(".incoming");

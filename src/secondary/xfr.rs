@@ -27,12 +27,31 @@ pub enum Fetched {
     UpToDate,
     /// The primary's serial is not newer than ours (RFC 1982): nothing applied.
     NotNewer { theirs: u32, ours: u32 },
-    /// A new copy of the zone, and how it came.
-    Zone {
-        records: Vec<Record>,
-        serial: u32,
-        kind: &'static str,
-    },
+    /// A new copy of the zone (encoded, [`super::copy`]), and how it came.
+    Zone(NewCopy, &'static str),
+}
+
+/// A zone as received, encoded as its copy.
+#[derive(Debug)]
+pub struct NewCopy {
+    /// The copy's bytes ([`super::copy`]).
+    pub copy: Vec<u8>,
+    /// The zone's SOA (its timers drive the refresh).
+    pub soa: Record,
+    pub records: u64,
+    pub serial: u32,
+}
+
+impl NewCopy {
+    fn of(zone: &Name, records: &[Record]) -> Result<NewCopy, String> {
+        let soa = records.first().cloned().ok_or("empty zone")?;
+        Ok(NewCopy {
+            copy: super::copy::encode(zone, records)?,
+            serial: serial_of(&soa).ok_or("zone does not start with its SOA")?,
+            soa,
+            records: records.len() as u64,
+        })
+    }
 }
 
 /// Caps on one transfer (`[[secondary]] max_records`, `max_bytes`).
@@ -125,11 +144,7 @@ pub fn refresh(
     let ours = current.and_then(serial_of);
     let (Some(ours), Some(soa)) = (ours, current) else {
         return match transfer(primary, zone, RecordType::AXFR, None, key, limits, deadline) {
-            Ok(Stream::Whole { records, serial }) => Ok(Fetched::Zone {
-                records,
-                serial,
-                kind: "AXFR",
-            }),
+            Ok(Stream::Whole(c)) => Ok(Fetched::Zone(c, "AXFR")),
             Ok(_) => Err("AXFR answered with something other than a whole zone".into()),
             Err(e) => Err(e.to_string()),
         };
@@ -142,16 +157,12 @@ pub fn refresh(
     if !newer(theirs, ours) {
         return Ok(Fetched::NotNewer { theirs, ours });
     }
-    let whole = |records: Vec<Record>, serial: u32, kind| {
-        if newer(serial, ours) {
-            Ok(Fetched::Zone {
-                records,
-                serial,
-                kind,
-            })
+    let whole = |c: NewCopy, kind| {
+        if newer(c.serial, ours) {
+            Ok(Fetched::Zone(c, kind))
         } else {
             Ok(Fetched::NotNewer {
-                theirs: serial,
+                theirs: c.serial,
                 ours,
             })
         }
@@ -159,7 +170,7 @@ pub fn refresh(
     let fallback = |why: String| {
         tracing::info!(zone = %zone, "IXFR not usable ({why}): AXFR instead");
         match transfer(primary, zone, RecordType::AXFR, None, key, limits, deadline) {
-            Ok(Stream::Whole { records, serial }) => whole(records, serial, "AXFR"),
+            Ok(Stream::Whole(c)) => whole(c, "AXFR"),
             Ok(_) => Err("AXFR answered with something other than a whole zone".into()),
             Err(e) => Err(e.to_string()),
         }
@@ -174,15 +185,12 @@ pub fn refresh(
         deadline,
     ) {
         Ok(Stream::UpToDate) => Ok(Fetched::UpToDate),
-        Ok(Stream::Whole { records, serial }) => whole(records, serial, "IXFR (whole zone)"),
+        Ok(Stream::Whole(c)) => whole(c, "IXFR (whole zone)"),
         Ok(Stream::Incremental { records }) => match base()
             .ok_or_else(|| "the copy is no longer served".to_string())
             .and_then(|b| apply_ixfr(&b, records))
         {
-            Ok(applied) => {
-                let serial = applied.first().and_then(serial_of).unwrap_or(ours);
-                whole(applied, serial, "IXFR")
-            }
+            Ok(applied) => whole(NewCopy::of(zone, &applied)?, "IXFR"),
             Err(e) => fallback(format!("it does not apply to our copy: {e}")),
         },
         Err(XfrError::Refused(e)) => fallback(e),
@@ -284,14 +292,17 @@ fn soa_serial(
 pub enum Stream {
     /// IXFR answered with our own SOA alone.
     UpToDate,
-    /// The whole zone (AXFR, or IXFR answered AXFR-style), SOA first, without the closing SOA.
-    Whole { records: Vec<Record>, serial: u32 },
+    /// The whole zone (AXFR, or IXFR answered AXFR-style), encoded as its copy as it arrived,
+    /// without the closing SOA.
+    Whole(NewCopy),
     /// IXFR difference sequences: SOA(new) [SOA(old) deletions SOA(new') additions]... SOA(new).
     Incremental { records: Vec<Record> },
 }
 
 /// Reads one transfer response message by message, checking each; no I/O, so that the
-/// `transfer` fuzz target drives it directly.
+/// `transfer` fuzz target drives it directly. A whole zone is encoded into its copy as it
+/// arrives (one record behind, so the closing SOA stays out); only an incremental IXFR, usually
+/// small, is held as records.
 pub struct Receiver {
     id: u16,
     qtype: RecordType,
@@ -299,7 +310,15 @@ pub struct Receiver {
     ours: Option<u32>,
     verifier: Option<Verifier>,
     limits: Limits,
+    /// The records while it is not yet known whether the response is incremental.
     records: Vec<Record>,
+    /// Set once the response is known to be a whole zone.
+    writer: Option<super::copy::Writer>,
+    /// The last record of a whole zone, not yet written (it may be the closing SOA).
+    held: Option<Record>,
+    first_soa: Option<Record>,
+    /// Type and serial of the last record received.
+    last: Option<(RecordType, Option<u32>)>,
     soas: usize,
     first_serial: Option<u32>,
     bytes: u64,
@@ -319,11 +338,17 @@ impl Receiver {
         Receiver {
             id,
             qtype,
+            writer: (qtype != RecordType::IXFR)
+                .then(|| super::copy::Writer::new(&zone).ok())
+                .flatten(),
             zone,
             ours,
             verifier,
             limits,
             records: Vec::new(),
+            held: None,
+            first_soa: None,
+            last: None,
             soas: 0,
             first_serial: None,
             bytes: 0,
@@ -359,13 +384,11 @@ impl Receiver {
         }
         if m.metadata.response_code != ResponseCode::NoError {
             let e = format!("rcode {}", m.metadata.response_code);
-            return Err(
-                if self.qtype == RecordType::IXFR && self.records.is_empty() {
-                    XfrError::Refused(e)
-                } else {
-                    XfrError::Other(e)
-                },
-            );
+            return Err(if self.qtype == RecordType::IXFR && self.last.is_none() {
+                XfrError::Refused(e)
+            } else {
+                XfrError::Other(e)
+            });
         }
         self.received += m.answers.len() as u64;
         if self.received > self.limits.max_records {
@@ -376,42 +399,62 @@ impl Receiver {
             .into());
         }
         for r in m.answers {
+            let serial = serial_of(&r);
             if r.record_type() == RecordType::SOA {
                 self.soas += 1;
                 if self.first_serial.is_none() {
                     if r.name != self.zone {
                         return Err(format!("transfer starts with the SOA of {}", r.name).into());
                     }
-                    self.first_serial = serial_of(&r);
+                    self.first_serial = serial;
+                    self.first_soa = Some(r.clone());
                 }
-            } else if self.records.is_empty() {
+            } else if self.last.is_none() {
                 return Err("transfer does not start with the zone's SOA".into());
             }
             if !self.zone.zone_of(&r.name) {
                 return Err(format!("record {} lies outside {}", r.name, self.zone).into());
             }
-            self.records.push(r);
+            self.last = Some((r.record_type(), serial));
+            match self.writer.as_mut() {
+                Some(w) => {
+                    if let Some(prev) = self.held.replace(r) {
+                        w.push(&prev)?;
+                    }
+                }
+                None => {
+                    self.records.push(r);
+                    // IXFR: a second record that is not an SOA means a whole zone.
+                    if self.records.len() == 2 && self.records[1].record_type() != RecordType::SOA {
+                        let mut w = super::copy::Writer::new(&self.zone)?;
+                        w.push(&self.records[0])?;
+                        self.held = self.records.pop();
+                        self.records.clear();
+                        self.writer = Some(w);
+                    }
+                }
+            }
         }
         let Some(first) = self.first_serial else {
             return Ok(None);
         };
+        let streaming = self.writer.is_some();
         let n = self.records.len();
         // IXFR answered with one SOA: nothing newer than what we hold (RFC 1995 §4).
-        let up_to_date =
-            self.qtype == RecordType::IXFR && n == 1 && self.ours.is_some_and(|s| !newer(first, s));
-        let incremental = self.qtype == RecordType::IXFR
-            && n >= 2
-            && self.records[1].record_type() == RecordType::SOA;
+        let up_to_date = !streaming
+            && self.qtype == RecordType::IXFR
+            && n == 1
+            && self.ours.is_some_and(|s| !newer(first, s));
         let done = up_to_date
-            || if incremental {
+            || if streaming {
+                self.soas >= 2 && self.last.map(|l| l.0) == Some(RecordType::SOA)
+            } else {
                 // SOA(new) [SOA(old) dels SOA(mid) adds]... SOA(new): the closing SOA is the
                 // one that makes the count of SOAs even with the first serial again.
-                self.soas >= 4
+                n >= 2
+                    && self.soas >= 4
                     && self.soas.is_multiple_of(2)
-                    && self.records.last().and_then(serial_of) == Some(first)
-            } else {
-                self.soas >= 2
-                    && self.records.last().map(Record::record_type) == Some(RecordType::SOA)
+                    && self.last.and_then(|l| l.1) == Some(first)
             };
         if !done {
             return Ok(None);
@@ -420,28 +463,28 @@ impl Receiver {
             // The last message must be signed: an unsigned tail is never applied.
             v.finish()?;
         }
-        let mut records = std::mem::take(&mut self.records);
         if up_to_date {
             return Ok(Some(Stream::UpToDate));
         }
-        if incremental {
-            return Ok(Some(Stream::Incremental { records }));
-        }
-        let last = records.pop(); // the closing SOA
-        if last.as_ref().and_then(serial_of) != Some(first) {
+        let Some(w) = self.writer.take() else {
+            return Ok(Some(Stream::Incremental {
+                records: std::mem::take(&mut self.records),
+            }));
+        };
+        // `held` is the closing SOA, left out of the copy.
+        if self.held.take().as_ref().and_then(serial_of) != Some(first) {
             return Err("transfer ends with another serial than it started with".into());
         }
-        if records
-            .iter()
-            .skip(1)
-            .any(|r| r.record_type() == RecordType::SOA)
-        {
+        if self.soas != 2 {
             return Err("zone holds more than one SOA".into());
         }
-        Ok(Some(Stream::Whole {
-            records,
+        let soa = self.first_soa.take().ok_or("no SOA")?;
+        Ok(Some(Stream::Whole(NewCopy {
+            records: w.count(),
+            copy: w.finish(),
+            soa,
             serial: first,
-        }))
+        })))
     }
 }
 
