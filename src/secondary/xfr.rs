@@ -28,7 +28,7 @@ pub enum Fetched {
     /// The primary's serial is not newer than ours (RFC 1982): nothing applied.
     NotNewer { theirs: u32, ours: u32 },
     /// A new copy of the zone (encoded, [`super::copy`]), and how it came.
-    Zone(NewCopy, &'static str),
+    Zone(Box<NewCopy>, &'static str),
 }
 
 /// A zone as received, encoded as its copy.
@@ -157,7 +157,7 @@ pub fn refresh(
     if !newer(theirs, ours) {
         return Ok(Fetched::NotNewer { theirs, ours });
     }
-    let whole = |c: NewCopy, kind| {
+    let whole = |c: Box<NewCopy>, kind| {
         if newer(c.serial, ours) {
             Ok(Fetched::Zone(c, kind))
         } else {
@@ -190,7 +190,7 @@ pub fn refresh(
             .ok_or_else(|| "the copy is no longer served".to_string())
             .and_then(|b| apply_ixfr(&b, records))
         {
-            Ok(applied) => whole(NewCopy::of(zone, &applied)?, "IXFR"),
+            Ok(applied) => whole(Box::new(NewCopy::of(zone, &applied)?), "IXFR"),
             Err(e) => fallback(format!("it does not apply to our copy: {e}")),
         },
         Err(XfrError::Refused(e)) => fallback(e),
@@ -294,7 +294,7 @@ pub enum Stream {
     UpToDate,
     /// The whole zone (AXFR, or IXFR answered AXFR-style), encoded as its copy as it arrived,
     /// without the closing SOA.
-    Whole(NewCopy),
+    Whole(Box<NewCopy>),
     /// IXFR difference sequences: SOA(new) [SOA(old) deletions SOA(new') additions]... SOA(new).
     Incremental { records: Vec<Record> },
 }
@@ -479,12 +479,12 @@ impl Receiver {
             return Err("zone holds more than one SOA".into());
         }
         let soa = self.first_soa.take().ok_or("no SOA")?;
-        Ok(Some(Stream::Whole(NewCopy {
+        Ok(Some(Stream::Whole(Box::new(NewCopy {
             records: w.count(),
             copy: w.finish(),
             soa,
             serial: first,
-        })))
+        }))))
     }
 }
 
