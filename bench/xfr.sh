@@ -74,7 +74,7 @@ zone:
     notify: meridian
     acl: xfr
 EOF
-  knotd -c "$WORK/knot/knot.conf" 2>"$WORK/knot/knotd.log" &
+  knotd -c "$WORK/knot/knot.conf" >"$WORK/knot/knotd.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 200); do kdig +tcp +short @127.0.0.1 -p "$KPORT" xfr.test SOA 2>/dev/null | grep -q . && return; sleep 0.1; done
   echo "knotd did not start"; cat "$WORK/knot/knotd.log"; exit 1
@@ -131,10 +131,12 @@ load_run() {
   wait "$dp" || true
   wait "$scr" || true
   local tmax qps amax
-  tmax=$(awk '/Average Latency/ { gsub(/[(),]/, ""); for (i = 1; i <= NF; i++) if ($i == "max") print $(i + 1) * 1000 }' "$WORK/dnsperf.txt")
-  qps=$(awk '/Queries per second/ {print $4}' "$WORK/dnsperf.txt")
+  tmax=$(awk '/Average Latency/ { gsub(/[(),]/, ""); for (i = 1; i <= NF; i++) if ($i == "max") print $(i + 1) * 1000 }' "$WORK/dnsperf.txt" | head -1)
+  qps=$(awk '/Queries per second/ {print $4}' "$WORK/dnsperf.txt" | head -1)
   amax=$(sort -g "$WORK/admin.txt" | tail -1 | awk '{print $1 * 1000}')
-  echo "${tmax:-?} ${amax:-?} ${qps:-?}"
+  cp "$WORK/dnsperf.txt" "$WORK/admin.txt" "${XFR_KEEP:-/tmp}/" 2>/dev/null || true
+  echo "${tmax:-?} ${amax:-?} ${qps:-?} $(wc -l <"$WORK/admin.txt")" | tr '\n' ' '
+  echo
 }
 
 noop() { :; }
@@ -153,13 +155,13 @@ if [ "$what" = ixfr ] || [ "$what" = all ]; then
   start_knot
   start_meridian
   wait_serial "$MPORT" 1 120
-  read -r bt ba bq <<<"$(load_run 10 noop)"
-  echo "ixfr baseline (no transfer, 10 s): largest TCP answer delay ${bt} ms, largest admin latency ${ba} ms, ${bq} q/s"
-  read -r tt ta tq <<<"$(load_run 20 apply_ixfr)"
+  read -r bt ba bq bn <<<"$(load_run 10 noop)"
+  echo "ixfr baseline (no transfer, 10 s): largest TCP answer delay ${bt} ms, largest admin latency ${ba} ms over ${bn} scrapes, ${bq} q/s"
+  read -r tt ta tq tn <<<"$(load_run 20 apply_ixfr)"
   read -r t0 t1 <"$WORK/ixfr-time.txt"
   kind=$(curl -s "http://127.0.0.1:$APORT/status" | python3 -c 'import json,sys; print([z.get("last_transfer_kind") for z in json.load(sys.stdin)["secondary"]])')
   echo "ixfr 100,000 changes into 200,000 records ($kind): applied and served $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}') s after zone-reload on the primary"
-  echo "ixfr during the transfer (20 s): largest TCP answer delay ${tt} ms, largest admin latency ${ta} ms, ${tq} q/s"
+  echo "ixfr during the transfer (20 s): largest TCP answer delay ${tt} ms, largest admin latency ${ta} ms over ${tn} scrapes, ${tq} q/s"
   kill "$MPID" 2>/dev/null || true
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
