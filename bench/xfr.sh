@@ -157,7 +157,14 @@ if [ "$what" = ixfr ] || [ "$what" = all ]; then
   wait_serial "$MPORT" 1 120
   read -r bt ba bq bn <<<"$(load_run 10 noop)"
   echo "ixfr baseline (no transfer, 10 s): largest TCP answer delay ${bt} ms, largest admin latency ${ba} ms over ${bn} scrapes, ${bq} q/s"
+  # Peak RSS of the IXFR alone: reset the high-water mark (clear_refs 5) just before.
+  rss0=$(awk '/VmRSS/ {print $2}' "/proc/$MPID/status")
+  echo 5 >"/proc/$MPID/clear_refs" 2>/dev/null || true
   read -r tt ta tq tn <<<"$(load_run 20 apply_ixfr)"
+  hwm=$(awk '/VmHWM/ {print $2}' "/proc/$MPID/status")
+  copy=$(stat -c %s "$WORK/m/state/secondary/xfr.test.copy")
+  awk -v b="$rss0" -v h="$hwm" -v c="$copy" 'BEGIN {
+    printf "ixfr RSS before %.0f MB, peak during the run %.0f MB (growth %.0f MB = %.2fx the %.1f MB copy)\n", b / 1024, h / 1024, (h - b) / 1024, (h - b) * 1024 / c, c / 1e6 }'
   read -r t0 t1 <"$WORK/ixfr-time.txt"
   kind=$(curl -s "http://127.0.0.1:$APORT/status" | python3 -c 'import json,sys; print([z.get("last_transfer_kind") for z in json.load(sys.stdin)["secondary"]])')
   echo "ixfr 100,000 changes into 200,000 records ($kind): applied and served $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}') s after zone-reload on the primary"

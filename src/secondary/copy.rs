@@ -118,6 +118,13 @@ impl Writer {
         Ok(())
     }
 
+    /// Appends one record already in the copy's record form (a [`Raw::bytes`] of another
+    /// copy), as it is.
+    pub fn push_raw(&mut self, raw: &[u8]) {
+        self.buf.extend_from_slice(raw);
+        self.count += 1;
+    }
+
     /// Records written so far.
     pub fn count(&self) -> u64 {
         self.count
@@ -171,6 +178,77 @@ pub fn decode(bytes: &[u8], sink: &mut dyn FnMut(Record)) -> Result<Name, String
         return Err(bad("bytes after the last record"));
     }
     Ok(zone)
+}
+
+/// One record of a copy, as its bytes there.
+#[derive(Debug, Clone, Copy)]
+pub struct Raw<'a> {
+    /// The whole record in the copy's record form.
+    pub bytes: &'a [u8],
+    /// Owner name, uncompressed wire form as received (case kept).
+    pub owner: &'a [u8],
+    pub rtype: u16,
+    pub rdata: &'a [u8],
+}
+
+/// An uncompressed wire name at `i`: its end.
+fn wire_name_end(b: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        let n = usize::from(*b.get(i)?);
+        if n > 63 {
+            return None;
+        }
+        i += 1 + n;
+        if n == 0 {
+            return (i <= b.len()).then_some(i);
+        }
+    }
+}
+
+/// The record of a copy starting at byte `off` (from [`raw_offsets`]).
+pub fn raw_at(b: &[u8], off: usize) -> Option<Raw<'_>> {
+    let name_end = wire_name_end(b, off)?;
+    let h = b.get(name_end..name_end + 10)?;
+    let rtype = u16::from_be_bytes([h[0], h[1]]);
+    let len = usize::from(u16::from_be_bytes([h[8], h[9]]));
+    let end = name_end + 10 + len;
+    Some(Raw {
+        bytes: b.get(off..end)?,
+        owner: &b[off..name_end],
+        rtype,
+        rdata: b.get(name_end + 10..end)?,
+    })
+}
+
+/// A copy's zone name and where each of its records starts (the framing checked, not the
+/// rdata: the copy was checked as a zone when it was written).
+pub fn raw_offsets(b: &[u8]) -> Result<(Name, Vec<u32>), String> {
+    let bad = |what: &str| format!("copy is damaged ({what})");
+    let rest = b
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or("not a meridian copy (no header)")?;
+    if rest.first() != Some(&VERSION) {
+        return Err("copy format version differs".into());
+    }
+    let zs = MAGIC.len() + 1;
+    let ze = wire_name_end(b, zs).ok_or_else(|| bad("zone name"))?;
+    let zone = Name::read(&mut BinDecoder::new(&b[zs..ze])).map_err(|_| bad("zone name"))?;
+    let count = b
+        .get(ze..ze + 8)
+        .ok_or_else(|| bad("count"))?
+        .iter()
+        .fold(0u64, |a, &x| (a << 8) | u64::from(x));
+    let mut offs = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(b.len() / 11));
+    let mut off = ze + 8;
+    for _ in 0..count {
+        let r = raw_at(b, off).ok_or_else(|| bad("record framing"))?;
+        offs.push(u32::try_from(off).map_err(|_| bad("copy larger than 4 GB"))?);
+        off += r.bytes.len();
+    }
+    if off != b.len() {
+        return Err(bad("bytes after the last record"));
+    }
+    Ok((zone, offs))
 }
 
 /// Loads a copy into a zone, with the checks a zone file gets. The copy's zone must be

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -397,24 +397,6 @@ fn settings(reloader: &Reloader, zone: &Name) -> Option<Settings> {
     })
 }
 
-/// The records the server holds for `zone`, SOA first; `None` when it serves no copy (or only
-/// an expired one, which is transferred whole again).
-fn served_records(reloader: &Reloader, zone: &Name) -> Option<Vec<Record>> {
-    let snap = reloader.shared().load();
-    let z = snap.zones.zones.get(&crate::zone::wire_key(zone))?;
-    let mut out = Vec::with_capacity(z.record_count + 1);
-    out.push(z.soa.clone());
-    for (key, node) in &z.nodes {
-        let Some(owner) = crate::zone::key_name(key) else {
-            continue;
-        };
-        for set in node.rrsets.iter().filter(|s| s.rtype != RecordType::SOA) {
-            out.extend(set.records(&owner));
-        }
-    }
-    Some(out)
-}
-
 /// The SOA of the copy served.
 fn served_soa(reloader: &Reloader, zone: &Name) -> Option<Record> {
     let snap = reloader.shared().load();
@@ -570,7 +552,10 @@ fn refreshed(reloader: &Arc<Reloader>, zone: &Name) {
 /// written and checked here, so that only the reload is left to the caller.
 fn refresh_blocking(reloader: &Reloader, zone: &Name, set: &Settings) -> Result<Outcome, String> {
     let current = served_soa(reloader, zone);
-    let mut base = || served_records(reloader, zone);
+    // The IXFR base is the copy on disk, which is what is served (a copy is loaded only after
+    // it is written); read only when an IXFR must be applied.
+    let path = copy::path(&set.state_dir, zone);
+    let mut base = || std::fs::read(&path).ok();
     let mut outcome = Err("no primary".to_string());
     for p in &set.primaries {
         outcome = xfr::refresh(

@@ -42,18 +42,6 @@ pub struct NewCopy {
     pub serial: u32,
 }
 
-impl NewCopy {
-    fn of(zone: &Name, records: &[Record]) -> Result<NewCopy, String> {
-        let soa = records.first().cloned().ok_or("empty zone")?;
-        Ok(NewCopy {
-            copy: super::copy::encode(zone, records)?,
-            serial: serial_of(&soa).ok_or("zone does not start with its SOA")?,
-            soa,
-            records: records.len() as u64,
-        })
-    }
-}
-
 /// Caps on one transfer (`[[secondary]] max_records`, `max_bytes`).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -130,13 +118,13 @@ pub fn newer(a: u32, b: u32) -> bool {
 }
 
 /// Refreshes `zone` from `primary` (blocking): the SOA first, then IXFR from `current` (the
-/// SOA we serve) when we hold a copy, else AXFR. `base` gives the records we serve (SOA first),
-/// built only when an IXFR has to be applied: an up-to-date check costs no copy of the zone.
+/// SOA we serve) when we hold a copy, else AXFR. `base` gives the copy we serve
+/// ([`super::copy`] bytes), read only when an IXFR has to be applied.
 pub fn refresh(
     primary: SocketAddr,
     zone: &Name,
     current: Option<&Record>,
-    base: &mut dyn FnMut() -> Option<Vec<Record>>,
+    base: &mut dyn FnMut() -> Option<Vec<u8>>,
     key: Option<&Key>,
     limits: Limits,
 ) -> Result<Fetched, String> {
@@ -188,9 +176,9 @@ pub fn refresh(
         Ok(Stream::Whole(c)) => whole(c, "IXFR (whole zone)"),
         Ok(Stream::Incremental { records }) => match base()
             .ok_or_else(|| "the copy is no longer served".to_string())
-            .and_then(|b| apply_ixfr(&b, records))
+            .and_then(|b| apply_ixfr(zone, &b, records))
         {
-            Ok(applied) => whole(Box::new(NewCopy::of(zone, &applied)?), "IXFR"),
+            Ok(applied) => whole(Box::new(applied), "IXFR"),
             Err(e) => fallback(format!("it does not apply to our copy: {e}")),
         },
         Err(XfrError::Refused(e)) => fallback(e),
@@ -516,51 +504,141 @@ fn transfer(
     }
 }
 
-/// A record's identity for IXFR: owner (lower case) and type, then rdata in uncompressed wire
-/// form with the names inside it lowercased (as `RData` equality compares them).
-fn rr_key(r: &Record) -> Option<Vec<u8>> {
-    let mut k = Vec::with_capacity(64);
-    let (mut starts, mut owner) = (Vec::new(), Vec::new());
-    crate::zone::wire_lower(&r.name, &mut owner, &mut starts);
-    k.extend_from_slice(&owner);
-    k.extend_from_slice(&u16::from(r.record_type()).to_be_bytes());
-    let mut data = crate::zone::rdata_wire(&r.data)?;
-    let fixed = match r.record_type() {
+/// A record's identity for IXFR, written into `out`: owner (lower case), type, then rdata in
+/// uncompressed wire form with the names inside it lowercased (as `RData` equality compares
+/// them). Label length bytes are at most 63, so lowercasing whole wire names is safe.
+fn key_into(out: &mut Vec<u8>, owner: &[u8], rtype: u16, rdata: &[u8]) {
+    out.clear();
+    out.extend(owner.iter().map(u8::to_ascii_lowercase));
+    out.extend_from_slice(&rtype.to_be_bytes());
+    let at = out.len();
+    out.extend_from_slice(rdata);
+    let fixed = match RecordType::from(rtype) {
         RecordType::NS | RecordType::CNAME | RecordType::PTR | RecordType::DNAME => Some(0),
         RecordType::MX => Some(2),
         RecordType::SRV => Some(6),
         _ => None,
     };
-    if let Some(f) = fixed {
-        if let Some(tail) = data.get_mut(f..) {
-            tail.make_ascii_lowercase();
-        }
+    if let Some(tail) = fixed.and_then(|f| out.get_mut(at + f..)) {
+        tail.make_ascii_lowercase();
     }
-    k.extend_from_slice(&data);
-    Some(k)
 }
 
-/// Applies the difference sequences of an incremental IXFR response to `base` (SOA first),
-/// in time linear in the sizes of both: an index by record identity, deletions mark slots
-/// empty, additions append. `Err` when a sequence does not follow from the serial before it
-/// or deletes a record we do not hold: the caller then transfers the whole zone.
-pub fn apply_ixfr(base: &[Record], resp: Vec<Record>) -> Result<Vec<Record>, String> {
-    let final_soa = resp.first().ok_or("empty IXFR")?.clone();
-    let mut slots: Vec<Option<Record>> = Vec::with_capacity(base.len());
-    let mut index: HashMap<Vec<u8>, usize> = HashMap::with_capacity(base.len());
-    for r in base.iter().filter(|r| r.record_type() != RecordType::SOA) {
-        let k = rr_key(r).ok_or("a record of our copy cannot be encoded")?;
-        if let std::collections::hash_map::Entry::Vacant(e) = index.entry(k) {
-            e.insert(slots.len());
-            slots.push(Some(r.clone()));
+fn record_key(r: &Record, out: &mut Vec<u8>) -> bool {
+    let Some(data) = crate::zone::rdata_wire(&r.data) else {
+        return false;
+    };
+    let (mut owner, mut starts) = (Vec::new(), Vec::new());
+    crate::zone::wire_lower(&r.name, &mut owner, &mut starts);
+    key_into(out, &owner, u16::from(r.record_type()), &data);
+    true
+}
+
+/// Index entries at or above this are additions (`added[v - ADDED]`), below it base records.
+const ADDED: u32 = 1 << 31;
+
+/// The base copy and the additions made so far, indexed by a keyed hash of each record's
+/// identity. Only hashes and offsets are held, never keys: a lookup recomputes the candidate's
+/// key and compares, and a collision (a 64-bit keyed hash: in practice never) is an error, so
+/// the caller falls back to AXFR rather than apply anything wrong.
+struct Index<'a> {
+    base: &'a [u8],
+    offs: Vec<u32>,
+    alive: Vec<bool>,
+    added: Vec<Option<Record>>,
+    map: HashMap<u64, u32>,
+    hasher: std::collections::hash_map::RandomState,
+    k1: Vec<u8>,
+    k2: Vec<u8>,
+}
+
+impl Index<'_> {
+    fn entry_key(&mut self, v: u32) -> bool {
+        if v >= ADDED {
+            match self.added.get((v - ADDED) as usize) {
+                Some(Some(r)) => record_key(r, &mut self.k2),
+                _ => false,
+            }
+        } else {
+            match self
+                .offs
+                .get(v as usize)
+                .and_then(|&o| super::copy::raw_at(self.base, o as usize))
+            {
+                Some(r) => {
+                    key_into(&mut self.k2, r.owner, r.rtype, r.rdata);
+                    true
+                }
+                None => false,
+            }
         }
     }
-    let n = resp.len();
-    if n < 2 {
+
+    /// The entry holding the record whose key is in `k1`, and the key's hash.
+    fn find(&mut self) -> Result<(u64, Option<u32>), String> {
+        use std::hash::BuildHasher;
+        let h = self.hasher.hash_one(&self.k1);
+        let Some(&v) = self.map.get(&h) else {
+            return Ok((h, None));
+        };
+        if self.entry_key(v) && self.k1 == self.k2 {
+            Ok((h, Some(v)))
+        } else {
+            Err("two records share an index hash".into())
+        }
+    }
+}
+
+/// Applies the difference sequences of an incremental IXFR response to `base`, the copy we
+/// serve ([`super::copy`] bytes), and returns the new copy, in time linear in the sizes of
+/// both and memory about twice the copy: base records are indexed by offset and copied over
+/// byte for byte, never decoded. `Err` when a sequence does not follow from the serial before
+/// it or deletes a record we do not hold: the caller then transfers the whole zone.
+pub fn apply_ixfr(zone: &Name, base: &[u8], resp: Vec<Record>) -> Result<NewCopy, String> {
+    let final_soa = resp.first().ok_or("empty IXFR")?.clone();
+    let (bzone, offs) = super::copy::raw_offsets(base)?;
+    if bzone != *zone {
+        return Err(format!("the copy is of {bzone}, not {zone}"));
+    }
+    let first = offs
+        .first()
+        .and_then(|&o| super::copy::raw_at(base, o as usize))
+        .filter(|r| r.rtype == u16::from(RecordType::SOA))
+        .ok_or("the copy does not start with its SOA")?;
+    let mut expect =
+        crate::zone::decode_rdata(RecordType::SOA, first.rdata).and_then(|d| match d {
+            RData::SOA(s) => Some(s.serial),
+            _ => None,
+        });
+    let n = offs.len();
+    let mut ix = Index {
+        base,
+        alive: vec![true; n],
+        offs,
+        added: Vec::new(),
+        map: HashMap::with_capacity(n),
+        hasher: Default::default(),
+        k1: Vec::with_capacity(256),
+        k2: Vec::with_capacity(256),
+    };
+    ix.alive[0] = false; // the old SOA; the final one is written first
+    for i in 1..n {
+        let Some(r) = super::copy::raw_at(base, ix.offs[i] as usize) else {
+            return Err("copy is damaged".into());
+        };
+        key_into(&mut ix.k1, r.owner, r.rtype, r.rdata);
+        match ix.find()? {
+            (_, Some(_)) => ix.alive[i] = false, // a duplicate
+            (h, None) => {
+                ix.map.insert(h, i as u32);
+            }
+        }
+    }
+    let len = resp.len();
+    if len < 2 {
         return Err("IXFR too short".into());
     }
-    let mut body = resp.into_iter().take(n - 1).skip(1).peekable();
-    let mut expect = base.first().and_then(serial_of);
+    let mut body = resp.into_iter().take(len - 1).skip(1).peekable();
     while let Some(old_soa) = body.next() {
         let old = serial_of(&old_soa).ok_or("IXFR sequence without its SOA")?;
         if expect.is_some_and(|e| e != old) {
@@ -570,10 +648,19 @@ pub fn apply_ixfr(base: &[Record], resp: Vec<Record>) -> Result<Vec<Record>, Str
             ));
         }
         while let Some(d) = body.next_if(|r| r.record_type() != RecordType::SOA) {
-            let k = rr_key(&d).ok_or("IXFR record cannot be encoded")?;
-            match index.remove(&k) {
-                Some(i) => slots[i] = None,
-                None => {
+            if !record_key(&d, &mut ix.k1) {
+                return Err("IXFR record cannot be encoded".into());
+            }
+            match ix.find()? {
+                (h, Some(v)) => {
+                    ix.map.remove(&h);
+                    if v >= ADDED {
+                        ix.added[(v - ADDED) as usize] = None;
+                    } else {
+                        ix.alive[v as usize] = false;
+                    }
+                }
+                (_, None) => {
                     return Err(format!(
                         "IXFR deletes {} {}, which we do not hold",
                         d.name,
@@ -593,22 +680,39 @@ pub fn apply_ixfr(base: &[Record], resp: Vec<Record>) -> Result<Vec<Record>, Str
             ));
         }
         while let Some(a) = body.next_if(|r| r.record_type() != RecordType::SOA) {
-            let k = rr_key(&a).ok_or("IXFR record cannot be encoded")?;
-            if let std::collections::hash_map::Entry::Vacant(e) = index.entry(k) {
-                e.insert(slots.len());
-                slots.push(Some(a));
+            if !record_key(&a, &mut ix.k1) {
+                return Err("IXFR record cannot be encoded".into());
+            }
+            if let (h, None) = ix.find()? {
+                let v = ADDED + u32::try_from(ix.added.len()).map_err(|_| "IXFR too large")?;
+                ix.map.insert(h, v);
+                ix.added.push(Some(a));
             }
         }
         expect = Some(new);
     }
-    if expect != serial_of(&final_soa) {
+    let serial = serial_of(&final_soa);
+    if expect != serial {
         return Err("IXFR does not end at the serial it announced".into());
     }
-    drop(index);
-    let mut zone = Vec::with_capacity(slots.len() + 1);
-    zone.push(final_soa);
-    zone.extend(slots.into_iter().flatten());
-    Ok(zone)
+    drop(ix.map);
+    let mut w = super::copy::Writer::new(zone)?;
+    w.push(&final_soa)?;
+    for (i, &o) in ix.offs.iter().enumerate() {
+        if ix.alive[i] {
+            let r = super::copy::raw_at(base, o as usize).ok_or("copy is damaged")?;
+            w.push_raw(r.bytes);
+        }
+    }
+    for a in ix.added.iter().flatten() {
+        w.push(a)?;
+    }
+    Ok(NewCopy {
+        records: w.count(),
+        copy: w.finish(),
+        soa: final_soa,
+        serial: serial.ok_or("IXFR without a serial")?,
+    })
 }
 
 #[cfg(test)]
@@ -627,6 +731,17 @@ mod tests {
 
     fn a(name: &str, ip: &str) -> Record {
         rec(name, RData::A(ip.parse().expect("ip")))
+    }
+
+    /// `apply_ixfr` on records: through the copy form and back.
+    fn apply(base: &[Record], resp: Vec<Record>) -> Result<Vec<Record>, String> {
+        let z = Name::from_ascii("z.").expect("n");
+        let bytes = crate::secondary::copy::encode(&z, base)?;
+        let c = apply_ixfr(&z, &bytes, resp)?;
+        let mut out = Vec::new();
+        crate::secondary::copy::decode(&c.copy, &mut |r| out.push(r))?;
+        assert_eq!(c.records, out.len() as u64);
+        Ok(out)
     }
 
     #[test]
@@ -656,7 +771,7 @@ mod tests {
             a("d.z.", "192.0.2.4"),
             soa(3),
         ];
-        let out = apply_ixfr(&base, resp).expect("applies");
+        let out = apply(&base, resp).expect("applies");
         let names: Vec<String> = out.iter().map(|r| r.name.to_ascii()).collect();
         assert_eq!(names, ["z.", "c.z.", "d.z."]);
         assert_eq!(serial_of(&out[0]), Some(3));
@@ -666,10 +781,10 @@ mod tests {
     fn ixfr_that_does_not_apply_is_an_error() {
         let base = vec![soa(1), a("a.z.", "192.0.2.1")];
         let gone = vec![soa(2), soa(1), a("x.z.", "192.0.2.9"), soa(2), soa(2)];
-        assert!(apply_ixfr(&base, gone).is_err());
+        assert!(apply(&base, gone).is_err());
         let wrong_start = vec![soa(3), soa(2), soa(3), soa(3)];
-        assert!(apply_ixfr(&base, wrong_start).is_err());
+        assert!(apply(&base, wrong_start).is_err());
         let backwards = vec![soa(0), soa(1), soa(0), soa(0)];
-        assert!(apply_ixfr(&base, backwards).is_err());
+        assert!(apply(&base, backwards).is_err());
     }
 }
