@@ -778,6 +778,41 @@ mod tests {
     }
 
     #[test]
+    fn ixfr_compares_names_in_rdata_without_case_and_keeps_duplicates_out() {
+        use hickory_proto::rr::rdata::{MX, NS};
+        let n = |s: &str| Name::from_ascii(s).expect("n");
+        let base = vec![
+            soa(1),
+            rec("z.", RData::NS(NS(n("NS1.Z.")))),
+            rec("z.", RData::MX(MX::new(10, n("Mail.z.")))),
+            a("a.z.", "192.0.2.1"),
+            a("a.z.", "192.0.2.1"),
+        ];
+        let resp = vec![
+            soa(2),
+            soa(1),
+            rec("Z.", RData::NS(NS(n("ns1.z.")))),
+            rec("z.", RData::MX(MX::new(10, n("MAIL.Z.")))),
+            soa(2),
+            a("a.z.", "192.0.2.1"), // already held: not added twice
+            soa(2),
+        ];
+        let out = apply(&base, resp).expect("applies");
+        let kinds: Vec<RecordType> = out.iter().map(Record::record_type).collect();
+        assert_eq!(kinds, [RecordType::SOA, RecordType::A]);
+        // MX preference 10 vs another preference is another record.
+        let base = vec![soa(1), rec("z.", RData::MX(MX::new(10, n("m.z."))))];
+        let resp = vec![
+            soa(2),
+            soa(1),
+            rec("z.", RData::MX(MX::new(11, n("m.z.")))),
+            soa(2),
+            soa(2),
+        ];
+        assert!(apply(&base, resp).is_err());
+    }
+
+    #[test]
     fn ixfr_that_does_not_apply_is_an_error() {
         let base = vec![soa(1), a("a.z.", "192.0.2.1")];
         let gone = vec![soa(2), soa(1), a("x.z.", "192.0.2.9"), soa(2), soa(2)];
