@@ -15,7 +15,7 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 # 16 codegen units: the dependency tree (tokio, axum, rustls, hickory) builds in about half the
 # time on two cores, for a few per cent fewer executions per second.
 flags=(-O -a -s none --codegen-units 16)
-targets=(packet zone config)
+targets=(packet zone config transfer copy)
 echo "fuzz: building ${targets[*]}"
 cargo fuzz build "${flags[@]}" >/dev/null 2>build.log || { cat build.log; exit 1; }
 

@@ -305,6 +305,11 @@ fn answer<'s>(
         return false;
     };
     outcome.zone = Some(&zone.stats);
+    if zone.expired {
+        // A secondary zone past its SOA expire (RFC 1035 §4.3.5): no longer authoritative.
+        resp.metadata.response_code = ResponseCode::ServFail;
+        return false;
+    }
     resp.metadata.authoritative = true;
 
     // The owner of answer records is spelled as the client spelled the question (0x20).

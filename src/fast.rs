@@ -302,6 +302,10 @@ pub fn answer_over(
     let Some(zone) = snap.zones.find_for(key, starts, q.qtype == TYPE_DS) else {
         return Fast::Fallback;
     };
+    if zone.expired {
+        // An expired secondary zone: the reference path answers SERVFAIL.
+        return Fast::Fallback;
+    }
     // Meta types (OPT, TKEY, TSIG, IXFR, AXFR, MAILB, MAILA, ANY) have rules of their own.
     if q.qtype == TYPE_OPT || q.qtype >= 249 {
         return Fast::Fallback;

@@ -1,16 +1,24 @@
-//! Zones from a primary (`[[secondary]]`, SPEC "Zones from a primary"): meridian as a secondary
-//! of an existing primary (BIND, Knot, PowerDNS, a hidden master).
+//! Zones from a primary (`[[secondary]]`, SPEC "Zones from a primary" and "Trust boundaries"):
+//! meridian as a secondary of an existing primary (BIND, Knot, PowerDNS, a hidden master).
 //!
-//! - A task per zone keeps it fresh: IXFR from the serial held (RFC 1995), AXFR when there is
-//!   none or IXFR is not offered (RFC 5936), over TCP, TSIG-signed when a key is set
-//!   (RFC 8945, [`tsig`]); SOA refresh/retry/expire drive the timers (RFC 1035 §4.3.5) and a
-//!   NOTIFY (RFC 1996) from a listed primary wakes the task at once.
-//! - Each good transfer is written atomically to `state_dir/secondary/<zone>.zone` as a master
-//!   file, and the server reloads: the copy is loaded like any zone file, so balanced names in
-//!   it work as in file zones, and a restart serves the copy before the first transfer.
-//! - A failed, malformed or wrongly signed transfer changes nothing: the last good copy serves
-//!   until it expires (SOA expire with no successful refresh), then the zone is withdrawn.
+//! - A task per zone keeps it fresh: it asks the primary's SOA, and only when that serial is
+//!   newer (RFC 1982) transfers: IXFR from the serial held (RFC 1995), AXFR when there is none,
+//!   when IXFR is refused or when the IXFR does not apply (RFC 5936), over TCP, TSIG-signed
+//!   when a key is set (RFC 8945, [`tsig`]). SOA refresh/retry drive the timers (RFC 1035
+//!   §4.3.5); a NOTIFY (RFC 1996) from a listed primary wakes the task at once, and NOTIFYs
+//!   during a refresh coalesce into at most one more.
+//! - The transfer, its application and the writing and checking of the copy run on a blocking
+//!   thread, never on the threads that answer queries or the admin API.
+//! - Each good transfer is written atomically to `state_dir/secondary/<zone>.copy` in a binary
+//!   form of the records as received ([`copy`]: data, never directives), the time of the last
+//!   successful refresh beside it, and the server reloads: balanced names in the zone work as
+//!   in file zones, and a restart serves the copy before the first transfer.
+//! - A failed, malformed, oversized or wrongly signed transfer changes nothing: the last good
+//!   copy serves until SOA expire passes with no successful refresh; then the zone answers
+//!   SERVFAIL (a timer while running, the refresh time on disk at start) until a transfer
+//!   succeeds.
 
+pub mod copy;
 pub mod tsig;
 pub mod xfr;
 
@@ -20,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -34,6 +42,25 @@ pub struct SecondaryConfig {
     pub zone: Spanned<String>,
     pub primaries: Spanned<Vec<Spanned<String>>>,
     pub tsig: Option<Spanned<TsigConfig>>,
+    /// Records a transfer may carry (default 1,000,000); over it the transfer is rejected.
+    pub max_records: Option<Spanned<i64>>,
+    /// Bytes a transfer may carry on the wire (default 268435456); over it it is rejected.
+    pub max_bytes: Option<Spanned<i64>>,
+}
+
+impl SecondaryConfig {
+    fn limits(&self) -> xfr::Limits {
+        let get = |v: &Option<Spanned<i64>>, d: u64| {
+            v.as_ref()
+                .and_then(|v| u64::try_from(*v.get_ref()).ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(d)
+        };
+        xfr::Limits {
+            max_records: get(&self.max_records, xfr::DEFAULT_MAX_RECORDS),
+            max_bytes: get(&self.max_bytes, xfr::DEFAULT_MAX_BYTES),
+        }
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -108,6 +135,13 @@ pub fn check(
                 ));
             }
         }
+        for (what, v) in [("max_records", &s.max_records), ("max_bytes", &s.max_bytes)] {
+            if let Some(v) = v {
+                if *v.get_ref() < 1 {
+                    out.push(at(v.span(), format!("{key}.{what}: must be at least 1")));
+                }
+            }
+        }
         if let Some(t) = &s.tsig {
             let c = t.get_ref();
             if let Err(e) = tsig::Key::new(&c.name, &c.algorithm, &c.secret) {
@@ -117,16 +151,10 @@ pub fn check(
     }
 }
 
-/// Where the copy of `zone` is kept.
-pub fn copy_path(state_dir: &Path, zone: &Name) -> PathBuf {
-    let n = zone.to_ascii();
-    let n = n.trim_end_matches('.');
-    state_dir.join("secondary").join(format!("{n}.zone"))
-}
-
 /// Adds the on-disk copies of the secondary zones to the zones loaded from the zones folder.
 /// A zone with no copy yet (or an unreadable one) is listed as unbuilt, so that the services
-/// inside it are not rejected before the first transfer; an expired copy is not served.
+/// inside it are not rejected before the first transfer; a copy past its SOA expire with no
+/// successful refresh is served as SERVFAIL ([`crate::zone::Zone::expired`]).
 pub fn add_copies(config: &LoadedConfig, zones: &mut crate::zone::DirLoad) {
     let state = config.state_dir();
     for s in &config.config.secondary {
@@ -138,23 +166,20 @@ pub fn add_copies(config: &LoadedConfig, zones: &mut crate::zone::DirLoad) {
             // A file zone of the same name wins; `check` says so.
             continue;
         }
-        let path = copy_path(&state, &origin);
-        let zone = match crate::zone::load_file(&path) {
+        let path = copy::path(&state, &origin);
+        let mut zone = match copy::load(&path, &origin) {
             Ok(z) => z,
-            Err(problems) => {
+            Err(e) => {
                 if path.exists() {
-                    for p in problems.iter().take(3) {
-                        tracing::warn!(zone = %origin, "copy not loaded: {p}");
-                    }
+                    tracing::warn!(zone = %origin, "copy not loaded: {e}");
                 }
                 zones.unbuilt.push(origin);
                 continue;
             }
         };
-        if expired(&zone, &path) {
-            tracing::warn!(zone = %origin, "copy has expired (SOA expire passed without a refresh): not served");
-            zones.unbuilt.push(origin);
-            continue;
+        if expired(&zone, &state, &origin) {
+            tracing::warn!(zone = %origin, "copy has expired (SOA expire passed without a successful refresh): SERVFAIL until a transfer succeeds");
+            zone.expired = true;
         }
         zones.zones.zones.insert(key, Arc::new(zone));
     }
@@ -167,17 +192,26 @@ fn soa_timers(r: &Record) -> Option<(u32, u32, u32, u32)> {
     }
 }
 
-/// The copy's last successful refresh is its file's modification time (touched on each
-/// up-to-date check too), so the expire clock survives restarts.
-fn expired(zone: &crate::zone::Zone, path: &Path) -> bool {
+/// When the copy of `origin` last refreshed successfully (Unix seconds): the time kept beside
+/// the copy, else the copy's own modification time (it was written by a transfer).
+fn last_refresh(state: &Path, origin: &Name) -> Option<u64> {
+    copy::last_refresh(state, origin).or_else(|| {
+        std::fs::metadata(copy::path(state, origin))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+    })
+}
+
+fn expired(zone: &crate::zone::Zone, state: &Path, origin: &Name) -> bool {
     let Some((_, _, _, expire)) = soa_timers(&zone.soa) else {
         return false;
     };
-    let age = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| SystemTime::now().duration_since(t).ok());
-    age.is_some_and(|a| a > Duration::from_secs(expire as u64))
+    let Some(at) = last_refresh(state, origin) else {
+        return true;
+    };
+    xfr::unix_now().saturating_sub(at) > u64::from(expire)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -335,6 +369,7 @@ struct Settings {
     primaries: Vec<SocketAddr>,
     key: Option<tsig::Key>,
     state_dir: PathBuf,
+    limits: xfr::Limits,
 }
 
 fn settings(reloader: &Reloader, zone: &Name) -> Option<Settings> {
@@ -358,71 +393,115 @@ fn settings(reloader: &Reloader, zone: &Name) -> Option<Settings> {
             tsig::Key::new(&t.name, &t.algorithm, &t.secret).ok()
         }),
         state_dir: snap.config.state_dir(),
+        limits: s.limits(),
     })
 }
 
-/// The records the server holds for `zone`, SOA first; `None` when it serves no copy.
-fn served_records(reloader: &Reloader, zone: &Name) -> Option<Vec<Record>> {
+/// The SOA of the copy served.
+fn served_soa(reloader: &Reloader, zone: &Name) -> Option<Record> {
     let snap = reloader.shared().load();
-    let z = snap.zones.zones.get(&crate::zone::wire_key(zone))?;
-    let mut out = vec![z.soa.clone()];
-    for (key, node) in &z.nodes {
-        let Some(owner) = crate::zone::key_name(key) else {
-            continue;
-        };
-        for set in node.rrsets.iter().filter(|s| s.rtype != RecordType::SOA) {
-            out.extend(set.records(&owner));
-        }
-    }
-    Some(out)
+    Some(
+        snap.zones
+            .zones
+            .get(&crate::zone::wire_key(zone))?
+            .soa
+            .clone(),
+    )
+}
+
+/// The SOA timers of the copy served (serial, refresh, retry, expire).
+fn served_timers(reloader: &Reloader, zone: &Name) -> Option<(u32, u32, u32, u32)> {
+    let snap = reloader.shared().load();
+    soa_timers(&snap.zones.zones.get(&crate::zone::wire_key(zone))?.soa)
 }
 
 /// Retry period when nothing is known yet (no SOA to read it from).
 const DEFAULT_RETRY: Duration = Duration::from_secs(60);
 
+/// What one refresh did, as the blocking thread reports it.
+enum Outcome {
+    UpToDate,
+    NotNewer {
+        theirs: u32,
+        ours: u32,
+    },
+    Saved {
+        serial: u32,
+        kind: &'static str,
+        records: u64,
+        timers: Option<(u32, u32, u32, u32)>,
+    },
+}
+
 async fn run_zone(reloader: Arc<Reloader>, zone: Name) {
     let wake = with(|s| s.wake.entry(zone.clone()).or_default().clone());
     update(&zone, |_| {});
-    let mut next = Duration::ZERO; // transfer at start: the copy may be old
+    let mut next = Duration::ZERO; // refresh at start: the copy may be old
     loop {
+        // The expire deadline of the copy served: when it passes with no successful refresh,
+        // a reload marks the zone expired (SERVFAIL) at once, not at the next reload.
+        let expire_in = settings(&reloader, &zone).and_then(|set| {
+            let (_, _, _, expire) = served_timers(&reloader, &zone)?;
+            let at = last_refresh(&set.state_dir, &zone)? + u64::from(expire);
+            let already = reloader
+                .shared()
+                .load()
+                .zones
+                .zones
+                .get(&crate::zone::wire_key(&zone))
+                .is_some_and(|z| z.expired);
+            (!already).then(|| Duration::from_secs(at.saturating_sub(xfr::unix_now()) + 1))
+        });
+        let mut expired_now = false;
         tokio::select! {
             _ = tokio::time::sleep(next) => {}
             _ = wake.notified() => {}
+            _ = tokio::time::sleep(expire_in.unwrap_or(Duration::MAX)), if expire_in.is_some() => {
+                expired_now = true;
+            }
+        }
+        if expired_now {
+            tracing::warn!(zone = %zone, "SOA expire passed without a successful refresh: SERVFAIL until a transfer succeeds");
+            if let Err(e) = reloader.reload().await {
+                tracing::warn!(zone = %zone, "reload to withdraw the expired zone failed: {}", e.message());
+            }
+            continue;
         }
         let Some(set) = settings(&reloader, &zone) else {
             return; // removed from the config by a reload
         };
-        let current = served_records(&reloader, &zone);
-        let timers = current
-            .as_ref()
-            .and_then(|c| c.first())
-            .and_then(soa_timers);
-        let mut outcome = Err("no primary".to_string());
-        for p in &set.primaries {
-            outcome = xfr::refresh(*p, &zone, current.as_deref(), set.key.as_ref())
-                .await
-                .map_err(|e| format!("{p}: {e}"));
-            if outcome.is_ok() {
-                break;
-            }
-        }
-        let path = copy_path(&set.state_dir, &zone);
+        let timers = served_timers(&reloader, &zone);
+        let (r, z) = (reloader.clone(), zone.clone());
+        // Receiving, applying, encoding and checking all run off the async workers.
+        let outcome = tokio::task::spawn_blocking(move || refresh_blocking(&r, &z, &set))
+            .await
+            .unwrap_or_else(|e| Err(format!("refresh task failed: {e}")));
         next = match outcome {
-            Ok(xfr::Fetched::UpToDate) => {
-                touch(&path);
+            Ok(Outcome::UpToDate) => {
+                refreshed(&reloader, &zone);
                 update(&zone, |s| {
                     s.last_refresh = Some(unix(SystemTime::now()));
                     s.serial = timers.map(|t| t.0);
                 });
                 timers.map_or(DEFAULT_RETRY, |t| secs(t.1))
             }
-            Ok(xfr::Fetched::Zone {
-                records,
+            Ok(Outcome::NotNewer { theirs, ours }) => {
+                // Not a successful refresh: a primary that went back must not keep an old
+                // copy alive past its expire (BIND and Knot do the same).
+                fail(
+                    &zone,
+                    format!("primary offers serial {theirs}, not newer than our {ours} (RFC 1982): not applied"),
+                    timers,
+                )
+            }
+            Ok(Outcome::Saved {
                 serial,
                 kind,
-            }) => match save_and_serve(&reloader, &zone, &path, &records).await {
-                Ok(()) => {
-                    tracing::info!(zone = %zone, serial, kind, records = records.len(), "zone transferred");
+                records,
+                timers: new_timers,
+            }) => match reloader.reload().await {
+                Ok(_) => {
+                    tracing::info!(zone = %zone, serial, kind, records, "zone transferred");
                     update(&zone, |s| {
                         let now = Some(unix(SystemTime::now()));
                         s.serial = Some(serial);
@@ -432,15 +511,80 @@ async fn run_zone(reloader: Arc<Reloader>, zone: Name) {
                         s.transfers += 1;
                         s.last_error = None;
                     });
-                    records
-                        .first()
-                        .and_then(soa_timers)
-                        .map_or(DEFAULT_RETRY, |t| secs(t.1))
+                    new_timers.map_or(DEFAULT_RETRY, |t| secs(t.1))
                 }
-                Err(e) => fail(&zone, e, timers),
+                Err(e) => fail(
+                    &zone,
+                    format!("reload after the transfer: {}", e.message()),
+                    timers,
+                ),
             },
             Err(e) => fail(&zone, e, timers),
         };
+    }
+}
+
+/// Records a successful refresh on disk; reloads when the copy had been marked expired, so it
+/// serves again.
+fn refreshed(reloader: &Arc<Reloader>, zone: &Name) {
+    let Some(set) = settings(reloader, zone) else {
+        return;
+    };
+    if let Err(e) = copy::set_last_refresh(&set.state_dir, zone, xfr::unix_now()) {
+        tracing::warn!(zone = %zone, "cannot record the refresh time: {e}");
+    }
+    let was_expired = reloader
+        .shared()
+        .load()
+        .zones
+        .zones
+        .get(&crate::zone::wire_key(zone))
+        .is_some_and(|z| z.expired);
+    if was_expired {
+        let r = reloader.clone();
+        tokio::spawn(async move {
+            let _ = r.reload().await;
+        });
+    }
+}
+
+/// One refresh, on a blocking thread: asks each primary in turn; a new copy is applied,
+/// written and checked here, so that only the reload is left to the caller.
+fn refresh_blocking(reloader: &Reloader, zone: &Name, set: &Settings) -> Result<Outcome, String> {
+    let current = served_soa(reloader, zone);
+    // The IXFR base is the copy on disk, which is what is served (a copy is loaded only after
+    // it is written); read only when an IXFR must be applied.
+    let path = copy::path(&set.state_dir, zone);
+    let mut base = || std::fs::read(&path).ok();
+    let mut outcome = Err("no primary".to_string());
+    for p in &set.primaries {
+        outcome = xfr::refresh(
+            *p,
+            zone,
+            current.as_ref(),
+            &mut base,
+            set.key.as_ref(),
+            set.limits,
+        )
+        .map_err(|e| format!("{p}: {e}"));
+        if outcome.is_ok() {
+            break;
+        }
+    }
+    match outcome? {
+        xfr::Fetched::UpToDate => Ok(Outcome::UpToDate),
+        xfr::Fetched::NotNewer { theirs, ours } => Ok(Outcome::NotNewer { theirs, ours }),
+        xfr::Fetched::Zone(c, kind) => {
+            let timers = soa_timers(&c.soa);
+            let (serial, records) = (c.serial, c.records);
+            save(zone, set, c.copy)?;
+            Ok(Outcome::Saved {
+                serial,
+                kind,
+                records,
+                timers,
+            })
+        }
     }
 }
 
@@ -450,7 +594,7 @@ fn secs(s: u32) -> Duration {
 }
 
 fn fail(zone: &Name, e: String, timers: Option<(u32, u32, u32, u32)>) -> Duration {
-    tracing::warn!(zone = %zone, "transfer failed, the last good copy keeps serving: {e}");
+    tracing::warn!(zone = %zone, "refresh failed, the last good copy keeps serving: {e}");
     update(zone, |s| {
         s.failures += 1;
         s.last_error = Some(e);
@@ -458,83 +602,19 @@ fn fail(zone: &Name, e: String, timers: Option<(u32, u32, u32, u32)>) -> Duratio
     timers.map_or(DEFAULT_RETRY, |t| secs(t.2))
 }
 
-fn touch(path: &Path) {
-    if let Ok(f) = std::fs::File::options().append(true).open(path) {
-        let _ = f.set_modified(SystemTime::now());
-    }
-}
-
-/// Writes the copy atomically (temp file + rename), then reloads so it serves. A copy that
-/// the zone checks reject is removed again and the old one restored: a malformed transfer
-/// never replaces a good copy.
-async fn save_and_serve(
-    reloader: &Reloader,
-    zone: &Name,
-    path: &Path,
-    records: &[Record],
-) -> Result<(), String> {
-    let text = master_file(zone, records);
+/// Writes the copy: checked as a zone on its own (a copy the zone checks reject never replaces
+/// a good one), then renamed over the old one, and the refresh time recorded.
+fn save(zone: &Name, set: &Settings, bytes: Vec<u8>) -> Result<(), String> {
+    let path = copy::path(&set.state_dir, zone);
     let dir = path.parent().ok_or("no state folder")?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    // Checked on its own before it replaces anything: written beside the copy under the same
-    // file name (the loader takes the origin from it), then renamed over it.
     let incoming = dir.join(".incoming");
-    std::fs::create_dir_all(&incoming)
-        .map_err(|e| format!("create {}: {e}", incoming.display()))?;
-    let tmp_zone = incoming.join(path.file_name().ok_or("no file name")?);
-    std::fs::write(&tmp_zone, &text).map_err(|e| format!("write {}: {e}", tmp_zone.display()))?;
-    if let Err(problems) = crate::zone::load_file(&tmp_zone) {
-        let _ = std::fs::remove_file(&tmp_zone);
-        let first = problems.first().map(|p| p.to_string()).unwrap_or_default();
-        return Err(format!("transferred zone fails the zone checks: {first}"));
+    let tmp = incoming.join(path.file_name().ok_or("no file name")?);
+    copy::write_atomic(&tmp, &bytes)?;
+    drop(bytes);
+    if let Err(e) = copy::load(&tmp, zone) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("transferred zone: {e}"));
     }
-    std::fs::rename(&tmp_zone, path).map_err(|e| format!("rename to {}: {e}", path.display()))?;
-    reloader
-        .reload()
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("reload after the transfer: {}", e.message()))
-}
-
-/// The records as an RFC 1035 master file, read back by the zone loader.
-fn master_file(zone: &Name, records: &[Record]) -> String {
-    let mut out = format!(
-        "; {zone} transferred by meridian from its primary; rewritten at each transfer\n$ORIGIN {zone}\n"
-    );
-    for r in records {
-        let data = match &r.data {
-            RData::TXT(t) => t
-                .txt_data
-                .iter()
-                .map(|s| quote(s))
-                .collect::<Vec<_>>()
-                .join(" "),
-            d => d.to_string(),
-        };
-        out.push_str(&format!(
-            "{} {} {} {} {}\n",
-            r.name,
-            r.ttl,
-            r.dns_class,
-            r.record_type(),
-            data
-        ));
-    }
-    out
-}
-
-fn quote(s: &[u8]) -> String {
-    let mut o = String::from("\"");
-    for &b in s {
-        match b {
-            b'"' | b'\\' => {
-                o.push('\\');
-                o.push(b as char);
-            }
-            0x20..=0x7e => o.push(b as char),
-            _ => o.push_str(&format!("\\{b:03}")),
-        }
-    }
-    o.push('"');
-    o
+    std::fs::rename(&tmp, &path).map_err(|e| format!("rename to {}: {e}", path.display()))?;
+    copy::set_last_refresh(&set.state_dir, zone, xfr::unix_now())
 }

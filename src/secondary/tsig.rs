@@ -111,6 +111,39 @@ impl Key {
         mac
     }
 
+    /// Signs one message of a response as a primary does (RFC 8945 §5.3.1), for the fake
+    /// primaries of tests and fuzzing: `prior_mac` is the request's MAC for the first message,
+    /// else the previous signed message's; `unsigned` are the messages sent unsigned since
+    /// then. Returns the MAC, the next message's `prior_mac`.
+    pub fn sign_response(
+        &self,
+        msg: &mut Vec<u8>,
+        prior_mac: &[u8],
+        unsigned: &[&[u8]],
+        first: bool,
+        now: u64,
+    ) -> Vec<u8> {
+        let id = [msg[0], msg[1]];
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(&(prior_mac.len() as u16).to_be_bytes());
+        ctx.update(prior_mac);
+        for u in unsigned {
+            ctx.update(u);
+        }
+        ctx.update(msg);
+        if first {
+            self.update_variables(&mut ctx, now, FUDGE);
+        } else {
+            ctx.update(&now.to_be_bytes()[2..]);
+            ctx.update(&FUDGE.to_be_bytes());
+        }
+        let mac = ctx.sign().as_ref().to_vec();
+        self.append_record(msg, now, &mac, id);
+        let ar = u16::from_be_bytes([msg[10], msg[11]]).wrapping_add(1);
+        msg[10..12].copy_from_slice(&ar.to_be_bytes());
+        mac
+    }
+
     fn update_variables(&self, ctx: &mut hmac::Context, now: u64, fudge: u16) {
         ctx.update(&self.name);
         ctx.update(&CLASS_ANY.to_be_bytes());
@@ -141,7 +174,10 @@ impl Key {
 }
 
 /// Verifies the messages of one response in order (RFC 8945 §5.3.1): the first must be signed;
-/// later ones may go unsigned (up to 99 in a row), their bytes then count toward the next MAC.
+/// later ones may go unsigned (up to 99 in a row), their bytes then count toward the next MAC;
+/// the last must be signed, which [`Verifier::finish`] checks once the stream is complete.
+/// Records of an unsigned message are provisional until a later signed message covers them:
+/// the caller applies nothing before `finish` says yes.
 #[derive(Debug)]
 pub struct Verifier {
     key: Key,
@@ -159,6 +195,22 @@ impl Verifier {
             first: true,
             pending: Vec::new(),
         }
+    }
+
+    /// The response is complete: `Err` unless its last message was signed (and verified), so
+    /// that records in an unsigned tail are never applied.
+    pub fn finish(&self) -> Result<(), String> {
+        if self.first {
+            return Err("response is not signed (TSIG missing)".into());
+        }
+        if !self.pending.is_empty() {
+            return Err(format!(
+                "the last {} message(s) of the response are unsigned; RFC 8945 §5.3.1 requires \
+                 the last one signed",
+                self.pending.len()
+            ));
+        }
+        Ok(())
     }
 
     /// Checks one message and returns it without its TSIG record (ID restored to the
@@ -229,6 +281,12 @@ impl Verifier {
         self.prior_mac = tsig.mac;
         Ok(stripped)
     }
+}
+
+/// The MAC of the TSIG record that ends `msg`, if it has one: what a primary chains its
+/// response to (for the fake primaries of tests and fuzzing).
+pub fn request_mac(msg: &[u8]) -> Option<Vec<u8>> {
+    find_tsig(msg).map(|(_, t)| t.mac)
 }
 
 struct Tsig {
@@ -361,6 +419,74 @@ mod tests {
         let mut v = Verifier::new(key, mac);
         assert!(v.check(&msg[..12], 1000).is_err(), "unsigned first message");
         assert!(find_tsig(&msg[..msg.len() - 3]).is_none());
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    fn key() -> Key {
+        Key::new("k.", "hmac-sha256", "c2VjcmV0c2VjcmV0c2VjcmV0").expect("key")
+    }
+
+    fn msg(n: u8) -> Vec<u8> {
+        vec![0x12, n, 0x84, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    }
+
+    /// The request MAC and a verifier primed with it.
+    fn start() -> (Vec<u8>, Verifier) {
+        let mut q = vec![0x12, 0x34, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mac = key().sign(&mut q, 1000);
+        (mac.clone(), Verifier::new(key(), mac))
+    }
+
+    #[test]
+    fn signed_unsigned_signed_verifies() {
+        let (mac, mut v) = start();
+        let mut m1 = msg(1);
+        let mac1 = key().sign_response(&mut m1, &mac, &[], true, 1000);
+        let m2 = msg(2);
+        let mut m3 = msg(3);
+        key().sign_response(&mut m3, &mac1, &[&m2], false, 1000);
+        v.check(&m1, 1000).expect("first");
+        v.check(&m2, 1000).expect("unsigned middle");
+        v.check(&m3, 1000).expect("signed last");
+        v.finish().expect("complete");
+    }
+
+    #[test]
+    fn an_unsigned_tail_is_refused() {
+        let (mac, mut v) = start();
+        let mut m1 = msg(1);
+        key().sign_response(&mut m1, &mac, &[], true, 1000);
+        v.check(&m1, 1000).expect("first");
+        v.check(&msg(2), 1000).expect("provisional");
+        assert!(v.finish().is_err(), "the last message is unsigned");
+    }
+
+    #[test]
+    fn a_forged_middle_message_breaks_the_next_mac() {
+        let (mac, mut v) = start();
+        let mut m1 = msg(1);
+        let mac1 = key().sign_response(&mut m1, &mac, &[], true, 1000);
+        let mut m3 = msg(3);
+        key().sign_response(&mut m3, &mac1, &[&msg(2)], false, 1000);
+        v.check(&m1, 1000).expect("first");
+        v.check(&msg(9), 1000).expect("provisional");
+        assert!(v.check(&m3, 1000).is_err(), "covers other bytes");
+    }
+
+    #[test]
+    fn at_most_99_unsigned_in_a_row() {
+        let (mac, mut v) = start();
+        let mut m1 = msg(1);
+        key().sign_response(&mut m1, &mac, &[], true, 1000);
+        v.check(&m1, 1000).expect("first");
+        for _ in 0..99 {
+            v.check(&msg(2), 1000).expect("up to 99");
+        }
+        assert!(v.check(&msg(2), 1000).is_err(), "the 100th");
     }
 }
 

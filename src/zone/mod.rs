@@ -215,6 +215,10 @@ pub struct Zone {
     /// per RFC 2308.
     pub soa_parts: SoaParts,
     pub negative_ttl: u32,
+    /// A secondary zone past its SOA expire with no successful refresh: every name in it
+    /// answers SERVFAIL until a transfer succeeds (SPEC "Trust boundaries"). Always false for
+    /// zone files.
+    pub expired: bool,
 }
 
 /// An SOA's rdata in pieces: MNAME and RNAME in uncompressed wire form, and the five numbers.
@@ -630,6 +634,7 @@ impl Builder {
                 _ => soa.ttl,
             },
             soa,
+            expired: false,
         };
         (Some(zone), self.problems)
     }

@@ -45,6 +45,54 @@ struct Entry {
 
 const MAX_INCLUDE_DEPTH: usize = 8;
 
+/// Reads an `$INCLUDE`d file: a regular file only (following symlinks), never a device such
+/// as `/dev/zero` (endless), a FIFO (blocks forever), a directory or a socket. The file is
+/// opened without blocking and its type checked on the open handle, so a file swapped for a
+/// FIFO between a check and the open cannot hang the loader. Errors name the file and the
+/// reason, never its content.
+fn read_include(p: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let kind = |m: &std::fs::Metadata| {
+        use std::os::unix::fs::FileTypeExt;
+        let t = m.file_type();
+        if t.is_dir() {
+            "a directory"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        }
+    };
+    let meta = std::fs::metadata(p).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(format!(
+            "it is {}; only regular files are included",
+            kind(&meta)
+        ));
+    }
+    let mut f = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(p)
+        .map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(format!(
+            "it is {}; only regular files are included",
+            kind(&meta)
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0).min(1 << 30));
+    f.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    // Not `from_utf8`'s error: it says nothing of the content either, but be plain.
+    String::from_utf8(bytes).map_err(|_| "not a text file (not UTF-8)".to_string())
+}
+
 /// Splits master-file text into entries. Escapes are kept in the token text (names and
 /// character-strings decode them later); quotes are removed and remembered.
 ///
@@ -587,7 +635,7 @@ fn parse_entry(cx: &mut Ctx<'_>, e: &Entry, apex: &mut Option<Name>) -> Result<(
                 } else {
                     cx.file.parent().unwrap_or(Path::new(".")).join(p)
                 };
-                let text = std::fs::read_to_string(&p)
+                let text = read_include(&p)
                     .map_err(|err| at(arg, format!("$INCLUDE `{}`: {err}", p.display())))?;
                 let saved_origin = cx.origin.clone();
                 if let Some(o) = e.tokens.get(2) {
@@ -1020,6 +1068,51 @@ mod tests {
             text,
             Name::from_ascii("example.com.").unwrap(),
         )
+    }
+
+    #[test]
+    fn include_reads_regular_files_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = "$TTL 300\n@ SOA ns1 h 1 2 3 4 5\n@ NS ns1\n";
+        let good = dir.path().join("good.inc");
+        std::fs::write(&good, "ns1 A 192.0.2.1\n").expect("write");
+        let link = dir.path().join("link.inc");
+        std::os::unix::fs::symlink(&good, &link).expect("symlink");
+        let fifo = dir.path().join("fifo.inc");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        let zone = dir.path().join("example.com.zone");
+        let read = |inc: &Path| {
+            let text = format!("{base}$INCLUDE {}\n", inc.display());
+            read_zone_file(&zone, &text, Name::from_ascii("example.com.").expect("n"))
+        };
+        for ok in [&good, &link] {
+            let z = read(ok);
+            assert!(z.problems.is_empty(), "{ok:?}: {:?}", z.problems);
+            assert_eq!(z.records.len(), 3);
+        }
+        let secret = dir.path().join("secret.inc");
+        std::fs::write(&secret, "root:x:0:0:TOPSECRET\n").expect("write");
+        for (bad, why) in [
+            // /dev/null first: code that reads any file fails here, before /dev/zero and the
+            // FIFO could grow without bound or block.
+            (Path::new("/dev/null"), "a device"),
+            (dir.path(), "a directory"),
+            (Path::new("/dev/zero"), "a device"),
+            (fifo.as_path(), "a FIFO"),
+        ] {
+            let z = read(bad);
+            assert_eq!(z.problems.len(), 1, "{bad:?}: {:?}", z.problems);
+            let m = z.problems[0].to_string();
+            assert!(
+                m.contains(why) && m.contains("regular files"),
+                "{bad:?}: {m}"
+            );
+        }
+        // A file that is not a zone: its problems are listed, but reading it is the operator's
+        // own choice; the copy of a secondary zone never includes anything (secondary::copy).
+        assert!(!read(&secret).problems.is_empty());
     }
 
     #[test]

@@ -1,0 +1,386 @@
+//! The copy of a secondary zone kept in `state_dir/secondary/`: a versioned binary file of the
+//! records exactly as received, and beside it the time of the last successful refresh.
+//!
+//! Why binary and not a master file: a copy is data, never directives. Presentation format
+//! needs an escaping rule per rdata field to read back what was written (HINFO, NAPTR and CAA
+//! strings with spaces, quotes, backslashes, empty strings, non-printable bytes, names with
+//! any byte), and any slip turns a primary's data into `$INCLUDE` lines or breaks the copy.
+//! Here each record is its owner name and rdata in uncompressed wire form, so there is nothing
+//! to escape and nothing the loader could follow; reading is a bounds-checked decode. It is
+//! also smaller and faster to read than text (docs/secondary.md has the figures), and
+//! `meridian copy-dump`-style inspection is one `dig`-like decode away.
+//!
+//! Layout (all integers big endian):
+//!   magic `MERIDIAN-COPY\n` (14 bytes), version u8 = 1, zone name (wire), record count u64,
+//!   then per record: owner (wire), type u16, class u16, ttl u32, rdlength u16, rdata.
+//!
+//! The refresh time is a separate small file (`<zone>.refreshed`, Unix seconds as text),
+//! rewritten at every successful refresh without rewriting the copy.
+
+use std::path::{Path, PathBuf};
+
+use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use hickory_proto::serialize::binary::{
+    BinDecodable, BinDecoder, BinEncodable, BinEncoder, NameEncoding,
+};
+
+use crate::zone::parse::ParsedRecord;
+use crate::zone::{Builder, Zone};
+
+const MAGIC: &[u8; 14] = b"MERIDIAN-COPY\n";
+const VERSION: u8 = 1;
+
+/// Where the copy of `zone` is kept.
+pub fn path(state_dir: &Path, zone: &Name) -> PathBuf {
+    state_dir
+        .join("secondary")
+        .join(format!("{}.copy", file_stem(zone)))
+}
+
+/// Where the time of the last successful refresh of `zone` is kept.
+pub fn refreshed_path(state_dir: &Path, zone: &Name) -> PathBuf {
+    state_dir
+        .join("secondary")
+        .join(format!("{}.refreshed", file_stem(zone)))
+}
+
+fn file_stem(zone: &Name) -> String {
+    // Zone names from the config are host names; anything else is written as hex so that a
+    // name can never step out of the folder.
+    let n = zone.to_lowercase().to_ascii();
+    let n = n.trim_end_matches('.');
+    if !n.is_empty()
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        && !n.starts_with('.')
+    {
+        n.to_string()
+    } else {
+        n.bytes().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+fn name_wire(name: &Name, out: &mut Vec<u8>) -> Result<(), String> {
+    // An encoder writes from offset 0 of its buffer: a name is encoded on its own.
+    let mut buf = Vec::with_capacity(64);
+    let mut enc = BinEncoder::new(&mut buf);
+    enc.set_name_encoding(NameEncoding::Uncompressed);
+    name.emit(&mut enc)
+        .map_err(|e| format!("name {name}: {e}"))?;
+    out.extend_from_slice(&buf);
+    Ok(())
+}
+
+/// The copy's bytes for `records` (SOA first) of `zone`.
+pub fn encode(zone: &Name, records: &[Record]) -> Result<Vec<u8>, String> {
+    let mut w = Writer::new(zone)?;
+    for r in records {
+        w.push(r)?;
+    }
+    Ok(w.finish())
+}
+
+/// Writes a copy one record at a time, so that a transfer is encoded as it arrives and never
+/// held as parsed records (a hickory `Record` takes several times its encoded size).
+pub struct Writer {
+    buf: Vec<u8>,
+    count_at: usize,
+    count: u64,
+}
+
+impl Writer {
+    pub fn new(zone: &Name) -> Result<Writer, String> {
+        let mut buf = Vec::with_capacity(4096);
+        buf.extend_from_slice(MAGIC);
+        buf.push(VERSION);
+        name_wire(zone, &mut buf)?;
+        let count_at = buf.len();
+        buf.extend_from_slice(&0u64.to_be_bytes());
+        Ok(Writer {
+            buf,
+            count_at,
+            count: 0,
+        })
+    }
+
+    pub fn push(&mut self, r: &Record) -> Result<(), String> {
+        let out = &mut self.buf;
+        name_wire(&r.name, out)?;
+        out.extend_from_slice(&u16::from(r.record_type()).to_be_bytes());
+        out.extend_from_slice(&u16::from(r.dns_class).to_be_bytes());
+        out.extend_from_slice(&r.ttl.to_be_bytes());
+        let data = crate::zone::rdata_wire(&r.data)
+            .ok_or_else(|| format!("{} {}: rdata cannot be encoded", r.name, r.record_type()))?;
+        let len = u16::try_from(data.len()).map_err(|_| "rdata longer than 65535 bytes")?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&data);
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Appends one record already in the copy's record form (a [`Raw::bytes`] of another
+    /// copy), as it is.
+    pub fn push_raw(&mut self, raw: &[u8]) {
+        self.buf.extend_from_slice(raw);
+        self.count += 1;
+    }
+
+    /// Records written so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        let at = self.count_at;
+        self.buf[at..at + 8].copy_from_slice(&self.count.to_be_bytes());
+        self.buf.shrink_to_fit();
+        self.buf
+    }
+}
+
+/// Reads a copy back: its zone name and each record in order, handed to `sink`. `Err` on
+/// anything but a whole, well-formed copy of this version.
+pub fn decode(bytes: &[u8], sink: &mut dyn FnMut(Record)) -> Result<Name, String> {
+    let rest = bytes
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or("not a meridian copy (no header)")?;
+    let (&version, rest) = rest.split_first().ok_or("copy truncated")?;
+    if version != VERSION {
+        return Err(format!(
+            "copy format version {version}, this meridian reads {VERSION}"
+        ));
+    }
+    let mut d = BinDecoder::new(rest);
+    let bad = |what: &str| format!("copy is damaged ({what})");
+    let zone = Name::read(&mut d).map_err(|_| bad("zone name"))?;
+    let count = d
+        .read_slice(8)
+        .map_err(|_| bad("count"))?
+        .unverified()
+        .iter()
+        .fold(0u64, |a, &b| (a << 8) | u64::from(b));
+    for i in 0..count {
+        let what = || bad(&format!("record {}", i + 1));
+        let name = Name::read(&mut d).map_err(|_| what())?;
+        let u16_at =
+            |d: &mut BinDecoder<'_>| d.read_u16().map(|v| v.unverified()).map_err(|_| what());
+        let rtype = RecordType::from(u16_at(&mut d)?);
+        let class = DNSClass::from(u16_at(&mut d)?);
+        let ttl = d.read_u32().map_err(|_| what())?.unverified();
+        let len = usize::from(u16_at(&mut d)?);
+        let data = d.read_slice(len).map_err(|_| what())?.unverified();
+        let rdata = crate::zone::decode_rdata(rtype, data).ok_or_else(what)?;
+        let mut r = Record::from_rdata(name, ttl, rdata);
+        r.dns_class = class;
+        sink(r);
+    }
+    if !d.is_empty() {
+        return Err(bad("bytes after the last record"));
+    }
+    Ok(zone)
+}
+
+/// One record of a copy, as its bytes there.
+#[derive(Debug, Clone, Copy)]
+pub struct Raw<'a> {
+    /// The whole record in the copy's record form.
+    pub bytes: &'a [u8],
+    /// Owner name, uncompressed wire form as received (case kept).
+    pub owner: &'a [u8],
+    pub rtype: u16,
+    pub rdata: &'a [u8],
+}
+
+/// An uncompressed wire name at `i`: its end.
+fn wire_name_end(b: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        let n = usize::from(*b.get(i)?);
+        if n > 63 {
+            return None;
+        }
+        i += 1 + n;
+        if n == 0 {
+            return (i <= b.len()).then_some(i);
+        }
+    }
+}
+
+/// The record of a copy starting at byte `off` (from [`raw_offsets`]).
+pub fn raw_at(b: &[u8], off: usize) -> Option<Raw<'_>> {
+    let name_end = wire_name_end(b, off)?;
+    let h = b.get(name_end..name_end + 10)?;
+    let rtype = u16::from_be_bytes([h[0], h[1]]);
+    let len = usize::from(u16::from_be_bytes([h[8], h[9]]));
+    let end = name_end + 10 + len;
+    Some(Raw {
+        bytes: b.get(off..end)?,
+        owner: &b[off..name_end],
+        rtype,
+        rdata: b.get(name_end + 10..end)?,
+    })
+}
+
+/// A copy's zone name and where each of its records starts (the framing checked, not the
+/// rdata: the copy was checked as a zone when it was written).
+pub fn raw_offsets(b: &[u8]) -> Result<(Name, Vec<u32>), String> {
+    let bad = |what: &str| format!("copy is damaged ({what})");
+    let rest = b
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or("not a meridian copy (no header)")?;
+    if rest.first() != Some(&VERSION) {
+        return Err("copy format version differs".into());
+    }
+    let zs = MAGIC.len() + 1;
+    let ze = wire_name_end(b, zs).ok_or_else(|| bad("zone name"))?;
+    let zone = Name::read(&mut BinDecoder::new(&b[zs..ze])).map_err(|_| bad("zone name"))?;
+    let count = b
+        .get(ze..ze + 8)
+        .ok_or_else(|| bad("count"))?
+        .iter()
+        .fold(0u64, |a, &x| (a << 8) | u64::from(x));
+    let mut offs = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(b.len() / 11));
+    let mut off = ze + 8;
+    for _ in 0..count {
+        let r = raw_at(b, off).ok_or_else(|| bad("record framing"))?;
+        offs.push(u32::try_from(off).map_err(|_| bad("copy larger than 4 GB"))?);
+        off += r.bytes.len();
+    }
+    if off != b.len() {
+        return Err(bad("bytes after the last record"));
+    }
+    Ok((zone, offs))
+}
+
+/// Loads a copy into a zone, with the checks a zone file gets. The copy's zone must be
+/// `expect`.
+pub fn load(path: &Path, expect: &Name) -> Result<Zone, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read the copy: {e}"))?;
+    let mut builder = Builder::with_capacity(expect.clone(), path, 0);
+    let mut line = 0usize;
+    let zone = decode(&bytes, &mut |record| {
+        line += 1;
+        builder.add(ParsedRecord {
+            record,
+            file: PathBuf::new(),
+            line,
+            col: 1,
+        })
+    })?;
+    drop(bytes);
+    if zone != *expect {
+        return Err(format!("the copy is of {zone}, not {expect}"));
+    }
+    match builder.finish(&[]) {
+        (Some(z), p) if p.is_empty() => Ok(z),
+        (_, p) => Err(format!(
+            "the copy fails the zone checks: {}",
+            p.first().map(|p| p.message.clone()).unwrap_or_default()
+        )),
+    }
+}
+
+/// Writes `bytes` to `path` atomically (a temporary file beside it, synced, then renamed).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let dir = path.parent().ok_or("no state folder")?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let mut tmp_name = path.file_name().ok_or("no file name")?.to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    let mut f = std::fs::File::create(&tmp).map_err(|e| format!("write {}: {e}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("rename to {}: {e}", path.display()))
+}
+
+/// The Unix time of the last successful refresh of `zone`, if one was recorded.
+pub fn last_refresh(state_dir: &Path, zone: &Name) -> Option<u64> {
+    std::fs::read_to_string(refreshed_path(state_dir, zone))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Records a successful refresh of `zone` at `unix` seconds.
+pub fn set_last_refresh(state_dir: &Path, zone: &Name, unix: u64) -> Result<(), String> {
+    write_atomic(
+        &refreshed_path(state_dir, zone),
+        format!("{unix}\n").as_bytes(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::RData;
+
+    #[test]
+    fn hostile_strings_and_names_round_trip() {
+        let zone = Name::from_ascii("example.net.").expect("n");
+        let mut records = Vec::new();
+        let soa = crate::zone::decode_rdata(
+            RecordType::SOA,
+            b"\x03ns1\x00\x01h\x00\x00\x00\x00\x05\x00\x00\x0e\x10\x00\x00\x02\x58\x00\x12\x75\x00\x00\x00\x00\x3c",
+        )
+        .expect("soa");
+        records.push(Record::from_rdata(zone.clone(), 300, soa));
+        // HINFO with spaces and a directive; NAPTR with backslashes; CAA with quotes;
+        // empty strings and non-printable bytes; an owner with a dot, a space and a `$`.
+        let strings = |parts: &[&[u8]]| {
+            let mut w = Vec::new();
+            for p in parts {
+                w.push(p.len() as u8);
+                w.extend_from_slice(p);
+            }
+            w
+        };
+        let mut naptr = vec![0, 10, 0, 100];
+        naptr.extend(strings(&[b"U", b"E2U+sip", b"!^.*$!\\\\1\\\"x\"!"]));
+        naptr.push(0);
+        let mut caa = vec![0, 5];
+        caa.extend_from_slice(b"issue");
+        caa.extend_from_slice(b"ca.example.net; key=\"v a\\\"l\"");
+        let raw: Vec<(RecordType, Vec<u8>)> = vec![
+            (
+                RecordType::HINFO,
+                strings(&[b"Intel Xeon", b"\n$INCLUDE /etc/passwd"]),
+            ),
+            (RecordType::HINFO, strings(&[b"", b""])),
+            (RecordType::NAPTR, naptr),
+            (RecordType::CAA, caa),
+            (RecordType::TXT, strings(&[b"", b"\x00\xff\x7f\"\\"])),
+            (RecordType::Unknown(65280), vec![1, 2, 0]),
+        ];
+        for (t, w) in &raw {
+            let d = crate::zone::decode_rdata(*t, w).unwrap_or_else(|| panic!("{t} rdata"));
+            records.push(Record::from_rdata(zone.clone(), 60, d));
+        }
+        let odd = Name::from_labels(vec![&b"a.b $INCLUDE"[..], b"example", b"net"]).expect("n");
+        records.push(Record::from_rdata(
+            odd,
+            1,
+            RData::A("192.0.2.1".parse().expect("ip")),
+        ));
+        let bytes = encode(&zone, &records).expect("encode");
+        let mut back = Vec::new();
+        let z = decode(&bytes, &mut |r| back.push(r)).expect("decode");
+        assert_eq!(z, zone);
+        assert_eq!(back, records);
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(
+                crate::zone::rdata_wire(&back[i].data),
+                crate::zone::rdata_wire(&r.data)
+            );
+            assert_eq!(back[i].name.to_ascii(), r.name.to_ascii());
+        }
+        // Truncated or trailing bytes: an error, never a panic.
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut], &mut |_| {}).is_err());
+        }
+        let mut more = bytes.clone();
+        more.push(0);
+        assert!(decode(&more, &mut |_| {}).is_err());
+    }
+}
