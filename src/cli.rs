@@ -77,6 +77,9 @@ enum Command {
     Undrain(crate::ctl::DrainArgs),
     /// Reload the running server's config, zones and GeoIP data (as SIGHUP).
     Reload(crate::ctl::ReloadArgs),
+    /// DNSSEC: `meridian dnssec ds` prints the DS records for the parent.
+    #[command(subcommand)]
+    Dnssec(crate::dnssec::config::DnssecCommand),
     /// Write the man pages (meridian.1 and one per subcommand) for packaging; hidden because
     /// operators read the result, not the command.
     #[command(hide = true)]
@@ -140,6 +143,7 @@ pub fn main() -> i32 {
         Command::Drain(a) => crate::ctl::drain(a, true),
         Command::Undrain(a) => crate::ctl::drain(a, false),
         Command::Reload(a) => crate::ctl::reload(a),
+        Command::Dnssec(c) => c.run(),
     }
 }
 

@@ -7,8 +7,10 @@
 //! |---|---|
 //! | `key.rs` | loading BIND key files and PKCS#8 PEM; DNSKEY, DS, CDS, CDNSKEY, key tag |
 //! | `sign.rs` | canonical signed data, aligned validity windows, the signature cache |
+//! | `config.rs` | `[[dnssec]]`: schema, checks, `meridian dnssec ds` |
 //! | `denial.rs` | RFC 9824 compact denial NSEC records and their next names |
 
+pub mod config;
 pub mod denial;
 pub mod key;
 pub mod sign;
