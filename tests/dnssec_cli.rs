@@ -82,7 +82,10 @@ fn dnssec_ds_prints_the_parents_ds_and_check_and_serve_refuse_unsigned_answers()
 fn dnssec_ds_reports_a_bad_key_at_its_line_and_names_the_file() {
     let (dir, path) = common::config_dir(
         &[("example.com.zone", EXAMPLE_ZONE)],
-        &config(free_port(), "\"keys/Kexample.com.+015+03613.private\", \"keys/nope.private\""),
+        &config(
+            free_port(),
+            "\"keys/Kexample.com.+015+03613.private\", \"keys/nope.private\"",
+        ),
     );
     rfc8080_key(dir.path());
     let out = meridian(&["dnssec", "ds"], &path);

@@ -50,7 +50,11 @@ fn bind_generated_keys_load_and_give_dnssec_dsfromkeys_ds() {
             .unwrap_or_else(|e| panic!("{alg} ksk={ksk}: {e}"));
         assert_eq!(u8::from(key.algorithm()), num);
         assert_eq!(key.flags(), if ksk { 257 } else { 256 });
-        assert!(base.ends_with(&format!("+{:05}", key.tag())), "{base} vs tag {}", key.tag());
+        assert!(
+            base.ends_with(&format!("+{:05}", key.tag())),
+            "{base} vs tag {}",
+            key.tag()
+        );
 
         let theirs = run(d, "dnssec-dsfromkey", &["-2", &format!("{base}.key")]);
         assert_eq!(key.ds_line(), theirs.trim(), "{alg} ksk={ksk}");

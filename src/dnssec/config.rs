@@ -75,7 +75,10 @@ pub fn load(
                 n.set_fqdn(true);
                 let n = n.to_lowercase();
                 if !seen.insert(n.clone()) {
-                    out.push(at(d.zone.span(), format!("{key}.zone: `{n}` is listed twice")));
+                    out.push(at(
+                        d.zone.span(),
+                        format!("{key}.zone: `{n}` is listed twice"),
+                    ));
                 }
                 Some(n)
             }
@@ -100,17 +103,17 @@ pub fn load(
             },
         };
         if d.keys.get_ref().is_empty() {
-            out.push(at(d.keys.span(), format!("{key}.keys: at least one key is needed")));
+            out.push(at(
+                d.keys.span(),
+                format!("{key}.keys: at least one key is needed"),
+            ));
         }
         let mut keys: Vec<SigningKey> = Vec::new();
         if let Some(zone) = &zone {
             for k in d.keys.get_ref() {
                 match SigningKey::load(zone, &resolve(config_path, k.get_ref())) {
                     Ok(loaded) => {
-                        if keys
-                            .iter()
-                            .any(|o| o.public_key() == loaded.public_key())
-                        {
+                        if keys.iter().any(|o| o.public_key() == loaded.public_key()) {
                             out.push(at(
                                 k.span(),
                                 format!("{key}.keys: key {} is listed twice", loaded.tag()),
@@ -124,7 +127,9 @@ pub fn load(
             if !keys.is_empty() && !keys.iter().any(SigningKey::is_sep) {
                 out.push(at(
                     d.keys.span(),
-                    format!("{key}.keys: no key has flags 257 (KSK or CSK): the parent's DS needs one"),
+                    format!(
+                        "{key}.keys: no key has flags 257 (KSK or CSK): the parent's DS needs one"
+                    ),
                 ));
             }
         }
@@ -189,7 +194,10 @@ pub fn ds_command(config_path: &Path) -> i32 {
         return crate::cli::EXIT_INVALID;
     }
     if zones.is_empty() {
-        eprintln!("{}: no [[dnssec]] section: no zone is signed", config_path.display());
+        eprintln!(
+            "{}: no [[dnssec]] section: no zone is signed",
+            config_path.display()
+        );
         return crate::cli::EXIT_INVALID;
     }
     for z in &zones {

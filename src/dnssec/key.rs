@@ -80,7 +80,8 @@ impl SigningKey {
     /// the public key and flags; a `.key` path is accepted for the pair too) or a PKCS#8 PEM
     /// file (`-----BEGIN PRIVATE KEY-----`), which is taken as a CSK (flags 257).
     pub fn load(zone: &Name, path: &Path) -> Result<Self, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
         if text.contains("-----BEGIN") {
             return Self::from_pem(zone, &text, path);
         }
@@ -103,7 +104,10 @@ impl SigningKey {
         let public = std::fs::read_to_string(&key_path).map_err(|e| {
             err(
                 &key_path,
-                format!("cannot read the public half of {}: {e}", private_path.display()),
+                format!(
+                    "cannot read the public half of {}: {e}",
+                    private_path.display()
+                ),
             )
         })?;
         let key = Self::from_bind(zone, &private, &private_path, &public, &key_path)?;
@@ -130,12 +134,17 @@ impl SigningKey {
         let mut alg_num = None;
         let mut secret = None;
         for line in private.lines() {
-            let Some((k, v)) = line.split_once(':') else { continue };
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
             match k.trim() {
                 "Algorithm" => {
                     let n = v.split_whitespace().next().unwrap_or("");
                     alg_num = Some(n.parse::<u8>().map_err(|_| {
-                        err(private_path, format!("Algorithm `{}` is not a number", v.trim()))
+                        err(
+                            private_path,
+                            format!("Algorithm `{}` is not a number", v.trim()),
+                        )
                     })?);
                 }
                 "PrivateKey" => {
@@ -172,7 +181,10 @@ impl SigningKey {
             .map_err(|_| err(key_path, "DNSKEY flags are not a number"))?;
         let protocol = field(2, "protocol")?;
         if *protocol != "3" {
-            return Err(err(key_path, format!("DNSKEY protocol is {protocol}, not 3")));
+            return Err(err(
+                key_path,
+                format!("DNSKEY protocol is {protocol}, not 3"),
+            ));
         }
         let key_alg: u8 = field(3, "algorithm")?
             .parse()
@@ -230,7 +242,14 @@ impl SigningKey {
             }
             n => return Err(unsupported(private_path, n)),
         };
-        Ok(Self::assemble(zone, algorithm, flags, pair, rng, private_path))
+        Ok(Self::assemble(
+            zone,
+            algorithm,
+            flags,
+            pair,
+            rng,
+            private_path,
+        ))
     }
 
     /// A PKCS#8 PEM private key (P-256 or Ed25519), as a CSK (flags 257).
@@ -256,13 +275,14 @@ impl SigningKey {
             .decode(body[..stop].trim().as_bytes())
             .map_err(|e| err(path, format!("PEM body is not base64: {e}")))?;
         let rng = SystemRandom::new();
-        let (algorithm, pair) =
-            if let Ok(p) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &rng) {
-                (Algorithm::ECDSAP256SHA256, Pair::Ecdsa(p))
-            } else {
-                // OpenSSL writes Ed25519 as PKCS#8 v1 (no public key), which ring's strict
-                // `from_pkcs8` rejects.
-                match Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der) {
+        let (algorithm, pair) = if let Ok(p) =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &rng)
+        {
+            (Algorithm::ECDSAP256SHA256, Pair::Ecdsa(p))
+        } else {
+            // OpenSSL writes Ed25519 as PKCS#8 v1 (no public key), which ring's strict
+            // `from_pkcs8` rejects.
+            match Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der) {
                     Ok(p) => (Algorithm::ED25519, Pair::Ed25519(p)),
                     Err(_) => {
                         return Err(err(
@@ -271,7 +291,7 @@ impl SigningKey {
                         ))
                     }
                 }
-            };
+        };
         Ok(Self::assemble(zone, algorithm, FLAGS_SEP, pair, rng, path))
     }
 
@@ -470,7 +490,11 @@ fn bind_file_tag(path: &Path) -> Option<u16> {
 pub fn key_tag(rdata: &[u8]) -> u16 {
     let mut ac: u32 = 0;
     for (i, b) in rdata.iter().enumerate() {
-        ac += if i & 1 == 1 { *b as u32 } else { (*b as u32) << 8 };
+        ac += if i & 1 == 1 {
+            *b as u32
+        } else {
+            (*b as u32) << 8
+        };
     }
     ac += (ac >> 16) & 0xffff;
     (ac & 0xffff) as u16

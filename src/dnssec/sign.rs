@@ -133,10 +133,7 @@ pub fn signed_data(
     let mut sorted: Vec<&[u8]> = rdatas.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    let rr_len: usize = sorted
-        .iter()
-        .map(|r| owner_wire.len() + 10 + r.len())
-        .sum();
+    let rr_len: usize = sorted.iter().map(|r| owner_wire.len() + 10 + r.len()).sum();
     let mut out = Vec::with_capacity(18 + signer.len() + rr_len);
     out.extend_from_slice(&u16::from(rtype).to_be_bytes());
     out.push(u8::from(key.algorithm()));
@@ -288,7 +285,11 @@ impl SigCache {
                 None => None,
             }
         };
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         found
     }

@@ -92,7 +92,10 @@ fn rfc6605_p256_bind_files_give_the_rfc_tag_and_ds() {
     assert_eq!(key.dnskey().calculate_key_tag().expect("tag"), 55648);
     let digest = key
         .dnskey()
-        .to_digest(&name("example.net."), hickory_proto::dnssec::DigestType::SHA256)
+        .to_digest(
+            &name("example.net."),
+            hickory_proto::dnssec::DigestType::SHA256,
+        )
         .expect("ds");
     assert_eq!(digest.as_ref(), key.ds().digest());
     assert_eq!(
@@ -151,7 +154,10 @@ fn every_signature_verifies_and_signed_data_matches_hickorys_tbs() {
         .at(1_780_000_000);
     for key in fresh_keys(dir.path(), &zone) {
         for (rtype, set) in [(RecordType::A, &records[..]), (RecordType::NS, &ns[..])] {
-            let wire: Vec<Vec<u8>> = set.iter().map(|r| canonical_rdata(r).expect("rd")).collect();
+            let wire: Vec<Vec<u8>> = set
+                .iter()
+                .map(|r| canonical_rdata(r).expect("rd"))
+                .collect();
             let refs: Vec<&[u8]> = wire.iter().map(|v| v.as_slice()).collect();
             let (data, prefix) = signed_data(&key, &owner, rtype, 300, window, &refs);
             // hickory's own canonical-form implementation of the same RRset.
@@ -207,25 +213,53 @@ fn order_duplicates_and_case_do_not_change_the_signature() {
         .at(1_780_000_000);
     let signer = Signer::new(64);
     let first = signer
-        .sign_rrset(&key, &name("www.example.com."), RecordType::A, 60, window, &[&one, &two, &three])
+        .sign_rrset(
+            &key,
+            &name("www.example.com."),
+            RecordType::A,
+            60,
+            window,
+            &[&one, &two, &three],
+        )
         .expect("sign");
     // Ed25519 is deterministic, so a fresh signer proves the signed data, not the cache.
     let fresh = Signer::new(64);
     let other = fresh
-        .sign_rrset(&key, &name("WWW.EXAMPLE.com."), RecordType::A, 60, window, &[&three, &one, &two, &one])
+        .sign_rrset(
+            &key,
+            &name("WWW.EXAMPLE.com."),
+            RecordType::A,
+            60,
+            window,
+            &[&three, &one, &two, &one],
+        )
         .expect("sign");
     assert_eq!(first, other);
     assert_eq!(fresh.cache().stats().misses, 1);
     // Same content again through the first signer: a cache hit.
     let again = signer
-        .sign_rrset(&key, &name("www.example.com."), RecordType::A, 60, window, &[&two, &three, &one])
+        .sign_rrset(
+            &key,
+            &name("www.example.com."),
+            RecordType::A,
+            60,
+            window,
+            &[&two, &three, &one],
+        )
         .expect("sign");
     assert_eq!(first, again);
     let s = signer.cache().stats();
     assert_eq!((s.hits, s.misses, s.entries), (1, 1, 1));
     // Another TTL, or another window, is another signature.
     let ttl = signer
-        .sign_rrset(&key, &name("www.example.com."), RecordType::A, 61, window, &[&one, &two, &three])
+        .sign_rrset(
+            &key,
+            &name("www.example.com."),
+            RecordType::A,
+            61,
+            window,
+            &[&one, &two, &three],
+        )
         .expect("sign");
     assert_ne!(first, ttl);
     assert_eq!(signer.cache().stats().misses, 2);
@@ -261,7 +295,10 @@ fn cache_stays_bounded_evicts_one_at_a_time_and_keeps_hot_entries() {
     for i in 0..10_000u32 {
         cache.insert(i.to_be_bytes().to_vec().into(), b"v".to_vec().into());
         // Read often, the hot entry gets its second chance on every sweep.
-        assert!(cache.get(&hot).is_some(), "hot entry evicted after {i} inserts");
+        assert!(
+            cache.get(&hot).is_some(),
+            "hot entry evicted after {i} inserts"
+        );
         let s = cache.stats();
         assert!(s.entries <= cap);
     }
@@ -282,7 +319,10 @@ fn nxname_nsec_is_at_qname_with_next_zero_label_and_nxname_bit() {
     let apex = name("example.com.");
     let n = denial::nxname(&name("nope.example.com."), &apex);
     assert_eq!(n.owner, name("nope.example.com."));
-    assert_eq!(n.next, Name::from_labels([&b"\0"[..], b"nope", b"example", b"com"]).expect("n"));
+    assert_eq!(
+        n.next,
+        Name::from_labels([&b"\0"[..], b"nope", b"example", b"com"]).expect("n")
+    );
     assert_eq!(n.types, vec![RecordType::RRSIG, RecordType::NSEC, NXNAME]);
     // Our bitmap equals hickory's encoding of the same NSEC.
     let ours = n.rdata_wire();
@@ -301,15 +341,33 @@ fn nxname_nsec_is_at_qname_with_next_zero_label_and_nxname_bit() {
 #[test]
 fn nodata_lists_the_names_types_and_delegation_uses_a_sibling_next() {
     let apex = name("example.com.");
-    let n = denial::nodata(&name("www.example.com."), &apex, &[RecordType::AAAA, RecordType::A]);
+    let n = denial::nodata(
+        &name("www.example.com."),
+        &apex,
+        &[RecordType::AAAA, RecordType::A],
+    );
     assert_eq!(
         n.types,
-        vec![RecordType::A, RecordType::AAAA, RecordType::RRSIG, RecordType::NSEC]
+        vec![
+            RecordType::A,
+            RecordType::AAAA,
+            RecordType::RRSIG,
+            RecordType::NSEC
+        ]
     );
-    assert_eq!(n.next, Name::from_labels([&b"\0"[..], b"www", b"example", b"com"]).expect("n"));
+    assert_eq!(
+        n.next,
+        Name::from_labels([&b"\0"[..], b"www", b"example", b"com"]).expect("n")
+    );
     let d = denial::unsigned_delegation(&name("sub.example.com."), &apex);
-    assert_eq!(d.types, vec![RecordType::NS, RecordType::RRSIG, RecordType::NSEC]);
-    assert_eq!(d.next, Name::from_labels([&b"sub\0"[..], b"example", b"com"]).expect("n"));
+    assert_eq!(
+        d.types,
+        vec![RecordType::NS, RecordType::RRSIG, RecordType::NSEC]
+    );
+    assert_eq!(
+        d.next,
+        Name::from_labels([&b"sub\0"[..], b"example", b"com"]).expect("n")
+    );
     // Not below the cut, and after it.
     assert!(!name("sub.example.com.").zone_of(&d.next));
     assert!(d.next > name("sub.example.com."));
@@ -373,13 +431,20 @@ fn key_errors_name_the_file_and_the_problem() {
     assert!(e.to_string().contains("Kexample.net.+013+55648.key"), "{e}");
     assert!(e.message.contains("not `other.net.`"), "{e}");
 
-    let lone = write(d, "Klone.+013+00001.private", "Algorithm: 13\nPrivateKey: AAAA\n");
+    let lone = write(
+        d,
+        "Klone.+013+00001.private",
+        "Algorithm: 13\nPrivateKey: AAAA\n",
+    );
     let e = SigningKey::load(&zone, &lone).expect_err("no .key");
     assert!(e.to_string().contains("Klone.+013+00001.key"), "{e}");
 
     // The file name's tag disagrees with the key: two halves of different keys.
-    std::fs::copy(d.join("Kexample.net.+013+55648.key"), d.join("Kexample.net.+013+11111.key"))
-        .expect("copy");
+    std::fs::copy(
+        d.join("Kexample.net.+013+55648.key"),
+        d.join("Kexample.net.+013+11111.key"),
+    )
+    .expect("copy");
     std::fs::copy(&private, d.join("Kexample.net.+013+11111.private")).expect("copy");
     let e = SigningKey::load(&zone, &d.join("Kexample.net.+013+11111.private")).expect_err("tag");
     assert!(e.message.contains("key tag 11111"), "{e}");
@@ -398,12 +463,24 @@ fn key_errors_name_the_file_and_the_problem() {
     let e = SigningKey::load(&zone, &bad).expect_err("mismatch");
     assert!(e.message.contains("not a P-256 key matching"), "{e}");
 
-    write(d, "Kexample.net.+008+33333.key", "example.net. IN DNSKEY 257 3 8 AwEAAQ==\n");
-    let rsa = write(d, "Kexample.net.+008+33333.private", "Algorithm: 8 (RSASHA256)\nPrivateKey: AAAA\n");
+    write(
+        d,
+        "Kexample.net.+008+33333.key",
+        "example.net. IN DNSKEY 257 3 8 AwEAAQ==\n",
+    );
+    let rsa = write(
+        d,
+        "Kexample.net.+008+33333.private",
+        "Algorithm: 8 (RSASHA256)\nPrivateKey: AAAA\n",
+    );
     let e = SigningKey::load(&zone, &rsa).expect_err("rsa");
     assert!(e.message.contains("algorithm 8 is not supported"), "{e}");
 
-    let sec1 = write(d, "ec.pem", "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n");
+    let sec1 = write(
+        d,
+        "ec.pem",
+        "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n",
+    );
     let e = SigningKey::load(&zone, &sec1).expect_err("sec1");
     assert!(e.message.contains("not PKCS#8"), "{e}");
 
@@ -412,7 +489,10 @@ fn key_errors_name_the_file_and_the_problem() {
     assert!(e.message.contains("neither ECDSA P-256 nor Ed25519"), "{e}");
 
     let e = SigningKey::load(&zone, &d.join("missing.private")).expect_err("missing");
-    assert!(e.to_string().contains("missing.private: cannot read"), "{e}");
+    assert!(
+        e.to_string().contains("missing.private: cannot read"),
+        "{e}"
+    );
 }
 
 #[test]
