@@ -43,7 +43,9 @@ impl NsecRecord {
         NSEC::new(self.next.clone(), self.types.iter().copied())
     }
 
-    /// The NSEC RDATA in canonical wire form (next name lowercased, type bitmap windows).
+    /// The NSEC RDATA in wire form: next name lowercased, type bitmap windows. RFC 6840 §5.1
+    /// keeps the next name's case in the signed data, so serve exactly these bytes: signed
+    /// and served then agree whatever case the query had.
     pub fn rdata_wire(&self) -> Vec<u8> {
         let mut out = super::sign::canonical_name(&self.next);
         out.extend_from_slice(&type_bitmap(&self.types));
@@ -113,12 +115,20 @@ fn wire_len(labels: &[Vec<u8>]) -> usize {
     labels.iter().map(|l| l.len() + 1).sum::<usize>() + 1
 }
 
-fn to_name(labels: &[Vec<u8>]) -> Name {
+fn to_name(labels: &[Vec<u8>], apex: &Name) -> Name {
     // Labels come from a valid name, grown within the limits checked by the callers, so this
-    // cannot fail; the apex is a safe (if loose) answer should it ever.
-    let mut n = Name::from_labels(labels.iter().map(|l| l.as_slice())).unwrap_or_default();
-    n.set_fqdn(true);
-    n
+    // cannot fail; should it ever, the apex ("last name of the zone") still covers the qname.
+    match Name::from_labels(labels.iter().map(|l| l.as_slice())) {
+        Ok(mut n) => {
+            n.set_fqdn(true);
+            n
+        }
+        Err(_) => {
+            let mut a = apex.clone();
+            a.set_fqdn(true);
+            a
+        }
+    }
 }
 
 /// The next name after `qname` in canonical order, as Knot's `online_nsec_next`: `\000.qname`
@@ -129,7 +139,7 @@ pub fn compact_next(qname: &Name, apex: &Name) -> Name {
     if wire_len(&ls) + 2 <= MAX_NAME {
         let mut next = vec![vec![0u8]];
         next.extend(ls);
-        return to_name(&next);
+        return to_name(&next, apex);
     }
     increment_from(ls, apex)
 }
@@ -142,7 +152,7 @@ pub fn sibling_next(cut: &Name, apex: &Name) -> Name {
     if let Some(first) = ls.first_mut() {
         if first.len() < MAX_LABEL && total < MAX_NAME {
             first.push(0);
-            return to_name(&ls);
+            return to_name(&ls, apex);
         }
     }
     increment_from(ls, apex)
@@ -152,7 +162,7 @@ fn increment_from(mut ls: Vec<Vec<u8>>, apex: &Name) -> Name {
     let apex_labels = apex.iter().count();
     while ls.len() > apex_labels {
         if inc_label(&mut ls) {
-            return to_name(&ls);
+            return to_name(&ls, apex);
         }
         ls.remove(0);
     }
