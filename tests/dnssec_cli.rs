@@ -99,3 +99,63 @@ fn dnssec_ds_reports_a_bad_key_at_its_line_and_names_the_file() {
     let err = text(&out.stderr);
     assert!(err.contains("nope.private: cannot read"), "{err}");
 }
+
+#[test]
+fn dnssec_section_checks_zone_validity_and_sep_key() {
+    let cases = [
+        // (zone, keys, validity, expected message part)
+        (
+            "example.com",
+            "\"keys/Kexample.com.+015+03613.private\"",
+            "1h",
+            "validity 1h is too short",
+        ),
+        (
+            "example.org",
+            "\"keys/Kexample.com.+015+03613.private\"",
+            "4d",
+            "key is for zone `example.com.`, not `example.org.`",
+        ),
+        ("example.com", "", "4d", "at least one key is needed"),
+        (
+            "example.com",
+            "\"keys/Kexample.com.+015+03613.private\", \"keys/Kexample.com.+015+03613.key\"",
+            "4d",
+            "key 3613 is listed twice",
+        ),
+        (
+            "example.com",
+            "\"keys/zsk.private\"",
+            "4d",
+            "no key has flags 257",
+        ),
+    ];
+    for (zone, keys, validity, want) in cases {
+        let (dir, path) = common::config_dir(
+            &[("example.com.zone", EXAMPLE_ZONE)],
+            &format!(
+                "[server]\nlisten = [\"127.0.0.1:{}\"]\nzones = \"zones\"\n\n\
+                 [[dnssec]]\nzone = \"{zone}\"\nkeys = [{keys}]\nvalidity = \"{validity}\"\n",
+                free_port()
+            ),
+        );
+        rfc8080_key(dir.path());
+        // The same key as a ZSK (flags 256: another tag, so another file name).
+        std::fs::write(
+            dir.path().join("keys/zsk.key"),
+            "example.com. IN DNSKEY 256 3 15 l02Woi0iS8Aa25FQkUd9RMzZHJpBoRQwAQEX1SxZJA4=\n",
+        )
+        .expect("write");
+        std::fs::copy(
+            dir.path().join("keys/Kexample.com.+015+03613.private"),
+            dir.path().join("keys/zsk.private"),
+        )
+        .expect("copy");
+        let out = meridian(&["dnssec", "ds"], &path);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{want}: {err}");
+        assert!(err.contains(want), "want `{want}` in:\n{err}");
+        assert!(err.contains("meridian.toml:"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
