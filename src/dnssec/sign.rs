@@ -22,11 +22,7 @@ use super::key::{SignError, SigningKey};
 /// The owner name in canonical form: uncompressed, lowercase (RFC 4034 §6.2).
 pub fn canonical_name(name: &Name) -> Vec<u8> {
     let mut out = Vec::with_capacity(name.len() + 2);
-    for label in name.iter() {
-        out.push(label.len() as u8);
-        out.extend(label.iter().map(u8::to_ascii_lowercase));
-    }
-    out.push(0);
+    push_canonical_name(&mut out, name);
     out
 }
 
@@ -128,13 +124,30 @@ pub fn signed_data(
     window: Window,
     rdatas: &[&[u8]],
 ) -> (Vec<u8>, usize) {
-    let owner_wire = canonical_name(owner);
-    let signer = canonical_name(key.zone());
-    let mut sorted: Vec<&[u8]> = rdatas.to_vec();
+    let mut out = Vec::new();
+    let prefix = signed_data_into(&mut out, key, owner, rtype, ttl, window, rdatas);
+    (out, prefix)
+}
+
+/// [`signed_data`] appended to `out` (after whatever it holds: the cache key's key id), so a
+/// cache probe costs one allocation. Returns the RRSIG RDATA prefix length.
+fn signed_data_into(
+    out: &mut Vec<u8>,
+    key: &SigningKey,
+    owner: &Name,
+    rtype: RecordType,
+    ttl: u32,
+    window: Window,
+    rdatas: &[&[u8]],
+) -> usize {
+    let start = out.len();
+    let mut sorted: smallvec::SmallVec<[&[u8]; 8]> = rdatas.iter().copied().collect();
     sorted.sort_unstable();
     sorted.dedup();
-    let rr_len: usize = sorted.iter().map(|r| owner_wire.len() + 10 + r.len()).sum();
-    let mut out = Vec::with_capacity(18 + signer.len() + rr_len);
+    let owner_len = owner.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
+    let signer_len = key.zone().iter().map(|l| l.len() + 1).sum::<usize>() + 1;
+    let rr_len: usize = sorted.iter().map(|r| owner_len + 10 + r.len()).sum();
+    out.reserve(18 + signer_len + rr_len);
     out.extend_from_slice(&u16::from(rtype).to_be_bytes());
     out.push(u8::from(key.algorithm()));
     out.push(rrsig_labels(owner));
@@ -142,17 +155,30 @@ pub fn signed_data(
     out.extend_from_slice(&window.expiration.to_be_bytes());
     out.extend_from_slice(&window.inception.to_be_bytes());
     out.extend_from_slice(&key.tag().to_be_bytes());
-    out.extend_from_slice(&signer);
-    let prefix = out.len();
-    for r in sorted {
-        out.extend_from_slice(&owner_wire);
+    push_canonical_name(out, key.zone());
+    let prefix = out.len() - start;
+    let owner_at = out.len();
+    for (i, r) in sorted.iter().enumerate() {
+        if i == 0 {
+            push_canonical_name(out, owner);
+        } else {
+            out.extend_from_within(owner_at..owner_at + owner_len);
+        }
         out.extend_from_slice(&u16::from(rtype).to_be_bytes());
         out.extend_from_slice(&1u16.to_be_bytes()); // class IN
         out.extend_from_slice(&ttl.to_be_bytes());
         out.extend_from_slice(&(r.len() as u16).to_be_bytes());
         out.extend_from_slice(r);
     }
-    (out, prefix)
+    prefix
+}
+
+fn push_canonical_name(out: &mut Vec<u8>, name: &Name) {
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
 }
 
 /// Signs RRsets, answering repeats from a [`SigCache`].
@@ -184,17 +210,18 @@ impl Signer {
         window: Window,
         rdatas: &[&[u8]],
     ) -> Result<Arc<[u8]>, SignError> {
-        let (data, prefix) = signed_data(key, owner, rtype, ttl, window, rdatas);
         // Cache key: which key (two keys can share tag and algorithm, so part of the public
-        // key too) and the signed data, which holds owner, type, TTL, window and the RDATA set.
+        // key too), then the signed data, which holds owner, type, TTL, window and the RDATA
+        // set.
         let id = &key.public_key()[..16.min(key.public_key().len())];
-        let mut ck = Vec::with_capacity(id.len() + data.len());
+        let mut ck = Vec::new();
         ck.extend_from_slice(id);
-        ck.extend_from_slice(&data);
+        let prefix = signed_data_into(&mut ck, key, owner, rtype, ttl, window, rdatas);
         if let Some(hit) = self.cache.get(&ck) {
             return Ok(hit);
         }
-        let sig = key.sign(&data)?;
+        let data = &ck[id.len()..];
+        let sig = key.sign(data)?;
         let mut rrsig = Vec::with_capacity(prefix + sig.len());
         rrsig.extend_from_slice(&data[..prefix]);
         rrsig.extend_from_slice(&sig);
