@@ -512,3 +512,31 @@ fn openssl_ed25519_pkcs8_v1_loads() {
     assert_eq!(key.public_key(), expected.public_key().as_ref());
     assert_eq!(key.tag(), key_tag(&key.dnskey_rdata()));
 }
+
+#[test]
+fn cache_stays_bounded_and_consistent_under_threads() {
+    let cache = std::sync::Arc::new(SigCache::new(100));
+    let cap = cache.capacity();
+    let threads: Vec<_> = (0..4u32)
+        .map(|t| {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                for i in 0..5_000u32 {
+                    let k = (t * 1_000_000 + i % 300).to_be_bytes();
+                    match cache.get(&k) {
+                        // A value is always the one stored under its key.
+                        Some(v) => assert_eq!(&v[..], &k[..]),
+                        None => cache.insert(k.to_vec().into(), k.to_vec().into()),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let s = cache.stats();
+    assert!(s.entries <= cap, "{s:?}");
+    assert_eq!(s.hits + s.misses, 20_000);
+    assert!(s.evictions > 0, "{s:?}");
+}
