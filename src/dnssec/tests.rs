@@ -185,6 +185,14 @@ fn every_signature_verifies_and_signed_data_matches_hickorys_tbs() {
             let sig = &rrsig[prefix..];
             assert_eq!(sig.len(), 64);
             assert!(key.verify(&data, sig), "{:?} {rtype}", key.algorithm());
+            // hickory's verifier, from the DNSKEY we publish, over hickory's own TBS.
+            use hickory_proto::dnssec::PublicKey as _;
+            let dnskey = key.dnskey();
+            assert!(
+                dnskey.public_key().verify(tbs.as_ref(), sig).is_ok(),
+                "hickory rejects {:?} {rtype}",
+                key.algorithm()
+            );
             // A changed RRset must not verify: the check can fail.
             let mut other = data.clone();
             let last = other.len() - 1;
