@@ -115,6 +115,9 @@ enum Command {
     /// Replay recorded queries under a change (--down, --drain, --new-config): answer shares
     /// per service and region now and after, and how many client networks move.
     Simulate(crate::simulate::Args),
+    /// DNSSEC: `meridian dnssec ds` prints the DS records for the parent.
+    #[command(subcommand)]
+    Dnssec(crate::dnssec::config::DnssecCommand),
     /// Write the man pages (meridian.1 and one per subcommand) for packaging; hidden because
     /// operators read the result, not the command.
     #[command(hide = true)]
@@ -187,6 +190,7 @@ pub fn main() -> i32 {
         Command::Undrain(a) => crate::ctl::drain(a, false),
         Command::Reload(a) => crate::ctl::reload(a),
         Command::Simulate(a) => crate::simulate::main(a),
+        Command::Dnssec(c) => c.run(),
     }
 }
 

@@ -88,6 +88,9 @@ pub struct Config {
     /// `[[secondary]]`: zones transferred from a primary ([`crate::secondary`]).
     #[serde(default)]
     pub secondary: Vec<Spanned<crate::secondary::SecondaryConfig>>,
+    /// `[[dnssec]]`: schema and checks in [`crate::dnssec::config`].
+    #[serde(default)]
+    pub dnssec: Vec<Spanned<crate::dnssec::config::DnssecConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1140,6 +1143,7 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
             });
     }
     crate::secondary::check(&c.secondary, &at, out);
+    crate::dnssec::config::check(&c.dnssec, &path, &at, out);
 
     let mut seen_services = std::collections::HashSet::new();
     for svc in &c.service {

@@ -14,6 +14,7 @@
 //! | [`health`] | endpoint health state, read lock-free by the query path |
 //! | [`snapshot`] | everything a query needs, swapped atomically |
 //! | [`dns`] | query bytes → response bytes, independent of transport |
+//! | [`dnssec`] | keys, RRSIGs and their cache, compact denial (not yet on the answer paths) |
 //! | [`fast`] | the UDP fast path for the common queries, byte to byte |
 //! | [`server`] | UDP and TCP listeners |
 //! | [`explain`] | `meridian explain`: an answer and the decision behind it |
@@ -41,6 +42,7 @@ pub mod config;
 pub mod cookie;
 pub mod ctl;
 pub mod dns;
+pub mod dnssec;
 pub mod ecs;
 pub mod explain;
 pub mod fast;
