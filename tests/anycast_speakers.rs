@@ -176,13 +176,20 @@ impl Speaker for Recorder {
 }
 
 /// When the server logged the first stderr line containing `what`: the timestamp that opens
-/// every log line (RFC 3339, microseconds).
+/// every log line (RFC 3339, microseconds). The line may still be on its way from the server's
+/// stderr (it writes stdout and stderr separately), so it is waited for, up to 5 s.
 fn logged_at(serve: &ServerProcess, what: &str) -> SystemTime {
-    let lines = serve.stderr_lines();
-    let line = lines
-        .iter()
-        .find(|l| l.contains(what))
-        .unwrap_or_else(|| panic!("no `{what}` in the log:\n{}", lines.join("\n")));
+    let end = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let lines = serve.stderr_lines();
+        if let Some(l) = lines.iter().find(|l| l.contains(what)) {
+            break l.clone();
+        }
+        if Instant::now() >= end {
+            panic!("no `{what}` in the log within 5 s:\n{}", lines.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let stamp = line.split_whitespace().next().unwrap_or_default();
     humantime::parse_rfc3339(stamp).unwrap_or_else(|e| panic!("no timestamp in `{line}`: {e}"))
 }
