@@ -251,13 +251,123 @@ pub fn raw_offsets(b: &[u8]) -> Result<(Name, Vec<u32>), String> {
     Ok((zone, offs))
 }
 
+/// Reads a copy from `r` one record at a time, as [`decode`] does from bytes (same checks,
+/// same errors), so that loading never holds the whole file beside the zone it builds.
+fn decode_from(r: &mut dyn std::io::Read, sink: &mut dyn FnMut(Record)) -> Result<Name, String> {
+    let bad = |what: &str| format!("copy is damaged ({what})");
+    let mut head = [0u8; 15];
+    r.read_exact(&mut head)
+        .map_err(|_| "not a meridian copy (no header)".to_string())?;
+    if head[..14] != MAGIC[..] {
+        return Err("not a meridian copy (no header)".into());
+    }
+    if head[14] != VERSION {
+        return Err(format!(
+            "copy format version {}, this meridian reads {VERSION}",
+            head[14]
+        ));
+    }
+    let mut name = Vec::with_capacity(256);
+    let zone = read_name(r, &mut name)
+        .and_then(|()| Name::read(&mut BinDecoder::new(&name)).ok())
+        .ok_or_else(|| bad("zone name"))?;
+    let mut count = [0u8; 8];
+    r.read_exact(&mut count).map_err(|_| bad("count"))?;
+    let count = u64::from_be_bytes(count);
+    let mut rdata = Vec::with_capacity(512);
+    for i in 0..count {
+        let what = || bad(&format!("record {}", i + 1));
+        read_name(r, &mut name).ok_or_else(what)?;
+        let owner = Name::read(&mut BinDecoder::new(&name)).map_err(|_| what())?;
+        let mut h = [0u8; 10];
+        r.read_exact(&mut h).map_err(|_| what())?;
+        let rtype = RecordType::from(u16::from_be_bytes([h[0], h[1]]));
+        let class = DNSClass::from(u16::from_be_bytes([h[2], h[3]]));
+        let ttl = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+        rdata.resize(usize::from(u16::from_be_bytes([h[8], h[9]])), 0);
+        r.read_exact(&mut rdata).map_err(|_| what())?;
+        let data = crate::zone::decode_rdata(rtype, &rdata).ok_or_else(what)?;
+        let mut rec = Record::from_rdata(owner, ttl, data);
+        rec.dns_class = class;
+        sink(rec);
+    }
+    let mut more = [0u8; 1];
+    match r.read(&mut more) {
+        Ok(0) => Ok(zone),
+        Ok(_) => Err(bad("bytes after the last record")),
+        Err(e) => Err(format!("cannot read the copy: {e}")),
+    }
+}
+
+/// Reads one uncompressed wire name into `out` (at most 255 bytes, labels of at most 63).
+fn read_name(r: &mut dyn std::io::Read, out: &mut Vec<u8>) -> Option<()> {
+    out.clear();
+    loop {
+        let mut len = [0u8; 1];
+        r.read_exact(&mut len).ok()?;
+        let n = usize::from(len[0]);
+        if n > 63 || out.len() + 1 + n > 255 {
+            return None;
+        }
+        out.push(len[0]);
+        if n == 0 {
+            return Some(());
+        }
+        let at = out.len();
+        out.resize(at + n, 0);
+        r.read_exact(&mut out[at..]).ok()?;
+    }
+}
+
+/// About how many names a copy holds, to size the zone's name map once instead of growing it
+/// by doublings (each of which holds the old table beside the new one): the records whose
+/// owner differs from the record before (a primary sends a name's records together), read
+/// from the file without keeping it. 0 when the file cannot be walked; [`decode_from`] then
+/// says why.
+fn names_hint(path: &Path) -> usize {
+    let Ok(f) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let mut r = std::io::BufReader::with_capacity(1 << 16, f);
+    let r: &mut dyn std::io::Read = &mut r;
+    let mut head = [0u8; 15];
+    let (mut prev, mut name) = (Vec::with_capacity(256), Vec::with_capacity(256));
+    let mut count = [0u8; 8];
+    if r.read_exact(&mut head).is_err()
+        || read_name(r, &mut name).is_none()
+        || r.read_exact(&mut count).is_err()
+    {
+        return 0;
+    }
+    let mut names = 0usize;
+    for _ in 0..u64::from_be_bytes(count) {
+        let mut h = [0u8; 10];
+        if read_name(r, &mut name).is_none() || r.read_exact(&mut h).is_err() {
+            return 0;
+        }
+        let len = u64::from(u16::from_be_bytes([h[8], h[9]]));
+        let mut rdata = <&mut dyn std::io::Read as std::io::Read>::take(&mut *r, len);
+        if std::io::copy(&mut rdata, &mut std::io::sink()).ok() != Some(len) {
+            return 0;
+        }
+        if !name.eq_ignore_ascii_case(&prev) {
+            names += 1;
+            std::mem::swap(&mut name, &mut prev);
+        }
+    }
+    names
+}
+
 /// Loads a copy into a zone, with the checks a zone file gets. The copy's zone must be
-/// `expect`.
+/// `expect`. The file is read as it is decoded, never held whole: what loading holds is the
+/// zone being built.
 pub fn load(path: &Path, expect: &Name) -> Result<Zone, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read the copy: {e}"))?;
-    let mut builder = Builder::with_capacity(expect.clone(), path, 0);
+    let names = names_hint(path);
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot read the copy: {e}"))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, f);
+    let mut builder = Builder::with_capacity(expect.clone(), path, names);
     let mut line = 0usize;
-    let zone = decode(&bytes, &mut |record| {
+    let zone = decode_from(&mut reader, &mut |record| {
         line += 1;
         builder.add(ParsedRecord {
             record,
@@ -266,7 +376,7 @@ pub fn load(path: &Path, expect: &Name) -> Result<Zone, String> {
             col: 1,
         })
     })?;
-    drop(bytes);
+    drop(reader);
     if zone != *expect {
         return Err(format!("the copy is of {zone}, not {expect}"));
     }
@@ -382,5 +492,64 @@ mod tests {
         let mut more = bytes.clone();
         more.push(0);
         assert!(decode(&more, &mut |_| {}).is_err());
+        // Read from a file as `load` does: the same records, the same refusals.
+        let mut streamed = Vec::new();
+        let z = decode_from(&mut &bytes[..], &mut |r| streamed.push(r)).expect("streamed");
+        assert_eq!(z, zone);
+        assert_eq!(streamed, records);
+        for cut in 0..bytes.len() {
+            assert!(decode_from(&mut &bytes[..cut], &mut |_| {}).is_err());
+        }
+        assert!(decode_from(&mut &more[..], &mut |_| {}).is_err());
+    }
+
+    fn rec(name: &str, ttl: u32, t: RecordType, wire: &[u8]) -> Record {
+        let d = crate::zone::decode_rdata(t, wire).unwrap_or_else(|| panic!("{t} rdata"));
+        Record::from_rdata(Name::from_ascii(name).expect("n"), ttl, d)
+    }
+
+    /// `load` reads the file as it decodes it and sizes the zone from a first walk: a whole
+    /// copy loads with every record, and a damaged one (cut short, bytes after the end, a
+    /// wrong zone) is refused, never half loaded.
+    #[test]
+    fn load_reads_whole_copies_and_refuses_damaged_ones() {
+        let zone = Name::from_ascii("example.net.").expect("n");
+        let mut records = vec![
+            rec(
+                "example.net.",
+                300,
+                RecordType::SOA,
+                b"\x03ns1\x07example\x03net\x00\x01h\x00\x00\x00\x00\x05\x00\x00\x0e\x10\x00\x00\x02\x58\x00\x12\x75\x00\x00\x00\x00\x3c",
+            ),
+            rec(
+                "example.net.",
+                300,
+                RecordType::NS,
+                b"\x03ns1\x07example\x03net\x00",
+            ),
+            rec("ns1.example.net.", 300, RecordType::A, &[192, 0, 2, 53]),
+        ];
+        for i in 0..50u8 {
+            let owner = format!("h{i}.example.net.");
+            records.push(rec(&owner, 60, RecordType::A, &[10, 0, 0, i]));
+            records.push(rec(&owner, 60, RecordType::A, &[10, 0, 1, i]));
+        }
+        let bytes = encode(&zone, &records).expect("encode");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("example.net.copy");
+        std::fs::write(&path, &bytes).expect("write");
+        assert_eq!(names_hint(&path), 52, "one per run of an owner");
+        let z = load(&path, &zone).expect("loads");
+        assert_eq!(z.record_count, records.len());
+        assert_eq!(z.nodes.len(), 52);
+        assert!(load(&path, &Name::from_ascii("example.org.").expect("n")).is_err());
+        for cut in [0, 14, 15, 20, bytes.len() / 2, bytes.len() - 1] {
+            std::fs::write(&path, &bytes[..cut]).expect("write");
+            assert!(load(&path, &zone).is_err(), "cut at {cut}");
+        }
+        let mut more = bytes.clone();
+        more.push(0);
+        std::fs::write(&path, &more).expect("write");
+        assert!(load(&path, &zone).is_err(), "a byte after the end");
     }
 }

@@ -167,7 +167,10 @@ pub fn add_copies(config: &LoadedConfig, zones: &mut crate::zone::DirLoad) {
             continue;
         }
         let path = copy::path(&state, &origin);
-        let mut zone = match copy::load(&path, &origin) {
+        // The zone a transfer has just built and checked from this very copy, when there is
+        // one: building it a second time would only double the work and the memory.
+        let loaded = take_prebuilt(&path).map_or_else(|| copy::load(&path, &origin), Ok);
+        let mut zone = match loaded {
             Ok(z) => z,
             Err(e) => {
                 if path.exists() {
@@ -240,6 +243,42 @@ pub struct ZoneStatus {
 struct Shared {
     status: HashMap<Name, ZoneStatus>,
     wake: HashMap<Name, Arc<tokio::sync::Notify>>,
+    /// Zones built and checked from a new copy by [`save`], by the copy's path, waiting for
+    /// the reload that serves them ([`add_copies`] takes them).
+    prebuilt: HashMap<PathBuf, Prebuilt>,
+}
+
+/// A zone built from the copy at a path, and that file's length and modification time then:
+/// if the file changed since, the zone is not the copy's any more and the copy is loaded.
+struct Prebuilt {
+    len: u64,
+    modified: Option<SystemTime>,
+    zone: crate::zone::Zone,
+}
+
+fn file_stamp(path: &Path) -> Option<(u64, Option<SystemTime>)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()))
+}
+
+/// Keeps `zone`, just built from the copy at `path`, for the next reload.
+fn put_prebuilt(path: &Path, zone: crate::zone::Zone) {
+    let Some((len, modified)) = file_stamp(path) else {
+        return;
+    };
+    let p = Prebuilt {
+        len,
+        modified,
+        zone,
+    };
+    // The zone replaced (a refresh whose reload never came) is dropped outside the lock.
+    let _old = with(|s| s.prebuilt.insert(path.to_path_buf(), p));
+}
+
+/// The zone built from the copy at `path`, if one waits and the file is still that copy.
+fn take_prebuilt(path: &Path) -> Option<crate::zone::Zone> {
+    let p = with(|s| s.prebuilt.remove(path))?;
+    (file_stamp(path) == Some((p.len, p.modified))).then_some(p.zone)
 }
 
 fn shared() -> &'static Mutex<Shared> {
@@ -499,7 +538,7 @@ async fn run_zone(reloader: Arc<Reloader>, zone: Name) {
                 kind,
                 records,
                 timers: new_timers,
-            }) => match reloader.reload().await {
+            }) => match reload_new_copy(&reloader, &zone).await {
                 Ok(_) => {
                     tracing::info!(zone = %zone, serial, kind, records, "zone transferred");
                     update(&zone, |s| {
@@ -522,6 +561,22 @@ async fn run_zone(reloader: Arc<Reloader>, zone: Name) {
             Err(e) => fail(&zone, e, timers),
         };
     }
+}
+
+/// The reload that serves a new copy: it takes the zone [`save`] built from it. If it did not
+/// (a reload rejected before reading the copies), that zone is not kept past it; dropping a
+/// large zone takes a while, so off the async workers.
+async fn reload_new_copy(
+    reloader: &Reloader,
+    zone: &Name,
+) -> Result<u64, crate::reload::ReloadError> {
+    let reloaded = reloader.reload().await;
+    if let Some(left) =
+        settings(reloader, zone).and_then(|set| take_prebuilt(&copy::path(&set.state_dir, zone)))
+    {
+        tokio::task::spawn_blocking(move || drop(left));
+    }
+    reloaded
 }
 
 /// Records a successful refresh on disk; reloads when the copy had been marked expired, so it
@@ -577,7 +632,8 @@ fn refresh_blocking(reloader: &Reloader, zone: &Name, set: &Settings) -> Result<
         xfr::Fetched::Zone(c, kind) => {
             let timers = soa_timers(&c.soa);
             let (serial, records) = (c.serial, c.records);
-            save(zone, set, c.copy)?;
+            let built = save(zone, set, c.copy)?;
+            put_prebuilt(&copy::path(&set.state_dir, zone), built);
             Ok(Outcome::Saved {
                 serial,
                 kind,
@@ -603,18 +659,73 @@ fn fail(zone: &Name, e: String, timers: Option<(u32, u32, u32, u32)>) -> Duratio
 }
 
 /// Writes the copy: checked as a zone on its own (a copy the zone checks reject never replaces
-/// a good one), then renamed over the old one, and the refresh time recorded.
-fn save(zone: &Name, set: &Settings, bytes: Vec<u8>) -> Result<(), String> {
+/// a good one), then renamed over the old one, and the refresh time recorded. Returns the zone
+/// the check built, which the reload then serves instead of building it again.
+fn save(zone: &Name, set: &Settings, bytes: Vec<u8>) -> Result<crate::zone::Zone, String> {
     let path = copy::path(&set.state_dir, zone);
     let dir = path.parent().ok_or("no state folder")?;
     let incoming = dir.join(".incoming");
     let tmp = incoming.join(path.file_name().ok_or("no file name")?);
     copy::write_atomic(&tmp, &bytes)?;
     drop(bytes);
-    if let Err(e) = copy::load(&tmp, zone) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!("transferred zone: {e}"));
-    }
+    let mut built = match copy::load(&tmp, zone) {
+        Ok(z) => z,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!("transferred zone: {e}"));
+        }
+    };
     std::fs::rename(&tmp, &path).map_err(|e| format!("rename to {}: {e}", path.display()))?;
-    copy::set_last_refresh(&set.state_dir, zone, xfr::unix_now())
+    // As if loaded from where it now lies.
+    built.file = path;
+    copy::set_last_refresh(&set.state_dir, zone, xfr::unix_now())?;
+    Ok(built)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The zone a transfer built is handed to the next reload only while the copy on disk is
+    /// the one it was built from, and only once.
+    #[test]
+    fn prebuilt_zone_is_taken_once_and_only_for_the_same_copy() {
+        let zone = Name::from_ascii("prebuilt.test.").expect("n");
+        let wire = |t, w: &[u8]| crate::zone::decode_rdata(t, w).expect("rdata");
+        use hickory_proto::rr::RecordType as T;
+        let records = vec![
+            Record::from_rdata(
+                zone.clone(),
+                300,
+                wire(
+                    T::SOA,
+                    b"\x03ns1\x08prebuilt\x04test\x00\x01h\x00\x00\x00\x00\x07\x00\x00\x0e\x10\x00\x00\x02\x58\x00\x12\x75\x00\x00\x00\x00\x3c",
+                ),
+            ),
+            Record::from_rdata(zone.clone(), 300, wire(T::NS, b"\x03ns1\x08prebuilt\x04test\x00")),
+            Record::from_rdata(
+                Name::from_ascii("ns1.prebuilt.test.").expect("n"),
+                300,
+                wire(T::A, &[192, 0, 2, 1]),
+            ),
+        ];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = copy::path(dir.path(), &zone);
+        copy::write_atomic(&path, &copy::encode(&zone, &records).expect("encode")).expect("w");
+        let built = || copy::load(&path, &zone).expect("loads");
+        put_prebuilt(&path, built());
+        let z = take_prebuilt(&path).expect("handed over");
+        assert_eq!(z.record_count, 3);
+        assert!(take_prebuilt(&path).is_none(), "only once");
+        // The copy changed since the zone was built: the zone is not handed over.
+        put_prebuilt(&path, built());
+        let mut longer = records.clone();
+        longer.push(Record::from_rdata(
+            Name::from_ascii("x.prebuilt.test.").expect("n"),
+            300,
+            wire(T::A, &[192, 0, 2, 2]),
+        ));
+        copy::write_atomic(&path, &copy::encode(&zone, &longer).expect("encode")).expect("w");
+        assert!(take_prebuilt(&path).is_none(), "another copy");
+    }
 }
