@@ -117,7 +117,7 @@ enum Command {
     Simulate(crate::simulate::Args),
     /// DNSSEC: `meridian dnssec ds` prints the DS records for the parent.
     #[command(subcommand)]
-    Dnssec(crate::dnssec::config::DnssecCommand),
+    Dnssec(DnssecCommand),
     /// Write the man pages (meridian.1 and one per subcommand) for packaging; hidden because
     /// operators read the result, not the command.
     #[command(hide = true)]
@@ -523,6 +523,63 @@ async fn wait_for_signals(signals: Signals, reloader: &Reloader) {
                 // The reloader logs the outcome and records it for /status and metrics.
                 let _ = reloader.reload().await;
             }
+        }
+    }
+}
+
+/// `meridian dnssec ds --config PATH`: each signed zone's DS records (SHA-256) of its SEP
+/// keys, one per line, as `dnssec-dsfromkey -2` prints them. Only `[[dnssec]]` is checked
+/// here (`meridian check` checks the rest). Exit 0, or 1 with every problem on stderr.
+fn dnssec_ds(config_path: &std::path::Path) -> i32 {
+    let examined = crate::config::examine(config_path);
+    let Some(lc) = examined.config else {
+        for p in &examined.problems {
+            errln!("{p}");
+        }
+        return EXIT_INVALID;
+    };
+    let text = lc.text.clone();
+    let at = |span: std::ops::Range<usize>, msg: String| {
+        let (line, col) = crate::config::line_col(&text, span.start);
+        crate::config::Problem::new(config_path, line, col, msg)
+    };
+    let mut problems = Vec::new();
+    let zones = crate::dnssec::config::load(&lc.config.dnssec, config_path, &at, &mut problems);
+    if !problems.is_empty() {
+        for p in &problems {
+            errln!("{p}");
+        }
+        return EXIT_INVALID;
+    }
+    if zones.is_empty() {
+        errln!(
+            "{}: no [[dnssec]] section: no zone is signed",
+            config_path.display()
+        );
+        return EXIT_INVALID;
+    }
+    for z in &zones {
+        for k in z.sep_keys() {
+            outln!("{}", k.ds_line());
+        }
+    }
+    EXIT_OK
+}
+
+/// `meridian dnssec ...`.
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum DnssecCommand {
+    /// Print each signed zone's DS records (SHA-256) of its SEP keys, for the parent zone.
+    Ds {
+        #[arg(long, default_value = "config/meridian.toml")]
+        config: std::path::PathBuf,
+    },
+}
+
+impl DnssecCommand {
+    fn run(self) -> i32 {
+        match self {
+            DnssecCommand::Ds { config } => dnssec_ds(&config),
         }
     }
 }
