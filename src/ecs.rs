@@ -10,7 +10,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::geo::mask;
+use crate::base::net::mask;
 use crate::rrl::wire;
 
 /// The EDNS option code of ECS.

@@ -37,6 +37,7 @@
 
 pub mod admin;
 pub mod anycast;
+pub mod base;
 pub mod cli;
 pub mod config;
 pub mod cookie;

@@ -76,7 +76,7 @@ use std::time::Duration;
 use siphasher::sip::SipHasher13;
 
 use crate::cookie::{self, Secret};
-use crate::geo::mask;
+use crate::base::net::mask;
 
 /// `[rrl]` as it applies to queries (checked and defaulted in [`crate::config`]).
 #[derive(Debug, Clone, PartialEq)]
