@@ -7,3 +7,4 @@ pub mod clock;
 pub mod net;
 pub mod problem;
 pub mod random;
+pub mod wire;
