@@ -446,7 +446,7 @@ async fn status(State(st): State<St>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "generation": snap.generation,
         "loaded_at": rfc3339(snap.loaded_at),
-        "loaded_at_unix": metrics::unix_secs(snap.loaded_at),
+        "loaded_at_unix": crate::base::clock::unix_secs(snap.loaded_at),
         "config_path": st.reloader.config_path().display().to_string(),
         "last_reload": last_reload,
         "zones": zones,

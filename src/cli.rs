@@ -541,7 +541,7 @@ fn dnssec_ds(config_path: &std::path::Path) -> i32 {
     let text = lc.text.clone();
     let at = |span: std::ops::Range<usize>, msg: String| {
         let (line, col) = crate::config::line_col(&text, span.start);
-        crate::config::Problem::new(config_path, line, col, msg)
+        crate::base::problem::Problem::new(config_path, line, col, msg)
     };
     let mut problems = Vec::new();
     let zones = crate::dnssec::config::load(&lc.config.dnssec, config_path, &at, &mut problems);

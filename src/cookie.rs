@@ -283,7 +283,7 @@ pub fn edns_reply(secret: &Secret, edns: &Edns, ip: IpAddr) -> Result<Option<Edn
 /// The data of the COOKIE option of a raw query, if it has exactly one in its OPT record.
 /// For the rate limiter, which asks only about responses it would otherwise limit.
 pub fn find_in_query(q: &[u8]) -> Option<&[u8]> {
-    let opt = crate::rrl::wire::find_opt(q)?;
+    let opt = crate::base::wire::find_opt(q)?;
     let rdlen = u16::from_be_bytes([*q.get(opt + 9)?, *q.get(opt + 10)?]) as usize;
     let mut k = opt + 11;
     let end = (k + rdlen).min(q.len());

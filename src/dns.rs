@@ -12,7 +12,8 @@ use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
 use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
-use crate::geo::{mask, AddrSource};
+use crate::base::net::mask;
+use crate::geo::AddrSource;
 use crate::metrics::{self, QueryOutcome};
 use crate::policy::{self, Client, Family, Service, Trace};
 use crate::snapshot::Snapshot;

@@ -10,8 +10,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::geo::mask;
-use crate::rrl::wire;
+use crate::base::net::mask;
+use crate::base::wire;
 
 /// The EDNS option code of ECS.
 pub const OPT_ECS: u16 = 8;

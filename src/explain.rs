@@ -125,7 +125,7 @@ pub fn explain(snap: &Snapshot, req: &Request) -> Result<(String, Value), String
     if let Some((ip, prefix)) = req.ecs {
         // Host bits of `--ecs 81.2.69.160/24` cleared: sent as given they would make the
         // option malformed (RFC 7871 §6), which the handler answers with FORMERR.
-        let ip = crate::geo::mask(ip, prefix);
+        let ip = crate::base::net::mask(ip, prefix);
         edns.options_mut()
             .insert(EdnsOption::Subnet(ClientSubnet::new(ip, prefix, 0)));
     }

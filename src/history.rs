@@ -63,7 +63,7 @@ impl Event {
     fn to_json(&self) -> Value {
         json!({
             "time": humantime::format_rfc3339_millis(self.time).to_string(),
-            "time_unix": crate::metrics::unix_secs(self.time),
+            "time_unix": crate::base::clock::unix_secs(self.time),
             "kind": self.kind,
             "service": self.service,
             "services": self.services,

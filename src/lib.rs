@@ -6,6 +6,7 @@
 //!
 //! | module | owns |
 //! |---|---|
+//! | [`base`] | the ground floor: clock, randomness, CIDR masks, `Problem`, the DNS byte walker |
 //! | [`config`] | the TOML schema, its checks, and `file:line:col` problems |
 //! | [`cookie`] | DNS Cookies (RFC 7873, RFC 9018 server cookies) |
 //! | [`zone`] | master-file parsing, zone checks, the name index for lookups |
@@ -37,6 +38,7 @@
 
 pub mod admin;
 pub mod anycast;
+pub mod base;
 pub mod cli;
 pub mod config;
 pub mod cookie;

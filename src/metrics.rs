@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
@@ -39,6 +39,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::base::clock::unix_secs;
 use crate::policy::{PolicyKind, Service, WhenAllDown};
 use crate::snapshot::Snapshot;
 pub use crate::zone::stats::name_label;
@@ -279,11 +280,6 @@ pub fn record_reload(ok: bool) {
     } else {
         RELOAD_FAILURES.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-pub fn unix_secs(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 //! in each case and how many client networks would be answered from a different set of regions.
 //!
 //! Both runs use their own freshly loaded snapshot (its own health table and round-robin
-//! counters), and each query gets the same random numbers in both ([`crate::policy::seed_random`]),
+//! counters), and each query gets the same random numbers in both ([`crate::base::random::seed_random`]),
 //! so a weighted or round-robin answer differs between them only because of the change.
 //!
 //! A "client network" is the ECS subnet a query carried, or its source address without one (a
@@ -317,7 +317,7 @@ fn answer(
     i: usize,
     q: &Recorded,
 ) -> Option<Answer> {
-    crate::policy::seed_random(i as u64);
+    crate::base::random::seed_random(i as u64);
     let mut trace = Trace::default();
     let resp = handle_traced(
         snap,

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use hickory_proto::rr::{Name, RecordType};
 
-use crate::config::{self, LoadedConfig, Problem, Problems};
+use crate::base::problem::{Problem, Problems};
+use crate::config::{self, LoadedConfig};
 use crate::geo::{self, Coords, GeoDb, Locator, Override, OverrideTarget};
 use crate::health::{EndpointKey, HealthRegistry};
 use crate::policy::{Endpoint, PolicyKind, Region, Service, WhenAllDown};
@@ -508,7 +509,7 @@ fn build_locator(config: &LoadedConfig, dbs: Vec<GeoDb>) -> Locator {
                 OverrideTarget::Country(geo::code(n.country.as_ref()?.get_ref())?)
             };
             Some(Override {
-                net: geo::mask(geo::canonical(ip), prefix),
+                net: crate::base::net::mask(geo::canonical(ip), prefix),
                 prefix,
                 target,
             })

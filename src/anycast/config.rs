@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-use crate::config::{parse_cidr, parse_duration, resolve, Problem};
+use crate::base::problem::Problem;
+use crate::config::{parse_cidr, parse_duration, resolve};
 
 /// `[anycast]` as written.
 #[derive(Debug, Clone, Deserialize)]

@@ -244,7 +244,7 @@ impl Anycast {
             "announced": s.announced,
             "reason": s.reason.as_str(),
             "since": rfc3339(s.since),
-            "since_unix": crate::metrics::unix_secs(s.since),
+            "since_unix": crate::base::clock::unix_secs(s.since),
             "prefixes": settings.prefixes,
             "speaker": self.speaker_name(),
             "healthy": s.healthy,

@@ -13,7 +13,7 @@ use serde_spanned::Spanned;
 
 use super::key::SigningKey;
 use super::sign::Validity;
-use crate::config::Problem;
+use crate::base::problem::Problem;
 
 /// The problem `check` and `serve` report for every `[[dnssec]]` until answers are signed.
 pub const NOT_WIRED: &str =

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-use crate::config::{parse_duration, Problem};
+use crate::base::problem::Problem;
+use crate::config::parse_duration;
 
 /// `[fleet]` as written.
 #[derive(Clone, Deserialize)]

@@ -6,11 +6,13 @@
 //! Also reports the prefix length the answer depended on, which becomes the ECS scope.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use serde::Deserialize;
+
+use crate::base::net::mask;
 
 /// Latitude and longitude in degrees.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -99,22 +101,6 @@ pub fn prefix_in(addr: IpAddr, prefix: u8) -> u8 {
             base + prefix.min(32)
         }
         _ => prefix,
-    }
-}
-
-/// `ip` with every bit past `prefix` cleared.
-pub fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => {
-            let p = prefix.min(32) as u32;
-            let m = if p == 0 { 0 } else { u32::MAX << (32 - p) };
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
-        }
-        IpAddr::V6(a) => {
-            let p = prefix.min(128) as u32;
-            let m = if p == 0 { 0 } else { u128::MAX << (128 - p) };
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
-        }
     }
 }
 

@@ -367,7 +367,7 @@ async fn run_target(
     // the interval, so that thousands of targets do not fire together, rounded up to a
     // [`SLOT`] boundary shared by every target: the probes of one slot go out together, on
     // one wakeup of the thread, and their connections complete in batches too.
-    let phase = s.interval.mul_f64(crate::policy::random_unit());
+    let phase = s.interval.mul_f64(crate::base::random::random_unit());
     let mut due: Option<Instant> = None;
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);

@@ -6,7 +6,8 @@
 use std::net::IpAddr;
 
 use super::{index::top_first, Ctx};
-use crate::geo::{canonical, mask};
+use crate::base::net::mask;
+use crate::geo::canonical;
 
 pub const V4_PREFIX: u8 = 24;
 pub const V6_PREFIX: u8 = 56;

@@ -3,7 +3,8 @@
 //! priority (failover), each with the running sums of its weights for weighted draws by
 //! binary search ([`weighted_top`]).
 
-use super::{random_unit, Ctx, Endpoint, Family, Picks, Service};
+use super::{Ctx, Endpoint, Family, Picks, Service};
+use crate::base::random::random_unit;
 
 /// Endpoint indices of one group, in index order, with their weights' running sums.
 #[derive(Debug, Default)]

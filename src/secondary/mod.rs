@@ -32,7 +32,8 @@ use hickory_proto::rr::{Name, RData, Record};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{LoadedConfig, Problem};
+use crate::base::problem::Problem;
+use crate::config::LoadedConfig;
 use crate::reload::Reloader;
 
 /// `[[secondary]]` as written.
@@ -308,7 +309,7 @@ fn update(zone: &Name, f: impl FnOnce(&mut ZoneStatus)) {
 }
 
 fn unix(t: SystemTime) -> f64 {
-    crate::metrics::unix_secs(t)
+    crate::base::clock::unix_secs(t)
 }
 
 /// A NOTIFY (RFC 1996) for `zone` from `src`: accepted (NOERROR) when `zone` is a secondary

@@ -195,7 +195,7 @@ fn query(
     current_soa: Option<&Record>,
     key: Option<&Key>,
 ) -> Result<(u16, Vec<u8>, Option<Verifier>), String> {
-    let id: u16 = (crate::policy::random_unit() * 65535.0) as u16;
+    let id: u16 = (crate::base::random::random_unit() * 65535.0) as u16;
     let mut q = Message::new(id, MessageType::Query, OpCode::Query);
     q.add_query(Query::query(zone.clone(), qtype));
     if let Some(soa) = current_soa {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, Restrict};
 
-use crate::config::Problem;
+use crate::base::problem::Problem;
 use parse::ParsedRecord;
 
 /// Lower-cased uncompressed wire form of a name; the key of every index here.

@@ -14,7 +14,7 @@ use hickory_proto::rr::rdata::{self, CNAME, MX, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecoder, Restrict};
 
-use crate::config::Problem;
+use crate::base::problem::Problem;
 
 /// One record as read, with where it came from.
 #[derive(Debug, Clone)]
