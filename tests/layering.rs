@@ -133,16 +133,6 @@ const ALLOWED_UPWARD: &[(&str, &str, &str)] = &[
         "issue 19: to be removed (querylog::wrap/Tap: the outcome value feeds the log)",
     ),
     (
-        "anycast",
-        "metrics",
-        "issue 19: to be removed (metrics::name_label)",
-    ),
-    (
-        "history",
-        "metrics",
-        "issue 19: to be removed (metrics::name_label)",
-    ),
-    (
         "querylog",
         "metrics",
         "issue 19: to be removed (record_query thread-local, counters, exposition)",
