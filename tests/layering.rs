@@ -37,7 +37,6 @@ const FLOORS: &[(&str, u8)] = &[
     ("reload", 5),
     ("history", 5),
     ("systemd", 5),
-    ("liveness", 5),
     ("querylog", 5),
     // 6 faces: what people and other programs see
     ("admin", 6),
@@ -121,11 +120,6 @@ const ALLOWED_UPWARD: &[(&str, &str, &str)] = &[
         "server",
         "metrics",
         "issue 19: to be removed (record_sent/observe_batch: counters become a leaf)",
-    ),
-    (
-        "server",
-        "liveness",
-        "issue 19: to be removed (the listeners' heartbeats: a leaf the watchdog reads)",
     ),
     (
         "server",
