@@ -44,7 +44,14 @@ pub struct Snapshot {
     pub rrl: Option<crate::rrl::Rrl>,
     /// The key of DNS server cookies: `server.cookie_secret`, else random per config file.
     pub cookie_secret: crate::cookie::Secret,
+    /// What a NOTIFY (RFC 1996) from `src` for a zone does: registered here by the secondary
+    /// side (`secondary::notify`), so the answer floor (`dns`) calls it without naming the
+    /// control floor. Called only when the configuration has secondary zones.
+    pub notify: NotifyHook,
 }
+
+/// Accepts (true: the zone's refresh is woken) or refuses a NOTIFY for `zone` from `src`.
+pub type NotifyHook = fn(&LoadedConfig, &Name, std::net::IpAddr) -> bool;
 
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
@@ -235,6 +242,8 @@ impl Snapshot {
             locator,
             services,
             health,
+            // The snapshot's existing tie to `secondary` (as for `add_copies` above).
+            notify: crate::secondary::notify,
         })
     }
 

@@ -103,11 +103,6 @@ const ALLOWED_UPWARD: &[(&str, &str, &str)] = &[
     ),
     (
         "dns",
-        "secondary",
-        "issue 19: to be removed (dns calls secondary::notify; NOTIFY by registration)",
-    ),
-    (
-        "dns",
         "metrics",
         "issue 19: to be removed (record_query/record_malformed: counters become a leaf)",
     ),
