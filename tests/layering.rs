@@ -122,11 +122,6 @@ const ALLOWED_UPWARD: &[(&str, &str, &str)] = &[
         "issue 19: to be removed (querylog::wrap/Tap: the outcome value feeds the log)",
     ),
     (
-        "querylog",
-        "metrics",
-        "issue 19: to be removed (record_query thread-local, counters, exposition)",
-    ),
-    (
         "reload",
         "metrics",
         "issue 19: to be removed (record_reload/retain_probes: counters become a leaf)",

@@ -39,8 +39,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::MetricType;
 
 use crate::config::{LoadedConfig, LogConfig};
+use crate::dns::QueryOutcome;
 use crate::dns::Transport;
-use crate::metrics::QueryOutcome;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 // ---------------------------------------------------------------------------------------------
@@ -705,7 +705,7 @@ impl Labels {
     fn of(&mut self, name: &Name) -> &str {
         let hit = self.last.as_ref().is_some_and(|(n, _)| n.eq_case(name));
         if !hit {
-            self.last = Some((name.clone(), crate::metrics::name_label(name)));
+            self.last = Some((name.clone(), crate::zone::stats::name_label(name)));
         }
         self.last.as_ref().map_or("-", |(_, l)| l.as_str())
     }
