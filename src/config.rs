@@ -275,7 +275,7 @@ pub struct LoadedConfig {
     /// `[rrl]` checked and with its defaults; `None` when the section is absent.
     pub rrl: Option<crate::rrl::Settings>,
     /// `server.cookie_secret` when set.
-    pub cookie_secret: Option<crate::cookie::Secret>,
+    pub cookie_secret: Option<crate::base::secret::Secret>,
     /// `[fleet]` after its checks; `None` without the table.
     pub fleet: Option<crate::fleet::config::Settings>,
 }
@@ -848,7 +848,7 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
         }
     }
     if let Some(secret) = &c.server.cookie_secret {
-        match crate::cookie::Secret::parse_hex(secret.get_ref()) {
+        match crate::base::secret::Secret::parse_hex(secret.get_ref()) {
             Some(s) => lc.cookie_secret = Some(s),
             None => out.push(at(
                 secret.span(),

@@ -58,11 +58,6 @@ const ALLOWED_UPWARD: &[(&str, &str, &str)] = &[
     ),
     (
         "config",
-        "cookie",
-        "issue 19: to be removed (config parses cookie::Secret)",
-    ),
-    (
-        "config",
         "dnssec",
         "issue 19: to be removed (config holds dnssec::config's section types and check)",
     ),
@@ -85,11 +80,6 @@ const ALLOWED_UPWARD: &[(&str, &str, &str)] = &[
         "config",
         "secondary",
         "issue 19: to be removed (config holds SecondaryConfig and secondary::check)",
-    ),
-    (
-        "snapshot",
-        "cookie",
-        "issue 19: to be removed (snapshot makes the cookie Secret)",
     ),
     (
         "snapshot",
