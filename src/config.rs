@@ -5,6 +5,8 @@
 //! Checks that need the zones (a service name must lie inside a served zone) live where the
 //! snapshot is built, but report through the same [`Problem`] type.
 
+pub mod log;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -968,7 +970,7 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
 
     if let Some(log) = &c.log {
         let dir = path.parent().unwrap_or(Path::new("."));
-        for (span, msg) in crate::querylog::check(log, dir) {
+        for (span, msg) in log::check(log, dir) {
             out.push(at(span, msg));
         }
     }

@@ -68,11 +68,6 @@ const ALLOWED_UPWARD: &[(&str, &str, &str)] = &[
     ),
     (
         "config",
-        "querylog",
-        "issue 19: to be removed (config calls querylog::check)",
-    ),
-    (
-        "config",
         "rrl",
         "issue 19: to be removed (config checks against rrl's limits and defaults)",
     ),
