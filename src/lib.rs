@@ -33,7 +33,7 @@
 //! | [`cli`] | the `meridian` command line |
 //! | [`ctl`] | `status`, `drain`, `undrain`, `reload`, `explain --live`: the admin API from the shell |
 //! | [`manpage`] | `meridian man`: the man pages, from the clap definitions |
-//! | [`server::liveness`] | listener heartbeats, for the watchdog |
+//! | [`base::liveness`] | listener heartbeats, for the watchdog |
 //! | [`systemd`] | sd_notify readiness, reload, stop and the watchdog thread |
 
 pub mod admin;

@@ -22,13 +22,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use self::liveness::Liveness;
+use crate::base::liveness::Liveness;
 use crate::config::LoadedConfig;
 use crate::dns::Transport;
 use crate::querylog::{QueryLog, Tap};
 use crate::snapshot::SharedSnapshot;
 
-pub mod liveness;
 mod tcp;
 pub mod udp;
 

@@ -48,10 +48,10 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
 
+use crate::base::liveness::{Beat, BEAT_EVERY};
 use crate::dns::{handle, Transport};
 use crate::fast::{self, Fast};
 use crate::querylog::Tap;
-use crate::server::liveness::{Beat, BEAT_EVERY};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 /// How long a stopping connection waits for the rest of a query it has begun to receive.
@@ -264,7 +264,7 @@ pub(crate) async fn accept_loop(
     log: Tap,
 ) {
     let mut conns = JoinSet::new();
-    // The watchdog's proof that the runtime still polls this loop (crate::server::liveness).
+    // The watchdog's proof that the runtime still polls this loop (crate::base::liveness).
     let mut beat_timer = tokio::time::interval(BEAT_EVERY);
     beat_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::base::liveness::Beat;
 use crate::dns::{handle, Transport};
 use crate::fast::{self, Fast};
 use crate::metrics;
 use crate::querylog::{self, Tap};
-use crate::server::liveness::Beat;
 use crate::snapshot::SharedSnapshot;
 
 /// Packets per system call. Under load a batch fills; when idle `MSG_WAITFORONE` returns as soon
@@ -55,7 +55,7 @@ fn to_socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
 }
 
 /// Serves DNS on `sock` until `stop` is set: the fast path, else the reference handler.
-/// `beat` is stamped every time round the loop, for the watchdog ([`crate::server::liveness`]); `log`
+/// `beat` is stamped every time round the loop, for the watchdog ([`crate::base::liveness`]); `log`
 /// sees every query and response (`querylog::wrap`: one branch while logging is off).
 pub fn run(
     sock: UdpSocket,
