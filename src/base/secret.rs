@@ -50,7 +50,7 @@ impl Secret {
 /// 16 random bytes from the operating system. Should that fail (no getrandom, no
 /// /dev/urandom), the randomly keyed hashers of the standard library stand in: still secret
 /// and different per process, which is all a cookie secret or a hash key needs.
-pub fn random_bytes() -> [u8; 16] {
+pub(crate) fn random_bytes() -> [u8; 16] {
     let mut b = [0u8; 16];
     if getrandom::fill(&mut b).is_err() {
         use std::hash::BuildHasher;
