@@ -5,6 +5,8 @@
 //! Checks that need the zones (a service name must lie inside a served zone) live where the
 //! snapshot is built, but report through the same [`Problem`] type.
 
+pub mod log;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -275,7 +277,7 @@ pub struct LoadedConfig {
     /// `[rrl]` checked and with its defaults; `None` when the section is absent.
     pub rrl: Option<crate::rrl::Settings>,
     /// `server.cookie_secret` when set.
-    pub cookie_secret: Option<crate::cookie::Secret>,
+    pub cookie_secret: Option<crate::base::secret::Secret>,
     /// `[fleet]` after its checks; `None` without the table.
     pub fleet: Option<crate::fleet::config::Settings>,
 }
@@ -848,7 +850,7 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
         }
     }
     if let Some(secret) = &c.server.cookie_secret {
-        match crate::cookie::Secret::parse_hex(secret.get_ref()) {
+        match crate::base::secret::Secret::parse_hex(secret.get_ref()) {
             Some(s) => lc.cookie_secret = Some(s),
             None => out.push(at(
                 secret.span(),
@@ -968,7 +970,7 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
 
     if let Some(log) = &c.log {
         let dir = path.parent().unwrap_or(Path::new("."));
-        for (span, msg) in crate::querylog::check(log, dir) {
+        for (span, msg) in log::check(log, dir) {
             out.push(at(span, msg));
         }
     }

@@ -14,10 +14,28 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use crate::base::net::mask;
 use crate::geo::AddrSource;
-use crate::metrics::{self, QueryOutcome};
+use crate::metrics;
 use crate::policy::{self, Client, Family, Service, Trace};
 use crate::snapshot::Snapshot;
 use crate::zone::{wire_lower, Found, Node, Zone};
+
+/// What the request handler learnt about one query, recorded once when its response is made
+/// (`metrics::record_query`, which hands it to the query log). It lives on the answer floor,
+/// which makes it, so the floors above read it without reaching for each other.
+#[derive(Debug, Default)]
+pub struct QueryOutcome<'a> {
+    /// The zone the query name fell in; `None` outside every zone.
+    pub zone: Option<&'a crate::zone::stats::ZoneStats>,
+    pub qtype: Option<RecordType>,
+    /// The balanced name whose policy computed the answer, if one did.
+    pub service: Option<&'a Service>,
+    /// Indices of the endpoints answered.
+    pub picks: crate::policy::Picks,
+    /// Every endpoint of the family was down (`when_all_down` applied).
+    pub all_down: bool,
+    /// The query came over TCP (the `transport` label); UDP otherwise.
+    pub tcp: bool,
+}
 
 /// How the query arrived; it decides the response size limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +205,7 @@ fn respond<'s>(
         // RFC 1996: from a listed primary of a secondary zone, wake its refresh; else REFUSED.
         // A server with no secondary zones keeps answering NOTIFY with NOTIMP, as before.
         let ok = matches!(&req.queries[..], [q] if q.query_type() == RecordType::SOA
-            && crate::secondary::notify(&snap.config, q.name(), src.ip()));
+            && (snap.notify)(&snap.config, q.name(), src.ip()));
         resp.metadata.authoritative = ok;
         resp.metadata.response_code = if ok {
             ResponseCode::NoError

@@ -14,10 +14,11 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::cookie;
+use crate::dns::QueryOutcome;
 use crate::dns::Transport;
 use crate::ecs;
 use crate::geo::{prefix_in, AddrSource};
-use crate::metrics::{self, QueryOutcome};
+use crate::metrics;
 use crate::policy::{self, Client, Family};
 use crate::snapshot::Snapshot;
 use crate::zone::{Found, SoaParts};

@@ -23,9 +23,9 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::metrics::name_label;
 use crate::reload::ReloadError;
 use crate::snapshot::{SharedSnapshot, Snapshot};
+use crate::zone::stats::name_label;
 
 /// Events kept; older ones fall off. A page shows a screenful, an operator's script polling
 /// `/status` every few seconds loses nothing at ordinary rates.

@@ -33,7 +33,7 @@
 //! | [`cli`] | the `meridian` command line |
 //! | [`ctl`] | `status`, `drain`, `undrain`, `reload`, `explain --live`: the admin API from the shell |
 //! | [`manpage`] | `meridian man`: the man pages, from the clap definitions |
-//! | [`liveness`] | listener heartbeats, for the watchdog |
+//! | [`base::liveness`] | listener heartbeats, for the watchdog |
 //! | [`systemd`] | sd_notify readiness, reload, stop and the watchdog thread |
 
 pub mod admin;
@@ -52,7 +52,6 @@ pub mod fleet;
 pub mod geo;
 pub mod health;
 pub mod history;
-pub mod liveness;
 pub mod manpage;
 pub mod metrics;
 pub mod policy;

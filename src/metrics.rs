@@ -40,6 +40,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::base::clock::unix_secs;
+use crate::dns::QueryOutcome;
 use crate::policy::{PolicyKind, Service, WhenAllDown};
 use crate::snapshot::Snapshot;
 pub use crate::zone::stats::name_label;
@@ -137,22 +138,6 @@ const _: () = assert!(POLICY_SLOTS == stats::SOURCE_SLOTS);
 
 /// Queries answered outside every zone.
 static NO_ZONE: ZoneStats = ZoneStats::fixed("none");
-
-/// What the request handler learnt about one query, recorded once when its response is made.
-#[derive(Debug, Default)]
-pub struct QueryOutcome<'a> {
-    /// The zone the query name fell in; `None` outside every zone.
-    pub zone: Option<&'a ZoneStats>,
-    pub qtype: Option<RecordType>,
-    /// The balanced name whose policy computed the answer, if one did.
-    pub service: Option<&'a Service>,
-    /// Indices of the endpoints answered.
-    pub picks: crate::policy::Picks,
-    /// Every endpoint of the family was down (`when_all_down` applied).
-    pub all_down: bool,
-    /// The query came over TCP (the `transport` label); UDP otherwise.
-    pub tcp: bool,
-}
 
 /// Counts one response. A handful of relaxed atomic adds; no allocation, no lock.
 pub fn record_query(o: &QueryOutcome<'_>, rcode: ResponseCode) {

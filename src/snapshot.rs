@@ -43,8 +43,15 @@ pub struct Snapshot {
     /// `[rrl]`, applied to UDP responses by the server loop; `None` = no limiting.
     pub rrl: Option<crate::rrl::Rrl>,
     /// The key of DNS server cookies: `server.cookie_secret`, else random per config file.
-    pub cookie_secret: crate::cookie::Secret,
+    pub cookie_secret: crate::base::secret::Secret,
+    /// What a NOTIFY (RFC 1996) from `src` for a zone does: registered here by the secondary
+    /// side (`secondary::notify`), so the answer floor (`dns`) calls it without naming the
+    /// control floor. Called only when the configuration has secondary zones.
+    pub notify: NotifyHook,
 }
+
+/// Accepts (true: the zone's refresh is woken) or refuses a NOTIFY for `zone` from `src`.
+pub type NotifyHook = fn(&LoadedConfig, &Name, std::net::IpAddr) -> bool;
 
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
@@ -222,7 +229,7 @@ impl Snapshot {
             .map(|s| crate::rrl::Rrl::new(s, &config.path));
         let cookie_secret = config
             .cookie_secret
-            .unwrap_or_else(|| crate::cookie::Secret::random_for(&config.path));
+            .unwrap_or_else(|| crate::base::secret::Secret::random_for(&config.path));
         Ok(Snapshot {
             rrl,
             cookie_secret,
@@ -235,6 +242,8 @@ impl Snapshot {
             locator,
             services,
             health,
+            // The snapshot's existing tie to `secondary` (as for `add_copies` above).
+            notify: crate::secondary::notify,
         })
     }
 

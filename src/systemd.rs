@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::liveness::{self, Liveness};
+use crate::base::liveness::{self, Liveness};
 
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {

@@ -37,7 +37,6 @@ const FLOORS: &[(&str, u8)] = &[
     ("reload", 5),
     ("history", 5),
     ("systemd", 5),
-    ("liveness", 5),
     ("querylog", 5),
     // 6 faces: what people and other programs see
     ("admin", 6),
@@ -59,11 +58,6 @@ const ALLOWED_UPWARD: &[(&str, &str, &str)] = &[
     ),
     (
         "config",
-        "cookie",
-        "issue 19: to be removed (config parses cookie::Secret)",
-    ),
-    (
-        "config",
         "dnssec",
         "issue 19: to be removed (config holds dnssec::config's section types and check)",
     ),
@@ -71,11 +65,6 @@ const ALLOWED_UPWARD: &[(&str, &str, &str)] = &[
         "config",
         "fleet",
         "issue 19: to be removed (config holds fleet::config's section types and check)",
-    ),
-    (
-        "config",
-        "querylog",
-        "issue 19: to be removed (config calls querylog::check)",
     ),
     (
         "config",
@@ -89,11 +78,6 @@ const ALLOWED_UPWARD: &[(&str, &str, &str)] = &[
     ),
     (
         "snapshot",
-        "cookie",
-        "issue 19: to be removed (snapshot makes the cookie Secret)",
-    ),
-    (
-        "snapshot",
         "rrl",
         "issue 19: to be removed (snapshot builds the Rrl table)",
     ),
@@ -101,11 +85,6 @@ const ALLOWED_UPWARD: &[(&str, &str, &str)] = &[
         "snapshot",
         "secondary",
         "issue 19: to be removed (snapshot calls secondary::add_copies)",
-    ),
-    (
-        "dns",
-        "secondary",
-        "issue 19: to be removed (dns calls secondary::notify; NOTIFY by registration)",
     ),
     (
         "dns",
@@ -124,28 +103,8 @@ const ALLOWED_UPWARD: &[(&str, &str, &str)] = &[
     ),
     (
         "server",
-        "liveness",
-        "issue 19: to be removed (the listeners' heartbeats: a leaf the watchdog reads)",
-    ),
-    (
-        "server",
         "querylog",
         "issue 19: to be removed (querylog::wrap/Tap: the outcome value feeds the log)",
-    ),
-    (
-        "anycast",
-        "metrics",
-        "issue 19: to be removed (metrics::name_label)",
-    ),
-    (
-        "history",
-        "metrics",
-        "issue 19: to be removed (metrics::name_label)",
-    ),
-    (
-        "querylog",
-        "metrics",
-        "issue 19: to be removed (record_query thread-local, counters, exposition)",
     ),
     (
         "reload",

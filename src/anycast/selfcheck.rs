@@ -173,7 +173,7 @@ pub fn services(snap: &Snapshot, require: Require) -> Result<(), String> {
                 .services
                 .iter()
                 .filter(|s| !up(s))
-                .map(|s| crate::metrics::name_label(&s.name))
+                .map(|s| crate::zone::stats::name_label(&s.name))
                 .collect();
             if down.is_empty() {
                 Ok(())

@@ -27,7 +27,7 @@ pub mod line;
 use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -38,30 +38,18 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::MetricType;
 
-use crate::config::{LoadedConfig, LogConfig};
+/// The `[log]` values and their parsers live with the schema (`config::log`), which checks
+/// them without importing this module.
+pub use crate::config::log::{
+    check, parse_dnstap, parse_format, parse_queries, DnstapTarget, Format,
+};
+use crate::config::LoadedConfig;
+use crate::dns::QueryOutcome;
 use crate::dns::Transport;
-use crate::metrics::QueryOutcome;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 // ---------------------------------------------------------------------------------------------
 // Settings
-
-/// `[log] format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Format {
-    #[default]
-    Text,
-    Json,
-}
-
-/// `[log] dnstap`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DnstapTarget {
-    /// A collector listening on a unix socket (bidirectional Frame Streams).
-    Unix(PathBuf),
-    /// A file (uni-directional Frame Streams: START, frames, STOP).
-    File(PathBuf),
-}
 
 /// The `[log]` section, checked.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -70,66 +58,6 @@ pub struct Settings {
     /// Log one query in `every`; 0 = off, 1 = all.
     pub every: u32,
     pub dnstap: Option<DnstapTarget>,
-}
-
-pub fn parse_format(s: &str) -> Result<Format, String> {
-    match s {
-        "text" => Ok(Format::Text),
-        "json" => Ok(Format::Json),
-        _ => Err(format!(
-            "log.format: `{s}` is not one of \"text\", \"json\""
-        )),
-    }
-}
-
-/// `off` → 0, `all` → 1, `sample:N` → N.
-pub fn parse_queries(s: &str) -> Result<u32, String> {
-    match s {
-        "off" => Ok(0),
-        "all" => Ok(1),
-        _ => match s.strip_prefix("sample:").map(str::parse::<u32>) {
-            Some(Ok(n)) if n >= 1 => Ok(n),
-            _ => Err(format!(
-                "log.queries: `{s}` is not \"off\", \"all\" or \"sample:N\" with N at least 1"
-            )),
-        },
-    }
-}
-
-/// `unix:PATH` or `file:PATH`; a relative path is taken from the config's folder.
-pub fn parse_dnstap(s: &str, config_dir: &Path) -> Result<DnstapTarget, String> {
-    let (kind, path) = s.split_once(':').unwrap_or(("", ""));
-    if path.is_empty() || !matches!(kind, "unix" | "file") {
-        return Err(format!(
-            "log.dnstap: `{s}` is not \"unix:/path/to/socket\" or \"file:/path/to/file\""
-        ));
-    }
-    let path = config_dir.join(path);
-    Ok(match kind {
-        "unix" => DnstapTarget::Unix(path),
-        _ => DnstapTarget::File(path),
-    })
-}
-
-/// The checks of `[log]`, for `config::check`: (span, message) for each bad value.
-pub fn check(log: &LogConfig, config_dir: &Path) -> Vec<(std::ops::Range<usize>, String)> {
-    let mut out = Vec::new();
-    if let Some(f) = &log.format {
-        if let Err(e) = parse_format(f.get_ref()) {
-            out.push((f.span(), e));
-        }
-    }
-    if let Some(q) = &log.queries {
-        if let Err(e) = parse_queries(q.get_ref()) {
-            out.push((q.span(), e));
-        }
-    }
-    if let Some(d) = &log.dnstap {
-        if let Err(e) = parse_dnstap(d.get_ref(), config_dir) {
-            out.push((d.span(), e));
-        }
-    }
-    out
 }
 
 impl Settings {
@@ -705,7 +633,7 @@ impl Labels {
     fn of(&mut self, name: &Name) -> &str {
         let hit = self.last.as_ref().is_some_and(|(n, _)| n.eq_case(name));
         if !hit {
-            self.last = Some((name.clone(), crate::metrics::name_label(name)));
+            self.last = Some((name.clone(), crate::zone::stats::name_label(name)));
         }
         self.last.as_ref().map_or("-", |(_, l)| l.as_str())
     }

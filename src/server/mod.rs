@@ -22,9 +22,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::base::liveness::Liveness;
 use crate::config::LoadedConfig;
 use crate::dns::Transport;
-use crate::liveness::Liveness;
 use crate::querylog::{QueryLog, Tap};
 use crate::snapshot::SharedSnapshot;
 

@@ -48,9 +48,9 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
 
+use crate::base::liveness::{Beat, BEAT_EVERY};
 use crate::dns::{handle, Transport};
 use crate::fast::{self, Fast};
-use crate::liveness::{Beat, BEAT_EVERY};
 use crate::querylog::Tap;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
@@ -264,7 +264,7 @@ pub(crate) async fn accept_loop(
     log: Tap,
 ) {
     let mut conns = JoinSet::new();
-    // The watchdog's proof that the runtime still polls this loop (crate::liveness).
+    // The watchdog's proof that the runtime still polls this loop (crate::base::liveness).
     let mut beat_timer = tokio::time::interval(BEAT_EVERY);
     beat_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::base::liveness::Beat;
 use crate::dns::{handle, Transport};
 use crate::fast::{self, Fast};
-use crate::liveness::Beat;
 use crate::metrics;
 use crate::querylog::{self, Tap};
 use crate::snapshot::SharedSnapshot;
@@ -55,7 +55,7 @@ fn to_socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
 }
 
 /// Serves DNS on `sock` until `stop` is set: the fast path, else the reference handler.
-/// `beat` is stamped every time round the loop, for the watchdog ([`crate::liveness`]); `log`
+/// `beat` is stamped every time round the loop, for the watchdog ([`crate::base::liveness`]); `log`
 /// sees every query and response (`querylog::wrap`: one branch while logging is off).
 pub fn run(
     sock: UdpSocket,
