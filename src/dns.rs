@@ -326,7 +326,7 @@ fn answer<'s>(
     outcome.zone = Some(&zone.stats);
     if zone.expired {
         // A secondary zone past its SOA expire (RFC 1035 §4.3.5): no longer authoritative.
-        resp.metadata.response_code = ResponseCode::ServFail;
+        servfail(resp);
         return false;
     }
     resp.metadata.authoritative = true;

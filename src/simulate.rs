@@ -31,7 +31,7 @@ use smallvec::SmallVec;
 
 use crate::cli::{EXIT_INVALID, EXIT_OK};
 use crate::dns::{handle_traced, Transport};
-use crate::health::drains::{Drains, Rule};
+use crate::health::drains::Rule;
 use crate::policy::Trace;
 use crate::querylog::{dnstap, framestream};
 use crate::snapshot::Snapshot;
@@ -605,34 +605,14 @@ fn report_text(v: &Value, source: &str, config: &str) -> String {
 /// The drain rules the server saved in `state_dir` (what it restores at start), read without
 /// changing anything on disk, and the file's path. A missing file is no rules.
 fn saved_drains(snap: &Snapshot) -> Result<(Vec<Rule>, PathBuf), String> {
-    let path = snap.config.state_dir().join(crate::health::drains::FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => Drains::decode(&bytes)
-            .map(|rules| (rules, path.clone()))
-            .map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((Vec::new(), path)),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
+    let state = snap.config.state_dir();
+    let rules = crate::health::drains::read_saved(&state)?;
+    Ok((rules, state.join(crate::health::drains::FILE)))
 }
 
-/// Sets each endpoint's drained flag as the server does from `rules`: the last rule that
-/// names the endpoint (by address or region, of its service or of all) decides.
+/// Sets each endpoint's drained flag as the server does from `rules` (the same function).
 fn apply_saved(snap: &Snapshot, rules: &[Rule]) {
-    for svc in &snap.services {
-        let name = crate::health::drains::service_label(svc);
-        for e in &svc.endpoints {
-            let region = e
-                .region
-                .and_then(|r| snap.regions.get(r))
-                .map(|r| r.name.as_str());
-            let drained = rules
-                .iter()
-                .rev()
-                .find(|r| r.scope.matches(&name, e.addr, region))
-                .is_some_and(|r| r.drain);
-            e.state.set_drained(drained);
-        }
-    }
+    crate::health::drains::apply_rules(rules, &snap.services, &snap.regions);
 }
 
 fn load(path: &Path) -> Result<Snapshot, i32> {

@@ -254,17 +254,23 @@ impl Drains {
         services: &[Arc<Service>],
         regions: &[Region],
     ) -> Result<usize, String> {
-        let path = state_dir.join(FILE);
-        let rules = match std::fs::read(&path) {
-            Ok(t) => Drains::decode(&t).map_err(|e| format!("{}: {e}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-        };
+        let rules = read_saved(state_dir)?;
         let n = rules.len();
         let mut held = self.lock();
         *held = rules;
         apply_rules(&held, services, regions);
         Ok(n)
+    }
+}
+
+/// The rules saved in `state_dir`, read only: none when there is no file, an error naming the
+/// file when it cannot be read or decoded. (`explain` and `simulate` read them this way.)
+pub fn read_saved(state_dir: &Path) -> Result<Vec<Rule>, String> {
+    let path = state_dir.join(FILE);
+    match std::fs::read(&path) {
+        Ok(t) => Drains::decode(&t).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
 
@@ -369,7 +375,8 @@ pub fn service_label(s: &Service) -> String {
     crate::zone::stats::name_label(&s.name)
 }
 
-fn apply_rules(rules: &[Rule], services: &[Arc<Service>], regions: &[Region]) {
+/// Puts `rules` in force on the endpoints of `services`: the last matching rule decides.
+pub fn apply_rules(rules: &[Rule], services: &[Arc<Service>], regions: &[Region]) {
     for s in services {
         let name = service_label(s);
         for e in &s.endpoints {
