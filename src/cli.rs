@@ -538,13 +538,8 @@ fn dnssec_ds(config_path: &std::path::Path) -> i32 {
         }
         return EXIT_INVALID;
     };
-    let text = lc.text.clone();
-    let at = |span: std::ops::Range<usize>, msg: String| {
-        let (line, col) = crate::config::line_col(&text, span.start);
-        crate::base::problem::Problem::new(config_path, line, col, msg)
-    };
     let mut problems = Vec::new();
-    let zones = crate::dnssec::config::load(&lc.config.dnssec, config_path, &at, &mut problems);
+    let zones = crate::dnssec::config::load(&lc.config.dnssec, &lc.cx(), &mut problems);
     if !problems.is_empty() {
         for p in &problems {
             errln!("{p}");

@@ -71,7 +71,6 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
 
 use siphasher::sip::SipHasher13;
 
@@ -79,32 +78,11 @@ use crate::base::net::mask;
 use crate::base::wire;
 use crate::cookie::{self, Secret};
 
-/// `[rrl]` as it applies to queries (checked and defaulted in [`crate::config`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    pub responses_per_second: u32,
-    pub nxdomains_per_second: u32,
-    pub errors_per_second: u32,
-    pub window: Duration,
-    pub slip: u32,
-    pub ipv4_prefix: u8,
-    pub ipv6_prefix: u8,
-    /// Networks never limited, already masked to their prefix.
-    pub exempt: Vec<(IpAddr, u8)>,
-    pub log_only: bool,
-    pub table_size: usize,
-}
-
-/// Defaults of the keys `[rrl]` leaves out (those of BIND and Knot where they agree).
-pub const DEFAULT_RATE: u32 = 20;
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(5);
-pub const DEFAULT_SLIP: u32 = 2;
-pub const DEFAULT_TABLE_SIZE: usize = 100_000;
-/// Upper bounds the config accepts.
-pub const MAX_RATE: u32 = 1_000_000;
-pub const MAX_SLIP: u32 = 10;
-pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
-pub const MAX_TABLE_SIZE: usize = 1 << 26;
+/// `[rrl]` as it applies to queries, its defaults and bounds: the config's (`config::rrl`).
+pub use crate::config::rrl::{
+    Settings, DEFAULT_RATE, DEFAULT_SLIP, DEFAULT_TABLE_SIZE, DEFAULT_WINDOW, MAX_RATE, MAX_SLIP,
+    MAX_TABLE_SIZE, MAX_WINDOW,
+};
 
 /// The response class ([`classify`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -628,7 +606,7 @@ mod tests {
             responses_per_second: 1,
             nxdomains_per_second: 1,
             errors_per_second: 1,
-            window: Duration::from_secs(1),
+            window: std::time::Duration::from_secs(1),
             slip: 0,
             ipv4_prefix: 24,
             ipv6_prefix: 56,

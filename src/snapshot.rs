@@ -169,7 +169,7 @@ impl Snapshot {
         health: Arc<HealthRegistry>,
     ) -> Result<Snapshot, Problems> {
         let mut zones = ZoneSet::load_dir_checked(&config.zones_dir);
-        crate::secondary::add_copies(&config, &mut zones);
+        crate::zone::copy::add_copies(&config, &mut zones);
         let mut problems = zones.problems;
         check_services(&config, &zones.zones, &zones.unbuilt, &mut problems);
         let db = open_geo_db(&config, &mut problems);
@@ -308,7 +308,7 @@ pub fn check_tolerating(config_path: &Path, tolerate: &Tolerate) -> Checked {
         None => crate::zone::DirLoad::default(),
     };
     if let Some(config) = &examined.config {
-        crate::secondary::add_copies(config, &mut zones);
+        crate::zone::copy::add_copies(config, &mut zones);
     }
     for b in std::mem::take(&mut zones.broken) {
         let name = b.name();
@@ -342,6 +342,10 @@ pub fn check_tolerating(config_path: &Path, tolerate: &Tolerate) -> Checked {
             check_services(config, &zones.zones, &zones.unbuilt, &mut more);
         }
         geo_dbs = open_geo_db(config, &mut more);
+        // `[[dnssec]]` keys are opened here, as the GeoIP database is; what the config's own
+        // check already said about the section (zone, validity) comes again and goes with the
+        // repeats when the problems are sorted.
+        crate::dnssec::config::load(&config.config.dnssec, &config.cx(), &mut more);
         more.retain(|p| !examined.is_artefact(p));
         problems.append(&mut more);
     }

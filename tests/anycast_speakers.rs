@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
-use meridian::anycast::config::{Require, Settings, SpeakerKind};
 use meridian::anycast::speaker::Speaker;
+use meridian::config::anycast::{Require, Settings, SpeakerKind};
 
 const ZONE: &str = "$TTL 300
 @    IN SOA ns1 hostmaster ( 1 3600 600 86400 300 )

@@ -52,31 +52,6 @@ const FLOORS: &[(&str, u8)] = &[
 /// Today's upward imports (from -> to). Each is a debt, not a permission.
 const ALLOWED_UPWARD: &[(&str, &str, &str)] = &[
     (
-        "config",
-        "anycast",
-        "issue 19: to be removed (config holds anycast::config's section types and check)",
-    ),
-    (
-        "config",
-        "dnssec",
-        "issue 19: to be removed (config holds dnssec::config's section types and check)",
-    ),
-    (
-        "config",
-        "fleet",
-        "issue 19: to be removed (config holds fleet::config's section types and check)",
-    ),
-    (
-        "config",
-        "rrl",
-        "issue 19: to be removed (config checks against rrl's limits and defaults)",
-    ),
-    (
-        "config",
-        "secondary",
-        "issue 19: to be removed (config holds SecondaryConfig and secondary::check)",
-    ),
-    (
         "snapshot",
         "rrl",
         "issue 19: to be removed (snapshot builds the Rrl table)",

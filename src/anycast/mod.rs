@@ -19,7 +19,6 @@
 //! withdraws and ends the thread.
 
 pub mod bird;
-pub mod config;
 pub mod exabgp;
 pub mod selfcheck;
 pub mod speaker;
@@ -34,9 +33,9 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwapOption;
 use serde_json::{json, Value};
 
-use self::config::{Require, Settings};
 use self::speaker::Speaker;
 use self::state::{Check, Inputs, Machine, Reason};
+use crate::config::anycast::{Require, Settings};
 use crate::snapshot::SharedSnapshot;
 
 /// How often the withdraw file is looked at (a `stat`): an operator's `touch` takes effect

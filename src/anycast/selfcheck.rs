@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
-use super::config::Require;
 use super::state::Check;
+use crate::config::anycast::Require;
 use crate::snapshot::Snapshot;
 
 /// An answer later than this counts as a failure.

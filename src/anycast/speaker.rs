@@ -2,7 +2,7 @@
 //! should be in — every change and again every interval — and makes it so; adding GoBGP or FRR
 //! is one more file implementing [`Speaker`] and one arm in [`from_settings`].
 
-use super::config::{Settings, SpeakerKind};
+use crate::config::anycast::{Settings, SpeakerKind};
 
 /// Something that can announce and withdraw this site's prefixes.
 pub trait Speaker: Send {

@@ -10,4 +10,5 @@ pub mod net;
 pub mod problem;
 pub mod random;
 pub mod secret;
+pub mod text;
 pub mod wire;

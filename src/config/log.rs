@@ -1,10 +1,24 @@
-//! `[log]`: parsing and checking its values (format, queries, dnstap), for `config::check` and
-//! the query log (`crate::querylog`, which re-exports them). Here with the schema so that
-//! `config` checks the section without importing the control floor.
+//! `[log]`: its schema, and parsing and checking its values (format, queries, dnstap), for the
+//! config's checks and the query log (`crate::querylog`, which re-exports them).
 
 use std::path::{Path, PathBuf};
 
-use crate::config::LogConfig;
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+use super::{Cx, Problem};
+
+/// `[log]`: values as written, checked here and read by `crate::querylog`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`, for every log line (needs a restart).
+    pub format: Option<Spanned<String>>,
+    /// `off`, `all` or `sample:N`.
+    pub queries: Option<Spanned<String>>,
+    /// `unix:PATH` or `file:PATH`.
+    pub dnstap: Option<Spanned<String>>,
+}
 
 /// `[log] format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,23 +76,22 @@ pub fn parse_dnstap(s: &str, config_dir: &Path) -> Result<DnstapTarget, String> 
     })
 }
 
-/// The checks of `[log]`, for `config::check`: (span, message) for each bad value.
-pub fn check(log: &LogConfig, config_dir: &Path) -> Vec<(std::ops::Range<usize>, String)> {
-    let mut out = Vec::new();
+/// Checks `[log]`; a relative dnstap path is taken from the config's folder.
+pub fn check(log: &LogConfig, cx: &Cx, out: &mut Vec<Problem>) {
+    let config_dir = cx.path().parent().unwrap_or(Path::new("."));
     if let Some(f) = &log.format {
         if let Err(e) = parse_format(f.get_ref()) {
-            out.push((f.span(), e));
+            out.push(cx.at(f.span(), e));
         }
     }
     if let Some(q) = &log.queries {
         if let Err(e) = parse_queries(q.get_ref()) {
-            out.push((q.span(), e));
+            out.push(cx.at(q.span(), e));
         }
     }
     if let Some(d) = &log.dnstap {
         if let Err(e) = parse_dnstap(d.get_ref(), config_dir) {
-            out.push((d.span(), e));
+            out.push(cx.at(d.span(), e));
         }
     }
-    out
 }

@@ -65,16 +65,8 @@ impl Validity {
     /// `validity` must be at least 4 hours (shorter windows would re-sign every RRset every
     /// hour) and at most 68 years (the RFC 1982 serial horizon).
     pub fn new(validity: Duration) -> Result<Self, String> {
-        let secs = validity.as_secs();
-        if secs < 4 * 3600 {
-            return Err(format!(
-                "validity {} is too short: at least 4h",
-                humantime::format_duration(validity)
-            ));
-        }
-        if secs >= 1 << 31 {
-            return Err("validity must be under 68 years (RFC 1982 serial arithmetic)".into());
-        }
+        // The bounds are the config's rule (`config::dnssec`, which `check` applies).
+        let secs = crate::config::dnssec::validity_secs(validity)?;
         Ok(Self {
             validity: secs,
             window: secs / 4,

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 
-use super::config::Settings;
+use crate::config::fleet::Settings;
 use crate::health::drains::{service_label, Drains, Rule, Scope};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 

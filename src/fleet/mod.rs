@@ -27,8 +27,6 @@
 //! `[fleet]` is a config problem that says how to get a build with it, and [`current`] is
 //! always `None`, so the rest of the server has nothing to special-case.
 
-pub mod config;
-
 #[cfg(feature = "fleet")]
 mod member;
 #[cfg(feature = "fleet")]
@@ -41,7 +39,7 @@ mod absent {
 
     use serde_json::Value;
 
-    use super::config::Settings;
+    use crate::config::fleet::Settings;
     use crate::health::drains::Scope;
     use crate::health::EndpointState;
     use crate::snapshot::{SharedSnapshot, Snapshot};

@@ -18,205 +18,24 @@
 //!   SERVFAIL (a timer while running, the refresh time on disk at start) until a transfer
 //!   succeeds.
 
-pub mod copy;
+/// The copy's format and its loading live with the zones (`zone::copy`): the snapshot reads
+/// the copies without naming this module.
+pub use crate::zone::copy;
 pub mod tsig;
 pub mod xfr;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use hickory_proto::rr::{Name, RData, Record};
-use serde::Deserialize;
-use toml::Spanned;
+use hickory_proto::rr::{Name, Record};
 
-use crate::base::problem::Problem;
+use crate::config::secondary::zone_name;
+pub use crate::config::secondary::{parse_primary, SecondaryConfig, TsigConfig};
 use crate::config::LoadedConfig;
 use crate::reload::Reloader;
-
-/// `[[secondary]]` as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecondaryConfig {
-    pub zone: Spanned<String>,
-    pub primaries: Spanned<Vec<Spanned<String>>>,
-    pub tsig: Option<Spanned<TsigConfig>>,
-    /// Records a transfer may carry (default 1,000,000); over it the transfer is rejected.
-    pub max_records: Option<Spanned<i64>>,
-    /// Bytes a transfer may carry on the wire (default 268435456); over it it is rejected.
-    pub max_bytes: Option<Spanned<i64>>,
-}
-
-impl SecondaryConfig {
-    fn limits(&self) -> xfr::Limits {
-        let get = |v: &Option<Spanned<i64>>, d: u64| {
-            v.as_ref()
-                .and_then(|v| u64::try_from(*v.get_ref()).ok())
-                .filter(|v| *v > 0)
-                .unwrap_or(d)
-        };
-        xfr::Limits {
-            max_records: get(&self.max_records, xfr::DEFAULT_MAX_RECORDS),
-            max_bytes: get(&self.max_bytes, xfr::DEFAULT_MAX_BYTES),
-        }
-    }
-}
-
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TsigConfig {
-    pub name: String,
-    pub algorithm: String,
-    pub secret: String,
-}
-
-impl std::fmt::Debug for TsigConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The secret never reaches a log.
-        f.debug_struct("TsigConfig")
-            .field("name", &self.name)
-            .field("algorithm", &self.algorithm)
-            .finish()
-    }
-}
-
-/// A primary address: `ip:port`, or a bare IP for port 53.
-pub fn parse_primary(s: &str) -> Option<SocketAddr> {
-    s.parse::<SocketAddr>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
-}
-
-fn zone_name(s: &str) -> Option<Name> {
-    let mut n = Name::from_ascii(s).ok()?;
-    n.set_fqdn(true);
-    Some(n.to_lowercase())
-}
-
-/// Checks `[[secondary]]` entries; `at` places a problem at a span of the config text.
-pub fn check(
-    list: &[Spanned<SecondaryConfig>],
-    at: &dyn Fn(std::ops::Range<usize>, String) -> Problem,
-    out: &mut Vec<Problem>,
-) {
-    let mut seen = std::collections::HashSet::new();
-    for (i, s) in list.iter().enumerate() {
-        let s = s.get_ref();
-        let key = format!("secondary[{i}]");
-        match zone_name(s.zone.get_ref()) {
-            None => out.push(at(
-                s.zone.span(),
-                format!("{key}.zone: `{}` is not a domain name", s.zone.get_ref()),
-            )),
-            Some(n) => {
-                if !seen.insert(n.clone()) {
-                    out.push(at(
-                        s.zone.span(),
-                        format!("{key}.zone: `{n}` is listed twice"),
-                    ));
-                }
-            }
-        }
-        if s.primaries.get_ref().is_empty() {
-            out.push(at(
-                s.primaries.span(),
-                format!("{key}.primaries: at least one primary is needed"),
-            ));
-        }
-        for p in s.primaries.get_ref() {
-            if parse_primary(p.get_ref()).is_none() {
-                out.push(at(
-                    p.span(),
-                    format!(
-                        "{key}.primaries: `{}` is not an address (\"192.0.2.1:53\" or \"192.0.2.1\")",
-                        p.get_ref()
-                    ),
-                ));
-            }
-        }
-        for (what, v) in [("max_records", &s.max_records), ("max_bytes", &s.max_bytes)] {
-            if let Some(v) = v {
-                if *v.get_ref() < 1 {
-                    out.push(at(v.span(), format!("{key}.{what}: must be at least 1")));
-                }
-            }
-        }
-        if let Some(t) = &s.tsig {
-            let c = t.get_ref();
-            if let Err(e) = tsig::Key::new(&c.name, &c.algorithm, &c.secret) {
-                out.push(at(t.span(), format!("{key}.tsig: {e}")));
-            }
-        }
-    }
-}
-
-/// Adds the on-disk copies of the secondary zones to the zones loaded from the zones folder.
-/// A zone with no copy yet (or an unreadable one) is listed as unbuilt, so that the services
-/// inside it are not rejected before the first transfer; a copy past its SOA expire with no
-/// successful refresh is served as SERVFAIL ([`crate::zone::Zone::expired`]).
-pub fn add_copies(config: &LoadedConfig, zones: &mut crate::zone::DirLoad) {
-    let state = config.state_dir();
-    for s in &config.config.secondary {
-        let Some(origin) = zone_name(s.get_ref().zone.get_ref()) else {
-            continue;
-        };
-        let key = crate::zone::wire_key(&origin);
-        if zones.zones.zones.contains_key(&key) {
-            // A file zone of the same name wins; `check` says so.
-            continue;
-        }
-        let path = copy::path(&state, &origin);
-        // The zone a transfer has just built and checked from this very copy, when there is
-        // one: building it a second time would only double the work and the memory.
-        let loaded = take_prebuilt(&path).map_or_else(|| copy::load(&path, &origin), Ok);
-        let mut zone = match loaded {
-            Ok(z) => z,
-            Err(e) => {
-                if path.exists() {
-                    tracing::warn!(zone = %origin, "copy not loaded: {e}");
-                }
-                zones.unbuilt.push(origin);
-                continue;
-            }
-        };
-        if expired(&zone, &state, &origin) {
-            tracing::warn!(zone = %origin, "copy has expired (SOA expire passed without a successful refresh): SERVFAIL until a transfer succeeds");
-            zone.expired = true;
-        }
-        zones.zones.zones.insert(key, Arc::new(zone));
-    }
-}
-
-fn soa_timers(r: &Record) -> Option<(u32, u32, u32, u32)> {
-    match &r.data {
-        RData::SOA(s) => Some((s.serial, s.refresh as u32, s.retry as u32, s.expire as u32)),
-        _ => None,
-    }
-}
-
-/// When the copy of `origin` last refreshed successfully (Unix seconds): the time kept beside
-/// the copy, else the copy's own modification time (it was written by a transfer).
-fn last_refresh(state: &Path, origin: &Name) -> Option<u64> {
-    copy::last_refresh(state, origin).or_else(|| {
-        std::fs::metadata(copy::path(state, origin))
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs())
-    })
-}
-
-fn expired(zone: &crate::zone::Zone, state: &Path, origin: &Name) -> bool {
-    let Some((_, _, _, expire)) = soa_timers(&zone.soa) else {
-        return false;
-    };
-    let Some(at) = last_refresh(state, origin) else {
-        return true;
-    };
-    xfr::unix_now().saturating_sub(at) > u64::from(expire)
-}
 
 // ---------------------------------------------------------------------------------------------
 // State shared with NOTIFY handling and /status, /metrics
@@ -244,42 +63,6 @@ pub struct ZoneStatus {
 struct Shared {
     status: HashMap<Name, ZoneStatus>,
     wake: HashMap<Name, Arc<tokio::sync::Notify>>,
-    /// Zones built and checked from a new copy by [`save`], by the copy's path, waiting for
-    /// the reload that serves them ([`add_copies`] takes them).
-    prebuilt: HashMap<PathBuf, Prebuilt>,
-}
-
-/// A zone built from the copy at a path, and that file's length and modification time then:
-/// if the file changed since, the zone is not the copy's any more and the copy is loaded.
-struct Prebuilt {
-    len: u64,
-    modified: Option<SystemTime>,
-    zone: crate::zone::Zone,
-}
-
-fn file_stamp(path: &Path) -> Option<(u64, Option<SystemTime>)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.len(), m.modified().ok()))
-}
-
-/// Keeps `zone`, just built from the copy at `path`, for the next reload.
-fn put_prebuilt(path: &Path, zone: crate::zone::Zone) {
-    let Some((len, modified)) = file_stamp(path) else {
-        return;
-    };
-    let p = Prebuilt {
-        len,
-        modified,
-        zone,
-    };
-    // The zone replaced (a refresh whose reload never came) is dropped outside the lock.
-    let _old = with(|s| s.prebuilt.insert(path.to_path_buf(), p));
-}
-
-/// The zone built from the copy at `path`, if one waits and the file is still that copy.
-fn take_prebuilt(path: &Path) -> Option<crate::zone::Zone> {
-    let p = with(|s| s.prebuilt.remove(path))?;
-    (file_stamp(path) == Some((p.len, p.modified))).then_some(p.zone)
 }
 
 fn shared() -> &'static Mutex<Shared> {
@@ -433,7 +216,10 @@ fn settings(reloader: &Reloader, zone: &Name) -> Option<Settings> {
             tsig::Key::new(&t.name, &t.algorithm, &t.secret).ok()
         }),
         state_dir: snap.config.state_dir(),
-        limits: s.limits(),
+        limits: xfr::Limits {
+            max_records: s.max_records(),
+            max_bytes: s.max_bytes(),
+        },
     })
 }
 
@@ -452,7 +238,7 @@ fn served_soa(reloader: &Reloader, zone: &Name) -> Option<Record> {
 /// The SOA timers of the copy served (serial, refresh, retry, expire).
 fn served_timers(reloader: &Reloader, zone: &Name) -> Option<(u32, u32, u32, u32)> {
     let snap = reloader.shared().load();
-    soa_timers(&snap.zones.zones.get(&crate::zone::wire_key(zone))?.soa)
+    copy::soa_timers(&snap.zones.zones.get(&crate::zone::wire_key(zone))?.soa)
 }
 
 /// Retry period when nothing is known yet (no SOA to read it from).
@@ -482,7 +268,7 @@ async fn run_zone(reloader: Arc<Reloader>, zone: Name) {
         // a reload marks the zone expired (SERVFAIL) at once, not at the next reload.
         let expire_in = settings(&reloader, &zone).and_then(|set| {
             let (_, _, _, expire) = served_timers(&reloader, &zone)?;
-            let at = last_refresh(&set.state_dir, &zone)? + u64::from(expire);
+            let at = copy::last_refresh_or_written(&set.state_dir, &zone)? + u64::from(expire);
             let already = reloader
                 .shared()
                 .load()
@@ -572,8 +358,8 @@ async fn reload_new_copy(
     zone: &Name,
 ) -> Result<u64, crate::reload::ReloadError> {
     let reloaded = reloader.reload().await;
-    if let Some(left) =
-        settings(reloader, zone).and_then(|set| take_prebuilt(&copy::path(&set.state_dir, zone)))
+    if let Some(left) = settings(reloader, zone)
+        .and_then(|set| copy::take_prebuilt(&copy::path(&set.state_dir, zone)))
     {
         tokio::task::spawn_blocking(move || drop(left));
     }
@@ -631,10 +417,10 @@ fn refresh_blocking(reloader: &Reloader, zone: &Name, set: &Settings) -> Result<
         xfr::Fetched::UpToDate => Ok(Outcome::UpToDate),
         xfr::Fetched::NotNewer { theirs, ours } => Ok(Outcome::NotNewer { theirs, ours }),
         xfr::Fetched::Zone(c, kind) => {
-            let timers = soa_timers(&c.soa);
+            let timers = copy::soa_timers(&c.soa);
             let (serial, records) = (c.serial, c.records);
             let built = save(zone, set, c.copy)?;
-            put_prebuilt(&copy::path(&set.state_dir, zone), built);
+            copy::put_prebuilt(&copy::path(&set.state_dir, zone), built);
             Ok(Outcome::Saved {
                 serial,
                 kind,
@@ -681,52 +467,4 @@ fn save(zone: &Name, set: &Settings, bytes: Vec<u8>) -> Result<crate::zone::Zone
     built.file = path;
     copy::set_last_refresh(&set.state_dir, zone, xfr::unix_now())?;
     Ok(built)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The zone a transfer built is handed to the next reload only while the copy on disk is
-    /// the one it was built from, and only once.
-    #[test]
-    fn prebuilt_zone_is_taken_once_and_only_for_the_same_copy() {
-        let zone = Name::from_ascii("prebuilt.test.").expect("n");
-        let wire = |t, w: &[u8]| crate::zone::decode_rdata(t, w).expect("rdata");
-        use hickory_proto::rr::RecordType as T;
-        let records = vec![
-            Record::from_rdata(
-                zone.clone(),
-                300,
-                wire(
-                    T::SOA,
-                    b"\x03ns1\x08prebuilt\x04test\x00\x01h\x00\x00\x00\x00\x07\x00\x00\x0e\x10\x00\x00\x02\x58\x00\x12\x75\x00\x00\x00\x00\x3c",
-                ),
-            ),
-            Record::from_rdata(zone.clone(), 300, wire(T::NS, b"\x03ns1\x08prebuilt\x04test\x00")),
-            Record::from_rdata(
-                Name::from_ascii("ns1.prebuilt.test.").expect("n"),
-                300,
-                wire(T::A, &[192, 0, 2, 1]),
-            ),
-        ];
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = copy::path(dir.path(), &zone);
-        copy::write_atomic(&path, &copy::encode(&zone, &records).expect("encode")).expect("w");
-        let built = || copy::load(&path, &zone).expect("loads");
-        put_prebuilt(&path, built());
-        let z = take_prebuilt(&path).expect("handed over");
-        assert_eq!(z.record_count, 3);
-        assert!(take_prebuilt(&path).is_none(), "only once");
-        // The copy changed since the zone was built: the zone is not handed over.
-        put_prebuilt(&path, built());
-        let mut longer = records.clone();
-        longer.push(Record::from_rdata(
-            Name::from_ascii("x.prebuilt.test.").expect("n"),
-            300,
-            wire(T::A, &[192, 0, 2, 2]),
-        ));
-        copy::write_atomic(&path, &copy::encode(&zone, &longer).expect("encode")).expect("w");
-        assert!(take_prebuilt(&path).is_none(), "another copy");
-    }
 }

@@ -8,6 +8,9 @@
 
 use ring::hmac;
 
+pub use crate::base::text::{base64, wire_name};
+use crate::config::secondary::TsigAlgorithm;
+
 /// A TSIG key from `[[secondary]] tsig`.
 #[derive(Clone)]
 pub struct Key {
@@ -29,71 +32,22 @@ const TYPE_TSIG: u16 = 250;
 const CLASS_ANY: u16 = 255;
 const FUDGE: u16 = 300;
 
-/// A name in uncompressed, lower-case wire form; `None` when it is not a valid name.
-pub fn wire_name(name: &str) -> Option<Vec<u8>> {
-    let body = name.trim_end_matches('.');
-    let mut out = Vec::with_capacity(body.len() + 2);
-    if !body.is_empty() {
-        for label in body.split('.') {
-            if label.is_empty() || label.len() > 63 {
-                return None;
-            }
-            out.push(label.len() as u8);
-            out.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
-        }
-    }
-    out.push(0);
-    (out.len() <= 255).then_some(out)
-}
-
-/// Decodes standard base64 (as in BIND/Knot key files); `None` on anything else.
-pub fn base64(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => continue,
-            _ => return None,
-        };
-        acc = (acc << 6) | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    (!out.is_empty()).then_some(out)
-}
-
 impl Key {
     /// `algorithm`: hmac-sha256, hmac-sha384 or hmac-sha512 (RFC 8945 §6: SHA-256 is the one
     /// to implement; SHA-1 and MD5 are not offered).
     pub fn new(name: &str, algorithm: &str, secret: &str) -> Result<Key, String> {
-        let alg = match algorithm
-            .trim_end_matches('.')
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "hmac-sha256" => hmac::HMAC_SHA256,
-            "hmac-sha384" => hmac::HMAC_SHA384,
-            "hmac-sha512" => hmac::HMAC_SHA512,
-            other => {
-                return Err(format!(
-                    "algorithm `{other}` is not one of hmac-sha256, hmac-sha384, hmac-sha512"
-                ))
-            }
+        // What the values may be is the config's rule (`config::secondary`, which `check`
+        // applies); the HMAC key is made here.
+        let k = crate::config::secondary::tsig_key(name, algorithm, secret)?;
+        let alg = match k.algorithm {
+            TsigAlgorithm::HmacSha256 => hmac::HMAC_SHA256,
+            TsigAlgorithm::HmacSha384 => hmac::HMAC_SHA384,
+            TsigAlgorithm::HmacSha512 => hmac::HMAC_SHA512,
         };
-        let name = wire_name(name).ok_or_else(|| format!("`{name}` is not a key name"))?;
-        let secret = base64(secret).ok_or("secret is not base64")?;
         Ok(Key {
-            name,
-            algorithm: wire_name(&algorithm.to_ascii_lowercase()).ok_or("bad algorithm")?,
-            key: hmac::Key::new(alg, &secret),
+            name: k.name,
+            algorithm: k.algorithm_name,
+            key: hmac::Key::new(alg, &k.secret),
         })
     }
 

@@ -51,8 +51,8 @@ pub struct Limits {
     pub max_bytes: u64,
 }
 
-pub const DEFAULT_MAX_RECORDS: u64 = 1_000_000;
-pub const DEFAULT_MAX_BYTES: u64 = 268_435_456;
+/// The caps without `max_records` / `max_bytes`, set by the config.
+pub use crate::config::secondary::{DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS};
 
 impl Default for Limits {
     fn default() -> Limits {

@@ -11,6 +11,7 @@
 //! buffer: that is what the fast path copies into answers. Code that wants hickory `Record`s
 //! (the reference handler, transfers, the checks) decodes them from it on demand.
 
+pub mod copy;
 pub mod parse;
 pub mod stats;
 

@@ -1,14 +1,14 @@
-//! The `[anycast]` table (SPEC "Anycast"): its schema and the checks `meridian check` runs on it.
+//! The `[anycast]` table (SPEC "Anycast"): its schema, the settings `crate::anycast` runs on,
+//! and the checks `meridian check` runs on it.
 //! Nothing here talks to BIRD or ExaBGP, so the section validates on a machine without either.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-use crate::base::problem::Problem;
-use crate::config::{parse_cidr, parse_duration, resolve};
+use super::{parse_cidr, parse_duration, Cx, Problem};
 
 /// `[anycast]` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -80,26 +80,21 @@ fn is_bird_symbol(s: &str) -> bool {
         && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
-/// Checks `[anycast]` and returns its settings; every problem goes to `out`. `at` turns a span
-/// of the config text into a located problem; `config_path` resolves relative paths.
-pub fn check(
-    c: &AnycastConfig,
-    config_path: &Path,
-    at: &dyn Fn(std::ops::Range<usize>, String) -> Problem,
-    out: &mut Vec<Problem>,
-) -> Option<Settings> {
+/// Checks `[anycast]` and returns its settings (paths resolved against the config's folder);
+/// every problem goes to `out`.
+pub fn check(c: &AnycastConfig, cx: &Cx, out: &mut Vec<Problem>) -> Option<Settings> {
     let before = out.len();
     let mut prefixes = Vec::new();
     if c.prefixes.get_ref().is_empty() {
-        out.push(at(
+        out.push(cx.at(
             c.prefixes.span(),
-            "anycast.prefixes: at least one prefix is needed".into(),
+            "anycast.prefixes: at least one prefix is needed",
         ));
     }
     for p in c.prefixes.get_ref() {
         match parse_cidr(p.get_ref()) {
             Some((addr, len)) => prefixes.push(format!("{addr}/{len}")),
-            None => out.push(at(
+            None => out.push(cx.at(
                 p.span(),
                 format!(
                     "anycast.prefixes: `{}` is not a prefix like \"198.51.100.53/32\"",
@@ -121,7 +116,7 @@ pub fn check(
                     .as_ref()
                     .map(|p| p.span())
                     .unwrap_or(c.speaker.span());
-                out.push(at(
+                out.push(cx.at(
                     span,
                     format!(
                         "anycast.bird_protocol: `{protocol}` is not a BIRD protocol name \
@@ -136,14 +131,11 @@ pub fn check(
                 .unwrap_or(DEFAULT_BIRD_SOCKET);
             if socket.is_empty() {
                 if let Some(s) = &c.bird_socket {
-                    out.push(at(
-                        s.span(),
-                        "anycast.bird_socket: must not be empty".into(),
-                    ));
+                    out.push(cx.at(s.span(), "anycast.bird_socket: must not be empty"));
                 }
             }
             Some(SpeakerKind::Bird {
-                socket: resolve(config_path, socket),
+                socket: cx.resolve(socket),
                 protocol,
             })
         }
@@ -153,7 +145,7 @@ pub fn check(
                 ("bird_protocol", &c.bird_protocol),
             ] {
                 if let Some(v) = v {
-                    out.push(at(
+                    out.push(cx.at(
                         v.span(),
                         format!("anycast.{k}: only used with speaker = \"bird\""),
                     ));
@@ -162,7 +154,7 @@ pub fn check(
             Some(SpeakerKind::Exabgp)
         }
         other => {
-            out.push(at(
+            out.push(cx.at(
                 c.speaker.span(),
                 format!("anycast.speaker: `{other}` is not one of bird, exabgp"),
             ));
@@ -173,15 +165,12 @@ pub fn check(
         None => default,
         Some(v) => match parse_duration(v.get_ref()) {
             Ok(d) if d.is_zero() && key == "interval" => {
-                out.push(at(
-                    v.span(),
-                    format!("anycast.{key}: must be longer than 0"),
-                ));
+                out.push(cx.at(v.span(), format!("anycast.{key}: must be longer than 0")));
                 default
             }
             Ok(d) => d,
             Err(e) => {
-                out.push(at(v.span(), format!("anycast.{key}: {e}")));
+                out.push(cx.at(v.span(), format!("anycast.{key}: {e}")));
                 default
             }
         },
@@ -191,7 +180,7 @@ pub fn check(
     let mut count = |key: &str, v: &Option<Spanned<u32>>| match v {
         None => 2,
         Some(v) if *v.get_ref() == 0 => {
-            out.push(at(v.span(), format!("anycast.{key}: must be at least 1")));
+            out.push(cx.at(v.span(), format!("anycast.{key}: must be at least 1")));
             2
         }
         Some(v) => *v.get_ref(),
@@ -203,7 +192,7 @@ pub fn check(
         Some(("any-service", _)) => Require::AnyService,
         Some(("every-service", _)) => Require::EveryService,
         Some((other, span)) => {
-            out.push(at(
+            out.push(cx.at(
                 span,
                 format!("anycast.require: `{other}` is not one of dns, any-service, every-service"),
             ));
@@ -212,13 +201,10 @@ pub fn check(
     };
     let withdraw_file = match &c.withdraw_file {
         Some(f) if f.get_ref().is_empty() => {
-            out.push(at(
-                f.span(),
-                "anycast.withdraw_file: must not be empty".into(),
-            ));
+            out.push(cx.at(f.span(), "anycast.withdraw_file: must not be empty"));
             None
         }
-        Some(f) => Some(resolve(config_path, f.get_ref())),
+        Some(f) => Some(cx.resolve(f.get_ref())),
         None => None,
     };
     if out.len() > before {

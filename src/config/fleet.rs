@@ -1,5 +1,6 @@
-//! The `[fleet]` table (SPEC "Fleet"): its schema and the checks `meridian check` runs on it.
-//! Nothing here talks to etcd, so the section validates on a machine without one.
+//! The `[fleet]` table (SPEC "Fleet"): its schema, the settings `crate::fleet` runs on (the
+//! quorum rule among them), and the checks `meridian check` runs on it. Nothing here talks to
+//! etcd, so the section validates on a machine without one.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,8 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-use crate::base::problem::Problem;
-use crate::config::parse_duration;
+use super::{parse_duration, Cx, Problem};
 
 /// `[fleet]` as written.
 #[derive(Clone, Deserialize)]
@@ -140,20 +140,19 @@ fn parse_quorum(v: &toml::Value) -> Result<Quorum, String> {
 }
 
 /// Checks `[fleet]`; `site` is `[site] id`, which the fleet needs. Problems go to `out`;
-/// returns the settings when there were none.
+/// returns the settings (TLS paths resolved against the config's folder) when there were none.
 pub fn check(
     c: &Spanned<FleetConfig>,
+    cx: &Cx,
     site: Option<&str>,
-    at: &dyn Fn(std::ops::Range<usize>, String) -> Problem,
     out: &mut Vec<Problem>,
 ) -> Option<Settings> {
     if !cfg!(feature = "fleet") {
-        out.push(at(
+        out.push(cx.at(
             c.span(),
             "fleet: this meridian was built without the `fleet` feature (the etcd client); \
              build it with `cargo build --release --features fleet` (needs protoc: Debian \
-             protobuf-compiler and libprotobuf-dev), or use the Debian package, which has it"
-                .into(),
+             protobuf-compiler and libprotobuf-dev), or use the Debian package, which has it",
         ));
         return None;
     }
@@ -161,19 +160,13 @@ pub fn check(
     let f = c.get_ref();
     let site = site.unwrap_or_default().to_string();
     if site.is_empty() {
-        out.push(at(
-            c.span(),
-            "fleet: needs [site] id, unique per site".into(),
-        ));
+        out.push(cx.at(c.span(), "fleet: needs [site] id, unique per site"));
     } else if site.contains('/') {
-        out.push(at(c.span(), "fleet: [site] id must not contain `/`".into()));
+        out.push(cx.at(c.span(), "fleet: [site] id must not contain `/`"));
     }
     let mut etcd = Vec::new();
     if f.etcd.get_ref().is_empty() {
-        out.push(at(
-            f.etcd.span(),
-            "fleet.etcd: at least one endpoint is needed".into(),
-        ));
+        out.push(cx.at(f.etcd.span(), "fleet.etcd: at least one endpoint is needed"));
     }
     let tls = f.ca.is_some() || f.cert.is_some();
     for e in f.etcd.get_ref() {
@@ -183,14 +176,14 @@ pub fn check(
                 if (url.scheme() == "http" || url.scheme() == "https") && url.host().is_some() =>
             {
                 if url.scheme() == "https" && !tls {
-                    out.push(at(
+                    out.push(cx.at(
                         e.span(),
                         format!("fleet.etcd: `{u}` is https, so fleet.ca is needed"),
                     ));
                 }
                 etcd.push(u.trim_end_matches('/').to_string());
             }
-            _ => out.push(at(
+            _ => out.push(cx.at(
                 e.span(),
                 format!("fleet.etcd: `{u}` is not an http:// or https:// URL"),
             )),
@@ -201,7 +194,7 @@ pub fn check(
         Some(p) => {
             let s = p.get_ref().trim_end_matches('/');
             if !s.starts_with('/') || s.len() < 2 {
-                out.push(at(
+                out.push(cx.at(
                     p.span(),
                     format!(
                         "fleet.prefix: `{}` must start with `/` and name something",
@@ -215,7 +208,7 @@ pub fn check(
     let quorum = match &f.quorum {
         None => Quorum::Majority,
         Some(q) => parse_quorum(q.get_ref()).unwrap_or_else(|e| {
-            out.push(at(q.span(), format!("fleet.quorum: {e}")));
+            out.push(cx.at(q.span(), format!("fleet.quorum: {e}")));
             Quorum::Majority
         }),
     };
@@ -226,28 +219,26 @@ pub fn check(
                 Duration::from_secs(t.as_secs_f64().ceil() as u64)
             }
             Ok(_) => {
-                out.push(at(d.span(), "fleet.report_ttl: at least 1s".into()));
+                out.push(cx.at(d.span(), "fleet.report_ttl: at least 1s"));
                 DEFAULT_REPORT_TTL
             }
             Err(e) => {
-                out.push(at(d.span(), format!("fleet.report_ttl: {e}")));
+                out.push(cx.at(d.span(), format!("fleet.report_ttl: {e}")));
                 DEFAULT_REPORT_TTL
             }
         },
     };
     if f.cert.is_some() != f.key.is_some() {
-        out.push(at(
+        out.push(cx.at(
             c.span(),
-            "fleet: cert and key go together (client certificate)".into(),
+            "fleet: cert and key go together (client certificate)",
         ));
     }
     if f.username.is_some() != f.password.is_some() {
-        out.push(at(
-            c.span(),
-            "fleet: username and password go together".into(),
-        ));
+        out.push(cx.at(c.span(), "fleet: username and password go together"));
     }
-    let path = |p: &Option<Spanned<String>>| p.as_ref().map(|p| PathBuf::from(p.get_ref()));
+    // TLS files, like every path in the config, are relative to its folder.
+    let path = |p: &Option<Spanned<String>>| p.as_ref().map(|p| cx.resolve(p.get_ref()));
     (out.len() == before).then(|| Settings {
         etcd,
         prefix,

@@ -17,15 +17,19 @@
 //! The refresh time is a separate small file (`<zone>.refreshed`, Unix seconds as text),
 //! rewritten at every successful refresh without rewriting the copy.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
 
-use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{
     BinDecodable, BinDecoder, BinEncodable, BinEncoder, NameEncoding,
 };
 
+use crate::config::LoadedConfig;
 use crate::zone::parse::ParsedRecord;
-use crate::zone::{Builder, Zone};
+use crate::zone::{Builder, DirLoad, Zone};
 
 const MAGIC: &[u8; 14] = b"MERIDIAN-COPY\n";
 const VERSION: u8 = 1;
@@ -421,6 +425,127 @@ pub fn set_last_refresh(state_dir: &Path, zone: &Name, unix: u64) -> Result<(), 
     )
 }
 
+// ---- The copies in the snapshot ---------------------------------------------------------------
+//
+// Every snapshot (start, reload, `check`) serves the copies of the `[[secondary]]` zones that
+// the config lists; the secondary side (`crate::secondary`) only writes them and hands over the
+// zone it has just built from one ([`put_prebuilt`]), so building a snapshot never calls it.
+
+/// Adds the on-disk copies of the secondary zones to the zones loaded from the zones folder.
+/// A zone with no copy yet (or an unreadable one) is listed as unbuilt, so that the services
+/// inside it are not rejected before the first transfer; a copy past its SOA expire with no
+/// successful refresh is served as SERVFAIL ([`crate::zone::Zone::expired`]).
+pub fn add_copies(config: &LoadedConfig, zones: &mut DirLoad) {
+    let state = config.state_dir();
+    for s in &config.config.secondary {
+        let Some(origin) = s.get_ref().origin() else {
+            continue;
+        };
+        let key = crate::zone::wire_key(&origin);
+        if zones.zones.zones.contains_key(&key) {
+            // A file zone of the same name wins; `check` says so.
+            continue;
+        }
+        let path = path(&state, &origin);
+        // The zone a transfer has just built and checked from this very copy, when there is
+        // one: building it a second time would only double the work and the memory.
+        let loaded = take_prebuilt(&path).map_or_else(|| load(&path, &origin), Ok);
+        let mut zone = match loaded {
+            Ok(z) => z,
+            Err(e) => {
+                if path.exists() {
+                    tracing::warn!(zone = %origin, "copy not loaded: {e}");
+                }
+                zones.unbuilt.push(origin);
+                continue;
+            }
+        };
+        if expired(&zone, &state, &origin) {
+            tracing::warn!(zone = %origin, "copy has expired (SOA expire passed without a successful refresh): SERVFAIL until a transfer succeeds");
+            zone.expired = true;
+        }
+        zones.zones.zones.insert(key, Arc::new(zone));
+    }
+}
+
+pub fn soa_timers(r: &Record) -> Option<(u32, u32, u32, u32)> {
+    match &r.data {
+        RData::SOA(s) => Some((s.serial, s.refresh as u32, s.retry as u32, s.expire as u32)),
+        _ => None,
+    }
+}
+
+/// When the copy of `origin` last refreshed successfully (Unix seconds): the time kept beside
+/// the copy, else the copy's own modification time (it was written by a transfer).
+pub fn last_refresh_or_written(state: &Path, origin: &Name) -> Option<u64> {
+    last_refresh(state, origin).or_else(|| {
+        std::fs::metadata(path(state, origin))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+    })
+}
+
+fn expired(zone: &crate::zone::Zone, state: &Path, origin: &Name) -> bool {
+    let Some((_, _, _, expire)) = soa_timers(&zone.soa) else {
+        return false;
+    };
+    let Some(at) = last_refresh_or_written(state, origin) else {
+        return true;
+    };
+    unix_now().saturating_sub(at) > u64::from(expire)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Zones built and checked from a new copy by the secondary side, by the copy's path, waiting
+/// for the reload that serves them ([`add_copies`] takes them).
+fn prebuilt() -> std::sync::MutexGuard<'static, HashMap<PathBuf, Prebuilt>> {
+    static PREBUILT: OnceLock<Mutex<HashMap<PathBuf, Prebuilt>>> = OnceLock::new();
+    PREBUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// A zone built from the copy at a path, and that file's length and modification time then:
+/// if the file changed since, the zone is not the copy's any more and the copy is loaded.
+struct Prebuilt {
+    len: u64,
+    modified: Option<SystemTime>,
+    zone: crate::zone::Zone,
+}
+
+fn file_stamp(path: &Path) -> Option<(u64, Option<SystemTime>)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()))
+}
+
+/// Keeps `zone`, just built from the copy at `path`, for the next reload.
+pub fn put_prebuilt(path: &Path, zone: crate::zone::Zone) {
+    let Some((len, modified)) = file_stamp(path) else {
+        return;
+    };
+    let p = Prebuilt {
+        len,
+        modified,
+        zone,
+    };
+    // The zone replaced (a refresh whose reload never came) is dropped outside the lock.
+    let _old = prebuilt().insert(path.to_path_buf(), p);
+}
+
+/// The zone built from the copy at `path`, if one waits and the file is still that copy.
+pub fn take_prebuilt(path: &Path) -> Option<crate::zone::Zone> {
+    let p = prebuilt().remove(path)?;
+    (file_stamp(path) == Some((p.len, p.modified))).then_some(p.zone)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,5 +676,54 @@ mod tests {
         more.push(0);
         std::fs::write(&path, &more).expect("write");
         assert!(load(&path, &zone).is_err(), "a byte after the end");
+    }
+}
+
+#[cfg(test)]
+mod handover_tests {
+    use super::*;
+    use crate::zone::copy;
+
+    /// The zone a transfer built is handed to the next reload only while the copy on disk is
+    /// the one it was built from, and only once.
+    #[test]
+    fn prebuilt_zone_is_taken_once_and_only_for_the_same_copy() {
+        let zone = Name::from_ascii("prebuilt.test.").expect("n");
+        let wire = |t, w: &[u8]| crate::zone::decode_rdata(t, w).expect("rdata");
+        use hickory_proto::rr::RecordType as T;
+        let records = vec![
+            Record::from_rdata(
+                zone.clone(),
+                300,
+                wire(
+                    T::SOA,
+                    b"\x03ns1\x08prebuilt\x04test\x00\x01h\x00\x00\x00\x00\x07\x00\x00\x0e\x10\x00\x00\x02\x58\x00\x12\x75\x00\x00\x00\x00\x3c",
+                ),
+            ),
+            Record::from_rdata(zone.clone(), 300, wire(T::NS, b"\x03ns1\x08prebuilt\x04test\x00")),
+            Record::from_rdata(
+                Name::from_ascii("ns1.prebuilt.test.").expect("n"),
+                300,
+                wire(T::A, &[192, 0, 2, 1]),
+            ),
+        ];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = copy::path(dir.path(), &zone);
+        copy::write_atomic(&path, &copy::encode(&zone, &records).expect("encode")).expect("w");
+        let built = || copy::load(&path, &zone).expect("loads");
+        put_prebuilt(&path, built());
+        let z = take_prebuilt(&path).expect("handed over");
+        assert_eq!(z.record_count, 3);
+        assert!(take_prebuilt(&path).is_none(), "only once");
+        // The copy changed since the zone was built: the zone is not handed over.
+        put_prebuilt(&path, built());
+        let mut longer = records.clone();
+        longer.push(Record::from_rdata(
+            Name::from_ascii("x.prebuilt.test.").expect("n"),
+            300,
+            wire(T::A, &[192, 0, 2, 2]),
+        ));
+        copy::write_atomic(&path, &copy::encode(&zone, &longer).expect("encode")).expect("w");
+        assert!(take_prebuilt(&path).is_none(), "another copy");
     }
 }

@@ -1,0 +1,139 @@
+//! The one pass over every section of a config that read ([`check`], run by `load.rs`), the
+//! checks that tie one section to another, and [`warnings`]. Each section's own check is in its
+//! file (the convention is in `mod.rs`); this file only calls them and keeps what they return.
+
+use super::service::service_key;
+use super::{
+    admin, anycast, dnssec, fleet, geoip, health, log, regions, rrl, secondary, server, service,
+    site, Cx, LoadedConfig, Problem,
+};
+
+/// The checks that need nothing but the config itself; fills in `lc`'s checked settings.
+pub(super) fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
+    let c = lc.config.clone();
+    let (path, text) = (lc.path.clone(), lc.text.clone());
+    let cx = Cx::new(&path, &text);
+
+    let s = server::check(&c.server, &lc.zones_dir, &cx, out);
+    lc.listen = s.listen;
+    lc.tcp_idle_timeout = s.tcp_idle_timeout;
+    lc.cookie_secret = s.cookie_secret;
+    if let Some(r) = &c.rrl {
+        lc.rrl = rrl::check(r.get_ref(), &cx, out);
+    }
+    if let Some(s) = &c.site {
+        site::check(s, &cx, out);
+    }
+    if let Some(g) = &c.geoip {
+        geoip::check(g, &cx, out);
+    }
+    if let Some(a) = &c.admin {
+        admin::check(a, &cx, out);
+    }
+    if let Some(l) = &c.log {
+        log::check(l, &cx, out);
+    }
+    health::check(&c.health, &cx, out);
+    regions::check(&c.regions, &cx, out);
+    if let Some(a) = &c.anycast {
+        lc.anycast = anycast::check(a, &cx, out);
+    }
+    if let Some(f) = &c.fleet {
+        let site = c.site.as_ref().and_then(|s| s.id.as_ref());
+        lc.fleet = fleet::check(f, &cx, site.map(|s| s.get_ref().as_str()), out);
+    }
+    secondary::check(&c.secondary, &cx, out);
+    dnssec::check(&c.dnssec, &cx, out);
+    service::check(&c.service, &cx, out);
+    references(&c, &cx, out);
+}
+
+/// Names one section gives that another must define: a service's `health` profile and its
+/// endpoints' `region`s, a GeoIP network's `region`.
+fn references(c: &super::Config, cx: &Cx, out: &mut Vec<Problem>) {
+    for (i, n) in c.geoip.iter().flat_map(|g| g.networks.iter()).enumerate() {
+        if let Some(r) = &n.get_ref().region {
+            if !c.regions.contains_key(r.get_ref()) {
+                out.push(cx.at(
+                    r.span(),
+                    format!(
+                        "geoip.networks[{i}].region: no region `{}` is defined",
+                        r.get_ref()
+                    ),
+                ));
+            }
+        }
+    }
+    for svc in &c.service {
+        let s = svc.get_ref();
+        let key = service_key(s.name.get_ref());
+        if let Some(h) = &s.health {
+            if !c.health.contains_key(h.get_ref()) {
+                out.push(cx.at(
+                    h.span(),
+                    format!(
+                        "{key}.health: no health profile `{}` is defined",
+                        h.get_ref()
+                    ),
+                ));
+            }
+        }
+        for (j, ep) in s.endpoints.get_ref().iter().enumerate() {
+            if let Some(r) = &ep.get_ref().region {
+                if !c.regions.contains_key(r.get_ref()) {
+                    out.push(cx.at(
+                        r.span(),
+                        format!(
+                            "{key}.endpoints[{j}].region: no region `{}` is defined",
+                            r.get_ref()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Things in a config that load but will not do what the operator likely means (SPEC "Day
+/// two"): `check` prints them and still exits 0.
+pub fn warnings(lc: &LoadedConfig) -> Vec<Problem> {
+    let c = &lc.config;
+    let mut out = Vec::new();
+    for svc in &c.service {
+        let s = svc.get_ref();
+        if s.health.is_some() {
+            continue;
+        }
+        let checked = s
+            .endpoints
+            .get_ref()
+            .iter()
+            .filter(|e| e.get_ref().check.is_some());
+        if let Some(first) = checked.clone().next() {
+            out.push(lc.problem_at(
+                first.span(),
+                format!(
+                    "warning: {}: {} endpoint(s) have a `check` URL but the service has no \
+                     `health` profile, so they are never probed (always up)",
+                    service_key(s.name.get_ref()),
+                    checked.count()
+                ),
+            ));
+        }
+    }
+    for (name, profile) in &c.health {
+        let used = c.service.iter().any(|s| {
+            s.get_ref()
+                .health
+                .as_ref()
+                .is_some_and(|h| h.get_ref() == name)
+        });
+        if !used {
+            out.push(lc.problem_at(
+                profile.span(),
+                format!("warning: health.{name}: no service uses this profile"),
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,257 @@
+//! `[[service]]`: balanced names, their policy and endpoints.
+
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+use super::{Cx, Problem};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: Spanned<String>,
+    pub policy: Spanned<String>,
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    #[serde(default = "default_max_answers")]
+    pub max_answers: Spanned<usize>,
+    pub health: Option<Spanned<String>>,
+    pub when_all_down: Option<Spanned<String>>,
+    /// TTL while the service answers around a failure (see [`crate::policy::Selection`]).
+    pub ttl_degraded: Option<u32>,
+    pub endpoints: Spanned<Vec<Spanned<EndpointConfig>>>,
+}
+
+fn default_ttl() -> u32 {
+    30
+}
+fn default_max_answers() -> Spanned<usize> {
+    Spanned::new(0..0, 1)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub region: Option<Spanned<String>>,
+    /// An endpoint is an `address` (answered as A/AAAA) or a `target` name (answered as a
+    /// CNAME to it: a regional load balancer known by name, such as an ALB).
+    pub address: Option<Spanned<String>>,
+    pub target: Option<Spanned<String>>,
+    pub weight: Option<Spanned<f64>>,
+    pub priority: Option<u32>,
+    pub check: Option<Spanned<String>>,
+}
+
+pub const POLICIES: &[&str] = &[
+    "round-robin",
+    "weighted",
+    "geo",
+    "failover",
+    "hash",
+    "latency",
+    "least-loaded",
+];
+
+/// Largest TTL a resolver keeps as given (RFC 2181 §8).
+pub const MAX_TTL: u32 = (1 << 31) - 1;
+
+/// How problems name a service: by its `name`, as the operator knows it, not its index.
+pub fn service_key(name: &str) -> String {
+    format!("service \"{name}\"")
+}
+
+/// Checks every `[[service]]` (its `health` profile and endpoint `region`s are checked against
+/// `[health]` and `[regions]` in `check.rs`).
+pub fn check(services: &[Spanned<ServiceConfig>], cx: &Cx, out: &mut Vec<Problem>) {
+    let mut seen_services = std::collections::HashSet::new();
+    for svc in services {
+        let s = svc.get_ref();
+        let key = service_key(s.name.get_ref());
+        // RFC 2181 §8: a TTL above 2^31 - 1 is read as 0 by resolvers.
+        for (k, v) in [("ttl", Some(s.ttl)), ("ttl_degraded", s.ttl_degraded)] {
+            if v.is_some_and(|v| v > MAX_TTL) {
+                out.push(cx.at(
+                    svc.span(),
+                    format!("{key}.{k}: must be at most {MAX_TTL} (2^31 - 1, RFC 2181)"),
+                ));
+            }
+        }
+        if let Some(d) = s.ttl_degraded.filter(|&d| d > s.ttl) {
+            out.push(cx.at(
+                svc.span(),
+                format!(
+                    "{key}.ttl_degraded: {d} is above ttl {}; the TTL while answering around a \
+                     failure is meant to be shorter",
+                    s.ttl
+                ),
+            ));
+        }
+        let lname = s.name.get_ref().trim_end_matches('.').to_ascii_lowercase();
+        if !seen_services.insert(lname) {
+            out.push(cx.at(
+                s.name.span(),
+                format!("{key}.name: `{}` is defined twice", s.name.get_ref()),
+            ));
+        }
+        if !POLICIES.contains(&s.policy.get_ref().as_str()) {
+            out.push(cx.at(
+                s.policy.span(),
+                format!(
+                    "{key}.policy: `{}` is not one of {}",
+                    s.policy.get_ref(),
+                    POLICIES.join(", ")
+                ),
+            ));
+        }
+        if *s.max_answers.get_ref() == 0 {
+            out.push(cx.at(
+                s.max_answers.span(),
+                format!("{key}.max_answers: must be at least 1"),
+            ));
+        }
+        if let Some(w) = &s.when_all_down {
+            if !["serve-all", "empty", "servfail"].contains(&w.get_ref().as_str()) {
+                out.push(cx.at(
+                    w.span(),
+                    format!(
+                        "{key}.when_all_down: `{}` is not one of serve-all, empty, servfail",
+                        w.get_ref()
+                    ),
+                ));
+            }
+        }
+        if s.endpoints.get_ref().is_empty() {
+            out.push(cx.at(
+                s.endpoints.span(),
+                format!("{key}.endpoints: at least one endpoint is needed"),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut seen_targets = std::collections::HashSet::new();
+        // The kind of the first endpoint (true = target); a service answers one kind only.
+        let mut kind: Option<bool> = None;
+        for (j, ep) in s.endpoints.get_ref().iter().enumerate() {
+            let e = ep.get_ref();
+            let ekey = format!("{key}.endpoints[{j}]");
+            match (&e.address, &e.target) {
+                (Some(_), Some(t)) => out.push(cx.at(
+                    t.span(),
+                    format!("{ekey}: an endpoint has either `address` or `target`, not both"),
+                )),
+                (None, None) => out.push(cx.at(
+                    ep.span(),
+                    format!("{ekey}: an endpoint needs `address` or `target`"),
+                )),
+                (Some(a), None) | (None, Some(a)) => {
+                    let is_target = e.target.is_some();
+                    match kind {
+                        None => kind = Some(is_target),
+                        Some(k) if k != is_target => out.push(cx.at(
+                            a.span(),
+                            format!(
+                                "{key}.endpoints: a service has `address` endpoints or `target` endpoints, not both (endpoint {j} is the first `{}`)",
+                                if is_target { "target" } else { "address" }
+                            ),
+                        )),
+                        Some(_) => {}
+                    }
+                }
+            }
+            if let Some(t) = &e.target {
+                let name = t.get_ref();
+                let lower = name.trim_end_matches('.').to_ascii_lowercase();
+                if let Err(why) = check_target_name(name) {
+                    out.push(cx.at(
+                        t.span(),
+                        format!("{ekey}.target: `{name}` is not a valid domain name: {why}"),
+                    ));
+                } else if lower == s.name.get_ref().trim_end_matches('.').to_ascii_lowercase() {
+                    out.push(cx.at(
+                        t.span(),
+                        format!("{ekey}.target: `{name}` is the service's own name: the CNAME would point at itself (a loop)"),
+                    ));
+                } else if !seen_targets.insert(lower) {
+                    out.push(cx.at(t.span(), format!("{ekey}.target: `{name}` is listed twice")));
+                }
+            }
+            if let Some(addr) = &e.address {
+                match addr.get_ref().parse::<IpAddr>() {
+                    Ok(a) => {
+                        if !seen.insert(a) {
+                            out.push(cx.at(
+                                addr.span(),
+                                format!("{ekey}.address: `{a}` is listed twice"),
+                            ));
+                        }
+                    }
+                    Err(_) => out.push(cx.at(
+                        addr.span(),
+                        format!(
+                            "{ekey}.address: `{}` is not an IPv4 or IPv6 address",
+                            addr.get_ref()
+                        ),
+                    )),
+                }
+            }
+            // A region that is named must exist: `check.rs`, with the other references.
+            if e.region.is_none() && s.policy.get_ref() == "geo" {
+                out.push(cx.at(
+                    ep.span(),
+                    format!("{ekey}.region: the geo policy needs a region for every endpoint"),
+                ));
+            }
+            if let Some(w) = &e.weight {
+                let w = *w.get_ref();
+                if !(w.is_finite() && w > 0.0) {
+                    out.push(cx.at(
+                        e.weight.as_ref().map(|w| w.span()).unwrap_or(ep.span()),
+                        format!("{ekey}.weight: must be a positive number"),
+                    ));
+                }
+            }
+            if let Some(chk) = &e.check {
+                let u = chk.get_ref();
+                if !(u.starts_with("http://")
+                    || u.starts_with("https://")
+                    || u.starts_with("tcp://"))
+                {
+                    out.push(cx.at(
+                        chk.span(),
+                        format!("{ekey}.check: `{u}` must start with http://, https:// or tcp://"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// A `target` must be a host name that resolvers and the system resolver both accept:
+/// letters, digits, `-` and `_` in labels of 1 to 63 bytes, at most 253 bytes in all.
+fn check_target_name(name: &str) -> Result<(), String> {
+    let body = name.strip_suffix('.').unwrap_or(name);
+    if body.is_empty() {
+        return Err("it is empty".into());
+    }
+    if body.len() > 253 {
+        return Err("longer than 253 characters".into());
+    }
+    for label in body.split('.') {
+        if label.is_empty() {
+            return Err("it has an empty label".into());
+        }
+        if label.len() > 63 {
+            return Err(format!("label `{label}` is longer than 63 characters"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(format!("`{c}` is not allowed in a host name"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label `{label}` starts or ends with `-`"));
+        }
+    }
+    Ok(())
+}
