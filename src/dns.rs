@@ -205,7 +205,7 @@ fn respond<'s>(
         // RFC 1996: from a listed primary of a secondary zone, wake its refresh; else REFUSED.
         // A server with no secondary zones keeps answering NOTIFY with NOTIMP, as before.
         let ok = matches!(&req.queries[..], [q] if q.query_type() == RecordType::SOA
-            && (snap.notify)(&snap.config, q.name(), src.ip()));
+            && snap.notify(q.name(), src.ip()));
         resp.metadata.authoritative = ok;
         resp.metadata.response_code = if ok {
             ResponseCode::NoError

@@ -126,7 +126,9 @@ impl Reloader {
         // Rounded to a tenth of a millisecond: more digits are noise in a log line.
         let took_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
         let result = match built {
-            Ok(Ok(snap)) => {
+            Ok(Ok(mut snap)) => {
+                // What the control floor registered with this server stays registered.
+                snap.registrations = self.shared.load().registrations.clone();
                 if snap.config.listen != self.listen {
                     tracing::warn!(
                         "server.listen changed: the new addresses take effect after a restart"

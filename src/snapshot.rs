@@ -3,6 +3,7 @@
 //! snapshot once and answers from it without taking a lock; a reload builds a whole new
 //! snapshot and swaps the pointer, so no query sees half of an old and half of a new config.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,14 +45,46 @@ pub struct Snapshot {
     pub rrl: Option<crate::rrl::Rrl>,
     /// The key of DNS server cookies: `server.cookie_secret`, else random per config file.
     pub cookie_secret: crate::base::secret::Secret,
-    /// What a NOTIFY (RFC 1996) from `src` for a zone does: registered here by the secondary
-    /// side (`secondary::notify`), so the answer floor (`dns`) calls it without naming the
-    /// control floor. Called only when the configuration has secondary zones.
-    pub notify: NotifyHook,
+    /// The `[[secondary]]` zones and their primaries' addresses (canonical, see
+    /// [`geo::canonical`]): a NOTIFY (RFC 1996) is accepted only from one of those (§3.10).
+    pub notify_from: Vec<(Name, Vec<IpAddr>)>,
+    /// What the control floor registered with this server (the NOTIFY hook); one value for
+    /// every snapshot of a server, which a reload hands on to the next (`crate::reload`).
+    pub registrations: Arc<Registrations>,
 }
 
-/// Accepts (true: the zone's refresh is woken) or refuses a NOTIFY for `zone` from `src`.
-pub type NotifyHook = fn(&LoadedConfig, &Name, std::net::IpAddr) -> bool;
+/// What a NOTIFY for an accepted zone wakes: registered by the secondary side.
+pub type NotifyHook = Box<dyn Fn(&Name) + Send + Sync>;
+
+/// Hooks the control floor registers for the floors below to call without naming it: the
+/// secondary side registers what an accepted NOTIFY does (wake the zone's refresh), and `dns`
+/// answers NOTIFY through [`Snapshot::notify`], so neither the answer floor nor the snapshot
+/// names `secondary`.
+#[derive(Default)]
+pub struct Registrations {
+    notify: arc_swap::ArcSwapOption<NotifyHook>,
+}
+
+impl std::fmt::Debug for Registrations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registrations")
+            .field("notify", &self.notify.load().is_some())
+            .finish()
+    }
+}
+
+impl Registrations {
+    /// Registers what an accepted NOTIFY for a zone does (the last registration wins).
+    pub fn on_notify(&self, hook: NotifyHook) {
+        self.notify.store(Some(Arc::new(hook)));
+    }
+
+    fn notified(&self, zone: &Name) {
+        if let Some(hook) = &*self.notify.load() {
+            hook(zone);
+        }
+    }
+}
 
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
@@ -227,6 +260,15 @@ impl Snapshot {
             .rrl
             .clone()
             .map(|s| crate::rrl::Rrl::new(s, &config.path));
+        let notify_from = c
+            .secondary
+            .iter()
+            .filter_map(|s| {
+                let s = s.get_ref();
+                let from = s.primary_addrs().map(|p| geo::canonical(p.ip())).collect();
+                Some((s.origin()?, from))
+            })
+            .collect();
         let cookie_secret = config
             .cookie_secret
             .unwrap_or_else(|| crate::base::secret::Secret::random_for(&config.path));
@@ -242,8 +284,8 @@ impl Snapshot {
             locator,
             services,
             health,
-            // The snapshot's existing tie to `secondary` (as for `add_copies` above).
-            notify: crate::secondary::notify,
+            notify_from,
+            registrations: Arc::default(),
         })
     }
 
@@ -252,6 +294,23 @@ impl Snapshot {
         node.service()
             .and_then(|i| self.services.get(i))
             .map(|s| &**s)
+    }
+
+    /// A NOTIFY (RFC 1996) for `zone` from `src`: accepted (NOERROR) when `zone` is a
+    /// secondary zone and `src` one of its primaries' addresses, which calls the registered
+    /// hook (the secondary side wakes the zone's refresh); refused otherwise (§3.10: a NOTIFY
+    /// from elsewhere must not trigger transfers).
+    pub fn notify(&self, zone: &Name, src: IpAddr) -> bool {
+        let zone = zone.to_lowercase();
+        let src = geo::canonical(src);
+        let accepted = self
+            .notify_from
+            .iter()
+            .any(|(z, from)| *z == zone && from.contains(&src));
+        if accepted {
+            self.registrations.notified(&zone);
+        }
+        accepted
     }
 
     pub fn tcp_idle_timeout(&self) -> Duration {

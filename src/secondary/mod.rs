@@ -25,7 +25,7 @@ pub mod tsig;
 pub mod xfr;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -34,7 +34,6 @@ use hickory_proto::rr::{Name, Record};
 
 use crate::config::secondary::zone_name;
 pub use crate::config::secondary::{parse_primary, SecondaryConfig, TsigConfig};
-use crate::config::LoadedConfig;
 use crate::reload::Reloader;
 
 // ---------------------------------------------------------------------------------------------
@@ -95,31 +94,17 @@ fn unix(t: SystemTime) -> f64 {
     crate::base::clock::unix_secs(t)
 }
 
-/// A NOTIFY (RFC 1996) for `zone` from `src`: accepted (NOERROR) when `zone` is a secondary
-/// zone and `src` one of its primaries' addresses, which wakes its refresh; REFUSED otherwise
-/// (§3.10: a NOTIFY from elsewhere must not trigger transfers).
-pub fn notify(config: &LoadedConfig, zone: &Name, src: IpAddr) -> bool {
-    let zone = zone.to_lowercase();
-    let allowed = config.config.secondary.iter().any(|s| {
-        let s = s.get_ref();
-        zone_name(s.zone.get_ref()).as_ref() == Some(&zone)
-            && s.primaries
-                .get_ref()
-                .iter()
-                .filter_map(|p| parse_primary(p.get_ref()))
-                .any(|p| crate::geo::canonical(p.ip()) == crate::geo::canonical(src))
-    });
-    if !allowed {
-        return false;
-    }
-    update(&zone, |s| {
+/// An accepted NOTIFY (RFC 1996) for `zone` ([`crate::snapshot::Snapshot::notify`] decided
+/// that it came from one of its primaries): counted, and its refresh woken. Registered with the
+/// server by [`start`].
+fn notified(zone: &Name) {
+    update(zone, |s| {
         s.notifies += 1;
         s.last_notify = Some(unix(SystemTime::now()));
     });
     let wake = with(|s| s.wake.entry(zone.clone()).or_default().clone());
     // notify_one keeps a permit when the task is busy transferring: it refreshes again after.
     wake.notify_one();
-    true
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -148,6 +133,13 @@ impl Drop for SecondaryHandle {
 /// zone. The tasks read the primaries and key from the snapshot at each refresh, so changes to
 /// those apply at once.
 pub fn start(reloader: Arc<Reloader>) -> SecondaryHandle {
+    // NOTIFY reaches this side through the server's registrations: `dns` answers it from the
+    // snapshot and calls what is registered here.
+    reloader
+        .shared()
+        .load()
+        .registrations
+        .on_notify(Box::new(notified));
     let supervisor = tokio::spawn(async move {
         let mut running: HashMap<Name, tokio::task::JoinHandle<()>> = HashMap::new();
         // Aborting the supervisor (SecondaryHandle dropped) drops this and stops the zones.
