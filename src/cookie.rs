@@ -38,7 +38,6 @@ const MAX_AHEAD: i64 = 300;
 /// A valid server cookie younger than this is echoed; older ones are renewed.
 const RENEW_AFTER: i64 = 1800;
 
-pub(crate) use crate::base::secret::random_bytes;
 /// The key of server cookies; it lives on the ground floor so that `config` can parse it and
 /// `snapshot` make it without importing this module.
 pub use crate::base::secret::Secret;

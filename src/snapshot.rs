@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+pub mod ratelimit;
+
 use arc_swap::ArcSwap;
 use hickory_proto::rr::{Name, RecordType};
 
@@ -42,7 +44,7 @@ pub struct Snapshot {
     /// Endpoint states, shared with the snapshots before and after this one.
     pub health: Arc<HealthRegistry>,
     /// `[rrl]`, applied to UDP responses by the server loop; `None` = no limiting.
-    pub rrl: Option<crate::rrl::Rrl>,
+    pub rrl: Option<ratelimit::Rrl>,
     /// The key of DNS server cookies: `server.cookie_secret`, else random per config file.
     pub cookie_secret: crate::base::secret::Secret,
     /// The `[[secondary]]` zones and their primaries' addresses (canonical, see
@@ -259,7 +261,7 @@ impl Snapshot {
         let rrl = config
             .rrl
             .clone()
-            .map(|s| crate::rrl::Rrl::new(s, &config.path));
+            .map(|s| ratelimit::Rrl::new(s, &config.path));
         let notify_from = c
             .secondary
             .iter()

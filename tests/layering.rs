@@ -52,16 +52,6 @@ const FLOORS: &[(&str, u8)] = &[
 /// Today's upward imports (from -> to). Each is a debt, not a permission.
 const ALLOWED_UPWARD: &[(&str, &str, &str)] = &[
     (
-        "snapshot",
-        "rrl",
-        "issue 19: to be removed (snapshot builds the Rrl table)",
-    ),
-    (
-        "snapshot",
-        "secondary",
-        "issue 19: to be removed (snapshot calls secondary::add_copies)",
-    ),
-    (
         "dns",
         "metrics",
         "issue 19: to be removed (record_query/record_malformed: counters become a leaf)",
