@@ -613,18 +613,17 @@ fn records_of(zone: &str, text: &str) -> Vec<Record> {
 
 /// Seeds `state_dir` with a copy of `zone` holding `text`'s records.
 fn write_copy(state: &Path, zone: &str, text: &str) {
-    let bytes = meridian::secondary::copy::encode(&name(zone), &records_of(zone, text))
-        .expect("encode copy");
-    let path = meridian::secondary::copy::path(state, &name(zone));
+    let bytes =
+        meridian::zone::copy::encode(&name(zone), &records_of(zone, text)).expect("encode copy");
+    let path = meridian::zone::copy::path(state, &name(zone));
     std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
     std::fs::write(path, bytes).expect("copy");
 }
 
 fn read_copy(state: &Path, zone: &str) -> Vec<Record> {
-    let bytes =
-        std::fs::read(meridian::secondary::copy::path(state, &name(zone))).expect("copy file");
+    let bytes = std::fs::read(meridian::zone::copy::path(state, &name(zone))).expect("copy file");
     let mut out = Vec::new();
-    meridian::secondary::copy::decode(&bytes, &mut |r| out.push(r)).expect("copy decodes");
+    meridian::zone::copy::decode(&bytes, &mut |r| out.push(r)).expect("copy decodes");
     out
 }
 

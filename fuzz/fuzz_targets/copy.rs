@@ -10,7 +10,7 @@
 use hickory_proto::rr::{Name, Record, RecordType};
 use libfuzzer_sys::fuzz_target;
 
-use meridian::secondary::copy;
+use meridian::zone::copy;
 
 fn take<'a>(d: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     let (a, b) = d.split_at_checked(n)?;

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `key.rs` | loading BIND key files and PKCS#8 PEM; DNSKEY, DS, CDS, CDNSKEY, key tag |
 //! | `sign.rs` | canonical signed data, aligned validity windows, the signature cache |
-//! | `config.rs` | `[[dnssec]]`: schema, checks, `meridian dnssec ds` |
+//! | `config.rs` | `[[dnssec]]`'s key files opened and checked, for `meridian dnssec ds` and `check` (the section's schema and file-free checks are `config::dnssec`'s) |
 //! | `denial.rs` | RFC 9824 compact denial NSEC records and their next names |
 
 pub mod config;

@@ -18,9 +18,6 @@
 //!   SERVFAIL (a timer while running, the refresh time on disk at start) until a transfer
 //!   succeeds.
 
-/// The copy's format and its loading live with the zones (`zone::copy`): the snapshot reads
-/// the copies without naming this module.
-pub use crate::zone::copy;
 pub mod tsig;
 pub mod xfr;
 
@@ -34,7 +31,10 @@ use hickory_proto::rr::{Name, Record};
 
 use crate::config::secondary::zone_name;
 pub use crate::config::secondary::{parse_primary, SecondaryConfig, TsigConfig};
+// The copy's format and its loading live with the zones: the snapshot reads the copies
+// without naming this module.
 use crate::reload::Reloader;
+use crate::zone::copy;
 
 // ---------------------------------------------------------------------------------------------
 // State shared with NOTIFY handling and /status, /metrics

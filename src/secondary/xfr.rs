@@ -736,10 +736,10 @@ mod tests {
     /// `apply_ixfr` on records: through the copy form and back.
     fn apply(base: &[Record], resp: Vec<Record>) -> Result<Vec<Record>, String> {
         let z = Name::from_ascii("z.").expect("n");
-        let bytes = crate::secondary::copy::encode(&z, base)?;
+        let bytes = crate::zone::copy::encode(&z, base)?;
         let c = apply_ixfr(&z, &bytes, resp)?;
         let mut out = Vec::new();
-        crate::secondary::copy::decode(&c.copy, &mut |r| out.push(r))?;
+        crate::zone::copy::decode(&c.copy, &mut |r| out.push(r))?;
         assert_eq!(c.records, out.len() as u64);
         Ok(out)
     }

@@ -1111,7 +1111,7 @@ mod tests {
             );
         }
         // A file that is not a zone: its problems are listed, but reading it is the operator's
-        // own choice; the copy of a secondary zone never includes anything (secondary::copy).
+        // own choice; the copy of a secondary zone never includes anything (zone::copy).
         assert!(!read(&secret).problems.is_empty());
     }
 
