@@ -14,7 +14,7 @@ pub(super) fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
     let (path, text) = (lc.path.clone(), lc.text.clone());
     let cx = Cx::new(&path, &text);
 
-    let s = server::check(&c.server, &lc.zones_dir, &cx, out);
+    let s = server::check(&c.server, &cx, &lc.zones_dir, out);
     lc.listen = s.listen;
     lc.tcp_idle_timeout = s.tcp_idle_timeout;
     lc.cookie_secret = s.cookie_secret;

@@ -31,10 +31,11 @@
 //!    in and paths resolved, and the `DEFAULT_*` / `MAX_*` constants the check applies (the
 //!    subsystem that runs the section imports these from here, never the other way round);
 //! 3. `pub fn check(table, cx: &Cx, out: &mut Vec<Problem>)`, returning `Option<Settings>`
-//!    (`None` when it found a problem) or nothing when there are no settings. It reports the
-//!    problems of that table alone; anything it needs from another section comes as an argument
-//!    after `cx` (`[fleet]` needs `[site] id`), and references to another section's names are
-//!    checked in `check.rs`.
+//!    (`None` when it found a problem; `[server]`, which is required, returns its `Settings` as
+//!    far as they read) or nothing when there are no settings. It reports the problems of that
+//!    table alone; anything else it needs comes as an argument after `cx` (`[server]` the
+//!    resolved zones folder, `[fleet]` the `[site] id`), and references to another section's
+//!    names are checked in `check.rs`.
 //!
 //! A new section adds its file, its field in [`Config`] (and in [`LoadedConfig`] if it has
 //! `Settings`), and one call in `check.rs`.

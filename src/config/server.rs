@@ -75,7 +75,7 @@ pub struct Settings {
 pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Checks `[server]`; `zones_dir` is `zones` resolved against the config's folder.
-pub fn check(c: &ServerConfig, zones_dir: &Path, cx: &Cx, out: &mut Vec<Problem>) -> Settings {
+pub fn check(c: &ServerConfig, cx: &Cx, zones_dir: &Path, out: &mut Vec<Problem>) -> Settings {
     let mut s = Settings {
         tcp_idle_timeout: DEFAULT_TCP_IDLE_TIMEOUT,
         ..Settings::default()
