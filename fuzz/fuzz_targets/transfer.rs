@@ -12,7 +12,8 @@
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use libfuzzer_sys::fuzz_target;
 
-use meridian::secondary::{copy, tsig, xfr};
+use meridian::secondary::{tsig, xfr};
+use meridian::zone::copy;
 
 const ID: u16 = 0x4242;
 const NOW: u64 = 1_700_000_000;
