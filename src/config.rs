@@ -6,6 +6,7 @@
 //! snapshot is built, but report through the same [`Problem`] type.
 
 pub mod log;
+pub mod xdp;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -77,6 +78,9 @@ pub struct ServerConfig {
     /// DNS Cookies: the SipHash key of server cookies, 32 hex digits, the same at every site
     /// behind one anycast address; random per start when absent.
     pub cookie_secret: Option<Spanned<String>>,
+    /// Interfaces whose UDP queries are answered over AF_XDP (feature `xdp`, `config/xdp.rs`).
+    #[serde(default)]
+    pub xdp: Vec<Spanned<String>>,
 }
 
 fn default_max_udp_payload() -> Spanned<u16> {
@@ -859,6 +863,9 @@ fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
             )),
         }
     }
+    for (span, msg) in xdp::problems(&c.server.xdp) {
+        out.push(at(span, msg));
+    }
     if let Some(rrl) = &c.rrl {
         lc.rrl = check_rrl(rrl.get_ref(), &at, out);
     }
@@ -1328,6 +1335,9 @@ pub fn warnings(lc: &LoadedConfig) -> Vec<Problem> {
                 format!("warning: health.{name}: no service uses this profile"),
             ));
         }
+    }
+    for (span, msg) in xdp::warnings(&c.server.xdp) {
+        out.push(lc.problem_at(span, msg));
     }
     out
 }
