@@ -64,13 +64,23 @@ mod tests {
     use super::*;
 
     fn names(v: &[&str]) -> Vec<Spanned<String>> {
-        v.iter().map(|s| Spanned::new(0..1, s.to_string())).collect()
+        v.iter()
+            .map(|s| Spanned::new(0..1, s.to_string()))
+            .collect()
     }
 
     #[test]
     fn interface_names_follow_linux_rules() {
         assert!(problems(&names(&["eth0", "veth-s", "enp3s0f1np1"])).is_empty());
-        for bad in ["", "a/b", "eth0:1", "has space", "sixteen-bytes-xx", ".", ".."] {
+        for bad in [
+            "",
+            "a/b",
+            "eth0:1",
+            "has space",
+            "sixteen-bytes-xx",
+            ".",
+            "..",
+        ] {
             assert_eq!(problems(&names(&[bad])).len(), 1, "{bad:?}");
         }
         let twice = problems(&names(&["eth0", "eth1", "eth0"]));

@@ -30,7 +30,8 @@ use crate::snapshot::SharedSnapshot;
 
 mod tcp;
 pub mod udp;
-#[cfg(feature = "xdp")]
+/// Compiled in every build (so its tests and lints run by default); only the `xdp` feature
+/// lets `start` use it.
 pub mod xdp;
 
 /// Listener settings fixed at start (changing them needs a restart).

@@ -99,7 +99,9 @@ pub(crate) fn answer(
     // without `[rrl]` this is the one branch it costs. The query log then sees what
     // RRL left to send.
     match &snap.rrl {
-        Some(rrl) if send => rrl.allow_prepared(packet, src.ip(), out, &snap.cookie_secret, prepared),
+        Some(rrl) if send => {
+            rrl.allow_prepared(packet, src.ip(), out, &snap.cookie_secret, prepared)
+        }
         _ => send,
     }
 }

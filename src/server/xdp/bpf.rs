@@ -12,8 +12,8 @@
 //! of this process: when the process ends, however it ends (SIGKILL, a panic, a crash), the
 //! kernel closes the descriptor and detaches the program. Nothing is left behind for the next
 //! start to clean, unlike a netlink attachment, which outlives its process (Knot's pitfall).
-//! A program of ours left by netlink anyway (an older build, `ip link set xdp`) is removed at
-//! start by [`detach_stale`].
+//! A program attached by netlink (another server's, or one attached by hand) is left alone at
+//! start: `serve` says so (an XDP program is already attached) and uses the sockets.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -25,8 +25,6 @@ pub const PROG_NAME: &str = "meridian_xdp";
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_TYPE_XDP: u32 = 6;
@@ -320,23 +318,6 @@ pub fn attach(prog: &OwnedFd, ifindex: u32, flags: u32) -> io::Result<OwnedFd> {
     sys_bpf(BPF_LINK_CREATE, &mut a).map(owned)
 }
 
-/// The name of the loaded program with kernel id `id` (`bpf_prog_info.name`).
-pub fn prog_name(id: u32) -> io::Result<String> {
-    let mut a = [0u8; 128];
-    put32(&mut a, 0, id);
-    let fd = owned(sys_bpf(BPF_PROG_GET_FD_BY_ID, &mut a)?);
-    // struct bpf_prog_info: name[16] at offset 64; 256 bytes covers it on every kernel.
-    let mut info = [0u8; 256];
-    let mut a = [0u8; 128];
-    put32(&mut a, 0, fd.as_raw_fd() as u32);
-    put32(&mut a, 4, info.len() as u32);
-    put64(&mut a, 8, info.as_mut_ptr() as u64);
-    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a)?;
-    let name = &info[64..80];
-    let end = name.iter().position(|&b| b == 0).unwrap_or(16);
-    Ok(String::from_utf8_lossy(&name[..end]).into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,14 +325,29 @@ mod tests {
     #[test]
     fn every_jump_lands_inside_the_program_and_it_ends_in_exit() {
         let cases = [
-            Targets { port: 53, any4: true, any6: true, ..Default::default() },
             Targets {
-                port: 5353,
-                v4: vec!["192.0.2.1".parse().unwrap(), "198.51.100.53".parse().unwrap()],
-                v6: vec!["2001:db8::1".parse().unwrap(), "2001:db8::53".parse().unwrap()],
+                port: 53,
+                any4: true,
+                any6: true,
                 ..Default::default()
             },
-            Targets { port: 53, v4: vec!["10.0.0.200".parse().unwrap()], ..Default::default() },
+            Targets {
+                port: 5353,
+                v4: vec![
+                    "192.0.2.1".parse().unwrap(),
+                    "198.51.100.53".parse().unwrap(),
+                ],
+                v6: vec![
+                    "2001:db8::1".parse().unwrap(),
+                    "2001:db8::53".parse().unwrap(),
+                ],
+                ..Default::default()
+            },
+            Targets {
+                port: 53,
+                v4: vec!["10.0.0.200".parse().unwrap()],
+                ..Default::default()
+            },
         ];
         for t in cases {
             let p = program(3, &t);
@@ -362,7 +358,10 @@ mod tests {
                         continue;
                     }
                     let to = i as i64 + 1 + i64::from(insn.off);
-                    assert!(to > i as i64 && (to as usize) < p.len(), "{t:?}: jump {i} → {to}");
+                    assert!(
+                        to > i as i64 && (to as usize) < p.len(),
+                        "{t:?}: jump {i} → {to}"
+                    );
                 }
             }
         }
@@ -372,6 +371,9 @@ mod tests {
     fn immediates_are_the_bytes_a_load_reads() {
         // What LDX_H of the bytes 08 00 gives on this host must equal the immediate.
         assert_eq!(ne16(0x0800), i32::from(u16::from_ne_bytes([0x08, 0x00])));
-        assert_eq!(ne32([10, 0, 0, 200]), u32::from_ne_bytes([10, 0, 0, 200]) as i32);
+        assert_eq!(
+            ne32([10, 0, 0, 200]),
+            u32::from_ne_bytes([10, 0, 0, 200]) as i32
+        );
     }
 }

@@ -18,7 +18,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,6 +60,24 @@ static RUNNING: Mutex<Vec<Arc<Interface>>> = Mutex::new(Vec::new());
 /// The interfaces served over AF_XDP, for `/status` and the metrics.
 pub fn interfaces() -> Vec<Arc<Interface>> {
     RUNNING.lock().map(|v| v.clone()).unwrap_or_default()
+}
+
+/// `/status` `"xdp"`: one object per interface served over AF_XDP (SPEC: interface, queues,
+/// mode), with the copy mode and the counters.
+pub fn status_json() -> serde_json::Value {
+    interfaces()
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "interface": i.name,
+                "queues": i.queues,
+                "mode": i.mode,
+                "copy": i.copy,
+                "answered": i.answered.load(Ordering::Relaxed),
+                "dropped": i.dropped.load(Ordering::Relaxed),
+            })
+        })
+        .collect()
 }
 
 /// What holds one interface's program in place: the link (dropping it detaches the program),
@@ -259,9 +277,8 @@ fn tap_index<T>(taps: &[(SocketAddr, T)], local: SocketAddr) -> usize {
     taps.iter()
         .position(|(a, _)| a.ip() == local.ip())
         .or_else(|| {
-            taps.iter().position(|(a, _)| {
-                a.ip().is_unspecified() && a.is_ipv4() == local.is_ipv4()
-            })
+            taps.iter()
+                .position(|(a, _)| a.ip().is_unspecified() && a.is_ipv4() == local.is_ipv4())
         })
         .unwrap_or(0)
 }

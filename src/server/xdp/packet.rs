@@ -207,7 +207,9 @@ mod tests {
             0x08, 0x00,
         ];
         let total = (20 + 8 + payload.len()) as u16;
-        let mut ip = vec![0x45, 0, 0, 0, 0x12, 0x34, 0, 0, 63, 17, 0, 0, 192, 0, 2, 2, 192, 0, 2, 1];
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0x12, 0x34, 0, 0, 63, 17, 0, 0, 192, 0, 2, 2, 192, 0, 2, 1,
+        ];
         ip[2..4].copy_from_slice(&total.to_be_bytes());
         let c = fold(sum16(0, &ip));
         ip[10..12].copy_from_slice(&c.to_be_bytes());
@@ -303,7 +305,10 @@ mod tests {
         assert!(with(ETH + 7, 1).is_none(), "a fragment offset");
         assert!(with(12, 0x81).is_none(), "a VLAN tag");
         assert!(with(ETH + 2, 0xff).is_none(), "IP length past the frame");
-        assert!(with(ETH + 20 + 4, 0xff).is_none(), "UDP length past the packet");
+        assert!(
+            with(ETH + 20 + 4, 0xff).is_none(),
+            "UDP length past the packet"
+        );
         // Ethernet padding after a short packet is not payload.
         let mut padded = q.clone();
         padded.resize(60, 0);
@@ -317,9 +322,15 @@ mod tests {
         let mut buf = q.clone();
         buf.resize(2048, 0);
         let big = vec![0u8; 1500];
-        assert!(write_reply(&mut buf, &d, &big, 1514).is_none(), "past the MTU");
+        assert!(
+            write_reply(&mut buf, &d, &big, 1514).is_none(),
+            "past the MTU"
+        );
         assert!(write_reply(&mut buf, &d, &big, 4096).is_some());
         let mut small = q.clone();
-        assert!(write_reply(&mut small, &d, &big, 4096).is_none(), "past the buffer");
+        assert!(
+            write_reply(&mut small, &d, &big, 4096).is_none(),
+            "past the buffer"
+        );
     }
 }

@@ -40,7 +40,13 @@ struct Ring {
 unsafe impl Send for Ring {}
 
 impl Ring {
-    fn map(fd: RawFd, off: &libc::xdp_ring_offset, entries: u32, entry: usize, pgoff: u64) -> io::Result<Ring> {
+    fn map(
+        fd: RawFd,
+        off: &libc::xdp_ring_offset,
+        entries: u32,
+        entry: usize,
+        pgoff: u64,
+    ) -> io::Result<Ring> {
         let len = off.desc as usize + entries as usize * entry;
         // SAFETY: mapping the ring the kernel set up for this socket at its documented offset.
         let p = unsafe {
@@ -130,7 +136,13 @@ impl Drop for Umem {
 fn setsockopt<T>(fd: RawFd, opt: libc::c_int, v: &T) -> io::Result<()> {
     // SAFETY: `v` is a live value of the size passed.
     let r = unsafe {
-        libc::setsockopt(fd, libc::SOL_XDP, opt, (v as *const T).cast(), size_of::<T>() as libc::socklen_t)
+        libc::setsockopt(
+            fd,
+            libc::SOL_XDP,
+            opt,
+            (v as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
     };
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -184,7 +196,13 @@ impl Socket {
             let mut olen = size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
             // SAFETY: `off` is live and `olen` its size.
             let r = unsafe {
-                libc::getsockopt(raw, libc::SOL_XDP, libc::XDP_MMAP_OFFSETS, (&mut off as *mut libc::xdp_mmap_offsets).cast(), &mut olen)
+                libc::getsockopt(
+                    raw,
+                    libc::SOL_XDP,
+                    libc::XDP_MMAP_OFFSETS,
+                    (&mut off as *mut libc::xdp_mmap_offsets).cast(),
+                    &mut olen,
+                )
             };
             if r < 0 {
                 return Err(io::Error::last_os_error());
@@ -193,7 +211,13 @@ impl Socket {
             let rx = Ring::map(raw, &off.rx, RING, desc, libc::XDP_PGOFF_RX_RING as u64)?;
             let tx = Ring::map(raw, &off.tx, RING, desc, libc::XDP_PGOFF_TX_RING as u64)?;
             let fill = Ring::map(raw, &off.fr, FRAMES, 8, libc::XDP_UMEM_PGOFF_FILL_RING)?;
-            let comp = Ring::map(raw, &off.cr, FRAMES, 8, libc::XDP_UMEM_PGOFF_COMPLETION_RING)?;
+            let comp = Ring::map(
+                raw,
+                &off.cr,
+                FRAMES,
+                8,
+                libc::XDP_UMEM_PGOFF_COMPLETION_RING,
+            )?;
             Ok((fill, comp, rx, tx))
         };
         let (fill, comp, rx, tx) = match setup() {
@@ -210,7 +234,15 @@ impl Socket {
             unsafe { *fill.slot::<u64>(i) = u64::from(i) * FRAME as u64 };
         }
         fill.prod().store(FRAMES, Ordering::Release);
-        let mut sock = Socket { fill, comp, rx, tx, fd, umem, bind: Copy::ZeroCopy };
+        let mut sock = Socket {
+            fill,
+            comp,
+            rx,
+            tx,
+            fd,
+            umem,
+            bind: Copy::ZeroCopy,
+        };
         let bind = |flags: u16| {
             // SAFETY: all-zero is valid for sockaddr_xdp.
             let mut sa: libc::sockaddr_xdp = unsafe { zeroed() };
@@ -220,7 +252,11 @@ impl Socket {
             sa.sxdp_queue_id = queue;
             // SAFETY: `sa` is a live sockaddr_xdp of the size passed.
             let r = unsafe {
-                libc::bind(raw, (&sa as *const libc::sockaddr_xdp).cast(), size_of::<libc::sockaddr_xdp>() as libc::socklen_t)
+                libc::bind(
+                    raw,
+                    (&sa as *const libc::sockaddr_xdp).cast(),
+                    size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+                )
             };
             if r < 0 {
                 Err(io::Error::last_os_error())
@@ -256,7 +292,9 @@ impl Socket {
             let d = unsafe { &*self.rx.slot::<libc::xdp_desc>(cons.wrapping_add(i)) };
             out.push((d.addr, d.len));
         }
-        self.rx.cons().store(cons.wrapping_add(n), Ordering::Release);
+        self.rx
+            .cons()
+            .store(cons.wrapping_add(n), Ordering::Release);
     }
 
     /// Gives frames (any address inside them) back to the kernel to receive into.
@@ -268,7 +306,9 @@ impl Socket {
             // SAFETY: slot within the ring; room as argued above.
             unsafe { *self.fill.slot::<u64>(prod.wrapping_add(i as u32)) = a - a % FRAME as u64 };
         }
-        self.fill.prod().store(prod.wrapping_add(n), Ordering::Release);
+        self.fill
+            .prod()
+            .store(prod.wrapping_add(n), Ordering::Release);
     }
 
     /// Frames the kernel has sent, appended to `out` (to go back on the fill ring).
@@ -280,7 +320,9 @@ impl Socket {
             // SAFETY: finished entries, as in `receive`.
             out.push(unsafe { *self.comp.slot::<u64>(cons.wrapping_add(i)) });
         }
-        self.comp.cons().store(cons.wrapping_add(n), Ordering::Release);
+        self.comp
+            .cons()
+            .store(cons.wrapping_add(n), Ordering::Release);
     }
 
     /// Queues frames (address, length) for sending and kicks the kernel; returns how many were
@@ -300,11 +342,22 @@ impl Socket {
             d.len = len;
             d.options = 0;
         }
-        self.tx.prod().store(prod.wrapping_add(n), Ordering::Release);
+        self.tx
+            .prod()
+            .store(prod.wrapping_add(n), Ordering::Release);
         // Copy mode sends only from the system call; zero-copy drivers say when they need one.
         if self.bind == Copy::Copy || self.tx.needs_wakeup() {
             // SAFETY: sendto with no data on our own socket is the documented TX kick.
-            unsafe { libc::sendto(self.raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
+            unsafe {
+                libc::sendto(
+                    self.raw_fd(),
+                    std::ptr::null(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null(),
+                    0,
+                )
+            };
         }
         n as usize
     }
@@ -312,7 +365,11 @@ impl Socket {
     /// Waits up to `ms` for frames to receive. With need-wakeup the kernel only fills RX after
     /// a poll when the fill ring was empty; poll is that call.
     pub fn wait(&self, ms: i32) {
-        let mut p = libc::pollfd { fd: self.raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut p = libc::pollfd {
+            fd: self.raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one live pollfd.
         unsafe { libc::poll(&mut p, 1, ms) };
     }
@@ -320,10 +377,5 @@ impl Socket {
     /// Whether the kernel has frames waiting on RX.
     pub fn has_rx(&self) -> bool {
         self.rx.prod().load(Ordering::Acquire) != self.rx.cons().load(Ordering::Relaxed)
-    }
-
-    /// Whether the fill ring asks for a wakeup (the kernel ran out of frames to receive into).
-    pub fn fill_needs_wakeup(&self) -> bool {
-        self.fill.needs_wakeup()
     }
 }
