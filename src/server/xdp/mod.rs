@@ -194,11 +194,27 @@ fn start_one(
     // socket would be passed to the kernel anyway (XDP_PASS in the redirect's flags).
     let mut socks = Vec::new();
     for q in 0..queues {
-        let s = xsk::Socket::new(index, q)
-            .map_err(|e| explain(&format!("cannot open an AF_XDP socket on queue {q}"), e))?;
-        bpf::set_socket(&map, q, s.raw_fd())?;
-        socks.push(s);
+        match xsk::Socket::new(index, q) {
+            Ok(s) => {
+                bpf::set_socket(&map, q, s.raw_fd())?;
+                socks.push(s);
+            }
+            Err(e) if q == 0 => {
+                return Err(explain("cannot open an AF_XDP socket on queue 0", e));
+            }
+            // sysfs lists the queues allocated, which can be more than the driver has active
+            // (`ethtool -l`); frames of a queue without a socket go to the kernel.
+            Err(e) => {
+                tracing::warn!(
+                    interface = %name,
+                    "xdp: no AF_XDP socket on queue {q} of {name} ({e}); serving queues 0 to {}",
+                    q - 1
+                );
+                break;
+            }
+        }
     }
+    let queues = socks.len() as u32;
     let (link, mode) = match bpf::attach(&prog, index, bpf::XDP_FLAGS_DRV_MODE) {
         Ok(l) => (l, "native"),
         Err(native) => match bpf::attach(&prog, index, bpf::XDP_FLAGS_SKB_MODE) {
@@ -345,7 +361,9 @@ fn serve(
                 continue;
             }
             let frame = &mut umem[addr_us..chunk_end];
-            let Some(d) = packet::parse(&frame[..len_us]) else {
+            // A broadcast or multicast destination (a wildcard listen address matches them)
+            // must not become the source of a reply.
+            let Some(d) = packet::parse(&frame[..len_us]).filter(|d| unicast(d.local.ip())) else {
                 iface.dropped.fetch_add(1, Ordering::Relaxed);
                 back.push(addr);
                 continue;
@@ -384,4 +402,60 @@ fn serve(
     }
     drop(sock);
     drop(attached);
+}
+
+fn unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v) => !v.is_multicast() && !v.is_broadcast(),
+        IpAddr::V6(v) => !v.is_multicast(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_reply_comes_from_a_broadcast_or_multicast_address() {
+        for ip in ["255.255.255.255", "224.0.0.251", "ff02::fb"] {
+            assert!(!unicast(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["192.0.2.1", "2001:db8::1"] {
+            assert!(unicast(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn a_query_is_logged_with_the_listen_address_it_came_in_on() {
+        let taps: Vec<(SocketAddr, ())> = ["0.0.0.0:53", "[2001:db8::1]:53", "192.0.2.1:53"]
+            .iter()
+            .map(|a| (a.parse().unwrap(), ()))
+            .collect();
+        assert_eq!(
+            tap_index(&taps, "192.0.2.1:53".parse().unwrap()),
+            2,
+            "exact first"
+        );
+        assert_eq!(
+            tap_index(&taps, "192.0.2.9:53".parse().unwrap()),
+            0,
+            "else the wildcard"
+        );
+        assert_eq!(tap_index(&taps, "[2001:db8::1]:53".parse().unwrap()), 1);
+    }
+
+    #[test]
+    fn targets_take_one_port_and_split_wildcards_by_family() {
+        let a: Vec<SocketAddr> = vec![
+            "0.0.0.0:53".parse().unwrap(),
+            "[2001:db8::1]:53".parse().unwrap(),
+        ];
+        let t = targets(&a).unwrap();
+        assert!(t.any4 && !t.any6 && t.v4.is_empty() && t.v6.len() == 1 && t.port == 53);
+        let b: Vec<SocketAddr> = vec![
+            "192.0.2.1:53".parse().unwrap(),
+            "192.0.2.1:5300".parse().unwrap(),
+        ];
+        assert!(targets(&b).is_err());
+    }
 }
