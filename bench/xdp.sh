@@ -8,8 +8,9 @@
 #
 # Native XDP on veth in copy mode, TSO off, GRO on, threaded NAPI (so the receive work is on a
 # thread we can pin, not on the sender's CPU). For each server: fixed offered loads (LOADS),
-# then the peak (kxdpgun at PEAK). "busy" is core 0's non-idle share from /proc/stat over the
-# run: the server, its NAPI thread and any softirq there. Root only.
+# then the peak (kxdpgun at PEAK). "busy" is the CPU time of the server's threads and of vs's
+# NAPI thread over the run's wall time, in % of one core (so other work on the shared machine
+# does not count); "per-core" is replies/s per busy core. Root only.
 #
 # Usage: bash bench/xdp.sh   (env: LOADS="150000 300000 400000" PEAK=2000000 DURATION=10
 #        SERVERS="meridian-xdp meridian-udp knot-xdp knot-udp" MERIDIAN=path)
@@ -52,8 +53,10 @@ ip -n "$S" link set vs up
 ip -n "$C" link set vc up
 ip netns exec "$S" ethtool -K vs tso off gro on >/dev/null 2>&1
 ip netns exec "$C" ethtool -K vc tso off gro on >/dev/null 2>&1
-ip netns exec "$S" sh -c 'echo 1 > /sys/class/net/vs/threaded'
-ip netns exec "$C" sh -c 'echo 1 > /sys/class/net/vc/threaded'
+if [ "${THREADED:-1}" = 1 ]; then
+  ip netns exec "$S" sh -c 'echo 1 > /sys/class/net/vs/threaded'
+  ip netns exec "$C" sh -c 'echo 1 > /sys/class/net/vc/threaded'
+fi
 ip netns exec "$C" ping -q -c 1 -W 2 192.0.2.1 >/dev/null # ARP both ways before kxdpgun
 
 mkdir -p "$W/m/zones" "$W/k/zones" "$W/k/db" "$W/k/run"
@@ -117,16 +120,24 @@ start() { # name
   pin_napi
 }
 stop() { kill "$SPID"; wait "$SPID" 2>/dev/null; SPID=; sleep 1; }
-cpu0() { awk '$1 == "cpu0" { t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $5 + $6 }' /proc/stat; }
+# CPU ticks (user + system) of the server's threads and of vs's NAPI threads: what serving
+# costs, whatever else runs on the shared core.
+ticks() {
+  local p
+  { cat /proc/"$SPID"/task/*/stat 2>/dev/null
+    for p in $(ps -eo pid=,comm= | awk '$2 ~ /^napi\/vs-/ { print $1 }'); do cat /proc/"$p"/stat; done
+  } | awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t + 0 }'
+}
 run() { # server load: prints "server load replies/s busy% qps/busy-core"
-  local a b out replies
-  read -r t0 i0 < <(cpu0)
+  local out replies t0 t1 w0 w1
+  t0=$(ticks); w0=$(date +%s.%N)
   out="$(ip netns exec "$C" kxdpgun -t "$DUR" -Q "$2" -F 1 -I vc -i "$W/queries.txt" 192.0.2.1 2>&1)"
-  read -r t1 i1 < <(cpu0)
+  t1=$(ticks); w1=$(date +%s.%N)
   echo "$out" >>"$W/$1.kxdpgun"
   replies=$(sed -n 's/^total replies: *[0-9]* (\([0-9]*\) pps).*/\1/p' <<<"$out")
-  awk -v s="$1" -v l="$2" -v r="${replies:-0}" -v t="$((t1 - t0))" -v i="$((i1 - i0))" \
-    'BEGIN { b = t > 0 ? 100 * (t - i) / t : 0; pc = (b > 0) ? r / (b / 100) : 0; printf "%-13s %8s %9d %6.1f %10.0f\n", s, l, r, b, pc }'
+  awk -v s="$1" -v l="$2" -v r="${replies:-0}" -v t="$((t1 - t0))" -v w="$w1 - $w0" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { split(w, x, " - "); b = 100 * t / hz / (x[1] - x[2]); pc = (b > 0) ? r / (b / 100) : 0
+             printf "%-13s %8s %9d %6.1f %10.0f\n", s, l, r, b, pc }'
 }
 
 printf '%-13s %8s %9s %6s %10s\n' server offered replies/s busy% per-core
