@@ -77,6 +77,37 @@ def server_cookie(reply):
     return None
 
 
+def rrl_burst(addr, xport, sport):
+    """40 queries for one name at once to each path: (why they differ or None, replies by id of
+    the XDP path, its slips, its drops)."""
+    seen = {}
+    for port in (xport, sport):
+        s = socket.socket(family(addr), socket.SOCK_DGRAM)
+        s.settimeout(0.5)
+        for i in range(40):
+            s.sendto(query(1000 + i, "rrl.example.net", "A"), (addr, port))
+        if port == sport:
+            sent_socket[6 if ":" in addr else 4] += 40
+        got = {}
+        try:
+            while True:
+                data, _ = s.recvfrom(65535)
+                got[struct.unpack(">H", data[:2])[0]] = data
+        except socket.timeout:
+            pass
+        s.close()
+        seen[port] = got
+    a, b = seen[xport], seen[sport]
+    slips = sum(1 for r in a.values() if r[2] & 0x02)
+    dropped = 40 - len(a)
+    if a != b:
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        return "replies differ for ids %s" % diff, a, slips, dropped
+    if slips == 0 or dropped == 0:
+        return "%d slips, %d dropped (expected both)" % (slips, dropped), a, slips, dropped
+    return None, a, slips, dropped
+
+
 def compare(v4, v6, xport, sport):
     failures = 0
     client_cookie = os.urandom(8)
@@ -145,33 +176,18 @@ def compare(v4, v6, xport, sport):
     # the bucket refills by much less than one response during it on either server.
     for addr in (v4, v6):
         fam = "v6" if ":" in addr else "v4"
-        seen = {}
-        for port in (xport, sport):
-            s = socket.socket(family(addr), socket.SOCK_DGRAM)
-            s.settimeout(0.5)
-            for i in range(40):
-                s.sendto(query(1000 + i, "rrl.example.net", "A"), (addr, port))
-            if port == sport:
-                sent_socket[6 if ":" in addr else 4] += 40
-            got = {}
-            try:
-                while True:
-                    data, _ = s.recvfrom(65535)
-                    got[struct.unpack(">H", data[:2])[0]] = data
-            except socket.timeout:
-                pass
-            s.close()
-            seen[port] = got
-        a, b = seen[xport], seen[sport]
-        slips = sum(1 for r in a.values() if r[2] & 0x02)
-        dropped = 40 - len(a)
-        if a != b:
-            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        # Twice at most: a burst that the scheduler stretched past a refill (rate 2/s) on one
+        # path only is not a difference in the answers; after the window the buckets are full
+        # again and the second burst starts from the same state on both paths.
+        for attempt in (1, 2):
+            why, a, slips, dropped = rrl_burst(addr, xport, sport)
+            if why is None or attempt == 2:
+                break
+            print("note %s RRL burst, first try: %s; again after the 5 s window" % (fam, why))
+            time.sleep(6)
+        if why:
             failures += 1
-            print("FAIL %s RRL burst: replies differ for ids %s" % (fam, diff))
-        elif slips == 0 or dropped == 0:
-            failures += 1
-            print("FAIL %s RRL burst: %d slips, %d dropped (expected both)" % (fam, slips, dropped))
+            print("FAIL %s RRL burst: %s" % (fam, why))
         else:
             print("ok   %s RRL burst: %d answered, %d slipped (TC=1), %d dropped, same on both paths"
                   % (fam, len(a) - slips, slips, dropped))
