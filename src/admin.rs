@@ -452,6 +452,7 @@ async fn status(State(st): State<St>) -> Json<Value> {
         "zones": zones,
         "services": services,
         "anycast": crate::anycast::current().map(|a| a.status_json()),
+        "xdp": crate::server::xdp::status_json(),
         "fleet": crate::fleet::current().map(|f| f.status_json()),
         "secondary": crate::secondary::status(),
         "drains": snap.health.drains.status_json(&snap.services, &snap.regions),

@@ -712,6 +712,35 @@ impl Collector for SnapshotCollector {
                 }),
             )?;
         }
+        // AF_XDP (SPEC "Answers at the NIC"), on the interfaces it serves.
+        let xdp = crate::server::xdp::interfaces();
+        if !xdp.is_empty() {
+            for (name, help, count) in [
+                (
+                    "meridian_xdp_answered",
+                    "UDP replies sent over AF_XDP, by interface.",
+                    (|i: &crate::server::xdp::Interface| &i.answered)
+                        as fn(&crate::server::xdp::Interface) -> &std::sync::atomic::AtomicU64,
+                ),
+                (
+                    "meridian_xdp_dropped",
+                    "Queries taken over AF_XDP and not answered: reply larger than the link's \
+                     MTU (an XDP send cannot fragment) or not a plain UDP datagram.",
+                    |i| &i.dropped,
+                ),
+            ] {
+                family(
+                    &mut enc,
+                    name,
+                    help,
+                    MetricType::Counter,
+                    xdp.iter().map(|i| {
+                        let n = count(i).load(Ordering::Relaxed);
+                        (vec![("interface", i.name.as_str())], ConstCounter::new(n))
+                    }),
+                )?;
+            }
+        }
         transport::encode(&mut enc)?;
         process::encode(&mut enc)?;
         // Fleet (SPEC "Fleet"), when configured.

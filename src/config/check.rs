@@ -5,7 +5,7 @@
 use super::service::service_key;
 use super::{
     admin, anycast, dnssec, fleet, geoip, health, log, regions, rrl, secondary, server, service,
-    site, Cx, LoadedConfig, Problem,
+    site, xdp, Cx, LoadedConfig, Problem,
 };
 
 /// The checks that need nothing but the config itself; fills in `lc`'s checked settings.
@@ -18,6 +18,9 @@ pub(super) fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
     lc.listen = s.listen;
     lc.tcp_idle_timeout = s.tcp_idle_timeout;
     lc.cookie_secret = s.cookie_secret;
+    for (span, msg) in xdp::problems(&c.server.xdp) {
+        out.push(cx.at(span, msg));
+    }
     if let Some(r) = &c.rrl {
         lc.rrl = rrl::check(r.get_ref(), &cx, out);
     }
@@ -134,6 +137,9 @@ pub fn warnings(lc: &LoadedConfig) -> Vec<Problem> {
                 format!("warning: health.{name}: no service uses this profile"),
             ));
         }
+    }
+    for (span, msg) in xdp::warnings(&c.server.xdp) {
+        out.push(lc.problem_at(span, msg));
     }
     out
 }

@@ -55,6 +55,7 @@ pub mod secondary;
 pub mod server;
 pub mod service;
 pub mod site;
+pub mod xdp;
 #[cfg(test)]
 mod tests;
 

@@ -42,6 +42,9 @@ pub struct ServerConfig {
     /// DNS Cookies: the SipHash key of server cookies, 32 hex digits, the same at every site
     /// behind one anycast address; random per start when absent.
     pub cookie_secret: Option<Spanned<String>>,
+    /// Interfaces whose UDP queries are answered over AF_XDP (feature `xdp`, `config/xdp.rs`).
+    #[serde(default)]
+    pub xdp: Vec<Spanned<String>>,
 }
 
 fn default_max_udp_payload() -> Spanned<u16> {

@@ -30,6 +30,9 @@ use crate::snapshot::SharedSnapshot;
 
 mod tcp;
 pub mod udp;
+/// Compiled in every build (so its tests and lints run by default); only the `xdp` feature
+/// lets `start` use it.
+pub mod xdp;
 
 /// Listener settings fixed at start (changing them needs a restart).
 #[derive(Debug, Clone)]
@@ -38,6 +41,8 @@ pub struct ListenSettings {
     pub udp_sockets: usize,
     pub tcp_max_connections: usize,
     pub tcp_max_per_client: usize,
+    /// `[server] xdp`: interfaces whose queries are taken over AF_XDP (feature `xdp`).
+    pub xdp: Vec<String>,
 }
 
 impl ListenSettings {
@@ -49,6 +54,7 @@ impl ListenSettings {
             udp_sockets: s.udp_sockets,
             tcp_max_connections: *s.tcp_max_connections.get_ref(),
             tcp_max_per_client: *s.tcp_max_per_client.get_ref(),
+            xdp: s.xdp.iter().map(|i| i.get_ref().clone()).collect(),
         }
     }
 }
@@ -206,6 +212,23 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
             liveness.add(format!("tcp {addr}")),
             Tap::new(querylog.clone(), Transport::Tcp, local),
         ));
+    }
+    // After the sockets are bound: an interface XDP cannot serve falls back to them.
+    #[cfg(feature = "xdp")]
+    udp_threads.extend(xdp::start(
+        &settings.xdp,
+        &addrs,
+        &snapshot,
+        &udp_stop,
+        &mut liveness,
+        &querylog,
+    ));
+    #[cfg(not(feature = "xdp"))]
+    if !settings.xdp.is_empty() {
+        tracing::warn!(
+            "[server] xdp is set but this build has no `xdp` feature; the UDP sockets answer \
+             every query"
+        );
     }
     Ok(ServerHandle {
         addrs,

@@ -68,32 +68,42 @@ pub fn run(
         sock,
         stop,
         &beat,
-        querylog::wrap(log, |packet, src, out| {
-            let snap = snapshot.load();
-            // RRL's table line is fetched while the answer is built.
-            let prepared = snap.rrl.as_ref().and_then(|r| r.prepare(packet, src.ip()));
-            let send = match fast::answer(&snap, packet, src, out) {
-                Fast::Answered => true,
-                Fast::Fallback => match handle(&snap, packet, src, Transport::Udp) {
-                    Some(r) => {
-                        out.clear();
-                        out.extend_from_slice(&r);
-                        true
-                    }
-                    None => false,
-                },
-            };
-            // Response rate limiting sees the finished response, whichever path made it;
-            // without `[rrl]` this is the one branch it costs. The query log then sees what
-            // RRL left to send.
-            match &snap.rrl {
-                Some(rrl) if send => {
-                    rrl.allow_prepared(packet, src.ip(), out, &snap.cookie_secret, prepared)
-                }
-                _ => send,
-            }
-        }),
+        querylog::wrap(log, |packet, src, out| answer(&snapshot, packet, src, out)),
     )
+}
+
+/// One UDP query: writes the reply into `out` and says whether to send it. The fast path,
+/// else the reference handler; then RRL. The socket loop here and the AF_XDP loop
+/// (`server/xdp`) both answer through this one function, so their bytes cannot differ.
+pub(crate) fn answer(
+    snapshot: &SharedSnapshot,
+    packet: &[u8],
+    src: SocketAddr,
+    out: &mut Vec<u8>,
+) -> bool {
+    let snap = snapshot.load();
+    // RRL's table line is fetched while the answer is built.
+    let prepared = snap.rrl.as_ref().and_then(|r| r.prepare(packet, src.ip()));
+    let send = match fast::answer(&snap, packet, src, out) {
+        Fast::Answered => true,
+        Fast::Fallback => match handle(&snap, packet, src, Transport::Udp) {
+            Some(r) => {
+                out.clear();
+                out.extend_from_slice(&r);
+                true
+            }
+            None => false,
+        },
+    };
+    // Response rate limiting sees the finished response, whichever path made it;
+    // without `[rrl]` this is the one branch it costs. The query log then sees what
+    // RRL left to send.
+    match &snap.rrl {
+        Some(rrl) if send => {
+            rrl.allow_prepared(packet, src.ip(), out, &snap.cookie_secret, prepared)
+        }
+        _ => send,
+    }
 }
 
 /// The batched receive/answer/send loop, for any `answer` that writes a reply into its buffer
