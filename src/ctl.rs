@@ -7,7 +7,7 @@
 //! of the config given by `--config`, `$MERIDIAN_ADMIN`, the config `$MERIDIAN_CONFIG` names,
 //! `config/meridian.toml`, `/etc/meridian/meridian.toml` (so a packaged host needs no flag in
 //! any folder). An unspecified address such as `0.0.0.0` means this host's loopback.
-//! Output goes through [`crate::cli::outln`]: a closed pipe ends it quietly and the command
+//! Output goes through [`crate::base::out::outln`]: a closed pipe ends it quietly and the command
 //! keeps its own exit status (the change it made stands). The token: `--token`, else `MERIDIAN_TOKEN`, else — when the
 //! address came from the config — that config's `admin.token`, since whoever can read the
 //! config may use it.
@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 use clap::{ArgGroup, Args};
 use serde_json::Value;
 
-use crate::cli::{errln, out, outln, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
+use crate::base::out::{errln, out, outln, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 
 /// How long to wait for the server to accept a connection; it is on this host or near it.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
