@@ -360,6 +360,8 @@ async fn status_with_history(State(st): State<St>) -> Json<Value> {
 
 async fn status(State(st): State<St>) -> Json<Value> {
     let snap = st.reloader.shared().load_full();
+    let control = st.reloader.control();
+    let fleet = control.fleet.get();
     let last_reload = st.reloader.last().map(|r| match &r.result {
         Ok(generation) => json!({ "ok": true, "generation": generation, "at": rfc3339(r.at) }),
         Err(e) => json!({ "ok": false, "error": e.message(), "at": rfc3339(r.at) }),
@@ -419,7 +421,8 @@ async fn status(State(st): State<St>) -> Json<Value> {
                         "last_probe": last_probe,
                         "rtt_ms": st.rtt_us().map(|us| us as f64 / 1e3),
                         "load": st.load(),
-                        "fleet": crate::fleet::current()
+                        "fleet": fleet
+                            .as_ref()
                             .map(|f| f.endpoint_json(&name_label(&s.name), e.addr, st)),
                     })
                 })
@@ -451,8 +454,8 @@ async fn status(State(st): State<St>) -> Json<Value> {
         "last_reload": last_reload,
         "zones": zones,
         "services": services,
-        "anycast": crate::anycast::current().map(|a| a.status_json()),
-        "fleet": crate::fleet::current().map(|f| f.status_json()),
+        "anycast": control.anycast.get().map(|a| a.status_json()),
+        "fleet": fleet.as_ref().map(|f| f.status_json()),
         "secondary": crate::secondary::status(),
         "drains": snap.health.drains.status_json(&snap.services, &snap.regions),
         "drains_state": match snap.health.drains.state_error() {
@@ -488,7 +491,7 @@ async fn metrics_text(State(st): State<St>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static(metrics::CONTENT_TYPE),
         )],
-        metrics::render(&snap),
+        metrics::render_served(&snap, st.reloader.control()),
     )
         .into_response()
 }
@@ -685,7 +688,7 @@ async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained:
         return error(StatusCode::NOT_FOUND, what);
     }
     // [fleet]: stored in etcd, applied by every site; while etcd is away, here only.
-    let fleet_stored = match crate::fleet::current() {
+    let fleet_stored = match st.reloader.control().fleet.get() {
         None => None,
         Some(f) => Some(f.change_drain(scope.clone(), drained, &snap).await),
     };
@@ -763,7 +766,7 @@ async fn anycast_manual(st: &AdminState, headers: &HeaderMap, withdraw: bool) ->
     if let Some(r) = refuse(st, headers) {
         return r;
     }
-    let Some(a) = crate::anycast::current() else {
+    let Some(a) = st.reloader.control().anycast.get() else {
         return error(
             StatusCode::NOT_FOUND,
             "this server has no [anycast] section",

@@ -376,7 +376,10 @@ fn serve(path: &Path) -> i32 {
             None => None,
             Some(settings) => {
                 match crate::anycast::start(shared.clone(), handle.addrs.clone(), settings) {
-                    Ok(a) => Some(a),
+                    Ok(a) => {
+                        reloader.control().anycast.set(a.clone());
+                        Some(a)
+                    }
                     Err(e) => {
                         errln!("meridian: {e}");
                         if let Some(a) = admin {
@@ -405,7 +408,7 @@ fn serve(path: &Path) -> i32 {
         };
         // [fleet]: shares verdicts and drains through etcd; never on the query path.
         if let Some(f) = shared.load().config.fleet.clone() {
-            crate::fleet::start(shared.clone(), f);
+            crate::fleet::start(&reloader.control().fleet, shared.clone(), f);
         }
         // [[secondary]]: refresh tasks on the main runtime (transfers are I/O, not CPU).
         let secondaries = crate::secondary::start(reloader.clone());
@@ -424,7 +427,7 @@ fn serve(path: &Path) -> i32 {
         let watchdog = crate::systemd::Watchdog::from_env(handle.liveness.clone());
         wait_for_signals(signals, &reloader).await;
         // The member of the last reload's [fleet], if any.
-        if let Some(f) = crate::fleet::current() {
+        if let Some(f) = reloader.control().fleet.get() {
             f.shutdown().await;
         }
         if let Some(a) = &anycast {
