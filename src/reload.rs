@@ -218,7 +218,10 @@ impl Reloader {
                 e.message().lines().next().unwrap_or("")
             ),
         });
-        self.history.record_reload(from_generation, &result);
+        self.history.record_reload(
+            from_generation,
+            result.as_ref().map(|g| *g).map_err(|e| e.message()),
+        );
         give_back_freed_memory();
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(ReloadStatus {
             at: SystemTime::now(),

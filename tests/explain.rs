@@ -33,8 +33,8 @@ fn explain_down_leaves_the_served_health_alone() {
         down: down.iter().map(|d| d.to_string()).collect(),
         notes: Vec::new(),
     };
-    let (_, v) = meridian::explain::explain(&snap, &req(&["192.0.2.10", "us-east"]))
-        .expect("explains");
+    let (_, v) =
+        meridian::explain::explain(&snap, &req(&["192.0.2.10", "us-east"])).expect("explains");
     let cands = v["candidates"].as_array().expect("candidates");
     let by = |a: &str| {
         cands
