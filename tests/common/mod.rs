@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
+pub mod wire;
+
 use meridian::server::{self, ListenSettings};
 use meridian::snapshot::{self, SharedSnapshot, Snapshot};
 
