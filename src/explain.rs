@@ -274,7 +274,7 @@ fn render(
                 "PICKED".to_string()
             } else if !family_ok {
                 format!("other family (query is {})", req.rtype)
-            } else if !(e.state.up() && !forced) && !trace.all_down {
+            } else if (!e.state.up() || forced) && !trace.all_down {
                 format!("skipped: {health}")
             } else if let Some((r, _)) = &trace.chosen_region {
                 if e.region != Some(*r) {

@@ -374,7 +374,7 @@ mod tests {
     fn the_ring_keeps_the_newest() {
         let h = History::default();
         for g in 0..(EVENTS_CAP as u64 + 5) {
-            h.record_reload(g, &Ok(g + 1));
+            h.record_reload(g, Ok(g + 1));
         }
         let ev = h.events();
         assert_eq!(ev.len(), EVENTS_CAP);
