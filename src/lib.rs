@@ -27,6 +27,7 @@
 //! | [`reload`] | SIGHUP / API reloads: rebuild off the query path, swap, record the result |
 //! | [`admin`] | the admin HTTP API: status, metrics, drain, reload |
 //! | [`anycast`] | BGP announce/withdraw of the site's prefixes by self-check (BIRD, ExaBGP) |
+//! | [`status`] | the typed `/status` document, built by [`admin`] and read by [`ctl`] |
 //! | [`status_page`] | `GET /`: the status page for people, self-contained |
 //! | [`history`] | recent events and last-minute answer shares for `/status` and the page |
 //! | [`fleet`] | `[fleet]`: verdicts, probe shares and drains shared between sites through etcd |
@@ -62,6 +63,7 @@ pub mod secondary;
 pub mod server;
 pub mod simulate;
 pub mod snapshot;
+pub mod status;
 pub mod status_page;
 pub mod systemd;
 pub mod zone;
