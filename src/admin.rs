@@ -50,6 +50,7 @@ use crate::metrics::{self, name_label};
 use crate::policy::WhenAllDown;
 use crate::reload::{ReloadError, Reloader};
 use crate::snapshot::Snapshot;
+use crate::status;
 
 /// What the admin API serves.
 #[derive(Debug, Clone)]
@@ -359,108 +360,153 @@ async fn status_with_history(State(st): State<St>) -> Json<Value> {
 }
 
 async fn status(State(st): State<St>) -> Json<Value> {
+    // Serialised through a Value, whose objects keep their keys sorted: the bytes are those
+    // of the `json!` objects this document was once built from, and history adds to it.
+    Json(serde_json::to_value(status_doc(&st)).unwrap_or_default())
+}
+
+/// The typed `/status` document ([`crate::status`]) of the served snapshot and control loops.
+fn status_doc(st: &AdminState) -> status::Status {
     let snap = st.reloader.shared().load_full();
+    let control = st.reloader.control();
+    let fleet = control.fleet.get();
     let last_reload = st.reloader.last().map(|r| match &r.result {
-        Ok(generation) => json!({ "ok": true, "generation": generation, "at": rfc3339(r.at) }),
-        Err(e) => json!({ "ok": false, "error": e.message(), "at": rfc3339(r.at) }),
+        Ok(generation) => status::LastReload {
+            ok: true,
+            generation: Some(*generation),
+            error: None,
+            at: rfc3339(r.at),
+        },
+        Err(e) => status::LastReload {
+            ok: false,
+            generation: None,
+            error: Some(e.message().to_string()),
+            at: rfc3339(r.at),
+        },
     });
-    let mut zones: Vec<Value> = snap
+    let mut zones: Vec<status::Zone> = snap
         .zones
         .zones
         .values()
-        .map(|z| {
-            json!({
-                "name": name_label(&z.origin),
-                "loaded": true,
-                "error": null,
-                "origin": z.origin.to_ascii(),
-                "records": z.record_count,
-            })
+        .map(|z| status::Zone {
+            name: name_label(&z.origin),
+            loaded: true,
+            error: None,
+            origin: Some(z.origin.to_ascii()),
+            records: Some(z.record_count),
+            file: None,
         })
-        .chain(snap.zones.failed.iter().map(|f| {
-            json!({
-                "name": f.name(),
-                "loaded": false,
-                "error": f.error,
-                "origin": f.origin.as_ref().map(|o| o.to_ascii()),
-                "file": f.file.display().to_string(),
-            })
+        .chain(snap.zones.failed.iter().map(|f| status::Zone {
+            name: f.name(),
+            loaded: false,
+            error: Some(f.error.clone()),
+            origin: f.origin.as_ref().map(|o| o.to_ascii()),
+            records: None,
+            file: Some(f.file.display().to_string()),
         }))
         .collect();
-    zones.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    let services: Vec<Value> = snap
+    zones.sort_by(|a, b| a.name.cmp(&b.name));
+    let services = snap
         .services
         .iter()
         .map(|s| {
-            let endpoints: Vec<Value> = s
+            let endpoints = s
                 .endpoints
                 .iter()
                 .map(|e| {
                     let st = &e.state;
-                    let last_probe = st.last_probe().map(|p| {
-                        json!({
-                            "ok": p.ok,
-                            "result": p.class,
-                            "reason": p.reason,
-                            "at": rfc3339(p.at),
-                            "duration_ms": p.duration.as_secs_f64() * 1e3,
-                        })
-                    });
-                    json!({
-                        "address": e.label(),
-                        "target": e.target.as_ref().map(|t| t.to_ascii()),
-                        "region": e.region.and_then(|r| snap.regions.get(r)).map(|r| &r.name),
-                        "weight": e.weight,
-                        "priority": e.priority,
-                        "probe": (!e.probe.is_empty()).then_some(&e.probe),
-                        "healthy": st.healthy(),
-                        "drained": st.drained(),
-                        "up": st.up(),
-                        "last_probe": last_probe,
-                        "rtt_ms": st.rtt_us().map(|us| us as f64 / 1e3),
-                        "load": st.load(),
-                        "fleet": crate::fleet::current()
-                            .map(|f| f.endpoint_json(&name_label(&s.name), e.addr, st)),
-                    })
+                    status::Endpoint {
+                        address: e.label(),
+                        target: e.target.as_ref().map(|t| t.to_ascii()),
+                        region: e
+                            .region
+                            .and_then(|r| snap.regions.get(r))
+                            .map(|r| r.name.clone()),
+                        weight: e.weight,
+                        priority: e.priority,
+                        probe: (!e.probe.is_empty()).then(|| e.probe.clone()),
+                        healthy: st.healthy(),
+                        drained: st.drained(),
+                        up: st.up(),
+                        last_probe: st.last_probe().map(|p| status::LastProbe {
+                            ok: p.ok,
+                            result: p.class.to_string(),
+                            reason: p.reason.clone(),
+                            at: rfc3339(p.at),
+                            duration_ms: p.duration.as_secs_f64() * 1e3,
+                        }),
+                        rtt_ms: st.rtt_us().map(|us| us as f64 / 1e3),
+                        load: st.load(),
+                        fleet: Some(
+                            fleet
+                                .as_ref()
+                                .map(|f| f.endpoint_json(&name_label(&s.name), e.addr, st))
+                                .unwrap_or(Value::Null),
+                        ),
+                        answers_1m: None,
+                        share_1m: None,
+                    }
                 })
                 .collect();
-            json!({
-                "name": name_label(&s.name),
-                "policy": s.policy.as_str(),
-                "when_all_down": match s.when_all_down {
+            status::Service {
+                name: name_label(&s.name),
+                policy: s.policy.as_str().to_string(),
+                when_all_down: match s.when_all_down {
                     WhenAllDown::ServeAll => "serve-all",
                     WhenAllDown::Empty => "empty",
                     WhenAllDown::Servfail => "servfail",
-                },
-                "ttl": s.ttl,
-                "ttl_degraded": s.ttl_degraded,
-                "max_answers": s.max_answers,
-                "health": s.health,
-                "endpoints_up": s.endpoints.iter().filter(|e| e.state.up()).count(),
-                "endpoints": endpoints,
-            })
+                }
+                .to_string(),
+                ttl: s.ttl,
+                ttl_degraded: s.ttl_degraded,
+                max_answers: s.max_answers,
+                health: s.health.clone(),
+                endpoints_up: s.endpoints.iter().filter(|e| e.state.up()).count(),
+                endpoints,
+            }
         })
         .collect();
-    Json(json!({
-        "site": snap.wire.site_id,
-        "version": env!("CARGO_PKG_VERSION"),
-        "generation": snap.generation,
-        "loaded_at": rfc3339(snap.loaded_at),
-        "loaded_at_unix": crate::base::clock::unix_secs(snap.loaded_at),
-        "config_path": st.reloader.config_path().display().to_string(),
-        "last_reload": last_reload,
-        "zones": zones,
-        "services": services,
-        "anycast": crate::anycast::current().map(|a| a.status_json()),
-        "xdp": crate::server::xdp::status_json(),
-        "fleet": crate::fleet::current().map(|f| f.status_json()),
-        "secondary": crate::secondary::status(),
-        "drains": snap.health.drains.status_json(&snap.services, &snap.regions),
-        "drains_state": match snap.health.drains.state_error() {
-            None => json!({ "ok": true }),
-            Some(e) => json!({ "ok": false, "error": e }),
+    status::Status {
+        site: snap.wire.site_id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        generation: snap.generation,
+        loaded_at: rfc3339(snap.loaded_at),
+        loaded_at_unix: crate::base::clock::unix_secs(snap.loaded_at),
+        config_path: Some(st.reloader.config_path().display().to_string()),
+        last_reload,
+        zones,
+        services,
+        anycast: control.anycast.get().map(|a| a.status_json()),
+        xdp: crate::server::xdp::status_json(),
+        fleet: fleet.as_ref().map(|f| f.status_json()),
+        secondary: crate::secondary::status(),
+        drains: snap
+            .health
+            .drains
+            .rules()
+            .into_iter()
+            .map(|rule| status::Drain {
+                matches: Some(crate::health::drains::matches(
+                    &rule.scope,
+                    &snap.services,
+                    &snap.regions,
+                )),
+                rule,
+            })
+            .collect(),
+        drains_state: match snap.health.drains.state_error() {
+            None => status::DrainsState {
+                ok: true,
+                error: None,
+            },
+            Some(e) => status::DrainsState {
+                ok: false,
+                error: Some(e.to_string()),
+            },
         },
-    }))
+        regions: None,
+        events: None,
+    }
 }
 
 /// `GET /api/v1/explain?name=N&type=A&client=IP&ecs=CIDR[&format=text]`: `meridian explain`
@@ -489,7 +535,7 @@ async fn metrics_text(State(st): State<St>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static(metrics::CONTENT_TYPE),
         )],
-        metrics::render(&snap),
+        metrics::render_served(&snap, st.reloader.control()),
     )
         .into_response()
 }
@@ -686,7 +732,7 @@ async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained:
         return error(StatusCode::NOT_FOUND, what);
     }
     // [fleet]: stored in etcd, applied by every site; while etcd is away, here only.
-    let fleet_stored = match crate::fleet::current() {
+    let fleet_stored = match st.reloader.control().fleet.get() {
         None => None,
         Some(f) => Some(f.change_drain(scope.clone(), drained, &snap).await),
     };
@@ -764,7 +810,7 @@ async fn anycast_manual(st: &AdminState, headers: &HeaderMap, withdraw: bool) ->
     if let Some(r) = refuse(st, headers) {
         return r;
     }
-    let Some(a) = crate::anycast::current() else {
+    let Some(a) = st.reloader.control().anycast.get() else {
         return error(
             StatusCode::NOT_FOUND,
             "this server has no [anycast] section",

@@ -14,41 +14,9 @@ use crate::reload::Reloader;
 use crate::server::{self, ListenSettings};
 use crate::snapshot::{self, Snapshot};
 
-/// Writes to stdout; a closed pipe (`meridian status | head -1`) ends the output quietly
-/// instead of panicking as `println!` does, and the command keeps its own exit status.
-pub fn write_out(args: std::fmt::Arguments<'_>, newline: bool) {
-    use std::io::Write;
-    let mut o = std::io::stdout().lock();
-    let _ = o.write_fmt(args).and_then(|_| match newline {
-        true => o.write_all(b"\n"),
-        false => Ok(()),
-    });
-}
-
-/// [`write_out`] for stderr.
-pub fn write_err(args: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let mut e = std::io::stderr().lock();
-    let _ = e.write_fmt(args).and_then(|_| e.write_all(b"\n"));
-}
-
-/// `println!` that a closed stdout cannot turn into a panic.
-macro_rules! outln {
-    ($($t:tt)*) => { $crate::cli::write_out(format_args!($($t)*), true) };
-}
-/// `print!` that a closed stdout cannot turn into a panic.
-macro_rules! out {
-    ($($t:tt)*) => { $crate::cli::write_out(format_args!($($t)*), false) };
-}
-/// `eprintln!` that a closed stderr cannot turn into a panic.
-macro_rules! errln {
-    ($($t:tt)*) => { $crate::cli::write_err(format_args!($($t)*)) };
-}
-pub(crate) use {errln, out, outln};
-
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_INVALID: i32 = 1;
-pub const EXIT_RUNTIME: i32 = 2;
+// Output and exit codes are on the ground floor (crate::base::out), so that the commands
+// (ctl, simulate, manpage) use them without importing this module, which imports them.
+use crate::base::out::{errln, out, outln, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -408,7 +376,10 @@ fn serve(path: &Path) -> i32 {
             None => None,
             Some(settings) => {
                 match crate::anycast::start(shared.clone(), handle.addrs.clone(), settings) {
-                    Ok(a) => Some(a),
+                    Ok(a) => {
+                        reloader.control().anycast.set(a.clone());
+                        Some(a)
+                    }
                     Err(e) => {
                         errln!("meridian: {e}");
                         if let Some(a) = admin {
@@ -437,7 +408,7 @@ fn serve(path: &Path) -> i32 {
         };
         // [fleet]: shares verdicts and drains through etcd; never on the query path.
         if let Some(f) = shared.load().config.fleet.clone() {
-            crate::fleet::start(shared.clone(), f);
+            crate::fleet::start(&reloader.control().fleet, shared.clone(), f);
         }
         // [[secondary]]: refresh tasks on the main runtime (transfers are I/O, not CPU).
         let secondaries = crate::secondary::start(reloader.clone());
@@ -456,7 +427,7 @@ fn serve(path: &Path) -> i32 {
         let watchdog = crate::systemd::Watchdog::from_env(handle.liveness.clone());
         wait_for_signals(signals, &reloader).await;
         // The member of the last reload's [fleet], if any.
-        if let Some(f) = crate::fleet::current() {
+        if let Some(f) = reloader.control().fleet.get() {
             f.shutdown().await;
         }
         if let Some(a) = &anycast {

@@ -7,7 +7,7 @@
 //! of the config given by `--config`, `$MERIDIAN_ADMIN`, the config `$MERIDIAN_CONFIG` names,
 //! `config/meridian.toml`, `/etc/meridian/meridian.toml` (so a packaged host needs no flag in
 //! any folder). An unspecified address such as `0.0.0.0` means this host's loopback.
-//! Output goes through [`crate::cli::outln`]: a closed pipe ends it quietly and the command
+//! Output goes through [`crate::base::out::outln`]: a closed pipe ends it quietly and the command
 //! keeps its own exit status (the change it made stands). The token: `--token`, else `MERIDIAN_TOKEN`, else — when the
 //! address came from the config — that config's `admin.token`, since whoever can read the
 //! config may use it.
@@ -24,7 +24,8 @@ use std::time::{Duration, SystemTime};
 use clap::{ArgGroup, Args};
 use serde_json::Value;
 
-use crate::cli::{errln, out, outln, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
+use crate::base::out::{errln, out, outln, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
+use crate::status::{self, Status};
 
 /// How long to wait for the server to accept a connection; it is on this host or near it.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -345,8 +346,9 @@ pub fn status(args: StatusArgs) -> i32 {
             outln!("{}", body.trim_end());
             return Ok(());
         }
-        let v = json(&body, "/status")?;
-        out!("{}", render_status(&v, SystemTime::now()));
+        let doc: Status = serde_json::from_str(&body)
+            .map_err(|e| runtime(format!("/status is not a status document: {e}")))?;
+        out!("{}", render(&doc, SystemTime::now()));
         Ok(())
     })
 }
@@ -567,61 +569,83 @@ fn share(v: &Value) -> String {
     )
 }
 
-/// `/status` as tables: the header (site, generation, reload, zones), anycast and fleet when
-/// present, drains in force, then services, regions and every endpoint.
-pub fn render_status(v: &Value, now: SystemTime) -> String {
+/// `/status` given as JSON, as tables ([`render`]); JSON that is not a status document shows
+/// as nothing but the error. The command reads the body straight into the document; tests
+/// give JSON.
+#[cfg(test)]
+fn render_status(v: &Value, now: SystemTime) -> String {
+    match <Status as serde::Deserialize>::deserialize(v) {
+        Ok(doc) => render(&doc, now),
+        Err(e) => format!("not a status document: {e}\n"),
+    }
+}
+
+/// Any field of the document as [`s`] shows its JSON.
+fn sv<T: serde::Serialize>(x: &T) -> String {
+    s(&serde_json::to_value(x).unwrap_or(Value::Null))
+}
+
+/// `text`, or `?` when the document left it out.
+fn or_unknown(text: &str) -> &str {
+    if text.is_empty() {
+        "?"
+    } else {
+        text
+    }
+}
+
+/// The `/status` document as tables: the header (site, generation, reload, zones), anycast
+/// and fleet when present, drains in force, then services, regions and every endpoint.
+pub fn render(v: &Status, now: SystemTime) -> String {
     let mut out = String::new();
     let mut head = Vec::new();
     head.push(vec![
         "site".into(),
-        v["site"].as_str().unwrap_or("(no site id)").to_string(),
+        v.site.as_deref().unwrap_or("(no site id)").to_string(),
     ]);
     head.push(vec![
         "version".into(),
-        format!("meridian {}", v["version"].as_str().unwrap_or("?")),
+        format!("meridian {}", or_unknown(&v.version)),
     ]);
-    let loaded = v["loaded_at"].as_str().unwrap_or("?");
+    let loaded = or_unknown(&v.loaded_at);
     head.push(vec![
         "generation".into(),
-        format!(
-            "{}, loaded {loaded} ({})",
-            s(&v["generation"]),
-            ago(loaded, now)
-        ),
+        format!("{}, loaded {loaded} ({})", v.generation, ago(loaded, now)),
     ]);
-    if let Some(c) = v["config_path"].as_str() {
-        head.push(vec!["config".into(), c.to_string()]);
+    if let Some(c) = &v.config_path {
+        head.push(vec!["config".into(), c.clone()]);
     }
-    let reload = &v["last_reload"];
     head.push(vec![
         "last reload".into(),
-        if reload.is_null() {
-            "none since start".into()
-        } else if reload["ok"].as_bool() == Some(true) {
-            let at = reload["at"].as_str().unwrap_or("?");
-            format!(
-                "ok, generation {} at {at} ({})",
-                s(&reload["generation"]),
-                ago(at, now)
-            )
-        } else {
-            let at = reload["at"].as_str().unwrap_or("?");
-            let first = reload["error"]
-                .as_str()
-                .unwrap_or("")
-                .lines()
-                .next()
-                .unwrap_or("");
-            format!("REJECTED at {at} ({}): {first}", ago(at, now))
+        match &v.last_reload {
+            None => "none since start".into(),
+            Some(reload) if reload.ok => {
+                let at = or_unknown(&reload.at);
+                format!(
+                    "ok, generation {} at {at} ({})",
+                    sv(&reload.generation),
+                    ago(at, now)
+                )
+            }
+            Some(reload) => {
+                let at = or_unknown(&reload.at);
+                let first = reload
+                    .error
+                    .as_deref()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or("");
+                format!("REJECTED at {at} ({}): {first}", ago(at, now))
+            }
         },
     ]);
-    let zones: Vec<String> = v["zones"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|z| match z["loaded"].as_bool() {
-            Some(false) => format!("{} NOT LOADED (SERVFAIL)", s(&z["name"])),
-            _ => format!("{} ({} records)", s(&z["origin"]), s(&z["records"])),
+    let zones: Vec<String> = v
+        .zones
+        .iter()
+        .map(|z| match z.loaded {
+            false => format!("{} NOT LOADED (SERVFAIL)", z.name),
+            true => format!("{} ({} records)", sv(&z.origin), sv(&z.records)),
         })
         .collect();
     head.push(vec![
@@ -632,43 +656,44 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
             zones.join(", ")
         },
     ]);
-    for key in ["anycast", "fleet"] {
-        if let Some(x) = v.get(key).filter(|x| !x.is_null()) {
+    for (key, x) in [("anycast", &v.anycast), ("fleet", &v.fleet)] {
+        if let Some(x) = x.as_ref().filter(|x| !x.is_null()) {
             head.push(vec![key.into(), fields(x, now)]);
         }
     }
     out.push_str(&table(&head, ""));
 
-    if v["drains_state"]["ok"].as_bool() == Some(false) {
+    if !v.drains_state.ok {
         out.push_str(&format!(
             "\nDRAIN STATE LOST: {} (drains made before the restart are unknown until an \
              operator drains or undrains)\n",
-            v["drains_state"]["error"].as_str().unwrap_or("?")
+            v.drains_state.error.as_deref().unwrap_or("?")
         ));
     }
-    let drains = v["drains"].as_array().cloned().unwrap_or_default();
-    if !drains.is_empty() {
+    if !v.drains.is_empty() {
         out.push_str("\ndrains (kept across reloads and restarts)\n");
-        let rows: Vec<Vec<String>> = drains
+        let rows: Vec<Vec<String>> = v
+            .drains
             .iter()
             .map(|d| {
-                let what = match (d["endpoint"].as_str(), d["region"].as_str()) {
+                let scope = &d.rule.scope;
+                let what = match (&scope.endpoint, &scope.region) {
                     (Some(e), _) => format!("endpoint {e}"),
                     (None, Some(r)) => format!("region {r}"),
                     _ => "?".into(),
                 };
-                let service = d["service"].as_str().unwrap_or("every service");
-                let at = d["at"].as_str().unwrap_or("?");
+                let service = scope.service.as_deref().unwrap_or("every service");
+                let at = or_unknown(&d.rule.at);
                 vec![
-                    if d["drain"].as_bool() == Some(false) {
-                        "undrained".into()
-                    } else {
+                    if d.rule.drain {
                         "drained".into()
+                    } else {
+                        "undrained".into()
                     },
                     what,
                     service.to_string(),
                     format!("since {at} ({})", ago(at, now)),
-                    match d["matches"].as_u64() {
+                    match d.matches {
                         Some(0) => "MATCHES NOTHING (undrain it with the same words)".into(),
                         Some(n) => format!("{n} endpoint(s)"),
                         None => String::new(),
@@ -679,7 +704,7 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
         out.push_str(&table(&rows, "  "));
     }
 
-    let services = v["services"].as_array().cloned().unwrap_or_default();
+    let services = &v.services;
     let mut svc_rows = vec![vec![
         "SERVICE".to_string(),
         "POLICY".into(),
@@ -691,27 +716,21 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
     // region → hosts (addresses), and those up, unhealthy, drained in at least one service:
     // a host in three services is one machine, not three.
     let mut regions: BTreeMap<String, [std::collections::BTreeSet<String>; 4]> = BTreeMap::new();
-    let endpoints: Vec<(&Value, &Value)> = services
+    let endpoints: Vec<(&status::Service, &status::Endpoint)> = services
         .iter()
-        .flat_map(|svc| {
-            svc["endpoints"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(move |e| (svc, e))
-        })
+        .flat_map(|svc| svc.endpoints.iter().map(move |e| (svc, e)))
         .collect();
     let has_share = endpoints.iter().any(|(_, e)| answer_share(e).is_some());
-    let has_fleet = endpoints.iter().any(|(_, e)| e.get("fleet").is_some());
-    for svc in &services {
-        let eps = svc["endpoints"].as_array().map_or(0, Vec::len);
+    let has_fleet = endpoints.iter().any(|(_, e)| e.fleet.is_some());
+    for svc in services {
+        let eps = svc.endpoints.len();
         svc_rows.push(vec![
-            s(&svc["name"]),
-            s(&svc["policy"]),
-            s(&svc["ttl"]),
-            svc["health"].as_str().unwrap_or("(none)").to_string(),
-            s(&svc["when_all_down"]),
-            format!("{}/{eps}", s(&svc["endpoints_up"])),
+            svc.name.clone(),
+            svc.policy.clone(),
+            svc.ttl.to_string(),
+            svc.health.as_deref().unwrap_or("(none)").to_string(),
+            svc.when_all_down.clone(),
+            format!("{}/{eps}", svc.endpoints_up),
         ]);
     }
     let mut ep_rows = vec![vec![
@@ -732,11 +751,10 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
         ep_rows[0].push("FLEET".into());
     }
     for (svc, e) in &endpoints {
-        let healthy = e["healthy"].as_bool().unwrap_or(false);
-        let drained = e["drained"].as_bool().unwrap_or(false);
-        let region = e["region"].as_str().unwrap_or("-").to_string();
+        let (healthy, drained) = (e.healthy, e.drained);
+        let region = e.region.as_deref().unwrap_or("-").to_string();
         let r = regions.entry(region.clone()).or_default();
-        let host = s(&e["address"]);
+        let host = e.address.clone();
         r[0].insert(host.clone());
         if healthy && !drained {
             r[1].insert(host.clone());
@@ -747,13 +765,13 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
         if drained {
             r[3].insert(host);
         }
-        let probed = e["probe"].is_string();
-        let last = match e.get("last_probe").filter(|p| !p.is_null()) {
+        let probed = e.probe.is_some();
+        let last = match &e.last_probe {
             Some(p) => {
-                let at = p["at"].as_str().unwrap_or("?");
+                let at = or_unknown(&p.at);
                 // A long reason (a connect error's OS text) would stretch every row;
                 // `--json` has it whole.
-                let reason = p["reason"].as_str().unwrap_or("?");
+                let reason = or_unknown(&p.reason);
                 let short: String = if reason.chars().count() > 24 {
                     reason.chars().take(23).chain(['…']).collect()
                 } else {
@@ -765,8 +783,8 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
             None => "no check".into(),
         };
         let mut row = vec![
-            s(&svc["name"]),
-            s(&e["address"]),
+            svc.name.clone(),
+            e.address.clone(),
             region,
             if drained {
                 "DRAINED"
@@ -779,14 +797,14 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
             if healthy { "up" } else { "down" }.into(),
             if drained { "drained" } else { "-" }.into(),
             last,
-            ms(&e["rtt_ms"]),
-            s(&e["load"]),
+            ms(&serde_json::to_value(e.rtt_ms).unwrap_or(Value::Null)),
+            sv(&e.load),
         ];
         if has_share {
             row.push(answer_share(e).map_or("-".into(), share));
         }
         if has_fleet {
-            let f = &e["fleet"];
+            let f = e.fleet.as_ref().unwrap_or(&Value::Null);
             row.push(if f.is_object() {
                 format!(
                     "{}/{} sites healthy: {}",
@@ -835,8 +853,8 @@ pub fn render_status(v: &Value, now: SystemTime) -> String {
 
 /// An endpoint's share of its service's answers over the last minute (`share_1m`, sampled
 /// once a second by the server's history).
-fn answer_share(e: &Value) -> Option<&Value> {
-    e.get("share_1m").filter(|v| !v.is_null())
+fn answer_share(e: &status::Endpoint) -> Option<&Value> {
+    e.share_1m.as_ref().filter(|v| !v.is_null())
 }
 
 #[cfg(test)]

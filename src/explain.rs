@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::dns::{handle_traced, Transport};
 use crate::geo::{code_str, distance_km, AddrSource};
-use crate::policy::Trace;
+use crate::policy::{Down, Trace};
 use crate::snapshot::Snapshot;
 
 pub struct Request {
@@ -96,6 +96,9 @@ pub fn live(snap: &Snapshot, query: &str) -> Result<Live, String> {
 
 /// Runs the query and returns (human text, JSON), or an error for bad arguments.
 pub fn explain(snap: &Snapshot, req: &Request) -> Result<(String, Value), String> {
+    // `--down` goes to `select` through the trace (its `up` override): the snapshot's health
+    // state is not written, so explaining on a served snapshot could not change its answers.
+    let mut down = Down::default();
     for d in &req.down {
         let by_addr = d.parse::<IpAddr>().ok();
         let mut matched = false;
@@ -103,10 +106,15 @@ pub fn explain(snap: &Snapshot, req: &Request) -> Result<(String, Value), String
             for e in &svc.endpoints {
                 let region = e.region.map(|r| snap.regions[r].name.as_str());
                 if Some(e.addr) == by_addr || region == Some(d.as_str()) {
-                    e.state.set_healthy(false);
                     matched = true;
                 }
             }
+        }
+        if let Some(a) = by_addr {
+            down.addrs.push(a);
+        }
+        if let Some(r) = snap.regions.iter().position(|r| r.name == *d) {
+            down.regions.push(r);
         }
         if !matched {
             return Err(format!(
@@ -133,7 +141,10 @@ pub fn explain(snap: &Snapshot, req: &Request) -> Result<(String, Value), String
     let packet = msg
         .to_vec()
         .map_err(|e| format!("cannot encode query: {e}"))?;
-    let mut trace = Trace::default();
+    let mut trace = Trace {
+        down,
+        ..Trace::default()
+    };
     let resp = handle_traced(
         snap,
         &packet,
@@ -249,9 +260,11 @@ fn render(
                 RecordType::AAAA => e.addr.is_ipv6(),
                 _ => e.addr.is_ipv4(),
             };
+            let forced = trace.down.covers(e);
+            let healthy = e.state.healthy() && !forced;
             let health = if e.state.drained() {
                 "drained"
-            } else if e.state.healthy() {
+            } else if healthy {
                 "up"
             } else {
                 "down"
@@ -261,7 +274,7 @@ fn render(
                 "PICKED".to_string()
             } else if !family_ok {
                 format!("other family (query is {})", req.rtype)
-            } else if !e.state.up() && !trace.all_down {
+            } else if (!e.state.up() || forced) && !trace.all_down {
                 format!("skipped: {health}")
             } else if let Some((r, _)) = &trace.chosen_region {
                 if e.region != Some(*r) {
@@ -289,7 +302,7 @@ fn render(
                 "distance_km": dist.filter(|d| d.is_finite()).map(|d| (d * 10.0).round() / 10.0),
                 "weight": e.weight,
                 "priority": e.priority,
-                "healthy": e.state.healthy(),
+                "healthy": healthy,
                 "drained": e.state.drained(),
                 "rtt_ms": e.state.rtt_us().map(|u| u as f64 / 1000.0),
                 "load": e.state.load(),

@@ -23,7 +23,6 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::reload::ReloadError;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::zone::stats::name_label;
 
@@ -120,11 +119,13 @@ impl History {
         q.iter().cloned().collect()
     }
 
-    /// Records a reload attempt that started at `from` generation.
-    pub fn record_reload(&self, from: u64, result: &Result<u64, ReloadError>) {
+    /// Records a reload attempt that started at `from` generation: the new generation, or
+    /// the rejection's message (the reloader's own error type stays with it, so that this
+    /// module does not import the one that owns it).
+    pub fn record_reload(&self, from: u64, result: Result<u64, &str>) {
         let (to, reason) = match result {
             Ok(g) => (format!("generation {g}"), "ok".to_string()),
-            Err(e) => ("rejected".to_string(), cut(e.message())),
+            Err(e) => ("rejected".to_string(), cut(e)),
         };
         self.push(Event {
             time: SystemTime::now(),
@@ -373,7 +374,7 @@ mod tests {
     fn the_ring_keeps_the_newest() {
         let h = History::default();
         for g in 0..(EVENTS_CAP as u64 + 5) {
-            h.record_reload(g, &Ok(g + 1));
+            h.record_reload(g, Ok(g + 1));
         }
         let ev = h.events();
         assert_eq!(ev.len(), EVENTS_CAP);
@@ -487,12 +488,7 @@ mod tests {
     #[test]
     fn a_rejected_reload_keeps_its_first_problem() {
         let h = History::default();
-        h.record_reload(
-            3,
-            &Err(ReloadError::Invalid(
-                "a.toml:1:1: bad\nb.zone:2:1: worse".into(),
-            )),
-        );
+        h.record_reload(3, Err("a.toml:1:1: bad\nb.zone:2:1: worse"));
         let ev = &h.events()[0];
         assert_eq!(ev.to.as_deref(), Some("rejected"));
         assert_eq!(ev.reason.as_deref(), Some("a.toml:1:1: bad"));

@@ -27,6 +27,7 @@
 //! | [`reload`] | SIGHUP / API reloads: rebuild off the query path, swap, record the result |
 //! | [`admin`] | the admin HTTP API: status, metrics, drain, reload |
 //! | [`anycast`] | BGP announce/withdraw of the site's prefixes by self-check (BIRD, ExaBGP) |
+//! | [`status`] | the typed `/status` document, built by [`admin`] and read by [`ctl`] |
 //! | [`status_page`] | `GET /`: the status page for people, self-contained |
 //! | [`history`] | recent events and last-minute answer shares for `/status` and the page |
 //! | [`fleet`] | `[fleet]`: verdicts, probe shares and drains shared between sites through etcd |
@@ -35,33 +36,37 @@
 //! | [`manpage`] | `meridian man`: the man pages, from the clap definitions |
 //! | [`base::liveness`] | listener heartbeats, for the watchdog |
 //! | [`systemd`] | sd_notify readiness, reload, stop and the watchdog thread |
+//!
+//! Modules are crate-private (`pub(crate)`) unless a test, bench or fuzz target (`fuzz/`)
+//! needs them; `cli` is public for the binary (`main.rs`).
 
 pub mod admin;
 pub mod anycast;
-pub mod base;
+pub(crate) mod base;
 pub mod cli;
 pub mod config;
 pub mod cookie;
-pub mod ctl;
+pub(crate) mod ctl;
 pub mod dns;
 pub mod dnssec;
 pub mod ecs;
 pub mod explain;
 pub mod fast;
-pub mod fleet;
+pub(crate) mod fleet;
 pub mod geo;
 pub mod health;
-pub mod history;
-pub mod manpage;
+pub(crate) mod history;
+pub(crate) mod manpage;
 pub mod metrics;
-pub mod policy;
+pub(crate) mod policy;
 pub mod querylog;
 pub mod reload;
-pub mod rrl;
+pub(crate) mod rrl;
 pub mod secondary;
 pub mod server;
-pub mod simulate;
+pub(crate) mod simulate;
 pub mod snapshot;
-pub mod status_page;
-pub mod systemd;
+pub mod status;
+pub(crate) mod status_page;
+pub(crate) mod systemd;
 pub mod zone;

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
+use crate::base::out::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 
 /// What `--help` leaves to the man page, as roff sections after the generated ones.
 const EXTRA: &str = r#".SH "EXIT STATUS"
@@ -65,7 +65,7 @@ pub fn write(cmd: clap::Command, out: Option<PathBuf>) -> i32 {
         Ok(()) => EXIT_OK,
         Err(e) => {
             let to = out.map_or("stdout".to_string(), |d| d.display().to_string());
-            crate::cli::errln!("meridian man: cannot write to {to}: {e}");
+            crate::base::out::errln!("meridian man: cannot write to {to}: {e}");
             if e.kind() == std::io::ErrorKind::NotFound {
                 EXIT_INVALID
             } else {

@@ -42,6 +42,7 @@ use prometheus_client::registry::Registry;
 use crate::base::clock::unix_secs;
 use crate::dns::QueryOutcome;
 use crate::policy::{PolicyKind, Service, WhenAllDown};
+use crate::reload::Control;
 use crate::snapshot::Snapshot;
 pub use crate::zone::stats::name_label;
 use crate::zone::stats::{self, ZoneStats};
@@ -270,10 +271,21 @@ pub fn record_reload(ok: bool) {
 // ---------------------------------------------------------------------------------------------
 // Exposition
 
-/// The whole exposition for the current snapshot, in OpenMetrics text ([`CONTENT_TYPE`]).
+/// The exposition for a snapshot with no control loops running (tools and tests), in
+/// OpenMetrics text ([`CONTENT_TYPE`]).
 pub fn render(snap: &Arc<Snapshot>) -> String {
+    render_served(snap, &Control::default())
+}
+
+/// The whole exposition of a server: its snapshot and its control loops (`control`: anycast
+/// and fleet, read through their handles), in OpenMetrics text ([`CONTENT_TYPE`]).
+pub fn render_served(snap: &Arc<Snapshot>, control: &Control) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(SnapshotCollector(snap.clone())));
+    registry.register_collector(Box::new(SnapshotCollector {
+        snap: snap.clone(),
+        anycast: control.anycast.get(),
+        fleet: control.fleet.get(),
+    }));
     let mut out = String::with_capacity(16 * 1024);
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
@@ -281,7 +293,11 @@ pub fn render(snap: &Arc<Snapshot>) -> String {
 }
 
 #[derive(Debug)]
-struct SnapshotCollector(Arc<Snapshot>);
+struct SnapshotCollector {
+    snap: Arc<Snapshot>,
+    anycast: Option<Arc<crate::anycast::Anycast>>,
+    fleet: Option<Arc<crate::fleet::Fleet>>,
+}
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
 
@@ -320,7 +336,7 @@ fn flag(v: bool) -> ConstGauge<i64> {
 
 impl Collector for SnapshotCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let snap = &*self.0;
+        let snap = &*self.snap;
         let site = snap.wire.site_id.as_deref().unwrap_or("");
 
         family(
@@ -694,7 +710,7 @@ impl Collector for SnapshotCollector {
         )?;
 
         // Anycast (SPEC "Anycast"), when configured.
-        if let Some(a) = crate::anycast::current() {
+        if let Some(a) = &self.anycast {
             let (announced, transitions) = a.metrics_view();
             single(
                 &mut enc,
@@ -744,7 +760,7 @@ impl Collector for SnapshotCollector {
         transport::encode(&mut enc)?;
         process::encode(&mut enc)?;
         // Fleet (SPEC "Fleet"), when configured.
-        if let Some(f) = crate::fleet::current() {
+        if let Some(f) = &self.fleet {
             single(
                 &mut enc,
                 "meridian_fleet_connected",

@@ -64,6 +64,19 @@ pub struct Reloader {
     last: Mutex<Option<ReloadStatus>>,
     /// Recent events of this server (reloads recorded here, health changes by its sampler).
     history: Arc<History>,
+    control: Control,
+}
+
+/// The control loops of one server, as handles: made empty with its [`Reloader`], filled by
+/// `serve` as it starts them, and read by what shows or steers them (the admin API, the
+/// metrics exposition, reloads). Nothing here is process-wide: two servers in one process
+/// (tests) each have their own.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// The `[anycast]` controller.
+    pub anycast: crate::anycast::Slot,
+    /// The `[fleet]` member.
+    pub fleet: crate::fleet::Slot,
 }
 
 impl Reloader {
@@ -80,6 +93,7 @@ impl Reloader {
             running: tokio::sync::Mutex::new(()),
             last: Mutex::new(None),
             history: History::new(),
+            control: Control::default(),
         })
     }
 
@@ -94,6 +108,11 @@ impl Reloader {
     /// Recent events and answer shares of the server this reloader serves.
     pub fn history(&self) -> &Arc<History> {
         &self.history
+    }
+
+    /// The control loops of the server this reloader serves.
+    pub fn control(&self) -> &Control {
+        &self.control
     }
 
     /// The last reload's outcome; `None` before the first.
@@ -139,7 +158,7 @@ impl Reloader {
                         "admin.listen changed: the new address takes effect after a restart"
                     );
                 }
-                if snap.config.anycast.is_some() && crate::anycast::current().is_none() {
+                if snap.config.anycast.is_some() && self.control.anycast.get().is_none() {
                     tracing::warn!(
                         "[anycast] added: the controller starts with the next restart \
                          (a changed [anycast] applies at once)"
@@ -171,7 +190,12 @@ impl Reloader {
                 }
                 metrics::retain_probes(&snap);
                 // A changed [fleet] restarts the fleet member with the new settings.
-                crate::fleet::reconfigure(&self.shared, snap.config.fleet.clone()).await;
+                crate::fleet::reconfigure(
+                    &self.control.fleet,
+                    &self.shared,
+                    snap.config.fleet.clone(),
+                )
+                .await;
                 tracing::info!(generation, took_ms, config = %self.config_path.display(), "reloaded");
                 Ok(generation)
             }
@@ -196,7 +220,10 @@ impl Reloader {
                 e.message().lines().next().unwrap_or("")
             ),
         });
-        self.history.record_reload(from_generation, &result);
+        self.history.record_reload(
+            from_generation,
+            result.as_ref().map(|g| *g).map_err(|e| e.message()),
+        );
         give_back_freed_memory();
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(ReloadStatus {
             at: SystemTime::now(),

@@ -75,13 +75,10 @@ use crate::base::net::mask;
 use crate::base::wire;
 use crate::cookie::{self, Secret};
 
-/// `[rrl]` as it applies to queries, its defaults and bounds: the config's (`config::rrl`).
-pub use crate::config::rrl::{
-    Settings, DEFAULT_RATE, DEFAULT_SLIP, DEFAULT_TABLE_SIZE, DEFAULT_WINDOW, MAX_RATE, MAX_SLIP,
-    MAX_TABLE_SIZE, MAX_WINDOW,
-};
-/// The limiter's state: the snapshot's.
-pub use crate::snapshot::ratelimit::{Rrl, Table};
+/// The limiter's state is the snapshot's (`snapshot::ratelimit`); this file adds the query side.
+use crate::snapshot::ratelimit::Rrl;
+#[cfg(doc)]
+use crate::snapshot::ratelimit::Table;
 
 /// The response class ([`classify`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,6 +331,7 @@ fn make_slip(resp: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::rrl::Settings;
     use std::path::Path;
 
     #[test]

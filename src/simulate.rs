@@ -29,7 +29,7 @@ use hickory_proto::rr::{Name, RecordType};
 use serde_json::{json, Value};
 use smallvec::SmallVec;
 
-use crate::cli::{EXIT_INVALID, EXIT_OK};
+use crate::base::out::{EXIT_INVALID, EXIT_OK};
 use crate::dns::{handle_traced, Transport};
 use crate::health::drains::Rule;
 use crate::policy::Trace;

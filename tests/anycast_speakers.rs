@@ -377,3 +377,54 @@ fn a_reload_applies_a_changed_anycast_section() {
     wait_for("announced again", Duration::from_secs(3), || a.announced());
     assert_eq!(told.lock().unwrap().last(), Some(&true));
 }
+
+/// The controller is a handle of the server that started it, not process-wide state: of two
+/// servers in one process, only the one whose controller runs shows it in `/status` and the
+/// metrics (with the old static `anycast::CURRENT`, both did).
+#[test]
+fn each_server_shows_only_its_own_controller() {
+    let admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let (with, without) = (
+        TestServer::start(&[("example.net.zone", ZONE)], admin),
+        TestServer::start(&[("example.net.zone", ZONE)], admin),
+    );
+    let settings = Settings {
+        prefixes: vec!["198.51.100.53/32".into()],
+        speaker: SpeakerKind::Exabgp,
+        interval: Duration::from_millis(100),
+        rise: 1,
+        fall: 2,
+        require: Require::Dns,
+        withdraw_file: None,
+        shutdown_grace: Duration::ZERO,
+    };
+    let a = meridian::anycast::start_with(
+        with.shared.clone(),
+        vec![with.addr],
+        settings,
+        Box::new(Recorder(Arc::new(Mutex::new(Vec::new())))),
+    )
+    .expect("start");
+    let api = |s: &TestServer, a: Option<Arc<meridian::anycast::Anycast>>| {
+        let reloader = meridian::reload::Reloader::new(s.shared.clone(), s.config_path());
+        if let Some(a) = a {
+            reloader.control().anycast.set(a);
+        }
+        let state = meridian::admin::AdminState::from_config(reloader).expect("[admin]");
+        s.block_on(meridian::admin::start(state)).expect("admin")
+    };
+    let (api_with, api_without) = (api(&with, Some(a.clone())), api(&without, None));
+    wait_for("announced", Duration::from_secs(3), || a.announced());
+    let get = |addr, path: &str| {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        http_exchange(addr, &req).expect("an HTTP response").2
+    };
+    let status = |addr| -> serde_json::Value {
+        serde_json::from_str(&get(addr, "/status")).expect("status JSON")
+    };
+    assert_eq!(status(api_with.addr)["anycast"]["announced"], true);
+    assert!(status(api_without.addr)["anycast"].is_null());
+    assert!(get(api_with.addr, "/metrics").contains("meridian_anycast_announced 1"));
+    let m = get(api_without.addr, "/metrics");
+    assert!(!m.contains("meridian_anycast"), "{m}");
+}

@@ -41,6 +41,7 @@ const FLOORS: &[(&str, u8)] = &[
     // 6 faces: what people and other programs see
     ("admin", 6),
     ("metrics", 6),
+    ("status", 6),
     ("status_page", 6),
     ("explain", 6),
     ("ctl", 6),

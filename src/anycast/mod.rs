@@ -83,6 +83,9 @@ pub struct Anycast {
     status: Mutex<Status>,
     transitions: Mutex<BTreeMap<(bool, Reason), u64>>,
     tx: Mutex<mpsc::Sender<Cmd>>,
+    /// Set when a reload removed `[anycast]` and the controller ended: [`Slot::get`] no
+    /// longer returns it.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Anycast {
@@ -93,12 +96,25 @@ impl std::fmt::Debug for Anycast {
     }
 }
 
-/// The controller of this process, for `/status`, the metrics and the admin calls.
-static CURRENT: ArcSwapOption<Anycast> = ArcSwapOption::const_empty();
+/// Where one server keeps its controller: made empty with the server's
+/// [`crate::reload::Reloader`], filled by `serve` once [`start`] ran, and read by `/status`,
+/// the metrics, the admin calls and reloads. A handle, not a process-wide static, so that two
+/// servers in one process (tests) each see their own controller.
+#[derive(Debug, Clone, Default)]
+pub struct Slot(Arc<ArcSwapOption<Anycast>>);
 
-/// The running controller; `None` without `[anycast]`.
-pub fn current() -> Option<Arc<Anycast>> {
-    CURRENT.load_full()
+impl Slot {
+    /// Keeps `a` as this server's controller.
+    pub fn set(&self, a: Arc<Anycast>) {
+        self.0.store(Some(a));
+    }
+
+    /// The running controller; `None` without `[anycast]`, or once a reload removed it.
+    pub fn get(&self) -> Option<Arc<Anycast>> {
+        self.0
+            .load_full()
+            .filter(|a| !a.stopped.load(std::sync::atomic::Ordering::Acquire))
+    }
 }
 
 fn label(announced: bool) -> &'static str {
@@ -145,6 +161,7 @@ pub fn start_with(
         transitions: Mutex::new(SERIES.iter().map(|&k| (k, 0)).collect()),
         tx: Mutex::new(tx),
         settings: arc_swap::ArcSwap::from_pointee(settings),
+        stopped: std::sync::atomic::AtomicBool::new(false),
     });
     me.count(false, Reason::Start);
     let s = me.settings();
@@ -171,7 +188,6 @@ pub fn start_with(
         .name("anycast".into())
         .spawn(move || run.run())
         .map_err(|e| format!("cannot start the anycast thread: {e}"))?;
-    CURRENT.store(Some(me.clone()));
     Ok(me)
 }
 
@@ -391,7 +407,9 @@ impl Runner {
                                 st.since = SystemTime::now();
                             }
                             self.me.count(false, Reason::Manual);
-                            CURRENT.store(None);
+                            self.me
+                                .stopped
+                                .store(true, std::sync::atomic::Ordering::Release);
                             for a in acks.drain(..) {
                                 let _ = a.send(());
                             }

@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod liveness;
 pub mod net;
+pub mod out;
 pub mod problem;
 pub mod random;
 pub mod secret;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwapOption;
+use super::Slot;
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
     PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
@@ -145,13 +145,6 @@ impl std::fmt::Debug for Fleet {
             .field("connected", &self.connected())
             .finish_non_exhaustive()
     }
-}
-
-static CURRENT: ArcSwapOption<Fleet> = ArcSwapOption::const_empty();
-
-/// The fleet of this process, when `[fleet]` is configured and [`start`] ran.
-pub fn current() -> Option<Arc<Fleet>> {
-    CURRENT.load_full()
 }
 
 /// `SERVICE/ADDR`: how an endpoint is named in reports; the same at every site that serves the
@@ -311,17 +304,20 @@ fn read_drains(value: &[u8]) -> Result<Vec<Rule>, String> {
 
 /// Starts the fleet member on the current tokio runtime; it runs until the process ends or a
 /// reload changes `[fleet]` ([`reconfigure`]).
-pub fn start(shared: SharedSnapshot, settings: Settings) -> Option<Arc<Fleet>> {
+pub fn start(slot: &Slot, shared: SharedSnapshot, settings: Settings) -> Option<Arc<Fleet>> {
     // A reload through the admin API before this ran has started it already.
-    Some(current().unwrap_or_else(|| launch(shared, settings, Vec::new())))
+    Some(
+        slot.get()
+            .unwrap_or_else(|| launch(slot, shared, settings, Vec::new())),
+    )
 }
 
 /// After a reload: when `[fleet]` changed, the member with the old settings leaves (its task
 /// ends, its lease is revoked so the others drop it at once, every endpoint goes back to this
 /// site's own probes), and one with the new settings joins, taking over the drains still
 /// waiting to be stored. No `[fleet]` any more: the site works alone from then on.
-pub async fn reconfigure(shared: &SharedSnapshot, new: Option<Settings>) {
-    let old = current();
+pub async fn reconfigure(slot: &Slot, shared: &SharedSnapshot, new: Option<Settings>) {
+    let old = slot.get();
     if old.as_ref().map(|f| &f.settings) == new.as_ref() {
         return;
     }
@@ -330,14 +326,19 @@ pub async fn reconfigure(shared: &SharedSnapshot, new: Option<Settings>) {
         tracing::info!("fleet: [fleet] changed by a reload: leaving with the old settings");
         old.stop().await;
         pending = std::mem::take(&mut *old.pending());
-        CURRENT.store(None);
+        slot.set(None);
     }
     if let Some(s) = new {
-        launch(shared.clone(), s, pending);
+        launch(slot, shared.clone(), s, pending);
     }
 }
 
-fn launch(shared: SharedSnapshot, settings: Settings, pending: Vec<(Scope, bool)>) -> Arc<Fleet> {
+fn launch(
+    slot: &Slot,
+    shared: SharedSnapshot,
+    settings: Settings,
+    pending: Vec<(Scope, bool)>,
+) -> Arc<Fleet> {
     let f = Arc::new(Fleet {
         settings,
         shared,
@@ -356,7 +357,7 @@ fn launch(shared: SharedSnapshot, settings: Settings, pending: Vec<(Scope, bool)
         pending: Mutex::new(pending),
         task: Mutex::new(None),
     });
-    CURRENT.store(Some(f.clone()));
+    slot.set(Some(f.clone()));
     let task = tokio::spawn(run(f.clone()));
     *f.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
     f

@@ -24,8 +24,26 @@
 
 //!
 //! The etcd client is behind the `fleet` cargo feature (it needs protoc to build): without it
-//! `[fleet]` is a config problem that says how to get a build with it, and [`current`] is
+//! `[fleet]` is a config problem that says how to get a build with it, and [`Slot::get`] is
 //! always `None`, so the rest of the server has nothing to special-case.
+
+/// Where one server keeps its fleet member: made empty with the server's
+/// [`crate::reload::Reloader`], filled by [`start`] and [`reconfigure`], read by `/status`, the
+/// metrics, drains through the admin API and shutdown. A handle, not a process-wide static.
+#[derive(Debug, Clone, Default)]
+pub struct Slot(std::sync::Arc<arc_swap::ArcSwapOption<Fleet>>);
+
+impl Slot {
+    /// The member running now; `None` without `[fleet]` (always, in a build without it).
+    pub fn get(&self) -> Option<std::sync::Arc<Fleet>> {
+        self.0.load_full()
+    }
+
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    fn set(&self, f: Option<std::sync::Arc<Fleet>>) {
+        self.0.store(f);
+    }
+}
 
 #[cfg(feature = "fleet")]
 mod member;
@@ -48,18 +66,14 @@ mod absent {
     #[derive(Debug)]
     pub enum Fleet {}
 
-    pub fn current() -> Option<Arc<Fleet>> {
-        None
-    }
-
     /// Never reached: the config check refuses `[fleet]` in this build.
-    pub fn start(_: SharedSnapshot, _: Settings) -> Option<Arc<Fleet>> {
+    pub fn start(_: &super::Slot, _: SharedSnapshot, _: Settings) -> Option<Arc<Fleet>> {
         tracing::error!("[fleet] needs a meridian built with `--features fleet`");
         None
     }
 
     /// Nothing to restart: no member ever runs in this build.
-    pub async fn reconfigure(_: &SharedSnapshot, _: Option<Settings>) {}
+    pub async fn reconfigure(_: &super::Slot, _: &SharedSnapshot, _: Option<Settings>) {}
 
     impl Fleet {
         pub fn connected(&self) -> bool {

@@ -241,6 +241,28 @@ pub struct Trace {
     pub client: Option<ClientLocation>,
     pub picks: Picks,
     pub scope: u8,
+    /// Endpoints the caller treats as down whatever their health (`explain --down`): [`select`]
+    /// applies it to its `up`, so an explanation never writes into the health state.
+    pub down: Down,
+}
+
+/// Endpoints taken as down for one traced query: by address, or every endpoint of a region.
+#[derive(Debug, Clone, Default)]
+pub struct Down {
+    pub addrs: Vec<std::net::IpAddr>,
+    /// Region indices (into the snapshot's regions).
+    pub regions: Vec<usize>,
+}
+
+impl Down {
+    pub fn is_empty(&self) -> bool {
+        self.addrs.is_empty() && self.regions.is_empty()
+    }
+
+    /// Whether `e` is taken as down.
+    pub fn covers(&self, e: &Endpoint) -> bool {
+        self.addrs.contains(&e.addr) || e.region.is_some_and(|r| self.regions.contains(&r))
+    }
 }
 
 /// The outcome of a selection.
@@ -333,6 +355,20 @@ pub fn select(
     if family_count == 0 {
         return Selection::default();
     }
+    // A traced query may take endpoints as down (`explain --down`); an untraced one pays one
+    // branch here and nothing per endpoint.
+    let forced = trace
+        .as_deref()
+        .filter(|t| !t.down.is_empty())
+        .map(|t| t.down.clone());
+    let up_or_forced;
+    let up: &dyn Fn(usize, &Endpoint) -> bool = match &forced {
+        None => up,
+        Some(d) => {
+            up_or_forced = move |i: usize, e: &Endpoint| up(i, e) && !d.covers(e);
+            &up_or_forced
+        }
+    };
     let is_up = |i: usize| up(i, &svc.endpoints[i]);
     let n_up = fam.all.members.iter().filter(|&&i| is_up(i)).count();
     let mut all_down = false;

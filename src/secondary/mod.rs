@@ -40,7 +40,8 @@ use crate::zone::copy;
 // State shared with NOTIFY handling and /status, /metrics
 
 /// What `/status` and the metrics show of one secondary zone.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ZoneStatus {
     pub zone: String,
     pub serial: Option<u32>,

@@ -1,0 +1,180 @@
+//! The `/status` document (SPEC "Admin HTTP API"), typed: built by the admin API
+//! ([`crate::admin`]) and read by `meridian status` ([`crate::ctl`]), so both sides share one
+//! definition instead of `json!` on one side and `v["…"]` on the other.
+//!
+//! The JSON is the document serialised through `serde_json::Value` (whose objects keep their
+//! keys sorted), then extended by [`crate::history`] (`regions`, `events`, and `answers_1m` /
+//! `share_1m` per endpoint), so the bytes are what the `json!` objects gave before. Fields
+//! that a kind of entry does not have are left out, not null (a failed zone has no `records`,
+//! a loaded one no `file`); every field reads with a default, so `meridian status` also reads
+//! the document of an older or newer server.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+/// `GET /status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Status {
+    pub site: Option<String>,
+    pub version: String,
+    pub generation: u64,
+    /// RFC 3339, milliseconds.
+    pub loaded_at: String,
+    pub loaded_at_unix: f64,
+    pub config_path: Option<String>,
+    /// `None` before the first reload.
+    pub last_reload: Option<LastReload>,
+    /// By name.
+    pub zones: Vec<Zone>,
+    pub services: Vec<Service>,
+    /// The `[anycast]` controller's own object (`crate::anycast::Anycast::status_json`).
+    pub anycast: Option<Value>,
+    /// `[server] xdp`: one object per interface answering over AF_XDP (`server::xdp`); an
+    /// empty list without it.
+    #[serde(default)]
+    pub xdp: Value,
+    /// The `[fleet]` member's own object.
+    pub fleet: Option<Value>,
+    pub secondary: Vec<crate::secondary::ZoneStatus>,
+    /// The drain rules in force, oldest first.
+    pub drains: Vec<Drain>,
+    pub drains_state: DrainsState,
+    /// Added by [`crate::history`]: regions with their answer shares.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<Value>>,
+    /// Added by [`crate::history`]: recent events, newest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<Value>>,
+}
+
+/// The outcome of the last reload.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LastReload {
+    pub ok: bool,
+    /// The generation it made (`ok`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// Why it was rejected (not `ok`): every problem, one per line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub at: String,
+}
+
+/// A zone served, or one whose file failed to load (SERVFAIL for its names).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Zone {
+    pub name: String,
+    /// A document that leaves it out means a zone served.
+    #[serde(default = "yes")]
+    pub loaded: bool,
+    pub error: Option<String>,
+    pub origin: Option<String>,
+    /// Loaded zones only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records: Option<usize>,
+    /// Failed zones only: the file that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// A balanced name.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Service {
+    pub name: String,
+    pub policy: String,
+    /// `serve-all`, `empty` or `servfail`.
+    pub when_all_down: String,
+    pub ttl: u32,
+    pub ttl_degraded: u32,
+    pub max_answers: usize,
+    /// The health profile.
+    pub health: Option<String>,
+    pub endpoints_up: usize,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One endpoint of a service, with its live state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Endpoint {
+    /// Its address, or its `target` name.
+    pub address: String,
+    pub target: Option<String>,
+    pub region: Option<String>,
+    pub weight: f64,
+    pub priority: u32,
+    /// What probes it (`profile:NAME`, a URL); `None` when nothing does.
+    pub probe: Option<String>,
+    pub healthy: bool,
+    pub drained: bool,
+    pub up: bool,
+    pub last_probe: Option<LastProbe>,
+    pub rtt_ms: Option<f64>,
+    pub load: Option<f64>,
+    /// The fleet's view of it: `null` without a fleet member, left out only by documents that
+    /// do not know the field (a `meridian status` table shows its column when it is there).
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<Value>,
+    /// Added by [`crate::history`] (`null` until it has sampled): answers over the last
+    /// minute.
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub answers_1m: Option<Value>,
+    /// Added by [`crate::history`]: its share of its service's answers over the last minute.
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub share_1m: Option<Value>,
+}
+
+/// The last probe of an endpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LastProbe {
+    pub ok: bool,
+    /// The fixed word of the metrics (`ok`, `timeout`, ...).
+    pub result: String,
+    /// For people.
+    pub reason: String,
+    pub at: String,
+    pub duration_ms: f64,
+}
+
+/// A drain rule in force, and how many endpoints it covers now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Drain {
+    #[serde(flatten)]
+    pub rule: crate::health::drains::Rule,
+    /// `None` only in a document that does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<usize>,
+}
+
+/// Whether the drains saved in `state_dir` could be read at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DrainsState {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Default for DrainsState {
+    fn default() -> Self {
+        DrainsState {
+            ok: true,
+            error: None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A field that is there, even as `null`, reads as `Some` (`#[serde(default)]` makes a missing
+/// one `None`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
