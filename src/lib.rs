@@ -37,6 +37,7 @@
 //! | [`systemd`] | sd_notify readiness, reload, stop and the watchdog thread |
 
 pub mod admin;
+pub mod answer;
 pub mod anycast;
 pub mod base;
 pub mod cli;
@@ -46,6 +47,7 @@ pub mod ctl;
 pub mod dns;
 pub mod dnssec;
 pub mod ecs;
+pub mod edns;
 pub mod explain;
 pub mod fast;
 pub mod fleet;
