@@ -312,9 +312,7 @@ pub fn try_answer<'s>(
     if snap.zones.failing(key, starts) {
         return None;
     }
-    let Some(zone) = snap.zones.find_for(key, starts, q.qtype == TYPE_DS) else {
-        return None;
-    };
+    let zone = snap.zones.find_for(key, starts, q.qtype == TYPE_DS)?;
     if zone.expired {
         // An expired secondary zone: the reference path answers SERVFAIL.
         return None;
@@ -430,9 +428,7 @@ pub fn try_answer<'s>(
             return None;
         }
         let apex_at = 12 + u16::from(starts[apex_index]);
-        if put_soa(out, apex_at, zone.negative_ttl, &zone.soa_parts, &mut names).is_none() {
-            return None;
-        }
+        put_soa(out, apex_at, zone.negative_ttl, &zone.soa_parts, &mut names)?;
         authority = 1;
     }
     let mut additional = 0u16;

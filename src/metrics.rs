@@ -1,15 +1,21 @@
-//! Prometheus metrics, rendered for `GET /metrics` by the admin API.
+//! Prometheus metrics, rendered for `GET /metrics` by the admin API: the exposition only. It
+//! sits on the top floor and reads every subsystem; the counters it reads are bumped below it
+//! without importing it, so the query path never reaches up here.
 //!
 //! The query path must stay cheap, so nothing it touches allocates, locks or looks anything up:
 //!
 //! - Each zone carries a [`ZoneStats`] (owned by the zone): a table of atomic counters indexed
-//!   by slots for qtype, rcode and policy, whose `&'static str` labels are defined here. A query
+//!   by slots for qtype, rcode and policy, whose `&'static str` labels are defined with the
+//!   counting (`answer::count`, which the transports call with each query's outcome). A query
 //!   adds one to one cell.
 //! - Each service carries a [`ServiceStats`](crate::policy::ServiceStats) (owned by the policy
 //!   layer): one atomic counter per endpoint (answers given) and three for answers given while
 //!   every endpoint was down.
+//! - Per-transport counters, the query duration histogram, reloads and probe results are the
+//!   leaf [`crate::base::counters`].
 //!
-//! Nothing below this module imports it: it reads those counters and the snapshot. Both are
+//! Nothing below this module imports it: it reads those counters and the snapshot. Zone and
+//! service counters are
 //! handed out by a small registry keyed by zone origin / service name / endpoint
 //! address, so a reload that keeps a zone or an endpoint keeps its counts (counters never go
 //! back). They are exported at scrape time by walking the current snapshot, as are the
