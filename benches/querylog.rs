@@ -1,5 +1,5 @@
-//! Per-query CPU cost of the query log, without sockets: the UDP answer closure (fast path)
-//! wrapped by `querylog::wrap`, with logging off, `sample:100`, every query as a line, and
+//! Per-query CPU cost of the query log, without sockets: the UDP thread's steps (`Tap::begin`,
+//! `answer::respond` — the fast path for these queries —, `Tap::end` with the outcome), with logging off, `sample:100`, every query as a line, and
 //! every query as dnstap to a file. Prints, per variant, the DNS thread's time per query and
 //! the whole process's CPU per query (getrusage: the writer thread included), and what was
 //! dropped. A second measure beside `bench/querylog.sh` for a machine too busy for clean QPS
@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 
-use meridian::dns::Transport;
-use meridian::fast::{self, Fast};
-use meridian::querylog::{self, QueryLog, Tap};
+use meridian::answer::log::Tap;
+use meridian::answer::{self, Transport};
+use meridian::querylog::{self, QueryLog};
 use meridian::snapshot::{self, Snapshot};
 
 fn query(name: &str, t: RecordType) -> Vec<u8> {
@@ -77,14 +77,19 @@ fn main() {
             let shared = snapshot::shared(snapshot(dir.path(), &log));
             let ql: Arc<QueryLog> = QueryLog::start(shared.clone()).expect("query log");
             let tap = Tap::new(
-                ql.clone(),
+                &ql.handle(),
                 Transport::Udp,
                 "127.0.0.1:53".parse().expect("a"),
             );
-            let mut answer = querylog::wrap(tap, |p: &[u8], s, out: &mut Vec<u8>| {
+            let answer = |p: &[u8], s, out: &mut Vec<u8>| {
+                let begun = tap.begin();
                 let snap = shared.load();
-                fast::answer(&snap, p, s, out) == Fast::Answered
-            });
+                let (send, outcome) = answer::respond(&snap, p, s, Transport::Udp, out);
+                if let Some(b) = begun {
+                    tap.end(b, s, p, send.then_some(&out[..]), &outcome);
+                }
+                send
+            };
             let mut out = Vec::with_capacity(1232);
             let dropped0 = querylog::dropped("dnstap") + querylog::dropped("log");
             std::thread::sleep(Duration::from_millis(100));

@@ -344,7 +344,10 @@ fn serve(path: &Path) -> i32 {
         let zones = snap.zones.zones.len();
         let generation = snap.generation;
         let shared = snapshot::shared(snap);
-        let handle = match server::start(shared.clone(), &settings) {
+        // The query log (control floor) is handed to the listeners as a handle.
+        let handle = match crate::querylog::QueryLog::start(shared.clone())
+            .and_then(|log| server::start(shared.clone(), &settings, log.handle()))
+        {
             Ok(h) => h,
             Err(e) => {
                 errln!("meridian: {e}");

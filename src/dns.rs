@@ -12,18 +12,24 @@ use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
 use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
-use crate::base::net::mask;
-use crate::geo::AddrSource;
-use crate::metrics;
-use crate::policy::{self, Client, Family, Service, Trace};
+use crate::edns;
+pub use crate::edns::Transport;
+use crate::policy::{Client, Family, Service, Trace};
 use crate::snapshot::Snapshot;
 use crate::zone::{wire_lower, Found, Node, Zone};
 
-/// What the request handler learnt about one query, recorded once when its response is made
-/// (`metrics::record_query`, which hands it to the query log). It lives on the answer floor,
-/// which makes it, so the floors above read it without reaching for each other.
+/// What answering one query came to, made by either path and returned with the response
+/// bytes ([`crate::answer::respond`]): the transport hands it to the counters
+/// ([`crate::answer::count`]) and to the query log. It lives on the answer floor, which makes
+/// it, so the floors above read it without reaching for each other.
 #[derive(Debug, Default)]
 pub struct QueryOutcome<'a> {
+    /// The response code of the response made; `None` when none was (nothing is counted but
+    /// an [`unreadable`](Self::unreadable) packet).
+    pub rcode: Option<ResponseCode>,
+    /// A packet shorter than a header (not an empty one): nothing is sent, and it is counted
+    /// as a malformed query.
+    pub unreadable: bool,
     /// The zone the query name fell in; `None` outside every zone.
     pub zone: Option<&'a crate::zone::stats::ZoneStats>,
     pub qtype: Option<RecordType>,
@@ -37,32 +43,25 @@ pub struct QueryOutcome<'a> {
     pub tcp: bool,
 }
 
-/// How the query arrived; it decides the response size limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
-
 /// Longest CNAME chain followed inside our zones before answering with what we have.
 const MAX_CNAME_CHAIN: usize = 12;
-/// Size limit without EDNS (RFC 1035 §4.2.1).
-const PLAIN_UDP_LIMIT: usize = 512;
 
 /// Answers one query. `None` means send nothing: the packet had no readable header or was
 /// itself a response (answering those would let two servers reflect packets at each other).
+/// Counts nothing: a served query is counted by its transport from the outcome
+/// ([`crate::answer::respond`], [`crate::answer::count`]).
 pub fn handle(
     snap: &Snapshot,
     packet: &[u8],
     src: SocketAddr,
     transport: Transport,
 ) -> Option<Vec<u8>> {
-    handle_counted(snap, packet, src, transport, None, true)
+    reference(snap, packet, src, transport, None).0
 }
 
 /// [`handle`], recording in `trace` how a balanced name was decided (for `explain`). An
-/// explanation is not a served query: it leaves the query and answer counters of the metrics
-/// (and the query log) alone, so that `/api/v1/explain` cannot skew them.
+/// explanation is not a served query: nothing counts it or logs it, so that
+/// `/api/v1/explain` cannot skew the metrics.
 pub fn handle_traced(
     snap: &Snapshot,
     packet: &[u8],
@@ -70,17 +69,18 @@ pub fn handle_traced(
     transport: Transport,
     trace: Option<&mut Trace>,
 ) -> Option<Vec<u8>> {
-    handle_counted(snap, packet, src, transport, trace, false)
+    reference(snap, packet, src, transport, trace).0
 }
 
-fn handle_counted(
-    snap: &Snapshot,
+/// The reference answer to one query and its outcome. The bytes are `None` when nothing is to
+/// be sent (or encoding failed: then `outcome.rcode` still says a response was made).
+pub fn reference<'s>(
+    snap: &'s Snapshot,
     packet: &[u8],
     src: SocketAddr,
     transport: Transport,
     trace: Option<&mut Trace>,
-    count: bool,
-) -> Option<Vec<u8>> {
+) -> (Option<Vec<u8>>, QueryOutcome<'s>) {
     let mut outcome = QueryOutcome {
         tcp: transport == Transport::Tcp,
         ..QueryOutcome::default()
@@ -89,16 +89,11 @@ fn handle_counted(
         // Nothing to send: a packet without a whole header is a malformed query; one with QR
         // set is a response sent to us, not a query at all, and an empty one is how a stopping
         // server wakes its own UDP threads.
-        if count && !packet.is_empty() && packet.len() < 12 {
-            metrics::record_malformed(outcome.tcp);
-        }
-        return None;
+        outcome.unreadable = !packet.is_empty() && packet.len() < 12;
+        return (None, outcome);
     };
-    // The one place every response passes: count it.
-    if count {
-        metrics::record_query(&outcome, rcode);
-    }
-    bytes
+    outcome.rcode = Some(rcode);
+    (bytes, outcome)
 }
 
 /// A response (or `None` if encoding failed) and its response code, for the metrics; `None`
@@ -136,13 +131,11 @@ fn respond<'s>(
     // CD stays clear: nothing here is signed, and RFC 4035 §3.1.6 leaves CD to resolvers.
     resp.add_queries(req.queries.iter().cloned());
 
-    let limit = match (transport, &req.edns) {
-        (Transport::Tcp, _) => u16::MAX as usize,
-        (Transport::Udp, None) => PLAIN_UDP_LIMIT,
-        (Transport::Udp, Some(e)) => {
-            (e.max_payload().max(512)).min(snap.wire.max_udp_payload) as usize
-        }
-    };
+    let limit = edns::size_limit(
+        transport,
+        req.edns.as_ref().map(Edns::max_payload),
+        snap.wire.max_udp_payload,
+    );
 
     if let Some(req_edns) = &req.edns {
         let mut edns = Edns::new();
@@ -192,15 +185,6 @@ fn respond<'s>(
         Some(EdnsOption::Subnet(ecs)) => Some(*ecs),
         _ => None,
     };
-    // RFC 7871: the client subnet stands for the client when it says anything (source > 0).
-    let client = match &ecs {
-        Some(e) if e.source_prefix() > 0 => (
-            mask(e.addr(), e.source_prefix()),
-            AddrSource::Ecs(e.source_prefix()),
-        ),
-        _ => (src.ip(), AddrSource::SourceIp),
-    };
-
     if req.metadata.op_code == OpCode::Notify && !snap.config.config.secondary.is_empty() {
         // RFC 1996: from a listed primary of a secondary zone, wake its refresh; else REFUSED.
         // A server with no secondary zones keeps answering NOTIFY with NOTIMP, as before.
@@ -250,23 +234,23 @@ fn respond<'s>(
         _ => {}
     }
 
-    let mut client = Client::new(client.0, client.1, &snap.locator);
-    let mut scope = 0u8;
-    let glue_needed = answer(
+    let mut ctx = Ctx {
         snap,
-        query,
-        &mut client,
-        &mut scope,
-        &mut resp,
+        client: edns::client(
+            snap,
+            ecs.as_ref().map(|e| (e.source_prefix(), e.addr())),
+            src.ip(),
+        ),
+        scope: 0,
+        resp: &mut resp,
         trace,
         outcome,
-    );
+    };
+    let glue_needed = answer(&mut ctx, query);
+    let (client, scope) = (ctx.client.addr, ctx.scope);
     if let (Some(mut echo), Some(edns)) = (ecs, resp.edns.as_mut()) {
-        // The scope the answer depended on, never more specific than the client asked
-        // (RFC 7871 §7.2.1); static answers say 0: valid for every client. Policies measure
-        // it on the IPv4 address inside a 6to4 or IPv4-mapped one; state it in the client's.
-        let scope = crate::geo::prefix_in(client.addr, scope);
-        echo.set_scope_prefix(scope.min(echo.source_prefix()));
+        // The scope the answer depended on (static answers say 0: valid for every client).
+        echo.set_scope_prefix(edns::echo_scope(client, scope, echo.source_prefix()));
         edns.options_mut().insert(EdnsOption::Subnet(echo));
     }
     done(resp, limit, glue_needed)
@@ -299,37 +283,44 @@ fn tcp_keepalive(
     }
 }
 
+/// One query being answered at a zone: what every step below reads and writes, in one value
+/// rather than a parameter each.
+struct Ctx<'s, 'a> {
+    snap: &'s Snapshot,
+    /// Who the policies answer (ECS or source, [`edns::client`]).
+    client: Client<'s>,
+    /// The widest ECS scope an answer depended on so far.
+    scope: u8,
+    resp: &'a mut Message,
+    /// How a balanced name was decided, for `explain`.
+    trace: Option<&'a mut Trace>,
+    outcome: &'a mut QueryOutcome<'s>,
+}
+
 /// Fills the response for an IN query. Returns true when the additional section holds glue that
 /// a referral cannot do without (RFC 9471), so truncation must set TC rather than drop it.
-fn answer<'s>(
-    snap: &'s Snapshot,
-    query: &Query,
-    client: &mut Client<'_>,
-    scope: &mut u8,
-    resp: &mut Message,
-    mut trace: Option<&mut Trace>,
-    outcome: &mut QueryOutcome<'s>,
-) -> bool {
+fn answer(ctx: &mut Ctx<'_, '_>, query: &Query) -> bool {
+    let snap = ctx.snap;
     let qtype = query.query_type();
     let (mut wire, mut starts) = (Vec::with_capacity(64), Vec::with_capacity(8));
     wire_lower(query.name(), &mut wire, &mut starts);
     // A zone whose file failed to load: its data exists but we lost it (SPEC "Day two").
     if snap.zones.failing(&wire, &starts) {
-        servfail(resp);
+        servfail(ctx.resp);
         return false;
     }
     let Some(zone) = snap.zones.find_for(&wire, &starts, qtype == RecordType::DS) else {
-        resp.metadata.response_code = ResponseCode::Refused;
-        extended_error(resp, EDE_NOT_AUTHORITATIVE);
+        ctx.resp.metadata.response_code = ResponseCode::Refused;
+        extended_error(ctx.resp, EDE_NOT_AUTHORITATIVE);
         return false;
     };
-    outcome.zone = Some(&zone.stats);
+    ctx.outcome.zone = Some(&zone.stats);
     if zone.expired {
         // A secondary zone past its SOA expire (RFC 1035 §4.3.5): no longer authoritative.
-        servfail(resp);
+        servfail(ctx.resp);
         return false;
     }
-    resp.metadata.authoritative = true;
+    ctx.resp.metadata.authoritative = true;
 
     // The owner of answer records is spelled as the client spelled the question (0x20).
     let mut owner: Name = query.name().clone();
@@ -338,32 +329,23 @@ fn answer<'s>(
             Found::Delegation(cut_key, cut) => {
                 // Also after a CNAME that led below a cut: RFC 1034 §4.3.2 step 3b goes on
                 // with the referral, and the CNAME keeps the answer authoritative.
-                return referral(zone, cut_key, cut, resp);
+                return referral(zone, cut_key, cut, ctx.resp);
             }
             Found::NxDomain => {
-                resp.metadata.response_code = ResponseCode::NXDomain;
-                negative(zone, &owner, resp);
+                ctx.resp.metadata.response_code = ResponseCode::NXDomain;
+                negative(zone, &owner, ctx.resp);
                 return false;
             }
             Found::Node(node) | Found::Wildcard(node) => {
                 if let Some(svc) = snap.service_of(node).filter(|s| s.targets) {
-                    let target = target_cname(
-                        snap,
-                        svc,
-                        &owner,
-                        client,
-                        scope,
-                        resp,
-                        trace.as_deref_mut(),
-                        outcome,
-                    );
+                    let target = target_cname(ctx, svc, &owner);
                     // Chased as any in-zone CNAME (below), unless the CNAME itself was asked.
                     match target {
                         Some(t)
                             if qtype != RecordType::CNAME
                                 && qtype != RecordType::ANY
                                 && zone.contains(&t)
-                                && !resp.answers.iter().any(|r| r.name == t) =>
+                                && !ctx.resp.answers.iter().any(|r| r.name == t) =>
                         {
                             owner = t;
                             wire_lower(&owner, &mut wire, &mut starts);
@@ -373,20 +355,10 @@ fn answer<'s>(
                     }
                 }
                 if let Some(svc) = snap.service_of(node) {
-                    balanced(
-                        snap,
-                        svc,
-                        node,
-                        qtype,
-                        &owner,
-                        client,
-                        scope,
-                        resp,
-                        trace.as_deref_mut(),
-                        outcome,
-                    );
+                    balanced(ctx, svc, node, qtype, &owner);
                     return false;
                 }
+                let resp = &mut *ctx.resp;
                 if node.rrsets.is_empty() {
                     negative(zone, &owner, resp);
                     return false;
@@ -430,19 +402,14 @@ fn answer<'s>(
 }
 
 /// Answers at a balanced name: A/AAAA (and ANY) from the policy, other types from the zone.
-#[allow(clippy::too_many_arguments)]
 fn balanced<'s>(
-    snap: &Snapshot,
+    ctx: &mut Ctx<'s, '_>,
     svc: &'s Service,
     node: &Node,
     qtype: RecordType,
     owner: &Name,
-    client: &mut Client<'_>,
-    scope: &mut u8,
-    resp: &mut Message,
-    mut trace: Option<&mut Trace>,
-    outcome: &mut QueryOutcome<'s>,
 ) {
+    let snap = ctx.snap;
     let family = match qtype {
         RecordType::A => Some(Family::V4),
         RecordType::AAAA => Some(Family::V6),
@@ -455,34 +422,27 @@ fn balanced<'s>(
     };
     let Some(family) = family else {
         match node.rrset(qtype) {
-            Some(set) => push_rrset(&mut resp.answers, set, owner),
-            None => negative_for(snap, owner, resp),
+            Some(set) => push_rrset(&mut ctx.resp.answers, set, owner),
+            None => negative_for(snap, owner, ctx.resp),
         }
         return;
     };
-    let sel = policy::select(
-        svc,
-        &snap.regions,
-        family,
-        client,
-        &|_, e| e.state.up(),
-        trace.as_deref_mut(),
-    );
-    *scope = (*scope).max(sel.scope);
-    outcome.service = Some(svc);
-    outcome.all_down = sel.all_down;
-    if let Some(t) = trace {
+    let sel = edns::pick(snap, svc, family, &mut ctx.client, ctx.trace.as_deref_mut());
+    ctx.scope = ctx.scope.max(sel.scope);
+    ctx.outcome.service = Some(svc);
+    ctx.outcome.all_down = sel.all_down;
+    if let Some(t) = ctx.trace.as_deref_mut() {
         t.service = Some(svc.name.clone());
-        t.client = client.located().cloned();
+        t.client = ctx.client.located().cloned();
         t.picks = sel.picks.clone();
         t.scope = sel.scope;
     }
     if sel.servfail {
-        servfail(resp);
+        servfail(ctx.resp);
         return;
     }
     if sel.picks.is_empty() {
-        negative_for(snap, owner, resp);
+        negative_for(snap, owner, ctx.resp);
         return;
     }
     let ttl = svc.answer_ttl(&sel);
@@ -491,55 +451,46 @@ fn balanced<'s>(
             std::net::IpAddr::V4(a) => RData::A(a.into()),
             std::net::IpAddr::V6(a) => RData::AAAA(a.into()),
         };
-        resp.answers
+        ctx.resp
+            .answers
             .push(Record::from_rdata(owner.clone(), ttl, rdata));
     }
-    outcome.picks = sel.picks;
+    ctx.outcome.picks = sel.picks;
 }
 
 /// Answers at a balanced name of `target` endpoints: one CNAME to the chosen target, for every
 /// query type. Returns the target, for the caller to chase inside the zone.
-#[allow(clippy::too_many_arguments)]
-fn target_cname<'s>(
-    snap: &Snapshot,
-    svc: &'s Service,
-    owner: &Name,
-    client: &mut Client<'_>,
-    scope: &mut u8,
-    resp: &mut Message,
-    mut trace: Option<&mut Trace>,
-    outcome: &mut QueryOutcome<'s>,
-) -> Option<Name> {
-    let sel = policy::select(
+fn target_cname<'s>(ctx: &mut Ctx<'s, '_>, svc: &'s Service, owner: &Name) -> Option<Name> {
+    let snap = ctx.snap;
+    let sel = edns::pick(
+        snap,
         svc,
-        &snap.regions,
         Family::Any,
-        client,
-        &|_, e| e.state.up(),
-        trace.as_deref_mut(),
+        &mut ctx.client,
+        ctx.trace.as_deref_mut(),
     );
-    *scope = (*scope).max(sel.scope);
-    outcome.service = Some(svc);
-    outcome.all_down = sel.all_down;
+    ctx.scope = ctx.scope.max(sel.scope);
+    ctx.outcome.service = Some(svc);
+    ctx.outcome.all_down = sel.all_down;
     // One CNAME: `max_answers` does not apply (an alias has a single target).
     let first = sel.picks.first().copied();
-    if let Some(t) = trace {
+    if let Some(t) = ctx.trace.as_deref_mut() {
         t.service = Some(svc.name.clone());
-        t.client = client.located().cloned();
+        t.client = ctx.client.located().cloned();
         t.picks = first.into_iter().collect();
         t.scope = sel.scope;
     }
     if sel.servfail {
-        servfail(resp);
+        servfail(ctx.resp);
         return None;
     }
     let Some(first) = first else {
-        negative_for(snap, owner, resp);
+        negative_for(snap, owner, ctx.resp);
         return None;
     };
     let target = svc.endpoints[first].target.clone()?;
-    outcome.picks = std::iter::once(first).collect();
-    resp.answers.push(Record::from_rdata(
+    ctx.outcome.picks = std::iter::once(first).collect();
+    ctx.resp.answers.push(Record::from_rdata(
         owner.clone(),
         svc.answer_ttl(&sel),
         RData::CNAME(hickory_proto::rr::rdata::CNAME(target.clone())),

@@ -15,11 +15,9 @@ use hickory_proto::rr::RecordType;
 
 use crate::cookie;
 use crate::dns::QueryOutcome;
-use crate::dns::Transport;
 use crate::ecs;
-use crate::geo::{prefix_in, AddrSource};
-use crate::metrics;
-use crate::policy::{self, Client, Family};
+use crate::edns::{self, Transport};
+use crate::policy::Family;
 use crate::snapshot::Snapshot;
 use crate::zone::{Found, SoaParts};
 
@@ -276,14 +274,14 @@ fn put_rr(out: &mut Vec<u8>, owner_ptr: u16, rtype: u16, ttl: u32, rdata: &[u8])
     out.extend_from_slice(rdata);
 }
 
-/// Answers `packet` into `out` if it is a case this path handles.
+/// Answers `packet` into `out` if it is a case this path handles. Counts nothing: a served
+/// query is counted by its transport from the outcome ([`crate::answer::respond`]).
 pub fn answer(snap: &Snapshot, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> Fast {
     answer_over(snap, packet, src, out, Transport::Udp)
 }
 
 /// [`answer`] for a query that arrived over `transport`. Over TCP the response has no size
-/// limit but the 64 KiB of the length prefix (as in [`crate::dns::handle`]), and it is counted
-/// under the `tcp` transport label.
+/// limit but the 64 KiB of the length prefix (as in [`crate::dns::handle`]).
 pub fn answer_over(
     snap: &Snapshot,
     packet: &[u8],
@@ -291,25 +289,37 @@ pub fn answer_over(
     out: &mut Vec<u8>,
     transport: Transport,
 ) -> Fast {
-    let Some(q) = parse(packet) else {
-        return Fast::Fallback;
-    };
+    match try_answer(snap, packet, src, out, transport) {
+        Some(_) => Fast::Answered,
+        None => Fast::Fallback,
+    }
+}
+
+/// [`answer_over`] with the outcome of an answered query (its `rcode` set); `None` is
+/// [`Fast::Fallback`].
+#[inline]
+pub fn try_answer<'s>(
+    snap: &'s Snapshot,
+    packet: &[u8],
+    src: SocketAddr,
+    out: &mut Vec<u8>,
+    transport: Transport,
+) -> Option<QueryOutcome<'s>> {
+    let q = parse(packet)?;
     let key = &q.key[..q.key_len];
     let starts = &q.starts[..q.labels];
     // Names of a zone that failed to load get SERVFAIL, from the reference path.
     if snap.zones.failing(key, starts) {
-        return Fast::Fallback;
+        return None;
     }
-    let Some(zone) = snap.zones.find_for(key, starts, q.qtype == TYPE_DS) else {
-        return Fast::Fallback;
-    };
+    let zone = snap.zones.find_for(key, starts, q.qtype == TYPE_DS)?;
     if zone.expired {
         // An expired secondary zone: the reference path answers SERVFAIL.
-        return Fast::Fallback;
+        return None;
     }
     // Meta types (OPT, TKEY, TSIG, IXFR, AXFR, MAILB, MAILA, ANY) have rules of their own.
     if q.qtype == TYPE_OPT || q.qtype >= 249 {
-        return Fast::Fallback;
+        return None;
     }
     let qtype = RecordType::from(q.qtype);
     let mut outcome = QueryOutcome {
@@ -339,33 +349,25 @@ pub fn answer_over(
             rcode = ResponseCode::NXDomain;
             negative = true;
         }
-        Found::Delegation(..) | Found::Wildcard(_) => return Fast::Fallback,
+        Found::Delegation(..) | Found::Wildcard(_) => return None,
         Found::Node(node) => {
             if let Some(svc) = snap.service_of(node) {
                 if svc.targets {
                     // A CNAME to a target, chased inside the zone: the reference's, by
                     // design (about 1 µs; docs/performance.md).
-                    return Fast::Fallback;
+                    return None;
                 }
                 let family = match qtype {
                     RecordType::A => Family::V4,
                     RecordType::AAAA => Family::V6,
-                    _ => return Fast::Fallback,
+                    _ => return None,
                 };
-                let (addr, source) = match q.edns.as_ref().and_then(|e| e.ecs.as_ref()) {
-                    Some(&(_, s, _, _, a)) if s > 0 => (a, AddrSource::Ecs(s)),
-                    _ => (src.ip(), AddrSource::SourceIp),
-                };
-                let mut client = Client::new(addr, source, &snap.locator);
-                let sel = policy::select(
-                    svc,
-                    &snap.regions,
-                    family,
-                    &mut client,
-                    &|_, e| e.state.up(),
-                    None,
-                );
-                scope = prefix_in(client.addr, sel.scope);
+                let ecs = q.edns.as_ref().and_then(|e| e.ecs.as_ref());
+                let ecs = ecs.map(|&(_, source, _, _, addr)| (source, addr));
+                let mut client = edns::client(snap, ecs, src.ip());
+                let sel = edns::pick(snap, svc, family, &mut client, None);
+                // Echoed only with ECS, whose source prefix caps it.
+                scope = edns::echo_scope(client.addr, sel.scope, ecs.map_or(0, |e| e.0));
                 if sel.servfail {
                     // As dns::servfail: no data, not authoritative.
                     rcode = ResponseCode::ServFail;
@@ -394,7 +396,7 @@ pub fn answer_over(
                 {
                     // CNAME chasing, additional-section processing and names to compress
                     // inside rdata live in the slow path.
-                    return Fast::Fallback;
+                    return None;
                 }
                 match node.rrset(qtype) {
                     // Only the apex holds an SOA (zone checks), and it is the zone's.
@@ -402,7 +404,7 @@ pub fn answer_over(
                         if q.labels != apex_labels
                             || put_soa(out, 12, set.ttl, &zone.soa_parts, &mut names).is_none()
                         {
-                            return Fast::Fallback;
+                            return None;
                         }
                         answers += 1;
                     }
@@ -423,20 +425,18 @@ pub fn answer_over(
         // encoder does when it remembers that suffix.
         let apex_index = q.labels - apex_labels;
         if apex_index >= MAX_SUFFIXES {
-            return Fast::Fallback;
+            return None;
         }
         let apex_at = 12 + u16::from(starts[apex_index]);
-        if put_soa(out, apex_at, zone.negative_ttl, &zone.soa_parts, &mut names).is_none() {
-            return Fast::Fallback;
-        }
+        put_soa(out, apex_at, zone.negative_ttl, &zone.soa_parts, &mut names)?;
         authority = 1;
     }
     let mut additional = 0u16;
-    let limit = match &q.edns {
-        _ if transport == Transport::Tcp => u16::MAX as usize,
-        None => 512,
-        Some(e) => e.payload.clamp(512, snap.wire.max_udp_payload.max(512)) as usize,
-    };
+    let limit = edns::size_limit(
+        transport,
+        q.edns.as_ref().map(|e| e.payload),
+        snap.wire.max_udp_payload,
+    );
     if let Some(e) = &q.edns {
         out.push(0);
         out.extend_from_slice(&TYPE_OPT.to_be_bytes());
@@ -458,19 +458,19 @@ pub fn answer_over(
             out.extend_from_slice(&((4 + nbytes) as u16).to_be_bytes());
             out.extend_from_slice(&family.to_be_bytes());
             out.push(*source);
-            out.push(scope.min(*source));
+            out.push(scope);
             out.extend_from_slice(&bytes[..*nbytes]);
         }
         additional = 1;
     }
     if out.len() > limit {
         // Truncation rules live in the slow path.
-        return Fast::Fallback;
+        return None;
     }
     out[3] |= u16::from(rcode) as u8 & 0x0F;
     out[6..8].copy_from_slice(&answers.to_be_bytes());
     out[8..10].copy_from_slice(&authority.to_be_bytes());
     out[10..12].copy_from_slice(&additional.to_be_bytes());
-    metrics::record_query(&outcome, rcode);
-    Fast::Answered
+    outcome.rcode = Some(rcode);
+    Some(outcome)
 }

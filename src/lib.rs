@@ -1,6 +1,7 @@
 //! meridian: an authoritative DNS server that does global server load balancing.
 //!
-//! A query flows one way: socket ([`server`]) → request handler ([`dns`]) → the current
+//! A query flows one way: socket ([`server`]) → [`answer::respond`] (the [`fast`] path, else the
+//! reference handler, [`dns`]) → the current
 //! [`snapshot::Snapshot`] (zones from [`zone`], settings from [`config`]) → response bytes.
 //! Nothing on that path takes a lock; reloads build a new snapshot and swap it in whole.
 //!
@@ -14,13 +15,15 @@
 //! | [`policy`] | balanced names and the seven steering policies |
 //! | [`health`] | endpoint health state, read lock-free by the query path |
 //! | [`snapshot`] | everything a query needs, swapped atomically |
+//! | [`answer`] | `respond`: fast path else reference, the reply and its outcome; counting it; the query log's tap |
 //! | [`dns`] | query bytes → response bytes, independent of transport |
+//! | [`edns`] | what both paths decide alike: size limit, client (ECS or source), pick, ECS scope |
 //! | [`dnssec`] | keys, RRSIGs and their cache, compact denial (not yet on the answer paths) |
 //! | [`fast`] | the UDP fast path for the common queries, byte to byte |
 //! | [`server`] | UDP and TCP listeners |
 //! | [`explain`] | `meridian explain`: an answer and the decision behind it |
 //! | [`querylog`] | query logging: lines or dnstap, off the query path through a bounded queue |
-//! | [`metrics`] | Prometheus counters (lock-free on the query path) and their exposition |
+//! | [`metrics`] | the Prometheus exposition of every counter (the counters: [`base::counters`], zones, services) |
 //! | [`ecs`] | EDNS Client Subnet in queries: the one validation (RFC 7871 §6) both answering paths use |
 //! | [`rrl`] | response rate limiting of UDP responses: a fixed table of atomic token buckets |
 //! | [`secondary`] | zones from a primary: AXFR/IXFR in, NOTIFY, TSIG, the copy in `state_dir` |
@@ -41,6 +44,7 @@
 //! needs them; `cli` is public for the binary (`main.rs`).
 
 pub mod admin;
+pub mod answer;
 pub mod anycast;
 pub(crate) mod base;
 pub mod cli;
@@ -50,6 +54,7 @@ pub(crate) mod ctl;
 pub mod dns;
 pub mod dnssec;
 pub mod ecs;
+pub mod edns;
 pub mod explain;
 pub mod fast;
 pub(crate) mod fleet;

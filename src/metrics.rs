@@ -1,15 +1,21 @@
-//! Prometheus metrics, rendered for `GET /metrics` by the admin API.
+//! Prometheus metrics, rendered for `GET /metrics` by the admin API: the exposition only. It
+//! sits on the top floor and reads every subsystem; the counters it reads are bumped below it
+//! without importing it, so the query path never reaches up here.
 //!
 //! The query path must stay cheap, so nothing it touches allocates, locks or looks anything up:
 //!
 //! - Each zone carries a [`ZoneStats`] (owned by the zone): a table of atomic counters indexed
-//!   by slots for qtype, rcode and policy, whose `&'static str` labels are defined here. A query
+//!   by slots for qtype, rcode and policy, whose `&'static str` labels are defined with the
+//!   counting (`answer::count`, which the transports call with each query's outcome). A query
 //!   adds one to one cell.
 //! - Each service carries a [`ServiceStats`](crate::policy::ServiceStats) (owned by the policy
 //!   layer): one atomic counter per endpoint (answers given) and three for answers given while
 //!   every endpoint was down.
+//! - Per-transport counters, the query duration histogram, reloads and probe results are the
+//!   leaf [`crate::base::counters`].
 //!
-//! Nothing below this module imports it: it reads those counters and the snapshot. Both are
+//! Nothing below this module imports it: it reads those counters and the snapshot. Zone and
+//! service counters are
 //! handed out by a small registry keyed by zone origin / service name / endpoint
 //! address, so a reload that keeps a zone or an endpoint keeps its counts (counters never go
 //! back). They are exported at scrape time by walking the current snapshot, as are the
@@ -23,202 +29,42 @@
 //! endpoints that a reload removed disappear instead of lingering, and no global recorder or
 //! exporter thread is involved.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::RecordType;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+pub use crate::answer::count::{policy_label, NO_ZONE, QTYPES, RCODES};
 use crate::base::clock::unix_secs;
-use crate::dns::QueryOutcome;
-use crate::policy::{PolicyKind, Service, WhenAllDown};
+use crate::policy::{Service, WhenAllDown};
 use crate::reload::Control;
 use crate::snapshot::Snapshot;
 pub use crate::zone::stats::name_label;
-use crate::zone::stats::{self, ZoneStats};
+use crate::zone::stats::ZoneStats;
 
-// Per-transport counters and the query duration histogram; the `process_*` metrics.
+// The per-transport families and the query duration histogram; the `process_*` metrics.
 mod process;
 mod transport;
-use transport::record_transport;
-pub use transport::{observe_batch, observe_duration, record_malformed, record_sent, TRANSPORTS};
+// The counters themselves are a leaf (`base::counters`) that the query path bumps; these
+// names stay here for the benches and tests that use them.
+pub use crate::base::counters::{observe_batch, observe_duration, record_malformed, record_sent};
+pub use transport::TRANSPORTS;
 
 /// Content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 // ---------------------------------------------------------------------------------------------
-// Label slots
-
-/// `qtype` label values; anything else counts as `other`.
-pub const QTYPES: [&str; 17] = [
-    "A", "AAAA", "NS", "CNAME", "SOA", "PTR", "MX", "TXT", "SRV", "NAPTR", "DS", "DNSKEY", "SVCB",
-    "HTTPS", "CAA", "ANY", "other",
-];
-
-fn qtype_slot(t: Option<RecordType>) -> usize {
-    match t {
-        Some(RecordType::A) => 0,
-        Some(RecordType::AAAA) => 1,
-        Some(RecordType::NS) => 2,
-        Some(RecordType::CNAME) => 3,
-        Some(RecordType::SOA) => 4,
-        Some(RecordType::PTR) => 5,
-        Some(RecordType::MX) => 6,
-        Some(RecordType::TXT) => 7,
-        Some(RecordType::SRV) => 8,
-        Some(RecordType::NAPTR) => 9,
-        Some(RecordType::DS) => 10,
-        Some(RecordType::DNSKEY) => 11,
-        Some(RecordType::SVCB) => 12,
-        Some(RecordType::HTTPS) => 13,
-        Some(RecordType::CAA) => 14,
-        Some(RecordType::ANY) => 15,
-        _ => 16,
-    }
-}
-
-/// `rcode` label values; anything else counts as `other`.
-pub const RCODES: [&str; 8] = [
-    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other",
-];
-
-fn rcode_slot(r: ResponseCode) -> usize {
-    match r {
-        ResponseCode::NoError => 0,
-        ResponseCode::FormErr => 1,
-        ResponseCode::ServFail => 2,
-        ResponseCode::NXDomain => 3,
-        ResponseCode::NotImp => 4,
-        ResponseCode::Refused => 5,
-        ResponseCode::BADVERS => 6,
-        _ => 7,
-    }
-}
-
-/// `policy` label values: `static` for answers from the zone, `none` for queries answered
-/// without a zone (REFUSED, FORMERR, NOTIMP, BADVERS, CHAOS), then the seven policies in the
-/// order of [`crate::config::POLICIES`] (which `PolicyKind` follows).
-const POLICY_SLOTS: usize = 2 + crate::config::POLICIES.len();
-
-fn policy_label(slot: usize) -> &'static str {
-    match slot {
-        0 => "static",
-        1 => "none",
-        n => crate::config::POLICIES
-            .get(n - 2)
-            .copied()
-            .unwrap_or("other"),
-    }
-}
-
-fn policy_slot(p: Option<PolicyKind>, zone: bool) -> usize {
-    match p {
-        None if zone => 0,
-        None => 1,
-        Some(k) => 2 + k as usize,
-    }
-}
-
-// The zone's counter table has one cell per label combination.
-const _: () = assert!(QTYPES.len() == stats::QTYPE_SLOTS);
-const _: () = assert!(RCODES.len() == stats::RCODE_SLOTS);
-const _: () = assert!(POLICY_SLOTS == stats::SOURCE_SLOTS);
-
-// ---------------------------------------------------------------------------------------------
-// Per-query counters
-
-/// Queries answered outside every zone.
-static NO_ZONE: ZoneStats = ZoneStats::fixed("none");
-
-/// Counts one response. A handful of relaxed atomic adds; no allocation, no lock.
-pub fn record_query(o: &QueryOutcome<'_>, rcode: ResponseCode) {
-    // What answered, for the query log's line of this query if it is being logged.
-    crate::querylog::note(o);
-    let zone = o.zone.unwrap_or(&NO_ZONE);
-    zone.add(
-        qtype_slot(o.qtype),
-        rcode_slot(rcode),
-        policy_slot(o.service.map(|s| s.policy), o.zone.is_some()),
-    );
-    record_transport(o.tcp, rcode);
-    if let Some(svc) = o.service {
-        for &i in &o.picks {
-            svc.stats.add_answer(i);
-        }
-        if o.all_down {
-            let c = if svc.when_all_down == WhenAllDown::Servfail {
-                &svc.stats.all_down_servfail
-            } else if o.picks.is_empty() {
-                &svc.stats.all_down_empty
-            } else {
-                &svc.stats.all_down_served
-            };
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Probes
 
-#[derive(Debug)]
-struct ProbeStats {
-    results: BTreeMap<String, u64>,
-    duration: Histogram,
-}
-
-type ProbeKey = (String, String);
-
-fn probes() -> &'static Mutex<HashMap<ProbeKey, ProbeStats>> {
-    static PROBES: OnceLock<Mutex<HashMap<ProbeKey, ProbeStats>>> = OnceLock::new();
-    PROBES.get_or_init(Default::default)
-}
-
-fn probe_key(service: &str, endpoint: &str) -> ProbeKey {
-    let svc = service.trim_end_matches('.').to_ascii_lowercase();
-    let ep = endpoint
-        .parse::<IpAddr>()
-        .map_or_else(|_| endpoint.to_string(), |a| a.to_string());
-    (if svc.is_empty() { ".".into() } else { svc }, ep)
-}
-
-/// Buckets of the probe duration histogram, in seconds.
-const PROBE_BUCKETS: [f64; 13] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// Records one probe of `endpoint` (its address, e.g. `192.0.2.10`) of `service` (with or
-/// without the final dot). `reason` says why a failed probe failed; keep it to a few fixed
-/// words (`timeout`, `refused`, `tls`, `status`, `body`, ...) since it becomes the `result`
-/// label (the prober's `ProbeResult::class`). Called by the prober after every probe.
-pub fn record_probe(service: &str, endpoint: &str, ok: bool, reason: &str, duration: Duration) {
-    let result = if ok {
-        "ok"
-    } else if reason.is_empty() {
-        "fail"
-    } else {
-        reason
-    };
-    let mut m = probes().lock().unwrap_or_else(|e| e.into_inner());
-    let s = m
-        .entry(probe_key(service, endpoint))
-        .or_insert_with(|| ProbeStats {
-            results: BTreeMap::new(),
-            duration: Histogram::new(PROBE_BUCKETS),
-        });
-    *s.results.entry(result.to_string()).or_insert(0) += 1;
-    s.duration.observe(duration.as_secs_f64());
-}
+// The figures live in `base::counters` (bumped by the prober); this is their exposition.
+pub use crate::base::counters::record_probe;
+use crate::base::counters::{probes, ProbeStats};
 
 /// [`record_probe`] for every endpoint a probe was applied to, in the shape of the prober's
 /// observer: `ProberOptions { observer: Some(Arc::new(metrics::observe_probe)), .. }`.
@@ -231,40 +77,6 @@ pub fn observe_probe(ev: &crate::health::ProbeEvent<'_>) {
             ev.result.class,
             ev.result.duration,
         );
-    }
-}
-
-/// Forgets probe figures of endpoints the snapshot no longer has (after a reload).
-pub fn retain_probes(snap: &Snapshot) {
-    let keep: std::collections::HashSet<ProbeKey> = snap
-        .services
-        .iter()
-        .flat_map(|s| {
-            let svc = name_label(&s.name);
-            s.endpoints.iter().map(move |e| (svc.clone(), e.label()))
-        })
-        .collect();
-    let mut m = probes().lock().unwrap_or_else(|e| e.into_inner());
-    m.retain(|k, _| keep.contains(k));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reloads
-
-static RELOADS: AtomicU64 = AtomicU64::new(0);
-static RELOAD_FAILURES: AtomicU64 = AtomicU64::new(0);
-static LAST_RELOAD_OK: AtomicBool = AtomicBool::new(true);
-/// Unix seconds (f64 bits) of the last successful reload; 0 = none yet.
-static LAST_RELOAD_SUCCESS: AtomicU64 = AtomicU64::new(0);
-
-/// Counts one reload attempt (SIGHUP or the API).
-pub fn record_reload(ok: bool) {
-    RELOADS.fetch_add(1, Ordering::Relaxed);
-    LAST_RELOAD_OK.store(ok, Ordering::Relaxed);
-    if ok {
-        LAST_RELOAD_SUCCESS.store(unix_secs(SystemTime::now()).to_bits(), Ordering::Relaxed);
-    } else {
-        RELOAD_FAILURES.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -649,6 +461,7 @@ impl Collector for SnapshotCollector {
         crate::querylog::encode_metrics(&mut enc)?;
 
         // Config and reloads.
+        let reloads = crate::base::counters::reloads();
         single(
             &mut enc,
             "meridian_config_generation",
@@ -665,24 +478,23 @@ impl Collector for SnapshotCollector {
             &mut enc,
             "meridian_reloads",
             "Reloads attempted (SIGHUP or POST /api/v1/reload).",
-            ConstCounter::new(RELOADS.load(Ordering::Relaxed)),
+            ConstCounter::new(reloads.attempts),
         )?;
         single(
             &mut enc,
             "meridian_reload_failures",
             "Reloads rejected; the previous config kept serving.",
-            ConstCounter::new(RELOAD_FAILURES.load(Ordering::Relaxed)),
+            ConstCounter::new(reloads.failures),
         )?;
         single(
             &mut enc,
             "meridian_last_reload_successful",
             "1 when the last reload succeeded (or none was tried), 0 when it was rejected.",
-            flag(LAST_RELOAD_OK.load(Ordering::Relaxed)),
+            flag(reloads.last_ok),
         )?;
-        let last_ok = match f64::from_bits(LAST_RELOAD_SUCCESS.load(Ordering::Relaxed)) {
-            t if t > 0.0 => t,
-            _ => unix_secs(snap.loaded_at),
-        };
+        let last_ok = reloads
+            .last_success
+            .unwrap_or_else(|| unix_secs(snap.loaded_at));
         single(
             &mut enc,
             "meridian_last_reload_success_timestamp_seconds",
@@ -787,56 +599,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn zone_cells_have_labels() {
-        let z = ZoneStats::fixed("t");
-        z.add(
-            qtype_slot(Some(RecordType::A)),
-            rcode_slot(ResponseCode::NoError),
-            policy_slot(None, true),
-        );
-        z.add(
-            qtype_slot(None),
-            rcode_slot(ResponseCode::Refused),
-            policy_slot(None, false),
-        );
-        let mut cells: Vec<_> = z
-            .cells()
-            .map(|(q, r, p, v)| (QTYPES[q], RCODES[r], policy_label(p), v))
-            .collect();
-        cells.sort();
-        assert_eq!(
-            cells,
-            vec![
-                ("A", "NOERROR", "static", 1),
-                ("other", "REFUSED", "none", 1)
-            ]
-        );
-    }
-
-    #[test]
     fn observer_fits_the_prober() {
         let _o: crate::health::probe::ProbeObserver = Arc::new(observe_probe);
-    }
-
-    #[test]
-    fn probe_results_are_kept() {
-        record_probe(
-            "Probe.Test.",
-            "192.0.2.1",
-            false,
-            "timeout",
-            Duration::from_millis(3),
-        );
-        record_probe(
-            "probe.test",
-            "192.0.2.1",
-            true,
-            "",
-            Duration::from_millis(2),
-        );
-        let m = probes().lock().unwrap();
-        let s = &m[&("probe.test".to_string(), "192.0.2.1".to_string())];
-        assert_eq!(s.results["ok"], 1);
-        assert_eq!(s.results["timeout"], 1);
     }
 }

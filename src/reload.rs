@@ -7,15 +7,17 @@
 //! zone was already failing before (SPEC "Day two"), in which case it stays out, SERVFAIL for
 //! its names, and the rest of the reload goes in.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use crate::base::counters;
 use crate::history::History;
-use crate::metrics;
 use crate::snapshot::{SharedSnapshot, Snapshot};
+use crate::zone::stats::name_label;
 
 /// The outcome of the last reload, for `/status`.
 #[derive(Debug, Clone)]
@@ -188,7 +190,7 @@ impl Reloader {
                         f.error.replace('\n', "; ")
                     );
                 }
-                metrics::retain_probes(&snap);
+                counters::retain_probes(&probe_keys(&snap));
                 // A changed [fleet] restarts the fleet member with the new settings.
                 crate::fleet::reconfigure(
                     &self.control.fleet,
@@ -210,7 +212,7 @@ impl Reloader {
                 Err(ReloadError::Failed(format!("reload failed: {e}")))
             }
         };
-        metrics::record_reload(result.is_ok());
+        counters::record_reload(result.is_ok());
         // READY=1 either way: after a rejected reload the old snapshot is serving again.
         let serving = self.shared.load().generation;
         crate::systemd::reloaded(&match &result {
@@ -255,6 +257,18 @@ pub(crate) fn release_freed_heap() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// The probe keys ([`counters::probe_key`]) of every endpoint `snap` serves: probe figures of
+/// any other endpoint are forgotten after a reload.
+fn probe_keys(snap: &Snapshot) -> HashSet<counters::ProbeKey> {
+    snap.services
+        .iter()
+        .flat_map(|s| {
+            let svc = name_label(&s.name);
+            s.endpoints.iter().map(move |e| (svc.clone(), e.label()))
+        })
+        .collect()
 }
 
 fn admin_listen(snap: &Snapshot) -> Option<String> {

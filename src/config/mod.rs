@@ -55,9 +55,9 @@ pub mod secondary;
 pub mod server;
 pub mod service;
 pub mod site;
-pub mod xdp;
 #[cfg(test)]
 mod tests;
+pub mod xdp;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

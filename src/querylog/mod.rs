@@ -11,8 +11,10 @@
 //! in `meridian_querylog_dropped_total{sink}`. A unix-socket sink is connected again by
 //! itself, with a backoff.
 //!
-//! With queries off, the query path pays one relaxed load and a branch ([`Tap::begin`]);
-//! sampling one in N is a thread-local counter, so the N−1 others pay that and an increment.
+//! The transports' side (whether a query is logged, making the [`Entry`] from the query's
+//! outcome) is `answer::log`: the server takes this log as a [`LogHandle`]
+//! ([`QueryLog::handle`]) and never imports this module. With queries off, the query path
+//! pays one relaxed load and a branch (`answer::log::Tap::begin`).
 //!
 //! Reload: the writer thread follows the served snapshot, so `queries` (and the sample rate)
 //! and `dnstap` apply on reload, within a quarter of a second. `format` is the format of the
@@ -24,28 +26,25 @@ pub mod dnstap;
 pub mod framestream;
 pub mod line;
 
-use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use hickory_proto::rr::Name;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::MetricType;
 
+use crate::answer::log::{LogHandle, QuerySink};
 /// The `[log]` values and their parsers live with the schema (`config::log`), which checks
 /// them without importing this module.
 pub use crate::config::log::{
     check, parse_dnstap, parse_format, parse_queries, DnstapTarget, Format,
 };
 use crate::config::LoadedConfig;
-use crate::dns::QueryOutcome;
-use crate::dns::Transport;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 // ---------------------------------------------------------------------------------------------
@@ -146,75 +145,10 @@ fn drop_one(sink: usize) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// What answered: noted by metrics::record_query on the DNS thread
+// The queue
 
-thread_local! {
-    /// Set by [`Tap::begin`] for a query being logged, so that [`note`] keeps what answered.
-    static WANT: Cell<bool> = const { Cell::new(false) };
-    static NOTE: RefCell<(&'static str, Option<Name>)> = const { RefCell::new(("none", None)) };
-    /// One-in-N sampling: queries seen by this thread since the last one logged.
-    static SEEN: Cell<u32> = const { Cell::new(0) };
-}
-
-/// Called by `metrics::record_query` for every response: keeps the policy and service of the
-/// query being logged on this thread (nothing otherwise but a thread-local read).
-#[inline]
-pub fn note(o: &QueryOutcome<'_>) {
-    if !WANT.with(Cell::get) {
-        return;
-    }
-    let policy = match (o.service, o.zone.is_some()) {
-        (Some(s), _) => crate::config::POLICIES
-            .get(s.policy as usize)
-            .copied()
-            .unwrap_or("other"),
-        (None, true) => "static",
-        (None, false) => "none",
-    };
-    NOTE.with(|n| {
-        if let Ok(mut n) = n.try_borrow_mut() {
-            *n = (policy, o.service.map(|s| s.name.clone()));
-        }
-    });
-}
-
-fn take_note() -> (&'static str, Option<Name>) {
-    WANT.with(|w| w.set(false));
-    NOTE.with(|n| {
-        n.try_borrow_mut()
-            .map(|mut n| std::mem::replace(&mut *n, ("none", None)))
-            .unwrap_or(("none", None))
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Entries and the queue
-
-/// One logged query, as the writer thread gets it.
-pub struct Entry {
-    /// When the query was taken up.
-    pub at: SystemTime,
-    /// Processing time, from taking the query up to having the response.
-    pub elapsed: Duration,
-    pub transport: Transport,
-    pub client: SocketAddr,
-    /// The address the query came to (the socket's: `0.0.0.0` for a wildcard bind).
-    pub server: SocketAddr,
-    /// The query's bytes, then the response's.
-    bytes: Vec<u8>,
-    query_len: usize,
-    pub policy: &'static str,
-    pub service: Option<Name>,
-}
-
-impl Entry {
-    pub fn query(&self) -> &[u8] {
-        &self.bytes[..self.query_len]
-    }
-    pub fn response(&self) -> &[u8] {
-        &self.bytes[self.query_len..]
-    }
-}
+/// The entries, defined with the transports' side of the log (`answer::log`).
+pub use crate::answer::log::Entry;
 
 /// Entries the queue holds; past it they are dropped. At 100k queries a second that is
 /// 160 ms of a writer that stalls, about 3 MB.
@@ -229,7 +163,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The query log of one server: the queue, its writer thread, and the sampling rate the DNS
 /// threads read.
 pub struct QueryLog {
-    every: AtomicU32,
+    /// Shared with every [`Tap`](crate::answer::log::Tap) of the server ([`QueryLog::handle`]).
+    every: Arc<AtomicU32>,
     /// The sink entries go to now ([`SINK_LOG`] or [`SINK_DNSTAP`]), for counting drops.
     sink: AtomicU8,
     /// `None` wakes the writer (to stop).
@@ -254,7 +189,7 @@ impl QueryLog {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let (done_tx, done_rx) = mpsc::channel();
         let log = Arc::new(QueryLog {
-            every: AtomicU32::new(settings.every),
+            every: Arc::new(AtomicU32::new(settings.every)),
             sink: AtomicU8::new(settings.sink() as u8),
             tx,
             stop: AtomicBool::new(false),
@@ -268,6 +203,14 @@ impl QueryLog {
                 let _ = done_tx.send(());
             })?;
         Ok(log)
+    }
+
+    /// The log as the server takes it (`server::start`): the sampling rate and this sink.
+    pub fn handle(self: &Arc<Self>) -> LogHandle {
+        LogHandle {
+            every: self.every.clone(),
+            sink: self.clone(),
+        }
     }
 
     /// Writes what is queued, ends a dnstap stream (STOP, and FINISH from a collector) and
@@ -291,98 +234,12 @@ impl QueryLog {
     }
 }
 
-/// A query being logged: when it was taken up.
-pub struct Begun {
-    at: SystemTime,
-    started: Instant,
-}
-
-/// What a DNS thread or connection holds to log its queries.
-#[derive(Clone)]
-pub struct Tap {
-    log: Arc<QueryLog>,
-    transport: Transport,
-    /// The listening address queries arrive at.
-    local: SocketAddr,
-}
-
-impl Tap {
-    pub fn new(log: Arc<QueryLog>, transport: Transport, local: SocketAddr) -> Tap {
-        Tap {
-            log,
-            transport,
-            local,
-        }
+impl QuerySink for QueryLog {
+    fn submit(&self, e: Entry) {
+        QueryLog::submit(self, e)
     }
-
-    /// Whether to log the query about to be answered; call before answering it. With logging
-    /// off this is one load and one branch.
-    #[inline]
-    pub fn begin(&self) -> Option<Begun> {
-        let every = self.log.every.load(Ordering::Relaxed);
-        if every == 0 {
-            return None;
-        }
-        self.begin_sampled(every)
-    }
-
-    #[inline(never)]
-    fn begin_sampled(&self, every: u32) -> Option<Begun> {
-        if every > 1 {
-            let seen = SEEN.with(|c| {
-                let n = c.get() + 1;
-                c.set(if n >= every { 0 } else { n });
-                n
-            });
-            if seen < every {
-                return None;
-            }
-        }
-        WANT.with(|w| w.set(true));
-        Some(Begun {
-            at: SystemTime::now(),
-            started: Instant::now(),
-        })
-    }
-
-    /// Logs a query begun with [`Tap::begin`]; `response` is `None` when nothing was sent
-    /// (then nothing is logged: there is no response to log, and such packets are not DNS
-    /// queries or were dropped on purpose).
-    pub fn end(&self, begun: Begun, client: SocketAddr, query: &[u8], response: Option<&[u8]>) {
-        let elapsed = begun.started.elapsed();
-        let (policy, service) = take_note();
-        let Some(response) = response else {
-            return;
-        };
-        let mut bytes = Vec::with_capacity(query.len() + response.len());
-        bytes.extend_from_slice(query);
-        bytes.extend_from_slice(response);
-        self.log.submit(Entry {
-            at: begun.at,
-            elapsed,
-            transport: self.transport,
-            client,
-            server: self.local,
-            bytes,
-            query_len: query.len(),
-            policy,
-            service,
-        });
-    }
-}
-
-/// Wraps a UDP answer closure (`server::udp::run_batched`'s) so that its queries are logged.
-pub fn wrap<F>(tap: Tap, mut answer: F) -> impl FnMut(&[u8], SocketAddr, &mut Vec<u8>) -> bool
-where
-    F: FnMut(&[u8], SocketAddr, &mut Vec<u8>) -> bool,
-{
-    move |packet, src, out| {
-        let Some(begun) = tap.begin() else {
-            return answer(packet, src, out);
-        };
-        let sent = answer(packet, src, out);
-        tap.end(begun, src, packet, sent.then_some(&out[..]));
-        sent
+    fn shutdown(&self, wait: Duration) {
+        QueryLog::shutdown(self, wait)
     }
 }
 

@@ -1,4 +1,5 @@
-//! Sockets: UDP and TCP listeners on every `listen` address, feeding [`crate::dns::handle`].
+//! Sockets: UDP and TCP listeners on every `listen` address, feeding
+//! [`crate::answer::respond`].
 //!
 //! UDP uses several SO_REUSEPORT sockets per address, one blocking thread each with batched
 //! system calls ([`udp`]); the hickory-server loop copies, spawns and crosses a channel per
@@ -22,10 +23,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::answer::log::{LogHandle, Tap};
+use crate::answer::Transport;
 use crate::base::liveness::Liveness;
 use crate::config::LoadedConfig;
-use crate::dns::Transport;
-use crate::querylog::{QueryLog, Tap};
 use crate::snapshot::SharedSnapshot;
 
 mod tcp;
@@ -69,7 +70,7 @@ pub struct ServerHandle {
     udp_threads: Vec<std::thread::JoinHandle<()>>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
-    querylog: Arc<QueryLog>,
+    querylog: LogHandle,
 }
 
 impl ServerHandle {
@@ -119,7 +120,7 @@ impl ServerHandle {
         // UDP threads stop within their drain bound (udp::STOP_DRAIN) plus one poll interval.
         let _ = tokio::time::timeout(Duration::from_millis(500), udp_done).await;
         // Then the query log: what is queued is written and a dnstap stream ends with STOP.
-        let log = self.querylog.clone();
+        let log = self.querylog.sink.clone();
         let _ = tokio::task::spawn_blocking(move || log.shutdown(Duration::from_millis(400))).await;
     }
 }
@@ -173,8 +174,14 @@ fn bind_pair(
     Err(last_err.unwrap_or_else(|| io::Error::other("could not bind")))
 }
 
-/// Binds every listener and starts serving. Must run inside a tokio runtime.
-pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<ServerHandle> {
+/// Binds every listener and starts serving, logging queries to `querylog` (the control
+/// floor's query log, `QueryLog::handle`; it is shut down with the server, after the
+/// listeners). Must run inside a tokio runtime.
+pub fn start(
+    snapshot: SharedSnapshot,
+    settings: &ListenSettings,
+    querylog: LogHandle,
+) -> io::Result<ServerHandle> {
     let (stop, stop_rx) = watch::channel(false);
     let udp_stop = Arc::new(AtomicBool::new(false));
     let mut udp_threads = Vec::new();
@@ -187,7 +194,6 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
         settings.udp_sockets
     };
     let tcp_slots = tcp::Slots::new(settings.tcp_max_connections, settings.tcp_max_per_client);
-    let querylog = QueryLog::start(snapshot.clone())?;
     for &addr in &settings.addrs {
         let (udps, tcp) = bind_pair(addr, udp_count)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
@@ -196,7 +202,7 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
         for (i, u) in udps.into_iter().enumerate() {
             let (snapshot, stop) = (snapshot.clone(), udp_stop.clone());
             let beat = liveness.add(format!("udp {addr} #{i}"));
-            let log = Tap::new(querylog.clone(), Transport::Udp, local);
+            let log = Tap::new(&querylog, Transport::Udp, local);
             udp_threads.push(
                 std::thread::Builder::new()
                     .name(format!("udp {addr}"))
@@ -210,7 +216,7 @@ pub fn start(snapshot: SharedSnapshot, settings: &ListenSettings) -> io::Result<
             tcp_slots.clone(),
             stop_rx.clone(),
             liveness.add(format!("tcp {addr}")),
-            Tap::new(querylog.clone(), Transport::Tcp, local),
+            Tap::new(&querylog, Transport::Tcp, local),
         ));
     }
     // After the sockets are bound: an interface XDP cannot serve falls back to them.

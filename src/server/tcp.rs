@@ -27,7 +27,8 @@
 //! - **Keepalive.** `dns::handle` answers the edns-tcp-keepalive option over TCP with the idle
 //!   timeout (the fast path leaves such queries to it); the connection loop keeps to the same
 //!   value.
-//! - **Batches.** Queries are answered as UDP's are (`fast::answer_over`, else `dns::handle`),
+//! - **Batches.** Queries are answered as UDP's are (`answer::respond`: the fast path, else
+//!   the reference),
 //!   without truncation or RRL. All whole queries one read brings are answered before one write
 //!   sends their answers, in order: on loopback a send costs more than answering several
 //!   queries, and a pipelining client (dnsperf -m tcp) sends many per read.
@@ -48,10 +49,10 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
 
+use crate::answer::log::Tap;
+use crate::answer::{respond, Transport};
+use crate::base::counters;
 use crate::base::liveness::{Beat, BEAT_EVERY};
-use crate::dns::{handle, Transport};
-use crate::fast::{self, Fast};
-use crate::querylog::Tap;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 /// How long a stopping connection waits for the rest of a query it has begun to receive.
@@ -426,7 +427,7 @@ async fn serve(
             at += 2 + len;
             batch += 1;
             if answer(&snap, query, peer, &log, &mut scratch) {
-                crate::metrics::record_sent(true, &scratch);
+                counters::record_sent(true, &scratch);
                 out.extend_from_slice(&(scratch.len() as u16).to_be_bytes());
                 out.extend_from_slice(&scratch);
             }
@@ -438,7 +439,7 @@ async fn serve(
                 break;
             }
         }
-        crate::metrics::observe_batch(true, started.elapsed(), batch);
+        counters::observe_batch(true, started.elapsed(), batch);
         drop(snap);
         inbuf.drain(..at);
         if !out.is_empty() {
@@ -464,25 +465,15 @@ async fn serve(
     }
 }
 
-/// Answers one query into `resp` the way the UDP threads do (the fast path, else the reference
-/// handler), but as TCP: no truncation, edns-tcp-keepalive answered, no RRL (SPEC: it applies
-/// to UDP only). False when nothing is to be sent.
+/// Answers one query into `resp` the way the UDP threads do ([`respond`]: the fast path, else
+/// the reference handler), but as TCP: no truncation, edns-tcp-keepalive answered, no RRL
+/// (SPEC: it applies to UDP only). False when nothing is to be sent.
 fn answer(snap: &Snapshot, query: &[u8], peer: SocketAddr, log: &Tap, resp: &mut Vec<u8>) -> bool {
     let begun = log.begin();
-    let send = match fast::answer_over(snap, query, peer, resp, Transport::Tcp) {
-        Fast::Answered => true,
-        Fast::Fallback => match handle(snap, query, peer, Transport::Tcp) {
-            // A TCP answer is encoded within the 64 KiB the length prefix can say.
-            Some(r) if r.len() <= u16::MAX as usize => {
-                resp.clear();
-                resp.extend_from_slice(&r);
-                true
-            }
-            _ => false,
-        },
-    };
+    let (send, outcome) = respond(snap, query, peer, Transport::Tcp, resp);
+    crate::answer::count(&outcome);
     if let Some(b) = begun {
-        log.end(b, peer, query, send.then_some(&resp[..]));
+        log.end(b, peer, query, send.then_some(&resp[..]), &outcome);
     }
     send
 }

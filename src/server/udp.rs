@@ -13,11 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::answer::log::Tap;
+use crate::answer::{self, Transport};
+use crate::base::counters;
 use crate::base::liveness::Beat;
-use crate::dns::{handle, Transport};
-use crate::fast::{self, Fast};
-use crate::metrics;
-use crate::querylog::{self, Tap};
 use crate::snapshot::SharedSnapshot;
 
 /// Packets per system call. Under load a batch fills; when idle `MSG_WAITFORONE` returns as soon
@@ -54,9 +53,10 @@ fn to_socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Serves DNS on `sock` until `stop` is set: the fast path, else the reference handler.
+/// Serves DNS on `sock` until `stop` is set, each query through [`answer::respond`] (the fast
+/// path, else the reference handler), counted from its outcome, then RRL.
 /// `beat` is stamped every time round the loop, for the watchdog ([`crate::base::liveness`]); `log`
-/// sees every query and response (`querylog::wrap`: one branch while logging is off).
+/// sees every query and response (one branch while logging is off).
 pub fn run(
     sock: UdpSocket,
     snapshot: SharedSnapshot,
@@ -64,46 +64,41 @@ pub fn run(
     beat: Arc<Beat>,
     log: Tap,
 ) {
-    run_batched_beating(
-        sock,
-        stop,
-        &beat,
-        querylog::wrap(log, |packet, src, out| answer(&snapshot, packet, src, out)),
-    )
+    run_batched_beating(sock, stop, &beat, |packet, src, out| {
+        answer(&snapshot, &log, packet, src, out)
+    })
 }
 
 /// One UDP query: writes the reply into `out` and says whether to send it. The fast path,
-/// else the reference handler; then RRL. The socket loop here and the AF_XDP loop
-/// (`server/xdp`) both answer through this one function, so their bytes cannot differ.
+/// else the reference handler (`answer::respond`); then RRL; then the counters and the query
+/// log. The socket loop here and the AF_XDP loop (`server/xdp`) both answer through this one
+/// function, so their bytes cannot differ.
 pub(crate) fn answer(
     snapshot: &SharedSnapshot,
+    log: &Tap,
     packet: &[u8],
     src: SocketAddr,
     out: &mut Vec<u8>,
 ) -> bool {
+    let begun = log.begin();
     let snap = snapshot.load();
     // RRL's table line is fetched while the answer is built.
     let prepared = snap.rrl.as_ref().and_then(|r| r.prepare(packet, src.ip()));
-    let send = match fast::answer(&snap, packet, src, out) {
-        Fast::Answered => true,
-        Fast::Fallback => match handle(&snap, packet, src, Transport::Udp) {
-            Some(r) => {
-                out.clear();
-                out.extend_from_slice(&r);
-                true
-            }
-            None => false,
-        },
-    };
+    let (send, outcome) = answer::respond(&snap, packet, src, Transport::Udp, out);
+    answer::count(&outcome);
     // Response rate limiting sees the finished response, whichever path made it;
     // without `[rrl]` this is the one branch it costs. The query log then sees what
     // RRL left to send.
-    match &snap.rrl {
+    let send = match &snap.rrl {
         Some(rrl) if send => {
             rrl.allow_prepared(packet, src.ip(), out, &snap.cookie_secret, prepared)
         }
         _ => send,
+    };
+    if let Some(b) = begun {
+        log.end(b, src, packet, send.then_some(&out[..]), &outcome);
     }
+    send
 }
 
 /// The batched receive/answer/send loop, for any `answer` that writes a reply into its buffer
@@ -208,7 +203,7 @@ fn run_batched_beating(
             if !answer(packet, src, out) {
                 continue;
             }
-            metrics::record_sent(false, out);
+            counters::record_sent(false, out);
             let reply: &[u8] = out;
             send_iovs[ready] = libc::iovec {
                 iov_base: reply.as_ptr() as *mut libc::c_void,
@@ -224,7 +219,7 @@ fn run_batched_beating(
             h.msg_flags = 0;
             ready += 1;
         }
-        metrics::observe_batch(false, started.elapsed(), n);
+        counters::observe_batch(false, started.elapsed(), n);
         let mut sent = 0;
         while sent < ready {
             // SAFETY: the headers point at replies and addresses that live until the loop ends.

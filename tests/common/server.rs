@@ -10,6 +10,7 @@ use std::time::Duration;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
+use meridian::querylog::QueryLog;
 use meridian::server::{self, ListenSettings};
 use meridian::snapshot::{self, SharedSnapshot, Snapshot};
 
@@ -53,7 +54,10 @@ impl TestServer {
             .expect("runtime");
         let shared = snapshot::shared(snap);
         let handle = rt
-            .block_on(async { server::start(shared.clone(), &settings) })
+            .block_on(async {
+                let log = QueryLog::start(shared.clone())?;
+                server::start(shared.clone(), &settings, log.handle())
+            })
             .expect("server start");
         TestServer {
             addr: handle.addrs[0],

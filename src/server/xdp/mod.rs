@@ -23,10 +23,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::answer::log::{LogHandle, Tap};
 use crate::base::liveness::{Beat, Liveness};
 use crate::dns::Transport;
-use crate::metrics;
-use crate::querylog::{self, QueryLog, Tap};
+use crate::base::counters;
 use crate::snapshot::SharedSnapshot;
 
 mod bpf;
@@ -108,7 +108,7 @@ pub fn start(
     snapshot: &SharedSnapshot,
     stop: &Arc<AtomicBool>,
     liveness: &mut Liveness,
-    querylog: &Arc<QueryLog>,
+    querylog: &LogHandle,
 ) -> Vec<std::thread::JoinHandle<()>> {
     let mut threads = Vec::new();
     for name in ifaces {
@@ -183,7 +183,7 @@ fn start_one(
     snapshot: &SharedSnapshot,
     stop: &Arc<AtomicBool>,
     liveness: &mut Liveness,
-    querylog: &Arc<QueryLog>,
+    querylog: &LogHandle,
 ) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
     let index = ifindex(name)?;
     let t = targets(addrs)?;
@@ -266,7 +266,7 @@ fn start_one(
         // sent to, as the socket path logs its socket's.
         let taps: Vec<(SocketAddr, Tap)> = addrs
             .iter()
-            .map(|&a| (a, Tap::new(querylog.clone(), Transport::Udp, a)))
+            .map(|&a| (a, Tap::new(querylog, Transport::Udp, a)))
             .collect();
         let (snapshot, stop, attached) = (snapshot.clone(), stop.clone(), attached.clone());
         threads.push(
@@ -312,18 +312,9 @@ fn serve(
     max_frame: usize,
 ) {
     let iface = attached.iface.clone();
-    let mut answer: Vec<_> = taps
-        .into_iter()
-        .map(|(a, tap)| {
-            let snapshot = snapshot.clone();
-            (
-                a,
-                querylog::wrap(tap, move |p: &[u8], s: SocketAddr, o: &mut Vec<u8>| {
-                    super::udp::answer(&snapshot, p, s, o)
-                }),
-            )
-        })
-        .collect();
+    let answer = |i: usize, p: &[u8], s: SocketAddr, o: &mut Vec<u8>| {
+        super::udp::answer(&snapshot, &taps[i].1, p, s, o)
+    };
     let mut rx: Vec<(u64, u32)> = Vec::with_capacity(BATCH);
     let mut tx: Vec<(u64, u32)> = Vec::with_capacity(BATCH);
     let mut back: Vec<u64> = Vec::with_capacity(BATCH * 2);
@@ -368,15 +359,15 @@ fn serve(
                 back.push(addr);
                 continue;
             };
-            let i = tap_index(&answer, d.local);
-            let sent = (answer[i].1)(&frame[d.payload.clone()], d.client, &mut out);
+            let i = tap_index(&taps, d.local);
+            let sent = answer(i, &frame[d.payload.clone()], d.client, &mut out);
             if !sent {
                 back.push(addr);
                 continue;
             }
             match packet::write_reply(frame, &d, &out, max_frame) {
                 Some(n) => {
-                    metrics::record_sent(false, &out);
+                    counters::record_sent(false, &out);
                     tx.push((addr, n as u32));
                 }
                 None => {
@@ -385,7 +376,7 @@ fn serve(
                 }
             }
         }
-        metrics::observe_batch(false, started.elapsed(), rx.len());
+        counters::observe_batch(false, started.elapsed(), rx.len());
         let queued = sock.transmit(&tx);
         iface.answered.fetch_add(queued as u64, Ordering::Relaxed);
         // Replies that found no room in the TX ring are lost like a full socket buffer's.
