@@ -460,14 +460,7 @@ fn balanced<'s>(
         }
         return;
     };
-    let sel = policy::select(
-        svc,
-        &snap.regions,
-        family,
-        client,
-        &|_, e| e.state.up(),
-        trace.as_deref_mut(),
-    );
+    let sel = policy::select(svc, &snap.regions, family, client, trace.as_deref_mut());
     *scope = (*scope).max(sel.scope);
     outcome.service = Some(svc);
     outcome.all_down = sel.all_down;
@@ -515,7 +508,6 @@ fn target_cname<'s>(
         &snap.regions,
         Family::Any,
         client,
-        &|_, e| e.state.up(),
         trace.as_deref_mut(),
     );
     *scope = (*scope).max(sel.scope);

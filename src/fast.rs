@@ -357,14 +357,7 @@ pub fn answer_over(
                     _ => (src.ip(), AddrSource::SourceIp),
                 };
                 let mut client = Client::new(addr, source, &snap.locator);
-                let sel = policy::select(
-                    svc,
-                    &snap.regions,
-                    family,
-                    &mut client,
-                    &|_, e| e.state.up(),
-                    None,
-                );
+                let sel = policy::select(svc, &snap.regions, family, &mut client, None);
                 scope = prefix_in(client.addr, sel.scope);
                 if sel.servfail {
                     // As dns::servfail: no data, not authoritative.

@@ -276,6 +276,8 @@ pub struct Ctx<'a, 'c> {
     n_ok: usize,
     /// How many endpoints the answer holds (`max_answers`): policies rank only that many.
     k: usize,
+    /// The health epoch the selection started at, for the groups' up-counts.
+    epoch: u64,
 }
 
 impl Ctx<'_, '_> {
@@ -283,6 +285,12 @@ impl Ctx<'_, '_> {
         if let Some(t) = self.trace.as_deref_mut() {
             t.notes.push(f());
         }
+    }
+
+    /// Whether `g` has a member that may be picked: one load of its up-count, not a pass
+    /// over its members.
+    fn any_ok(&self, g: &index::Group) -> bool {
+        !g.members.is_empty() && (self.all_ok || g.n_up(self.epoch, &self.svc.endpoints) > 0)
     }
 
     /// The eligible endpoints in index order (what a policy ranks); allocates, so only for
@@ -312,20 +320,21 @@ impl Ctx<'_, '_> {
     }
 }
 
-/// Picks the endpoints that answer a query for `family` at `svc`. `up` says whether an
-/// endpoint may be answered (the live health table normally; `explain --down` overrides it).
+/// Picks the endpoints that answer a query for `family` at `svc`, by their live health
+/// (healthy and not drained: [`EndpointState::up`]; `explain --down` and `simulate` mark
+/// endpoints down in a private copy of the snapshot).
 ///
-/// The cost does not grow with the number of endpoints beyond one pass reading `up` (to tell
-/// whether anything is down: the TTL and the all-down rules depend on it) and, for the
-/// policies that rank by a figure of every endpoint (hash, latency, least-loaded), one pass
-/// reading that figure: the groups policies choose among are built with the snapshot
-/// ([`index`]) and weighted draws are binary searches.
+/// The cost does not grow with the number of endpoints: whether anything is down (the TTL
+/// and the all-down rules depend on it) is a group's up-count, counted once per health epoch
+/// ([`index::Group::n_up`]), and the groups policies choose among are built with the snapshot
+/// ([`index`]), with weighted draws by binary search. What is still a pass over the family:
+/// the policies that rank by a figure of every endpoint (hash, latency, least-loaded), and
+/// round-robin while some endpoint is down (it lists the eligible ones).
 pub fn select(
     svc: &Service,
     regions: &[Region],
     family: Family,
     client: &mut Client<'_>,
-    up: &dyn Fn(usize, &Endpoint) -> bool,
     mut trace: Option<&mut Trace>,
 ) -> Selection {
     let fam = svc.index.family(family);
@@ -333,8 +342,10 @@ pub fn select(
     if family_count == 0 {
         return Selection::default();
     }
-    let is_up = |i: usize| up(i, &svc.endpoints[i]);
-    let n_up = fam.all.members.iter().filter(|&&i| is_up(i)).count();
+    // Read before any endpoint's flags (see `health::epoch`).
+    let epoch = crate::health::epoch();
+    let is_up = |i: usize| svc.endpoints[i].state.up();
+    let n_up = fam.all.n_up(epoch, &svc.endpoints);
     let mut all_down = false;
     if n_up == 0 {
         if svc.when_all_down != WhenAllDown::ServeAll {
@@ -366,8 +377,8 @@ pub fn select(
     }
     // Only when something is down is it worth asking whether the client would have had it:
     // the healthy case pays one comparison.
-    let degraded =
-        all_down || (n_up < family_count && preferred_down(svc, regions, fam, client, &is_up));
+    let degraded = all_down
+        || (n_up < family_count && preferred_down(svc, regions, fam, client, epoch, &is_up));
     if degraded {
         if let Some(t) = trace.as_deref_mut() {
             t.notes.push(format!(
@@ -389,6 +400,7 @@ pub fn select(
         all_ok,
         n_ok: if all_ok { family_count } else { n_up },
         k: svc.max_answers,
+        epoch,
     };
     let mut picks = Picks::new();
     let scope = ctx.rank(&mut picks);
@@ -407,15 +419,17 @@ pub fn select(
 /// what counts as "preferred" follows what the ranking means: the chosen region for `geo`, the
 /// lowest priority group for `failover`, the top `max_answers` for the deterministic
 /// rankings (hash, latency, least-loaded), and every endpoint for the random ones
-/// (round-robin, weighted), whose every endpoint has its turn.
+/// (round-robin, weighted), whose every endpoint has its turn. Groups answer from their
+/// up-counts; only the deterministic rankings look at endpoints.
 fn preferred_down(
     svc: &Service,
     regions: &[Region],
     fam: &index::FamilyIndex,
     client: &mut Client<'_>,
+    epoch: u64,
     up: &dyn Fn(usize) -> bool,
 ) -> bool {
-    let any_down = |g: &index::Group| g.members.iter().any(|&i| !up(i));
+    let any_down = |g: &index::Group| g.n_up(epoch, &svc.endpoints) < g.members.len();
     let mut ctx = Ctx {
         svc,
         regions,
@@ -426,6 +440,7 @@ fn preferred_down(
         all_ok: true,
         n_ok: fam.all.members.len(),
         k: svc.max_answers,
+        epoch,
     };
     match svc.policy {
         PolicyKind::RoundRobin | PolicyKind::Weighted => any_down(&fam.all),
