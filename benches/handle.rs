@@ -291,6 +291,26 @@ fn scaling(c: &mut Criterion) {
             });
         }
     }
+    // The same services with 10 of the 1,000 endpoints down (spread over the regions and
+    // priority groups): the degraded answers, where something is down and the up-count and
+    // "would the client have had it" decide the TTL.
+    let snap = snapshot(&extra);
+    for svc in snap.services.iter().filter(|s| s.endpoints.len() == 1000) {
+        for e in &svc.endpoints[..10] {
+            e.state.set_healthy(false);
+        }
+    }
+    for p in policies {
+        let packet = query(
+            &format!("{p}-1000.example.com."),
+            RecordType::A,
+            Some(("10.1.2.0".parse().expect("ip"), 24)),
+        );
+        assert_eq!(fast::answer(&snap, &packet, src, &mut out), Fast::Answered);
+        c.bench_function(&format!("scale: {p}, 1000 endpoints, 10 down"), |b| {
+            b.iter(|| fast::answer(black_box(&snap), black_box(&packet), src, &mut out))
+        });
+    }
 }
 
 criterion_group!(benches, bench);

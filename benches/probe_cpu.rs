@@ -18,34 +18,45 @@ use std::time::{Duration, Instant};
 
 use meridian::snapshot::{self, Snapshot};
 
-/// Answers every request `200 ok` and counts them; a thread per connection, as the probes
-/// close theirs after one request.
+/// Answers every request `200 ok` and counts them: a few threads, each blocking in `accept`
+/// on the one listener and serving one connection at a time (a probe sends its request
+/// right after connecting and closes after one answer). Not a thread per connection: at
+/// 10,000 probes a second, making and ending that many threads cost the 2-core machine more
+/// than the prober did, and took the prober's core from it.
 fn http_server() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind http");
     let addr = listener.local_addr().expect("addr");
     let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let h = h.clone();
-            std::thread::spawn(move || {
+    for _ in 0..4 {
+        let listener = listener.try_clone().expect("listener");
+        let h = hits.clone();
+        std::thread::spawn(move || {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 2048];
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(3)));
-                let mut head = Vec::new();
-                let mut buf = [0u8; 2048];
+                head.clear();
+                let mut whole = true;
                 while !head.windows(4).any(|w| w == b"\r\n\r\n") {
                     match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
+                        Ok(0) | Err(_) => {
+                            whole = false;
+                            break;
+                        }
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
+                }
+                if !whole {
+                    continue;
                 }
                 h.fetch_add(1, Ordering::Relaxed);
                 let _ = conn.write_all(
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
                 );
-            });
-        }
-    });
+            }
+        });
+    }
     (addr, hits)
 }
 

@@ -56,14 +56,7 @@ pub fn pick(
     client: &mut Client<'_>,
     trace: Option<&mut Trace>,
 ) -> Selection {
-    policy::select(
-        svc,
-        &snap.regions,
-        family,
-        client,
-        &|_, e| e.state.up(),
-        trace,
-    )
+    policy::select(svc, &snap.regions, family, client, trace)
 }
 
 /// The ECS scope prefix to echo: the prefix the answer depended on (`scope`, 0 for answers

@@ -41,7 +41,7 @@ fn locate_and_choose(
         .or_else(|| override_r.and_then(|r| regions[r].location));
     let (country, continent, by, prefix) = (loc.country, loc.continent, loc.by, loc.prefix);
 
-    let competing = |g: usize| fam.regions[g].1.members.iter().any(|&i| ok(i));
+    let competing = |g: usize| ctx.any_ok(&fam.regions[g].1);
     let first = |pred: &dyn Fn(usize) -> bool| {
         (0..fam.regions.len()).find(|&g| pred(fam.regions[g].0) && competing(g))
     };
@@ -62,21 +62,25 @@ fn locate_and_choose(
     if chosen.is_none() {
         if let Some(c) = coords {
             // Nearest region with an eligible endpoint; on equal distances the region whose
-            // first eligible endpoint comes first, as when endpoints were compared one by one.
-            let mut best: Option<(f64, usize, usize)> = None;
+            // first eligible endpoint comes first, as when endpoints were compared one by one
+            // (looked for only on a tie: members are not walked otherwise).
+            let first_ok = |g: usize| fam.regions[g].1.members.iter().find(|&&i| ok(i));
+            let mut best: Option<(f64, usize)> = None;
             for (g, (r, group)) in fam.regions.iter().enumerate() {
                 let Some(rl) = regions[*r].location else {
                     continue;
                 };
-                let Some(&i) = group.members.iter().find(|&&i| ok(i)) else {
+                if !ctx.any_ok(group) {
                     continue;
-                };
+                }
                 let d = distance_km(c, rl);
-                if d.is_finite() && best.is_none_or(|(bd, bi, _)| (d, i) < (bd, bi)) {
-                    best = Some((d, i, g));
+                if d.is_finite()
+                    && best.is_none_or(|(bd, bg)| d < bd || (d == bd && first_ok(g) < first_ok(bg)))
+                {
+                    best = Some((d, g));
                 }
             }
-            chosen = best.map(|(d, _, g)| (g, Why::Nearest(d)));
+            chosen = best.map(|(d, g)| (g, Why::Nearest(d)));
         }
     }
     (chosen, coords, by, prefix)

@@ -1,10 +1,32 @@
 //! A service's endpoints grouped once, when the snapshot is built, so that a query does not
 //! pay for every endpoint: per address family all members, members by region (geo) and by
 //! priority (failover), each with the running sums of its weights for weighted draws by
-//! binary search ([`weighted_top`]).
+//! binary search ([`weighted_top`]), and its count of up endpoints, kept per health epoch
+//! ([`Group::n_up`]) so that a query reads one number instead of every member's health.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Ctx, Endpoint, Family, Picks, Service};
 use crate::base::random::random_unit;
+
+/// Bits of [`UpCount`] that hold the count; the others hold the epoch's low bits.
+const COUNT_BITS: u32 = 24;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+/// A group's count of up members and the health epoch ([`crate::health::epoch`]) it was taken
+/// at, in one word so that the two are always read together: `epoch << 24 | count`. The epoch
+/// keeps its low 40 bits: a stale count could pass for a fresh one only if the group went
+/// unqueried across exactly a multiple of 2^40 health changes (over three years at 10,000
+/// changes a second). Groups of 2^24 members or more are counted at every query.
+#[derive(Debug)]
+struct UpCount(AtomicU64);
+
+impl Default for UpCount {
+    /// Matches no epoch: its count (2^24 - 1) exceeds any group that is cached.
+    fn default() -> UpCount {
+        UpCount(AtomicU64::new(u64::MAX))
+    }
+}
 
 /// Endpoint indices of one group, in index order, with their weights' running sums.
 #[derive(Debug, Default)]
@@ -14,6 +36,7 @@ pub(super) struct Group {
     pub cum: Vec<f64>,
     /// Every member has the same weight: orders by weight reduce to orders by the draw.
     pub uniform: bool,
+    up: UpCount,
 }
 
 impl Group {
@@ -33,7 +56,31 @@ impl Group {
             members,
             cum,
             uniform,
+            up: UpCount::default(),
         }
+    }
+
+    /// How many members are up (healthy and not drained), as of health epoch `epoch` (read
+    /// by the caller before this, [`crate::health::epoch`]). Counted once per epoch and group,
+    /// then one load: a change of any endpoint's health bumps the epoch, so a count taken at
+    /// the current epoch is current. Two queries counting at once store the same figure, and
+    /// a count taken at an older epoch never matches the current one.
+    pub fn n_up(&self, epoch: u64, endpoints: &[Endpoint]) -> usize {
+        let n = self.members.len();
+        let tag = epoch << COUNT_BITS;
+        let c = self.up.0.load(Ordering::Relaxed);
+        if c & !COUNT_MASK == tag && ((c & COUNT_MASK) as usize) <= n {
+            return (c & COUNT_MASK) as usize;
+        }
+        let k = self
+            .members
+            .iter()
+            .filter(|&&i| endpoints[i].state.up())
+            .count();
+        if (n as u64) < COUNT_MASK {
+            self.up.0.store(tag | k as u64, Ordering::Relaxed);
+        }
+        k
     }
 }
 

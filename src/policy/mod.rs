@@ -298,6 +298,32 @@ pub struct Ctx<'a, 'c> {
     n_ok: usize,
     /// How many endpoints the answer holds (`max_answers`): policies rank only that many.
     k: usize,
+    /// The groups' up-counts at the health epoch the selection started at.
+    counts: Counts<'a>,
+}
+
+/// Who is up, for one selection: the live health state (a group's count read once per health
+/// epoch), or under `explain --down` that state with the forced-down endpoints taken out.
+#[derive(Clone, Copy)]
+struct Counts<'a> {
+    epoch: u64,
+    endpoints: &'a [Endpoint],
+    forced: Option<&'a Down>,
+}
+
+impl Counts<'_> {
+    fn up(&self, i: usize) -> bool {
+        let e = &self.endpoints[i];
+        e.state.up() && !self.forced.is_some_and(|d| d.covers(e))
+    }
+
+    /// How many members of `g` are up: one load of its cached count, unless forced.
+    fn n_up(&self, g: &index::Group) -> usize {
+        match self.forced {
+            None => g.n_up(self.epoch, self.endpoints),
+            Some(_) => g.members.iter().filter(|&&i| self.up(i)).count(),
+        }
+    }
 }
 
 impl Ctx<'_, '_> {
@@ -305,6 +331,12 @@ impl Ctx<'_, '_> {
         if let Some(t) = self.trace.as_deref_mut() {
             t.notes.push(f());
         }
+    }
+
+    /// Whether `g` has a member that may be picked: one load of its up-count, not a pass
+    /// over its members.
+    fn any_ok(&self, g: &index::Group) -> bool {
+        !g.members.is_empty() && (self.all_ok || self.counts.n_up(g) > 0)
     }
 
     /// The eligible endpoints in index order (what a policy ranks); allocates, so only for
@@ -334,20 +366,21 @@ impl Ctx<'_, '_> {
     }
 }
 
-/// Picks the endpoints that answer a query for `family` at `svc`. `up` says whether an
-/// endpoint may be answered (the live health table normally; `explain --down` overrides it).
+/// Picks the endpoints that answer a query for `family` at `svc`, by their live health
+/// (healthy and not drained: [`EndpointState::up`]; `explain --down` and `simulate` mark
+/// endpoints down in a private copy of the snapshot).
 ///
-/// The cost does not grow with the number of endpoints beyond one pass reading `up` (to tell
-/// whether anything is down: the TTL and the all-down rules depend on it) and, for the
-/// policies that rank by a figure of every endpoint (hash, latency, least-loaded), one pass
-/// reading that figure: the groups policies choose among are built with the snapshot
-/// ([`index`]) and weighted draws are binary searches.
+/// The cost does not grow with the number of endpoints: whether anything is down (the TTL
+/// and the all-down rules depend on it) is a group's up-count, counted once per health epoch
+/// ([`index::Group::n_up`]), and the groups policies choose among are built with the snapshot
+/// ([`index`]), with weighted draws by binary search. What is still a pass over the family:
+/// the policies that rank by a figure of every endpoint (hash, latency, least-loaded), and
+/// round-robin while some endpoint is down (it lists the eligible ones).
 pub fn select(
     svc: &Service,
     regions: &[Region],
     family: Family,
     client: &mut Client<'_>,
-    up: &dyn Fn(usize, &Endpoint) -> bool,
     mut trace: Option<&mut Trace>,
 ) -> Selection {
     let fam = svc.index.family(family);
@@ -355,22 +388,22 @@ pub fn select(
     if family_count == 0 {
         return Selection::default();
     }
-    // A traced query may take endpoints as down (`explain --down`); an untraced one pays one
-    // branch here and nothing per endpoint.
+    // Read before any endpoint's flags (see `health::epoch`).
+    let epoch = crate::health::epoch();
+    // A traced query may take endpoints as down (`explain --down`): then up-counts are
+    // counted here, not read from the groups (which hold the live state). An untraced query
+    // pays one branch here and nothing per endpoint.
     let forced = trace
         .as_deref()
         .filter(|t| !t.down.is_empty())
         .map(|t| t.down.clone());
-    let up_or_forced;
-    let up: &dyn Fn(usize, &Endpoint) -> bool = match &forced {
-        None => up,
-        Some(d) => {
-            up_or_forced = move |i: usize, e: &Endpoint| up(i, e) && !d.covers(e);
-            &up_or_forced
-        }
+    let counts = Counts {
+        epoch,
+        endpoints: &svc.endpoints,
+        forced: forced.as_ref(),
     };
-    let is_up = |i: usize| up(i, &svc.endpoints[i]);
-    let n_up = fam.all.members.iter().filter(|&&i| is_up(i)).count();
+    let is_up = |i: usize| counts.up(i);
+    let n_up = counts.n_up(&fam.all);
     let mut all_down = false;
     if n_up == 0 {
         if svc.when_all_down != WhenAllDown::ServeAll {
@@ -402,8 +435,8 @@ pub fn select(
     }
     // Only when something is down is it worth asking whether the client would have had it:
     // the healthy case pays one comparison.
-    let degraded =
-        all_down || (n_up < family_count && preferred_down(svc, regions, fam, client, &is_up));
+    let degraded = all_down
+        || (n_up < family_count && preferred_down(svc, regions, fam, client, counts, &is_up));
     if degraded {
         if let Some(t) = trace.as_deref_mut() {
             t.notes.push(format!(
@@ -425,6 +458,7 @@ pub fn select(
         all_ok,
         n_ok: if all_ok { family_count } else { n_up },
         k: svc.max_answers,
+        counts,
     };
     let mut picks = Picks::new();
     let scope = ctx.rank(&mut picks);
@@ -443,15 +477,17 @@ pub fn select(
 /// what counts as "preferred" follows what the ranking means: the chosen region for `geo`, the
 /// lowest priority group for `failover`, the top `max_answers` for the deterministic
 /// rankings (hash, latency, least-loaded), and every endpoint for the random ones
-/// (round-robin, weighted), whose every endpoint has its turn.
+/// (round-robin, weighted), whose every endpoint has its turn. Groups answer from their
+/// up-counts; only the deterministic rankings look at endpoints.
 fn preferred_down(
     svc: &Service,
     regions: &[Region],
     fam: &index::FamilyIndex,
     client: &mut Client<'_>,
+    counts: Counts<'_>,
     up: &dyn Fn(usize) -> bool,
 ) -> bool {
-    let any_down = |g: &index::Group| g.members.iter().any(|&i| !up(i));
+    let any_down = |g: &index::Group| counts.n_up(g) < g.members.len();
     let mut ctx = Ctx {
         svc,
         regions,
@@ -462,6 +498,7 @@ fn preferred_down(
         all_ok: true,
         n_ok: fam.all.members.len(),
         k: svc.max_answers,
+        counts,
     };
     match svc.policy {
         PolicyKind::RoundRobin | PolicyKind::Weighted => any_down(&fam.all),

@@ -38,9 +38,7 @@ fn pick(s: &Service, client: &str) -> Vec<usize> {
         AddrSource::SourceIp,
         &loc,
     );
-    select(s, &[], Family::V4, &mut c, &|_, e| e.state.up(), None)
-        .picks
-        .to_vec()
+    select(s, &[], Family::V4, &mut c, None).picks.to_vec()
 }
 
 #[test]
@@ -297,4 +295,77 @@ fn hash_multivalue_is_stable_and_distinct() {
     // Taking the best away promotes the second and third.
     s.endpoints[a[0]].state.set_healthy(false);
     assert_eq!(pick(&s, "10.9.8.7")[..2], a[1..]);
+}
+
+/// A query reads a group's up-count, kept per health epoch, not every endpoint's health
+/// (issue 22): while no endpoint's health changes, queries at a service of 1,000 endpoints
+/// read the flags of at most the few endpoints their draws land on, for every policy that
+/// does not rank by a figure of each endpoint, with everything up and with some down.
+/// Another test bumping the epoch at the same time (the epoch is process-wide) makes a query
+/// recount once, so only the queries that ran within one unchanged epoch are held to it.
+#[test]
+fn queries_read_the_up_count_not_every_endpoint() {
+    use crate::health::{epoch, UP_READS};
+    let reads = || UP_READS.with(|c| c.get());
+    for policy in [
+        PolicyKind::Weighted,
+        PolicyKind::Geo,
+        PolicyKind::Failover,
+        PolicyKind::RoundRobin,
+    ] {
+        for down in [0usize, 10] {
+            if policy == PolicyKind::RoundRobin && down > 0 {
+                continue; // lists the eligible endpoints while some are down (documented)
+            }
+            let mut eps = many(1000);
+            for (i, e) in eps.iter_mut().enumerate() {
+                e.priority = 1 + (i % 2) as u32;
+            }
+            let s = svc(policy, 2, eps);
+            for e in s.endpoints.iter().step_by(97).take(down) {
+                e.state.set_healthy(false);
+            }
+            let (mut held, mut last) = (0, None);
+            for _ in 0..50 {
+                let (e0, r0) = (epoch(), reads());
+                let p = pick(&s, "10.0.0.1");
+                let (e1, r1) = (epoch(), reads());
+                assert_eq!(p.len(), 2, "{policy:?}");
+                if e0 == e1 && last == Some(e0) {
+                    // Two draws, each reading the one endpoint it lands on, and a redraw or
+                    // two when one lands on a down endpoint or on the first pick.
+                    assert!(r1 - r0 <= 8, "{policy:?}, {down} down: {} reads", r1 - r0);
+                    held += 1;
+                }
+                last = Some(e1);
+            }
+            assert!(held > 0, "{policy:?}: the epoch changed under every query");
+        }
+    }
+}
+
+/// A count cached for one epoch is not used after a change: a drain, an undrain and a
+/// health change each show in the next answer.
+#[test]
+fn a_cached_up_count_follows_every_change() {
+    let s = svc(PolicyKind::Weighted, 1, many(3));
+    assert!(!select_v4(&s).degraded);
+    s.endpoints[1].state.set_drained(true);
+    let sel = select_v4(&s);
+    assert!(sel.degraded && !sel.all_down);
+    s.endpoints[0].state.set_healthy(false);
+    s.endpoints[2].state.set_healthy(false);
+    assert!(select_v4(&s).all_down);
+    s.endpoints[1].state.set_drained(false);
+    let sel = select_v4(&s);
+    assert!(!sel.all_down && sel.picks.as_slice() == [1]);
+    s.endpoints[0].state.set_healthy(true);
+    s.endpoints[2].state.set_healthy(true);
+    assert!(!select_v4(&s).degraded);
+}
+
+fn select_v4(s: &Service) -> Selection {
+    let loc = Locator::default();
+    let mut c = Client::new("10.0.0.1".parse().unwrap(), AddrSource::SourceIp, &loc);
+    select(s, &[], Family::V4, &mut c, None)
 }

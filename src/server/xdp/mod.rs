@@ -24,9 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::answer::log::{LogHandle, Tap};
+use crate::base::counters;
 use crate::base::liveness::{Beat, Liveness};
 use crate::dns::Transport;
-use crate::base::counters;
 use crate::snapshot::SharedSnapshot;
 
 mod bpf;
