@@ -1,6 +1,6 @@
 //! What probing costs: N endpoints (default 1,000; `MERIDIAN_PROBE_ENDPOINTS=10000` for the
 //! SPEC's 10k target, a multiple of 100) probed over HTTP every second by the prober as `serve`
-//! runs it (its own thread named `prober`, `health::spawn_thread`), against a small HTTP server
+//! runs it (its own thread named `prober`, `prober::spawn_thread`), against a small HTTP server
 //! in this process on 127.0.0.1. Prints the probes done, the prober thread's CPU (from
 //! /proc/self/task) as a share of one core and per probe, the endpoints healthy, and the RSS
 //! growth. A measurement, not a test: it used to be an `#[ignore]`d test in tests/health.rs
@@ -131,7 +131,7 @@ fn main() {
     let shared = snapshot::shared(snap);
     let rss0 = rss_kib();
     let prober =
-        meridian::health::spawn_thread(shared.clone(), Default::default()).expect("prober");
+        meridian::prober::spawn_thread(shared.clone(), Default::default()).expect("prober");
     std::thread::sleep(warm);
     assert_eq!(prober.targets(), n, "one target per endpoint");
     let (c0, h0, t0) = (

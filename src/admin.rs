@@ -486,7 +486,7 @@ fn status_doc(st: &AdminState) -> status::Status {
             .rules()
             .into_iter()
             .map(|rule| status::Drain {
-                matches: Some(crate::health::drains::matches(
+                matches: Some(crate::policy::drains::matches(
                     &rule.scope,
                     &snap.services,
                     &snap.regions,
@@ -679,8 +679,8 @@ async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained:
 
     let snap = st.reloader.shared().load_full();
     // Stored as the rule asked for (a region drain covers endpoints added to it later) and
-    // written to state_dir, so it survives restarts (crate::health::drains).
-    let scope = crate::health::drains::Scope {
+    // written to state_dir, so it survives restarts (crate::policy::drains).
+    let scope = crate::policy::drains::Scope {
         service: service.clone(),
         endpoint,
         region: target.region.clone(),

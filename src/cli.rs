@@ -203,7 +203,7 @@ fn explain(
         ),
         Ok(n) => format!(
             "{n} saved drain rule(s) from {} applied; health is not known offline (--live)",
-            state_dir.join(crate::health::drains::FILE).display()
+            state_dir.join(crate::policy::drains::FILE).display()
         ),
         Err(e) => format!("saved drains NOT applied: {e}"),
     };
@@ -302,7 +302,7 @@ fn serve(path: &Path) -> i32 {
     // two"); anything else wrong with the config still refuses to start.
     let snap = match Snapshot::load_serving(
         path,
-        Arc::new(crate::health::HealthRegistry::default()),
+        Arc::new(crate::snapshot::HealthRegistry::default()),
         &snapshot::Tolerate::AnyZone,
     ) {
         Ok(s) => s,
@@ -323,7 +323,7 @@ fn serve(path: &Path) -> i32 {
     // Loading parsed the config twice (for the log format, then in full): its garbage goes.
     crate::reload::release_freed_heap();
     // Before anything answers: a drained endpoint must not be served after a restart.
-    crate::health::drains::restore_at_start(&snap);
+    crate::snapshot::restore_drains_at_start(&snap);
     let settings = ListenSettings::from_config(&snap.config);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -394,10 +394,10 @@ fn serve(path: &Path) -> i32 {
                 }
             }
         };
-        // Probes run on their own thread at a lower CPU priority (crate::health::ProberThread).
-        let prober = match crate::health::spawn_thread(
+        // Probes run on their own thread at a lower CPU priority (crate::prober::ProberThread).
+        let prober = match crate::prober::spawn_thread(
             shared.clone(),
-            crate::health::ProberOptions {
+            crate::prober::ProberOptions {
                 observer: Some(Arc::new(crate::metrics::observe_probe)),
                 ..Default::default()
             },

@@ -64,6 +64,7 @@ pub(crate) mod history;
 pub(crate) mod manpage;
 pub mod metrics;
 pub(crate) mod policy;
+pub mod prober;
 pub mod querylog;
 pub mod reload;
 pub(crate) mod rrl;

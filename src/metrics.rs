@@ -68,7 +68,7 @@ use crate::base::counters::{probes, ProbeStats};
 
 /// [`record_probe`] for every endpoint a probe was applied to, in the shape of the prober's
 /// observer: `ProberOptions { observer: Some(Arc::new(metrics::observe_probe)), .. }`.
-pub fn observe_probe(ev: &crate::health::ProbeEvent<'_>) {
+pub fn observe_probe(ev: &crate::prober::ProbeEvent<'_>) {
     for ep in ev.endpoints {
         record_probe(
             &ep.service,
@@ -600,6 +600,6 @@ mod tests {
 
     #[test]
     fn observer_fits_the_prober() {
-        let _o: crate::health::probe::ProbeObserver = Arc::new(observe_probe);
+        let _o: crate::prober::probe::ProbeObserver = Arc::new(observe_probe);
     }
 }

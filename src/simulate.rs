@@ -31,7 +31,7 @@ use smallvec::SmallVec;
 
 use crate::base::out::{EXIT_INVALID, EXIT_OK};
 use crate::dns::{handle_traced, Transport};
-use crate::health::drains::Rule;
+use crate::policy::drains::Rule;
 use crate::policy::Trace;
 use crate::querylog::{dnstap, framestream};
 use crate::snapshot::Snapshot;
@@ -606,13 +606,13 @@ fn report_text(v: &Value, source: &str, config: &str) -> String {
 /// changing anything on disk, and the file's path. A missing file is no rules.
 fn saved_drains(snap: &Snapshot) -> Result<(Vec<Rule>, PathBuf), String> {
     let state = snap.config.state_dir();
-    let rules = crate::health::drains::read_saved(&state)?;
-    Ok((rules, state.join(crate::health::drains::FILE)))
+    let rules = crate::policy::drains::read_saved(&state)?;
+    Ok((rules, state.join(crate::policy::drains::FILE)))
 }
 
 /// Sets each endpoint's drained flag as the server does from `rules` (the same function).
 fn apply_saved(snap: &Snapshot, rules: &[Rule]) {
-    crate::health::drains::apply_rules(rules, &snap.services, &snap.regions);
+    crate::policy::drains::apply_rules(rules, &snap.services, &snap.regions);
 }
 
 fn load(path: &Path) -> Result<Snapshot, i32> {

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub mod ratelimit;
+mod registry;
+pub use registry::{restore_drains_at_start, HealthRegistry};
 
 use arc_swap::ArcSwap;
 use hickory_proto::rr::{Name, RecordType};
@@ -17,7 +19,7 @@ use hickory_proto::rr::{Name, RecordType};
 use crate::base::problem::{Problem, Problems};
 use crate::config::{self, LoadedConfig};
 use crate::geo::{self, Coords, GeoDb, Locator, Override, OverrideTarget};
-use crate::health::{EndpointKey, HealthRegistry};
+use crate::health::EndpointKey;
 use crate::policy::{Endpoint, PolicyKind, Region, Service, WhenAllDown};
 use crate::zone::{Found, ZoneSet};
 

@@ -145,7 +145,7 @@ pub struct LastProbe {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Drain {
     #[serde(flatten)]
-    pub rule: crate::health::drains::Rule,
+    pub rule: crate::policy::drains::Rule,
     /// `None` only in a document that does not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matches: Option<usize>,

@@ -593,7 +593,7 @@ fn start_pair(
     checks: [String; 2],
 ) -> (
     TestServer,
-    meridian::health::ProberHandle,
+    meridian::prober::ProberHandle,
     Arc<EndpointState>,
     Arc<EndpointState>,
 ) {

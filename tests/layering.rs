@@ -20,6 +20,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("geo", 2),
     ("policy", 2),
     ("health", 2),
+    ("prober", 5),
     ("snapshot", 2),
     ("dnssec", 2),
     // 3 answer: query bytes -> response bytes
@@ -244,4 +245,100 @@ fn the_reader_sees_groups_paths_and_not_comments() {
     let got = refs(&strip_comments(text));
     let want: BTreeSet<String> = ["a", "b", "d", "i"].iter().map(|s| s.to_string()).collect();
     assert_eq!(got, want);
+}
+
+/// The circles of a graph: its strongly connected components of more than one module
+/// (Tarjan's algorithm), each sorted, in name order.
+fn circles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+    struct State<'a> {
+        edges: &'a BTreeMap<String, BTreeSet<String>>,
+        index: BTreeMap<&'a str, usize>,
+        low: BTreeMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        on_stack: BTreeSet<&'a str>,
+        out: Vec<Vec<String>>,
+    }
+    fn visit<'a>(st: &mut State<'a>, v: &'a str) {
+        let i = st.index.len();
+        st.index.insert(v, i);
+        st.low.insert(v, i);
+        st.stack.push(v);
+        st.on_stack.insert(v);
+        if let Some(tos) = st.edges.get(v) {
+            for w in tos {
+                let w = w.as_str();
+                if !st.index.contains_key(w) {
+                    visit(st, w);
+                    let lw = st.low[w];
+                    let lv = st.low[v];
+                    st.low.insert(v, lv.min(lw));
+                } else if st.on_stack.contains(w) {
+                    let iw = st.index[w];
+                    let lv = st.low[v];
+                    st.low.insert(v, lv.min(iw));
+                }
+            }
+        }
+        if st.low[v] == st.index[v] {
+            let mut scc = Vec::new();
+            while let Some(w) = st.stack.pop() {
+                st.on_stack.remove(w);
+                scc.push(w.to_string());
+                if w == v {
+                    break;
+                }
+            }
+            if scc.len() > 1 {
+                scc.sort();
+                st.out.push(scc);
+            }
+        }
+    }
+    let mut st = State {
+        edges,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on_stack: BTreeSet::new(),
+        out: Vec::new(),
+    };
+    for v in edges.keys() {
+        if !st.index.contains_key(v.as_str()) {
+            visit(&mut st, v.as_str());
+        }
+    }
+    st.out.sort();
+    st.out
+}
+
+/// Floors stop a module importing upward; this stops two modules of one floor importing each
+/// other, directly or round a longer circle (`python3 ../shared/tools/modgraph.py src` draws
+/// the same graph).
+#[test]
+fn no_module_imports_itself_round_a_circle() {
+    let found = circles(&graph(&src_dir()));
+    assert!(
+        found.is_empty(),
+        "modules that import each other round a circle: {found:?}; move what both need down a \
+         floor, or split the module whose parts sit on different floors"
+    );
+}
+
+/// The circle finder itself: it finds a circle of three and one of two, and none in a chain.
+#[test]
+fn the_circle_finder_finds_circles() {
+    let g = |pairs: &[(&str, &str)]| {
+        let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for &(a, b) in pairs {
+            m.entry(a.to_string()).or_default().insert(b.to_string());
+            m.entry(b.to_string()).or_default();
+        }
+        m
+    };
+    let three = g(&[("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")]);
+    assert_eq!(circles(&three), vec![vec!["a", "b", "c"]]);
+    let two = g(&[("x", "y"), ("y", "x"), ("a", "x")]);
+    assert_eq!(circles(&two), vec![vec!["x", "y"]]);
+    let chain = g(&[("a", "b"), ("b", "c"), ("a", "c")]);
+    assert!(circles(&chain).is_empty());
 }

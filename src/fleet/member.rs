@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 
 use crate::config::fleet::Settings;
-use crate::health::drains::{service_label, Drains, Rule, Scope};
+use crate::policy::drains::{service_label, Drains, Rule, Scope};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 /// Longest wait for one etcd call; past it the session counts as lost.

@@ -58,8 +58,8 @@ mod absent {
     use serde_json::Value;
 
     use crate::config::fleet::Settings;
-    use crate::health::drains::Scope;
     use crate::health::EndpointState;
+    use crate::policy::drains::Scope;
     use crate::snapshot::{SharedSnapshot, Snapshot};
 
     /// No fleet member can exist in a build without the `fleet` feature.

@@ -4,30 +4,14 @@
 //! States live in a [`HealthRegistry`] keyed by what identifies a probe target, so a reload
 //! that keeps an endpoint keeps its state (SPEC "Reload": health carries over).
 //!
-//! Drains are kept as rules in [`drains`] (also in the registry) and applied to the drained
-//! flags of each new snapshot, so they outlive reloads and, on disk, restarts.
+//! Drains are kept as rules in `policy::drains` (held by `snapshot::HealthRegistry`) and
+//! applied to the drained flags of each new snapshot, so they outlive reloads and restarts.
 //!
-//! The prober that writes them, by concern: [`probe`] (what a probe of a target is),
-//! [`schedule`] (when probes go out; [`start`] runs the prober on the current tokio runtime
-//! and follows reloads by itself), `verdict` (rise/fall and what a result writes), `http`
-//! (the one HTTP/1.1 client, for http and https), `tcp` (connects) and `tls` (rustls settings).
+//! The prober that writes them is a control loop of its own, a floor up: `crate::prober`.
 
-pub mod drains;
-mod http;
-pub mod probe;
-pub mod schedule;
-mod tcp;
-mod tls;
-mod verdict;
-
-pub use schedule::{
-    spawn_thread, start, start_with, ProbeEvent, ProberHandle, ProberOptions, ProberThread,
-};
-
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
@@ -201,39 +185,4 @@ pub struct EndpointKey {
     pub service: String,
     pub address: IpAddr,
     pub probe: String,
-}
-
-/// Hands out endpoint states, reusing the old state for an unchanged endpoint. Used only when a
-/// snapshot is built, never per query.
-#[derive(Debug, Default)]
-pub struct HealthRegistry {
-    states: Mutex<HashMap<EndpointKey, Arc<EndpointState>>>,
-    /// Drains as the operator made them, applied to every snapshot built ([`drains`]).
-    pub drains: drains::Drains,
-    /// Set once the first snapshot is built: an endpoint new after that (a reload added it)
-    /// starts down, as it was never seen working (SPEC "Behaviour on the wire", health).
-    built: std::sync::atomic::AtomicBool,
-}
-
-impl HealthRegistry {
-    /// Whether a snapshot was built with this registry before (so this one is a reload's).
-    pub fn built_before(&self) -> bool {
-        self.built.load(Ordering::Relaxed)
-    }
-    pub fn mark_built(&self) {
-        self.built.store(true, Ordering::Relaxed)
-    }
-
-    pub fn state(&self, key: EndpointKey, initially_up: bool) -> Arc<EndpointState> {
-        let mut m = self.states.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(key)
-            .or_insert_with(|| Arc::new(EndpointState::new(initially_up)))
-            .clone()
-    }
-
-    /// Forgets endpoints that the current config no longer has.
-    pub fn retain(&self, keep: &dyn Fn(&EndpointKey) -> bool) {
-        let mut m = self.states.lock().unwrap_or_else(|e| e.into_inner());
-        m.retain(|k, _| keep(k));
-    }
 }

@@ -5,6 +5,7 @@
 //! "next nearest takes over" and `when_all_down` live once, in [`select`], not in every policy.
 //! Each policy is one small file with one `rank` function.
 
+pub mod drains;
 mod failover;
 mod geo;
 mod hash;

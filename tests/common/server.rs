@@ -297,9 +297,9 @@ impl UdpClient {
 impl TestServer {
     /// Starts the health prober on this server's runtime, following `self.shared` (reloads
     /// included). It stops with the server's runtime.
-    pub fn start_prober(&self) -> meridian::health::ProberHandle {
+    pub fn start_prober(&self) -> meridian::prober::ProberHandle {
         let _guard = self.rt.as_ref().expect("runtime").enter();
-        meridian::health::start(self.shared.clone())
+        meridian::prober::start(self.shared.clone())
     }
 
     /// Re-reads this server's config file into a new snapshot that keeps the health registry,

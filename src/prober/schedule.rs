@@ -18,7 +18,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::probe::{Outcome, Probe, Settings, Target};
 use super::tls::TlsConfigs;
 use super::verdict::Verdict;
-use super::{EndpointState, ProbeResult};
+use crate::health::{EndpointState, ProbeResult};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 /// Probes in flight at once, over all targets.

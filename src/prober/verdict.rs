@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use super::probe::Outcome;
 use super::schedule::ProbedEndpoint;
-use super::ProbeResult;
+use crate::health::ProbeResult;
 
 /// Weight of a new sample in the round-trip time average.
 pub const RTT_ALPHA: f64 = 0.3;

@@ -12,7 +12,7 @@
 //! covers are dropped (they can no longer decide anything), and an undrain that leaves nothing
 //! to undo is not stored at all, so the list stays as short as what is actually drained.
 //!
-//! The rules live in the [`super::HealthRegistry`], which every snapshot shares, and are
+//! The rules live in the `snapshot::HealthRegistry`, which every snapshot shares, and are
 //! written to `state_dir/drains.json` after each change: temp file, fsync, rename, fsync of the
 //! folder, so a crash leaves the old file or the new one, never half of one. A file that
 //! cannot be read is logged at ERROR, moved aside, and the server starts without drains: a
@@ -322,31 +322,6 @@ impl Drains {
             return Err(format!("version {} is not {VERSION}", f.version));
         }
         Ok(f.drains)
-    }
-}
-
-/// At start: restores the drains saved in the snapshot's `state_dir` and applies them, logging
-/// what was restored, or why nothing could be (the server then starts without drains).
-pub fn restore_at_start(snap: &crate::snapshot::Snapshot) {
-    let dir = snap.config.state_dir();
-    let drains = &snap.health.drains;
-    match drains.restore(&dir) {
-        Ok(0) => {}
-        Ok(n) => {
-            drains.apply(&snap.services, &snap.regions);
-            for r in drains.rules() {
-                tracing::info!(
-                    since = r.at,
-                    "restored {}: {}",
-                    if r.drain { "drain" } else { "undrain" },
-                    r.scope.describe()
-                );
-            }
-            tracing::info!(rules = n, state_dir = %dir.display(), "drains restored");
-        }
-        // ERROR, and kept for /status and the metrics: the drains the file held are unknown,
-        // so endpoints an operator took out may be answered again.
-        Err(e) => tracing::error!("drain state lost, starting without drains: {e}"),
     }
 }
 

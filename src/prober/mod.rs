@@ -1,0 +1,21 @@
+//! The health prober: a control loop that follows the snapshot and writes the health state
+//! (`crate::health`) the query path reads. By concern: [`probe`] (what a probe of a target
+//! is), [`schedule`] (when probes go out; [`start`] runs the prober on the current tokio
+//! runtime and follows reloads by itself), `verdict` (rise/fall and what a result writes),
+//! `http` (the one HTTP/1.1 client, for http and https), `tcp` (connects) and `tls` (rustls
+//! settings).
+//!
+//! It sits on the control floor, above `snapshot` and `health`, because it reads the current
+//! snapshot (`SharedSnapshot`); `health` keeps only the state, so the model floor imports
+//! nothing above it.
+
+mod http;
+pub mod probe;
+pub mod schedule;
+mod tcp;
+mod tls;
+mod verdict;
+
+pub use schedule::{
+    spawn_thread, start, start_with, ProbeEvent, ProberHandle, ProberOptions, ProberThread,
+};
