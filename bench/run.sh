@@ -3,6 +3,8 @@
 # the shared harness in ../shared/bench. One command on a fresh machine of this kind:
 #   bash bench/run.sh                     # pinned + ecs + tcp + tcp1 + unpinned, 3 interleaved reps
 #   QUICK=1 bash bench/run.sh             # harness check: 1 rep x 5 s
+#   MERIDIAN_BIN=/path/meridian bash bench/run.sh  # another build (e.g. before a change) in the
+#                                         # same harness; bench/compare.sh alternates two
 #   SERVERS="gdnsd knot ours" MODES="pinned ecs" REPS=3 bash bench/run.sh
 #   SERVERS="gdnsd ours" MODES="tcp tcp1" REPS=3 TCP_REPS=3 bash bench/run.sh
 #                                         # TCP both ways: tcp = dnsperf -m tcp (4 connections,
@@ -54,7 +56,7 @@ case "${QUERYLOG:-}" in
     printf '\n[log]\nqueries = "%s"\n' "$QUERYLOG" >> "$WORK/meridian/meridian.toml"
     export OURS_NAME="${OURS_NAME:-meridian+querylog-${QUERYLOG/:/}}" ;;
 esac
-export OURS_CMD="$repo/target/release/meridian serve --config $WORK/meridian/meridian.toml"
+export OURS_CMD="${MERIDIAN_BIN:-$repo/target/release/meridian} serve --config $WORK/meridian/meridian.toml"
 export OURS_NAME="${OURS_NAME:-meridian}"
 export MERIDIAN_LOG="${MERIDIAN_LOG:-warn}"
 export SERVERS="${SERVERS:-gdnsd knot ours}"
