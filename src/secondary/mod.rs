@@ -343,7 +343,8 @@ async fn run_zone(reloader: Arc<Reloader>, zone: Name) {
     }
 }
 
-/// The reload that serves a new copy: it takes the zone [`save`] built from it. If it did not
+/// The reload that serves a new copy: it takes the zone [`save`] built from it (left in the
+/// server's `Registrations::prebuilt`). If it did not
 /// (a reload rejected before reading the copies), that zone is not kept past it; dropping a
 /// large zone takes a while, so off the async workers.
 async fn reload_new_copy(
@@ -351,8 +352,14 @@ async fn reload_new_copy(
     zone: &Name,
 ) -> Result<u64, crate::reload::ReloadError> {
     let reloaded = reloader.reload().await;
-    if let Some(left) = settings(reloader, zone)
-        .and_then(|set| copy::take_prebuilt(&copy::path(&set.state_dir, zone)))
+    if let Some(left) = settings(reloader, zone).and_then(|set| {
+        reloader
+            .shared()
+            .load()
+            .registrations
+            .prebuilt
+            .take(&copy::path(&set.state_dir, zone))
+    })
     {
         tokio::task::spawn_blocking(move || drop(left));
     }
@@ -413,7 +420,12 @@ fn refresh_blocking(reloader: &Reloader, zone: &Name, set: &Settings) -> Result<
             let timers = copy::soa_timers(&c.soa);
             let (serial, records) = (c.serial, c.records);
             let built = save(zone, set, c.copy)?;
-            copy::put_prebuilt(&copy::path(&set.state_dir, zone), built);
+            reloader
+                .shared()
+                .load()
+                .registrations
+                .prebuilt
+                .put(&copy::path(&set.state_dir, zone), built);
             Ok(Outcome::Saved {
                 serial,
                 kind,
