@@ -64,6 +64,9 @@ pub struct AdminState {
     /// Longest time from a request's headers to its response, reading the body included
     /// ([`REQUEST_TIMEOUT`]).
     pub request_timeout: Duration,
+    /// The server's secondary zones (`/status` `secondary`, the metrics): the value its
+    /// refresh tasks keep (`crate::secondary::start`); empty when none run.
+    pub secondaries: crate::secondary::Secondaries,
 }
 
 /// Largest request body accepted; above it the answer is 413. Drain bodies are tiny.
@@ -104,6 +107,7 @@ impl AdminState {
             listen,
             header_timeout: HEADER_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
+            secondaries: Default::default(),
         })
     }
 }
@@ -479,7 +483,7 @@ fn status_doc(st: &AdminState) -> status::Status {
         anycast: control.anycast.get().map(|a| a.status_json()),
         xdp: crate::server::xdp::status_json(),
         fleet: fleet.as_ref().map(|f| f.status_json()),
-        secondary: crate::secondary::status(),
+        secondary: st.secondaries.status(),
         drains: snap
             .health
             .drains
@@ -535,7 +539,7 @@ async fn metrics_text(State(st): State<St>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static(metrics::CONTENT_TYPE),
         )],
-        metrics::render_served(&snap, st.reloader.control()),
+        metrics::render_served(&snap, st.reloader.control(), &st.secondaries),
     )
         .into_response()
 }
