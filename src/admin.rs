@@ -67,6 +67,9 @@ pub struct AdminState {
     /// The server's secondary zones (`/status` `secondary`, the metrics): the value its
     /// refresh tasks keep (`crate::secondary::start`); empty when none run.
     pub secondaries: crate::secondary::Secondaries,
+    /// The interfaces the server answers on over AF_XDP (`/status` `xdp`, the metrics):
+    /// `crate::server::ServerHandle::xdp`; empty when none.
+    pub xdp: crate::server::xdp::Interfaces,
 }
 
 /// Largest request body accepted; above it the answer is 413. Drain bodies are tiny.
@@ -108,6 +111,7 @@ impl AdminState {
             header_timeout: HEADER_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
             secondaries: Default::default(),
+            xdp: Default::default(),
         })
     }
 }
@@ -481,7 +485,7 @@ fn status_doc(st: &AdminState) -> status::Status {
         zones,
         services,
         anycast: control.anycast.get().map(|a| a.status_json()),
-        xdp: crate::server::xdp::status_json(),
+        xdp: st.xdp.status_json(),
         fleet: fleet.as_ref().map(|f| f.status_json()),
         secondary: st.secondaries.status(),
         drains: snap
@@ -539,7 +543,7 @@ async fn metrics_text(State(st): State<St>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static(metrics::CONTENT_TYPE),
         )],
-        metrics::render_served(&snap, st.reloader.control(), &st.secondaries),
+        metrics::render_served(&snap, st.reloader.control(), &st.secondaries, &st.xdp),
     )
         .into_response()
 }

@@ -364,6 +364,7 @@ fn serve(path: &Path) -> i32 {
         let admin_state = crate::admin::AdminState::from_config(reloader.clone()).map(|s| {
             crate::admin::AdminState {
                 secondaries: secondary_zones.clone(),
+                xdp: handle.xdp.clone(),
                 ..s
             }
         });

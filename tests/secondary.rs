@@ -364,6 +364,7 @@ fn secondary_of_a_knot_primary() {
         &s.shared.load_full(),
         &meridian::reload::Control::default(),
         &zones,
+        &Default::default(),
     );
     assert!(
         metrics.contains("meridian_secondary_serial{zone=\"example.net.\"} 2"),
