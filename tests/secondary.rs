@@ -1301,3 +1301,48 @@ fn each_server_shows_only_its_own_secondary_zones() {
     );
     drop((a, b));
 }
+
+/// The zone a transfer has just built waits for the reload of the server whose transfer built
+/// it, in that server's registrations: another server in the same process, serving the same
+/// copy, never takes it (with the old static `zone::copy` hand-over it did), and the reload of
+/// the server it waits in does.
+#[test]
+fn a_prebuilt_zone_waits_for_its_own_servers_reload() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let state = work.path().join("state");
+    let zone = "handover.example.";
+    write_copy(
+        &state,
+        zone,
+        &zone_text(5, "").replace("example.net", "handover.example"),
+    );
+    let primary = format!("127.0.0.1:{}", free_port());
+    let server = || {
+        TestServer::start_with(
+            &[],
+            &format!("state_dir = \"{}\"\n", state.display()),
+            &format!("[[secondary]]\nzone = \"handover.example\"\nprimaries = [\"{primary}\"]\n"),
+        )
+    };
+    let (a, b) = (server(), server());
+    let reload = |s: &TestServer| {
+        let reloader = meridian::reload::Reloader::new(s.shared.clone(), s.config_path());
+        s.block_on(reloader.reload()).expect("reload");
+    };
+    let path = meridian::zone::copy::path(&state, &name(zone));
+    let built = || meridian::zone::copy::load(&path, &name(zone)).expect("copy loads");
+    let waiting = |s: &TestServer| s.shared.load().registrations.prebuilt.take(&path);
+
+    a.shared.load().registrations.prebuilt.put(&path, built());
+    reload(&b);
+    let kept = waiting(&a);
+    assert!(kept.is_some(), "another server's reload took the zone");
+    a.shared
+        .load()
+        .registrations
+        .prebuilt
+        .put(&path, kept.expect("kept"));
+    reload(&a);
+    assert!(waiting(&a).is_none(), "its own server's reload left it");
+    assert_eq!(serial_at(a.addr, zone), Some(5));
+}
