@@ -64,6 +64,12 @@ pub struct AdminState {
     /// Longest time from a request's headers to its response, reading the body included
     /// ([`REQUEST_TIMEOUT`]).
     pub request_timeout: Duration,
+    /// The server's secondary zones (`/status` `secondary`, the metrics): the value its
+    /// refresh tasks keep (`crate::secondary::start`); empty when none run.
+    pub secondaries: crate::secondary::Secondaries,
+    /// The interfaces the server answers on over AF_XDP (`/status` `xdp`, the metrics):
+    /// `crate::server::ServerHandle::xdp`; empty when none.
+    pub xdp: crate::server::xdp::Interfaces,
 }
 
 /// Largest request body accepted; above it the answer is 413. Drain bodies are tiny.
@@ -104,6 +110,8 @@ impl AdminState {
             listen,
             header_timeout: HEADER_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
+            secondaries: Default::default(),
+            xdp: Default::default(),
         })
     }
 }
@@ -477,9 +485,9 @@ fn status_doc(st: &AdminState) -> status::Status {
         zones,
         services,
         anycast: control.anycast.get().map(|a| a.status_json()),
-        xdp: crate::server::xdp::status_json(),
+        xdp: st.xdp.status_json(),
         fleet: fleet.as_ref().map(|f| f.status_json()),
-        secondary: crate::secondary::status(),
+        secondary: st.secondaries.status(),
         drains: snap
             .health
             .drains
@@ -535,7 +543,7 @@ async fn metrics_text(State(st): State<St>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static(metrics::CONTENT_TYPE),
         )],
-        metrics::render_served(&snap, st.reloader.control()),
+        metrics::render_served(&snap, st.reloader.control(), &st.secondaries, &st.xdp),
     )
         .into_response()
 }

@@ -358,7 +358,17 @@ fn serve(path: &Path) -> i32 {
             tracing::info!(address = %a, "listening on UDP and TCP");
         }
         let reloader = Reloader::new(shared.clone(), config_path.clone());
-        let admin = match crate::admin::AdminState::from_config(reloader.clone()) {
+        // The secondary zones' state: this server's, kept by its refresh tasks (started
+        // below) and read by its admin API and metrics.
+        let secondary_zones = crate::secondary::Secondaries::default();
+        let admin_state = crate::admin::AdminState::from_config(reloader.clone()).map(|s| {
+            crate::admin::AdminState {
+                secondaries: secondary_zones.clone(),
+                xdp: handle.xdp.clone(),
+                ..s
+            }
+        });
+        let admin = match admin_state {
             None => None,
             Some(state) => match crate::admin::start(state).await {
                 // crate::admin::start logs "admin API listening" itself, once.
@@ -414,7 +424,7 @@ fn serve(path: &Path) -> i32 {
             crate::fleet::start(&reloader.control().fleet, shared.clone(), f);
         }
         // [[secondary]]: refresh tasks on the main runtime (transfers are I/O, not CPU).
-        let secondaries = crate::secondary::start(reloader.clone());
+        let secondaries = crate::secondary::start(reloader.clone(), secondary_zones);
         tracing::info!(zones, generation, config = %config_path.display(), "serving");
         // systemd (Type=notify): ready only now that every listener is bound and the first
         // snapshot answers; the watchdog vouches for the listeners from here on.

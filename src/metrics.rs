@@ -44,6 +44,8 @@ pub use crate::answer::count::{policy_label, NO_ZONE, QTYPES, RCODES};
 use crate::base::clock::unix_secs;
 use crate::policy::{Service, WhenAllDown};
 use crate::reload::Control;
+use crate::secondary::Secondaries;
+use crate::server::xdp::Interfaces;
 use crate::snapshot::Snapshot;
 pub use crate::zone::stats::name_label;
 use crate::zone::stats::ZoneStats;
@@ -86,17 +88,30 @@ pub fn observe_probe(ev: &crate::prober::ProbeEvent<'_>) {
 /// The exposition for a snapshot with no control loops running (tools and tests), in
 /// OpenMetrics text ([`CONTENT_TYPE`]).
 pub fn render(snap: &Arc<Snapshot>) -> String {
-    render_served(snap, &Control::default())
+    render_served(
+        snap,
+        &Control::default(),
+        &Secondaries::default(),
+        &Interfaces::default(),
+    )
 }
 
-/// The whole exposition of a server: its snapshot and its control loops (`control`: anycast
-/// and fleet, read through their handles), in OpenMetrics text ([`CONTENT_TYPE`]).
-pub fn render_served(snap: &Arc<Snapshot>, control: &Control) -> String {
+/// The whole exposition of a server: its snapshot and its control loops, read through their
+/// handles (`control`: anycast and fleet; `secondaries`: the secondary zones; `xdp`: the
+/// interfaces served over AF_XDP), in OpenMetrics text ([`CONTENT_TYPE`]).
+pub fn render_served(
+    snap: &Arc<Snapshot>,
+    control: &Control,
+    secondaries: &Secondaries,
+    xdp: &Interfaces,
+) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SnapshotCollector {
         snap: snap.clone(),
         anycast: control.anycast.get(),
         fleet: control.fleet.get(),
+        secondaries: secondaries.clone(),
+        xdp: xdp.clone(),
     }));
     let mut out = String::with_capacity(16 * 1024);
     // Writing to a String cannot fail.
@@ -109,6 +124,8 @@ struct SnapshotCollector {
     snap: Arc<Snapshot>,
     anycast: Option<Arc<crate::anycast::Anycast>>,
     fleet: Option<Arc<crate::fleet::Fleet>>,
+    secondaries: Secondaries,
+    xdp: Interfaces,
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -163,7 +180,7 @@ impl Collector for SnapshotCollector {
         )?;
 
         // [[secondary]] zones: serial, transfers, failures (crate::secondary).
-        let sec = crate::secondary::status();
+        let sec = self.secondaries.status();
         family(
             &mut enc,
             "meridian_secondary_serial",
@@ -541,7 +558,7 @@ impl Collector for SnapshotCollector {
             )?;
         }
         // AF_XDP (SPEC "Answers at the NIC"), on the interfaces it serves.
-        let xdp = crate::server::xdp::interfaces();
+        let xdp = self.xdp.list();
         if !xdp.is_empty() {
             for (name, help, count) in [
                 (

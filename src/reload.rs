@@ -130,6 +130,9 @@ impl Reloader {
         let from_generation = self.shared.load().generation;
         let path = self.config_path.clone();
         let health = self.shared.load().health.clone();
+        // What the control floor registered with this server stays registered, and the new
+        // snapshot takes the zones a transfer left there.
+        let registrations = self.shared.load().registrations.clone();
         // A zone already failing may keep failing; one that serves now may not break.
         let failing = crate::snapshot::Tolerate::Failing(
             self.shared
@@ -141,15 +144,14 @@ impl Reloader {
                 .collect(),
         );
         let started = std::time::Instant::now();
-        let built =
-            tokio::task::spawn_blocking(move || Snapshot::load_serving(&path, health, &failing))
-                .await;
+        let built = tokio::task::spawn_blocking(move || {
+            Snapshot::load_serving_for(&path, health, &failing, registrations)
+        })
+        .await;
         // Rounded to a tenth of a millisecond: more digits are noise in a log line.
         let took_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
         let result = match built {
-            Ok(Ok(mut snap)) => {
-                // What the control floor registered with this server stays registered.
-                snap.registrations = self.shared.load().registrations.clone();
+            Ok(Ok(snap)) => {
                 if snap.config.listen != self.listen {
                     tracing::warn!(
                         "server.listen changed: the new addresses take effect after a restart"

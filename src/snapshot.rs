@@ -63,16 +63,20 @@ pub type NotifyHook = Box<dyn Fn(&Name) + Send + Sync>;
 /// Hooks the control floor registers for the floors below to call without naming it: the
 /// secondary side registers what an accepted NOTIFY does (wake the zone's refresh), and `dns`
 /// answers NOTIFY through [`Snapshot::notify`], so neither the answer floor nor the snapshot
-/// names `secondary`.
+/// names `secondary`. Also what the secondary side hands to the next snapshot build.
 #[derive(Default)]
 pub struct Registrations {
     notify: arc_swap::ArcSwapOption<NotifyHook>,
+    /// Zones a transfer has just built and checked, waiting for the reload that serves them
+    /// (`crate::zone::copy::add_copies` takes them): this server's, not process-wide.
+    pub prebuilt: crate::zone::copy::Prebuilt,
 }
 
 impl std::fmt::Debug for Registrations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registrations")
             .field("notify", &self.notify.load().is_some())
+            .field("prebuilt", &self.prebuilt)
             .finish()
     }
 }
@@ -192,11 +196,27 @@ impl Snapshot {
         health: Arc<HealthRegistry>,
         tolerate: &Tolerate,
     ) -> Result<Snapshot, Problems> {
-        let checked = check_tolerating(config_path, tolerate);
+        Self::load_serving_for(config_path, health, tolerate, Arc::default())
+    }
+
+    /// [`Snapshot::load_serving`] for a server that already has its [`Registrations`] (a
+    /// reload): the new snapshot carries them, and takes the zones a transfer left in them
+    /// ([`Registrations::prebuilt`]).
+    pub fn load_serving_for(
+        config_path: &Path,
+        health: Arc<HealthRegistry>,
+        tolerate: &Tolerate,
+        registrations: Arc<Registrations>,
+    ) -> Result<Snapshot, Problems> {
+        let checked = check_with(config_path, tolerate, &registrations.prebuilt);
         match checked.config {
-            Some(config) if checked.problems.is_empty() => {
-                Self::build(config, checked.zones, checked.geo_dbs, health)
-            }
+            Some(config) if checked.problems.is_empty() => Self::build(
+                config,
+                checked.zones,
+                checked.geo_dbs,
+                health,
+                registrations,
+            ),
             _ => Err(Problems(checked.problems)),
         }
     }
@@ -205,8 +225,9 @@ impl Snapshot {
         config: LoadedConfig,
         health: Arc<HealthRegistry>,
     ) -> Result<Snapshot, Problems> {
+        let registrations = Arc::<Registrations>::default();
         let mut zones = ZoneSet::load_dir_checked(&config.zones_dir);
-        crate::zone::copy::add_copies(&config, &mut zones);
+        crate::zone::copy::add_copies(&config, &mut zones, &registrations.prebuilt);
         let mut problems = zones.problems;
         check_services(&config, &zones.zones, &zones.unbuilt, &mut problems);
         let db = open_geo_db(&config, &mut problems);
@@ -214,7 +235,7 @@ impl Snapshot {
             config::sort_problems(&mut problems, &config.path);
             return Err(Problems(problems));
         }
-        Self::build(config, zones.zones, db, health)
+        Self::build(config, zones.zones, db, health, registrations)
     }
 
     /// Builds the snapshot from parts that passed every check.
@@ -223,6 +244,7 @@ impl Snapshot {
         mut zones: ZoneSet,
         dbs: Vec<GeoDb>,
         health: Arc<HealthRegistry>,
+        registrations: Arc<Registrations>,
     ) -> Result<Snapshot, Problems> {
         let regions = build_regions(&config);
         let locator = build_locator(&config, dbs);
@@ -289,7 +311,7 @@ impl Snapshot {
             services,
             health,
             notify_from,
-            registrations: Arc::default(),
+            registrations,
         })
     }
 
@@ -364,6 +386,20 @@ impl Tolerate {
 /// [`check`], with the zone files `tolerate` allows taken out of service instead of counted
 /// as problems.
 pub fn check_tolerating(config_path: &Path, tolerate: &Tolerate) -> Checked {
+    check_with(
+        config_path,
+        tolerate,
+        &crate::zone::copy::Prebuilt::default(),
+    )
+}
+
+/// [`check_tolerating`], taking the zones waiting in `prebuilt` instead of loading their
+/// copies again.
+fn check_with(
+    config_path: &Path,
+    tolerate: &Tolerate,
+    prebuilt: &crate::zone::copy::Prebuilt,
+) -> Checked {
     let examined = config::examine(config_path);
     let mut problems = examined.problems.clone();
     let mut zones = match &examined.zones_dir {
@@ -371,7 +407,7 @@ pub fn check_tolerating(config_path: &Path, tolerate: &Tolerate) -> Checked {
         None => crate::zone::DirLoad::default(),
     };
     if let Some(config) = &examined.config {
-        crate::zone::copy::add_copies(config, &mut zones);
+        crate::zone::copy::add_copies(config, &mut zones, prebuilt);
     }
     for b in std::mem::take(&mut zones.broken) {
         let name = b.name();

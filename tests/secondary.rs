@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
+use meridian::secondary::Secondaries;
 
 const SECRET: &str = "bWVyaWRpYW4tdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE=";
 const WRONG: &str = "d3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmchhhh=";
@@ -205,8 +206,10 @@ fn notify_from(bind: &str, to: SocketAddr, zone: &str) -> Option<ResponseCode> {
         .map(|r| r.metadata.response_code)
 }
 
-fn status(zone: &str) -> meridian::secondary::ZoneStatus {
-    meridian::secondary::status()
+/// The status of `zone` among the zones of one server (`zones`: its refresh tasks' state).
+fn status(zones: &Secondaries, zone: &str) -> meridian::secondary::ZoneStatus {
+    zones
+        .status()
         .into_iter()
         .find(|z| z.zone == zone)
         .unwrap_or_default()
@@ -256,8 +259,9 @@ fn secondary_of_a_knot_primary() {
         &meridian_config(&format!("127.0.0.1:{kport}"), SECRET, "example.net"),
     );
     let mut knot = Knot::start(&work.path().join("knot"), kport, s.addr);
+    let zones = Secondaries::default();
     let reloader = meridian::reload::Reloader::new(s.shared.clone(), s.config_path());
-    let _tasks = s.block_on(async { meridian::secondary::start(reloader) });
+    let _tasks = s.block_on(async { meridian::secondary::start(reloader, zones.clone()) });
 
     // Initial AXFR.
     let t = wait(Duration::from_secs(5), "first transfer", || {
@@ -265,7 +269,7 @@ fn secondary_of_a_knot_primary() {
     });
     println!("initial AXFR served after {:.0} ms", t.as_secs_f64() * 1e3);
     assert_eq!(
-        status("example.net.").last_transfer_kind.as_deref(),
+        status(&zones, "example.net.").last_transfer_kind.as_deref(),
         Some("AXFR")
     );
     for (how, m) in s.both(&query("mail.example.net.", RecordType::A)) {
@@ -301,7 +305,7 @@ fn secondary_of_a_knot_primary() {
         assert!(
             t0.elapsed() < Duration::from_secs(3),
             "serial 2 not served: {:?}\n{}",
-            status("example.net."),
+            status(&zones, "example.net."),
             knot.log()
         );
         std::thread::sleep(Duration::from_millis(5));
@@ -310,9 +314,9 @@ fn secondary_of_a_knot_primary() {
     let since_edit = edited.elapsed();
     // The status is updated just after the new snapshot is swapped in.
     wait(Duration::from_secs(1), "status shows serial 2", || {
-        status("example.net.").serial == Some(2)
+        status(&zones, "example.net.").serial == Some(2)
     });
-    let st = status("example.net.");
+    let st = status(&zones, "example.net.");
     // Informative only: a NOTIFY may also arrive just after a refresh that an earlier one
     // woke, so the bound is asserted end to end below.
     let notify_to_served = st.last_transfer.unwrap_or(0.0) - st.last_notify.unwrap_or(0.0);
@@ -346,17 +350,22 @@ fn secondary_of_a_knot_primary() {
 
     // The primary goes away: a NOTIFY wakes a refresh, which fails; the copy keeps serving.
     knot.stop();
-    let before = status("example.net.").failures;
+    let before = status(&zones, "example.net.").failures;
     assert_eq!(
         notify_from("127.0.0.1:0", s.addr, "example.net."),
         Some(ResponseCode::NoError)
     );
     wait(Duration::from_secs(5), "failed refresh", || {
-        status("example.net.").failures > before
+        status(&zones, "example.net.").failures > before
     });
     assert_eq!(serial_at(s.addr, "example.net."), Some(2));
-    assert!(status("example.net.").last_error.is_some());
-    let metrics = meridian::metrics::render(&s.shared.load_full());
+    assert!(status(&zones, "example.net.").last_error.is_some());
+    let metrics = meridian::metrics::render_served(
+        &s.shared.load_full(),
+        &meridian::reload::Control::default(),
+        &zones,
+        &Default::default(),
+    );
     assert!(
         metrics.contains("meridian_secondary_serial{zone=\"example.net.\"} 2"),
         "{metrics}"
@@ -389,12 +398,13 @@ fn a_wrong_tsig_key_is_refused_and_nothing_is_served() {
         WRONG,
         "other.example",
     );
+    let zones = Secondaries::default();
     let reloader = meridian::reload::Reloader::new(s.shared.clone(), s.config_path());
-    let _tasks = s.block_on(async { meridian::secondary::start(reloader) });
+    let _tasks = s.block_on(async { meridian::secondary::start(reloader, zones.clone()) });
     wait(Duration::from_secs(5), "refused transfer", || {
-        status("other.example.").failures >= 1
+        status(&zones, "other.example.").failures >= 1
     });
-    let st = status("other.example.");
+    let st = status(&zones, "other.example.");
     let e = st.last_error.clone().unwrap_or_default();
     assert!(
         e.contains("TSIG") || e.contains("NOTAUTH") || e.contains("BADSIG"),
@@ -507,13 +517,16 @@ fn malformed_transfers_keep_the_copy_from_state_dir() {
     );
     // Served from the copy before any transfer.
     assert_eq!(serial_at(s.addr, "bad.example."), Some(5));
-    let before = status("bad.example.").failures;
+    let zones = Secondaries::default();
+    let before = status(&zones, "bad.example.").failures;
     let reloader = meridian::reload::Reloader::new(s.shared.clone(), s.config_path());
-    let _tasks = s.block_on(async { meridian::secondary::start(reloader) });
+    let _tasks = s.block_on(async { meridian::secondary::start(reloader, zones.clone()) });
     wait(Duration::from_secs(5), "failed refresh", || {
-        status("bad.example.").failures > before
+        status(&zones, "bad.example.").failures > before
     });
-    let e = status("bad.example.").last_error.unwrap_or_default();
+    let e = status(&zones, "bad.example.")
+        .last_error
+        .unwrap_or_default();
     println!("last error after four bad primaries: {e}");
     assert_eq!(serial_at(s.addr, "bad.example."), Some(5));
     let m = s.udp(&query("www-static.bad.example.", RecordType::A));
@@ -529,8 +542,9 @@ fn malformed_transfers_keep_the_copy_from_state_dir() {
 #[test]
 fn a_secondary_added_by_a_reload_starts_refreshing() {
     let s = TestServer::start_with(&[], "", "");
+    let zones = Secondaries::default();
     let reloader = meridian::reload::Reloader::new(s.shared.clone(), s.config_path());
-    let _tasks = s.block_on(async { meridian::secondary::start(reloader.clone()) });
+    let _tasks = s.block_on(async { meridian::secondary::start(reloader.clone(), zones.clone()) });
     let primary = fake_primary(|_| vec![0; 3]);
     let text = std::fs::read_to_string(s.config_path()).expect("config");
     std::fs::write(
@@ -540,7 +554,7 @@ fn a_secondary_added_by_a_reload_starts_refreshing() {
     .expect("config");
     s.block_on(reloader.reload()).expect("reload");
     wait(Duration::from_secs(5), "a refresh of the new zone", || {
-        status("late.example.").failures >= 1
+        status(&zones, "late.example.").failures >= 1
     });
 }
 
@@ -701,7 +715,7 @@ fn secondary_of(
         &format!("[[secondary]]\nzone = \"{zone}\"\nprimaries = [\"{primary}\"]\n{extra}"),
     );
     let reloader = meridian::reload::Reloader::new(s.shared.clone(), s.config_path());
-    let tasks = s.block_on(async { meridian::secondary::start(reloader) });
+    let tasks = s.block_on(async { meridian::secondary::start(reloader, Secondaries::default()) });
     (s, tasks)
 }
 
@@ -782,17 +796,18 @@ fn a_transfer_with_an_unsigned_tail_is_rejected_and_the_copy_keeps_serving() {
         }
     }));
     let work = tempfile::tempdir().expect("tempdir");
-    let (s, _t) = secondary_of(work.path(), zone, fake.addr, TSIG_CONF);
+    let (s, t) = secondary_of(work.path(), zone, fake.addr, TSIG_CONF);
+    let zones = t.secondaries().clone();
     wait(Duration::from_secs(5), "first transfer", || {
         serial_at(s.addr, zone) == Some(1)
     });
     attack.store(1, Ordering::SeqCst);
-    let before = status(zone).failures;
+    let before = status(&zones, zone).failures;
     notify(&s, zone);
     wait(Duration::from_secs(5), "refused transfer", || {
-        status(zone).failures > before
+        status(&zones, zone).failures > before
     });
-    let e = status(zone).last_error.unwrap_or_default();
+    let e = status(&zones, zone).last_error.unwrap_or_default();
     assert!(e.contains("unsigned"), "{e}");
     assert_eq!(serial_at(s.addr, zone), Some(1));
     let m = s.tcp(&query(&format!("evil.{zone}"), RecordType::A));
@@ -874,6 +889,7 @@ fn hinfo_naptr_caa_and_binary_strings_come_back_exactly_and_never_as_directives(
     }));
     let work = tempfile::tempdir().expect("tempdir");
     let (s, tasks) = secondary_of(work.path(), zone, fake.addr, "");
+    let zones = tasks.secondaries().clone();
     wait(Duration::from_secs(5), "first transfer", || {
         serial_at(s.addr, zone) == Some(1)
     });
@@ -891,7 +907,11 @@ fn hinfo_naptr_caa_and_binary_strings_come_back_exactly_and_never_as_directives(
         }
     };
     check(&s, "after the transfer");
-    assert!(status(zone).last_error.is_none(), "{:?}", status(zone));
+    assert!(
+        status(&zones, zone).last_error.is_none(),
+        "{:?}",
+        status(&zones, zone)
+    );
     drop(tasks);
     drop(s);
     // A restart reads the copy back: the same records, no directive followed.
@@ -925,17 +945,18 @@ fn a_serial_rollback_is_not_applied() {
         }
     }));
     let work = tempfile::tempdir().expect("tempdir");
-    let (s, _t) = secondary_of(work.path(), zone, fake.addr, "");
+    let (s, t) = secondary_of(work.path(), zone, fake.addr, "");
+    let zones = t.secondaries().clone();
     wait(Duration::from_secs(5), "first transfer", || {
         serial_at(s.addr, zone) == Some(10)
     });
     serial.store(5, Ordering::SeqCst);
-    let before = status(zone).failures;
+    let before = status(&zones, zone).failures;
     notify(&s, zone);
     wait(Duration::from_secs(5), "refresh", || {
-        status(zone).failures > before
+        status(&zones, zone).failures > before
     });
-    let e = status(zone).last_error.unwrap_or_default();
+    let e = status(&zones, zone).last_error.unwrap_or_default();
     assert!(e.contains("not newer"), "{e}");
     assert_eq!(serial_at(s.addr, zone), Some(10));
     assert_eq!(fake.count(RecordType::AXFR), 1, "no second transfer");
@@ -983,7 +1004,8 @@ fn an_ixfr_that_does_not_apply_is_retried_as_axfr() {
         }
     }));
     let work = tempfile::tempdir().expect("tempdir");
-    let (s, _t) = secondary_of(work.path(), zone, fake.addr, "");
+    let (s, t) = secondary_of(work.path(), zone, fake.addr, "");
+    let zones = t.secondaries().clone();
     wait(Duration::from_secs(5), "first transfer", || {
         serial_at(s.addr, zone) == Some(1)
     });
@@ -992,7 +1014,7 @@ fn an_ixfr_that_does_not_apply_is_retried_as_axfr() {
     wait(Duration::from_secs(5), "serial 2 by AXFR", || {
         serial_at(s.addr, zone) == Some(2)
     });
-    let st = status(zone);
+    let st = status(&zones, zone);
     assert_eq!(st.last_transfer_kind.as_deref(), Some("AXFR"), "{st:?}");
     assert_eq!(fake.count(RecordType::IXFR), 1);
     assert_eq!(fake.count(RecordType::AXFR), 2);
@@ -1081,16 +1103,17 @@ fn a_notify_flood_coalesces_and_transfers_only_a_newer_serial() {
         }
     }));
     let work = tempfile::tempdir().expect("tempdir");
-    let (s, _t) = secondary_of(work.path(), zone, fake.addr, "");
+    let (s, t) = secondary_of(work.path(), zone, fake.addr, "");
+    let zones = t.secondaries().clone();
     wait(Duration::from_secs(5), "first transfer", || {
         serial_at(s.addr, zone) == Some(1)
     });
-    let before = status(zone).notifies;
+    let before = status(&zones, zone).notifies;
     for _ in 0..100 {
         notify(&s, zone);
     }
     wait(Duration::from_secs(5), "notifies counted", || {
-        status(zone).notifies >= before + 100
+        status(&zones, zone).notifies >= before + 100
     });
     std::thread::sleep(Duration::from_millis(1500));
     let (soas, axfrs, ixfrs) = (
@@ -1131,13 +1154,14 @@ fn transfers_over_max_records_or_max_bytes_are_rejected() {
     ] {
         let fake = Fake::start(big(zone));
         let work = tempfile::tempdir().expect("tempdir");
-        let (s, _t) = secondary_of(work.path(), zone, fake.addr, cap);
+        let (s, t) = secondary_of(work.path(), zone, fake.addr, cap);
+        let zones = t.secondaries().clone();
         wait(Duration::from_secs(5), "refused transfer", || {
-            status(zone).failures >= 1
+            status(&zones, zone).failures >= 1
         });
-        let e = status(zone).last_error.unwrap_or_default();
+        let e = status(&zones, zone).last_error.unwrap_or_default();
         assert!(e.contains(what), "{e}");
-        assert_eq!(status(zone).transfers, 0);
+        assert_eq!(status(&zones, zone).transfers, 0);
         assert_eq!(
             s.udp(&query(zone, RecordType::SOA)).metadata.response_code,
             ResponseCode::Refused
@@ -1182,7 +1206,8 @@ fn soa_refresh_and_retry_timers_drive_refreshes_without_notify() {
         }
     }));
     let work = tempfile::tempdir().expect("tempdir");
-    let (s, _t) = secondary_of(work.path(), zone, fake.addr, "");
+    let (s, t) = secondary_of(work.path(), zone, fake.addr, "");
+    let zones = t.secondaries().clone();
     wait(Duration::from_secs(5), "first transfer", || {
         serial_at(s.addr, zone) == Some(1)
     });
@@ -1202,12 +1227,122 @@ fn soa_refresh_and_retry_timers_drive_refreshes_without_notify() {
         "refresh every second: {polls} SOA queries in 2.5 s"
     );
     serial.store(0, Ordering::SeqCst);
-    let before = status(zone).failures;
+    let before = status(&zones, zone).failures;
     std::thread::sleep(Duration::from_millis(3500));
-    let fails = status(zone).failures - before;
+    let fails = status(&zones, zone).failures - before;
     assert!(
         (2..=5).contains(&fails),
         "retry every second: {fails} failures in 3.5 s"
     );
     assert_eq!(serial_at(s.addr, zone), Some(2), "the copy keeps serving");
+}
+
+/// The secondary zones are a handle of the server whose tasks keep them, not process-wide
+/// state: of two servers in one process, each shows only its own zones in `/status` and the
+/// metrics (with the old static `secondary::shared()`, both showed both).
+#[test]
+fn each_server_shows_only_its_own_secondary_zones() {
+    // No primary answers on this port: each zone's first refresh fails, which is enough to
+    // be listed (and counted) by its server.
+    let primary: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let work = tempfile::tempdir().expect("tempdir");
+    let one = |zone: &str| {
+        let state = work.path().join(zone);
+        let s = TestServer::start_with(
+            &[],
+            &format!("state_dir = \"{}\"\n", state.display()),
+            &format!(
+                "[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+                 [[secondary]]\nzone = \"{zone}\"\nprimaries = [\"{primary}\"]\n"
+            ),
+        );
+        let reloader = meridian::reload::Reloader::new(s.shared.clone(), s.config_path());
+        let zones = Secondaries::default();
+        let tasks =
+            s.block_on(async { meridian::secondary::start(reloader.clone(), zones.clone()) });
+        let state = meridian::admin::AdminState {
+            secondaries: zones,
+            ..meridian::admin::AdminState::from_config(reloader).expect("[admin]")
+        };
+        let api = s.block_on(meridian::admin::start(state)).expect("admin");
+        (s, tasks, api)
+    };
+    let (a, _a_tasks, a_api) = one("a.example");
+    let (b, _b_tasks, b_api) = one("b.example");
+    let get = |addr, path: &str| {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        http_exchange(addr, &req).expect("an HTTP response").2
+    };
+    let listed = |addr| -> Vec<String> {
+        let v: serde_json::Value =
+            serde_json::from_str(&get(addr, "/status")).expect("status JSON");
+        v["secondary"]
+            .as_array()
+            .map(|zs| {
+                zs.iter()
+                    .filter_map(|z| z["zone"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    wait(Duration::from_secs(5), "both refreshes tried", || {
+        !listed(a_api.addr).is_empty() && !listed(b_api.addr).is_empty()
+    });
+    assert_eq!(listed(a_api.addr), vec!["a.example.".to_string()]);
+    assert_eq!(listed(b_api.addr), vec!["b.example.".to_string()]);
+    let (ma, mb) = (get(a_api.addr, "/metrics"), get(b_api.addr, "/metrics"));
+    assert!(
+        ma.contains("zone=\"a.example.\"") && !ma.contains("b.example."),
+        "{ma}"
+    );
+    assert!(
+        mb.contains("zone=\"b.example.\"") && !mb.contains("a.example."),
+        "{mb}"
+    );
+    drop((a, b));
+}
+
+/// The zone a transfer has just built waits for the reload of the server whose transfer built
+/// it, in that server's registrations: another server in the same process, serving the same
+/// copy, never takes it (with the old static `zone::copy` hand-over it did), and the reload of
+/// the server it waits in does.
+#[test]
+fn a_prebuilt_zone_waits_for_its_own_servers_reload() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let state = work.path().join("state");
+    let zone = "handover.example.";
+    write_copy(
+        &state,
+        zone,
+        &zone_text(5, "").replace("example.net", "handover.example"),
+    );
+    let primary = format!("127.0.0.1:{}", free_port());
+    let server = || {
+        TestServer::start_with(
+            &[],
+            &format!("state_dir = \"{}\"\n", state.display()),
+            &format!("[[secondary]]\nzone = \"handover.example\"\nprimaries = [\"{primary}\"]\n"),
+        )
+    };
+    let (a, b) = (server(), server());
+    let reload = |s: &TestServer| {
+        let reloader = meridian::reload::Reloader::new(s.shared.clone(), s.config_path());
+        s.block_on(reloader.reload()).expect("reload");
+    };
+    let path = meridian::zone::copy::path(&state, &name(zone));
+    let built = || meridian::zone::copy::load(&path, &name(zone)).expect("copy loads");
+    let waiting = |s: &TestServer| s.shared.load().registrations.prebuilt.take(&path);
+
+    a.shared.load().registrations.prebuilt.put(&path, built());
+    reload(&b);
+    let kept = waiting(&a);
+    assert!(kept.is_some(), "another server's reload took the zone");
+    a.shared
+        .load()
+        .registrations
+        .prebuilt
+        .put(&path, kept.expect("kept"));
+    reload(&a);
+    assert!(waiting(&a).is_none(), "its own server's reload left it");
+    assert_eq!(serial_at(a.addr, zone), Some(5));
 }

@@ -24,7 +24,7 @@ pub mod xfr;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use hickory_proto::rr::{Name, Record};
@@ -65,47 +65,62 @@ struct Shared {
     wake: HashMap<Name, Arc<tokio::sync::Notify>>,
 }
 
-fn shared() -> &'static Mutex<Shared> {
-    static S: OnceLock<Mutex<Shared>> = OnceLock::new();
-    S.get_or_init(Default::default)
+/// The secondary zones of one server: their status (what `/status` and the metrics show) and
+/// the NOTIFY wake-ups. A handle, not process-wide state: made with the server (`serve`),
+/// given to [`start`] and to what reads it (the admin API's `AdminState::secondaries`, the
+/// metrics exposition), so two servers in one process each see their own zones. Clones share.
+#[derive(Clone, Default)]
+pub struct Secondaries(Arc<Mutex<Shared>>);
+
+impl std::fmt::Debug for Secondaries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secondaries")
+            .field("zones", &self.with(|s| s.status.len()))
+            .finish()
+    }
 }
 
-fn with<T>(f: impl FnOnce(&mut Shared) -> T) -> T {
-    f(&mut shared().lock().unwrap_or_else(|e| e.into_inner()))
-}
+impl Secondaries {
+    fn with<T>(&self, f: impl FnOnce(&mut Shared) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 
-/// Every secondary zone's status, by zone name.
-pub fn status() -> Vec<ZoneStatus> {
-    let mut v: Vec<ZoneStatus> = with(|s| s.status.values().cloned().collect());
-    v.sort_by(|a, b| a.zone.cmp(&b.zone));
-    v
-}
+    /// Every secondary zone's status, by zone name.
+    pub fn status(&self) -> Vec<ZoneStatus> {
+        let mut v: Vec<ZoneStatus> = self.with(|s| s.status.values().cloned().collect());
+        v.sort_by(|a, b| a.zone.cmp(&b.zone));
+        v
+    }
 
-fn update(zone: &Name, f: impl FnOnce(&mut ZoneStatus)) {
-    with(|s| {
-        let st = s.status.entry(zone.clone()).or_insert_with(|| ZoneStatus {
-            zone: zone.to_ascii(),
-            ..ZoneStatus::default()
+    fn update(&self, zone: &Name, f: impl FnOnce(&mut ZoneStatus)) {
+        self.with(|s| {
+            let st = s.status.entry(zone.clone()).or_insert_with(|| ZoneStatus {
+                zone: zone.to_ascii(),
+                ..ZoneStatus::default()
+            });
+            f(st)
+        })
+    }
+
+    fn wake(&self, zone: &Name) -> Arc<tokio::sync::Notify> {
+        self.with(|s| s.wake.entry(zone.clone()).or_default().clone())
+    }
+
+    /// An accepted NOTIFY (RFC 1996) for `zone` ([`crate::snapshot::Snapshot::notify`] decided
+    /// that it came from one of its primaries): counted, and its refresh woken. Registered with
+    /// the server by [`start`].
+    fn notified(&self, zone: &Name) {
+        self.update(zone, |s| {
+            s.notifies += 1;
+            s.last_notify = Some(unix(SystemTime::now()));
         });
-        f(st)
-    })
+        // notify_one keeps a permit when the task is busy transferring: it refreshes again after.
+        self.wake(zone).notify_one();
+    }
 }
 
 fn unix(t: SystemTime) -> f64 {
     crate::base::clock::unix_secs(t)
-}
-
-/// An accepted NOTIFY (RFC 1996) for `zone` ([`crate::snapshot::Snapshot::notify`] decided
-/// that it came from one of its primaries): counted, and its refresh woken. Registered with the
-/// server by [`start`].
-fn notified(zone: &Name) {
-    update(zone, |s| {
-        s.notifies += 1;
-        s.last_notify = Some(unix(SystemTime::now()));
-    });
-    let wake = with(|s| s.wake.entry(zone.clone()).or_default().clone());
-    // notify_one keeps a permit when the task is busy transferring: it refreshes again after.
-    wake.notify_one();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -115,10 +130,21 @@ fn notified(zone: &Name) {
 #[derive(Debug)]
 pub struct SecondaryHandle {
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    secondaries: Secondaries,
 }
 
 impl SecondaryHandle {
     pub fn shutdown(self) {}
+
+    /// The zones' state these tasks keep (the value given to [`start`]).
+    pub fn secondaries(&self) -> &Secondaries {
+        &self.secondaries
+    }
+
+    /// Every secondary zone's status, by zone name ([`Secondaries::status`]).
+    pub fn status(&self) -> Vec<ZoneStatus> {
+        self.secondaries.status()
+    }
 }
 
 impl Drop for SecondaryHandle {
@@ -132,15 +158,16 @@ impl Drop for SecondaryHandle {
 /// Starts one refresh task per `[[secondary]]` (inside a tokio runtime), and a supervisor
 /// that starts tasks for zones a reload adds; a task ends by itself when a reload removes its
 /// zone. The tasks read the primaries and key from the snapshot at each refresh, so changes to
-/// those apply at once.
-pub fn start(reloader: Arc<Reloader>) -> SecondaryHandle {
+/// those apply at once. The tasks keep the zones' status and NOTIFY wake-ups in `secondaries`,
+/// the server's own value, which the admin API and the metrics read.
+pub fn start(reloader: Arc<Reloader>, secondaries: Secondaries) -> SecondaryHandle {
     // NOTIFY reaches this side through the server's registrations: `dns` answers it from the
     // snapshot and calls what is registered here.
-    reloader
-        .shared()
-        .load()
-        .registrations
-        .on_notify(Box::new(notified));
+    reloader.shared().load().registrations.on_notify({
+        let secondaries = secondaries.clone();
+        Box::new(move |zone| secondaries.notified(zone))
+    });
+    let held = secondaries.clone();
     let supervisor = tokio::spawn(async move {
         let mut running: HashMap<Name, tokio::task::JoinHandle<()>> = HashMap::new();
         // Aborting the supervisor (SecondaryHandle dropped) drops this and stops the zones.
@@ -158,7 +185,10 @@ pub fn start(reloader: Arc<Reloader>) -> SecondaryHandle {
             running.retain(|_, t| !t.is_finished());
             for z in zones {
                 if !running.contains_key(&z) {
-                    running.insert(z.clone(), tokio::spawn(run_zone(reloader.clone(), z)));
+                    running.insert(
+                        z.clone(),
+                        tokio::spawn(run_zone(reloader.clone(), secondaries.clone(), z)),
+                    );
                 }
             }
             guard.0 = running.values().map(|t| t.abort_handle()).collect();
@@ -167,6 +197,7 @@ pub fn start(reloader: Arc<Reloader>) -> SecondaryHandle {
     });
     SecondaryHandle {
         tasks: vec![supervisor],
+        secondaries: held,
     }
 }
 
@@ -252,9 +283,9 @@ enum Outcome {
     },
 }
 
-async fn run_zone(reloader: Arc<Reloader>, zone: Name) {
-    let wake = with(|s| s.wake.entry(zone.clone()).or_default().clone());
-    update(&zone, |_| {});
+async fn run_zone(reloader: Arc<Reloader>, secondaries: Secondaries, zone: Name) {
+    let wake = secondaries.wake(&zone);
+    secondaries.update(&zone, |_| {});
     let mut next = Duration::ZERO; // refresh at start: the copy may be old
     loop {
         // The expire deadline of the copy served: when it passes with no successful refresh,
@@ -298,7 +329,7 @@ async fn run_zone(reloader: Arc<Reloader>, zone: Name) {
         next = match outcome {
             Ok(Outcome::UpToDate) => {
                 refreshed(&reloader, &zone);
-                update(&zone, |s| {
+                secondaries.update(&zone, |s| {
                     s.last_refresh = Some(unix(SystemTime::now()));
                     s.serial = timers.map(|t| t.0);
                 });
@@ -308,6 +339,7 @@ async fn run_zone(reloader: Arc<Reloader>, zone: Name) {
                 // Not a successful refresh: a primary that went back must not keep an old
                 // copy alive past its expire (BIND and Knot do the same).
                 fail(
+                    &secondaries,
                     &zone,
                     format!("primary offers serial {theirs}, not newer than our {ours} (RFC 1982): not applied"),
                     timers,
@@ -321,7 +353,7 @@ async fn run_zone(reloader: Arc<Reloader>, zone: Name) {
             }) => match reload_new_copy(&reloader, &zone).await {
                 Ok(_) => {
                     tracing::info!(zone = %zone, serial, kind, records, "zone transferred");
-                    update(&zone, |s| {
+                    secondaries.update(&zone, |s| {
                         let now = Some(unix(SystemTime::now()));
                         s.serial = Some(serial);
                         s.last_transfer = now;
@@ -333,27 +365,34 @@ async fn run_zone(reloader: Arc<Reloader>, zone: Name) {
                     new_timers.map_or(DEFAULT_RETRY, |t| secs(t.1))
                 }
                 Err(e) => fail(
+                    &secondaries,
                     &zone,
                     format!("reload after the transfer: {}", e.message()),
                     timers,
                 ),
             },
-            Err(e) => fail(&zone, e, timers),
+            Err(e) => fail(&secondaries, &zone, e, timers),
         };
     }
 }
 
-/// The reload that serves a new copy: it takes the zone [`save`] built from it. If it did not
-/// (a reload rejected before reading the copies), that zone is not kept past it; dropping a
-/// large zone takes a while, so off the async workers.
+/// The reload that serves a new copy: it takes the zone [`save`] built from it (left in the
+/// server's `Registrations::prebuilt`). If it did not (a reload rejected before reading the
+/// copies), that zone is not kept past it; dropping a large zone takes a while, so off the
+/// async workers.
 async fn reload_new_copy(
     reloader: &Reloader,
     zone: &Name,
 ) -> Result<u64, crate::reload::ReloadError> {
     let reloaded = reloader.reload().await;
-    if let Some(left) = settings(reloader, zone)
-        .and_then(|set| copy::take_prebuilt(&copy::path(&set.state_dir, zone)))
-    {
+    if let Some(left) = settings(reloader, zone).and_then(|set| {
+        reloader
+            .shared()
+            .load()
+            .registrations
+            .prebuilt
+            .take(&copy::path(&set.state_dir, zone))
+    }) {
         tokio::task::spawn_blocking(move || drop(left));
     }
     reloaded
@@ -413,7 +452,12 @@ fn refresh_blocking(reloader: &Reloader, zone: &Name, set: &Settings) -> Result<
             let timers = copy::soa_timers(&c.soa);
             let (serial, records) = (c.serial, c.records);
             let built = save(zone, set, c.copy)?;
-            copy::put_prebuilt(&copy::path(&set.state_dir, zone), built);
+            reloader
+                .shared()
+                .load()
+                .registrations
+                .prebuilt
+                .put(&copy::path(&set.state_dir, zone), built);
             Ok(Outcome::Saved {
                 serial,
                 kind,
@@ -429,9 +473,14 @@ fn secs(s: u32) -> Duration {
     Duration::from_secs(s.clamp(1, 86_400) as u64)
 }
 
-fn fail(zone: &Name, e: String, timers: Option<(u32, u32, u32, u32)>) -> Duration {
+fn fail(
+    secondaries: &Secondaries,
+    zone: &Name,
+    e: String,
+    timers: Option<(u32, u32, u32, u32)>,
+) -> Duration {
     tracing::warn!(zone = %zone, "refresh failed, the last good copy keeps serving: {e}");
-    update(zone, |s| {
+    secondaries.update(zone, |s| {
         s.failures += 1;
         s.last_error = Some(e);
     });

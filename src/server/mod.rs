@@ -71,6 +71,9 @@ pub struct ServerHandle {
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
     querylog: LogHandle,
+    /// The interfaces this server answers on over AF_XDP (`[server] xdp`), for `/status` and
+    /// the metrics (`crate::admin::AdminState::xdp`); empty without the `xdp` feature.
+    pub xdp: xdp::Interfaces,
 }
 
 impl ServerHandle {
@@ -219,10 +222,12 @@ pub fn start(
             Tap::new(&querylog, Transport::Tcp, local),
         ));
     }
+    let running_xdp = xdp::Interfaces::default();
     // After the sockets are bound: an interface XDP cannot serve falls back to them.
     #[cfg(feature = "xdp")]
     udp_threads.extend(xdp::start(
         &settings.xdp,
+        &running_xdp,
         &addrs,
         &snapshot,
         &udp_stop,
@@ -244,5 +249,6 @@ pub fn start(
         stop,
         tasks,
         querylog,
+        xdp: running_xdp,
     })
 }

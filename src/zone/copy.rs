@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
@@ -429,13 +429,15 @@ pub fn set_last_refresh(state_dir: &Path, zone: &Name, unix: u64) -> Result<(), 
 //
 // Every snapshot (start, reload, `check`) serves the copies of the `[[secondary]]` zones that
 // the config lists; the secondary side (`crate::secondary`) only writes them and hands over the
-// zone it has just built from one ([`put_prebuilt`]), so building a snapshot never calls it.
+// zone it has just built from one ([`Prebuilt::put`], held by the server's
+// `crate::snapshot::Registrations`), so building a snapshot never calls it.
 
 /// Adds the on-disk copies of the secondary zones to the zones loaded from the zones folder.
 /// A zone with no copy yet (or an unreadable one) is listed as unbuilt, so that the services
 /// inside it are not rejected before the first transfer; a copy past its SOA expire with no
 /// successful refresh is served as SERVFAIL ([`crate::zone::Zone::expired`]).
-pub fn add_copies(config: &LoadedConfig, zones: &mut DirLoad) {
+/// A zone waiting in `prebuilt` for its copy is taken instead of loading the copy again.
+pub fn add_copies(config: &LoadedConfig, zones: &mut DirLoad, prebuilt: &Prebuilt) {
     let state = config.state_dir();
     for s in &config.config.secondary {
         let Some(origin) = s.get_ref().origin() else {
@@ -449,7 +451,9 @@ pub fn add_copies(config: &LoadedConfig, zones: &mut DirLoad) {
         let path = path(&state, &origin);
         // The zone a transfer has just built and checked from this very copy, when there is
         // one: building it a second time would only double the work and the memory.
-        let loaded = take_prebuilt(&path).map_or_else(|| load(&path, &origin), Ok);
+        let loaded = prebuilt
+            .take(&path)
+            .map_or_else(|| load(&path, &origin), Ok);
         let mut zone = match loaded {
             Ok(z) => z,
             Err(e) => {
@@ -504,18 +508,23 @@ fn unix_now() -> u64 {
 }
 
 /// Zones built and checked from a new copy by the secondary side, by the copy's path, waiting
-/// for the reload that serves them ([`add_copies`] takes them).
-fn prebuilt() -> std::sync::MutexGuard<'static, HashMap<PathBuf, Prebuilt>> {
-    static PREBUILT: OnceLock<Mutex<HashMap<PathBuf, Prebuilt>>> = OnceLock::new();
-    PREBUILT
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+/// for the reload that serves them ([`add_copies`] takes them). One per server, held by its
+/// `crate::snapshot::Registrations` (which each reload hands on), not process-wide: two
+/// servers in one process never take each other's zones.
+#[derive(Default)]
+pub struct Prebuilt(Mutex<HashMap<PathBuf, Built>>);
+
+impl std::fmt::Debug for Prebuilt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prebuilt")
+            .field("waiting", &self.lock().len())
+            .finish()
+    }
 }
 
 /// A zone built from the copy at a path, and that file's length and modification time then:
 /// if the file changed since, the zone is not the copy's any more and the copy is loaded.
-struct Prebuilt {
+struct Built {
     len: u64,
     modified: Option<SystemTime>,
     zone: crate::zone::Zone,
@@ -526,24 +535,30 @@ fn file_stamp(path: &Path) -> Option<(u64, Option<SystemTime>)> {
     Some((m.len(), m.modified().ok()))
 }
 
-/// Keeps `zone`, just built from the copy at `path`, for the next reload.
-pub fn put_prebuilt(path: &Path, zone: crate::zone::Zone) {
-    let Some((len, modified)) = file_stamp(path) else {
-        return;
-    };
-    let p = Prebuilt {
-        len,
-        modified,
-        zone,
-    };
-    // The zone replaced (a refresh whose reload never came) is dropped outside the lock.
-    let _old = prebuilt().insert(path.to_path_buf(), p);
-}
+impl Prebuilt {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Built>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
-/// The zone built from the copy at `path`, if one waits and the file is still that copy.
-pub fn take_prebuilt(path: &Path) -> Option<crate::zone::Zone> {
-    let p = prebuilt().remove(path)?;
-    (file_stamp(path) == Some((p.len, p.modified))).then_some(p.zone)
+    /// Keeps `zone`, just built from the copy at `path`, for the next reload.
+    pub fn put(&self, path: &Path, zone: crate::zone::Zone) {
+        let Some((len, modified)) = file_stamp(path) else {
+            return;
+        };
+        let p = Built {
+            len,
+            modified,
+            zone,
+        };
+        // The zone replaced (a refresh whose reload never came) is dropped outside the lock.
+        let _old = self.lock().insert(path.to_path_buf(), p);
+    }
+
+    /// The zone built from the copy at `path`, if one waits and the file is still that copy.
+    pub fn take(&self, path: &Path) -> Option<crate::zone::Zone> {
+        let p = self.lock().remove(path)?;
+        (file_stamp(path) == Some((p.len, p.modified))).then_some(p.zone)
+    }
 }
 
 #[cfg(test)]
@@ -711,12 +726,13 @@ mod handover_tests {
         let path = copy::path(dir.path(), &zone);
         copy::write_atomic(&path, &copy::encode(&zone, &records).expect("encode")).expect("w");
         let built = || copy::load(&path, &zone).expect("loads");
-        put_prebuilt(&path, built());
-        let z = take_prebuilt(&path).expect("handed over");
+        let prebuilt = Prebuilt::default();
+        prebuilt.put(&path, built());
+        let z = prebuilt.take(&path).expect("handed over");
         assert_eq!(z.record_count, 3);
-        assert!(take_prebuilt(&path).is_none(), "only once");
+        assert!(prebuilt.take(&path).is_none(), "only once");
         // The copy changed since the zone was built: the zone is not handed over.
-        put_prebuilt(&path, built());
+        prebuilt.put(&path, built());
         let mut longer = records.clone();
         longer.push(Record::from_rdata(
             Name::from_ascii("x.prebuilt.test.").expect("n"),
@@ -724,6 +740,6 @@ mod handover_tests {
             wire(T::A, &[192, 0, 2, 2]),
         ));
         copy::write_atomic(&path, &copy::encode(&zone, &longer).expect("encode")).expect("w");
-        assert!(take_prebuilt(&path).is_none(), "another copy");
+        assert!(prebuilt.take(&path).is_none(), "another copy");
     }
 }

@@ -54,30 +54,42 @@ pub struct Interface {
     pub dropped: AtomicU64,
 }
 
-/// The interfaces being served over AF_XDP now (empty when none, or without the feature).
-static RUNNING: Mutex<Vec<Arc<Interface>>> = Mutex::new(Vec::new());
+/// The interfaces one server serves over AF_XDP now (empty when none, or without the
+/// feature): a handle of that server (`crate::server::ServerHandle::xdp`), passed to what
+/// reads it (`/status` `xdp` through the admin API's state, the metrics exposition), not
+/// process-wide state. Clones share.
+#[derive(Debug, Clone, Default)]
+pub struct Interfaces(Arc<Mutex<Vec<Arc<Interface>>>>);
 
-/// The interfaces served over AF_XDP, for `/status` and the metrics.
-pub fn interfaces() -> Vec<Arc<Interface>> {
-    RUNNING.lock().map(|v| v.clone()).unwrap_or_default()
-}
+impl Interfaces {
+    /// The interfaces served over AF_XDP, for `/status` and the metrics.
+    pub fn list(&self) -> Vec<Arc<Interface>> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
 
-/// `/status` `"xdp"`: one object per interface served over AF_XDP (SPEC: interface, queues,
-/// mode), with the copy mode and the counters.
-pub fn status_json() -> serde_json::Value {
-    interfaces()
-        .iter()
-        .map(|i| {
-            serde_json::json!({
-                "interface": i.name,
-                "queues": i.queues,
-                "mode": i.mode,
-                "copy": i.copy,
-                "answered": i.answered.load(Ordering::Relaxed),
-                "dropped": i.dropped.load(Ordering::Relaxed),
+    /// `/status` `"xdp"`: one object per interface served over AF_XDP (SPEC: interface,
+    /// queues, mode), with the copy mode and the counters.
+    pub fn status_json(&self) -> serde_json::Value {
+        self.list()
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "interface": i.name,
+                    "queues": i.queues,
+                    "mode": i.mode,
+                    "copy": i.copy,
+                    "answered": i.answered.load(Ordering::Relaxed),
+                    "dropped": i.dropped.load(Ordering::Relaxed),
+                })
             })
-        })
-        .collect()
+            .collect()
+    }
+
+    fn add(&self, iface: Arc<Interface>) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(iface);
+        }
+    }
 }
 
 /// What holds one interface's program in place: the link (dropping it detaches the program),
@@ -88,11 +100,12 @@ struct Attached {
     _prog: OwnedFd,
     _map: OwnedFd,
     iface: Arc<Interface>,
+    running: Interfaces,
 }
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        if let Ok(mut v) = RUNNING.lock() {
+        if let Ok(mut v) = self.running.0.lock() {
             v.retain(|i| !Arc::ptr_eq(i, &self.iface));
         }
         tracing::info!(interface = %self.iface.name, "xdp: program detached");
@@ -101,9 +114,11 @@ impl Drop for Attached {
 
 /// Starts AF_XDP on each interface of `ifaces` for the bound listen addresses `addrs`. Every
 /// interface that cannot do it is logged (with why) and left to the sockets. Returns the
-/// threads, which end when `stop` is set.
+/// threads, which end when `stop` is set; the interfaces served are kept in `running` (the
+/// server's own [`Interfaces`]) while they are.
 pub fn start(
     ifaces: &[String],
+    running: &Interfaces,
     addrs: &[SocketAddr],
     snapshot: &SharedSnapshot,
     stop: &Arc<AtomicBool>,
@@ -112,7 +127,7 @@ pub fn start(
 ) -> Vec<std::thread::JoinHandle<()>> {
     let mut threads = Vec::new();
     for name in ifaces {
-        match start_one(name, addrs, snapshot, stop, liveness, querylog) {
+        match start_one(name, running, addrs, snapshot, stop, liveness, querylog) {
             Ok(t) => threads.extend(t),
             Err(e) => tracing::warn!(
                 interface = %name,
@@ -179,6 +194,7 @@ fn targets(addrs: &[SocketAddr]) -> io::Result<bpf::Targets> {
 
 fn start_one(
     name: &str,
+    running: &Interfaces,
     addrs: &[SocketAddr],
     snapshot: &SharedSnapshot,
     stop: &Arc<AtomicBool>,
@@ -250,10 +266,9 @@ fn start_one(
         _prog: prog,
         _map: map,
         iface: iface.clone(),
+        running: running.clone(),
     });
-    if let Ok(mut v) = RUNNING.lock() {
-        v.push(iface.clone());
-    }
+    running.add(iface.clone());
     tracing::info!(
         interface = %name,
         "xdp: answering UDP to {addrs:?} on {name}: {queues} queue(s), {mode} mode, {copy}"
