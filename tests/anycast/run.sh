@@ -23,41 +23,17 @@ set -uo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-PASSED=0
-FAILED=0
 T0=$(date +%s)
-
-pass() { PASSED=$((PASSED + 1)); echo "  ok   $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "  FAIL $*"; }
-check() { local what=$1; shift; if "$@"; then pass "$what"; else fail "$what"; fi; }
+LAB=anycast
+LAB_TITLE="The anycast end-to-end test"
+# shellcheck source=tests/lab.sh
+. "$ROOT/tests/lab.sh"
 now() { date +%s.%N; }
 # Seconds between two `now` stamps, 2 decimals.
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
-finish() {
-  echo "anycast: $PASSED passed, $FAILED failed ($(($(date +%s) - T0)) s)"
-  [ "$FAILED" -eq 0 ]
-  exit $?
-}
 
-skip() {
-  if [ "${CI:-}" = true ]; then
-    echo "!! tests/anycast/run.sh cannot run under CI=true: $*"
-    echo "anycast: 0 passed, 1 failed (could not run: $*)"
-    exit 1
-  fi
-  echo "################################################################################"
-  echo "## SKIPPED: tests/anycast/run.sh: $*"
-  echo "## The anycast end-to-end test did NOT run."
-  echo "################################################################################"
-  echo "anycast: 0 passed, 0 failed (skipped)"
-  exit 0
-}
-
-[ "$(id -u)" -eq 0 ] || skip "needs root for network namespaces"
-for tool in ip bird birdc exabgp iptables python3 timeout; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "tests/anycast: $tool is not installed"; FAILED=1; finish; }
-done
+need_root_and ip bird birdc exabgp iptables python3 timeout
 
 ID=$$
 UP=mrd-up-$ID A=mrd-a-$ID B=mrd-b-$ID C=mrd-c-$ID
