@@ -192,6 +192,28 @@ fn targets(addrs: &[SocketAddr]) -> io::Result<bpf::Targets> {
     Ok(t)
 }
 
+/// An AF_XDP socket on queue `q`, retried while the queue is busy for up to [`BUSY_WAIT`]: the
+/// kernel frees a dead process's socket on a queue a moment after the process is gone, so a
+/// restart right after a crash (systemd's `Restart=`) would otherwise find the queue taken and
+/// fall back to the UDP sockets for the whole run (the lab's SIGKILL-then-restart saw EBUSY).
+fn open_socket(index: u32, q: u32) -> io::Result<xsk::Socket> {
+    let deadline = std::time::Instant::now() + BUSY_WAIT;
+    loop {
+        match xsk::Socket::new(index, q) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// How long a busy queue is waited for at start (see [`open_socket`]).
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 fn start_one(
     name: &str,
     running: &Interfaces,
@@ -210,7 +232,7 @@ fn start_one(
     // socket would be passed to the kernel anyway (XDP_PASS in the redirect's flags).
     let mut socks = Vec::new();
     for q in 0..queues {
-        match xsk::Socket::new(index, q) {
+        match open_socket(index, q) {
             Ok(s) => {
                 bpf::set_socket(&map, q, s.raw_fd())?;
                 socks.push(s);
