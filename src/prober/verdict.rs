@@ -102,14 +102,14 @@ impl Verdict {
         });
         let rtt = self.rtt.map(|r| (r.round() as u64).max(1));
         for m in members {
-            m.state.set_probed(self.healthy);
+            // The profile's verdict; the endpoint's follows from its checks (`health_min`).
+            m.state.set_check(m.check, self.healthy, result.clone());
             if out.ok {
                 m.state.set_rtt_us(rtt);
             }
             if let Some(load) = out.load {
                 m.state.set_load(load);
             }
-            m.state.set_last_probe(result.clone());
         }
         (result, flipped)
     }

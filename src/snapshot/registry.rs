@@ -37,6 +37,36 @@ impl HealthRegistry {
             .clone()
     }
 
+    /// The state of an endpoint checked by `checks` (profile name, initially up), healthy
+    /// while `min` of them pass (0 = all): the old one when it had the same profiles in the
+    /// same order (its `health_min` updated), else a new one (a changed list starts over).
+    pub fn checked_state(
+        &self,
+        key: EndpointKey,
+        checks: &[(String, bool)],
+        min: usize,
+    ) -> Arc<EndpointState> {
+        let names: Vec<String> = checks.iter().map(|(n, _)| n.clone()).collect();
+        let mut m = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        match m.get(&key) {
+            Some(st) if st.checked_by(&names) => {
+                st.set_min(min);
+                st.clone()
+            }
+            old => {
+                // Its profiles changed: the new checks go on from the verdict answers used
+                // (as a changed profile's new probe target does), not from `initial`.
+                let carried: Vec<(String, bool)> = match old {
+                    Some(o) => checks.iter().map(|(n, _)| (n.clone(), o.healthy())).collect(),
+                    None => checks.to_vec(),
+                };
+                let st = Arc::new(EndpointState::with_checks(&carried, min));
+                m.insert(key, st.clone());
+                st
+            }
+        }
+    }
+
     /// Forgets endpoints that the current config no longer has.
     pub fn retain(&self, keep: &dyn Fn(&EndpointKey) -> bool) {
         let mut m = self.states.lock().unwrap_or_else(|e| e.into_inner());
