@@ -912,7 +912,12 @@ async fn push_health(State(st): State<St>, headers: HeaderMap, body: Bytes) -> R
             },
         );
     }
-    tracing::debug!(profile = p.profile, endpoint = want, up = p.up, "pushed health state");
+    tracing::debug!(
+        profile = p.profile,
+        endpoint = want,
+        up = p.up,
+        "pushed health state"
+    );
     Json(json!({
         "profile": p.profile,
         "endpoint": want,

@@ -660,10 +660,9 @@ fn build_services(
                     .is_none_or(|i| i.get_ref() != "down")
             };
             let initially_up = profiles.iter().all(|p| profile_up(p));
-            let health_min = s
-                .health
-                .as_ref()
-                .map_or(0, |h| h.get_ref().min(s.health_min.as_ref().map(|m| *m.get_ref())));
+            let health_min = s.health.as_ref().map_or(0, |h| {
+                h.get_ref().min(s.health_min.as_ref().map(|m| *m.get_ref()))
+            });
             // A probed endpoint a reload adds was never seen working: down until its first
             // probe passes. At start, endpoints follow `initial` (up unless told otherwise).
             let reloading = health.built_before();

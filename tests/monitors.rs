@@ -63,7 +63,13 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// One HTTP/1.1 request to the admin API; (status, body).
-fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
@@ -154,9 +160,9 @@ endpoints = [{{ address = "127.0.0.1" }}]
     assert!(
         wait_until(Duration::from_secs(3), || {
             let e = status_endpoint(admin, "all.example.com", "127.0.0.1");
-            e["checks"].as_array().is_some_and(|c| {
-                c.len() == 2 && c.iter().all(|c| c["last_probe"].is_object())
-            })
+            e["checks"]
+                .as_array()
+                .is_some_and(|c| c.len() == 2 && c.iter().all(|c| c["last_probe"].is_object()))
         }),
         "both profiles probed"
     );
@@ -171,13 +177,17 @@ endpoints = [{{ address = "127.0.0.1" }}]
     for path in ["/a", "/b"] {
         let k = (path.to_string(), lo_ip);
         let n = after.get(&k).copied().unwrap_or(0) - before.get(&k).copied().unwrap_or(0);
-        assert!((7..=13).contains(&n), "{path}: {n} probes in 3 s (two services share one)");
+        assert!(
+            (7..=13).contains(&n),
+            "{path}: {n} probes in 3 s (two services share one)"
+        );
     }
 
     // Profile b fails: "all" (the default, every profile) leaves answers, "any" (1 of 2) stays.
     stub.set_failing("/b", None, true);
     assert!(
-        wait_until(Duration::from_secs(3), || answered(&s, "all.example.com.").is_empty()),
+        wait_until(Duration::from_secs(3), || answered(&s, "all.example.com.")
+            .is_empty()),
         "all.example.com still answered with b failing"
     );
     for _ in 0..10 {
@@ -190,47 +200,90 @@ endpoints = [{{ address = "127.0.0.1" }}]
     let checks = e["checks"].as_array().expect("checks");
     assert_eq!(checks.len(), 2, "{e}");
     assert_eq!(
-        (&checks[0]["profile"], &checks[0]["healthy"], &checks[0]["decided"]),
-        (&serde_json::json!("a"), &serde_json::json!(true), &serde_json::json!(false)),
+        (
+            &checks[0]["profile"],
+            &checks[0]["healthy"],
+            &checks[0]["decided"]
+        ),
+        (
+            &serde_json::json!("a"),
+            &serde_json::json!(true),
+            &serde_json::json!(false)
+        ),
         "{e}"
     );
     assert_eq!(
-        (&checks[1]["profile"], &checks[1]["healthy"], &checks[1]["decided"]),
-        (&serde_json::json!("b"), &serde_json::json!(false), &serde_json::json!(true)),
+        (
+            &checks[1]["profile"],
+            &checks[1]["healthy"],
+            &checks[1]["decided"]
+        ),
+        (
+            &serde_json::json!("b"),
+            &serde_json::json!(false),
+            &serde_json::json!(true)
+        ),
         "{e}"
     );
     assert!(
-        checks[1]["last_probe"]["reason"].as_str().unwrap_or("").contains("503"),
+        checks[1]["last_probe"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("503"),
         "{e}"
     );
     assert!(
-        e["decided_by"].as_str().unwrap_or("").starts_with("down: b failed"),
+        e["decided_by"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("down: b failed"),
         "{e}"
     );
     let e = status_endpoint(admin, "any.example.com", "127.0.0.1");
-    assert_eq!((&e["healthy"], &e["health_min"]), (&serde_json::json!(true), &serde_json::json!(1)), "{e}");
-    assert!(e["decided_by"].as_str().unwrap_or("").starts_with("up: a passes"), "{e}");
+    assert_eq!(
+        (&e["healthy"], &e["health_min"]),
+        (&serde_json::json!(true), &serde_json::json!(1)),
+        "{e}"
+    );
+    assert!(
+        e["decided_by"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("up: a passes"),
+        "{e}"
+    );
 
     // explain, live: the same per profile.
-    let (code, body) = http(admin, "GET", "/api/v1/explain?name=any.example.com&type=A", None, "");
+    let (code, body) = http(
+        admin,
+        "GET",
+        "/api/v1/explain?name=any.example.com&type=A",
+        None,
+        "",
+    );
     assert_eq!(code, 200, "{body}");
     let v = json(&body);
     let c = &v["candidates"][0];
     assert_eq!(c["checks"][1]["profile"], "b", "{v}");
     assert_eq!(c["checks"][1]["healthy"], false, "{v}");
     assert_eq!(c["checks"][0]["decided"], true, "{v}");
-    assert!(c["decided_by"].as_str().unwrap_or("").contains("needs 1"), "{v}");
+    assert!(
+        c["decided_by"].as_str().unwrap_or("").contains("needs 1"),
+        "{v}"
+    );
 
     // Both fail: "any" goes too; both pass again: both come back.
     stub.set_failing("/a", None, true);
     assert!(
-        wait_until(Duration::from_secs(3), || answered(&s, "any.example.com.").is_empty()),
+        wait_until(Duration::from_secs(3), || answered(&s, "any.example.com.")
+            .is_empty()),
         "any.example.com still answered with a and b failing"
     );
     stub.set_failing("/a", None, false);
     stub.set_failing("/b", None, false);
     assert!(
-        wait_until(Duration::from_secs(3), || answered(&s, "all.example.com.") == lo
+        wait_until(Duration::from_secs(3), || answered(&s, "all.example.com.")
+            == lo
             && answered(&s, "any.example.com.") == lo),
         "not back after recovery"
     );
@@ -275,7 +328,8 @@ endpoints = [{{ address = "192.0.2.1" }}]
         .arg(&path)
         .output()
         .expect("run meridian check");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}");
     for want in [
         "health.e1.command: is empty",
@@ -358,14 +412,18 @@ fn exec_check_passes_fails_and_feeds_least_loaded_without_a_shell() {
     std::fs::write(d.join("load-192.0.2.2"), "0.9").unwrap();
     // Shell syntax in an argument reaches the program as it is: nothing runs it.
     let pwned = d.join("pwned");
-    let s = start(&exec_config(&script, &format!("$(touch {})", pwned.display())));
+    let s = start(&exec_config(
+        &script,
+        &format!("$(touch {})", pwned.display()),
+    ));
     let _prober = s.start_prober();
     let (one, two) = (
         s.endpoint_state("www.example.com", "192.0.2.1"),
         s.endpoint_state("www.example.com", "192.0.2.2"),
     );
     assert!(
-        wait_until(Duration::from_secs(3), || one.load() == Some(0.2) && two.load() == Some(0.9)),
+        wait_until(Duration::from_secs(3), || one.load() == Some(0.2)
+            && two.load() == Some(0.9)),
         "loads {:?} {:?}",
         one.load(),
         two.load()
@@ -374,13 +432,17 @@ fn exec_check_passes_fails_and_feeds_least_loaded_without_a_shell() {
         assert_eq!(answered(&s, "www.example.com."), set(&["192.0.2.1"]));
     }
     let args = std::fs::read_to_string(d.join("args-192.0.2.1")).expect("args");
-    assert_eq!(args, format!("192.0.2.1|8080|$(touch {})|", pwned.display()));
+    assert_eq!(
+        args,
+        format!("192.0.2.1|8080|$(touch {})|", pwned.display())
+    );
     assert!(!pwned.exists(), "an argument was run by a shell");
 
     // load=N moves least-loaded.
     std::fs::write(d.join("load-192.0.2.1"), "5").unwrap();
     assert!(
-        wait_until(Duration::from_secs(3), || answered(&s, "www.example.com.") == set(&["192.0.2.2"])),
+        wait_until(Duration::from_secs(3), || answered(&s, "www.example.com.")
+            == set(&["192.0.2.2"])),
         "loads {:?} {:?}",
         one.load(),
         two.load()
@@ -396,7 +458,10 @@ fn exec_check_passes_fails_and_feeds_least_loaded_without_a_shell() {
     assert_eq!(two.last_probe().expect("probed").reason, "exit status 3");
     assert_eq!(answered(&s, "www.example.com."), set(&["192.0.2.1"]));
     std::fs::remove_file(d.join("mode-192.0.2.2")).unwrap();
-    assert!(wait_until(Duration::from_secs(3), || two.healthy()), "not back");
+    assert!(
+        wait_until(Duration::from_secs(3), || two.healthy()),
+        "not back"
+    );
 }
 
 fn proc_gone_or_zombie(pid: &str) -> bool {
@@ -436,7 +501,10 @@ fn exec_check_past_its_timeout_is_killed_with_what_it_started() {
         "the check's child {child} is still running"
     );
     let reason = one.last_probe().expect("probed").reason.clone();
-    assert!(reason.contains("exit status 3") || reason.contains("killed"), "{reason}");
+    assert!(
+        reason.contains("exit status 3") || reason.contains("killed"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -448,7 +516,10 @@ fn exec_check_timeout_kills_the_script_itself() {
     let script = d.join("hang.sh");
     std::fs::write(
         &script,
-        format!("#!/bin/sh\necho $$ >> {}/pids\nexec sleep 30\n", d.display()),
+        format!(
+            "#!/bin/sh\necho $$ >> {}/pids\nexec sleep 30\n",
+            d.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -479,7 +550,10 @@ endpoints = [{{ address = "192.0.2.1" }}]
     let pids = std::fs::read_to_string(d.join("pids")).expect("pids");
     let pid = pids.lines().next().expect("a pid").trim().to_string();
     assert!(
-        wait_until(Duration::from_secs(1), || !Path::new(&format!("/proc/{pid}")).exists()),
+        wait_until(Duration::from_secs(1), || !Path::new(&format!(
+            "/proc/{pid}"
+        ))
+        .exists()),
         "the timed-out check {pid} is still there (running or a zombie): {:?}",
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
     );
@@ -527,7 +601,10 @@ endpoints = [{{ address = "192.0.2.9" }}]
 
     // The token, as for every mutating call.
     assert_eq!(push(admin, None, &body("192.0.2.1", true, 0.1)).0, 401);
-    assert_eq!(push(admin, Some("wrong"), &body("192.0.2.1", true, 0.1)).0, 401);
+    assert_eq!(
+        push(admin, Some("wrong"), &body("192.0.2.1", true, 0.1)).0,
+        401
+    );
     // Unknown profile, unknown endpoint: 404 saying which.
     let (code, text) = push(
         admin,
@@ -558,7 +635,12 @@ endpoints = [{{ address = "192.0.2.9" }}]
     // Bad bodies: 400; over 64 KiB: 413.
     assert_eq!(push(admin, Some(TOKEN), "{").0, 400);
     assert_eq!(
-        push(admin, Some(TOKEN), r#"{"profile": "feed", "endpoint": "192.0.2.1", "up": true, "load": -1}"#).0,
+        push(
+            admin,
+            Some(TOKEN),
+            r#"{"profile": "feed", "endpoint": "192.0.2.1", "up": true, "load": -1}"#
+        )
+        .0,
         400
     );
     let mut c = TcpStream::connect(admin).expect("connect");
@@ -616,12 +698,16 @@ endpoints = [{{ address = "192.0.2.9" }}]
     assert_eq!(answered(&s, "www.example.com."), set(&["192.0.2.1"]));
     let e = status_endpoint(admin, "www.example.com", "192.0.2.2");
     assert!(
-        e["checks"][0]["last_probe"]["reason"].as_str().unwrap_or("").starts_with("expired"),
+        e["checks"][0]["last_probe"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("expired"),
         "{e}"
     );
     // Nothing pushed at all: everything expires; the service has nothing to answer.
     assert!(
-        wait_until(Duration::from_secs(3), || answered(&s, "www.example.com.").is_empty()),
+        wait_until(Duration::from_secs(3), || answered(&s, "www.example.com.")
+            .is_empty()),
         "still answered with every pushed state expired"
     );
 }

@@ -71,7 +71,10 @@ impl<'de> Deserialize<'de> for HealthRef {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HealthRef, E> {
                 Ok(HealthRef(vec![v.to_string()]))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<HealthRef, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<HealthRef, A::Error> {
                 let mut out = Vec::new();
                 while let Some(n) = a.next_element::<String>()? {
                     out.push(n);
@@ -329,14 +332,10 @@ fn check_command(
     } else {
         use std::os::unix::fs::PermissionsExt;
         match std::fs::metadata(path) {
-            Err(e) => out.push(cx.at(
-                c.span(),
-                format!("{key}.command: cannot run `{prog}`: {e}"),
-            )),
-            Ok(m) if !m.is_file() => out.push(cx.at(
-                c.span(),
-                format!("{key}.command: `{prog}` is not a file"),
-            )),
+            Err(e) => out.push(cx.at(c.span(), format!("{key}.command: cannot run `{prog}`: {e}"))),
+            Ok(m) if !m.is_file() => {
+                out.push(cx.at(c.span(), format!("{key}.command: `{prog}` is not a file")))
+            }
             Ok(m) if m.permissions().mode() & 0o111 == 0 => out.push(cx.at(
                 c.span(),
                 format!(
@@ -354,7 +353,9 @@ fn check_command(
                     if n == "port" && !has_port {
                         out.push(cx.at(
                             c.span(),
-                            format!("{key}.command: `{{port}}` is used but the profile sets no `port`"),
+                            format!(
+                                "{key}.command: `{{port}}` is used but the profile sets no `port`"
+                            ),
                         ));
                     }
                 }

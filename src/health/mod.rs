@@ -178,7 +178,11 @@ impl EndpointState {
     /// Whether its checks are those profiles, in that order (else a reload makes a new state).
     pub fn checked_by(&self, profiles: &[String]) -> bool {
         self.checks.len() == profiles.len()
-            && self.checks.iter().zip(profiles).all(|(c, p)| &c.profile == p)
+            && self
+                .checks
+                .iter()
+                .zip(profiles)
+                .all(|(c, p)| &c.profile == p)
     }
 
     /// How many checks must pass.
@@ -221,7 +225,10 @@ impl EndpointState {
             return None;
         }
         let d = self.decision();
-        let names: Vec<&str> = d.by.iter().map(|&i| self.checks[i].profile.as_str()).collect();
+        let names: Vec<&str> =
+            d.by.iter()
+                .map(|&i| self.checks[i].profile.as_str())
+                .collect();
         let n = self.checks.len();
         Some(if d.up {
             format!(

@@ -56,9 +56,7 @@ impl ExecProbe {
             .kill_on_drop(true);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
-            Err(e) => {
-                return Outcome::fail("error", format!("cannot run {}: {e}", self.program()))
-            }
+            Err(e) => return Outcome::fail("error", format!("cannot run {}: {e}", self.program())),
         };
         let pid = child.id();
         let mut stdout = child.stdout.take();
@@ -84,7 +82,10 @@ impl ExecProbe {
             Ok((out, Ok(status))) if status.success() => Outcome::ok(Some(load_of(&out))),
             Ok((_, Ok(status))) => Outcome::fail(
                 "exit",
-                match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+                match (
+                    status.code(),
+                    std::os::unix::process::ExitStatusExt::signal(&status),
+                ) {
                     (Some(c), _) => format!("exit status {c}"),
                     (None, Some(sig)) => format!("killed by signal {sig}"),
                     _ => "failed".into(),

@@ -389,7 +389,10 @@ async fn run_push(target: Arc<Target>, members: Arc<ArcSwap<Vec<ProbedEndpoint>>
             let reason = if pushed {
                 format!("expired: no state pushed for {:?}", s.expire)
             } else {
-                format!("expired: no state pushed since the check began ({:?} ago)", s.expire)
+                format!(
+                    "expired: no state pushed since the check began ({:?} ago)",
+                    s.expire
+                )
             };
             let result = Arc::new(ProbeResult {
                 ok: false,
@@ -437,12 +440,19 @@ async fn run_target(
     // A new target of endpoints that already have a state (its profile changed) goes on from
     // that state; fresh endpoints start as the profile's `initial` says.
     // Endpoints never probed: the first result decides at once.
-    let check_of = |m: &ProbedEndpoint| m.state.checks().get(m.check).map(|c| (c.healthy(), c.last_probe().is_none()));
+    let check_of = |m: &ProbedEndpoint| {
+        m.state
+            .checks()
+            .get(m.check)
+            .map(|c| (c.healthy(), c.last_probe().is_none()))
+    };
     let mut verdict = {
         let m = members.load();
         Verdict::starting(
-            m.first().is_none_or(|m| check_of(m).map_or(m.state.healthy(), |c| c.0)),
-            m.iter().all(|m| check_of(m).map_or(m.state.last_probe().is_none(), |c| c.1)),
+            m.first()
+                .is_none_or(|m| check_of(m).map_or(m.state.healthy(), |c| c.0)),
+            m.iter()
+                .all(|m| check_of(m).map_or(m.state.last_probe().is_none(), |c| c.1)),
         )
     };
     loop {

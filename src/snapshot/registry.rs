@@ -57,7 +57,10 @@ impl HealthRegistry {
                 // Its profiles changed: the new checks go on from the verdict answers used
                 // (as a changed profile's new probe target does), not from `initial`.
                 let carried: Vec<(String, bool)> = match old {
-                    Some(o) => checks.iter().map(|(n, _)| (n.clone(), o.healthy())).collect(),
+                    Some(o) => checks
+                        .iter()
+                        .map(|(n, _)| (n.clone(), o.healthy()))
+                        .collect(),
                     None => checks.to_vec(),
                 };
                 let st = Arc::new(EndpointState::with_checks(&carried, min));
