@@ -677,7 +677,35 @@ endpoints = [{{ address = "192.0.2.9" }}]
 
     // Kept fresh, .1 stays up past several expiry periods; .2, up once and never refreshed,
     // expires.
-    feed("192.0.2.2", true, 0.5);
+    // The same from the shell: `meridian push`.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .arg("push")
+            .args(["--admin", &format!("http://{admin}"), "--token", TOKEN])
+            .args(args)
+            .output()
+            .expect("run meridian push")
+    };
+    let out = cli(&["--profile", "nope", "--endpoint", "192.0.2.2", "--up"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no health profile `nope`"),
+        "{out:?}"
+    );
+    let out = cli(&[
+        "--profile",
+        "feed",
+        "--endpoint",
+        "192.0.2.2",
+        "--up",
+        "--load",
+        "0.5",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("www.example.com  healthy"),
+        "{out:?}"
+    );
     let t0 = Instant::now();
     let two = s.endpoint_state("www.example.com", "192.0.2.2");
     let one = s.endpoint_state("www.example.com", "192.0.2.1");
