@@ -867,7 +867,18 @@ pub fn render(v: &Status, now: SystemTime) -> String {
                 "DOWN"
             }
             .into(),
-            if healthy { "up" } else { "down" }.into(),
+            // Several profiles: which decided (`down (tls)`, `up (web+tls)`).
+            if e.checks.len() > 1 {
+                let by: Vec<&str> = e
+                    .checks
+                    .iter()
+                    .filter(|c| c.decided)
+                    .map(|c| c.profile.as_str())
+                    .collect();
+                format!("{} ({})", if healthy { "up" } else { "down" }, by.join("+"))
+            } else {
+                if healthy { "up" } else { "down" }.into()
+            },
             if drained { "drained" } else { "-" }.into(),
             last,
             ms(&serde_json::to_value(e.rtt_ms).unwrap_or(Value::Null)),

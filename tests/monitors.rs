@@ -253,6 +253,25 @@ endpoints = [{{ address = "127.0.0.1" }}]
         "{e}"
     );
 
+    // `meridian status`: the deciding profile beside the verdict.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["status", "--admin", &format!("http://{admin}")])
+        .output()
+        .expect("run meridian status");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("all.example.com") && l.contains("down (b)")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("any.example.com") && l.contains("up (a)")),
+        "{table}"
+    );
+
     // explain, live: the same per profile.
     let (code, body) = http(
         admin,
@@ -270,6 +289,18 @@ endpoints = [{{ address = "127.0.0.1" }}]
     assert!(
         c["decided_by"].as_str().unwrap_or("").contains("needs 1"),
         "{v}"
+    );
+
+    // explain, offline: a `checks:` line per candidate (nothing probed offline).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["explain", "any.example.com", "--config"])
+        .arg(s.config_path())
+        .output()
+        .expect("run meridian explain");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("checks: a* up (not probed yet), b* up (not probed yet); up: a, b pass (2 of 2, needs 1)"),
+        "{text}"
     );
 
     // Both fail: "any" goes too; both pass again: both come back.
