@@ -770,3 +770,78 @@ endpoints = [{{ address = "192.0.2.9" }}]
         "still answered with every pushed state expired"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// reloads
+
+#[test]
+fn a_reload_that_adds_a_profile_or_changes_health_min_applies_at_once() {
+    let stub = HealthStub::start();
+    let port = stub.addr.port();
+    stub.set_failing("/b", None, true);
+    let profiles = format!(
+        r#"
+[health.a]
+kind = "http"
+port = {port}
+path = "/a"
+interval = "300ms"
+timeout = "250ms"
+rise = 1
+fall = 1
+[health.b]
+kind = "http"
+port = {port}
+path = "/b"
+interval = "300ms"
+timeout = "250ms"
+rise = 1
+fall = 1
+"#
+    );
+    let service = |health: &str| {
+        format!(
+            r#"{profiles}
+[[service]]
+name = "www.example.com"
+policy = "round-robin"
+{health}
+when_all_down = "empty"
+endpoints = [{{ address = "127.0.0.1" }}]
+"#
+        )
+    };
+    let s = start(&service(r#"health = "a""#));
+    let _prober = s.start_prober();
+    let lo = set(&["127.0.0.1"]);
+    let rewrite = |text: &str| {
+        let old = std::fs::read_to_string(s.config_path()).unwrap();
+        let head = &old[..old.find("\n[health.").expect("profiles")];
+        std::fs::write(s.config_path(), format!("{head}\n{text}")).unwrap();
+        s.reload();
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), || s
+            .endpoint_state("www.example.com", "127.0.0.1")
+            .last_probe()
+            .is_some()),
+        "not probed"
+    );
+    assert_eq!(answered(&s, "www.example.com."), lo);
+
+    // b (failing) joins the list: every profile must pass by default, so the endpoint leaves.
+    rewrite(&service(r#"health = ["a", "b"]"#));
+    assert!(
+        wait_until(Duration::from_secs(3), || answered(&s, "www.example.com.")
+            .is_empty()),
+        "still answered with b failing and needed"
+    );
+    let probed = s.endpoint_state("www.example.com", "127.0.0.1");
+    // health_min = 1: the same state (same profiles), its verdict decided again at once.
+    rewrite(&service("health = [\"a\", \"b\"]\nhealth_min = 1"));
+    assert!(
+        std::sync::Arc::ptr_eq(&probed, &s.endpoint_state("www.example.com", "127.0.0.1")),
+        "a changed health_min made a new state"
+    );
+    assert_eq!(answered(&s, "www.example.com."), lo);
+}
