@@ -845,3 +845,62 @@ endpoints = [{{ address = "127.0.0.1" }}]
     );
     assert_eq!(answered(&s, "www.example.com."), lo);
 }
+
+// ---------------------------------------------------------------------------------------------
+// one probe per (profile, target)
+
+#[test]
+fn a_hundred_services_over_ten_endpoints_and_two_profiles_make_twenty_probes_per_interval() {
+    let stub = HealthStub::start();
+    let mut config = String::from(
+        r#"
+[health.a]
+kind = "http"
+interval = "500ms"
+timeout = "400ms"
+[health.b]
+kind = "http"
+interval = "500ms"
+timeout = "400ms"
+expect_body = "ok"
+"#,
+    );
+    let endpoints: Vec<String> = (1..=10)
+        .map(|i| {
+            format!(
+                r#"{{ address = "192.0.2.{i}", check = "{}" }}"#,
+                stub.url(&format!("/e{i}"))
+            )
+        })
+        .collect();
+    for n in 0..100 {
+        config.push_str(&format!(
+            "[[service]]\nname = \"s{n}.example.com\"\npolicy = \"round-robin\"\nhealth = [\"a\", \"b\"]\nendpoints = [{}]\n",
+            endpoints.join(", ")
+        ));
+    }
+    let s = start(&config);
+    let prober = s.start_prober();
+    assert!(
+        wait_until(Duration::from_secs(3), || prober.targets() > 0),
+        "prober did not start"
+    );
+    // 10 endpoints × 2 profiles (their settings differ, so they are two probes each).
+    assert_eq!(prober.targets(), 20);
+    std::thread::sleep(Duration::from_millis(700));
+    let before = stub.hits();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = stub.hits();
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    let mut total = 0;
+    for i in 1..=10 {
+        let k = (format!("/e{i}"), lo);
+        let n = after.get(&k).copied().unwrap_or(0) - before.get(&k).copied().unwrap_or(0);
+        // Two profiles every 500 ms over 3 s: 12 (± the phase at both ends), never 100×.
+        assert!((8..=16).contains(&n), "/e{i}: {n} probes in 3 s");
+        total += n;
+    }
+    println!("probes in 3 s at 500 ms, 100 services × 10 endpoints × 2 profiles: {total}");
+    let st = s.endpoint_state("s99.example.com", "192.0.2.10");
+    assert!(st.healthy() && st.last_probe().is_some_and(|r| r.ok));
+}
