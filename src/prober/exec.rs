@@ -58,7 +58,11 @@ impl ExecProbe {
             Ok(c) => c,
             Err(e) => return Outcome::fail("error", format!("cannot run {}: {e}", self.program())),
         };
-        let pid = child.id();
+        let pid = child.id().and_then(|p| i32::try_from(p).ok());
+        // Should this run be dropped half-way (a reload removed the target, the prober
+        // stopped), what the check started is killed too; `kill_on_drop` covers only the
+        // program, and tokio reaps it.
+        let mut group = GroupGuard(pid);
         let mut stdout = child.stdout.take();
         let work = async {
             let mut kept = Vec::new();
@@ -78,6 +82,10 @@ impl ExecProbe {
         };
         let done = tokio::time::timeout(self.timeout, work).await;
         drop(stdout);
+        if matches!(done, Ok((_, Ok(_)))) {
+            // Exited and reaped: its pid (and so its group's id) may be reused from now on.
+            group.0 = None;
+        }
         match done {
             Ok((out, Ok(status))) if status.success() => Outcome::ok(Some(load_of(&out))),
             Ok((_, Ok(status))) => Outcome::fail(
@@ -93,13 +101,7 @@ impl ExecProbe {
             ),
             Ok((_, Err(e))) => Outcome::fail("error", format!("waiting for the check: {e}")),
             Err(_) => {
-                if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-                    // SAFETY: kill(2) with a negative pid signals the process group the
-                    // check leads (made by `process_group(0)` above); no memory is involved.
-                    unsafe {
-                        libc::kill(-pid, libc::SIGKILL);
-                    }
-                }
+                group.kill();
                 // SIGKILL to the program itself (in case the group call failed) and wait:
                 // reaped here, not left a zombie.
                 let _ = child.kill().await;
@@ -109,6 +111,28 @@ impl ExecProbe {
                 )
             }
         }
+    }
+}
+
+/// The process group a check leads (made by `process_group(0)`), killed when dropped while
+/// the check has not been reaped.
+struct GroupGuard(Option<i32>);
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pid) = self.0.take() {
+            // SAFETY: kill(2) with a negative pid signals the process group `pid` leads; the
+            // check is not reaped yet, so the id is still its own. No memory is involved.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
