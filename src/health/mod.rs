@@ -384,3 +384,45 @@ pub struct EndpointKey {
     pub address: IpAddr,
     pub probe: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(ok: bool) -> Arc<ProbeResult> {
+        Arc::new(ProbeResult {
+            ok,
+            class: if ok { "ok" } else { "status" },
+            reason: String::new(),
+            at: SystemTime::now(),
+            duration: Duration::ZERO,
+        })
+    }
+
+    #[test]
+    fn health_min_counts_the_checks_and_names_what_decided() {
+        let checks = [("web".to_string(), true), ("tls".to_string(), true)];
+        let all = EndpointState::with_checks(&checks, 0);
+        let any = EndpointState::with_checks(&checks, 1);
+        assert!(all.healthy() && any.healthy());
+        assert!(!all.set_check(1, false, result(false)));
+        assert!(any.set_check(1, false, result(false)));
+        assert_eq!(all.decision().by, vec![1]);
+        assert_eq!(any.decision().by, vec![0]);
+        assert_eq!(
+            all.decided_by().as_deref(),
+            Some("down: tls failed (1 of 2 pass, needs 2)")
+        );
+        assert_eq!(
+            any.decided_by().as_deref(),
+            Some("up: web passes (1 of 2, needs 1)")
+        );
+        // health_min lowered on a reload: decided again at once.
+        all.set_min(1);
+        assert!(all.healthy());
+        // A pushed state is taken as given.
+        assert!(any.push(0, false, Some(0.5)));
+        assert!(!any.healthy() && any.load() == Some(0.5));
+        assert!(!any.push(7, true, None), "no such check");
+    }
+}
