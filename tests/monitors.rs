@@ -253,6 +253,26 @@ endpoints = [{{ address = "127.0.0.1" }}]
         "{e}"
     );
 
+    // Recent health changes say which profile decided, not merely the last probe's result.
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            let (_, body) = http(admin, "GET", "/status", None, "");
+            json(&body)["events"].as_array().is_some_and(|ev| {
+                ev.iter().any(|e| {
+                    e["kind"] == "health"
+                        && e["service"]
+                            .as_str()
+                            .is_some_and(|s| s.starts_with("all.example.com"))
+                        && e["reason"]
+                            .as_str()
+                            .is_some_and(|r| r.starts_with("down: b failed"))
+                })
+            })
+        }),
+        "no health event naming profile b: {}",
+        http(admin, "GET", "/status", None, "").1
+    );
+
     // `meridian status`: the deciding profile beside the verdict.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
         .args(["status", "--admin", &format!("http://{admin}")])
