@@ -429,7 +429,8 @@ exit 0
     script
 }
 
-fn exec_config(script: &Path, extra_arg: &str) -> String {
+/// `timing`: the profile's `interval` and `timeout` lines.
+fn exec_config(script: &Path, extra_arg: &str, timing: &str) -> String {
     format!(
         r#"
 [admin]
@@ -439,8 +440,7 @@ token = "{TOKEN}"
 kind = "exec"
 command = ["{script}", "{{address}}", "{{port}}", "{extra_arg}"]
 port = 8080
-interval = "400ms"
-timeout = "300ms"
+{timing}
 rise = 1
 fall = 1
 [[service]]
@@ -463,9 +463,11 @@ fn exec_check_passes_fails_and_feeds_least_loaded_without_a_shell() {
     std::fs::write(d.join("load-192.0.2.2"), "0.9").unwrap();
     // Shell syntax in an argument reaches the program as it is: nothing runs it.
     let pwned = d.join("pwned");
+    // A timeout generous for a shell script on a busy machine: this test is not about it.
     let s = start(&exec_config(
         &script,
         &format!("$(touch {})", pwned.display()),
+        "interval = \"600ms\"\ntimeout = \"590ms\"",
     ));
     let _prober = s.start_prober();
     let (one, two) = (
@@ -531,7 +533,11 @@ fn exec_check_past_its_timeout_is_killed_with_what_it_started() {
     let d = dir.path();
     let script = write_script(d);
     std::fs::write(d.join("mode-192.0.2.1"), "hang").unwrap();
-    let s = start(&exec_config(&script, "x"));
+    let s = start(&exec_config(
+        &script,
+        "x",
+        "interval = \"400ms\"\ntimeout = \"300ms\"",
+    ));
     let _prober = s.start_prober();
     let one = s.endpoint_state("www.example.com", "192.0.2.1");
     assert!(
