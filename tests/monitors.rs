@@ -484,6 +484,8 @@ fn exec_check_passes_fails_and_feeds_least_loaded_without_a_shell() {
     for _ in 0..10 {
         assert_eq!(answered(&s, "www.example.com."), set(&["192.0.2.1"]));
     }
+    // A program's run time is no round trip to the endpoint: `latency` gets nothing from it.
+    assert_eq!((one.rtt_us(), two.rtt_us()), (None, None));
     let args = std::fs::read_to_string(d.join("args-192.0.2.1")).expect("args");
     assert_eq!(
         args,

@@ -505,7 +505,10 @@ async fn run_target(
 
         let members = members.load();
         let ok = out.ok;
-        let (result, flipped) = verdict.apply(out, duration, s.rise, s.fall, &members);
+        // An exec check's run time is a program's, not a round trip to the endpoint: it
+        // does not feed `latency`.
+        let rtt = target.kind != super::probe::Kind::Exec;
+        let (result, flipped) = verdict.apply(out, duration, rtt, s.rise, s.fall, &members);
         if flipped && verdict.healthy {
             tracing::info!(
                 check = target.url,
