@@ -7,6 +7,7 @@
 //! | `GET /metrics` | Prometheus / OpenMetrics text ([`crate::metrics`]) |
 //! | `POST /api/v1/drain`, `/api/v1/undrain` | `{"service", "endpoint"}` or `{"region"}` (optionally with `"service"`) |
 //! | `POST /api/v1/reload` | same as SIGHUP ([`crate::reload`]) |
+//! | `PUT /api/v1/health` | `{"profile", "endpoint", "up", "load"}`: the state of a `push` profile's check of an endpoint |
 //! | `POST /api/v1/anycast/withdraw`, `/announce` | manual withdraw and its end ([`crate::anycast`]) |
 //! | `GET /api/v1/explain` | `meridian explain --json` computed live ([`crate::explain::live`]) |
 //!
@@ -35,7 +36,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -340,6 +341,7 @@ fn router(state: St) -> Router {
         .route("/api/v1/drain", post(drain))
         .route("/api/v1/undrain", post(undrain))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/health", put(push_health))
         .route("/api/v1/anycast/withdraw", post(anycast_withdraw))
         .route("/api/v1/anycast/announce", post(anycast_announce))
         .route("/api/v1/explain", get(explain_live))
@@ -371,6 +373,38 @@ async fn status(State(st): State<St>) -> Json<Value> {
     // Serialised through a Value, whose objects keep their keys sorted: the bytes are those
     // of the `json!` objects this document was once built from, and history adds to it.
     Json(serde_json::to_value(status_doc(&st)).unwrap_or_default())
+}
+
+fn last_probe(p: &crate::health::ProbeResult) -> status::LastProbe {
+    status::LastProbe {
+        ok: p.ok,
+        result: p.class.to_string(),
+        reason: p.reason.clone(),
+        at: rfc3339(p.at),
+        duration_ms: p.duration.as_secs_f64() * 1e3,
+    }
+}
+
+/// Each profile's result on an endpoint, and whether it decided.
+pub(crate) fn checks_doc(snap: &Snapshot, st: &crate::health::EndpointState) -> Vec<status::Check> {
+    let d = st.decision();
+    st.checks()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| status::Check {
+            profile: c.profile.clone(),
+            kind: snap
+                .config
+                .config
+                .health
+                .get(&c.profile)
+                .map(|p| p.get_ref().kind.get_ref().clone())
+                .unwrap_or_default(),
+            healthy: c.healthy(),
+            decided: d.by.contains(&i),
+            last_probe: c.last_probe().map(|p| last_probe(&p)),
+        })
+        .collect()
 }
 
 /// The typed `/status` document ([`crate::status`]) of the served snapshot and control loops.
@@ -436,13 +470,10 @@ fn status_doc(st: &AdminState) -> status::Status {
                         healthy: st.healthy(),
                         drained: st.drained(),
                         up: st.up(),
-                        last_probe: st.last_probe().map(|p| status::LastProbe {
-                            ok: p.ok,
-                            result: p.class.to_string(),
-                            reason: p.reason.clone(),
-                            at: rfc3339(p.at),
-                            duration_ms: p.duration.as_secs_f64() * 1e3,
-                        }),
+                        last_probe: st.last_probe().map(|p| last_probe(&p)),
+                        checks: checks_doc(&snap, st),
+                        health_min: (!st.checks().is_empty()).then(|| st.min()),
+                        decided_by: st.decided_by(),
                         rtt_ms: st.rtt_us().map(|us| us as f64 / 1e3),
                         load: st.load(),
                         fleet: Some(
@@ -787,6 +818,114 @@ async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained:
         }
     }
     Json(body).into_response()
+}
+
+/// Body of `PUT /api/v1/health`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pushed {
+    profile: String,
+    endpoint: String,
+    up: bool,
+    load: Option<f64>,
+}
+
+/// `PUT /api/v1/health`: an outside monitor's verdict on one endpoint for a `push` profile
+/// (NS1 data feeds, gdnsd extfile). Taken as given, for every service that has the endpoint
+/// checked by that profile; it holds for the profile's `expire`.
+async fn push_health(State(st): State<St>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = refuse(&st, &headers) {
+        return r;
+    }
+    let p: Pushed = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "body must be JSON like {{\"profile\": \"feed\", \"endpoint\": \"192.0.2.10\", \
+                     \"up\": true, \"load\": 0.5}}: {e}"
+                ),
+            )
+        }
+    };
+    if p.load.is_some_and(|l| !l.is_finite() || l < 0.0) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "\"load\" must be a number of 0 or more",
+        );
+    }
+    let snap = st.reloader.shared().load_full();
+    let Some(profile) = snap.config.config.health.get(&p.profile) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no health profile `{}` is defined", p.profile),
+        );
+    };
+    let kind = profile.get_ref().kind.get_ref();
+    if kind != "push" {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "health profile `{}` is kind `{kind}`: its states come from its own probes; \
+                 only `push` profiles take PUT /api/v1/health",
+                p.profile
+            ),
+        );
+    }
+    let want = p.endpoint.trim();
+    let want_ip: Option<IpAddr> = want.parse().ok();
+    let want_name = want.trim_end_matches('.').to_ascii_lowercase();
+    let mut updated = Vec::new();
+    let mut exists = false;
+    for s in &snap.services {
+        for e in &s.endpoints {
+            let same = match (want_ip, &e.target) {
+                (Some(ip), None) => ip == e.addr,
+                (None, Some(_)) => e.label().eq_ignore_ascii_case(&want_name),
+                _ => false,
+            };
+            if !same {
+                continue;
+            }
+            exists = true;
+            for (i, c) in e.state.checks().iter().enumerate() {
+                if c.profile == p.profile && e.state.push(i, p.up, p.load) {
+                    updated.push(json!({
+                        "service": name_label(&s.name),
+                        "healthy": e.state.healthy(),
+                    }));
+                }
+            }
+        }
+    }
+    if updated.is_empty() {
+        return error(
+            StatusCode::NOT_FOUND,
+            if exists {
+                format!(
+                    "endpoint `{want}` is not checked by profile `{}` (no service lists it in `health`)",
+                    p.profile
+                )
+            } else {
+                format!("no endpoint `{want}` (an address or target name of a service)")
+            },
+        );
+    }
+    tracing::debug!(
+        profile = p.profile,
+        endpoint = want,
+        up = p.up,
+        "pushed health state"
+    );
+    Json(json!({
+        "profile": p.profile,
+        "endpoint": want,
+        "up": p.up,
+        "count": updated.len(),
+        "services": updated,
+    }))
+    .into_response()
 }
 
 async fn reload(State(st): State<St>, headers: HeaderMap) -> Response {

@@ -80,6 +80,8 @@ enum Command {
     Undrain(crate::ctl::DrainArgs),
     /// Reload the running server's config, zones and GeoIP data (as SIGHUP).
     Reload(crate::ctl::ReloadArgs),
+    /// Send an endpoint's state for a `push` health profile (PUT /api/v1/health).
+    Push(crate::ctl::PushArgs),
     /// Replay recorded queries under a change (--down, --drain, --new-config): answer shares
     /// per service and region now and after, and how many client networks move.
     Simulate(crate::simulate::Args),
@@ -157,6 +159,7 @@ pub fn main() -> i32 {
         Command::Drain(a) => crate::ctl::drain(a, true),
         Command::Undrain(a) => crate::ctl::drain(a, false),
         Command::Reload(a) => crate::ctl::reload(a),
+        Command::Push(a) => crate::ctl::push(a),
         Command::Simulate(a) => crate::simulate::main(a),
         Command::Dnssec(c) => c.run(),
     }

@@ -91,6 +91,31 @@ pub struct DrainArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(group(ArgGroup::new("state").required(true).args(["up", "down"])))]
+pub struct PushArgs {
+    /// The `push` health profile.
+    #[arg(long, value_name = "NAME")]
+    pub profile: String,
+    /// The endpoint, by its address or target name.
+    #[arg(long, value_name = "ADDR")]
+    pub endpoint: String,
+    /// The endpoint passes this check.
+    #[arg(long)]
+    pub up: bool,
+    /// The endpoint fails this check.
+    #[arg(long)]
+    pub down: bool,
+    /// Its load, for least-loaded (a number, 0 or more).
+    #[arg(long, value_name = "N")]
+    pub load: Option<f64>,
+    #[command(flatten)]
+    pub admin: Admin,
+    /// Bearer token [default: $MERIDIAN_TOKEN, else admin.token of --config]
+    #[arg(long, value_name = "T")]
+    pub token: Option<String>,
+}
+
+#[derive(Args, Debug)]
 pub struct ReloadArgs {
     #[command(flatten)]
     pub admin: Admin,
@@ -397,6 +422,54 @@ pub fn drain(args: DrainArgs, drain: bool) -> i32 {
         }
         if let Some(w) = v.get("warning").and_then(Value::as_str) {
             errln!("meridian {cmd}: warning: {w}");
+        }
+        Ok(())
+    })
+}
+
+/// `meridian push`: `PUT /api/v1/health`, a `push` profile's state of one endpoint.
+pub fn push(args: PushArgs) -> i32 {
+    run("push", async move {
+        let t = target(&args.admin)?;
+        let mut body = serde_json::json!({
+            "profile": args.profile,
+            "endpoint": args.endpoint,
+            "up": args.up && !args.down,
+        });
+        if let Some(l) = args.load {
+            body["load"] = serde_json::json!(l);
+        }
+        let token = token(&args.token, &t);
+        let (code, text) = call(
+            reqwest::Method::PUT,
+            url(&t.base, "api/v1/health")?,
+            token.as_deref(),
+            Some(body.to_string()),
+        )
+        .await?;
+        if !(200..300).contains(&code) {
+            return Err(refused(code, &text));
+        }
+        let v = json(&text, "the answer")?;
+        let services = v["services"].as_array().cloned().unwrap_or_default();
+        outln!(
+            "{} {} {}: {} service{}",
+            args.profile,
+            args.endpoint,
+            if args.up { "up" } else { "down" },
+            services.len(),
+            if services.len() == 1 { "" } else { "s" }
+        );
+        for s in &services {
+            outln!(
+                "  {}  {}",
+                s["service"].as_str().unwrap_or("-"),
+                if s["healthy"].as_bool().unwrap_or(false) {
+                    "healthy"
+                } else {
+                    "unhealthy"
+                }
+            );
         }
         Ok(())
     })
@@ -794,7 +867,18 @@ pub fn render(v: &Status, now: SystemTime) -> String {
                 "DOWN"
             }
             .into(),
-            if healthy { "up" } else { "down" }.into(),
+            // Several profiles: which decided (`down (tls)`, `up (web+tls)`).
+            if e.checks.len() > 1 {
+                let by: Vec<&str> = e
+                    .checks
+                    .iter()
+                    .filter(|c| c.decided)
+                    .map(|c| c.profile.as_str())
+                    .collect();
+                format!("{} ({})", if healthy { "up" } else { "down" }, by.join("+"))
+            } else {
+                if healthy { "up" } else { "down" }.into()
+            },
             if drained { "drained" } else { "-" }.into(),
             last,
             ms(&serde_json::to_value(e.rtt_ms).unwrap_or(Value::Null)),

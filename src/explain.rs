@@ -296,7 +296,49 @@ fn render(
                 health,
                 result
             ));
+            // Several monitors: each profile's result, and which decided.
+            let d = e.state.decision();
+            let checks: Vec<Value> = e
+                .state
+                .checks()
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let last = c.last_probe();
+                    json!({
+                        "profile": c.profile,
+                        "healthy": c.healthy(),
+                        "decided": d.by.contains(&i),
+                        "reason": last.as_ref().map(|r| r.reason.clone()),
+                    })
+                })
+                .collect();
+            if let Some(why) = e.state.decided_by() {
+                let parts: Vec<String> = e
+                    .state
+                    .checks()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        format!(
+                            "{}{} {} ({})",
+                            c.profile,
+                            if d.by.contains(&i) { "*" } else { "" },
+                            if c.healthy() { "up" } else { "down" },
+                            c.last_probe()
+                                .map_or_else(|| "not probed yet".into(), |r| r.reason.clone())
+                        )
+                    })
+                    .collect();
+                out.push_str(&format!(
+                    "  {:<12} checks: {}; {why}\n",
+                    "",
+                    parts.join(", ")
+                ));
+            }
             candidates.push(json!({
+                "checks": checks,
+                "decided_by": e.state.decided_by(),
                 "address": e.label(),
                 "region": region,
                 "distance_km": dist.filter(|d| d.is_finite()).map(|d| (d * 10.0).round() / 10.0),

@@ -183,7 +183,12 @@ impl History {
                             region: region(),
                             from: Some(health_word(t.healthy).into()),
                             to: Some(health_word(healthy).into()),
-                            reason: probe.map(|p| cut(&p.reason)),
+                            // Several profiles: the last probe may be another profile's;
+                            // say which decided.
+                            reason: match e.state.decided_by() {
+                                Some(d) if e.state.checks().len() > 1 => Some(cut(&d)),
+                                _ => probe.map(|p| cut(&p.reason)),
+                            },
                         },
                     );
                 }

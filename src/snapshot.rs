@@ -648,12 +648,21 @@ fn build_services(
             let mut name = Name::from_ascii(s.name.get_ref()).ok()?;
             name.set_fqdn(true);
             let name = name.to_lowercase();
-            let profile = s.health.as_ref().map(|h| h.get_ref().clone());
-            let initially_up = profile
+            let profiles: Vec<String> = s
+                .health
                 .as_ref()
-                .and_then(|p| c.health.get(p))
-                .and_then(|p| p.get_ref().initial.as_ref())
-                .is_none_or(|i| i.get_ref() != "down");
+                .map(|h| h.get_ref().names().to_vec())
+                .unwrap_or_default();
+            let profile_up = |p: &str| {
+                c.health
+                    .get(p)
+                    .and_then(|p| p.get_ref().initial.as_ref())
+                    .is_none_or(|i| i.get_ref() != "down")
+            };
+            let initially_up = profiles.iter().all(|p| profile_up(p));
+            let health_min = s.health.as_ref().map_or(0, |h| {
+                h.get_ref().min(s.health_min.as_ref().map(|m| *m.get_ref()))
+            });
             // A probed endpoint a reload adds was never seen working: down until its first
             // probe passes. At start, endpoints follow `initial` (up unless told otherwise).
             let reloading = health.built_before();
@@ -676,19 +685,26 @@ fn build_services(
                         (None, Some(a)) => a.get_ref().parse().ok()?,
                         (None, None) => return None,
                     };
-                    let probe = match (&e.check, &profile) {
-                        (Some(url), _) => url.get_ref().clone(),
-                        (None, Some(p)) => format!("profile:{p}"),
-                        (None, None) => String::new(),
+                    let probe = match &e.check {
+                        Some(url) => url.get_ref().clone(),
+                        None if profiles.is_empty() => String::new(),
+                        None => format!("profile:{}", profiles.join(",")),
                     };
-                    let state = health.state(
-                        EndpointKey {
-                            service: name.to_ascii(),
-                            address: addr,
-                            probe: probe.clone(),
-                        },
-                        initially_up && (probe.is_empty() || !reloading),
-                    );
+                    let key = EndpointKey {
+                        service: name.to_ascii(),
+                        address: addr,
+                        probe: probe.clone(),
+                    };
+                    // One check per profile, each with its own verdict (`health_min`).
+                    let state = if profiles.is_empty() {
+                        health.state(key, initially_up && (probe.is_empty() || !reloading))
+                    } else {
+                        let checks: Vec<(String, bool)> = profiles
+                            .iter()
+                            .map(|p| (p.clone(), profile_up(p) && !reloading))
+                            .collect();
+                        health.checked_state(key, &checks, health_min)
+                    };
                     Some(Endpoint {
                         addr,
                         target,
@@ -713,7 +729,7 @@ fn build_services(
                     Some("servfail") => WhenAllDown::Servfail,
                     _ => WhenAllDown::ServeAll,
                 },
-                profile,
+                s.health.as_ref().map(|h| h.get_ref().display()),
                 endpoints,
             );
             service.ttl_degraded = s.ttl_degraded.unwrap_or(s.ttl);

@@ -113,6 +113,17 @@ pub struct Endpoint {
     pub drained: bool,
     pub up: bool,
     pub last_probe: Option<LastProbe>,
+    /// With health profiles: each profile's result on this endpoint, in the order of the
+    /// `health` list.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
+    /// With health profiles: how many must pass (`health_min`, default all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_min: Option<usize>,
+    /// With health profiles: which decided the verdict, for people (`up: web passes (1 of 2,
+    /// needs 1)`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
     pub rtt_ms: Option<f64>,
     pub load: Option<f64>,
     /// The fleet's view of it: `null` without a fleet member, left out only by documents that
@@ -126,6 +137,21 @@ pub struct Endpoint {
     /// Added by [`crate::history`]: its share of its service's answers over the last minute.
     #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub share_1m: Option<Value>,
+}
+
+/// One health profile's result on one endpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Check {
+    pub profile: String,
+    /// `http`, `https`, `tcp`, `exec` or `push`.
+    pub kind: String,
+    /// This profile's verdict (its rise/fall applied; a pushed state as given).
+    pub healthy: bool,
+    /// Whether this profile's result decided the endpoint's verdict: when the endpoint is
+    /// up, the passing profiles; when down, the failing ones.
+    pub decided: bool,
+    pub last_probe: Option<LastProbe>,
 }
 
 /// The last probe of an endpoint.

@@ -70,16 +70,10 @@ fn references(c: &super::Config, cx: &Cx, out: &mut Vec<Problem>) {
     for svc in &c.service {
         let s = svc.get_ref();
         let key = service_key(s.name.get_ref());
-        if let Some(h) = &s.health {
-            if !c.health.contains_key(h.get_ref()) {
-                out.push(cx.at(
-                    h.span(),
-                    format!(
-                        "{key}.health: no health profile `{}` is defined",
-                        h.get_ref()
-                    ),
-                ));
-            }
+        match (&s.health, &s.health_min) {
+            (Some(h), m) => health::check_ref(h, m.as_ref(), &c.health, &key, cx, out),
+            (None, Some(m)) => health::check_min_alone(m, &key, cx, out),
+            (None, None) => {}
         }
         for (j, ep) in s.endpoints.get_ref().iter().enumerate() {
             if let Some(r) = &ep.get_ref().region {
@@ -129,7 +123,7 @@ pub fn warnings(lc: &LoadedConfig) -> Vec<Problem> {
             s.get_ref()
                 .health
                 .as_ref()
-                .is_some_and(|h| h.get_ref() == name)
+                .is_some_and(|h| h.get_ref().names().contains(name))
         });
         if !used {
             out.push(lc.problem_at(

@@ -72,7 +72,7 @@ pub use crate::base::problem::{Problem, Problems};
 pub use self::admin::AdminConfig;
 pub use self::check::warnings;
 pub use self::geoip::{GeoipConfig, NetworkOverride};
-pub use self::health::{status_ranges, HealthProfile, StatusSpec};
+pub use self::health::{status_ranges, HealthProfile, HealthRef, StatusSpec};
 pub use self::load::{examine, examine_text, line_col, load, parse, sort_problems, Examined};
 pub use self::log::LogConfig;
 pub use self::regions::RegionConfig;

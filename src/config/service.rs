@@ -16,7 +16,10 @@ pub struct ServiceConfig {
     pub ttl: u32,
     #[serde(default = "default_max_answers")]
     pub max_answers: Spanned<usize>,
-    pub health: Option<Spanned<String>>,
+    /// One profile name or a list ([`super::health::HealthRef`]).
+    pub health: Option<Spanned<super::health::HealthRef>>,
+    /// Up when at least this many of the `health` profiles pass; default all.
+    pub health_min: Option<Spanned<u32>>,
     pub when_all_down: Option<Spanned<String>>,
     /// TTL while the service answers around a failure (see [`crate::policy::Selection`]).
     pub ttl_degraded: Option<u32>,

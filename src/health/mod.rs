@@ -8,9 +8,14 @@
 //! applied to the drained flags of each new snapshot, so they outlive reloads and restarts.
 //!
 //! The prober that writes them is a control loop of its own, a floor up: `crate::prober`.
+//!
+//! An endpoint checked by several profiles (`health = ["web", "tls"]`) has one [`Check`] per
+//! profile, each with its own verdict (the prober keeps each profile's rise/fall), and is
+//! healthy while at least `health_min` of them are ([`EndpointState::checks`]). A `push`
+//! profile's verdict is written by `PUT /api/v1/health` ([`EndpointState::push`]).
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -77,6 +82,55 @@ pub struct EndpointState {
     fleet_managed: AtomicBool,
     /// Whether this site probes the endpoint (`[fleet] probers`); true without a fleet.
     probe_here: AtomicBool,
+    /// One per health profile, in the order of the `health` list; empty when none checks it.
+    checks: Vec<Check>,
+    /// How many checks must pass (`health_min`); 0 = all.
+    min: AtomicUsize,
+}
+
+/// One profile's view of an endpoint: its verdict (rise/fall applied, or as pushed), its last
+/// result, and for `push` when a state last arrived.
+#[derive(Debug)]
+pub struct Check {
+    pub profile: String,
+    healthy: AtomicBool,
+    last_probe: ArcSwapOption<ProbeResult>,
+    /// Unix milliseconds of the last pushed state, or of the check's creation before any.
+    since_ms: AtomicU64,
+    pushed: AtomicBool,
+}
+
+impl Check {
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+    pub fn last_probe(&self) -> Option<Arc<ProbeResult>> {
+        self.last_probe.load_full()
+    }
+    /// When a state was last pushed (unix ms), or since when none was (the check's start).
+    pub fn pushed_since_ms(&self) -> (u64, bool) {
+        (
+            self.since_ms.load(Ordering::Relaxed),
+            self.pushed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Which checks decided an endpoint's verdict: when up, the passing ones; when down, the
+/// failing ones; with how many pass and how many were needed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub up: bool,
+    pub passing: usize,
+    pub needed: usize,
+    /// Indexes into [`EndpointState::checks`].
+    pub by: Vec<usize>,
 }
 
 impl EndpointState {
@@ -90,7 +144,151 @@ impl EndpointState {
             local: AtomicU8::new(0),
             fleet_managed: AtomicBool::new(false),
             probe_here: AtomicBool::new(true),
+            checks: Vec::new(),
+            min: AtomicUsize::new(0),
         }
+    }
+
+    /// An endpoint checked by the profiles `checks` (name, initially up), healthy while at
+    /// least `min` of them are (0 = all).
+    pub fn with_checks(checks: &[(String, bool)], min: usize) -> EndpointState {
+        let now = now_ms();
+        let mut st = EndpointState::new(true);
+        st.checks = checks
+            .iter()
+            .map(|(p, up)| Check {
+                profile: p.clone(),
+                healthy: AtomicBool::new(*up),
+                last_probe: ArcSwapOption::empty(),
+                since_ms: AtomicU64::new(now),
+                pushed: AtomicBool::new(false),
+            })
+            .collect();
+        st.min = AtomicUsize::new(min);
+        let up = st.decision().up;
+        st.healthy = AtomicBool::new(up);
+        st
+    }
+
+    /// The profiles checking this endpoint, in the order of its `health` list.
+    pub fn checks(&self) -> &[Check] {
+        &self.checks
+    }
+
+    /// Whether its checks are those profiles, in that order (else a reload makes a new state).
+    pub fn checked_by(&self, profiles: &[String]) -> bool {
+        self.checks.len() == profiles.len()
+            && self
+                .checks
+                .iter()
+                .zip(profiles)
+                .all(|(c, p)| &c.profile == p)
+    }
+
+    /// How many checks must pass.
+    pub fn min(&self) -> usize {
+        let n = self.checks.len();
+        match self.min.load(Ordering::Relaxed) {
+            0 => n,
+            m => m.min(n),
+        }
+    }
+
+    /// Sets `health_min` (a reload may change it) and applies it to the checks' verdicts.
+    pub fn set_min(&self, min: usize) {
+        if self.min.swap(min, Ordering::Relaxed) != min
+            && self.checks.iter().any(|c| c.last_probe().is_some())
+        {
+            self.recompute();
+        }
+    }
+
+    /// What the checks decide now, and which of them decided it.
+    pub fn decision(&self) -> Decision {
+        let needed = self.min();
+        let passing = self.checks.iter().filter(|c| c.healthy()).count();
+        let up = passing >= needed;
+        Decision {
+            up,
+            passing,
+            needed,
+            by: (0..self.checks.len())
+                .filter(|&i| self.checks[i].healthy() == up)
+                .collect(),
+        }
+    }
+
+    /// Which profiles decided the verdict, for people (`/status`, `explain`): `up: web
+    /// passes (1 of 2, needs 1)`; `None` without profiles.
+    pub fn decided_by(&self) -> Option<String> {
+        if self.checks.is_empty() {
+            return None;
+        }
+        let d = self.decision();
+        let names: Vec<&str> =
+            d.by.iter()
+                .map(|&i| self.checks[i].profile.as_str())
+                .collect();
+        let n = self.checks.len();
+        Some(if d.up {
+            format!(
+                "up: {} pass{} ({} of {n}, needs {})",
+                names.join(", "),
+                if names.len() == 1 { "es" } else { "" },
+                d.passing,
+                d.needed
+            )
+        } else {
+            format!(
+                "down: {} failed ({} of {n} pass, needs {})",
+                names.join(", "),
+                d.passing,
+                d.needed
+            )
+        })
+    }
+
+    fn recompute(&self) {
+        if !self.checks.is_empty() {
+            self.set_probed(self.decision().up);
+        }
+    }
+
+    /// Writes check `i`'s verdict and last result, then the endpoint's verdict (at least
+    /// `min` checks healthy). Returns the endpoint's verdict.
+    pub fn set_check(&self, i: usize, healthy: bool, result: Arc<ProbeResult>) -> bool {
+        let Some(c) = self.checks.get(i) else {
+            self.set_probed(healthy);
+            self.set_last_probe(result);
+            return healthy;
+        };
+        c.healthy.store(healthy, Ordering::Relaxed);
+        c.last_probe.store(Some(result.clone()));
+        self.set_last_probe(result);
+        self.recompute();
+        self.healthy()
+    }
+
+    /// A state pushed from outside for check `i` (a `push` profile): taken as given, and
+    /// fresh from now on. Returns false when there is no such check.
+    pub fn push(&self, i: usize, up: bool, load: Option<f64>) -> bool {
+        let Some(c) = self.checks.get(i) else {
+            return false;
+        };
+        c.since_ms.store(now_ms(), Ordering::Relaxed);
+        c.pushed.store(true, Ordering::Relaxed);
+        if load.is_some() {
+            self.set_load(load);
+        }
+        let result = Arc::new(ProbeResult {
+            ok: up,
+            class: if up { "ok" } else { "pushed" },
+            reason: format!("pushed {}", if up { "up" } else { "down" }),
+            at: SystemTime::now(),
+            duration: Duration::ZERO,
+        });
+        self.set_check(i, up, result);
+        true
     }
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
@@ -185,4 +383,46 @@ pub struct EndpointKey {
     pub service: String,
     pub address: IpAddr,
     pub probe: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(ok: bool) -> Arc<ProbeResult> {
+        Arc::new(ProbeResult {
+            ok,
+            class: if ok { "ok" } else { "status" },
+            reason: String::new(),
+            at: SystemTime::now(),
+            duration: Duration::ZERO,
+        })
+    }
+
+    #[test]
+    fn health_min_counts_the_checks_and_names_what_decided() {
+        let checks = [("web".to_string(), true), ("tls".to_string(), true)];
+        let all = EndpointState::with_checks(&checks, 0);
+        let any = EndpointState::with_checks(&checks, 1);
+        assert!(all.healthy() && any.healthy());
+        assert!(!all.set_check(1, false, result(false)));
+        assert!(any.set_check(1, false, result(false)));
+        assert_eq!(all.decision().by, vec![1]);
+        assert_eq!(any.decision().by, vec![0]);
+        assert_eq!(
+            all.decided_by().as_deref(),
+            Some("down: tls failed (1 of 2 pass, needs 2)")
+        );
+        assert_eq!(
+            any.decided_by().as_deref(),
+            Some("up: web passes (1 of 2, needs 1)")
+        );
+        // health_min lowered on a reload: decided again at once.
+        all.set_min(1);
+        assert!(all.healthy());
+        // A pushed state is taken as given.
+        assert!(any.push(0, false, Some(0.5)));
+        assert!(!any.healthy() && any.load() == Some(0.5));
+        assert!(!any.push(7, true, None), "no such check");
+    }
 }

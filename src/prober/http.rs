@@ -432,6 +432,8 @@ mod tests {
             headers: Vec::new(),
             tls_verify: true,
             source: None,
+            command: Vec::new(),
+            expire: std::time::Duration::from_secs(3),
         };
         let target = Target::new(addr.ip(), &format!("http://{addr}/"), &settings);
         let probe = HttpProbe::new(&target, None).unwrap();

@@ -2,13 +2,15 @@
 //! (`crate::health`) the query path reads. By concern: [`probe`] (what a probe of a target
 //! is), [`schedule`] (when probes go out; [`start`] runs the prober on the current tokio
 //! runtime and follows reloads by itself), `verdict` (rise/fall and what a result writes),
-//! `http` (the one HTTP/1.1 client, for http and https), `tcp` (connects) and `tls` (rustls
-//! settings).
+//! `http` (the one HTTP/1.1 client, for http and https), `tcp` (connects), `tls` (rustls
+//! settings) and `exec` (check programs). `push` profiles have no probe: their states come
+//! from the admin API, and the prober only expires them (`schedule`).
 //!
 //! It sits on the control floor, above `snapshot` and `health`, because it reads the current
 //! snapshot (`SharedSnapshot`); `health` keeps only the state, so the model floor imports
 //! nothing above it.
 
+mod exec;
 mod http;
 pub mod probe;
 pub mod schedule;

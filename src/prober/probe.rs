@@ -36,6 +36,10 @@ pub enum Kind {
     Http,
     Https,
     Tcp,
+    /// A program run per endpoint ([`super::exec`]).
+    Exec,
+    /// No probe: states come from `PUT /api/v1/health`; the prober only expires them.
+    Push,
 }
 
 impl Kind {
@@ -44,6 +48,8 @@ impl Kind {
             Kind::Http => "http",
             Kind::Https => "https",
             Kind::Tcp => "tcp",
+            Kind::Exec => "exec",
+            Kind::Push => "push",
         }
     }
 }
@@ -67,6 +73,10 @@ pub struct Settings {
     pub tls_verify: bool,
     /// `source`: the local address probes leave from.
     pub source: Option<IpAddr>,
+    /// `exec`: the command as written, placeholders unexpanded.
+    pub command: Vec<String>,
+    /// `push`: how long a pushed state holds (default 3 × interval).
+    pub expire: Duration,
 }
 
 impl Settings {
@@ -74,6 +84,8 @@ impl Settings {
         let kind = match p.kind.get_ref().as_str() {
             "https" => Kind::Https,
             "tcp" => Kind::Tcp,
+            "exec" => Kind::Exec,
+            "push" => Kind::Push,
             _ => Kind::Http,
         };
         let duration = |d: &Option<serde_spanned::Spanned<String>>, default: Duration| {
@@ -120,6 +132,12 @@ impl Settings {
                 .collect(),
             tls_verify: p.tls_verify.unwrap_or(true),
             source: p.source.as_ref().and_then(|a| a.get_ref().parse().ok()),
+            command: p
+                .command
+                .as_ref()
+                .map(|c| c.get_ref().clone())
+                .unwrap_or_default(),
+            expire: duration(&p.expire, interval * 3),
         }
     }
 }
@@ -128,9 +146,12 @@ impl Settings {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
     pub kind: Kind,
-    /// `http://…` / `https://…` URL, or `tcp://host:port`.
+    /// `http://…` / `https://…` URL, or `tcp://host:port`; `exec:` and the command line;
+    /// `push:PROFILE/ENDPOINT`.
     pub url: String,
     pub settings: Settings,
+    /// `exec`: the program and its arguments, placeholders filled in.
+    pub argv: Vec<String>,
 }
 
 impl Target {
@@ -163,6 +184,37 @@ impl Target {
             kind,
             url,
             settings: settings.clone(),
+            argv: Vec::new(),
+        }
+    }
+
+    /// The target of a profile whose kind is not a network probe (exec, push) for the
+    /// endpoint named `label` (its address or target name); `None` for a network kind.
+    pub fn local(profile: &str, label: &str, settings: &Settings) -> Option<Target> {
+        match settings.kind {
+            Kind::Exec => {
+                let port = settings.port.map(|p| p.to_string()).unwrap_or_default();
+                let argv: Vec<String> = settings
+                    .command
+                    .iter()
+                    .map(|a| a.replace("{address}", label).replace("{port}", &port))
+                    .collect();
+                Some(Target {
+                    kind: Kind::Exec,
+                    url: format!("exec:{}", argv.join(" ")),
+                    settings: settings.clone(),
+                    argv,
+                })
+            }
+            // Named by the profile too: two push profiles with the same settings are two
+            // states an outside monitor sets apart.
+            Kind::Push => Some(Target {
+                kind: Kind::Push,
+                url: format!("push:{profile}/{label}"),
+                settings: settings.clone(),
+                argv: Vec::new(),
+            }),
+            _ => None,
         }
     }
 }
@@ -191,6 +243,7 @@ impl Target {
             kind,
             url,
             settings: settings.clone(),
+            argv: Vec::new(),
         }
     }
 }
@@ -229,6 +282,7 @@ impl Outcome {
 pub(super) enum Probe {
     Http(Box<HttpProbe>),
     Tcp(TcpProbe),
+    Exec(super::exec::ExecProbe),
 }
 
 impl Probe {
@@ -239,6 +293,8 @@ impl Probe {
                 source: t.settings.source,
             })),
             Kind::Http | Kind::Https => HttpProbe::new(t, tls).map(|p| Probe::Http(Box::new(p))),
+            Kind::Exec => super::exec::ExecProbe::new(t).map(Probe::Exec),
+            Kind::Push => Err("a push profile has no probe".into()),
         }
     }
 
@@ -246,6 +302,7 @@ impl Probe {
         match self {
             Probe::Http(p) => p.run().await,
             Probe::Tcp(p) => p.run().await,
+            Probe::Exec(p) => p.run().await,
         }
     }
 }
@@ -269,6 +326,8 @@ mod tests {
             headers: Vec::new(),
             tls_verify: true,
             source: None,
+            command: Vec::new(),
+            expire: DEFAULT_INTERVAL * 3,
         }
     }
 

@@ -39,6 +39,8 @@ pub struct ProbedEndpoint {
     /// The endpoint as metrics name it: its address, or its `target` name.
     pub label: String,
     pub state: Arc<EndpointState>,
+    /// Which of the endpoint's checks (its `health` profiles) this target's result is.
+    pub check: usize,
 }
 
 /// Handed to [`ProberOptions::observer`] after every probe (for metrics).
@@ -310,45 +312,106 @@ async fn supervise(
     }
 }
 
-/// Targets of a snapshot and the endpoints each one stands for.
+/// Targets of a snapshot and the endpoints each one stands for: one target per (profile,
+/// endpoint) probed the same way, whatever the number of services that share it.
 fn desired(snap: &Snapshot) -> HashMap<Target, Vec<ProbedEndpoint>> {
     let mut want: HashMap<Target, Vec<ProbedEndpoint>> = HashMap::new();
+    let profiles = &snap.config.config.health;
+    let mut settings: HashMap<&str, Settings> = HashMap::new();
     for svc in &snap.services {
         let name = svc.name.to_ascii();
         let name = name.strip_suffix('.').unwrap_or(&name);
-        let profile = svc
-            .health
-            .as_ref()
-            .and_then(|p| snap.config.config.health.get(p));
-        let Some(profile) = profile else {
-            for e in svc.endpoints.iter().filter(|e| !e.probe.is_empty()) {
+        for e in &svc.endpoints {
+            if e.probe.is_empty() {
+                continue;
+            }
+            if e.state.checks().is_empty() {
                 tracing::warn!(
                     service = name,
                     endpoint = %e.addr,
                     check = e.probe,
                     "endpoint has a check but its service no health profile: not probed"
                 );
-            }
-            continue;
-        };
-        let settings = Settings::from_profile(profile.get_ref());
-        for e in &svc.endpoints {
-            if e.probe.is_empty() {
                 continue;
             }
-            let target = match &e.target {
-                Some(t) => Target::for_name(t, &e.probe, &settings),
-                None => Target::new(e.addr, &e.probe, &settings),
-            };
-            want.entry(target).or_default().push(ProbedEndpoint {
-                service: name.to_string(),
-                address: e.addr,
-                label: e.label(),
-                state: e.state.clone(),
-            });
+            let label = e.label();
+            for (i, c) in e.state.checks().iter().enumerate() {
+                let Some(profile) = profiles.get(&c.profile) else {
+                    continue;
+                };
+                let settings = settings
+                    .entry(c.profile.as_str())
+                    .or_insert_with(|| Settings::from_profile(profile.get_ref()));
+                // A `check` URL stands in for the address of the network kinds only.
+                let target = match (Target::local(&c.profile, &label, settings), &e.target) {
+                    (Some(t), _) => t,
+                    (None, Some(t)) => Target::for_name(t, &e.probe, settings),
+                    (None, None) => Target::new(e.addr, &e.probe, settings),
+                };
+                want.entry(target).or_default().push(ProbedEndpoint {
+                    service: name.to_string(),
+                    address: e.addr,
+                    label: label.clone(),
+                    state: e.state.clone(),
+                    check: i,
+                });
+            }
         }
     }
     want
+}
+
+/// A `push` target: nothing to probe, its states come from `PUT /api/v1/health`. Every
+/// `interval` (at most a second apart), a check whose state was not pushed within `expire`
+/// (since the last push, or since the check began) counts as failed.
+async fn run_push(target: Arc<Target>, members: Arc<ArcSwap<Vec<ProbedEndpoint>>>) {
+    let s = &target.settings;
+    let expire_ms = s.expire.as_millis() as u64;
+    let mut tick = tokio::time::interval(s.interval.min(Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for m in members.load().iter() {
+            let Some(c) = m.state.checks().get(m.check) else {
+                continue;
+            };
+            let (since, pushed) = c.pushed_since_ms();
+            if now.saturating_sub(since) <= expire_ms {
+                continue;
+            }
+            let already = c.last_probe().is_some_and(|r| r.class == "expired");
+            if already && !c.healthy() {
+                continue;
+            }
+            let reason = if pushed {
+                format!("expired: no state pushed for {:?}", s.expire)
+            } else {
+                format!(
+                    "expired: no state pushed since the check began ({:?} ago)",
+                    s.expire
+                )
+            };
+            let result = Arc::new(ProbeResult {
+                ok: false,
+                class: "expired",
+                reason,
+                at: std::time::SystemTime::now(),
+                duration: Duration::ZERO,
+            });
+            let was = m.state.healthy();
+            let now_up = m.state.set_check(m.check, false, result);
+            if was && !now_up {
+                tracing::warn!(
+                    check = target.url,
+                    endpoint = m.label,
+                    "health: endpoint DOWN: its pushed state expired"
+                );
+            }
+        }
+    }
 }
 
 async fn run_target(
@@ -356,6 +419,9 @@ async fn run_target(
     members: Arc<ArcSwap<Vec<ProbedEndpoint>>>,
     ctx: Arc<Ctx>,
 ) {
+    if target.kind == super::probe::Kind::Push {
+        return run_push(target, members).await;
+    }
     let s = &target.settings;
     let probe = Probe::new(&target, ctx.tls.as_ref());
     if let Err(e) = &probe {
@@ -374,11 +440,19 @@ async fn run_target(
     // A new target of endpoints that already have a state (its profile changed) goes on from
     // that state; fresh endpoints start as the profile's `initial` says.
     // Endpoints never probed: the first result decides at once.
+    let check_of = |m: &ProbedEndpoint| {
+        m.state
+            .checks()
+            .get(m.check)
+            .map(|c| (c.healthy(), c.last_probe().is_none()))
+    };
     let mut verdict = {
         let m = members.load();
         Verdict::starting(
-            m.first().is_none_or(|m| m.state.healthy()),
-            m.iter().all(|m| m.state.last_probe().is_none()),
+            m.first()
+                .is_none_or(|m| check_of(m).map_or(m.state.healthy(), |c| c.0)),
+            m.iter()
+                .all(|m| check_of(m).map_or(m.state.last_probe().is_none(), |c| c.1)),
         )
     };
     loop {
@@ -410,7 +484,17 @@ async fn run_target(
         let out = match &probe {
             // Boxed: the state of a probe in flight (hyper, rustls) is kilobytes, and only
             // the few targets probing at a time need to hold it.
-            Ok(p) => match tokio::time::timeout(s.timeout, Box::pin(p.run())).await {
+            // An exec check keeps its own timeout, to kill and reap the program; this one
+            // only backs it up.
+            Ok(p) => match tokio::time::timeout(
+                match target.kind {
+                    super::probe::Kind::Exec => s.timeout + Duration::from_secs(1),
+                    _ => s.timeout,
+                },
+                Box::pin(p.run()),
+            )
+            .await
+            {
                 Ok(o) => o,
                 Err(_) => Outcome::fail("timeout", "timeout"),
             },
@@ -421,7 +505,10 @@ async fn run_target(
 
         let members = members.load();
         let ok = out.ok;
-        let (result, flipped) = verdict.apply(out, duration, s.rise, s.fall, &members);
+        // An exec check's run time is a program's, not a round trip to the endpoint: it
+        // does not feed `latency`.
+        let rtt = target.kind != super::probe::Kind::Exec;
+        let (result, flipped) = verdict.apply(out, duration, rtt, s.rise, s.fall, &members);
         if flipped && verdict.healthy {
             tracing::info!(
                 check = target.url,

@@ -76,16 +76,18 @@ impl Verdict {
     }
 
     /// Counts `out` and writes the result to every member; returns the result and whether the
-    /// verdict flipped.
+    /// verdict flipped. `measures_rtt`: whether the probe's duration is a round trip to the endpoint
+    /// (not for exec checks).
     pub fn apply(
         &mut self,
         out: Outcome,
         duration: Duration,
+        measures_rtt: bool,
         rise: u32,
         fall: u32,
         members: &[ProbedEndpoint],
     ) -> (Arc<ProbeResult>, bool) {
-        if out.ok {
+        if out.ok && measures_rtt {
             let sample = duration.as_secs_f64() * 1e6;
             self.rtt = Some(
                 self.rtt
@@ -102,14 +104,15 @@ impl Verdict {
         });
         let rtt = self.rtt.map(|r| (r.round() as u64).max(1));
         for m in members {
-            m.state.set_probed(self.healthy);
-            if out.ok {
+            // The profile's verdict; the endpoint's follows from its checks (`health_min`).
+            m.state.set_check(m.check, self.healthy, result.clone());
+            // Exec checks measure none: `rtt` stays `None` and a network profile's stands.
+            if out.ok && rtt.is_some() {
                 m.state.set_rtt_us(rtt);
             }
             if let Some(load) = out.load {
                 m.state.set_load(load);
             }
-            m.state.set_last_probe(result.clone());
         }
         (result, flipped)
     }

@@ -14,6 +14,9 @@ use crate::health::{EndpointKey, EndpointState};
 #[derive(Debug, Default)]
 pub struct HealthRegistry {
     states: Mutex<HashMap<EndpointKey, Arc<EndpointState>>>,
+    /// The key each (service, address) was last given a checked state under: when a reload
+    /// changes its `health` list (so its key), the new checks go on from the old verdicts.
+    last_key: Mutex<HashMap<(String, std::net::IpAddr), EndpointKey>>,
     /// Drains as the operator made them, applied to every snapshot built (`policy::drains`).
     pub drains: crate::policy::drains::Drains,
     /// Set once the first snapshot is built: an endpoint new after that (a reload added it)
@@ -37,10 +40,59 @@ impl HealthRegistry {
             .clone()
     }
 
+    /// The state of an endpoint checked by `checks` (profile name, initially up), healthy
+    /// while `min` of them pass (0 = all): the old one when it had the same profiles in the
+    /// same order (its `health_min` updated), else a new one (a changed list starts over).
+    pub fn checked_state(
+        &self,
+        key: EndpointKey,
+        checks: &[(String, bool)],
+        min: usize,
+    ) -> Arc<EndpointState> {
+        let names: Vec<String> = checks.iter().map(|(n, _)| n.clone()).collect();
+        let mut m = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.last_key.lock().unwrap_or_else(|e| e.into_inner());
+        let endpoint = (key.service.clone(), key.address);
+        if let Some(st) = m.get(&key).filter(|st| st.checked_by(&names)) {
+            st.set_min(min);
+            last.insert(endpoint, key);
+            return st.clone();
+        }
+        // Its profiles changed (a list edited, a profile renamed): each check goes on from
+        // the verdict answers used — the old check of the same profile, else the endpoint's —
+        // rather than from `initial` (a profile added to a running endpoint must not take it
+        // out of answers until that profile's first probe).
+        let old = last
+            .get(&endpoint)
+            .and_then(|k| m.get(k))
+            .or_else(|| m.get(&key))
+            .cloned();
+        let carried: Vec<(String, bool)> = match &old {
+            Some(o) => checks
+                .iter()
+                .map(|(n, _)| {
+                    let v = o
+                        .checks()
+                        .iter()
+                        .find(|c| &c.profile == n)
+                        .map_or_else(|| o.healthy(), |c| c.healthy());
+                    (n.clone(), v)
+                })
+                .collect(),
+            None => checks.to_vec(),
+        };
+        let st = Arc::new(EndpointState::with_checks(&carried, min));
+        m.insert(key.clone(), st.clone());
+        last.insert(endpoint, key);
+        st
+    }
+
     /// Forgets endpoints that the current config no longer has.
     pub fn retain(&self, keep: &dyn Fn(&EndpointKey) -> bool) {
         let mut m = self.states.lock().unwrap_or_else(|e| e.into_inner());
         m.retain(|k, _| keep(k));
+        let mut last = self.last_key.lock().unwrap_or_else(|e| e.into_inner());
+        last.retain(|_, k| m.contains_key(k));
     }
 }
 
