@@ -15,6 +15,8 @@ fn ep(addr: &str, region: Option<usize>, weight: f64, priority: u32) -> Endpoint
         weight,
         priority,
         probe: String::new(),
+        health: None,
+        pool: None,
         state: Arc::new(EndpointState::new(true)),
     }
 }

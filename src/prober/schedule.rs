@@ -313,32 +313,33 @@ async fn supervise(
 /// Targets of a snapshot and the endpoints each one stands for.
 fn desired(snap: &Snapshot) -> HashMap<Target, Vec<ProbedEndpoint>> {
     let mut want: HashMap<Target, Vec<ProbedEndpoint>> = HashMap::new();
+    // Each profile's settings, made once (not per endpoint).
+    let mut settings_of: HashMap<&str, Settings> = HashMap::new();
     for svc in &snap.services {
         let name = svc.name.to_ascii();
         let name = name.strip_suffix('.').unwrap_or(&name);
-        let profile = svc
-            .health
-            .as_ref()
-            .and_then(|p| snap.config.config.health.get(p));
-        let Some(profile) = profile else {
-            for e in svc.endpoints.iter().filter(|e| !e.probe.is_empty()) {
+        // Each endpoint's own profile (its pool's, or the service's): a pooled endpoint that
+        // many services use is one target, so one probe per interval whatever their number.
+        for e in svc.endpoints.iter().filter(|e| !e.probe.is_empty()) {
+            let profile = e
+                .health
+                .as_deref()
+                .and_then(|p| Some((p, snap.config.config.health.get(p)?)));
+            let Some((pname, profile)) = profile else {
                 tracing::warn!(
                     service = name,
                     endpoint = %e.addr,
                     check = e.probe,
-                    "endpoint has a check but its service no health profile: not probed"
+                    "endpoint has a check but no health profile: not probed"
                 );
-            }
-            continue;
-        };
-        let settings = Settings::from_profile(profile.get_ref());
-        for e in &svc.endpoints {
-            if e.probe.is_empty() {
                 continue;
-            }
+            };
+            let settings = settings_of
+                .entry(pname)
+                .or_insert_with(|| Settings::from_profile(profile.get_ref()));
             let target = match &e.target {
-                Some(t) => Target::for_name(t, &e.probe, &settings),
-                None => Target::new(e.addr, &e.probe, &settings),
+                Some(t) => Target::for_name(t, &e.probe, settings),
+                None => Target::new(e.addr, &e.probe, settings),
             };
             want.entry(target).or_default().push(ProbedEndpoint {
                 service: name.to_string(),

@@ -14,6 +14,9 @@ use crate::health::{EndpointKey, EndpointState};
 #[derive(Debug, Default)]
 pub struct HealthRegistry {
     states: Mutex<HashMap<EndpointKey, Arc<EndpointState>>>,
+    /// A state of each (address, probe) in `states`, to seed the state of the same endpoint
+    /// in one more service ([`HealthRegistry::state`]).
+    by_target: Mutex<HashMap<(std::net::IpAddr, String), std::sync::Weak<EndpointState>>>,
     /// Drains as the operator made them, applied to every snapshot built (`policy::drains`).
     pub drains: crate::policy::drains::Drains,
     /// Set once the first snapshot is built: an endpoint new after that (a reload added it)
@@ -30,17 +33,34 @@ impl HealthRegistry {
         self.built.store(true, Ordering::Relaxed)
     }
 
+    /// The state of `key`: the one it had, else a new one. A new state of an address and probe
+    /// that another service already has (a pool a reload gives one more service) starts from
+    /// that one's health, as the probe that writes both is already running: one address is
+    /// one endpoint for health, whatever the services using it.
     pub fn state(&self, key: EndpointKey, initially_up: bool) -> Arc<EndpointState> {
         let mut m = self.states.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(key)
-            .or_insert_with(|| Arc::new(EndpointState::new(initially_up)))
-            .clone()
+        if let Some(s) = m.get(&key) {
+            return s.clone();
+        }
+        let mut by = self.by_target.lock().unwrap_or_else(|e| e.into_inner());
+        let target = (key.address, key.probe.clone());
+        let state = Arc::new(EndpointState::new(initially_up));
+        if !key.probe.is_empty() {
+            if let Some(known) = by.get(&target).and_then(std::sync::Weak::upgrade) {
+                state.seed_from(&known);
+            }
+            by.insert(target, Arc::downgrade(&state));
+        }
+        m.insert(key, state.clone());
+        state
     }
 
     /// Forgets endpoints that the current config no longer has.
     pub fn retain(&self, keep: &dyn Fn(&EndpointKey) -> bool) {
         let mut m = self.states.lock().unwrap_or_else(|e| e.into_inner());
         m.retain(|k, _| keep(k));
+        let mut by = self.by_target.lock().unwrap_or_else(|e| e.into_inner());
+        by.retain(|_, w| w.strong_count() > 0);
     }
 }
 
