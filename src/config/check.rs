@@ -77,7 +77,10 @@ fn references(c: &super::Config, cx: &Cx, out: &mut Vec<Problem>) {
         if !c.health.contains_key(h.get_ref()) {
             out.push(cx.at(
                 h.span(),
-                format!("{key}.health: no health profile `{}` is defined", h.get_ref()),
+                format!(
+                    "{key}.health: no health profile `{}` is defined",
+                    h.get_ref()
+                ),
             ));
         }
     };
@@ -159,7 +162,11 @@ pub fn warnings(lc: &LoadedConfig) -> Vec<Problem> {
     }
     for (name, p) in &c.pool {
         let p = p.get_ref();
-        let checked = p.endpoints.get_ref().iter().filter(|e| e.get_ref().check.is_some());
+        let checked = p
+            .endpoints
+            .get_ref()
+            .iter()
+            .filter(|e| e.get_ref().check.is_some());
         if let (None, Some(first)) = (&p.health, checked.clone().next()) {
             out.push(lc.problem_at(
                 first.span(),

@@ -262,30 +262,45 @@ pub fn check(
 /// The checks of a service's `pools`, `[[service.tier]]`s and `fallback` that need the pools:
 /// unknown pools, a pool named twice, tiers beside the service's own `endpoints`/`pools`/
 /// `policy`, `min_up` above what a tier has, fallback addresses.
-pub fn check_service(c: &Config, s: &ServiceConfig, span: std::ops::Range<usize>, cx: &Cx, out: &mut Vec<Problem>) {
+pub fn check_service(
+    c: &Config,
+    s: &ServiceConfig,
+    span: std::ops::Range<usize>,
+    cx: &Cx,
+    out: &mut Vec<Problem>,
+) {
     let key = service_key(s.name.get_ref());
-    let check_pools = |pools: Option<&Spanned<Vec<Spanned<String>>>>, pkey: &str, out: &mut Vec<Problem>| {
-        let mut seen = std::collections::HashSet::new();
-        for (i, name) in pools.map(|p| p.get_ref().as_slice()).unwrap_or_default().iter().enumerate() {
-            let n = name.get_ref();
-            if !c.pool.contains_key(n) {
-                let known: Vec<&str> = c.pool.keys().map(String::as_str).collect();
-                out.push(cx.at(
-                    name.span(),
-                    format!(
-                        "{pkey}[{i}]: no pool `{n}` is defined{}",
-                        if known.is_empty() {
-                            " (there is no [pool.NAME] table)".to_string()
-                        } else {
-                            format!(" (pools: {})", known.join(", "))
-                        }
-                    ),
-                ));
-            } else if !seen.insert(n.as_str()) {
-                out.push(cx.at(name.span(), format!("{pkey}[{i}]: pool `{n}` is named twice")));
+    let check_pools =
+        |pools: Option<&Spanned<Vec<Spanned<String>>>>, pkey: &str, out: &mut Vec<Problem>| {
+            let mut seen = std::collections::HashSet::new();
+            for (i, name) in pools
+                .map(|p| p.get_ref().as_slice())
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
+                let n = name.get_ref();
+                if !c.pool.contains_key(n) {
+                    let known: Vec<&str> = c.pool.keys().map(String::as_str).collect();
+                    out.push(cx.at(
+                        name.span(),
+                        format!(
+                            "{pkey}[{i}]: no pool `{n}` is defined{}",
+                            if known.is_empty() {
+                                " (there is no [pool.NAME] table)".to_string()
+                            } else {
+                                format!(" (pools: {})", known.join(", "))
+                            }
+                        ),
+                    ));
+                } else if !seen.insert(n.as_str()) {
+                    out.push(cx.at(
+                        name.span(),
+                        format!("{pkey}[{i}]: pool `{n}` is named twice"),
+                    ));
+                }
             }
-        }
-    };
+        };
     if s.tier.is_empty() {
         check_pools(s.pools.as_ref(), &format!("{key}.pools"), out);
         if s.policy.is_none() {
@@ -298,7 +313,10 @@ pub fn check_service(c: &Config, s: &ServiceConfig, span: std::ops::Range<usize>
                 ),
             ));
         }
-        let inline = s.endpoints.as_ref().is_some_and(|e| !e.get_ref().is_empty());
+        let inline = s
+            .endpoints
+            .as_ref()
+            .is_some_and(|e| !e.get_ref().is_empty());
         let pooled = s.pools.as_ref().is_some_and(|p| !p.get_ref().is_empty());
         if !inline && !pooled {
             let at = s
@@ -352,7 +370,11 @@ pub fn check_service(c: &Config, s: &ServiceConfig, span: std::ops::Range<usize>
         } else {
             key.clone()
         };
-        let tspan = if lay.tiered { s.tier[i].span() } else { span.clone() };
+        let tspan = if lay.tiered {
+            s.tier[i].span()
+        } else {
+            span.clone()
+        };
         if lay.tiered && t.members.is_empty() {
             out.push(cx.at(
                 tspan.clone(),
@@ -401,7 +423,12 @@ pub fn check_service(c: &Config, s: &ServiceConfig, span: std::ops::Range<usize>
             let id = e
                 .address
                 .as_ref()
-                .and_then(|a| a.get_ref().parse::<std::net::IpAddr>().ok().map(|a| a.to_string()))
+                .and_then(|a| {
+                    a.get_ref()
+                        .parse::<std::net::IpAddr>()
+                        .ok()
+                        .map(|a| a.to_string())
+                })
                 .or_else(|| {
                     e.target
                         .as_ref()
@@ -452,7 +479,10 @@ pub fn check_service(c: &Config, s: &ServiceConfig, span: std::ops::Range<usize>
     if let Some(f) = &s.fallback {
         let fkey = format!("{key}.fallback");
         if f.get_ref().is_empty() {
-            out.push(cx.at(f.span(), format!("{fkey}: list at least one address, or leave it out")));
+            out.push(cx.at(
+                f.span(),
+                format!("{fkey}: list at least one address, or leave it out"),
+            ));
         }
         if lay.members().any(|m| m.endpoint.get_ref().target.is_some()) {
             out.push(cx.at(
@@ -465,7 +495,10 @@ pub fn check_service(c: &Config, s: &ServiceConfig, span: std::ops::Range<usize>
             match a.get_ref().trim().parse::<std::net::IpAddr>() {
                 Err(_) => out.push(cx.at(
                     a.span(),
-                    format!("{fkey}[{i}]: `{}` is not an IPv4 or IPv6 address", a.get_ref()),
+                    format!(
+                        "{fkey}[{i}]: `{}` is not an IPv4 or IPv6 address",
+                        a.get_ref()
+                    ),
                 )),
                 Ok(ip) => {
                     if !fseen.insert(ip) {

@@ -178,10 +178,16 @@ pub fn check(services: &[Spanned<ServiceConfig>], cx: &Cx, out: &mut Vec<Problem
                             format!("{ekey}.target: `{name}` is the service's own name: the CNAME would point at itself (a loop)"),
                         ));
                     } else if !seen_targets.insert(lower) {
-                        out.push(cx.at(t.span(), format!("{ekey}.target: `{name}` is listed twice")));
+                        out.push(
+                            cx.at(t.span(), format!("{ekey}.target: `{name}` is listed twice")),
+                        );
                     }
                 }
-                if let Some(a) = e.address.as_ref().and_then(|a| a.get_ref().parse::<IpAddr>().ok()) {
+                if let Some(a) = e
+                    .address
+                    .as_ref()
+                    .and_then(|a| a.get_ref().parse::<IpAddr>().ok())
+                {
                     if !seen.insert(a) {
                         out.push(cx.at(
                             e.address.as_ref().map_or(ep.span(), |a| a.span()),
@@ -234,7 +240,10 @@ pub fn check_endpoint(ep: &Spanned<EndpointConfig>, ekey: &str, cx: &Cx, out: &m
     if let Some(w) = &e.weight {
         let v = *w.get_ref();
         if !(v.is_finite() && v > 0.0) {
-            out.push(cx.at(w.span(), format!("{ekey}.weight: must be a positive number")));
+            out.push(cx.at(
+                w.span(),
+                format!("{ekey}.weight: must be a positive number"),
+            ));
         }
     }
     if let Some(chk) = &e.check {

@@ -96,9 +96,12 @@ impl EndpointState {
     /// its health, RTT, load and last probe; never its drain, which is per service.
     pub fn seed_from(&self, other: &EndpointState) {
         self.healthy.store(other.healthy(), Ordering::Relaxed);
-        self.rtt_us.store(other.rtt_us.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.load.store(other.load.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.local.store(other.local.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.rtt_us
+            .store(other.rtt_us.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.load
+            .store(other.load.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.local
+            .store(other.local.load(Ordering::Relaxed), Ordering::Relaxed);
         if let Some(p) = other.last_probe() {
             self.last_probe.store(Some(p));
         }

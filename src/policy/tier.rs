@@ -88,7 +88,10 @@ pub(super) fn select(
                 why: if n == 0 {
                     "no endpoint of the address family asked: skipped".into()
                 } else if qualifies {
-                    format!("{up} of {n} endpoints eligible, min_up {}: answers", t.min_up)
+                    format!(
+                        "{up} of {n} endpoints eligible, min_up {}: answers",
+                        t.min_up
+                    )
                 } else {
                     format!(
                         "{up} of {n} endpoints eligible, below min_up {}: passed over",
@@ -160,7 +163,15 @@ pub(super) fn select(
             ..Selection::default()
         };
     }
-    let mut sel = answer(svc, &tiers.list[first], regions, family, client, trace, true);
+    let mut sel = answer(
+        svc,
+        &tiers.list[first],
+        regions,
+        family,
+        client,
+        trace,
+        true,
+    );
     sel.degraded = true;
     sel
 }
