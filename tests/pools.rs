@@ -638,3 +638,75 @@ endpoints = [{ address = "192.0.2.10" }]
         "{text}"
     );
 }
+
+#[test]
+fn simulate_replays_queries_through_the_tiers() {
+    let (dir, cpath) = config_dir(
+        &[("example.com.zone", &zone())],
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+zones = "zones"
+[regions.us-east]
+location = { lat = 38.9, lon = -77.0 }
+[regions.dr]
+location = { lat = 45.0, lon = 7.0 }
+[pool.main]
+region = "us-east"
+endpoints = [{ address = "192.0.2.10" }, { address = "192.0.2.11" }]
+[[service]]
+name = "api.example.com"
+fallback = ["192.0.2.99"]
+[[service.tier]]
+policy = "weighted"
+pools = ["main"]
+min_up = 2
+[[service.tier]]
+policy = "round-robin"
+endpoints = [{ region = "dr", address = "198.51.100.7" }]
+"#,
+    );
+    let queries = dir.path().join("q.txt");
+    let lines: String = (0..20)
+        .map(|i| format!("api.example.com A 127.0.0.1 10.0.{i}.0/24\n"))
+        .collect();
+    std::fs::write(&queries, lines).expect("write queries");
+    let run = |down: &[&str]| -> Value {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"));
+        cmd.arg("simulate").arg("--queries").arg(&queries);
+        cmd.arg("--config").arg(&cpath).arg("--json");
+        for d in down {
+            cmd.args(["--down", d]);
+        }
+        let out = cmd.output().expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    // (place → share after) of api.example.com.
+    let after = |v: &Value| -> std::collections::BTreeMap<String, f64> {
+        v["services"][0]["regions"]
+            .as_array()
+            .expect("regions")
+            .iter()
+            .map(|r| {
+                (
+                    r["region"].as_str().expect("region").to_string(),
+                    r["after"].as_f64().expect("after"),
+                )
+            })
+            .collect()
+    };
+    // One of the two main endpoints down: below min_up 2, every client moves to the DR tier.
+    let v = run(&["192.0.2.10"]);
+    let a = after(&v);
+    assert_eq!(a.get("dr").copied(), Some(100.0), "{v}");
+    assert_eq!(a.get("us-east").copied().unwrap_or(0.0), 0.0, "{v}");
+    // The DR host down too: the fallback address answers them all.
+    let v = run(&["192.0.2.10", "dr"]);
+    let a = after(&v);
+    assert_eq!(a.get("192.0.2.99").copied(), Some(100.0), "{v}");
+}
