@@ -48,9 +48,7 @@ pub(super) fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
     secondary::check(&c.secondary, &cx, out);
     dnssec::check(&c.dnssec, &cx, out);
     service::check(&c.service, &cx, out);
-    pool::check(&c.pool, &cx, out, &|ep, key, out| {
-        service::check_endpoint(ep, key, &cx, out)
-    });
+    pool::check(&c.pool, &cx, out);
     for svc in &c.service {
         pool::check_service(&c, svc.get_ref(), svc.span(), &cx, out);
     }

@@ -207,14 +207,13 @@ fn profile_count(p: &PoolConfig) -> usize {
     p.health.is_some() as usize
 }
 
-/// Checks every `[pool.NAME]` on its own: its endpoints (as a service's inline ones, through
-/// `check_endpoint`), `health_min`. References (its region, its profile) are checked in
+/// Checks every `[pool.NAME]` on its own: its endpoints (as a service's inline ones),
+/// `health_min`. References (its region, its profile) are checked in
 /// `check.rs`; whether a service uses it in [`unused`].
 pub fn check(
     pools: &BTreeMap<String, Spanned<PoolConfig>>,
     cx: &Cx,
     out: &mut Vec<Problem>,
-    check_endpoint: &dyn Fn(&Spanned<EndpointConfig>, &str, &mut Vec<Problem>),
 ) {
     for (name, pool) in pools {
         let p = pool.get_ref();
@@ -228,7 +227,7 @@ pub fn check(
         let mut seen = std::collections::HashSet::new();
         for (j, ep) in p.endpoints.get_ref().iter().enumerate() {
             let ekey = format!("{key}.endpoints[{j}]");
-            check_endpoint(ep, &ekey, out);
+            super::service::check_endpoint(ep, &ekey, cx, out);
             let e = ep.get_ref();
             let id = e
                 .address
