@@ -210,11 +210,7 @@ fn profile_count(p: &PoolConfig) -> usize {
 /// Checks every `[pool.NAME]` on its own: its endpoints (as a service's inline ones),
 /// `health_min`. References (its region, its profile) are checked in
 /// `check.rs`; whether a service uses it in [`unused`].
-pub fn check(
-    pools: &BTreeMap<String, Spanned<PoolConfig>>,
-    cx: &Cx,
-    out: &mut Vec<Problem>,
-) {
+pub fn check(pools: &BTreeMap<String, Spanned<PoolConfig>>, cx: &Cx, out: &mut Vec<Problem>) {
     for (name, pool) in pools {
         let p = pool.get_ref();
         let key = format!("pool.{name}");
