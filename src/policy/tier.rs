@@ -105,7 +105,7 @@ pub(super) fn select(
         }
         first.get_or_insert(i);
         if qualifies {
-            let mut sel = answer(svc, t, regions, family, client, trace, false);
+            let mut sel = answer(t, regions, family, client, trace, false);
             if passed_over {
                 sel.degraded = true;
             }
@@ -163,15 +163,7 @@ pub(super) fn select(
             ..Selection::default()
         };
     }
-    let mut sel = answer(
-        svc,
-        &tiers.list[first],
-        regions,
-        family,
-        client,
-        trace,
-        true,
-    );
+    let mut sel = answer(&tiers.list[first], regions, family, client, trace, true);
     sel.degraded = true;
     sel
 }
@@ -179,7 +171,6 @@ pub(super) fn select(
 /// Tier `t` answers (as if all its endpoints were up with `serve_all`); its picks, and what
 /// the trace got from it, in the service's indices.
 fn answer(
-    _svc: &Service,
     t: &Tier,
     regions: &[Region],
     family: Family,
