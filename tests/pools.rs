@@ -468,6 +468,22 @@ min_up = 2
     assert_eq!(api["tiers"][0]["answering"], false, "{api}");
     assert_eq!(api["tiers"][1]["answering"], true, "{api}");
     assert_eq!(api["fallback"], serde_json::json!(["192.0.2.99"]), "{api}");
+    // `meridian status` prints the tiers table from that document.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["status", "--admin", &format!("http://{}", admin.addr)])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = |tier: &str| {
+        text.lines()
+            .find(|l| l.starts_with("api.example.com") && l.split_whitespace().nth(1) == Some(tier))
+            .unwrap_or_else(|| panic!("no tier {tier} row in:\n{text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("1").last(), Some(&"-"), "{text}");
+    assert_eq!(row("2").last(), Some(&"yes"), "tier 2 answers now:\n{text}");
+    assert_eq!(row("fallback")[3], "192.0.2.99", "{text}");
 
     // The DR site fails too: no tier has enough, the fallback address answers (degraded).
     drop(dr);
