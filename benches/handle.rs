@@ -97,6 +97,7 @@ fn bench(c: &mut Criterion) {
         });
     }
     rrl_and_cookies(c, &cases);
+    tiers(c);
     scaling(c);
     // What the UDP loop adds for the metrics (server/udp.rs), per full batch of 32 packets:
     // two clock reads and one histogram observation per batch, a TC check per reply. Divide by
@@ -311,6 +312,41 @@ fn scaling(c: &mut Criterion) {
             b.iter(|| fast::answer(black_box(&snap), black_box(&packet), src, &mut out))
         });
     }
+}
+
+/// A service with `[[service.tier]]`s (issue 20) beside the same endpoints as one tier: the
+/// cost of trying tiers, when the first answers and when it is passed over for the second.
+fn tiers(c: &mut Criterion) {
+    let snap = snapshot(
+        r#"
+[[service]]
+name = "tiers.example.com"
+fallback = ["192.0.2.99"]
+[[service.tier]]
+policy = "weighted"
+endpoints = [{ address = "192.0.2.61", weight = 3 }, { address = "192.0.2.62" }]
+min_up = 2
+[[service.tier]]
+policy = "weighted"
+endpoints = [{ address = "192.0.2.63" }]
+"#,
+    );
+    let src: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+    let packet = query("tiers.example.com.", RecordType::A, None);
+    let mut out = Vec::with_capacity(1232);
+    assert_eq!(fast::answer(&snap, &packet, src, &mut out), Fast::Answered);
+    c.bench_function("fast path: tiers A, first tier answers", |b| {
+        b.iter(|| fast::answer(black_box(&snap), black_box(&packet), src, &mut out))
+    });
+    let svc = snap
+        .services
+        .iter()
+        .find(|s| s.name.to_ascii() == "tiers.example.com.")
+        .expect("tiered service");
+    svc.endpoints[0].state.set_healthy(false);
+    c.bench_function("fast path: tiers A, second tier answers", |b| {
+        b.iter(|| fast::answer(black_box(&snap), black_box(&packet), src, &mut out))
+    });
 }
 
 criterion_group!(benches, bench);

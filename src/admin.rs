@@ -452,12 +452,19 @@ fn status_doc(st: &AdminState) -> status::Status {
         .services
         .iter()
         .map(|s| {
+            let tiers = s.tiers.as_deref();
             let endpoints = s
                 .endpoints
                 .iter()
-                .map(|e| {
+                .enumerate()
+                .map(|(i, e)| {
                     let st = &e.state;
                     status::Endpoint {
+                        pool: e.pool.clone(),
+                        tier: tiers
+                            .and_then(|t| t.list.iter().position(|x| x.map.contains(&i)))
+                            .map(|k| k + 1),
+                        fallback: tiers.is_some_and(|t| t.fallback.contains(&i)),
                         address: e.label(),
                         target: e.target.as_ref().map(|t| t.to_ascii()),
                         region: e
@@ -502,6 +509,19 @@ fn status_doc(st: &AdminState) -> status::Status {
                 health: s.health.clone(),
                 endpoints_up: s.endpoints.iter().filter(|e| e.state.up()).count(),
                 endpoints,
+                pools: {
+                    let mut p: Vec<String> = Vec::new();
+                    for e in &s.endpoints {
+                        if let Some(n) = e.pool.as_ref().filter(|n| !p.contains(n)) {
+                            p.push(n.clone());
+                        }
+                    }
+                    p
+                },
+                tiers: status_tiers(s),
+                fallback: tiers
+                    .map(|t| t.fallback.iter().map(|&i| s.endpoints[i].label()).collect())
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -628,6 +648,33 @@ fn refuse(st: &AdminState, headers: &HeaderMap) -> Option<Response> {
             Some(r)
         }
     }
+}
+
+/// The tiers of a service for `/status`, with the one that would answer now.
+fn status_tiers(s: &crate::policy::Service) -> Vec<status::Tier> {
+    let Some(tiers) = &s.tiers else {
+        return Vec::new();
+    };
+    let mut answering = false;
+    tiers
+        .list
+        .iter()
+        .enumerate()
+        .map(|(k, t)| {
+            let up = t.svc.endpoints.iter().filter(|e| e.state.up()).count();
+            let this = !answering && up >= t.min_up && up > 0;
+            answering |= this;
+            status::Tier {
+                tier: k + 1,
+                policy: t.svc.policy.as_str().to_string(),
+                min_up: t.min_up,
+                pools: t.pools.clone(),
+                endpoints: t.svc.endpoints.len(),
+                endpoints_up: up,
+                answering: this,
+            }
+        })
+        .collect()
 }
 
 /// Body of drain and undrain.

@@ -912,6 +912,53 @@ pub fn render(v: &Status, now: SystemTime) -> String {
     }
     out.push('\n');
     out.push_str(&table(&svc_rows, ""));
+    // Tiers: the order a service tries them in, and the one answering now.
+    if services.iter().any(|s| !s.tiers.is_empty()) {
+        let mut rows = vec![vec![
+            "SERVICE".to_string(),
+            "TIER".into(),
+            "POLICY".into(),
+            "POOLS".into(),
+            "UP".into(),
+            "MIN UP".into(),
+            "ANSWERING".into(),
+        ]];
+        for svc in services.iter().filter(|s| !s.tiers.is_empty()) {
+            for t in &svc.tiers {
+                rows.push(vec![
+                    svc.name.clone(),
+                    t.tier.to_string(),
+                    t.policy.clone(),
+                    if t.pools.is_empty() {
+                        "-".into()
+                    } else {
+                        t.pools.join(",")
+                    },
+                    format!("{}/{}", t.endpoints_up, t.endpoints),
+                    t.min_up.to_string(),
+                    if t.answering { "yes" } else { "-" }.into(),
+                ]);
+            }
+            if !svc.fallback.is_empty() {
+                rows.push(vec![
+                    svc.name.clone(),
+                    "fallback".into(),
+                    "-".into(),
+                    svc.fallback.join(","),
+                    "-".into(),
+                    "-".into(),
+                    if svc.tiers.iter().any(|t| t.answering) {
+                        "-"
+                    } else {
+                        "yes"
+                    }
+                    .into(),
+                ]);
+            }
+        }
+        out.push('\n');
+        out.push_str(&table(&rows, ""));
+    }
     let mut reg_rows = vec![vec![
         "REGION".to_string(),
         "HOSTS".into(),

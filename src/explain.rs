@@ -216,6 +216,7 @@ fn render(
     }
 
     let mut candidates = Vec::new();
+    let mut tiers_json: Vec<Value> = Vec::new();
     let mut policy_json = Value::Null;
     if let Some(svc) = trace
         .service
@@ -227,7 +228,17 @@ fn render(
             format!(
                 "{} policy {}, max_answers {}, ttl {}, when_all_down {}",
                 svc.name,
-                svc.policy.as_str(),
+                match &svc.tiers {
+                    None => svc.policy.as_str().to_string(),
+                    Some(t) => format!(
+                        "by tier ({})",
+                        t.list
+                            .iter()
+                            .map(|x| x.svc.policy.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" → ")
+                    ),
+                },
                 svc.max_answers,
                 svc.ttl,
                 match svc.when_all_down {
@@ -238,6 +249,60 @@ fn render(
             ),
         );
         policy_json = json!(svc.policy.as_str());
+        // Tiers: every one tried, in order, and why it answered or was passed over.
+        let tier_of = |i: usize| -> Option<usize> {
+            let t = svc.tiers.as_ref()?;
+            t.list.iter().position(|x| x.map.contains(&i))
+        };
+        let is_fallback = |i: usize| svc.tiers.as_ref().is_some_and(|t| t.fallback.contains(&i));
+        if let Some(tiers) = &svc.tiers {
+            out.push_str("tiers\n");
+            for (k, t) in tiers.list.iter().enumerate() {
+                let tried = trace.tiers.iter().find(|x| x.index == k);
+                let pools = if t.pools.is_empty() {
+                    String::new()
+                } else {
+                    format!(", pools {}", t.pools.join(" "))
+                };
+                let why = tried.map_or_else(
+                    || "not tried: an earlier tier answered".to_string(),
+                    |x| x.why.clone(),
+                );
+                out.push_str(&format!(
+                    "  tier {} ({}{pools}, min_up {}): {why}\n",
+                    k + 1,
+                    t.svc.policy.as_str(),
+                    t.min_up
+                ));
+                tiers_json.push(json!({
+                    "tier": k + 1,
+                    "policy": t.svc.policy.as_str(),
+                    "pools": t.pools,
+                    "min_up": t.min_up,
+                    "tried": tried.is_some(),
+                    "endpoints": tried.map(|x| x.endpoints),
+                    "up": tried.map(|x| x.up),
+                    "answered": tried.is_some_and(|x| x.answered),
+                    "why": why,
+                }));
+            }
+            if !tiers.fallback.is_empty() {
+                let fb: Vec<String> = tiers
+                    .fallback
+                    .iter()
+                    .map(|&i| svc.endpoints[i].label())
+                    .collect();
+                out.push_str(&format!(
+                    "  fallback {}: {}\n",
+                    fb.join(" "),
+                    if trace.fallback {
+                        "answers: no tier has enough"
+                    } else {
+                        "not used"
+                    }
+                ));
+            }
+        }
         out.push_str("candidates\n");
         out.push_str(&format!(
             "  {:<12} {:<28} {:>9} {:>7} {:>4} {:<9} {}\n",
@@ -270,8 +335,20 @@ fn render(
                 "down"
             };
             let picked = trace.picks.contains(&i);
+            let tier = tier_of(i);
+            let tier_trace = tier.and_then(|k| trace.tiers.iter().find(|x| x.index == k));
             let result = if picked {
                 "PICKED".to_string()
+            } else if is_fallback(i) {
+                "fallback, not used".into()
+            } else if let (Some(k), None) = (tier, tier_trace) {
+                format!("tier {} not tried", k + 1)
+            } else if let Some(x) = tier_trace.filter(|x| !x.answered && x.endpoints > 0) {
+                if (!e.state.up() || forced) && !trace.all_down {
+                    format!("skipped: {health}; tier {} passed over", x.index + 1)
+                } else {
+                    format!("tier {} passed over", x.index + 1)
+                }
             } else if !family_ok {
                 format!("other family (query is {})", req.rtype)
             } else if (!e.state.up() || forced) && !trace.all_down {
@@ -350,6 +427,9 @@ fn render(
                 "load": e.state.load(),
                 "picked": picked,
                 "result": result,
+                "pool": e.pool,
+                "tier": tier.map(|k| k + 1),
+                "fallback": is_fallback(i),
             }));
         }
         for n in &trace.notes {
@@ -416,6 +496,8 @@ fn render(
         "ttl": ttl,
         "ecs_scope": ecs_scope.unwrap_or(trace.scope),
         "all_down": trace.all_down,
+        "tiers": tiers_json,
+        "fallback": trace.fallback,
     });
     (out, json)
 }

@@ -533,11 +533,9 @@ fn check_services(
                         zone.origin
                     )));
                 }
-                let targets = s
-                    .endpoints
-                    .get_ref()
-                    .iter()
-                    .any(|e| e.get_ref().target.is_some());
+                let targets = config::pool::layout(&config.config, s)
+                    .members()
+                    .any(|m| m.endpoint.get_ref().target.is_some());
                 if let Some(node) = zone.node(&name).filter(|n| targets && !n.rrsets.is_empty()) {
                     out.push(at(format!(
                         "{key}.name: `{}` has records in {}; a service of `target` endpoints answers every type with a CNAME, which can have no other data at its name",
@@ -643,99 +641,159 @@ fn build_services(
     let c = &config.config;
     c.service
         .iter()
-        .filter_map(|svc| {
-            let s = svc.get_ref();
-            let mut name = Name::from_ascii(s.name.get_ref()).ok()?;
-            name.set_fqdn(true);
-            let name = name.to_lowercase();
-            let profiles: Vec<String> = s
-                .health
-                .as_ref()
-                .map(|h| h.get_ref().names().to_vec())
-                .unwrap_or_default();
-            let profile_up = |p: &str| {
-                c.health
-                    .get(p)
-                    .and_then(|p| p.get_ref().initial.as_ref())
-                    .is_none_or(|i| i.get_ref() != "down")
-            };
-            let initially_up = profiles.iter().all(|p| profile_up(p));
-            let health_min = s.health.as_ref().map_or(0, |h| {
-                h.get_ref().min(s.health_min.as_ref().map(|m| *m.get_ref()))
-            });
-            // A probed endpoint a reload adds was never seen working: down until its first
-            // probe passes. At start, endpoints follow `initial` (up unless told otherwise).
-            let reloading = health.built_before();
-            let endpoints = s
-                .endpoints
-                .get_ref()
-                .iter()
-                .filter_map(|e| {
-                    let e = e.get_ref();
-                    let target = match &e.target {
-                        Some(t) => {
-                            let mut n = Name::from_ascii(t.get_ref()).ok()?;
-                            n.set_fqdn(true);
-                            Some(n.to_lowercase())
-                        }
-                        None => None,
-                    };
-                    let addr = match (&target, &e.address) {
-                        (Some(t), _) => Endpoint::target_addr(t),
-                        (None, Some(a)) => a.get_ref().parse().ok()?,
-                        (None, None) => return None,
-                    };
-                    let probe = match &e.check {
-                        Some(url) => url.get_ref().clone(),
-                        None if profiles.is_empty() => String::new(),
-                        None => format!("profile:{}", profiles.join(",")),
-                    };
-                    let key = EndpointKey {
-                        service: name.to_ascii(),
-                        address: addr,
-                        probe: probe.clone(),
-                    };
-                    // One check per profile, each with its own verdict (`health_min`).
-                    let state = if profiles.is_empty() {
-                        health.state(key, initially_up && (probe.is_empty() || !reloading))
-                    } else {
-                        let checks: Vec<(String, bool)> = profiles
-                            .iter()
-                            .map(|p| (p.clone(), profile_up(p) && !reloading))
-                            .collect();
-                        health.checked_state(key, &checks, health_min)
-                    };
-                    Some(Endpoint {
-                        addr,
-                        target,
-                        region: e
-                            .region
-                            .as_ref()
-                            .and_then(|r| regions.iter().position(|x| &x.name == r.get_ref())),
-                        weight: e.weight.as_ref().map_or(1.0, |w| *w.get_ref()),
-                        priority: e.priority.unwrap_or(1),
-                        probe,
-                        state,
-                    })
-                })
-                .collect();
-            let mut service = Service::new(
-                name,
-                PolicyKind::parse(s.policy.get_ref())?,
-                s.ttl,
-                *s.max_answers.get_ref(),
-                match s.when_all_down.as_ref().map(|w| w.get_ref().as_str()) {
-                    Some("empty") => WhenAllDown::Empty,
-                    Some("servfail") => WhenAllDown::Servfail,
-                    _ => WhenAllDown::ServeAll,
-                },
-                s.health.as_ref().map(|h| h.get_ref().display()),
-                endpoints,
-            );
-            service.ttl_degraded = s.ttl_degraded.unwrap_or(s.ttl);
-            Some(Arc::new(service))
-        })
+        .filter_map(|svc| build_service(c, svc.get_ref(), regions, health).map(Arc::new))
         .collect()
+}
+
+/// One `[[service]]`: its inline and pooled endpoints resolved by `config::pool::layout`; with
+/// `[[service.tier]]`s or `fallback`, each tier a service of its own
+/// (`crate::policy::tier`) over clones of the service's endpoints.
+fn build_service(
+    c: &config::Config,
+    s: &config::ServiceConfig,
+    regions: &[Region],
+    health: &HealthRegistry,
+) -> Option<Service> {
+    let mut name = Name::from_ascii(s.name.get_ref()).ok()?;
+    name.set_fqdn(true);
+    let name = name.to_lowercase();
+    let service_profile = s.health.as_ref().map(|h| h.get_ref().display());
+    let profile_up = |p: &str| {
+        c.health
+            .get(p)
+            .and_then(|p| p.get_ref().initial.as_ref())
+            .is_none_or(|i| i.get_ref() != "down")
+    };
+    // A probed endpoint a reload adds was never seen working: down until its first probe
+    // passes. At start, endpoints follow `initial` (up unless told otherwise).
+    let reloading = health.built_before();
+    let endpoint = |m: &config::pool::Member<'_>| -> Option<Endpoint> {
+        let e = m.endpoint.get_ref();
+        // The profiles that apply (its pool's, or the service's for an inline endpoint).
+        let profiles: Vec<String> = m
+            .health
+            .map(|h| h.get_ref().names().to_vec())
+            .unwrap_or_default();
+        let initially_up = profiles.iter().all(|p| profile_up(p));
+        let health_min = m
+            .health
+            .map_or(0, |h| h.get_ref().min(m.health_min.map(|m| *m.get_ref())));
+        let target = match &e.target {
+            Some(t) => {
+                let mut n = Name::from_ascii(t.get_ref()).ok()?;
+                n.set_fqdn(true);
+                Some(n.to_lowercase())
+            }
+            None => None,
+        };
+        let addr = match (&target, &e.address) {
+            (Some(t), _) => Endpoint::target_addr(t),
+            (None, Some(a)) => a.get_ref().trim().parse().ok()?,
+            (None, None) => return None,
+        };
+        let probe = match &e.check {
+            Some(url) => url.get_ref().clone(),
+            None if profiles.is_empty() => String::new(),
+            None => format!("profile:{}", profiles.join(",")),
+        };
+        let key = EndpointKey {
+            service: name.to_ascii(),
+            address: addr,
+            probe: probe.clone(),
+        };
+        // One check per profile, each with its own verdict (`health_min`).
+        let state = if profiles.is_empty() {
+            health.state(key, initially_up && (probe.is_empty() || !reloading))
+        } else {
+            let checks: Vec<(String, bool)> = profiles
+                .iter()
+                .map(|p| (p.clone(), profile_up(p) && !reloading))
+                .collect();
+            health.checked_state(key, &checks, health_min)
+        };
+        Some(Endpoint {
+            addr,
+            target,
+            region: m
+                .region
+                .and_then(|r| regions.iter().position(|x| &x.name == r.get_ref())),
+            weight: e.weight.as_ref().map_or(1.0, |w| *w.get_ref()),
+            priority: e.priority.unwrap_or(1),
+            probe,
+            health: m.health.map(|h| h.get_ref().display()),
+            pool: m.pool.map(str::to_string),
+            state,
+        })
+    };
+    let when_all_down = match s.when_all_down.as_ref().map(|w| w.get_ref().as_str()) {
+        Some("empty") => WhenAllDown::Empty,
+        Some("servfail") => WhenAllDown::Servfail,
+        _ => WhenAllDown::ServeAll,
+    };
+    let ttl_degraded = s.ttl_degraded.unwrap_or(s.ttl);
+    let lay = config::pool::layout(c, s);
+    let policy_of = |t: &config::pool::TierLayout<'_>| PolicyKind::parse(t.policy?.get_ref());
+    let new = |policy, when_all_down, endpoints| {
+        let mut svc = Service::new(
+            name.clone(),
+            policy,
+            s.ttl,
+            *s.max_answers.get_ref(),
+            when_all_down,
+            service_profile.clone(),
+            endpoints,
+        );
+        svc.ttl_degraded = ttl_degraded;
+        svc
+    };
+    if !lay.tiered && lay.fallback.is_empty() {
+        let t = lay.tiers.first()?;
+        let endpoints = t.members.iter().filter_map(endpoint).collect();
+        return Some(new(policy_of(t)?, when_all_down, endpoints));
+    }
+    // Tiers (a service with `fallback` but no tiers is one tier of its own).
+    let mut all: Vec<Endpoint> = Vec::new();
+    let mut list = Vec::new();
+    for t in &lay.tiers {
+        let eps: Vec<Endpoint> = t.members.iter().filter_map(endpoint).collect();
+        let map = (all.len()..all.len() + eps.len()).collect();
+        all.extend(eps.iter().cloned());
+        list.push(crate::policy::tier::Tier {
+            // A tier that qualified has an endpoint up; serve-all only covers a count that
+            // changed in between.
+            svc: new(policy_of(t)?, WhenAllDown::ServeAll, eps),
+            map,
+            min_up: t.min_up,
+            pools: t.pools.iter().map(|p| p.to_string()).collect(),
+        });
+    }
+    let mut fallback = Vec::new();
+    for a in &lay.fallback {
+        let addr: std::net::IpAddr = a.get_ref().trim().parse().ok()?;
+        fallback.push(all.len());
+        all.push(Endpoint {
+            addr,
+            target: None,
+            region: None,
+            weight: 1.0,
+            priority: 1,
+            probe: String::new(),
+            health: None,
+            pool: None,
+            state: health.state(
+                EndpointKey {
+                    service: name.to_ascii(),
+                    address: addr,
+                    probe: String::new(),
+                },
+                true,
+            ),
+        });
+    }
+    let first = list.first()?.svc.policy;
+    let mut svc = new(first, when_all_down, all);
+    svc.tiers = Some(Box::new(crate::policy::tier::Tiers { list, fallback }));
+    Some(svc)
 }
 
 /// The served snapshot, shared by every listener.

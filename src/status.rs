@@ -95,6 +95,31 @@ pub struct Service {
     pub health: Option<String>,
     pub endpoints_up: usize,
     pub endpoints: Vec<Endpoint>,
+    /// The `[pool.NAME]`s it answers with (its own and its tiers'), by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<String>,
+    /// `[[service.tier]]`s, in the order tried; left out for a service without them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<Tier>,
+    /// `fallback` addresses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<String>,
+}
+
+/// One tier of a service and whether it would answer now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Tier {
+    /// 1-based, as people count them.
+    pub tier: usize,
+    pub policy: String,
+    pub min_up: usize,
+    pub pools: Vec<String>,
+    pub endpoints: usize,
+    pub endpoints_up: usize,
+    /// The first tier with `min_up` endpoints up: the one answering now (per address family
+    /// the count may differ; this counts every endpoint).
+    pub answering: bool,
 }
 
 /// One endpoint of a service, with its live state.
@@ -126,6 +151,15 @@ pub struct Endpoint {
     pub decided_by: Option<String>,
     pub rtt_ms: Option<f64>,
     pub load: Option<f64>,
+    /// The `[pool.NAME]` it comes from; left out when inline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// The tier it belongs to (1-based); left out for a service without tiers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<usize>,
+    /// A `fallback` address (never probed).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fallback: bool,
     /// The fleet's view of it: `null` without a fleet member, left out only by documents that
     /// do not know the field (a `meridian status` table shows its column when it is there).
     #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]

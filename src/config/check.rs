@@ -4,8 +4,8 @@
 
 use super::service::service_key;
 use super::{
-    admin, anycast, dnssec, fleet, geoip, health, log, regions, rrl, secondary, server, service,
-    site, xdp, Cx, LoadedConfig, Problem,
+    admin, anycast, dnssec, fleet, geoip, health, log, pool, regions, rrl, secondary, server,
+    service, site, xdp, Cx, LoadedConfig, Problem,
 };
 
 /// The checks that need nothing but the config itself; fills in `lc`'s checked settings.
@@ -48,6 +48,10 @@ pub(super) fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
     secondary::check(&c.secondary, &cx, out);
     dnssec::check(&c.dnssec, &cx, out);
     service::check(&c.service, &cx, out);
+    pool::check(&c.pool, &cx, out);
+    for svc in &c.service {
+        pool::check_service(&c, svc.get_ref(), svc.span(), &cx, out);
+    }
     references(&c, &cx, out);
 }
 
@@ -67,6 +71,31 @@ fn references(c: &super::Config, cx: &Cx, out: &mut Vec<Problem>) {
             }
         }
     }
+    let region = |r: &serde_spanned::Spanned<String>, key: String, out: &mut Vec<Problem>| {
+        if !c.regions.contains_key(r.get_ref()) {
+            out.push(cx.at(
+                r.span(),
+                format!("{key}.region: no region `{}` is defined", r.get_ref()),
+            ));
+        }
+    };
+    for (name, p) in &c.pool {
+        let p = p.get_ref();
+        let key = format!("pool.{name}");
+        match (&p.health, &p.health_min) {
+            (Some(h), m) => health::check_ref(h, m.as_ref(), &c.health, &key, cx, out),
+            (None, Some(m)) => health::check_min_alone(m, &key, cx, out),
+            (None, None) => {}
+        }
+        if let Some(r) = &p.region {
+            region(r, key.clone(), out);
+        }
+        for (j, ep) in p.endpoints.get_ref().iter().enumerate() {
+            if let Some(r) = &ep.get_ref().region {
+                region(r, format!("{key}.endpoints[{j}]"), out);
+            }
+        }
+    }
     for svc in &c.service {
         let s = svc.get_ref();
         let key = service_key(s.name.get_ref());
@@ -75,16 +104,20 @@ fn references(c: &super::Config, cx: &Cx, out: &mut Vec<Problem>) {
             (None, Some(m)) => health::check_min_alone(m, &key, cx, out),
             (None, None) => {}
         }
-        for (j, ep) in s.endpoints.get_ref().iter().enumerate() {
-            if let Some(r) = &ep.get_ref().region {
-                if !c.regions.contains_key(r.get_ref()) {
-                    out.push(cx.at(
-                        r.span(),
-                        format!(
-                            "{key}.endpoints[{j}].region: no region `{}` is defined",
-                            r.get_ref()
-                        ),
-                    ));
+        let lists = s
+            .endpoints
+            .iter()
+            .map(|l| (format!("{key}.endpoints"), l))
+            .chain(s.tier.iter().enumerate().filter_map(|(i, t)| {
+                t.get_ref()
+                    .endpoints
+                    .as_ref()
+                    .map(|l| (format!("{key}.tier[{i}].endpoints"), l))
+            }));
+        for (list_key, list) in lists {
+            for (j, ep) in list.get_ref().iter().enumerate() {
+                if let Some(r) = &ep.get_ref().region {
+                    region(r, format!("{list_key}[{j}]"), out);
                 }
             }
         }
@@ -101,30 +134,57 @@ pub fn warnings(lc: &LoadedConfig) -> Vec<Problem> {
         if s.health.is_some() {
             continue;
         }
-        let checked = s
-            .endpoints
-            .get_ref()
-            .iter()
-            .filter(|e| e.get_ref().check.is_some());
-        if let Some(first) = checked.clone().next() {
+        let lay = pool::layout(c, s);
+        let checked: Vec<_> = lay
+            .members()
+            .filter(|m| m.pool.is_none() && m.endpoint.get_ref().check.is_some())
+            .collect();
+        if let Some(first) = checked.first() {
             out.push(lc.problem_at(
-                first.span(),
+                first.endpoint.span(),
                 format!(
                     "warning: {}: {} endpoint(s) have a `check` URL but the service has no \
                      `health` profile, so they are never probed (always up)",
                     service_key(s.name.get_ref()),
+                    checked.len()
+                ),
+            ));
+        }
+    }
+    for (name, p) in &c.pool {
+        let p = p.get_ref();
+        let checked = p
+            .endpoints
+            .get_ref()
+            .iter()
+            .filter(|e| e.get_ref().check.is_some());
+        if let (None, Some(first)) = (&p.health, checked.clone().next()) {
+            out.push(lc.problem_at(
+                first.span(),
+                format!(
+                    "warning: pool.{name}: {} endpoint(s) have a `check` URL but the pool has \
+                     no `health` profile, so they are never probed (always up)",
                     checked.count()
                 ),
             ));
         }
     }
+    for (name, span) in pool::unused(c) {
+        out.push(lc.problem_at(
+            span,
+            format!(
+                "warning: pool.{name}: no service uses this pool (its endpoints are neither \
+                 answered nor probed)"
+            ),
+        ));
+    }
     for (name, profile) in &c.health {
-        let used = c.service.iter().any(|s| {
-            s.get_ref()
-                .health
-                .as_ref()
+        let named = |h: &Option<serde_spanned::Spanned<health::HealthRef>>| {
+            h.as_ref()
                 .is_some_and(|h| h.get_ref().names().contains(name))
-        });
+        };
+        let used = c.service.iter().any(|s| named(&s.get_ref().health))
+            || c.pool.values().any(|p| named(&p.get_ref().health));
         if !used {
             out.push(lc.problem_at(
                 profile.span(),

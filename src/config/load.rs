@@ -356,7 +356,7 @@ enum SetAside {
 }
 
 /// Sets aside the section at the start of a failed key path. Sections that others refer to by
-/// name (`[health.x]`, `[regions.x]`) and each `[[service]]` (whose index names it in every
+/// name (`[health.x]`, `[regions.x]`, `[pool.x]`) and each `[[service]]` (whose index names it in every
 /// message) are replaced by stand-ins where they were; anything else is optional and removed.
 fn set_aside(
     table: &mut toml::de::DeTable<'_>,
@@ -367,6 +367,7 @@ fn set_aside(
     const SERVER: &str = "listen = []\nzones = \"\"\n";
     const HEALTH: &str = "kind = \"http\"\n";
     const REGION: &str = "";
+    const POOL: &str = "endpoints = [{ address = \"192.0.2.1\" }]\n";
     const SERVICE: &str =
         "name = \"stand-in.invalid.\"\npolicy = \"round-robin\"\nendpoints = [{ address = \"192.0.2.1\" }]\n";
 
@@ -395,7 +396,7 @@ fn set_aside(
             stand_in_spans.push(span);
             SetAside::Server
         }
-        (section @ ("health" | "regions"), Some(name)) => {
+        (section @ ("health" | "regions" | "pool"), Some(name)) => {
             let Some(entries) = table.get_mut(section).and_then(|v| match v.get_mut() {
                 toml::de::DeValue::Table(t) => Some(t),
                 _ => None,
@@ -409,7 +410,11 @@ fn set_aside(
             if stand_in_spans.contains(&span) {
                 return SetAside::No;
             }
-            let text = if section == "health" { HEALTH } else { REGION };
+            let text = match section {
+                "health" => HEALTH,
+                "pool" => POOL,
+                _ => REGION,
+            };
             entries.insert(k, stand_in(text, span.clone()));
             stand_in_spans.push(span);
             SetAside::Yes

@@ -19,7 +19,7 @@
 //!   checks that tie one section to another (a service's `health` profile and `region`s, a
 //!   GeoIP network's `region`), and [`warnings`];
 //! - one file per section, named by its key: `server`, `site`, `geoip`, `admin`, `log`,
-//!   `health`, `regions`, `service`, `rrl`, `anycast`, `fleet`, `secondary`, `dnssec`.
+//!   `health`, `regions`, `pool`, `service`, `rrl`, `anycast`, `fleet`, `secondary`, `dnssec`.
 //!
 //! ## One convention for a section
 //!
@@ -49,6 +49,7 @@ pub mod geoip;
 pub mod health;
 mod load;
 pub mod log;
+pub mod pool;
 pub mod regions;
 pub mod rrl;
 pub mod secondary;
@@ -94,6 +95,9 @@ pub struct Config {
     pub health: BTreeMap<String, Spanned<HealthProfile>>,
     #[serde(default)]
     pub regions: BTreeMap<String, Spanned<RegionConfig>>,
+    /// `[pool.NAME]`: endpoints services share (`config::pool`).
+    #[serde(default)]
+    pub pool: BTreeMap<String, Spanned<pool::PoolConfig>>,
     #[serde(default)]
     pub service: Vec<Spanned<ServiceConfig>>,
     pub anycast: Option<anycast::AnycastConfig>,

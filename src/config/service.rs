@@ -11,7 +11,8 @@ use super::{Cx, Problem};
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     pub name: Spanned<String>,
-    pub policy: Spanned<String>,
+    /// Required without `[[service.tier]]`s; with them each tier has its own.
+    pub policy: Option<Spanned<String>>,
     #[serde(default = "default_ttl")]
     pub ttl: u32,
     #[serde(default = "default_max_answers")]
@@ -23,7 +24,15 @@ pub struct ServiceConfig {
     pub when_all_down: Option<Spanned<String>>,
     /// TTL while the service answers around a failure (see [`crate::policy::Selection`]).
     pub ttl_degraded: Option<u32>,
-    pub endpoints: Spanned<Vec<Spanned<EndpointConfig>>>,
+    /// Inline endpoints; with `pools`, the service answers with the union.
+    pub endpoints: Option<Spanned<Vec<Spanned<EndpointConfig>>>>,
+    /// Names of `[pool.NAME]`s (`config::pool`).
+    pub pools: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `[[service.tier]]`: tried in order, the first with `min_up` eligible endpoints answers.
+    #[serde(default)]
+    pub tier: Vec<Spanned<super::pool::TierConfig>>,
+    /// Addresses answered when no tier has enough, before `when_all_down`.
+    pub fallback: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 fn default_ttl() -> u32 {
@@ -97,15 +106,17 @@ pub fn check(services: &[Spanned<ServiceConfig>], cx: &Cx, out: &mut Vec<Problem
                 format!("{key}.name: `{}` is defined twice", s.name.get_ref()),
             ));
         }
-        if !POLICIES.contains(&s.policy.get_ref().as_str()) {
-            out.push(cx.at(
-                s.policy.span(),
-                format!(
-                    "{key}.policy: `{}` is not one of {}",
-                    s.policy.get_ref(),
-                    POLICIES.join(", ")
-                ),
-            ));
+        if let Some(policy) = &s.policy {
+            if !POLICIES.contains(&policy.get_ref().as_str()) {
+                out.push(cx.at(
+                    policy.span(),
+                    format!(
+                        "{key}.policy: `{}` is not one of {}",
+                        policy.get_ref(),
+                        POLICIES.join(", ")
+                    ),
+                ));
+            }
         }
         if *s.max_answers.get_ref() == 0 {
             out.push(cx.at(
@@ -124,107 +135,127 @@ pub fn check(services: &[Spanned<ServiceConfig>], cx: &Cx, out: &mut Vec<Problem
                 ));
             }
         }
-        if s.endpoints.get_ref().is_empty() {
-            out.push(cx.at(
-                s.endpoints.span(),
-                format!("{key}.endpoints: at least one endpoint is needed"),
-            ));
-        }
+        // Inline endpoints: the service's own and its tiers'. Pools' endpoints are checked
+        // once per pool (`config::pool`), and what ties them to the service there too.
+        let lists = s
+            .endpoints
+            .iter()
+            .map(|l| (format!("{key}.endpoints"), l))
+            .chain(s.tier.iter().enumerate().filter_map(|(i, t)| {
+                t.get_ref()
+                    .endpoints
+                    .as_ref()
+                    .map(|l| (format!("{key}.tier[{i}].endpoints"), l))
+            }));
         let mut seen = std::collections::HashSet::new();
         let mut seen_targets = std::collections::HashSet::new();
         // The kind of the first endpoint (true = target); a service answers one kind only.
         let mut kind: Option<bool> = None;
-        for (j, ep) in s.endpoints.get_ref().iter().enumerate() {
-            let e = ep.get_ref();
-            let ekey = format!("{key}.endpoints[{j}]");
-            match (&e.address, &e.target) {
-                (Some(_), Some(t)) => out.push(cx.at(
-                    t.span(),
-                    format!("{ekey}: an endpoint has either `address` or `target`, not both"),
-                )),
-                (None, None) => out.push(cx.at(
-                    ep.span(),
-                    format!("{ekey}: an endpoint needs `address` or `target`"),
-                )),
-                (Some(a), None) | (None, Some(a)) => {
+        for (list_key, list) in lists {
+            for (j, ep) in list.get_ref().iter().enumerate() {
+                let e = ep.get_ref();
+                let ekey = format!("{list_key}[{j}]");
+                check_endpoint(ep, &ekey, cx, out);
+                if let (Some(a), None) | (None, Some(a)) = (&e.address, &e.target) {
                     let is_target = e.target.is_some();
                     match kind {
                         None => kind = Some(is_target),
                         Some(k) if k != is_target => out.push(cx.at(
                             a.span(),
                             format!(
-                                "{key}.endpoints: a service has `address` endpoints or `target` endpoints, not both (endpoint {j} is the first `{}`)",
+                                "{list_key}: a service has `address` endpoints or `target` endpoints, not both (endpoint {j} is the first `{}`)",
                                 if is_target { "target" } else { "address" }
                             ),
                         )),
                         Some(_) => {}
                     }
                 }
-            }
-            if let Some(t) = &e.target {
-                let name = t.get_ref();
-                let lower = name.trim_end_matches('.').to_ascii_lowercase();
-                if let Err(why) = check_target_name(name) {
-                    out.push(cx.at(
-                        t.span(),
-                        format!("{ekey}.target: `{name}` is not a valid domain name: {why}"),
-                    ));
-                } else if lower == s.name.get_ref().trim_end_matches('.').to_ascii_lowercase() {
-                    out.push(cx.at(
-                        t.span(),
-                        format!("{ekey}.target: `{name}` is the service's own name: the CNAME would point at itself (a loop)"),
-                    ));
-                } else if !seen_targets.insert(lower) {
-                    out.push(cx.at(t.span(), format!("{ekey}.target: `{name}` is listed twice")));
-                }
-            }
-            if let Some(addr) = &e.address {
-                match addr.get_ref().parse::<IpAddr>() {
-                    Ok(a) => {
-                        if !seen.insert(a) {
-                            out.push(cx.at(
-                                addr.span(),
-                                format!("{ekey}.address: `{a}` is listed twice"),
-                            ));
-                        }
+                if let Some(t) = &e.target {
+                    let name = t.get_ref();
+                    let lower = name.trim_end_matches('.').to_ascii_lowercase();
+                    if check_target_name(name).is_err() {
+                        // Reported by `check_endpoint`.
+                    } else if lower == s.name.get_ref().trim_end_matches('.').to_ascii_lowercase() {
+                        out.push(cx.at(
+                            t.span(),
+                            format!("{ekey}.target: `{name}` is the service's own name: the CNAME would point at itself (a loop)"),
+                        ));
+                    } else if !seen_targets.insert(lower) {
+                        out.push(
+                            cx.at(t.span(), format!("{ekey}.target: `{name}` is listed twice")),
+                        );
                     }
-                    Err(_) => out.push(cx.at(
-                        addr.span(),
-                        format!(
-                            "{ekey}.address: `{}` is not an IPv4 or IPv6 address",
-                            addr.get_ref()
-                        ),
-                    )),
                 }
-            }
-            // A region that is named must exist: `check.rs`, with the other references.
-            if e.region.is_none() && s.policy.get_ref() == "geo" {
-                out.push(cx.at(
-                    ep.span(),
-                    format!("{ekey}.region: the geo policy needs a region for every endpoint"),
-                ));
-            }
-            if let Some(w) = &e.weight {
-                let w = *w.get_ref();
-                if !(w.is_finite() && w > 0.0) {
-                    out.push(cx.at(
-                        e.weight.as_ref().map(|w| w.span()).unwrap_or(ep.span()),
-                        format!("{ekey}.weight: must be a positive number"),
-                    ));
-                }
-            }
-            if let Some(chk) = &e.check {
-                let u = chk.get_ref();
-                if !(u.starts_with("http://")
-                    || u.starts_with("https://")
-                    || u.starts_with("tcp://"))
+                if let Some(a) = e
+                    .address
+                    .as_ref()
+                    .and_then(|a| a.get_ref().parse::<IpAddr>().ok())
                 {
-                    out.push(cx.at(
-                        chk.span(),
-                        format!("{ekey}.check: `{u}` must start with http://, https:// or tcp://"),
-                    ));
+                    if !seen.insert(a) {
+                        out.push(cx.at(
+                            e.address.as_ref().map_or(ep.span(), |a| a.span()),
+                            format!("{ekey}.address: `{a}` is listed twice"),
+                        ));
+                    }
                 }
+                // The geo policy's need of a region, and a region that must exist: in
+                // `config::pool` and `check.rs`, with pooled endpoints.
             }
+        }
+    }
+}
+
+/// The checks of one endpoint that need nothing else (inline or in a pool): `address` or
+/// `target` (one of them, well formed), `weight`, `check`.
+pub fn check_endpoint(ep: &Spanned<EndpointConfig>, ekey: &str, cx: &Cx, out: &mut Vec<Problem>) {
+    let e = ep.get_ref();
+    match (&e.address, &e.target) {
+        (Some(_), Some(t)) => out.push(cx.at(
+            t.span(),
+            format!("{ekey}: an endpoint has either `address` or `target`, not both"),
+        )),
+        (None, None) => out.push(cx.at(
+            ep.span(),
+            format!("{ekey}: an endpoint needs `address` or `target`"),
+        )),
+        _ => {}
+    }
+    if let Some(t) = &e.target {
+        let name = t.get_ref();
+        if let Err(why) = check_target_name(name) {
+            out.push(cx.at(
+                t.span(),
+                format!("{ekey}.target: `{name}` is not a valid domain name: {why}"),
+            ));
+        }
+    }
+    if let Some(addr) = &e.address {
+        if addr.get_ref().parse::<IpAddr>().is_err() {
+            out.push(cx.at(
+                addr.span(),
+                format!(
+                    "{ekey}.address: `{}` is not an IPv4 or IPv6 address",
+                    addr.get_ref()
+                ),
+            ));
+        }
+    }
+    if let Some(w) = &e.weight {
+        let v = *w.get_ref();
+        if !(v.is_finite() && v > 0.0) {
+            out.push(cx.at(
+                w.span(),
+                format!("{ekey}.weight: must be a positive number"),
+            ));
+        }
+    }
+    if let Some(chk) = &e.check {
+        let u = chk.get_ref();
+        if !(u.starts_with("http://") || u.starts_with("https://") || u.starts_with("tcp://")) {
+            out.push(cx.at(
+                chk.span(),
+                format!("{ekey}.check: `{u}` must start with http://, https:// or tcp://"),
+            ));
         }
     }
 }

@@ -290,6 +290,28 @@ impl EndpointState {
         self.set_check(i, up, result);
         true
     }
+    /// Takes the probed figures of `other` (the same address and probe in another service):
+    /// its health, RTT, load and last probe; never its drain, which is per service.
+    pub fn seed_from(&self, other: &EndpointState) {
+        self.healthy.store(other.healthy(), Ordering::Relaxed);
+        self.rtt_us
+            .store(other.rtt_us.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.load
+            .store(other.load.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.local
+            .store(other.local.load(Ordering::Relaxed), Ordering::Relaxed);
+        if let Some(p) = other.last_probe() {
+            self.last_probe.store(Some(p));
+        }
+        for (c, o) in self.checks.iter().zip(&other.checks) {
+            if c.profile == o.profile {
+                c.healthy.store(o.healthy(), Ordering::Relaxed);
+                if let Some(p) = o.last_probe() {
+                    c.last_probe.store(Some(p));
+                }
+            }
+        }
+    }
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }

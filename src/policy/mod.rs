@@ -14,6 +14,7 @@ mod latency;
 mod least_loaded;
 mod round_robin;
 mod stats;
+pub mod tier;
 mod weighted;
 
 pub use stats::ServiceStats;
@@ -76,7 +77,7 @@ pub struct Region {
     pub continents: Vec<[u8; 2]>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Endpoint {
     /// The answered address; for a `target` endpoint a stand-in that is never answered (an
     /// address of the RFC 6666 discard prefix 100::/64 derived from the name), so that health
@@ -90,6 +91,11 @@ pub struct Endpoint {
     pub priority: u32,
     /// Probe target (the `check` URL, or derived from the profile).
     pub probe: String,
+    /// The health profile that probes it: its pool's, or its service's for an inline
+    /// endpoint; `None` = never probed.
+    pub health: Option<String>,
+    /// The `[pool.NAME]` it comes from; `None` when inline.
+    pub pool: Option<String>,
     pub state: Arc<EndpointState>,
 }
 
@@ -140,6 +146,9 @@ pub struct Service {
     rr_next: AtomicUsize,
     /// The endpoints grouped for the policies, built with the service.
     index: index::Index,
+    /// `[[service.tier]]`s and `fallback`: `None` for a service of one policy (the common
+    /// case pays one branch for them in [`select`]).
+    pub tiers: Option<Box<tier::Tiers>>,
 }
 
 impl Service {
@@ -167,6 +176,7 @@ impl Service {
             endpoints,
             stats,
             rr_next: AtomicUsize::new(0),
+            tiers: None,
         }
     }
 }
@@ -245,6 +255,10 @@ pub struct Trace {
     /// Endpoints the caller treats as down whatever their health (`explain --down`): [`select`]
     /// applies it to its `up`, so an explanation never writes into the health state.
     pub down: Down,
+    /// A service with tiers: every tier tried, in order, and what became of it.
+    pub tiers: Vec<tier::TierTrace>,
+    /// No tier had enough: the service's `fallback` addresses answered.
+    pub fallback: bool,
 }
 
 /// Endpoints taken as down for one traced query: by address, or every endpoint of a region.
@@ -382,7 +396,25 @@ pub fn select(
     regions: &[Region],
     family: Family,
     client: &mut Client<'_>,
+    trace: Option<&mut Trace>,
+) -> Selection {
+    if let Some(tiers) = &svc.tiers {
+        return tier::select(svc, tiers, regions, family, client, trace);
+    }
+    select_in(svc, regions, family, client, trace, false)
+}
+
+/// [`select`] over the endpoints of `svc` alone (a service without tiers, or one tier);
+/// `serve_all`: answer as if every endpoint were up (a tiered service's `when_all_down =
+/// "serve-all"`, decided by its caller).
+#[inline(always)]
+fn select_in(
+    svc: &Service,
+    regions: &[Region],
+    family: Family,
+    client: &mut Client<'_>,
     mut trace: Option<&mut Trace>,
+    serve_all: bool,
 ) -> Selection {
     let fam = svc.index.family(family);
     let family_count = fam.all.members.len();
@@ -406,8 +438,8 @@ pub fn select(
     let is_up = |i: usize| counts.up(i);
     let n_up = counts.n_up(&fam.all);
     let mut all_down = false;
-    if n_up == 0 {
-        if svc.when_all_down != WhenAllDown::ServeAll {
+    if n_up == 0 || serve_all {
+        if !serve_all && svc.when_all_down != WhenAllDown::ServeAll {
             let servfail = svc.when_all_down == WhenAllDown::Servfail;
             if let Some(t) = trace.as_deref_mut() {
                 t.all_down = true;
@@ -428,10 +460,14 @@ pub fn select(
         all_down = true;
         if let Some(t) = trace.as_deref_mut() {
             t.all_down = true;
-            t.notes.push(
+            t.notes.push(if serve_all {
+                "no tier can answer and there is no fallback; when_all_down = serve-all: the \
+                 first tier answers as if all were up"
+                    .into()
+            } else {
                 "every endpoint is down; when_all_down = serve-all: answering as if all were up"
-                    .into(),
-            );
+                    .into()
+            });
         }
     }
     // Only when something is down is it worth asking whether the client would have had it:

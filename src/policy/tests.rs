@@ -15,6 +15,8 @@ fn ep(addr: &str, region: Option<usize>, weight: f64, priority: u32) -> Endpoint
         weight,
         priority,
         probe: String::new(),
+        health: None,
+        pool: None,
         state: Arc::new(EndpointState::new(true)),
     }
 }
@@ -373,4 +375,104 @@ fn select_v4(s: &Service) -> Selection {
     let loc = Locator::default();
     let mut c = Client::new("10.0.0.1".parse().unwrap(), AddrSource::SourceIp, &loc);
     select(s, &[], Family::V4, &mut c, None)
+}
+
+/// A tiered service built by hand: tier 1 weighted over `.1`/`.2` (min_up 2), tier 2 over the
+/// IPv4 `.3` and IPv6 `db8::3`, and `fallback` `.99` when `fallback`.
+fn tiered(when_all_down: WhenAllDown, fallback: bool) -> Service {
+    use super::tier::{Tier, Tiers};
+    let t1 = vec![ep("192.0.2.1", None, 1.0, 1), ep("192.0.2.2", None, 1.0, 1)];
+    let t2 = vec![
+        ep("192.0.2.3", None, 1.0, 1),
+        ep("2001:db8::3", None, 1.0, 1),
+    ];
+    let mut all: Vec<Endpoint> = t1.iter().chain(&t2).cloned().collect();
+    if fallback {
+        all.push(ep("192.0.2.99", None, 1.0, 1));
+    }
+    let mut s = svc(PolicyKind::Weighted, 4, all);
+    s.when_all_down = when_all_down;
+    s.ttl_degraded = 5;
+    let tier = |eps: Vec<Endpoint>, map: Vec<usize>, min_up| Tier {
+        svc: svc(PolicyKind::Weighted, 4, eps),
+        map,
+        min_up,
+        pools: Vec::new(),
+    };
+    s.tiers = Some(Box::new(Tiers {
+        list: vec![tier(t1, vec![0, 1], 2), tier(t2, vec![2, 3], 1)],
+        fallback: if fallback { vec![4] } else { Vec::new() },
+    }));
+    s
+}
+
+fn addrs_of(s: &Service, sel: &Selection) -> Vec<String> {
+    let mut v: Vec<String> = sel
+        .picks
+        .iter()
+        .map(|&i| s.endpoints[i].addr.to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn tiers_answer_in_order_below_min_up_then_fallback_then_when_all_down() {
+    let s = tiered(WhenAllDown::ServeAll, true);
+    let sel = select_v4(&s);
+    assert_eq!(addrs_of(&s, &sel), ["192.0.2.1", "192.0.2.2"]);
+    assert!(!sel.degraded && s.answer_ttl(&sel) == 30);
+    // One of tier 1 down: below min_up 2, tier 2 answers (the service's indices), degraded.
+    s.endpoints[0].state.set_healthy(false);
+    let sel = select_v4(&s);
+    assert_eq!(addrs_of(&s, &sel), ["192.0.2.3"]);
+    assert!(sel.degraded && s.answer_ttl(&sel) == 5 && !sel.all_down);
+    // AAAA: tier 1 has no IPv6 endpoint, so it is skipped, not passed over: not degraded.
+    let loc = Locator::default();
+    let mut c = Client::new("10.0.0.1".parse().unwrap(), AddrSource::SourceIp, &loc);
+    let sel = select(&s, &[], Family::V6, &mut c, None);
+    assert_eq!(addrs_of(&s, &sel), ["2001:db8::3"]);
+    // Tier 2's IPv4 endpoint down too: the fallback.
+    s.endpoints[2].state.set_healthy(false);
+    let sel = select_v4(&s);
+    assert_eq!(addrs_of(&s, &sel), ["192.0.2.99"]);
+    assert!(sel.degraded && !sel.all_down && sel.scope == 0);
+
+    // Without a fallback: serve-all answers with the first tier as if all were up.
+    let s = tiered(WhenAllDown::ServeAll, false);
+    s.endpoints[0].state.set_healthy(false);
+    s.endpoints[2].state.set_healthy(false);
+    let sel = select_v4(&s);
+    assert_eq!(addrs_of(&s, &sel), ["192.0.2.1", "192.0.2.2"]);
+    assert!(sel.all_down && sel.degraded);
+    // empty: NODATA; servfail: SERVFAIL.
+    for (w, servfail) in [(WhenAllDown::Empty, false), (WhenAllDown::Servfail, true)] {
+        let s = tiered(w, false);
+        s.endpoints[0].state.set_healthy(false);
+        s.endpoints[2].state.set_healthy(false);
+        let sel = select_v4(&s);
+        assert!(sel.picks.is_empty() && sel.all_down && sel.servfail == servfail);
+    }
+}
+
+#[test]
+fn explain_traces_every_tier_with_the_services_indices() {
+    let s = tiered(WhenAllDown::ServeAll, true);
+    let loc = Locator::default();
+    let mut c = Client::new("10.0.0.1".parse().unwrap(), AddrSource::SourceIp, &loc);
+    let mut t = Trace {
+        down: Down {
+            addrs: vec!["192.0.2.2".parse().unwrap()],
+            regions: Vec::new(),
+        },
+        ..Trace::default()
+    };
+    let sel = select(&s, &[], Family::V4, &mut c, Some(&mut t));
+    assert_eq!(addrs_of(&s, &sel), ["192.0.2.3"]);
+    assert_eq!(t.tiers.len(), 2);
+    assert!(!t.tiers[0].answered && t.tiers[0].up == 1 && t.tiers[0].min_up == 2);
+    assert!(t.tiers[0].why.contains("passed over"), "{}", t.tiers[0].why);
+    assert!(t.tiers[1].answered && !t.fallback);
+    // --down rode in the trace only: the live state is untouched.
+    assert!(s.endpoints[1].state.healthy());
 }

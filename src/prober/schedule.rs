@@ -330,7 +330,7 @@ fn desired(snap: &Snapshot) -> HashMap<Target, Vec<ProbedEndpoint>> {
                     service = name,
                     endpoint = %e.addr,
                     check = e.probe,
-                    "endpoint has a check but its service no health profile: not probed"
+                    "endpoint has a check but no health profile: not probed"
                 );
                 continue;
             }

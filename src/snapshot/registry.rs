@@ -17,6 +17,9 @@ pub struct HealthRegistry {
     /// The key each (service, address) was last given a checked state under: when a reload
     /// changes its `health` list (so its key), the new checks go on from the old verdicts.
     last_key: Mutex<HashMap<(String, std::net::IpAddr), EndpointKey>>,
+    /// A state of each (address, probe) in `states`, to seed the state of the same endpoint
+    /// in one more service ([`HealthRegistry::state`]).
+    by_target: Mutex<HashMap<(std::net::IpAddr, String), std::sync::Weak<EndpointState>>>,
     /// Drains as the operator made them, applied to every snapshot built (`policy::drains`).
     pub drains: crate::policy::drains::Drains,
     /// Set once the first snapshot is built: an endpoint new after that (a reload added it)
@@ -33,11 +36,26 @@ impl HealthRegistry {
         self.built.store(true, Ordering::Relaxed)
     }
 
+    /// The state of `key`: the one it had, else a new one. A new state of an address and probe
+    /// that another service already has (a pool a reload gives one more service) starts from
+    /// that one's health, as the probe that writes both is already running: one address is
+    /// one endpoint for health, whatever the services using it.
     pub fn state(&self, key: EndpointKey, initially_up: bool) -> Arc<EndpointState> {
         let mut m = self.states.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(key)
-            .or_insert_with(|| Arc::new(EndpointState::new(initially_up)))
-            .clone()
+        if let Some(s) = m.get(&key) {
+            return s.clone();
+        }
+        let mut by = self.by_target.lock().unwrap_or_else(|e| e.into_inner());
+        let target = (key.address, key.probe.clone());
+        let state = Arc::new(EndpointState::new(initially_up));
+        if !key.probe.is_empty() {
+            if let Some(known) = by.get(&target).and_then(std::sync::Weak::upgrade) {
+                state.seed_from(&known);
+            }
+            by.insert(target, Arc::downgrade(&state));
+        }
+        m.insert(key, state.clone());
+        state
     }
 
     /// The state of an endpoint checked by `checks` (profile name, initially up), healthy
@@ -62,11 +80,21 @@ impl HealthRegistry {
         // the verdict answers used — the old check of the same profile, else the endpoint's —
         // rather than from `initial` (a profile added to a running endpoint must not take it
         // out of answers until that profile's first probe).
+        // A new service on an address and probe that another service already has (a pool a
+        // reload gives one more service) goes on from that one's verdicts: the probe that
+        // writes both is already running, and one address is one endpoint for health.
+        let mut by = self.by_target.lock().unwrap_or_else(|e| e.into_inner());
+        let target = (key.address, key.probe.clone());
+        let sibling = by
+            .get(&target)
+            .and_then(std::sync::Weak::upgrade)
+            .filter(|o| o.checked_by(&names));
         let old = last
             .get(&endpoint)
             .and_then(|k| m.get(k))
             .or_else(|| m.get(&key))
-            .cloned();
+            .cloned()
+            .or_else(|| sibling.clone());
         let carried: Vec<(String, bool)> = match &old {
             Some(o) => checks
                 .iter()
@@ -82,6 +110,10 @@ impl HealthRegistry {
             None => checks.to_vec(),
         };
         let st = Arc::new(EndpointState::with_checks(&carried, min));
+        if let Some(known) = &sibling {
+            st.seed_from(known);
+        }
+        by.insert(target, Arc::downgrade(&st));
         m.insert(key.clone(), st.clone());
         last.insert(endpoint, key);
         st
@@ -93,6 +125,8 @@ impl HealthRegistry {
         m.retain(|k, _| keep(k));
         let mut last = self.last_key.lock().unwrap_or_else(|e| e.into_inner());
         last.retain(|_, k| m.contains_key(k));
+        let mut by = self.by_target.lock().unwrap_or_else(|e| e.into_inner());
+        by.retain(|_, w| w.strong_count() > 0);
     }
 }
 
