@@ -549,3 +549,70 @@ fn rrsigs_count_against_the_payload_and_tcp_gets_everything() {
     assert!(!t.metadata.truncation);
     verify_all("big over TCP", &t, &keys);
 }
+
+/// The COOKIE option (RFC 7873) of a response, if any.
+fn cookie_of(r: &Message) -> Option<Vec<u8>> {
+    r.edns.as_ref()?.options().as_ref().iter().find_map(|(c, o)| match o {
+        hickory_proto::rr::rdata::opt::EdnsOption::Unknown(10, d)
+            if u16::from(*c) == 10 =>
+        {
+            Some(d.clone())
+        }
+        _ => None,
+    })
+}
+
+#[test]
+fn past_the_signing_budget_udp_gets_tc_and_tcp_and_cookies_do_not() {
+    let s = signed_server(|d| vec![p256_csk(d)], "signatures_per_second = 1\n");
+    let keys = dnskeys(&s); // DNSKEY's one signature comes from the budget too
+    let names: Vec<String> = (0..12).map(|i| format!("flood-{i}.example.com.")).collect();
+    let mut truncated = Vec::new();
+    let mut answered = Vec::new();
+    for n in &names {
+        let r = s.udp(&query(n, RecordType::A, true));
+        if r.metadata.truncation {
+            assert!(r.answers.is_empty() && r.authorities.is_empty(), "{r}");
+            truncated.push(n.clone());
+        } else {
+            verify_all(n, &r, &keys);
+            answered.push(n.clone());
+        }
+    }
+    // 1 signature of credit, spent on DNSKEY, and one more a second: each fresh name needs
+    // one (its NSEC; the SOA's too at first), so at most a name a second gets through.
+    assert!(truncated.len() >= 6, "truncated {truncated:?}, answered {answered:?}");
+    // Without DO nothing is signed, so nothing is limited.
+    for n in &truncated {
+        let r = s.udp(&query(n, RecordType::A, false));
+        assert!(!r.metadata.truncation);
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    }
+    // TCP is not limited: the truncated names, signed.
+    for n in &truncated[..4] {
+        let r = s.tcp(&query(n, RecordType::A, true));
+        assert!(!r.metadata.truncation, "{r}");
+        verify_all(n, &r, &keys);
+    }
+    // What is cached costs nothing: those names over UDP now answer.
+    for n in &truncated[..4] {
+        let r = s.udp(&query(n, RecordType::A, true));
+        assert!(!r.metadata.truncation, "{n} cached\n{r}");
+    }
+    // A valid server cookie lifts the budget over UDP too.
+    let with_cookie = |n: &str, cookie: &[u8]| {
+        let mut q = query(n, RecordType::A, true);
+        q.edns.as_mut().unwrap().options_mut().insert(
+            hickory_proto::rr::rdata::opt::EdnsOption::Unknown(10, cookie.to_vec()),
+        );
+        q
+    };
+    let first = s.udp(&with_cookie("cookie-0.example.com.", &[7u8; 8]));
+    let server_cookie = cookie_of(&first).expect("server cookie");
+    for i in 1..6 {
+        let n = format!("cookie-{i}.example.com.");
+        let r = s.udp(&with_cookie(&n, &server_cookie));
+        assert!(!r.metadata.truncation, "{n} with a valid cookie\n{r}");
+        verify_all(&n, &r, &keys);
+    }
+}
