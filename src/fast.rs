@@ -32,6 +32,11 @@ pub enum Fast {
 
 const TYPE_OPT: u16 = 41;
 const TYPE_DS: u16 = 43;
+const TYPE_DNSKEY: u16 = 48;
+const TYPE_CDS: u16 = 59;
+const TYPE_CDNSKEY: u16 = 60;
+/// RFC 9824's NXNAME: a query for it is FORMERR, the reference path's.
+const TYPE_NXNAME: u16 = 128;
 const CLASS_IN: u16 = 1;
 const OPT_ECS: u16 = ecs::OPT_ECS;
 const OPT_KEEPALIVE: u16 = 11;
@@ -317,8 +322,21 @@ pub fn try_answer<'s>(
         // An expired secondary zone: the reference path answers SERVFAIL.
         return None;
     }
-    // Meta types (OPT, TKEY, TSIG, IXFR, AXFR, MAILB, MAILA, ANY) have rules of their own.
-    if q.qtype == TYPE_OPT || q.qtype >= 249 {
+    // Meta types (OPT, NXNAME, TKEY, TSIG, IXFR, AXFR, MAILB, MAILA, ANY) have rules of
+    // their own.
+    if q.qtype == TYPE_OPT || q.qtype == TYPE_NXNAME || q.qtype >= 249 {
+        return None;
+    }
+    let apex_labels = zone.origin.num_labels() as usize + 1;
+    // A signed zone: DO queries are signed by the reference path, and DNSKEY, CDS and
+    // CDNSKEY at its apex are made there from the keys. Free while no zone is signed.
+    if !snap.dnssec.is_empty()
+        && (q.edns.as_ref().is_some_and(|e| e.dnssec_ok)
+            || matches!(q.qtype, TYPE_DNSKEY | TYPE_CDS | TYPE_CDNSKEY))
+        && snap
+            .signing_key(&key[usize::from(starts[q.labels - apex_labels])..])
+            .is_some()
+    {
         return None;
     }
     let qtype = RecordType::from(q.qtype);
@@ -338,7 +356,6 @@ pub fn try_answer<'s>(
     out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
     out.extend_from_slice(&packet[12..q.qend]);
 
-    let apex_labels = zone.origin.num_labels() as usize + 1;
     let mut names = Suffixes::new(packet, &q);
     let mut rcode = ResponseCode::NoError;
     let mut answers = 0u16;

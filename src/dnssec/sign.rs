@@ -202,6 +202,23 @@ impl Signer {
         window: Window,
         rdatas: &[&[u8]],
     ) -> Result<Arc<[u8]>, SignError> {
+        self.sign_rrset_with(key, owner, rtype, ttl, window, rdatas, &mut || true)
+            .map(|s| s.unwrap_or_else(|| Arc::from(&[][..])))
+    }
+
+    /// [`Signer::sign_rrset`], asking `may_sign` before making a signature the cache does
+    /// not hold (the zone's signing budget): `Ok(None)` when it says no.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign_rrset_with(
+        &self,
+        key: &SigningKey,
+        owner: &Name,
+        rtype: RecordType,
+        ttl: u32,
+        window: Window,
+        rdatas: &[&[u8]],
+        may_sign: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<Arc<[u8]>>, SignError> {
         // Cache key: which key (two keys can share tag and algorithm, so part of the public
         // key too), then the signed data, which holds owner, type, TTL, window and the RDATA
         // set.
@@ -210,17 +227,36 @@ impl Signer {
         ck.extend_from_slice(id);
         let prefix = signed_data_into(&mut ck, key, owner, rtype, ttl, window, rdatas);
         if let Some(hit) = self.cache.get(&ck) {
-            return Ok(hit);
+            SIGNATURES_HIT.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(hit));
+        }
+        if !may_sign() {
+            return Ok(None);
         }
         let data = &ck[id.len()..];
         let sig = key.sign(data)?;
+        SIGNATURES_MISS.fetch_add(1, Ordering::Relaxed);
         let mut rrsig = Vec::with_capacity(prefix + sig.len());
         rrsig.extend_from_slice(&data[..prefix]);
         rrsig.extend_from_slice(&sig);
         let rrsig: Arc<[u8]> = rrsig.into();
         self.cache.insert(ck.into(), rrsig.clone());
-        Ok(rrsig)
+        Ok(Some(rrsig))
     }
+}
+
+/// Signatures served from a cache / made on a miss, by every signer of the process (the
+/// metric `meridian_dnssec_signatures_total{cache}`): process-wide counters, so that a
+/// reload, which builds new signers, does not reset them.
+static SIGNATURES_HIT: AtomicU64 = AtomicU64::new(0);
+static SIGNATURES_MISS: AtomicU64 = AtomicU64::new(0);
+
+/// (hits, misses) of every signer so far: RRSIGs answered from a cache, and made.
+pub fn signature_counts() -> (u64, u64) {
+    (
+        SIGNATURES_HIT.load(Ordering::Relaxed),
+        SIGNATURES_MISS.load(Ordering::Relaxed),
+    )
 }
 
 const SHARDS: usize = 16;
