@@ -942,6 +942,29 @@ fn grok_errors(v: &serde_json::Value, at: &str, out: &mut Vec<String>) {
     }
 }
 
+/// Counts the `status` values in grok's JSON by (what was judged, status): "what" is the key
+/// the judged object sits under (`answer`, `rrsig`, `nodata`, a name for its response code).
+fn grok_statuses(
+    v: &serde_json::Value,
+    at: &str,
+    out: &mut std::collections::BTreeMap<(String, String), usize>,
+) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("status", serde_json::Value::String(st)) => {
+                        *out.entry((at.to_string(), st.clone())).or_default() += 1
+                    }
+                    _ => grok_statuses(x, k, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| grok_statuses(x, at, out)),
+        _ => {}
+    }
+}
+
 #[test]
 #[ignore = "needs dnsviz, dnssec-keygen (Debian dnsviz, bind9-utils)"]
 fn dnsviz_finds_no_error_in_the_signed_zones() {
@@ -992,11 +1015,12 @@ fn dnsviz_finds_no_error_in_the_signed_zones() {
     let anchors = anchors.to_str().expect("utf-8 path");
 
     // The whole assessment (warnings included) for the report, then the errors alone.
-    let (ok, full, err) = dnsviz(
-        &["grok", "-p", "-l", "warning", "-t", anchors],
-        Some(&probe),
-    );
+    let (ok, full, err) = dnsviz(&["grok", "-l", "warning", "-t", anchors], Some(&probe));
     assert!(ok, "dnsviz grok failed:\n{err}");
+    let full = match serde_json::from_str::<serde_json::Value>(&full) {
+        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or(full),
+        Err(_) => full,
+    };
     let saved = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dnssec-dnsviz-grok.json");
     std::fs::write(&saved, &full).expect("save grok output");
     println!(
@@ -1007,18 +1031,43 @@ fn dnsviz_finds_no_error_in_the_signed_zones() {
     let (ok, out, err) = dnsviz(&["grok", "-l", "info", "-t", anchors], Some(&probe));
     assert!(ok, "dnsviz grok failed:\n{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("grok prints JSON");
+    let info = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dnssec-dnsviz-grok-info.json");
+    std::fs::write(&info, serde_json::to_string_pretty(&v).unwrap_or(out)).expect("save");
+    println!("dnsviz grok -l info: saved in {}", info.display());
     let mut errors = Vec::new();
     grok_errors(&v, "", &mut errors);
     assert!(errors.is_empty(), "DNSViz errors:\n{}", errors.join("\n"));
-    // Each zone's status is SECURE (its chain from the given keys is complete).
+    // Each zone's status is SECURE (its chain from the given keys is complete), and so is every
+    // answer, NODATA, NSEC and SOA DNSViz judged; every RRSIG and denial proof is VALID.
     for zone in ["example.com.", "example.net."] {
-        let st = v[zone]["status"].as_str().unwrap_or("");
-        assert_eq!(st, "NOERROR", "{zone}: {}", v[zone]);
-        let z = &v[zone]["zone"]["status"];
+        assert_eq!(v[zone]["status"], "NOERROR", "{zone}: {}", v[zone]);
+        assert_eq!(v[zone]["zone"]["status"], "SECURE", "{zone}: {}", v[zone]);
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    grok_statuses(&v, "", &mut statuses);
+    let summary: Vec<String> = statuses
+        .iter()
+        .map(|((what, st), n)| format!("{n} {what} {st}"))
+        .collect();
+    println!(
+        "DNSViz verdicts (count, what, status):\n{}",
+        summary.join("\n")
+    );
+    for ((what, st), _) in &statuses {
+        let good = match what.as_str() {
+            "rrsig" | "proof" => st == "VALID",
+            "answer" | "nodata" | "nsec" | "soa" | "dnskey" | "zone" | "delegation" => {
+                st == "SECURE"
+            }
+            _ => st == "NOERROR", // the names' own response codes
+        };
+        assert!(good, "DNSViz: {what} {st}\n{}", summary.join("\n"));
+    }
+    for want in ["answer", "nodata", "nsec", "rrsig", "proof", "dnskey"] {
         assert!(
-            z.is_null() || z == "SECURE",
-            "{zone} zone status {z}: {}",
-            v[zone]
+            statuses.keys().any(|(what, _)| what == want),
+            "DNSViz judged no {want}:\n{}",
+            summary.join("\n")
         );
     }
 }
