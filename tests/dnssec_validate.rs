@@ -297,6 +297,17 @@ struct Unbound {
 impl Unbound {
     /// `stubs`: (zone, address) the resolver asks for that zone; `anchors`: DS lines.
     fn start(dir: &Path, name: &str, stubs: &[(&str, SocketAddr)], anchors: &[&str]) -> Unbound {
+        Self::start_with(dir, name, stubs, anchors, "")
+    }
+
+    /// [`Unbound::start`] with more `server:` settings (`extra`, whole indented lines).
+    fn start_with(
+        dir: &Path,
+        name: &str,
+        stubs: &[(&str, SocketAddr)],
+        anchors: &[&str],
+        extra: &str,
+    ) -> Unbound {
         let unbound = tool("unbound", "unbound");
         let port = free_port();
         // The root is a stub at a loopback port where nothing listens, so a query outside the
@@ -334,6 +345,7 @@ stub-zone:
 "#,
             dir = dir.display()
         );
+        conf.push_str(&format!("server:\n{extra}"));
         for a in anchors {
             conf.push_str(&format!("server:\n  trust-anchor: \"{a}\"\n"));
         }
@@ -500,7 +512,20 @@ fn delv_anchors(dir: &Path, name: &str, ds_lines: &[&str]) -> PathBuf {
 /// `delv -a ANCHORS +root=ZONE @127.0.0.1 -p PORT NAME TYPE`: its whole output (delv puts the
 /// validation verdict on stdout as `; fully validated`, failures on stderr).
 fn delv(anchors: &Path, zone: &str, addr: SocketAddr, name: &str, rtype: &str) -> String {
+    delv_with(anchors, zone, addr, name, rtype, &[])
+}
+
+/// [`delv`] with more options (`+tcp`).
+fn delv_with(
+    anchors: &Path,
+    zone: &str,
+    addr: SocketAddr,
+    name: &str,
+    rtype: &str,
+    opts: &[&str],
+) -> String {
     let out = Command::new(tool("delv", "bind9-dnsutils"))
+        .args(opts)
         .arg("-a")
         .arg(anchors)
         .arg(format!("+root={zone}"))
@@ -676,6 +701,41 @@ fn unbound_and_delv_find_every_answer_kind_secure() {
         ("host.example.net.", "TXT"),
     ] {
         delv_validated(&anchors, "example.net", lab.addr, name, t);
+    }
+
+    // --- The same over TCP (the server's other path): Unbound asking upstream over TCP only,
+    // delv +tcp ---
+    let tcp = Unbound::start_with(
+        lab.dir.path(),
+        "unbound-tcp",
+        &[("example.com", lab.addr), ("example.net", lab.addr)],
+        &[&lab.ds_com, &lab.ds_net],
+        "  tcp-upstream: yes\n",
+    );
+    for (name, t) in [
+        ("example.com.", "DNSKEY"),
+        ("mail.example.com.", "A"),
+        ("www.example.com.", "A"),
+        ("api.example.com.", "A"),
+        ("lb.example.com.", "A"),
+        ("x.wild.example.com.", "A"),
+        ("nope.example.com.", "A"),
+        ("www.example.com.", "AAAA"),
+        ("lab.example.com.", "DS"),
+        ("host.example.net.", "A"),
+        ("www.example.net.", "A"),
+    ] {
+        tcp.secure(name, t);
+        let zone = if name.ends_with("example.net.") {
+            "example.net"
+        } else {
+            "example.com"
+        };
+        let out = delv_with(&anchors, zone, lab.addr, name, t, &["+tcp"]);
+        assert!(
+            out.contains("fully validated"),
+            "delv +tcp: {name} {t} not fully validated:\n{out}"
+        );
     }
 
     // --- A balanced name whose health flips while a validator watches ---

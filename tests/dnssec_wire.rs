@@ -552,14 +552,17 @@ fn rrsigs_count_against_the_payload_and_tcp_gets_everything() {
 
 /// The COOKIE option (RFC 7873) of a response, if any.
 fn cookie_of(r: &Message) -> Option<Vec<u8>> {
-    r.edns.as_ref()?.options().as_ref().iter().find_map(|(c, o)| match o {
-        hickory_proto::rr::rdata::opt::EdnsOption::Unknown(10, d)
-            if u16::from(*c) == 10 =>
-        {
-            Some(d.clone())
-        }
-        _ => None,
-    })
+    r.edns
+        .as_ref()?
+        .options()
+        .as_ref()
+        .iter()
+        .find_map(|(c, o)| match o {
+            hickory_proto::rr::rdata::opt::EdnsOption::Unknown(10, d) if u16::from(*c) == 10 => {
+                Some(d.clone())
+            }
+            _ => None,
+        })
 }
 
 #[test]
@@ -581,7 +584,10 @@ fn past_the_signing_budget_udp_gets_tc_and_tcp_and_cookies_do_not() {
     }
     // 1 signature of credit, spent on DNSKEY, and one more a second: each fresh name needs
     // one (its NSEC; the SOA's too at first), so at most a name a second gets through.
-    assert!(truncated.len() >= 6, "truncated {truncated:?}, answered {answered:?}");
+    assert!(
+        truncated.len() >= 6,
+        "truncated {truncated:?}, answered {answered:?}"
+    );
     // Without DO nothing is signed, so nothing is limited.
     for n in &truncated {
         let r = s.udp(&query(n, RecordType::A, false));
