@@ -622,3 +622,103 @@ fn past_the_signing_budget_udp_gets_tc_and_tcp_and_cookies_do_not() {
         verify_all(&n, &r, &keys);
     }
 }
+
+/// The sum of the samples of `name` whose labels include `label` (`k="v"`).
+fn metric(body: &str, name: &str, label: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn metrics_count_signatures_by_cache_and_status_shows_keys_and_window() {
+    let tags = std::cell::RefCell::new(Vec::new());
+    let s = signed_server(
+        |d| {
+            let (k, kt) = ed25519_bind(d, 257);
+            let (z, zt) = ed25519_bind(d, 256);
+            tags.borrow_mut().extend([kt, zt]);
+            vec![k, z]
+        },
+        "validity = \"8d\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let admin = s.start_admin().addr;
+    let get = |path: &str| {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let (code, _, body) = common::http_exchange(admin, &req).expect("HTTP response");
+        assert_eq!(code, 200, "{body}");
+        body
+    };
+    let m0 = get("/metrics");
+    // Other tests in this process sign too: the counters only grow, so compare with >=.
+    let r = s.udp(&query("metrics-fresh.example.com.", RecordType::A, true));
+    assert!(r
+        .authorities
+        .iter()
+        .any(|x| x.record_type() == RecordType::NSEC));
+    let m1 = get("/metrics");
+    let hit = "cache=\"hit\"";
+    let miss = "cache=\"miss\"";
+    let name = "meridian_dnssec_signatures_total";
+    assert!(
+        metric(&m1, name, miss) >= metric(&m0, name, miss) + 1.0,
+        "{m1}"
+    );
+    let r2 = s.udp(&query("metrics-fresh.example.com.", RecordType::A, true));
+    assert_eq!(r2.authorities.len(), r.authorities.len());
+    let m2 = get("/metrics");
+    // The same answer again: SOA and NSEC signatures from the cache.
+    assert!(
+        metric(&m2, name, hit) >= metric(&m1, name, hit) + 2.0,
+        "{m2}"
+    );
+    assert!(
+        metric(&m2, "meridian_dnssec_cache_entries", "zone=\"example.com\"") >= 2.0,
+        "{m2}"
+    );
+
+    let status: serde_json::Value = serde_json::from_str(&get("/status")).expect("JSON");
+    let zone = status["zones"]
+        .as_array()
+        .expect("zones")
+        .iter()
+        .find(|z| z["name"] == "example.com")
+        .expect("example.com in /status");
+    let d = &zone["dnssec"];
+    let mut keys: Vec<(u64, u64, u64)> = d["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| {
+            (
+                k["tag"].as_u64().unwrap(),
+                k["algorithm"].as_u64().unwrap(),
+                k["flags"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    keys.sort_by_key(|k| k.2);
+    let (ksk, zsk) = (tags.borrow()[0], tags.borrow()[1]);
+    assert_eq!(
+        keys,
+        vec![(zsk as u64, 15, 256), (ksk as u64, 15, 257)],
+        "{d}"
+    );
+    assert_eq!(d["validity_secs"], 8 * 86400);
+    let (inc, exp) = (
+        d["inception_unix"].as_u64().unwrap(),
+        d["expiration_unix"].as_u64().unwrap(),
+    );
+    // The window the served RRSIGs carry.
+    let sig = r.authorities.iter().find_map(rrsig).expect("RRSIG");
+    assert_eq!(sig.input().sig_inception.get() as u64, inc, "{d}");
+    assert_eq!(sig.input().sig_expiration.get() as u64, exp, "{d}");
+    assert!(d["expiration"].as_str().unwrap().ends_with('Z'), "{d}");
+    // An unsigned zone has no dnssec object.
+    assert!(status["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|z| z["name"] == "example.com" || z.get("dnssec").is_none()));
+}

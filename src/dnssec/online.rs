@@ -83,6 +83,11 @@ impl Online {
         &self.signer
     }
 
+    /// The signing budget (0: none).
+    pub fn signatures_per_second(&self) -> u32 {
+        self.budget.rate
+    }
+
     /// The apex RRset of `rtype` that signing adds (DNSKEY, CDS, CDNSKEY), if it is one.
     pub fn apex_set(&self, rtype: RecordType) -> Option<&[Vec<u8>]> {
         match rtype {

@@ -231,6 +231,7 @@ impl Signer {
             return Ok(Some(hit));
         }
         if !may_sign() {
+            SIGNATURES_REFUSED.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         }
         let data = &ck[id.len()..];
@@ -250,12 +251,16 @@ impl Signer {
 /// reload, which builds new signers, does not reset them.
 static SIGNATURES_HIT: AtomicU64 = AtomicU64::new(0);
 static SIGNATURES_MISS: AtomicU64 = AtomicU64::new(0);
+/// Signatures a budget refused to make.
+static SIGNATURES_REFUSED: AtomicU64 = AtomicU64::new(0);
 
-/// (hits, misses) of every signer so far: RRSIGs answered from a cache, and made.
-pub fn signature_counts() -> (u64, u64) {
+/// (hits, misses, refused) of every signer so far: RRSIGs answered from a cache, made, and
+/// not made because the zone's signing budget was spent.
+pub fn signature_counts() -> (u64, u64, u64) {
     (
         SIGNATURES_HIT.load(Ordering::Relaxed),
         SIGNATURES_MISS.load(Ordering::Relaxed),
+        SIGNATURES_REFUSED.load(Ordering::Relaxed),
     )
 }
 
