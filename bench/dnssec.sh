@@ -128,6 +128,7 @@ rss1=$(ps -o rss= -p "$pid" | tr -d ' ')
 metrics=$(curl -s "http://127.0.0.1:$admin_port/metrics" || true)
 hits=$(awk -F' ' '/^meridian_dnssec_signatures_total\{.*cache="hit"/ {print $2}' <<<"$metrics")
 misses=$(awk -F' ' '/^meridian_dnssec_signatures_total\{.*cache="miss"/ {print $2}' <<<"$metrics")
+refused=$(awk -F' ' '/^meridian_dnssec_signatures_refused_total / {print $2}' <<<"$metrics")
 qps=$(awk '/Queries per second/ {print $4}' "$cache_dir/dnsperf.txt")
 kill "$pid" 2>/dev/null || true
 wait "$pid" 2>/dev/null || true
@@ -145,7 +146,7 @@ cache_line=$(awk -v h="${hits:-0}" -v m="${misses:-0}" 'BEGIN { t = h + m; print
   done
   echo "## 20 endpoints, max_answers = 2, www A with DO for ${dur} s (meridian on core 0, dnsperf on core 1)"
   echo
-  echo "- QPS ${qps:-?}; signature cache: $cache_line"
+  echo "- QPS ${qps:-?}; signature cache: $cache_line; refused by the signing budget: ${refused:-?}"
   echo "- RSS: ${rss0} kB after start, ${rss1} kB after the run"
   [ -n "$hits$misses" ] || echo "- (no meridian_dnssec_signatures_total in /metrics)"
 } | tee "$report"
