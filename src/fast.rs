@@ -329,13 +329,16 @@ pub fn try_answer<'s>(
     }
     let apex_labels = zone.origin.num_labels() as usize + 1;
     // A signed zone: DO queries are signed by the reference path, and DNSKEY, CDS and
-    // CDNSKEY at its apex are made there from the keys. Free while no zone is signed.
-    if !snap.dnssec.is_empty()
-        && (q.edns.as_ref().is_some_and(|e| e.dnssec_ok)
-            || matches!(q.qtype, TYPE_DNSKEY | TYPE_CDS | TYPE_CDNSKEY))
-        && snap
-            .signing_key(&key[usize::from(starts[q.labels - apex_labels])..])
-            .is_some()
+    // CDNSKEY at its apex are made there from the keys; a zone that arrived signed gives DO
+    // queries its own RRSIGs and NSECs there. Free without DO while no zone is signed.
+    let origin = || &key[usize::from(starts[q.labels - apex_labels])..];
+    if q.edns.as_ref().is_some_and(|e| e.dnssec_ok) {
+        if zone.presigned.is_some() || snap.signing_key(origin()).is_some() {
+            return None;
+        }
+    } else if !snap.dnssec.is_empty()
+        && matches!(q.qtype, TYPE_DNSKEY | TYPE_CDS | TYPE_CDNSKEY)
+        && snap.signing_key(origin()).is_some()
     {
         return None;
     }
