@@ -246,6 +246,7 @@ fn respond<'s>(
                 crate::cookie::valid(&snap.cookie_secret, c, src.ip(), crate::cookie::unix_now())
             }),
         denial: None,
+        wildcards: Vec::new(),
         client: edns::client(
             snap,
             ecs.as_ref().map(|e| (e.source_prefix(), e.addr())),
@@ -308,6 +309,8 @@ struct Ctx<'s, 'a> {
     limited: bool,
     /// What a negative answer denies, for its NSEC when the zone is signed.
     denial: Option<Denial>,
+    /// Names answered from a wildcard (a presigned zone proves they do not exist).
+    wildcards: Vec<Name>,
     /// How a balanced name was decided, for `explain`.
     trace: Option<&'a mut Trace>,
     outcome: &'a mut QueryOutcome<'s>,
@@ -341,6 +344,8 @@ fn answer(ctx: &mut Ctx<'_, '_>, query: &Query) -> bool {
     let glue_needed = answer_in(ctx, query, zone, online, &mut wire, &mut starts);
     if let Some(online) = online.filter(|_| ctx.dnssec_ok) {
         sign_response(ctx, query.query_type(), zone, online);
+    } else if let Some(pre) = zone.presigned.as_ref().filter(|_| ctx.dnssec_ok) {
+        presigned_response(ctx, zone, pre);
     }
     glue_needed
 }
@@ -399,7 +404,11 @@ fn answer_in(
     // The owner of answer records is spelled as the client spelled the question (0x20).
     let mut owner: Name = query.name().clone();
     for _hop in 0..MAX_CNAME_CHAIN {
-        match zone.find(wire, starts, qtype == RecordType::DS) {
+        let found = zone.find(wire, starts, qtype == RecordType::DS);
+        if let Found::Wildcard(_) = found {
+            ctx.wildcards.push(owner.clone());
+        }
+        match found {
             Found::Delegation(cut_key, cut) => {
                 // Also after a CNAME that led below a cut: RFC 1034 §4.3.2 step 3b goes on
                 // with the referral, and the CNAME keeps the answer authoritative.
@@ -682,7 +691,7 @@ fn referral(ctx: &mut Ctx<'_, '_>, zone: &Zone, cut_key: &[u8], cut: &Node) -> b
         return false;
     };
     resp.authorities.extend(ns.records(&cut_name));
-    if ctx.dnssec_ok && ctx.snap.signing(zone).is_some() {
+    if ctx.dnssec_ok && (ctx.snap.signing(zone).is_some() || zone.presigned.is_some()) {
         match cut.rrset(RecordType::DS) {
             Some(ds) => resp.authorities.extend(ds.records(&cut_name)),
             None => ctx.denial = Some(Denial::Cut(cut_name)),
@@ -754,6 +763,35 @@ fn signed(
     limited: bool,
     sign: impl Fn(&Record) -> bool,
 ) -> Option<Vec<Record>> {
+    with_sigs(records, sign, |first, set| {
+        let rdatas: Vec<Vec<u8>> = set
+            .iter()
+            .filter_map(|r| crate::dnssec::sign::canonical_rdata(&r.data).ok())
+            .collect();
+        let refs: Vec<&[u8]> = rdatas.iter().map(Vec::as_slice).collect();
+        // A signing error (a key ring refuses) leaves the RRset unsigned: the resolver
+        // finds it bogus and tries another server, which is what a broken key should cause.
+        let Ok(sigs) = online.sign(&first.name, first.record_type(), first.ttl, &refs, limited)
+        else {
+            return Some(Vec::new());
+        };
+        Some(
+            sigs?
+                .iter()
+                .filter_map(|sig| crate::zone::decode_rdata(RecordType::RRSIG, sig))
+                .map(|d| Record::from_rdata(first.name.clone(), first.ttl, d))
+                .collect(),
+        )
+    })
+}
+
+/// `records` with, after each RRset for which `want` says yes, the RRSIGs `sigs` gives for it
+/// (`None`: give up, the answer is truncated).
+fn with_sigs(
+    records: &[Record],
+    want: impl Fn(&Record) -> bool,
+    mut sigs: impl FnMut(&Record, &[Record]) -> Option<Vec<Record>>,
+) -> Option<Vec<Record>> {
     let mut out = Vec::with_capacity(records.len() * 2);
     let mut i = 0;
     while i < records.len() {
@@ -766,26 +804,154 @@ fn signed(
         let set = &records[i..end];
         out.extend_from_slice(set);
         i = end;
-        if !sign(first) || rtype == RecordType::RRSIG {
+        if !want(first) || rtype == RecordType::RRSIG {
             continue;
         }
-        let rdatas: Vec<Vec<u8>> = set
-            .iter()
-            .filter_map(|r| crate::dnssec::sign::canonical_rdata(&r.data).ok())
-            .collect();
-        let refs: Vec<&[u8]> = rdatas.iter().map(Vec::as_slice).collect();
-        // A signing error (a key ring refuses) leaves the RRset unsigned: the resolver
-        // finds it bogus and tries another server, which is what a broken key should cause.
-        let Ok(sigs) = online.sign(&first.name, rtype, first.ttl, &refs, limited) else {
-            continue;
-        };
-        for sig in sigs? {
-            if let Some(d) = crate::zone::decode_rdata(RecordType::RRSIG, &sig) {
-                out.push(Record::from_rdata(first.name.clone(), first.ttl, d));
+        out.extend(sigs(first, set)?);
+    }
+    Some(out)
+}
+
+/// The RRSIGs of a presigned zone covering `rtype` at `owner` (at the wildcard that made it,
+/// for a synthesised answer: the RRSIG's labels field says so), owned by `owner`.
+fn presigned_sigs(zone: &Zone, owner: &Name, rtype: RecordType, ttl: u32) -> Vec<Record> {
+    let (mut wire, mut starts) = (Vec::new(), Vec::new());
+    wire_lower(owner, &mut wire, &mut starts);
+    let node = match zone.nodes.get(&wire[..]) {
+        Some(n) => Some(n),
+        None => match zone.find(&wire, &starts, rtype == RecordType::DS) {
+            Found::Wildcard(n) => Some(n),
+            _ => None,
+        },
+    };
+    let Some(sigs) = node.and_then(|n| n.rrset(RecordType::RRSIG)) else {
+        return Vec::new();
+    };
+    let covered = u16::from(rtype).to_be_bytes();
+    sigs.rdata()
+        .filter(|w| w.starts_with(&covered))
+        .filter_map(|w| crate::zone::decode_rdata(RecordType::RRSIG, w))
+        .map(|d| Record::from_rdata(owner.clone(), ttl, d))
+        .collect()
+}
+
+/// The NSEC record(s) at the owner `key` (a wire key of the zone), with their RRSIGs.
+fn presigned_nsec_at(zone: &Zone, key: &[u8], out: &mut Vec<Record>) {
+    let Some((node, name)) = zone.nodes.get(key).zip(crate::zone::key_name(key)) else {
+        return;
+    };
+    let Some(nsec) = node.rrset(RecordType::NSEC) else {
+        return;
+    };
+    if out
+        .iter()
+        .any(|r| r.record_type() == RecordType::NSEC && r.name == name)
+    {
+        return;
+    }
+    out.extend(nsec.records(&name));
+    out.extend(presigned_sigs(zone, &name, RecordType::NSEC, nsec.ttl));
+}
+
+/// The NSEC covering `name` (proving it does not exist) and the one covering the wildcard at
+/// its closest encloser (proving no wildcard made it), RFC 4035 §3.1.3.2.
+fn presigned_nxdomain_proof(
+    zone: &Zone,
+    pre: &crate::zone::Presigned,
+    name: &Name,
+    out: &mut Vec<Record>,
+) {
+    let key = crate::zone::wire_key(name);
+    if let Some(cover) = pre.covering(&key) {
+        presigned_nsec_at(zone, cover, out);
+    }
+    // The closest encloser: the longest existing ancestor.
+    let mut i = 0;
+    while i < key.len() && key[i] != 0 {
+        i += usize::from(key[i]) + 1;
+        if zone.nodes.contains_key(&key[i..]) {
+            let mut wild = vec![1, b'*'];
+            wild.extend_from_slice(&key[i..]);
+            if let Some(cover) = pre.covering(&wild) {
+                presigned_nsec_at(zone, cover, out);
+            }
+            break;
+        }
+    }
+}
+
+/// A presigned zone's answer to a DO query, served as it arrived: after each RRset its
+/// RRSIGs from the zone; a negative answer gets the zone's own NSEC records (at the name for
+/// NODATA and an unsigned cut, covering ones for a name that does not exist, and for a
+/// wildcard answer the NSEC proving the query name itself does not exist). NSEC3 zones get
+/// their RRSIGs; their NSEC3 denial is not built yet (docs/dnssec.md).
+fn presigned_response(ctx: &mut Ctx<'_, '_>, zone: &Zone, pre: &crate::zone::Presigned) {
+    let resp = &mut *ctx.resp;
+    if resp.metadata.response_code == ResponseCode::ServFail {
+        return;
+    }
+    let apex = &zone.origin;
+    let mut extra = Vec::new();
+    if !pre.nsec3 {
+        match ctx.denial.take() {
+            Some(Denial::NxName(n)) => presigned_nxdomain_proof(zone, pre, &n, &mut extra),
+            Some(Denial::NoData(n, _)) | Some(Denial::Cut(n)) => {
+                let key = crate::zone::wire_key(&n);
+                match zone.nodes.get(&key) {
+                    Some(node) if node.rrset(RecordType::NSEC).is_some() => {
+                        presigned_nsec_at(zone, &key, &mut extra);
+                    }
+                    // An empty non-terminal has no NSEC: the one before it covers it.
+                    Some(_) => {
+                        if let Some(cover) = pre.covering(&key) {
+                            presigned_nsec_at(zone, cover, &mut extra);
+                        }
+                    }
+                    None => {
+                        // NODATA at a name a wildcard stands for: the wildcard's NSEC, and
+                        // the one proving the name itself does not exist.
+                        presigned_nxdomain_proof(zone, pre, &n, &mut extra);
+                    }
+                }
+            }
+            None => {}
+        }
+        for w in std::mem::take(&mut ctx.wildcards) {
+            let key = crate::zone::wire_key(&w);
+            if let Some(cover) = pre.covering(&key) {
+                presigned_nsec_at(zone, cover, &mut extra);
             }
         }
     }
-    Some(out)
+    let answers = with_sigs(
+        &resp.answers,
+        |_| true,
+        |first, _| {
+            Some(presigned_sigs(
+                zone,
+                &first.name,
+                first.record_type(),
+                first.ttl,
+            ))
+        },
+    );
+    let authorities = with_sigs(
+        &resp.authorities,
+        |r| r.record_type() != RecordType::NS || r.name == *apex,
+        |first, _| {
+            Some(presigned_sigs(
+                zone,
+                &first.name,
+                first.record_type(),
+                first.ttl,
+            ))
+        },
+    );
+    if let (Some(a), Some(mut n)) = (answers, authorities) {
+        n.extend(extra);
+        resp.answers = a;
+        resp.authorities = n;
+    }
 }
 
 /// Addresses of the names that NS, MX and SRV records point at, when this zone holds them.

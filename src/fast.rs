@@ -31,6 +31,10 @@ pub enum Fast {
 }
 
 const TYPE_OPT: u16 = 41;
+const TYPE_A: u16 = 1;
+const TYPE_TXT: u16 = 16;
+const TYPE_AAAA: u16 = 28;
+const TYPE_RRSIG: u16 = 46;
 const TYPE_DS: u16 = 43;
 const TYPE_DNSKEY: u16 = 48;
 const TYPE_CDS: u16 = 59;
@@ -279,6 +283,27 @@ fn put_rr(out: &mut Vec<u8>, owner_ptr: u16, rtype: u16, ttl: u32, rdata: &[u8])
     out.extend_from_slice(rdata);
 }
 
+/// Writes the RRSIGs of the signed zone `o` over the RRset at the query name (lower-cased
+/// wire `owner`) and returns how many; `None` when one is not cached and the budget is
+/// spent, or signing failed: the reference path answers then (TC=1, or unsigned).
+fn put_rrsigs(
+    out: &mut Vec<u8>,
+    o: &crate::dnssec::online::Online,
+    owner: &[u8],
+    qtype: u16,
+    ttl: u32,
+    rdatas: &[&[u8]],
+    limited: bool,
+) -> Option<u16> {
+    let sigs = o
+        .sign_wire(owner, RecordType::from(qtype), ttl, rdatas, limited)
+        .ok()??;
+    for sig in &sigs {
+        put_rr(out, 12, TYPE_RRSIG, ttl, sig);
+    }
+    Some(sigs.len() as u16)
+}
+
 /// Answers `packet` into `out` if it is a case this path handles. Counts nothing: a served
 /// query is counted by its transport from the outcome ([`crate::answer::respond`]).
 pub fn answer(snap: &Snapshot, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> Fast {
@@ -328,17 +353,46 @@ pub fn try_answer<'s>(
         return None;
     }
     let apex_labels = zone.origin.num_labels() as usize + 1;
-    // A signed zone: DO queries are signed by the reference path, and DNSKEY, CDS and
-    // CDNSKEY at its apex are made there from the keys. Free while no zone is signed.
-    if !snap.dnssec.is_empty()
-        && (q.edns.as_ref().is_some_and(|e| e.dnssec_ok)
-            || matches!(q.qtype, TYPE_DNSKEY | TYPE_CDS | TYPE_CDNSKEY))
-        && snap
-            .signing_key(&key[usize::from(starts[q.labels - apex_labels])..])
-            .is_some()
+    // DNSSEC. A zone that arrived signed gives DO queries its own RRSIGs and NSECs, on the
+    // reference path. A zone signed here: DO answers of A, AAAA and TXT at an exact name
+    // (static or balanced) are signed on this path, their signatures from the signer's cache
+    // (made on a miss); everything else with DO (denial, names in rdata, SOA, wildcards,
+    // referrals) is the reference's, as are DNSKEY, CDS and CDNSKEY at the apex. Without DO
+    // this costs one branch while no zone is signed (docs/dnssec.md "Speed").
+    let origin = || &key[usize::from(starts[q.labels - apex_labels])..];
+    let mut signing = None;
+    if q.edns.as_ref().is_some_and(|e| e.dnssec_ok) {
+        if zone.presigned.is_some() {
+            return None;
+        }
+        if let Some(o) = snap.signing_key(origin()) {
+            if !matches!(q.qtype, TYPE_A | TYPE_AAAA | TYPE_TXT) {
+                return None;
+            }
+            signing = Some(o);
+        }
+    } else if !snap.dnssec.is_empty()
+        && matches!(q.qtype, TYPE_DNSKEY | TYPE_CDS | TYPE_CDNSKEY)
+        && snap.signing_key(origin()).is_some()
     {
         return None;
     }
+    // The signing budget limits UDP queries without a valid server cookie.
+    let limited = || {
+        transport == Transport::Udp
+            && !q
+                .edns
+                .as_ref()
+                .and_then(|e| e.cookie)
+                .is_some_and(|(at, len)| {
+                    cookie::valid(
+                        &snap.cookie_secret,
+                        &packet[at..at + len],
+                        src.ip(),
+                        cookie::unix_now(),
+                    )
+                })
+    };
     let qtype = RecordType::from(q.qtype);
     let mut outcome = QueryOutcome {
         zone: Some(&zone.stats),
@@ -363,6 +417,9 @@ pub fn try_answer<'s>(
     let mut scope = 0u8;
     match zone.find(key, starts, qtype == RecordType::DS) {
         Found::NxDomain => {
+            if signing.is_some() {
+                return None; // compact denial: the reference's
+            }
             rcode = ResponseCode::NXDomain;
             negative = true;
         }
@@ -391,6 +448,7 @@ pub fn try_answer<'s>(
                     out[2] &= !0x04;
                 }
                 let ttl = svc.answer_ttl(&sel);
+                let mut octets: smallvec::SmallVec<[[u8; 16]; 4]> = smallvec::SmallVec::new();
                 for &i in &sel.picks {
                     let rdata: &[u8] = match &svc.endpoints[i].addr {
                         IpAddr::V4(a) => &a.octets(),
@@ -398,6 +456,20 @@ pub fn try_answer<'s>(
                     };
                     put_rr(out, 12, q.qtype, ttl, rdata);
                     answers += 1;
+                    if signing.is_some() {
+                        let mut o = [0u8; 16];
+                        o[..rdata.len()].copy_from_slice(rdata);
+                        octets.push(o);
+                    }
+                }
+                if let Some(o) = signing {
+                    if sel.servfail || sel.picks.is_empty() {
+                        return None; // NODATA's NSEC, or SERVFAIL: the reference's
+                    }
+                    let len = if family == Family::V4 { 4 } else { 16 };
+                    let rdatas: smallvec::SmallVec<[&[u8]; 4]> =
+                        octets.iter().map(|x| &x[..len]).collect();
+                    answers += put_rrsigs(out, o, key, q.qtype, ttl, &rdatas, limited())?;
                 }
                 negative = sel.picks.is_empty() && !sel.servfail;
                 outcome.service = Some(svc);
@@ -430,7 +502,15 @@ pub fn try_answer<'s>(
                             put_rr(out, 12, q.qtype, set.ttl, rdata);
                             answers += 1;
                         }
+                        if let Some(o) = signing {
+                            // A, AAAA, TXT: no names in the rdata, so it is canonical as
+                            // stored.
+                            let rdatas: smallvec::SmallVec<[&[u8]; 8]> = set.rdata().collect();
+                            answers +=
+                                put_rrsigs(out, o, key, q.qtype, set.ttl, &rdatas, limited())?;
+                        }
                     }
+                    None if signing.is_some() => return None, // NODATA's NSEC
                     None => negative = true,
                 }
             }

@@ -514,7 +514,25 @@ fn check_signed_zones(
         };
         name.set_fqdn(true);
         let name = name.to_lowercase();
-        if unbuilt.contains(&name) || zones.zones.contains_key(&*wire_key_of(&name)) {
+        if let Some(z) = zones.zones.get(&*wire_key_of(&name)) {
+            if z.presigned.is_some() {
+                out.push(config.problem_at(
+                    d.zone.span(),
+                    format!(
+                        "dnssec[{i}].zone: `{name}` arrives signed ({}): it is served as signed there, not signed again here; remove this [[dnssec]] or serve the zone unsigned",
+                        z.file.display()
+                    ),
+                ));
+            }
+            continue;
+        }
+        // A secondary zone before its first transfer: signed once it arrives.
+        let secondary = config.config.secondary.iter().any(|s| {
+            s.get_ref()
+                .origin()
+                .is_some_and(|o| o.to_lowercase() == name)
+        });
+        if unbuilt.contains(&name) || secondary {
             continue;
         }
         out.push(config.problem_at(
@@ -600,6 +618,14 @@ fn check_services(
                         "{key}.name: `{}` lies in a subzone delegated away from {}",
                         s.name.get_ref(),
                         zone.origin
+                    )));
+                }
+                if zone.presigned.is_some() {
+                    out.push(at(format!(
+                        "{key}.name: `{}` lies in {}, which arrives signed ({}): a balanced name's answers are made per query and cannot carry the zone's own signatures; serve the zone unsigned and name it in [[dnssec]] to sign it online, or delegate the name to an unsigned subzone",
+                        s.name.get_ref(),
+                        zone.origin,
+                        zone.file.display()
                     )));
                 }
                 let targets = s

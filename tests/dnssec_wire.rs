@@ -722,3 +722,64 @@ fn metrics_count_signatures_by_cache_and_status_shows_keys_and_window() {
         .iter()
         .all(|z| z["name"] == "example.com" || z.get("dnssec").is_none()));
 }
+
+/// The fast path signs DO answers of A/AAAA/TXT itself: its bytes equal the reference's
+/// (the signatures come from the same cache), and what it does not take (denial, SOA, a
+/// wildcard, a CNAME) goes to the reference.
+#[test]
+fn the_fast_path_signs_as_the_reference_does() {
+    use meridian::dns::{handle, Transport};
+    use meridian::fast::{answer, Fast};
+    let s = signed_server(|d| vec![p256_csk(d)], "");
+    let snap = s.shared.load_full();
+    let src: std::net::SocketAddr = "127.0.0.1:5353".parse().unwrap();
+    let mut out = Vec::new();
+    for (qname, qtype, fast) in [
+        ("static.example.com.", RecordType::A, true),
+        ("StAtIc.example.com.", RecordType::A, true),
+        ("big.example.com.", RecordType::TXT, true),
+        ("v6only.example.com.", RecordType::AAAA, true),
+        ("ns1.example.com.", RecordType::A, true),
+        ("nope.example.com.", RecordType::A, false),
+        ("static.example.com.", RecordType::TXT, false),
+        ("v6only.example.com.", RecordType::A, false),
+        ("x.wild.example.com.", RecordType::A, false),
+        ("alias.example.com.", RecordType::A, false),
+        ("example.com.", RecordType::SOA, false),
+        ("example.com.", RecordType::DNSKEY, false),
+    ] {
+        let tag = format!("{qname} {qtype}");
+        let packet = query(qname, qtype, true).to_vec().unwrap();
+        let reference = handle(&snap, &packet, src, Transport::Udp).expect("reply");
+        let got = answer(&snap, &packet, src, &mut out);
+        assert_eq!(got == Fast::Answered, fast, "{tag}");
+        if fast {
+            assert_eq!(out, reference, "{tag}: fast path and reference differ");
+            let m = Message::from_vec(&out).unwrap();
+            assert!(
+                m.answers
+                    .iter()
+                    .any(|r| r.record_type() == RecordType::RRSIG),
+                "{tag}"
+            );
+        }
+        // Without DO both answer unsigned, the fast path as before.
+        let packet = query(qname, qtype, false).to_vec().unwrap();
+        if qtype != RecordType::DNSKEY && !qname.contains("wild") && !qname.starts_with("alias") {
+            assert_eq!(
+                answer(&snap, &packet, src, &mut out),
+                Fast::Answered,
+                "{tag} no DO"
+            );
+            assert_eq!(
+                Some(out.clone()),
+                handle(&snap, &packet, src, Transport::Udp),
+                "{tag}"
+            );
+        }
+    }
+    // The balanced name over the real server's fast path: signed, and it verifies.
+    let keys = dnskeys(&s);
+    let r = s.udp(&query("www.example.com.", RecordType::A, true));
+    verify_all("www fast", &r, &keys);
+}

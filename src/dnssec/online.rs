@@ -134,6 +134,34 @@ impl Online {
     }
 }
 
+impl Online {
+    /// [`Online::sign`] for an owner in canonical wire form (lower case, no `*` label): what
+    /// the fast path has. At most two keys sign one RRset without a rollover, so no heap.
+    pub fn sign_wire(
+        &self,
+        owner: &[u8],
+        rtype: RecordType,
+        ttl: u32,
+        rdatas: &[&[u8]],
+        limited: bool,
+    ) -> Result<Option<smallvec::SmallVec<[Arc<[u8]>; 2]>>, SignError> {
+        let window = self.validity.now();
+        let labels = super::sign::rrsig_labels_wire(owner);
+        let mut out = smallvec::SmallVec::new();
+        for key in self.keys_for(rtype) {
+            let mut may = || !limited || self.budget.take();
+            match self
+                .signer
+                .sign_owner_wire(key, owner, labels, rtype, ttl, window, rdatas, &mut may)?
+            {
+                Some(sig) => out.push(sig),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
 /// A token bucket of signatures per second with one second of credit; only cache misses
 /// take from it, so the lock is taken next to a 20 µs signature, never on a hit.
 struct Budget {
