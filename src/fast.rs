@@ -2,6 +2,10 @@
 //! at most an OPT with ECS and a COOKIE, answered from an exact name, a balanced name, NODATA or NXDOMAIN —
 //! read and written straight from and to bytes, with rdata encoded once at zone load.
 //!
+//! DNSSEC: in a zone signed here, a DO answer of A, AAAA or TXT at an exact name (static or
+//! balanced) is signed on this path, its RRSIG bytes from the signer's cache; every other DO
+//! query for a signed zone, and every DO query for a zone that arrived signed, falls back.
+//!
 //! Anything else (other opcodes, CNAMEs — also those of `target` services —, wildcards, referrals, ANY, NSID, CHAOS, malformed or
 //! unusual packets, answers that need truncation) returns [`Fast::Fallback`] and goes through
 //! [`crate::dns::handle`], which is the reference: `tests/fast_path.rs` checks that both give
