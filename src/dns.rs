@@ -3,7 +3,9 @@
 //! the current one without touching answer logic.
 //!
 //! Flow: header checks → parse → EDNS (version, payload, NSID, cookie, ECS) → class (IN / CHAOS) →
-//! zone lookup with CNAME chasing → sections → encode, truncating to the client's limit.
+//! zone lookup with CNAME chasing → sections → DNSSEC (a DO query: RRSIGs and compact denial
+//! for a zone signed here, `sign_response`; the zone's own RRSIGs and NSECs for one that
+//! arrived signed, `presigned_response`) → encode, truncating to the client's limit.
 
 use std::net::SocketAddr;
 

@@ -2,6 +2,11 @@
 //! at most an OPT with ECS and a COOKIE, answered from an exact name, a balanced name, NODATA or NXDOMAIN —
 //! read and written straight from and to bytes, with rdata encoded once at zone load.
 //!
+//! DNSSEC: in a zone signed here, a DO query of type A, AAAA or TXT for an exact name (static
+//! or balanced) or a name that does not exist (compact denial: SOA and NSEC) is signed on this
+//! path, its RRSIG bytes from the signer's cache; every other DO query for a signed zone, and
+//! every DO query for a zone that arrived signed, falls back.
+//!
 //! Anything else (other opcodes, CNAMEs — also those of `target` services —, wildcards, referrals, ANY, NSID, CHAOS, malformed or
 //! unusual packets, answers that need truncation) returns [`Fast::Fallback`] and goes through
 //! [`crate::dns::handle`], which is the reference: `tests/fast_path.rs` checks that both give
@@ -35,6 +40,12 @@ const TYPE_A: u16 = 1;
 const TYPE_TXT: u16 = 16;
 const TYPE_AAAA: u16 = 28;
 const TYPE_RRSIG: u16 = 46;
+const TYPE_NSEC: u16 = 47;
+/// The NSEC type bitmap of RFC 9824's NXNAME NSEC: window 0, 17 octets, RRSIG (46), NSEC
+/// (47), NXNAME (128).
+const NXNAME_BITMAP: [u8; 19] = [
+    0, 17, 0, 0, 0, 0, 0, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80,
+];
 const TYPE_DS: u16 = 43;
 const TYPE_DNSKEY: u16 = 48;
 const TYPE_CDS: u16 = 59;
@@ -354,10 +365,11 @@ pub fn try_answer<'s>(
     }
     let apex_labels = zone.origin.num_labels() as usize + 1;
     // DNSSEC. A zone that arrived signed gives DO queries its own RRSIGs and NSECs, on the
-    // reference path. A zone signed here: DO answers of A, AAAA and TXT at an exact name
-    // (static or balanced) are signed on this path, their signatures from the signer's cache
-    // (made on a miss); everything else with DO (denial, names in rdata, SOA, wildcards,
-    // referrals) is the reference's, as are DNSKEY, CDS and CDNSKEY at the apex. Without DO
+    // reference path. A zone signed here: DO queries of A, AAAA and TXT for an exact name
+    // (static or balanced) or a name that does not exist are signed on this path, their
+    // signatures from the signer's cache (made on a miss); everything else with DO (NODATA,
+    // names in rdata, SOA, wildcards, referrals) is the reference's, as are DNSKEY, CDS and
+    // CDNSKEY at the apex. Without DO
     // this costs one branch while no zone is signed (docs/dnssec.md "Speed").
     let origin = || &key[usize::from(starts[q.labels - apex_labels])..];
     let mut signing = None;
@@ -417,10 +429,11 @@ pub fn try_answer<'s>(
     let mut scope = 0u8;
     match zone.find(key, starts, qtype == RecordType::DS) {
         Found::NxDomain => {
-            if signing.is_some() {
-                return None; // compact denial: the reference's
+            // Signed: compact denial (RFC 9824), NOERROR with the SOA and an NSEC at the
+            // query name, both signed (below).
+            if signing.is_none() {
+                rcode = ResponseCode::NXDomain;
             }
-            rcode = ResponseCode::NXDomain;
             negative = true;
         }
         Found::Delegation(..) | Found::Wildcard(_) => return None,
@@ -527,6 +540,41 @@ pub fn try_answer<'s>(
         let apex_at = 12 + u16::from(starts[apex_index]);
         put_soa(out, apex_at, zone.negative_ttl, &zone.soa_parts, &mut names)?;
         authority = 1;
+        if let Some(o) = signing {
+            // Only a name that does not exist gets here signed (NODATA fell back above).
+            let ttl = zone.negative_ttl;
+            let soa = &zone.soa_parts;
+            let mut soa_rd = Vec::with_capacity(soa.mname.len() + soa.rname.len() + 20);
+            soa_rd.extend(soa.mname.iter().map(u8::to_ascii_lowercase));
+            soa_rd.extend(soa.rname.iter().map(u8::to_ascii_lowercase));
+            soa_rd.extend_from_slice(&soa.numbers);
+            let apex = &key[usize::from(starts[apex_index])..];
+            let sigs = o
+                .sign_wire(apex, RecordType::SOA, ttl, &[&soa_rd], limited())
+                .ok()??;
+            for sig in &sigs {
+                put_rr(out, apex_at, TYPE_RRSIG, ttl, sig);
+                authority += 1;
+            }
+            // NSEC at the qname: next `\000.<qname>`, types RRSIG NSEC NXNAME. A qname too
+            // long for that next name takes Knot's way on the reference path.
+            if key.len() + 2 > 255 {
+                return None;
+            }
+            let mut nsec = Vec::with_capacity(key.len() + 21);
+            nsec.extend_from_slice(&[1, 0]);
+            nsec.extend_from_slice(key);
+            nsec.extend_from_slice(&NXNAME_BITMAP);
+            put_rr(out, 12, TYPE_NSEC, ttl, &nsec);
+            authority += 1;
+            let sigs = o
+                .sign_wire(key, RecordType::NSEC, ttl, &[&nsec], limited())
+                .ok()??;
+            for sig in &sigs {
+                put_rr(out, 12, TYPE_RRSIG, ttl, sig);
+                authority += 1;
+            }
+        }
     }
     let mut additional = 0u16;
     let limit = edns::size_limit(

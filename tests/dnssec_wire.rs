@@ -740,7 +740,8 @@ fn the_fast_path_signs_as_the_reference_does() {
         ("big.example.com.", RecordType::TXT, true),
         ("v6only.example.com.", RecordType::AAAA, true),
         ("ns1.example.com.", RecordType::A, true),
-        ("nope.example.com.", RecordType::A, false),
+        ("nope.example.com.", RecordType::A, true),
+        ("NoPe.Deep.example.com.", RecordType::AAAA, true),
         ("static.example.com.", RecordType::TXT, false),
         ("v6only.example.com.", RecordType::A, false),
         ("x.wild.example.com.", RecordType::A, false),
@@ -759,6 +760,7 @@ fn the_fast_path_signs_as_the_reference_does() {
             assert!(
                 m.answers
                     .iter()
+                    .chain(&m.authorities)
                     .any(|r| r.record_type() == RecordType::RRSIG),
                 "{tag}"
             );

@@ -22,6 +22,9 @@ use super::sign::{Signer, Validity};
 /// entry at a time.
 pub const CACHE_ENTRIES: usize = 65_536;
 
+/// The RRSIG RDATAs over one RRset, one per signing key.
+pub type Rrsigs = smallvec::SmallVec<[Arc<[u8]>; 2]>;
+
 /// A signed zone's online signing state.
 pub struct Online {
     pub zone: Name,
@@ -144,7 +147,7 @@ impl Online {
         ttl: u32,
         rdatas: &[&[u8]],
         limited: bool,
-    ) -> Result<Option<smallvec::SmallVec<[Arc<[u8]>; 2]>>, SignError> {
+    ) -> Result<Option<Rrsigs>, SignError> {
         let window = self.validity.now();
         let labels = super::sign::rrsig_labels_wire(owner);
         let mut out = smallvec::SmallVec::new();
