@@ -407,7 +407,8 @@ fn answer_in(
     let mut owner: Name = query.name().clone();
     for _hop in 0..MAX_CNAME_CHAIN {
         let found = zone.find(wire, starts, qtype == RecordType::DS);
-        if let Found::Wildcard(_) = found {
+        // What DNSSEC needs to know is only recorded for DO queries: the others pay nothing.
+        if ctx.dnssec_ok && matches!(found, Found::Wildcard(_)) {
             ctx.wildcards.push(owner.clone());
         }
         match found {
@@ -501,13 +502,15 @@ fn answer_in(
                     None => {
                         negative(zone, &owner, resp);
                         // DS asked at a cut without DS: the cut's own NSEC says so.
-                        ctx.denial = Some(if node.cut {
-                            Denial::Cut(owner)
-                        } else {
-                            Denial::NoData(
-                                owner.clone(),
-                                node_types(snap, zone, node, &owner, online),
-                            )
+                        ctx.denial = ctx.dnssec_ok.then(|| {
+                            if node.cut {
+                                Denial::Cut(owner)
+                            } else {
+                                Denial::NoData(
+                                    owner.clone(),
+                                    node_types(snap, zone, node, &owner, online),
+                                )
+                            }
                         });
                     }
                 }
@@ -626,7 +629,9 @@ fn servfail(resp: &mut Message) {
 fn negative_for(ctx: &mut Ctx<'_, '_>, name: &Name) {
     if let Some(zone) = ctx.snap.zones.find_name(name) {
         negative(zone, name, ctx.resp);
-        ctx.denial = Some(Denial::NoData(name.clone(), Vec::new()));
+        if ctx.dnssec_ok {
+            ctx.denial = Some(Denial::NoData(name.clone(), Vec::new()));
+        }
     }
 }
 
