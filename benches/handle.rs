@@ -98,6 +98,7 @@ fn bench(c: &mut Criterion) {
     }
     rrl_and_cookies(c, &cases);
     tiers(c);
+    dnssec(c);
     scaling(c);
     // What the UDP loop adds for the metrics (server/udp.rs), per full batch of 32 packets:
     // two clock reads and one histogram observation per batch, a TC check per reply. Divide by
@@ -358,6 +359,67 @@ fn main() {
     }
     benches();
     Criterion::default().configure_from_args().final_summary();
+}
+
+/// A query with DO set (and EDNS payload 1232).
+fn query_do(name: &str, t: RecordType) -> Vec<u8> {
+    let mut m = Message::from_vec(&query(name, t, None)).expect("decode");
+    if let Some(e) = m.edns.as_mut() {
+        e.set_dnssec_ok(true);
+    }
+    m.to_vec().expect("encode")
+}
+
+/// The zone signed (`[[dnssec]]`, one ECDSA P-256 CSK): the same queries without and with DO
+/// through `answer::respond` (the fast path, else the reference), the signatures warm in the
+/// cache, beside the unsigned zone's: docs/dnssec.md "Speed".
+fn dnssec(c: &mut Criterion) {
+    use ring::rand::SystemRandom;
+    use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    let keydir = tempfile::tempdir().expect("tempdir").keep();
+    let der = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+        .expect("key");
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}-----END PRIVATE KEY-----\n",
+        data_encoding::BASE64_MIME.encode(der.as_ref())
+    );
+    std::fs::write(keydir.join("k.pem"), pem).expect("key file");
+    let signed = snapshot(&format!(
+        "\n[[dnssec]]\nzone = \"example.com\"\nkeys = [\"{}\"]\n",
+        keydir.join("k.pem").display()
+    ));
+    let plain = snapshot("");
+    let src: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+    let mut out = Vec::with_capacity(1232);
+    for (label, name, t) in [
+        ("static A", "mail.example.com.", RecordType::A),
+        ("weighted A", "www.example.com.", RecordType::A),
+        ("nxdomain", "nx-123456.example.com.", RecordType::A),
+    ] {
+        let plain_q = query(name, t, None);
+        let do_q = query_do(name, t);
+        for (what, snap, packet) in [
+            ("unsigned zone", &plain, &plain_q),
+            ("signed zone, no DO", &signed, &plain_q),
+            ("signed zone, DO", &signed, &do_q),
+        ] {
+            // Warm the cache (every weighted set) before measuring.
+            for _ in 0..64 {
+                meridian::answer::respond(snap, packet, src, Transport::Udp, &mut out);
+            }
+            c.bench_function(&format!("respond: {label}, {what}"), |b| {
+                b.iter(|| {
+                    meridian::answer::respond(
+                        black_box(snap),
+                        black_box(packet),
+                        src,
+                        Transport::Udp,
+                        &mut out,
+                    )
+                })
+            });
+        }
+    }
 }
 
 /// The UDP loop's work with `[rrl]` on (fast path, then the limiter on its response) and with

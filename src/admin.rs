@@ -407,6 +407,37 @@ pub(crate) fn checks_doc(snap: &Snapshot, st: &crate::health::EndpointState) -> 
         .collect()
 }
 
+/// A signed zone's part of `/status`: keys, the current validity window, the signer.
+fn dnssec_status(o: &crate::dnssec::online::Online) -> status::Dnssec {
+    let w = o.validity.now();
+    // The window's times as Unix seconds (the RRSIG fields are their low 32 bits).
+    let inception = w
+        .start
+        .saturating_sub(crate::dnssec::sign::INCEPTION_BACKDATE);
+    let expiration = w.start + o.validity.validity();
+    let at = |s: u64| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+    let cache = o.signer().cache();
+    status::Dnssec {
+        keys: o
+            .keys
+            .iter()
+            .map(|k| status::DnssecKey {
+                tag: k.tag(),
+                algorithm: u8::from(k.algorithm()),
+                flags: k.flags(),
+            })
+            .collect(),
+        validity_secs: o.validity.validity(),
+        inception: at(inception),
+        expiration: at(expiration),
+        inception_unix: inception,
+        expiration_unix: expiration,
+        signatures_per_second: o.signatures_per_second(),
+        cache_entries: cache.stats().entries,
+        cache_capacity: cache.capacity(),
+    }
+}
+
 /// The typed `/status` document ([`crate::status`]) of the served snapshot and control loops.
 fn status_doc(st: &AdminState) -> status::Status {
     let snap = st.reloader.shared().load_full();
@@ -437,6 +468,7 @@ fn status_doc(st: &AdminState) -> status::Status {
             origin: Some(z.origin.to_ascii()),
             records: Some(z.record_count),
             file: None,
+            dnssec: snap.signing(z).map(dnssec_status),
         })
         .chain(snap.zones.failed.iter().map(|f| status::Zone {
             name: f.name(),
@@ -445,6 +477,7 @@ fn status_doc(st: &AdminState) -> status::Status {
             origin: f.origin.as_ref().map(|o| o.to_ascii()),
             records: None,
             file: Some(f.file.display().to_string()),
+            dnssec: None,
         }))
         .collect();
     zones.sort_by(|a, b| a.name.cmp(&b.name));

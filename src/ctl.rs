@@ -718,7 +718,20 @@ pub fn render(v: &Status, now: SystemTime) -> String {
         .iter()
         .map(|z| match z.loaded {
             false => format!("{} NOT LOADED (SERVFAIL)", z.name),
-            true => format!("{} ({} records)", sv(&z.origin), sv(&z.records)),
+            true => match &z.dnssec {
+                None => format!("{} ({} records)", sv(&z.origin), sv(&z.records)),
+                Some(d) => format!(
+                    "{} ({} records, signed: keys {}, RRSIGs valid until {})",
+                    sv(&z.origin),
+                    sv(&z.records),
+                    d.keys
+                        .iter()
+                        .map(|k| format!("{}/{}/{}", k.tag, k.algorithm, k.flags))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    d.expiration
+                ),
+            },
         })
         .collect();
     head.push(vec![

@@ -3,7 +3,9 @@
 //! the current one without touching answer logic.
 //!
 //! Flow: header checks → parse → EDNS (version, payload, NSID, cookie, ECS) → class (IN / CHAOS) →
-//! zone lookup with CNAME chasing → sections → encode, truncating to the client's limit.
+//! zone lookup with CNAME chasing → sections → DNSSEC (a DO query: RRSIGs and compact denial
+//! for a zone signed here, `sign_response`; the zone's own RRSIGs and NSECs for one that
+//! arrived signed, `presigned_response`) → encode, truncating to the client's limit.
 
 use std::net::SocketAddr;
 
@@ -128,7 +130,7 @@ fn respond<'s>(
     }
     let mut resp = Message::new(req.metadata.id, MessageType::Response, req.metadata.op_code);
     resp.metadata.recursion_desired = req.metadata.recursion_desired;
-    // CD stays clear: nothing here is signed, and RFC 4035 §3.1.6 leaves CD to resolvers.
+    // CD stays clear, signed or not: RFC 4035 §3.1.6 leaves CD to resolvers (as Knot does).
     resp.add_queries(req.queries.iter().cloned());
 
     let limit = edns::size_limit(
@@ -221,7 +223,8 @@ fn respond<'s>(
         }
     }
     match query.query_type() {
-        RecordType::OPT => {
+        // NXNAME (RFC 9824 §3.5) only ever appears in NSEC bitmaps: asking for it is an error.
+        RecordType::OPT | crate::dnssec::denial::NXNAME => {
             resp.metadata.response_code = ResponseCode::FormErr;
             return done(resp, limit, false);
         }
@@ -234,8 +237,18 @@ fn respond<'s>(
         _ => {}
     }
 
+    let dnssec_ok = req.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
     let mut ctx = Ctx {
         snap,
+        dnssec_ok,
+        // The signing budget limits UDP queries without a valid server cookie only.
+        limited: dnssec_ok
+            && transport == Transport::Udp
+            && !crate::cookie::find_in_query(packet).is_some_and(|c| {
+                crate::cookie::valid(&snap.cookie_secret, c, src.ip(), crate::cookie::unix_now())
+            }),
+        denial: None,
+        wildcards: Vec::new(),
         client: edns::client(
             snap,
             ecs.as_ref().map(|e| (e.source_prefix(), e.addr())),
@@ -292,6 +305,14 @@ struct Ctx<'s, 'a> {
     /// The widest ECS scope an answer depended on so far.
     scope: u8,
     resp: &'a mut Message,
+    /// The query had DO set.
+    dnssec_ok: bool,
+    /// Cache misses take from the zone's signing budget (UDP without a valid cookie).
+    limited: bool,
+    /// What a negative answer denies, for its NSEC when the zone is signed.
+    denial: Option<Denial>,
+    /// Names answered from a wildcard (a presigned zone proves they do not exist).
+    wildcards: Vec<Name>,
     /// How a balanced name was decided, for `explain`.
     trace: Option<&'a mut Trace>,
     outcome: &'a mut QueryOutcome<'s>,
@@ -321,19 +342,85 @@ fn answer(ctx: &mut Ctx<'_, '_>, query: &Query) -> bool {
         return false;
     }
     ctx.resp.metadata.authoritative = true;
+    let online = snap.signing(zone);
+    let glue_needed = answer_in(ctx, query, zone, online, &mut wire, &mut starts);
+    if let Some(online) = online.filter(|_| ctx.dnssec_ok) {
+        sign_response(ctx, query.query_type(), zone, online);
+    } else if let Some(pre) = zone.presigned.as_ref().filter(|_| ctx.dnssec_ok) {
+        presigned_response(ctx, zone, pre);
+    }
+    glue_needed
+}
 
+/// What a negative answer denies (RFC 9824 compact denial), for the NSEC a signed zone adds.
+#[derive(Debug)]
+enum Denial {
+    /// The name does not exist.
+    NxName(Name),
+    /// The name exists with these types (the asked one is not among them).
+    NoData(Name, Vec<RecordType>),
+    /// A delegation without DS: the NSEC at the cut proves it unsigned.
+    Cut(Name),
+}
+
+/// The types a node has for its NODATA NSEC: its RRsets, its service's (A and/or AAAA by
+/// the endpoints' families, or CNAME), and at a signed apex DNSKEY, CDS and CDNSKEY.
+fn node_types(
+    snap: &Snapshot,
+    zone: &Zone,
+    node: &Node,
+    owner: &Name,
+    online: Option<&crate::dnssec::online::Online>,
+) -> Vec<RecordType> {
+    let mut types: Vec<RecordType> = node.rrsets.iter().map(|r| r.rtype).collect();
+    if let Some(svc) = snap.service_of(node) {
+        if svc.targets {
+            types.push(RecordType::CNAME);
+        } else {
+            if svc.endpoints.iter().any(|e| e.addr.is_ipv4()) {
+                types.push(RecordType::A);
+            }
+            if svc.endpoints.iter().any(|e| e.addr.is_ipv6()) {
+                types.push(RecordType::AAAA);
+            }
+        }
+    }
+    if online.is_some() && zone.origin == *owner {
+        types.extend([RecordType::DNSKEY, RecordType::CDS, RecordType::CDNSKEY]);
+    }
+    types
+}
+
+/// The answer from `zone` once it is known: CNAME chain, balanced names, referrals,
+/// negatives; `ctx.denial` says what a negative answer denies.
+fn answer_in(
+    ctx: &mut Ctx<'_, '_>,
+    query: &Query,
+    zone: &Zone,
+    online: Option<&crate::dnssec::online::Online>,
+    wire: &mut Vec<u8>,
+    starts: &mut Vec<u8>,
+) -> bool {
+    let snap = ctx.snap;
+    let qtype = query.query_type();
     // The owner of answer records is spelled as the client spelled the question (0x20).
     let mut owner: Name = query.name().clone();
     for _hop in 0..MAX_CNAME_CHAIN {
-        match zone.find(&wire, &starts, qtype == RecordType::DS) {
+        let found = zone.find(wire, starts, qtype == RecordType::DS);
+        // What DNSSEC needs to know is only recorded for DO queries: the others pay nothing.
+        if ctx.dnssec_ok && matches!(found, Found::Wildcard(_)) {
+            ctx.wildcards.push(owner.clone());
+        }
+        match found {
             Found::Delegation(cut_key, cut) => {
                 // Also after a CNAME that led below a cut: RFC 1034 §4.3.2 step 3b goes on
                 // with the referral, and the CNAME keeps the answer authoritative.
-                return referral(zone, cut_key, cut, ctx.resp);
+                return referral(ctx, zone, cut_key, cut);
             }
             Found::NxDomain => {
                 ctx.resp.metadata.response_code = ResponseCode::NXDomain;
                 negative(zone, &owner, ctx.resp);
+                ctx.denial = Some(Denial::NxName(owner));
                 return false;
             }
             Found::Node(node) | Found::Wildcard(node) => {
@@ -348,19 +435,39 @@ fn answer(ctx: &mut Ctx<'_, '_>, query: &Query) -> bool {
                                 && !ctx.resp.answers.iter().any(|r| r.name == t) =>
                         {
                             owner = t;
-                            wire_lower(&owner, &mut wire, &mut starts);
+                            wire_lower(&owner, wire, starts);
                             continue;
                         }
-                        _ => return false,
+                        _ => {
+                            fill_types(ctx, snap, zone, node, &owner, online);
+                            return false;
+                        }
                     }
                 }
                 if let Some(svc) = snap.service_of(node) {
                     balanced(ctx, svc, node, qtype, &owner);
+                    fill_types(ctx, snap, zone, node, &owner, online);
+                    return false;
+                }
+                // DNSKEY, CDS and CDNSKEY at the apex of a signed zone exist with or without
+                // DO (SPEC "DNSSEC"), made from the configured keys.
+                if let Some(set) = online
+                    .filter(|o| o.zone == owner)
+                    .and_then(|o| o.apex_set(qtype).map(|s| (o.apex_ttl, s)))
+                {
+                    for w in set.1 {
+                        if let Some(d) = crate::zone::decode_rdata(qtype, w) {
+                            ctx.resp
+                                .answers
+                                .push(Record::from_rdata(owner.clone(), set.0, d));
+                        }
+                    }
                     return false;
                 }
                 let resp = &mut *ctx.resp;
                 if node.rrsets.is_empty() {
                     negative(zone, &owner, resp);
+                    ctx.denial = Some(Denial::NoData(owner, Vec::new()));
                     return false;
                 }
                 if let Some(cname) = node.rrset(RecordType::CNAME) {
@@ -377,7 +484,7 @@ fn answer(ctx: &mut Ctx<'_, '_>, query: &Query) -> bool {
                             return false;
                         }
                         owner = target;
-                        wire_lower(&owner, &mut wire, &mut starts);
+                        wire_lower(&owner, wire, starts);
                         continue;
                     }
                 }
@@ -392,7 +499,20 @@ fn answer(ctx: &mut Ctx<'_, '_>, query: &Query) -> bool {
                         push_rrset(&mut resp.answers, set, &owner);
                         additional_for(zone, set, &mut resp.additionals);
                     }
-                    None => negative(zone, &owner, resp),
+                    None => {
+                        negative(zone, &owner, resp);
+                        // DS asked at a cut without DS: the cut's own NSEC says so.
+                        ctx.denial = ctx.dnssec_ok.then(|| {
+                            if node.cut {
+                                Denial::Cut(owner)
+                            } else {
+                                Denial::NoData(
+                                    owner.clone(),
+                                    node_types(snap, zone, node, &owner, online),
+                                )
+                            }
+                        });
+                    }
                 }
                 return false;
             }
@@ -423,7 +543,7 @@ fn balanced<'s>(
     let Some(family) = family else {
         match node.rrset(qtype) {
             Some(set) => push_rrset(&mut ctx.resp.answers, set, owner),
-            None => negative_for(snap, owner, ctx.resp),
+            None => negative_for(ctx, owner),
         }
         return;
     };
@@ -442,7 +562,7 @@ fn balanced<'s>(
         return;
     }
     if sel.picks.is_empty() {
-        negative_for(snap, owner, ctx.resp);
+        negative_for(ctx, owner);
         return;
     }
     let ttl = svc.answer_ttl(&sel);
@@ -485,7 +605,7 @@ fn target_cname<'s>(ctx: &mut Ctx<'s, '_>, svc: &'s Service, owner: &Name) -> Op
         return None;
     }
     let Some(first) = first else {
-        negative_for(snap, owner, ctx.resp);
+        negative_for(ctx, owner);
         return None;
     };
     let target = svc.endpoints[first].target.clone()?;
@@ -505,9 +625,30 @@ fn servfail(resp: &mut Message) {
     resp.metadata.authoritative = false;
 }
 
-fn negative_for(snap: &Snapshot, name: &Name, resp: &mut Message) {
-    if let Some(zone) = snap.zones.find_name(name) {
-        negative(zone, name, resp);
+/// NODATA at a balanced name; its types are filled in by the caller ([`fill_types`]).
+fn negative_for(ctx: &mut Ctx<'_, '_>, name: &Name) {
+    if let Some(zone) = ctx.snap.zones.find_name(name) {
+        negative(zone, name, ctx.resp);
+        if ctx.dnssec_ok {
+            ctx.denial = Some(Denial::NoData(name.clone(), Vec::new()));
+        }
+    }
+}
+
+/// The types of a NODATA at a balanced name, once its node is known.
+fn fill_types(
+    ctx: &mut Ctx<'_, '_>,
+    snap: &Snapshot,
+    zone: &Zone,
+    node: &Node,
+    owner: &Name,
+    online: Option<&crate::dnssec::online::Online>,
+) {
+    if online.is_none() || !ctx.dnssec_ok {
+        return;
+    }
+    if let Some(Denial::NoData(_, types)) = &mut ctx.denial {
+        *types = node_types(snap, zone, node, owner, online);
     }
 }
 
@@ -546,8 +687,10 @@ fn extended_error(resp: &mut Message, code: u16) {
     }
 }
 
-/// A referral to a delegated child: NS in authority, glue in additional.
-fn referral(zone: &Zone, cut_key: &[u8], cut: &Node, resp: &mut Message) -> bool {
+/// A referral to a delegated child: NS in authority, glue in additional. In a signed zone
+/// with DO, the cut's DS (signed by this zone), or the NSEC proving there is none.
+fn referral(ctx: &mut Ctx<'_, '_>, zone: &Zone, cut_key: &[u8], cut: &Node) -> bool {
+    let resp = &mut *ctx.resp;
     // A CNAME already in the answer is ours, and keeps AA set (as Knot and BIND do).
     resp.metadata.authoritative = !resp.answers.is_empty();
     let (Some(ns), Some(cut_name)) = (cut.rrset(RecordType::NS), crate::zone::key_name(cut_key))
@@ -555,9 +698,267 @@ fn referral(zone: &Zone, cut_key: &[u8], cut: &Node, resp: &mut Message) -> bool
         return false;
     };
     resp.authorities.extend(ns.records(&cut_name));
+    if ctx.dnssec_ok && (ctx.snap.signing(zone).is_some() || zone.presigned.is_some()) {
+        match cut.rrset(RecordType::DS) {
+            Some(ds) => resp.authorities.extend(ds.records(&cut_name)),
+            None => ctx.denial = Some(Denial::Cut(cut_name)),
+        }
+    }
     let before = resp.additionals.len();
     additional_for(zone, ns, &mut resp.additionals);
     resp.additionals.len() > before
+}
+
+/// Adds the RRSIGs of a signed zone to a response for a query with DO: over every RRset in
+/// answer and authority (not a referral's NS, which is the child's), and the compact-denial
+/// NSEC of a negative answer (RFC 9824: a name that does not exist answers NOERROR). Past
+/// the zone's signing budget the reply is TC=1 with no records, so the resolver retries
+/// over TCP, where it is not limited.
+fn sign_response(
+    ctx: &mut Ctx<'_, '_>,
+    qtype: RecordType,
+    zone: &Zone,
+    online: &crate::dnssec::online::Online,
+) {
+    let resp = &mut *ctx.resp;
+    if resp.metadata.response_code == ResponseCode::ServFail {
+        return;
+    }
+    if let Some(denial) = ctx.denial.take() {
+        let nsec = match denial {
+            Denial::NxName(n) => crate::dnssec::denial::nxname(&n, &zone.origin),
+            Denial::NoData(n, mut types) => {
+                types.retain(|t| *t != qtype);
+                crate::dnssec::denial::nodata(&n, &zone.origin, &types)
+            }
+            Denial::Cut(n) => crate::dnssec::denial::unsigned_delegation(&n, &zone.origin),
+        };
+        if resp.metadata.response_code == ResponseCode::NXDomain {
+            resp.metadata.response_code = ResponseCode::NoError;
+        }
+        if let Some(d) = crate::zone::decode_rdata(RecordType::NSEC, &nsec.rdata_wire()) {
+            let r = Record::from_rdata(nsec.owner.clone(), zone.negative_ttl, d);
+            resp.authorities.push(r);
+        }
+    }
+    let apex = &zone.origin;
+    let limited = ctx.limited;
+    let answers = signed(&resp.answers, online, limited, |_| true);
+    // NS anywhere but the apex is a referral's: the child's data, never signed here.
+    let authorities = signed(&resp.authorities, online, limited, |r| {
+        r.record_type() != RecordType::NS || r.name == *apex
+    });
+    match (answers, authorities) {
+        (Some(a), Some(n)) => {
+            resp.answers = a;
+            resp.authorities = n;
+        }
+        _ => {
+            resp.answers.clear();
+            resp.authorities.clear();
+            resp.additionals.clear();
+            resp.metadata.truncation = true;
+        }
+    }
+}
+
+/// `records` with the RRSIGs of each RRset (consecutive records of one owner and type) for
+/// which `sign` says yes put after it; `None` when the signing budget ran out.
+fn signed(
+    records: &[Record],
+    online: &crate::dnssec::online::Online,
+    limited: bool,
+    sign: impl Fn(&Record) -> bool,
+) -> Option<Vec<Record>> {
+    with_sigs(records, sign, |first, set| {
+        let rdatas: Vec<Vec<u8>> = set
+            .iter()
+            .filter_map(|r| crate::dnssec::sign::canonical_rdata(&r.data).ok())
+            .collect();
+        let refs: Vec<&[u8]> = rdatas.iter().map(Vec::as_slice).collect();
+        // A signing error (a key ring refuses) leaves the RRset unsigned: the resolver
+        // finds it bogus and tries another server, which is what a broken key should cause.
+        let Ok(sigs) = online.sign(&first.name, first.record_type(), first.ttl, &refs, limited)
+        else {
+            return Some(Vec::new());
+        };
+        Some(
+            sigs?
+                .iter()
+                .filter_map(|sig| crate::zone::decode_rdata(RecordType::RRSIG, sig))
+                .map(|d| Record::from_rdata(first.name.clone(), first.ttl, d))
+                .collect(),
+        )
+    })
+}
+
+/// `records` with, after each RRset for which `want` says yes, the RRSIGs `sigs` gives for it
+/// (`None`: give up, the answer is truncated).
+fn with_sigs(
+    records: &[Record],
+    want: impl Fn(&Record) -> bool,
+    mut sigs: impl FnMut(&Record, &[Record]) -> Option<Vec<Record>>,
+) -> Option<Vec<Record>> {
+    let mut out = Vec::with_capacity(records.len() * 2);
+    let mut i = 0;
+    while i < records.len() {
+        let first = &records[i];
+        let rtype = first.record_type();
+        let end = i + records[i..]
+            .iter()
+            .take_while(|r| r.record_type() == rtype && r.name == first.name)
+            .count();
+        let set = &records[i..end];
+        out.extend_from_slice(set);
+        i = end;
+        if !want(first) || rtype == RecordType::RRSIG {
+            continue;
+        }
+        out.extend(sigs(first, set)?);
+    }
+    Some(out)
+}
+
+/// The RRSIGs of a presigned zone covering `rtype` at `owner` (at the wildcard that made it,
+/// for a synthesised answer: the RRSIG's labels field says so), owned by `owner`.
+fn presigned_sigs(zone: &Zone, owner: &Name, rtype: RecordType, ttl: u32) -> Vec<Record> {
+    let (mut wire, mut starts) = (Vec::new(), Vec::new());
+    wire_lower(owner, &mut wire, &mut starts);
+    let node = match zone.nodes.get(&wire[..]) {
+        Some(n) => Some(n),
+        None => match zone.find(&wire, &starts, rtype == RecordType::DS) {
+            Found::Wildcard(n) => Some(n),
+            _ => None,
+        },
+    };
+    let Some(sigs) = node.and_then(|n| n.rrset(RecordType::RRSIG)) else {
+        return Vec::new();
+    };
+    let covered = u16::from(rtype).to_be_bytes();
+    sigs.rdata()
+        .filter(|w| w.starts_with(&covered))
+        .filter_map(|w| crate::zone::decode_rdata(RecordType::RRSIG, w))
+        .map(|d| Record::from_rdata(owner.clone(), ttl, d))
+        .collect()
+}
+
+/// The NSEC record(s) at the owner `key` (a wire key of the zone), with their RRSIGs.
+fn presigned_nsec_at(zone: &Zone, key: &[u8], out: &mut Vec<Record>) {
+    let Some((node, name)) = zone.nodes.get(key).zip(crate::zone::key_name(key)) else {
+        return;
+    };
+    let Some(nsec) = node.rrset(RecordType::NSEC) else {
+        return;
+    };
+    if out
+        .iter()
+        .any(|r| r.record_type() == RecordType::NSEC && r.name == name)
+    {
+        return;
+    }
+    out.extend(nsec.records(&name));
+    out.extend(presigned_sigs(zone, &name, RecordType::NSEC, nsec.ttl));
+}
+
+/// The NSEC covering `name` (proving it does not exist) and the one covering the wildcard at
+/// its closest encloser (proving no wildcard made it), RFC 4035 §3.1.3.2.
+fn presigned_nxdomain_proof(
+    zone: &Zone,
+    pre: &crate::zone::Presigned,
+    name: &Name,
+    out: &mut Vec<Record>,
+) {
+    let key = crate::zone::wire_key(name);
+    if let Some(cover) = pre.covering(&key) {
+        presigned_nsec_at(zone, cover, out);
+    }
+    // The closest encloser: the longest existing ancestor.
+    let mut i = 0;
+    while i < key.len() && key[i] != 0 {
+        i += usize::from(key[i]) + 1;
+        if zone.nodes.contains_key(&key[i..]) {
+            let mut wild = vec![1, b'*'];
+            wild.extend_from_slice(&key[i..]);
+            if let Some(cover) = pre.covering(&wild) {
+                presigned_nsec_at(zone, cover, out);
+            }
+            break;
+        }
+    }
+}
+
+/// A presigned zone's answer to a DO query, served as it arrived: after each RRset its
+/// RRSIGs from the zone; a negative answer gets the zone's own NSEC records (at the name for
+/// NODATA and an unsigned cut, covering ones for a name that does not exist, and for a
+/// wildcard answer the NSEC proving the query name itself does not exist). NSEC3 zones get
+/// their RRSIGs; their NSEC3 denial is not built yet (docs/dnssec.md).
+fn presigned_response(ctx: &mut Ctx<'_, '_>, zone: &Zone, pre: &crate::zone::Presigned) {
+    let resp = &mut *ctx.resp;
+    if resp.metadata.response_code == ResponseCode::ServFail {
+        return;
+    }
+    let apex = &zone.origin;
+    let mut extra = Vec::new();
+    if !pre.nsec3 {
+        match ctx.denial.take() {
+            Some(Denial::NxName(n)) => presigned_nxdomain_proof(zone, pre, &n, &mut extra),
+            Some(Denial::NoData(n, _)) | Some(Denial::Cut(n)) => {
+                let key = crate::zone::wire_key(&n);
+                match zone.nodes.get(&key) {
+                    Some(node) if node.rrset(RecordType::NSEC).is_some() => {
+                        presigned_nsec_at(zone, &key, &mut extra);
+                    }
+                    // An empty non-terminal has no NSEC: the one before it covers it.
+                    Some(_) => {
+                        if let Some(cover) = pre.covering(&key) {
+                            presigned_nsec_at(zone, cover, &mut extra);
+                        }
+                    }
+                    None => {
+                        // NODATA at a name a wildcard stands for: the wildcard's NSEC, and
+                        // the one proving the name itself does not exist.
+                        presigned_nxdomain_proof(zone, pre, &n, &mut extra);
+                    }
+                }
+            }
+            None => {}
+        }
+        for w in std::mem::take(&mut ctx.wildcards) {
+            let key = crate::zone::wire_key(&w);
+            if let Some(cover) = pre.covering(&key) {
+                presigned_nsec_at(zone, cover, &mut extra);
+            }
+        }
+    }
+    let answers = with_sigs(
+        &resp.answers,
+        |_| true,
+        |first, _| {
+            Some(presigned_sigs(
+                zone,
+                &first.name,
+                first.record_type(),
+                first.ttl,
+            ))
+        },
+    );
+    let authorities = with_sigs(
+        &resp.authorities,
+        |r| r.record_type() != RecordType::NS || r.name == *apex,
+        |first, _| {
+            Some(presigned_sigs(
+                zone,
+                &first.name,
+                first.record_type(),
+                first.ttl,
+            ))
+        },
+    );
+    if let (Some(a), Some(mut n)) = (answers, authorities) {
+        n.extend(extra);
+        resp.answers = a;
+        resp.authorities = n;
+    }
 }
 
 /// Addresses of the names that NS, MX and SRV records point at, when this zone holds them.

@@ -2,6 +2,11 @@
 //! at most an OPT with ECS and a COOKIE, answered from an exact name, a balanced name, NODATA or NXDOMAIN —
 //! read and written straight from and to bytes, with rdata encoded once at zone load.
 //!
+//! DNSSEC: in a zone signed here, a DO query of type A, AAAA or TXT for an exact name (static
+//! or balanced) or a name that does not exist (compact denial: SOA and NSEC) is signed on this
+//! path, its RRSIG bytes from the signer's cache; every other DO query for a signed zone, and
+//! every DO query for a zone that arrived signed, falls back.
+//!
 //! Anything else (other opcodes, CNAMEs — also those of `target` services —, wildcards, referrals, ANY, NSID, CHAOS, malformed or
 //! unusual packets, answers that need truncation) returns [`Fast::Fallback`] and goes through
 //! [`crate::dns::handle`], which is the reference: `tests/fast_path.rs` checks that both give
@@ -31,7 +36,22 @@ pub enum Fast {
 }
 
 const TYPE_OPT: u16 = 41;
+const TYPE_A: u16 = 1;
+const TYPE_TXT: u16 = 16;
+const TYPE_AAAA: u16 = 28;
+const TYPE_RRSIG: u16 = 46;
+const TYPE_NSEC: u16 = 47;
+/// The NSEC type bitmap of RFC 9824's NXNAME NSEC: window 0, 17 octets, RRSIG (46), NSEC
+/// (47), NXNAME (128).
+const NXNAME_BITMAP: [u8; 19] = [
+    0, 17, 0, 0, 0, 0, 0, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80,
+];
 const TYPE_DS: u16 = 43;
+const TYPE_DNSKEY: u16 = 48;
+const TYPE_CDS: u16 = 59;
+const TYPE_CDNSKEY: u16 = 60;
+/// RFC 9824's NXNAME: a query for it is FORMERR, the reference path's.
+const TYPE_NXNAME: u16 = 128;
 const CLASS_IN: u16 = 1;
 const OPT_ECS: u16 = ecs::OPT_ECS;
 const OPT_KEEPALIVE: u16 = 11;
@@ -274,6 +294,27 @@ fn put_rr(out: &mut Vec<u8>, owner_ptr: u16, rtype: u16, ttl: u32, rdata: &[u8])
     out.extend_from_slice(rdata);
 }
 
+/// Writes the RRSIGs of the signed zone `o` over the RRset at the query name (lower-cased
+/// wire `owner`) and returns how many; `None` when one is not cached and the budget is
+/// spent, or signing failed: the reference path answers then (TC=1, or unsigned).
+fn put_rrsigs(
+    out: &mut Vec<u8>,
+    o: &crate::dnssec::online::Online,
+    owner: &[u8],
+    qtype: u16,
+    ttl: u32,
+    rdatas: &[&[u8]],
+    limited: bool,
+) -> Option<u16> {
+    let sigs = o
+        .sign_wire(owner, RecordType::from(qtype), ttl, rdatas, limited)
+        .ok()??;
+    for sig in &sigs {
+        put_rr(out, 12, TYPE_RRSIG, ttl, sig);
+    }
+    Some(sigs.len() as u16)
+}
+
 /// Answers `packet` into `out` if it is a case this path handles. Counts nothing: a served
 /// query is counted by its transport from the outcome ([`crate::answer::respond`]).
 pub fn answer(snap: &Snapshot, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> Fast {
@@ -317,10 +358,53 @@ pub fn try_answer<'s>(
         // An expired secondary zone: the reference path answers SERVFAIL.
         return None;
     }
-    // Meta types (OPT, TKEY, TSIG, IXFR, AXFR, MAILB, MAILA, ANY) have rules of their own.
-    if q.qtype == TYPE_OPT || q.qtype >= 249 {
+    // Meta types (OPT, NXNAME, TKEY, TSIG, IXFR, AXFR, MAILB, MAILA, ANY) have rules of
+    // their own.
+    if q.qtype == TYPE_OPT || q.qtype == TYPE_NXNAME || q.qtype >= 249 {
         return None;
     }
+    let apex_labels = zone.origin.num_labels() as usize + 1;
+    // DNSSEC. A zone that arrived signed gives DO queries its own RRSIGs and NSECs, on the
+    // reference path. A zone signed here: DO queries of A, AAAA and TXT for an exact name
+    // (static or balanced) or a name that does not exist are signed on this path, their
+    // signatures from the signer's cache (made on a miss); everything else with DO (NODATA,
+    // names in rdata, SOA, wildcards, referrals) is the reference's, as are DNSKEY, CDS and
+    // CDNSKEY at the apex. Without DO
+    // this costs one branch while no zone is signed (docs/dnssec.md "Speed").
+    let origin = || &key[usize::from(starts[q.labels - apex_labels])..];
+    let mut signing = None;
+    if q.edns.as_ref().is_some_and(|e| e.dnssec_ok) {
+        if zone.presigned.is_some() {
+            return None;
+        }
+        if let Some(o) = snap.signing_key(origin()) {
+            if !matches!(q.qtype, TYPE_A | TYPE_AAAA | TYPE_TXT) {
+                return None;
+            }
+            signing = Some(o);
+        }
+    } else if !snap.dnssec.is_empty()
+        && matches!(q.qtype, TYPE_DNSKEY | TYPE_CDS | TYPE_CDNSKEY)
+        && snap.signing_key(origin()).is_some()
+    {
+        return None;
+    }
+    // The signing budget limits UDP queries without a valid server cookie.
+    let limited = || {
+        transport == Transport::Udp
+            && !q
+                .edns
+                .as_ref()
+                .and_then(|e| e.cookie)
+                .is_some_and(|(at, len)| {
+                    cookie::valid(
+                        &snap.cookie_secret,
+                        &packet[at..at + len],
+                        src.ip(),
+                        cookie::unix_now(),
+                    )
+                })
+    };
     let qtype = RecordType::from(q.qtype);
     let mut outcome = QueryOutcome {
         zone: Some(&zone.stats),
@@ -338,7 +422,6 @@ pub fn try_answer<'s>(
     out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
     out.extend_from_slice(&packet[12..q.qend]);
 
-    let apex_labels = zone.origin.num_labels() as usize + 1;
     let mut names = Suffixes::new(packet, &q);
     let mut rcode = ResponseCode::NoError;
     let mut answers = 0u16;
@@ -346,7 +429,11 @@ pub fn try_answer<'s>(
     let mut scope = 0u8;
     match zone.find(key, starts, qtype == RecordType::DS) {
         Found::NxDomain => {
-            rcode = ResponseCode::NXDomain;
+            // Signed: compact denial (RFC 9824), NOERROR with the SOA and an NSEC at the
+            // query name, both signed (below).
+            if signing.is_none() {
+                rcode = ResponseCode::NXDomain;
+            }
             negative = true;
         }
         Found::Delegation(..) | Found::Wildcard(_) => return None,
@@ -374,6 +461,7 @@ pub fn try_answer<'s>(
                     out[2] &= !0x04;
                 }
                 let ttl = svc.answer_ttl(&sel);
+                let mut octets: smallvec::SmallVec<[[u8; 16]; 4]> = smallvec::SmallVec::new();
                 for &i in &sel.picks {
                     let rdata: &[u8] = match &svc.endpoints[i].addr {
                         IpAddr::V4(a) => &a.octets(),
@@ -381,6 +469,20 @@ pub fn try_answer<'s>(
                     };
                     put_rr(out, 12, q.qtype, ttl, rdata);
                     answers += 1;
+                    if signing.is_some() {
+                        let mut o = [0u8; 16];
+                        o[..rdata.len()].copy_from_slice(rdata);
+                        octets.push(o);
+                    }
+                }
+                if let Some(o) = signing {
+                    if sel.servfail || sel.picks.is_empty() {
+                        return None; // NODATA's NSEC, or SERVFAIL: the reference's
+                    }
+                    let len = if family == Family::V4 { 4 } else { 16 };
+                    let rdatas: smallvec::SmallVec<[&[u8]; 4]> =
+                        octets.iter().map(|x| &x[..len]).collect();
+                    answers += put_rrsigs(out, o, key, q.qtype, ttl, &rdatas, limited())?;
                 }
                 negative = sel.picks.is_empty() && !sel.servfail;
                 outcome.service = Some(svc);
@@ -413,7 +515,15 @@ pub fn try_answer<'s>(
                             put_rr(out, 12, q.qtype, set.ttl, rdata);
                             answers += 1;
                         }
+                        if let Some(o) = signing {
+                            // A, AAAA, TXT: no names in the rdata, so it is canonical as
+                            // stored.
+                            let rdatas: smallvec::SmallVec<[&[u8]; 8]> = set.rdata().collect();
+                            answers +=
+                                put_rrsigs(out, o, key, q.qtype, set.ttl, &rdatas, limited())?;
+                        }
                     }
+                    None if signing.is_some() => return None, // NODATA's NSEC
                     None => negative = true,
                 }
             }
@@ -430,6 +540,41 @@ pub fn try_answer<'s>(
         let apex_at = 12 + u16::from(starts[apex_index]);
         put_soa(out, apex_at, zone.negative_ttl, &zone.soa_parts, &mut names)?;
         authority = 1;
+        if let Some(o) = signing {
+            // Only a name that does not exist gets here signed (NODATA fell back above).
+            let ttl = zone.negative_ttl;
+            let soa = &zone.soa_parts;
+            let mut soa_rd = Vec::with_capacity(soa.mname.len() + soa.rname.len() + 20);
+            soa_rd.extend(soa.mname.iter().map(u8::to_ascii_lowercase));
+            soa_rd.extend(soa.rname.iter().map(u8::to_ascii_lowercase));
+            soa_rd.extend_from_slice(&soa.numbers);
+            let apex = &key[usize::from(starts[apex_index])..];
+            let sigs = o
+                .sign_wire(apex, RecordType::SOA, ttl, &[&soa_rd], limited())
+                .ok()??;
+            for sig in &sigs {
+                put_rr(out, apex_at, TYPE_RRSIG, ttl, sig);
+                authority += 1;
+            }
+            // NSEC at the qname: next `\000.<qname>`, types RRSIG NSEC NXNAME. A qname too
+            // long for that next name takes Knot's way on the reference path.
+            if key.len() + 2 > 255 {
+                return None;
+            }
+            let mut nsec = Vec::with_capacity(key.len() + 21);
+            nsec.extend_from_slice(&[1, 0]);
+            nsec.extend_from_slice(key);
+            nsec.extend_from_slice(&NXNAME_BITMAP);
+            put_rr(out, 12, TYPE_NSEC, ttl, &nsec);
+            authority += 1;
+            let sigs = o
+                .sign_wire(key, RecordType::NSEC, ttl, &[&nsec], limited())
+                .ok()??;
+            for sig in &sigs {
+                put_rr(out, 12, TYPE_RRSIG, ttl, sig);
+                authority += 1;
+            }
+        }
     }
     let mut additional = 0u16;
     let limit = edns::size_limit(

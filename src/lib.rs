@@ -18,7 +18,7 @@
 //! | [`answer`] | `respond`: fast path else reference, the reply and its outcome; counting it; the query log's tap |
 //! | [`dns`] | query bytes → response bytes, independent of transport |
 //! | [`edns`] | what both paths decide alike: size limit, client (ECS or source), pick, ECS scope |
-//! | [`dnssec`] | keys, RRSIGs and their cache, compact denial (not yet on the answer paths) |
+//! | [`dnssec`] | keys, RRSIGs and their cache, compact denial, each signed zone's state in a snapshot |
 //! | [`fast`] | the UDP fast path for the common queries, byte to byte |
 //! | [`server`] | UDP and TCP listeners |
 //! | [`explain`] | `meridian explain`: an answer and the decision behind it |

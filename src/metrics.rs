@@ -538,6 +538,46 @@ impl Collector for SnapshotCollector {
                 .map(|z| (vec![("zone", z.name.as_str())], flag(z.loaded))),
         )?;
 
+        // DNSSEC (SPEC "DNSSEC"), when a zone is signed: process-wide signature counts, and
+        // each signed zone's cache.
+        if !snap.dnssec.is_empty() {
+            let (hits, misses, refused) = crate::dnssec::sign::signature_counts();
+            family(
+                &mut enc,
+                "meridian_dnssec_signatures",
+                "RRSIGs put in answers, by whether the signature cache held them (hit) or \
+                 they were made for the answer (miss).",
+                MetricType::Counter,
+                [("hit", hits), ("miss", misses)]
+                    .map(|(c, n)| (vec![("cache", c)], ConstCounter::new(n))),
+            )?;
+            single(
+                &mut enc,
+                "meridian_dnssec_signatures_refused",
+                "Signatures not made because the zone's signing budget was spent (the UDP \
+                 query got TC=1).",
+                ConstCounter::new(refused),
+            )?;
+            let mut signed: Vec<(String, usize)> = snap
+                .dnssec
+                .values()
+                .map(|o| {
+                    let zone = crate::zone::stats::name_label(&o.zone);
+                    (zone, o.signer().cache().stats().entries)
+                })
+                .collect();
+            signed.sort();
+            family(
+                &mut enc,
+                "meridian_dnssec_cache_entries",
+                "Signatures held in each signed zone's cache.",
+                MetricType::Gauge,
+                signed
+                    .iter()
+                    .map(|(z, n)| (vec![("zone", z.as_str())], ConstGauge::new(*n as i64))),
+            )?;
+        }
+
         // Anycast (SPEC "Anycast"), when configured.
         if let Some(a) = &self.anycast {
             let (announced, transitions) = a.metrics_view();

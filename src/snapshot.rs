@@ -55,6 +55,9 @@ pub struct Snapshot {
     /// What the control floor registered with this server (the NOTIFY hook); one value for
     /// every snapshot of a server, which a reload hands on to the next (`crate::reload`).
     pub registrations: Arc<Registrations>,
+    /// The signed zones (`[[dnssec]]`), by the wire key of their origin: keys, signer and
+    /// cache, built with this snapshot and swapped with it.
+    pub dnssec: crate::zone::NameMap<Arc<crate::dnssec::online::Online>>,
 }
 
 /// What a NOTIFY for an accepted zone wakes: registered by the secondary side.
@@ -214,6 +217,7 @@ impl Snapshot {
                 config,
                 checked.zones,
                 checked.geo_dbs,
+                checked.dnssec,
                 health,
                 registrations,
             ),
@@ -231,11 +235,14 @@ impl Snapshot {
         let mut problems = zones.problems;
         check_services(&config, &zones.zones, &zones.unbuilt, &mut problems);
         let db = open_geo_db(&config, &mut problems);
+        let signed =
+            crate::dnssec::config::load(&config.config.dnssec, &config.cx(), &mut problems);
+        check_signed_zones(&config, &zones.zones, &zones.unbuilt, &mut problems);
         if !problems.is_empty() {
             config::sort_problems(&mut problems, &config.path);
             return Err(Problems(problems));
         }
-        Self::build(config, zones.zones, db, health, registrations)
+        Self::build(config, zones.zones, db, signed, health, registrations)
     }
 
     /// Builds the snapshot from parts that passed every check.
@@ -243,6 +250,7 @@ impl Snapshot {
         config: LoadedConfig,
         mut zones: ZoneSet,
         dbs: Vec<GeoDb>,
+        signed: Vec<crate::dnssec::config::ZoneKeys>,
         health: Arc<HealthRegistry>,
         registrations: Arc<Registrations>,
     ) -> Result<Snapshot, Problems> {
@@ -298,7 +306,16 @@ impl Snapshot {
         let cookie_secret = config
             .cookie_secret
             .unwrap_or_else(|| crate::base::secret::Secret::random_for(&config.path));
+        let dnssec = signed
+            .into_iter()
+            .filter_map(|keys| {
+                let key = wire_key_of(&keys.zone);
+                let ttl = zones.zones.get(&key)?.soa.ttl;
+                Some((key, Arc::new(crate::dnssec::online::Online::new(keys, ttl))))
+            })
+            .collect();
         Ok(Snapshot {
+            dnssec,
             rrl,
             cookie_secret,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed) + 1,
@@ -313,6 +330,24 @@ impl Snapshot {
             notify_from,
             registrations,
         })
+    }
+
+    /// The signing state of `zone` when it is signed (`[[dnssec]]`). Free while no zone is.
+    #[inline]
+    pub fn signing(&self, zone: &crate::zone::Zone) -> Option<&crate::dnssec::online::Online> {
+        if self.dnssec.is_empty() {
+            return None;
+        }
+        self.dnssec.get(&*wire_key_of(&zone.origin)).map(|o| &**o)
+    }
+
+    /// [`Snapshot::signing`] by the origin's wire key (the fast path has it as a slice).
+    #[inline]
+    pub fn signing_key(&self, origin: &[u8]) -> Option<&crate::dnssec::online::Online> {
+        if self.dnssec.is_empty() {
+            return None;
+        }
+        self.dnssec.get(origin).map(|o| &**o)
     }
 
     /// The service that answers at a balanced name's node.
@@ -352,6 +387,8 @@ pub struct Checked {
     pub config: Option<LoadedConfig>,
     pub zones: ZoneSet,
     pub geo_dbs: Vec<GeoDb>,
+    /// The `[[dnssec]]` zones whose keys loaded.
+    pub dnssec: Vec<crate::dnssec::config::ZoneKeys>,
     pub problems: Vec<Problem>,
 }
 
@@ -433,6 +470,7 @@ fn check_with(
     }
     problems.extend(zones.problems);
     let mut geo_dbs = Vec::new();
+    let mut dnssec = Vec::new();
     if let Some(config) = &examined.config {
         let mut more = Vec::new();
         // Without a zones folder (a misspelt `[sever]` left only a stand-in) every service
@@ -444,7 +482,10 @@ fn check_with(
         // `[[dnssec]]` keys are opened here, as the GeoIP database is; what the config's own
         // check already said about the section (zone, validity) comes again and goes with the
         // repeats when the problems are sorted.
-        crate::dnssec::config::load(&config.config.dnssec, &config.cx(), &mut more);
+        dnssec = crate::dnssec::config::load(&config.config.dnssec, &config.cx(), &mut more);
+        if examined.zones_dir.is_some() {
+            check_signed_zones(config, &zones.zones, &zones.unbuilt, &mut more);
+        }
         more.retain(|p| !examined.is_artefact(p));
         problems.append(&mut more);
     }
@@ -453,7 +494,53 @@ fn check_with(
         config: examined.config,
         zones: zones.zones,
         geo_dbs,
+        dnssec,
         problems,
+    }
+}
+
+/// Checks that tie `[[dnssec]]` to zones: a signed zone must be served (a zone file or a
+/// `[[secondary]]`); a zone whose file failed to build is not checked again.
+fn check_signed_zones(
+    config: &LoadedConfig,
+    zones: &ZoneSet,
+    unbuilt: &[Name],
+    out: &mut Vec<Problem>,
+) {
+    for (i, d) in config.config.dnssec.iter().enumerate() {
+        let d = d.get_ref();
+        let Ok(mut name) = Name::from_ascii(d.zone.get_ref().trim_end_matches('.')) else {
+            continue; // the config's check reports it
+        };
+        name.set_fqdn(true);
+        let name = name.to_lowercase();
+        if let Some(z) = zones.zones.get(&*wire_key_of(&name)) {
+            if z.presigned.is_some() {
+                out.push(config.problem_at(
+                    d.zone.span(),
+                    format!(
+                        "dnssec[{i}].zone: `{name}` arrives signed ({}): it is served as signed there, not signed again here; remove this [[dnssec]] or serve the zone unsigned",
+                        z.file.display()
+                    ),
+                ));
+            }
+            continue;
+        }
+        // A secondary zone before its first transfer: signed once it arrives.
+        let secondary = config.config.secondary.iter().any(|s| {
+            s.get_ref()
+                .origin()
+                .is_some_and(|o| o.to_lowercase() == name)
+        });
+        if unbuilt.contains(&name) || secondary {
+            continue;
+        }
+        out.push(config.problem_at(
+            d.zone.span(),
+            format!(
+                "dnssec[{i}].zone: `{name}` is not a zone served here (no {name}zone file in the zones folder, no [[secondary]])"
+            ),
+        ));
     }
 }
 
@@ -531,6 +618,14 @@ fn check_services(
                         "{key}.name: `{}` lies in a subzone delegated away from {}",
                         s.name.get_ref(),
                         zone.origin
+                    )));
+                }
+                if zone.presigned.is_some() {
+                    out.push(at(format!(
+                        "{key}.name: `{}` lies in {}, which arrives signed ({}): a balanced name's answers are made per query and cannot carry the zone's own signatures; serve the zone unsigned and name it in [[dnssec]] to sign it online, or delegate the name to an unsigned subzone",
+                        s.name.get_ref(),
+                        zone.origin,
+                        zone.file.display()
                     )));
                 }
                 let targets = config::pool::layout(&config.config, s)

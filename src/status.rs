@@ -78,6 +78,37 @@ pub struct Zone {
     /// Failed zones only: the file that failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// Signed zones only (`[[dnssec]]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dnssec: Option<Dnssec>,
+}
+
+/// A signed zone's keys, the validity window its signatures carry now, and its signer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Dnssec {
+    pub keys: Vec<DnssecKey>,
+    /// RRSIG validity (`validity`), seconds.
+    pub validity_secs: u64,
+    /// The current window's RRSIG inception and expiration, RFC 3339 and Unix seconds.
+    pub inception: String,
+    pub expiration: String,
+    pub inception_unix: u64,
+    pub expiration_unix: u64,
+    /// The signing budget (0: none).
+    pub signatures_per_second: u32,
+    pub cache_entries: usize,
+    pub cache_capacity: usize,
+}
+
+/// One key of a signed zone, as its DNSKEY says.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DnssecKey {
+    pub tag: u16,
+    pub algorithm: u8,
+    /// 257 (SEP: KSK or CSK) or 256 (ZSK).
+    pub flags: u16,
 }
 
 /// A balanced name.

@@ -1,6 +1,6 @@
-//! `[[dnssec]]` from the command line while answers are not signed yet (issue 21's first
-//! floor): `meridian dnssec ds` prints the DS records, and `check` and `serve` refuse the
-//! section so that nobody believes a zone is signed when it is not.
+//! `[[dnssec]]` from the command line: `meridian dnssec ds` prints the DS records, `check`
+//! accepts a signed zone whose keys load and reports every problem of the section, and
+//! `serve` answers the zone signed (the wire itself: tests/dnssec_wire.rs).
 
 mod common;
 
@@ -47,7 +47,7 @@ fn config(port: u16, keys: &str) -> String {
 }
 
 #[test]
-fn dnssec_ds_prints_the_parents_ds_and_check_and_serve_refuse_unsigned_answers() {
+fn dnssec_ds_prints_the_parents_ds_check_accepts_and_serve_publishes_the_key() {
     let port = free_port();
     let (dir, path) = common::config_dir(
         &[("example.com.zone", EXAMPLE_ZONE)],
@@ -62,20 +62,55 @@ fn dnssec_ds_prints_the_parents_ds_and_check_and_serve_refuse_unsigned_answers()
         "example.com. IN DS 3613 15 2 3AA5AB37EFCE57F737FC1627013FEE07BDF241BD10F3B1964AB55C78E79A304B\n"
     );
 
-    for cmd in ["check", "serve"] {
-        let out = meridian(&[cmd], &path);
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
-        assert!(
-            err.contains(
-                "[[dnssec]]: signing answers is not in this build yet; `meridian dnssec ds` works"
-            ),
-            "{cmd}: {err}"
-        );
-        // file:line of the [[dnssec]] table.
-        assert!(err.contains("meridian.toml:5:"), "{cmd}: {err}");
-        assert!(!err.contains("panicked"), "{cmd}: {err}");
-    }
+    let out = meridian(&["check"], &path);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // The real binary serves the key at the apex.
+    let mut server = common::ServerProcess::serve(&path);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut q = hickory_proto::op::Message::new(
+        9,
+        hickory_proto::op::MessageType::Query,
+        hickory_proto::op::OpCode::Query,
+    );
+    q.add_query(hickory_proto::op::Query::query(
+        hickory_proto::rr::Name::from_ascii("example.com.").expect("name"),
+        hickory_proto::rr::RecordType::DNSKEY,
+    ));
+    let reply = server.wait_udp(
+        addr,
+        &q.to_vec().expect("encode"),
+        std::time::Duration::from_secs(10),
+    );
+    let reply = hickory_proto::op::Message::from_vec(&reply).expect("decode");
+    assert_eq!(reply.answers.len(), 1, "{reply}");
+    assert!(
+        reply.answers[0]
+            .data
+            .to_string()
+            .contains("l02Woi0iS8Aa25FQkUd9RMzZHJpBoRQwAQEX1SxZJA4="),
+        "{reply}"
+    );
+    server.stop(std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn a_signed_zone_that_is_not_served_is_a_config_error() {
+    let (dir, path) = common::config_dir(
+        &[("example.com.zone", EXAMPLE_ZONE)],
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nzones = \"zones\"\n\n\
+         [[dnssec]]\nzone = \"example.com\"\nkeys = [\"keys/Kexample.com.+015+03613.private\"]\n\
+         [[dnssec]]\nzone = \"example.org\"\nkeys = [\"keys/Kexample.com.+015+03613.private\"]\n",
+    );
+    rfc8080_key(dir.path());
+    let out = meridian(&["check"], &path);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("dnssec[1].zone: `example.org.` is not a zone served here"),
+        "{err}"
+    );
+    assert!(!err.contains("dnssec[0]"), "{err}");
 }
 
 #[test]
@@ -94,7 +129,7 @@ fn dnssec_ds_reports_a_bad_key_at_its_line_and_names_the_file() {
     assert!(err.contains("meridian.toml:7:"), "{err}");
     assert!(err.contains("nope.private: cannot read"), "{err}");
     assert!(out.stdout.is_empty());
-    // `check` reports the key too, beside the refusal.
+    // `check` reports the key too.
     let out = meridian(&["check"], &path);
     let err = text(&out.stderr);
     assert!(err.contains("nope.private: cannot read"), "{err}");

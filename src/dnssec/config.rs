@@ -18,6 +18,8 @@ pub struct ZoneKeys {
     pub zone: Name,
     pub keys: Vec<SigningKey>,
     pub validity: Validity,
+    /// The signing budget (`signatures_per_second`; 0 = none).
+    pub signatures_per_second: u32,
 }
 
 impl ZoneKeys {
@@ -28,8 +30,7 @@ impl ZoneKeys {
 }
 
 /// Checks every `[[dnssec]]` and loads its keys; problems go to `out`, each entry's in the
-/// order the entries come. Returns the zones that passed. Does not add the refusal while
-/// answers are unsigned (`config::dnssec::NOT_WIRED`): the config's checks do.
+/// order the entries come. Returns the zones that passed.
 pub fn load(list: &[Spanned<DnssecConfig>], cx: &Cx, out: &mut Vec<Problem>) -> Vec<ZoneKeys> {
     let mut zones = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -70,6 +71,9 @@ pub fn load(list: &[Spanned<DnssecConfig>], cx: &Cx, out: &mut Vec<Problem>) -> 
                     zone,
                     keys,
                     validity,
+                    signatures_per_second: d
+                        .signatures_per_second
+                        .unwrap_or(crate::config::dnssec::DEFAULT_SIGNATURES_PER_SECOND),
                 });
             }
         }

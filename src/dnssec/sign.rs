@@ -100,12 +100,6 @@ impl Validity {
     }
 }
 
-/// The number of labels for the RRSIG Labels field: the owner's, a leading `*` not counted.
-fn rrsig_labels(owner: &Name) -> u8 {
-    // hickory's num_labels already leaves out a leading `*` (RFC 4034 §3.1.3).
-    owner.num_labels()
-}
-
 /// The RRSIG to-be-signed bytes for one RRset (RFC 4034 §3.1.8.1), and where the RRSIG RDATA
 /// part ends (everything before the RRs; the RRSIG RDATA is that prefix ‖ signature).
 pub fn signed_data(
@@ -132,30 +126,68 @@ fn signed_data_into(
     window: Window,
     rdatas: &[&[u8]],
 ) -> usize {
+    let owner = canonical_name(owner);
+    signed_data_wire(
+        out,
+        key,
+        &owner,
+        rrsig_labels_wire(&owner),
+        rtype,
+        ttl,
+        window,
+        rdatas,
+    )
+}
+
+/// The RRSIG Labels field of an owner in canonical wire form: its labels, a leading `*` not
+/// counted (RFC 4034 §3.1.3).
+pub fn rrsig_labels_wire(owner: &[u8]) -> u8 {
+    let mut n = 0u8;
+    let mut i = 0;
+    while let Some(&len) = owner.get(i) {
+        if len == 0 {
+            break;
+        }
+        if !(i == 0 && len == 1 && owner.get(1) == Some(&b'*')) {
+            n += 1;
+        }
+        i += usize::from(len) + 1;
+    }
+    n
+}
+
+/// [`signed_data_into`] for an owner already in canonical wire form (lower case,
+/// uncompressed) with `labels` for the RRSIG's Labels field.
+#[allow(clippy::too_many_arguments)]
+fn signed_data_wire(
+    out: &mut Vec<u8>,
+    key: &SigningKey,
+    owner: &[u8],
+    labels: u8,
+    rtype: RecordType,
+    ttl: u32,
+    window: Window,
+    rdatas: &[&[u8]],
+) -> usize {
     let start = out.len();
     let mut sorted: smallvec::SmallVec<[&[u8]; 8]> = rdatas.iter().copied().collect();
     sorted.sort_unstable();
     sorted.dedup();
-    let owner_len = owner.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
+    let owner_len = owner.len();
     let signer_len = key.zone().iter().map(|l| l.len() + 1).sum::<usize>() + 1;
     let rr_len: usize = sorted.iter().map(|r| owner_len + 10 + r.len()).sum();
     out.reserve(18 + signer_len + rr_len);
     out.extend_from_slice(&u16::from(rtype).to_be_bytes());
     out.push(u8::from(key.algorithm()));
-    out.push(rrsig_labels(owner));
+    out.push(labels);
     out.extend_from_slice(&ttl.to_be_bytes());
     out.extend_from_slice(&window.expiration.to_be_bytes());
     out.extend_from_slice(&window.inception.to_be_bytes());
     out.extend_from_slice(&key.tag().to_be_bytes());
     push_canonical_name(out, key.zone());
     let prefix = out.len() - start;
-    let owner_at = out.len();
-    for (i, r) in sorted.iter().enumerate() {
-        if i == 0 {
-            push_canonical_name(out, owner);
-        } else {
-            out.extend_from_within(owner_at..owner_at + owner_len);
-        }
+    for r in sorted.iter() {
+        out.extend_from_slice(owner);
         out.extend_from_slice(&u16::from(rtype).to_be_bytes());
         out.extend_from_slice(&1u16.to_be_bytes()); // class IN
         out.extend_from_slice(&ttl.to_be_bytes());
@@ -202,25 +234,107 @@ impl Signer {
         window: Window,
         rdatas: &[&[u8]],
     ) -> Result<Arc<[u8]>, SignError> {
+        self.sign_rrset_with(key, owner, rtype, ttl, window, rdatas, &mut || true)
+            .map(|s| s.unwrap_or_else(|| Arc::from(&[][..])))
+    }
+
+    /// [`Signer::sign_rrset`], asking `may_sign` before making a signature the cache does
+    /// not hold (the zone's signing budget): `Ok(None)` when it says no.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign_rrset_with(
+        &self,
+        key: &SigningKey,
+        owner: &Name,
+        rtype: RecordType,
+        ttl: u32,
+        window: Window,
+        rdatas: &[&[u8]],
+        may_sign: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<Arc<[u8]>>, SignError> {
         // Cache key: which key (two keys can share tag and algorithm, so part of the public
         // key too), then the signed data, which holds owner, type, TTL, window and the RDATA
         // set.
         let id = &key.public_key()[..16.min(key.public_key().len())];
         let mut ck = Vec::new();
         ck.extend_from_slice(id);
-        let prefix = signed_data_into(&mut ck, key, owner, rtype, ttl, window, rdatas);
+        let owner = canonical_name(owner);
+        let labels = rrsig_labels_wire(&owner);
+        self.sign_wire_with(
+            key, &owner, labels, rtype, ttl, window, rdatas, may_sign, ck,
+        )
+    }
+
+    /// [`Signer::sign_rrset_with`] for an owner in canonical wire form (the fast path has
+    /// it): no name is built.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign_owner_wire(
+        &self,
+        key: &SigningKey,
+        owner: &[u8],
+        labels: u8,
+        rtype: RecordType,
+        ttl: u32,
+        window: Window,
+        rdatas: &[&[u8]],
+        may_sign: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<Arc<[u8]>>, SignError> {
+        let id = &key.public_key()[..16.min(key.public_key().len())];
+        let mut ck = Vec::with_capacity(160);
+        ck.extend_from_slice(id);
+        self.sign_wire_with(key, owner, labels, rtype, ttl, window, rdatas, may_sign, ck)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sign_wire_with(
+        &self,
+        key: &SigningKey,
+        owner: &[u8],
+        labels: u8,
+        rtype: RecordType,
+        ttl: u32,
+        window: Window,
+        rdatas: &[&[u8]],
+        may_sign: &mut dyn FnMut() -> bool,
+        mut ck: Vec<u8>,
+    ) -> Result<Option<Arc<[u8]>>, SignError> {
+        let id_len = ck.len();
+        let prefix = signed_data_wire(&mut ck, key, owner, labels, rtype, ttl, window, rdatas);
         if let Some(hit) = self.cache.get(&ck) {
-            return Ok(hit);
+            SIGNATURES_HIT.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(hit));
         }
-        let data = &ck[id.len()..];
+        if !may_sign() {
+            SIGNATURES_REFUSED.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        let data = &ck[id_len..];
         let sig = key.sign(data)?;
+        SIGNATURES_MISS.fetch_add(1, Ordering::Relaxed);
         let mut rrsig = Vec::with_capacity(prefix + sig.len());
         rrsig.extend_from_slice(&data[..prefix]);
         rrsig.extend_from_slice(&sig);
         let rrsig: Arc<[u8]> = rrsig.into();
         self.cache.insert(ck.into(), rrsig.clone());
-        Ok(rrsig)
+        Ok(Some(rrsig))
     }
+}
+
+/// Signatures served from a cache / made on a miss, by every signer of the process (the
+/// metric `meridian_dnssec_signatures_total{cache}`): process-wide counters, so that a
+/// reload, which builds new signers, does not reset them.
+static SIGNATURES_HIT: AtomicU64 = AtomicU64::new(0);
+static SIGNATURES_MISS: AtomicU64 = AtomicU64::new(0);
+/// Signatures a budget refused to make.
+static SIGNATURES_REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// (hits, misses, refused) of every signer so far: RRSIGs answered from a cache, made, and
+/// not made because the zone's signing budget was spent.
+pub fn signature_counts() -> (u64, u64, u64) {
+    (
+        SIGNATURES_HIT.load(Ordering::Relaxed),
+        SIGNATURES_MISS.load(Ordering::Relaxed),
+        SIGNATURES_REFUSED.load(Ordering::Relaxed),
+    )
 }
 
 const SHARDS: usize = 16;

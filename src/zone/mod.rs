@@ -220,6 +220,65 @@ pub struct Zone {
     /// answers SERVFAIL until a transfer succeeds (SPEC "Trust boundaries"). Always false for
     /// zone files.
     pub expired: bool,
+    /// The zone arrived signed (a DNSKEY at its apex or RRSIGs in it, from a primary or a
+    /// file signed elsewhere): served as it is, its RRSIG/NSEC/NSEC3 given to DO queries
+    /// ([`Presigned`]); never signed online, and no balanced name may live in it.
+    pub presigned: Option<Presigned>,
+}
+
+/// What answering a presigned zone needs beyond its records: the owners of its NSEC records
+/// in canonical order (RFC 4034 §6.1), to find the NSEC that covers a name that does not
+/// exist, and whether it denies with NSEC3 instead.
+#[derive(Debug, Default)]
+pub struct Presigned {
+    /// Wire keys of the names holding an NSEC, sorted canonically.
+    pub nsec_owners: Vec<WireKey>,
+    /// The zone has an NSEC3PARAM at its apex (NSEC3 denial, RFC 5155).
+    pub nsec3: bool,
+}
+
+/// The labels of a wire name (without the root), left to right.
+fn wire_labels(w: &[u8]) -> smallvec::SmallVec<[&[u8]; 16]> {
+    let mut out = smallvec::SmallVec::new();
+    let mut i = 0;
+    while let Some(&len) = w.get(i) {
+        if len == 0 {
+            break;
+        }
+        let len = usize::from(len);
+        match w.get(i + 1..i + 1 + len) {
+            Some(l) => out.push(l),
+            None => break,
+        }
+        i += 1 + len;
+    }
+    out
+}
+
+/// Canonical DNS name order (RFC 4034 §6.1) of two lower-cased wire names: label by label
+/// from the right, each label as an octet string.
+pub fn canonical_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let (la, lb) = (wire_labels(a), wire_labels(b));
+    for (x, y) in la.iter().rev().zip(lb.iter().rev()) {
+        match x.cmp(y) {
+            std::cmp::Ordering::Equal => continue,
+            o => return o,
+        }
+    }
+    la.len().cmp(&lb.len())
+}
+
+impl Presigned {
+    /// The owner of the NSEC that covers (or matches) `name` (a lower-cased wire name): the
+    /// last owner not after it in canonical order.
+    pub fn covering(&self, name: &[u8]) -> Option<&[u8]> {
+        let i = self
+            .nsec_owners
+            .partition_point(|o| canonical_cmp(o, name) != std::cmp::Ordering::Greater);
+        // Before the first owner (the apex): the last NSEC wraps round to it.
+        let i = if i == 0 { self.nsec_owners.len() } else { i };
+        self.nsec_owners.get(i.checked_sub(1)?).map(|k| &k[..])
+    }
 }
 
 /// An SOA's rdata in pieces: MNAME and RNAME in uncompressed wire form, and the five numbers.
@@ -623,7 +682,23 @@ impl Builder {
             n.cut = false;
         }
         nodes.shrink_to_fit();
+        let apex = nodes.get(&self.origin_key);
+        let signed = apex.is_some_and(|n| n.rrset(RecordType::DNSKEY).is_some())
+            || nodes.values().any(|n| n.rrset(RecordType::RRSIG).is_some());
+        let presigned = signed.then(|| {
+            let mut nsec_owners: Vec<WireKey> = nodes
+                .iter()
+                .filter(|(_, n)| n.rrset(RecordType::NSEC).is_some())
+                .map(|(k, _)| k.clone())
+                .collect();
+            nsec_owners.sort_by(|a, b| canonical_cmp(a, b));
+            Presigned {
+                nsec_owners,
+                nsec3: apex.is_some_and(|n| n.rrset(RecordType::NSEC3PARAM).is_some()),
+            }
+        });
         let zone = Zone {
+            presigned,
             origin: origin.clone(),
             file: self.file,
             nodes,
@@ -1021,6 +1096,40 @@ mod tests {
         let b: &'static [u8] = Box::leak(b.into_boxed_slice());
         let s: &'static [u8] = Box::leak(s.into_boxed_slice());
         z.find(b, s, false)
+    }
+
+    /// RFC 4034 §6.1's example names in canonical order, and the NSEC owner covering a name.
+    #[test]
+    fn canonical_order_and_the_covering_nsec() {
+        let names: [&[&[u8]]; 9] = [
+            &[b"example"],
+            &[b"a", b"example"],
+            &[b"yljkjljk", b"a", b"example"],
+            &[b"Z", b"a", b"example"],
+            &[b"zABC", b"a", b"EXAMPLE"],
+            &[b"z", b"example"],
+            &[b"\x01", b"z", b"example"],
+            &[b"*", b"z", b"example"],
+            &[b"\xc8", b"z", b"example"],
+        ];
+        let keys: Vec<WireKey> = names
+            .iter()
+            .map(|ls| wire_key(&Name::from_labels(ls.iter().copied()).unwrap()))
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.reverse();
+        sorted.sort_by(|a, b| canonical_cmp(a, b));
+        assert_eq!(sorted, keys);
+        let pre = Presigned {
+            nsec_owners: vec![keys[0].clone(), keys[1].clone(), keys[5].clone()],
+            nsec3: false,
+        };
+        let k = |n: &str| wire_key(&Name::from_ascii(n).unwrap());
+        assert_eq!(pre.covering(&k("b.example.")), Some(&keys[1][..]));
+        assert_eq!(pre.covering(&k("x.a.example.")), Some(&keys[1][..]));
+        assert_eq!(pre.covering(&k("a.example.")), Some(&keys[1][..]));
+        assert_eq!(pre.covering(&k("zz.example.")), Some(&keys[5][..]));
+        assert_eq!(pre.covering(&k("y.z.example.")), Some(&keys[5][..]));
     }
 
     #[test]
