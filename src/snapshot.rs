@@ -20,6 +20,7 @@ use crate::base::problem::{Problem, Problems};
 use crate::config::{self, LoadedConfig};
 use crate::geo::{self, Coords, GeoDb, Locator, Override, OverrideTarget};
 use crate::health::EndpointKey;
+use crate::policy::spill::Spill;
 use crate::policy::{Endpoint, PolicyKind, Region, Service, WhenAllDown};
 use crate::zone::{Found, ZoneSet};
 
@@ -599,6 +600,7 @@ fn build_regions(config: &LoadedConfig) -> Vec<Region> {
                     .iter()
                     .filter_map(|c| geo::code(c.get_ref()))
                     .collect(),
+                bias: r.bias.as_ref().map_or(0.0, |b| *b.get_ref() as f64),
             }
         })
         .collect()
@@ -697,6 +699,11 @@ fn build_services(
                             .as_ref()
                             .and_then(|r| regions.iter().position(|x| &x.name == r.get_ref())),
                         weight: e.weight.as_ref().map_or(1.0, |w| *w.get_ref()),
+                        capacity: e
+                            .capacity
+                            .as_ref()
+                            .or(e.weight.as_ref())
+                            .map_or(1.0, |c| *c.get_ref()),
                         priority: e.priority.unwrap_or(1),
                         probe,
                         state,
@@ -717,6 +724,11 @@ fn build_services(
                 endpoints,
             );
             service.ttl_degraded = s.ttl_degraded.unwrap_or(s.ttl);
+            service.spill = s
+                .spill
+                .as_ref()
+                .and_then(|v| Spill::parse(v.get_ref()))
+                .unwrap_or(Spill::Nearest);
             Some(Arc::new(service))
         })
         .collect()

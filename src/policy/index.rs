@@ -36,6 +36,8 @@ pub(super) struct Group {
     pub cum: Vec<f64>,
     /// Every member has the same weight: orders by weight reduce to orders by the draw.
     pub uniform: bool,
+    /// The members' `capacity` added up, as configured (`spill = "capacity"`).
+    pub capacity: f64,
     up: UpCount,
 }
 
@@ -52,10 +54,12 @@ impl Group {
         let uniform = members
             .windows(2)
             .all(|w| endpoints[w[0]].weight == endpoints[w[1]].weight);
+        let capacity = members.iter().map(|&i| endpoints[i].capacity).sum();
         Group {
             members,
             cum,
             uniform,
+            capacity,
             up: UpCount::default(),
         }
     }
