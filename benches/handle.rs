@@ -97,6 +97,7 @@ fn bench(c: &mut Criterion) {
         });
     }
     rrl_and_cookies(c, &cases);
+    spill(c);
     scaling(c);
     // What the UDP loop adds for the metrics (server/udp.rs), per full batch of 32 packets:
     // two clock reads and one histogram observation per batch, a TC check per reply. Divide by
@@ -308,6 +309,41 @@ fn scaling(c: &mut Criterion) {
         );
         assert_eq!(fast::answer(&snap, &packet, src, &mut out), Fast::Answered);
         c.bench_function(&format!("scale: {p}, 1000 endpoints, 10 down"), |b| {
+            b.iter(|| fast::answer(black_box(&snap), black_box(&packet), src, &mut out))
+        });
+    }
+}
+
+/// `spill = "capacity"` while spilling against a plain geo answer (SPEC "Spill-over by
+/// capacity": at most 1.3×), both on the fast path with the client (ECS 10.1.2.0/24) in
+/// eu-west. The spilling service has eu-west down: its clients are spread by capacity over
+/// the other regions (distances from eu-west, the spill set, one rendezvous hash per region).
+fn spill(c: &mut Criterion) {
+    let snap = snapshot(
+        "\n[[service]]\nname = \"spill.example.com\"\npolicy = \"geo\"\nspill = \"capacity\"\n\
+         endpoints = [\n  { region = \"eu-west\", address = \"192.0.2.2\", capacity = 500 },\n  \
+         { region = \"us-east\", address = \"192.0.2.1\", capacity = 300 },\n  \
+         { region = \"ap-south\", address = \"192.0.2.3\", capacity = 300 },\n]\n",
+    );
+    let spilling = snap
+        .services
+        .iter()
+        .find(|s| s.name.to_ascii() == "spill.example.com.")
+        .expect("spill service");
+    spilling.endpoints[0].state.set_healthy(false);
+    let src: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+    let mut out = Vec::with_capacity(1232);
+    let ecs = Some(("10.1.2.0".parse().expect("ip"), 24));
+    for (label, name) in [
+        ("spill: plain geo A + ECS", "geo.example.com."),
+        (
+            "spill: geo spill=capacity A + ECS, spilling",
+            "spill.example.com.",
+        ),
+    ] {
+        let packet = query(name, RecordType::A, ecs);
+        assert_eq!(fast::answer(&snap, &packet, src, &mut out), Fast::Answered);
+        c.bench_function(label, |b| {
             b.iter(|| fast::answer(black_box(&snap), black_box(&packet), src, &mut out))
         });
     }

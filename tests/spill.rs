@@ -566,3 +566,36 @@ fn meridian_drain_share_shows_in_status_and_survives_a_restart() {
     let status = stdout(&ctl(dir.path(), &["status"]));
     assert!(status.contains("eu-west drained 25 %"), "{status}");
 }
+
+#[test]
+fn simulate_replays_a_partial_drain_with_the_servers_networks() {
+    // `meridian simulate --drain eu-west:25%` moves the same networks a live partial drain
+    // moves: about a quarter of 1,000 /24s, all to eu-central.
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config_dir(
+        dir.path(),
+        &[("spill.test.zone", ZONE)],
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nzones = \"zones\"\n{}",
+            drain_config(free_port(), "")
+        ),
+    );
+    let queries: String = (0..1000)
+        .map(|i| format!("www.spill.test A 127.0.0.1 {}/24\n", net(i)))
+        .collect();
+    let qpath = dir.path().join("queries.txt");
+    std::fs::write(&qpath, queries).expect("write queries");
+    let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["simulate", "--json", "--drain", "eu-west:25%", "--queries"])
+        .arg(&qpath)
+        .arg("--config")
+        .arg(dir.path().join("meridian.toml"))
+        .output()
+        .expect("run meridian simulate");
+    let text = stdout(&out);
+    let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let svc = &v["services"][0];
+    assert_eq!(svc["networks"], 1000, "{v}");
+    let moved = svc["moved"].as_u64().expect("moved");
+    assert!((200..=300).contains(&moved), "{moved} of 1000 moved: {v}");
+}
