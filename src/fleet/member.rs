@@ -291,8 +291,7 @@ fn read_drains(value: &[u8]) -> Result<Vec<Rule>, String> {
     for (i, r) in rules.iter().enumerate() {
         let sc = &r.scope;
         let ok = match (&sc.endpoint, &sc.region) {
-            // An endpoint with or without its service (without: in every service).
-            (Some(_), None) => sc.service.as_deref().is_none_or(name),
+            (Some(_), None) => sc.service.as_deref().is_some_and(name),
             (None, Some(region)) => name(region) && sc.service.as_deref().is_none_or(name),
             _ => false,
         };
@@ -1072,6 +1071,19 @@ mod tests {
     fn drain_records_are_checked_before_use() {
         let ok = br#"{"version": 1, "drains": [{"drain": true, "service": "www.example.com", "endpoint": "192.0.2.1", "at": "2026-01-01T00:00:00Z"}, {"drain": true, "region": "eu", "at": "2026-01-01T00:00:00Z"}]}"#;
         assert_eq!(read_drains(ok).map(|r| r.len()), Ok(2));
+        // A partial drain travels with its share.
+        let partial = br#"{"version": 1, "drains": [{"drain": true, "region": "eu", "share": 0.25, "at": "2026-01-01T00:00:00Z"}]}"#;
+        assert_eq!(
+            read_drains(partial).map(|r| r[0].share),
+            Ok(Some(0.25))
+        );
+        for bad in [
+            &br#"{"version": 1, "drains": [{"drain": true, "region": "eu", "share": 1.5, "at": "2026-01-01T00:00:00Z"}]}"#[..],
+            br#"{"version": 1, "drains": [{"drain": true, "region": "eu", "share": 0, "at": "2026-01-01T00:00:00Z"}]}"#,
+            br#"{"version": 1, "drains": [{"drain": true, "region": "eu", "share": "half", "at": "2026-01-01T00:00:00Z"}]}"#,
+        ] {
+            assert!(read_drains(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
         for bad in [
             &br#"{"version": 1, "drains": [{"drain": true, "at": "2026-01-01T00:00:00Z"}]}"#[..],
             br#"{"version": 1, "drains": [{"drain": true, "endpoint": "192.0.2.1", "at": "2026-01-01T00:00:00Z"}]}"#,
