@@ -599,3 +599,47 @@ fn simulate_replays_a_partial_drain_with_the_servers_networks() {
     let moved = svc["moved"].as_u64().expect("moved");
     assert!((200..=300).contains(&moved), "{moved} of 1000 moved: {v}");
 }
+
+#[test]
+#[ignore = "needs chromium (Debian chromium)"]
+fn the_status_page_says_eu_west_drained_25_percent() {
+    // The page renders /status in the browser: headless Chromium runs its script and dumps
+    // the DOM, which must say the partial drain and mark the endpoint.
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("needs chromium at /usr/bin/chromium (apt-get install chromium)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (dns, admin_port) = (free_port(), free_port());
+    write_config_dir(
+        dir.path(),
+        &[("spill.test.zone", ZONE)],
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:{dns}\"]\nzones = \"zones\"\nudp_sockets = 1\n\
+             state_dir = \"state\"\n{}",
+            drain_config(admin_port, "")
+        ),
+    );
+    let (_p, _) = serve(dir.path(), dns, admin_port);
+    stdout(&ctl(
+        dir.path(),
+        &["drain", "--region", "eu-west", "--share", "25%", "--token", TOKEN],
+    ));
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("http://127.0.0.1:{admin_port}/"))
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("data-banner=\"partial-drain\"") && dom.contains("eu-west drained 25 %"),
+        "{dom}"
+    );
+    assert!(dom.contains("data-drain-share=\"0.25\""), "{dom}");
+}
