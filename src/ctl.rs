@@ -419,7 +419,9 @@ pub fn drain(args: DrainArgs, drain: bool) -> i32 {
         outln!(
             "{}{}: {} endpoint{}",
             if drain { "drained" } else { "undrained" },
-            share.map(|s| format!(" {}", share_words(s))).unwrap_or_default(),
+            share
+                .map(|s| format!(" {}", share_words(s)))
+                .unwrap_or_default(),
             eps.len(),
             if eps.len() == 1 { "" } else { "s" }
         );

@@ -422,7 +422,8 @@ fn mark(snap: &Snapshot, what: &str, act: Act, share: f64) -> bool {
                     Act::Down => e.state.set_healthy(false),
                     Act::Drain if share < 1.0 => {
                         e.state.set_drain_share(share);
-                        svc.partial.store(true, std::sync::atomic::Ordering::Relaxed);
+                        svc.partial
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                     Act::Drain => e.state.set_drained(true),
                     Act::Undrain => {

@@ -186,7 +186,12 @@ fn a_failed_regions_networks_spill_by_capacity_and_stay_put() {
                 first.push(r);
                 *counts.entry(r).or_default() += 1;
             } else {
-                assert_eq!(r, first[i as usize], "network {} moved on repeat {rep}", net(i));
+                assert_eq!(
+                    r,
+                    first[i as usize],
+                    "network {} moved on repeat {rep}",
+                    net(i)
+                );
             }
         }
     }
@@ -283,7 +288,9 @@ struct ProcessClient(std::net::UdpSocket, SocketAddr);
 
 impl Ask for ProcessClient {
     fn ask(&mut self, m: &Message) -> Message {
-        self.0.send_to(&m.to_vec().expect("encode"), self.1).expect("send");
+        self.0
+            .send_to(&m.to_vec().expect("encode"), self.1)
+            .expect("send");
         let mut buf = vec![0u8; 4096];
         loop {
             let (n, _) = self.0.recv_from(&mut buf).expect("no UDP response");
@@ -369,7 +376,11 @@ fn a_partial_drain_moves_a_sticky_share_and_raising_it_only_moves_more() {
 
     // An endpoint drain with a share, without naming the service: the same rule by hash.
     drain(r#"{"endpoint": "192.0.2.1", "share": 0.25}"#);
-    assert_eq!(moved(&mut c, N), q, "the same networks as the region drain at 0.25");
+    assert_eq!(
+        moved(&mut c, N),
+        q,
+        "the same networks as the region drain at 0.25"
+    );
 
     // Nonsense shares are refused, and change nothing.
     for bad in [
@@ -433,16 +444,18 @@ endpoints = [
 #[test]
 fn spill_bias_and_capacity_are_checked() {
     for (bad, says) in [
-        ("spill = \"sideways\"", "spill: `sideways` is not one of nearest, capacity"),
+        (
+            "spill = \"sideways\"",
+            "spill: `sideways` is not one of nearest, capacity",
+        ),
         ("bias = 100", "bias: 100 is outside"),
         ("capacity = 0", "capacity: must be a positive number"),
     ] {
         let mut config = drain_config(free_port(), "");
         config = match bad {
-            b if b.starts_with("spill") => config.replace(
-                "policy = \"geo\"\n",
-                &format!("policy = \"geo\"\n{b}\n"),
-            ),
+            b if b.starts_with("spill") => {
+                config.replace("policy = \"geo\"\n", &format!("policy = \"geo\"\n{b}\n"))
+            }
             b if b.starts_with("bias") => config.replace(
                 "[regions.eu-central]\n",
                 &format!("[regions.eu-central]\n{b}\n"),
@@ -456,9 +469,7 @@ fn spill_bias_and_capacity_are_checked() {
         let path = write_config_dir(
             dir.path(),
             &[("spill.test.zone", ZONE)],
-            &format!(
-                "[server]\nlisten = [\"127.0.0.1:0\"]\nzones = \"zones\"\n{config}"
-            ),
+            &format!("[server]\nlisten = [\"127.0.0.1:0\"]\nzones = \"zones\"\n{config}"),
         );
         let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
             .args(["check", "--config"])
@@ -533,7 +544,9 @@ fn meridian_drain_share_shows_in_status_and_survives_a_restart() {
     const N: u32 = 1000;
     let out = stdout(&ctl(
         dir.path(),
-        &["drain", "--region", "eu-west", "--share", "25%", "--token", TOKEN],
+        &[
+            "drain", "--region", "eu-west", "--share", "25%", "--token", TOKEN,
+        ],
     ));
     assert!(out.contains("drained 25 %"), "{out}");
     let status = stdout(&ctl(dir.path(), &["status"]));
@@ -544,7 +557,9 @@ fn meridian_drain_share_shows_in_status_and_survives_a_restart() {
     // A share as a fraction is read too; a share past 100 % is refused before asking.
     let out = ctl(
         dir.path(),
-        &["drain", "--region", "eu-west", "--share", "150%", "--token", TOKEN],
+        &[
+            "drain", "--region", "eu-west", "--share", "150%", "--token", TOKEN,
+        ],
     );
     assert_ne!(out.status.code(), Some(0), "{out:?}");
     assert!(
@@ -553,7 +568,9 @@ fn meridian_drain_share_shows_in_status_and_survives_a_restart() {
     );
     stdout(&ctl(
         dir.path(),
-        &["drain", "--region", "eu-west", "--share", "0.25", "--token", TOKEN],
+        &[
+            "drain", "--region", "eu-west", "--share", "0.25", "--token", TOKEN,
+        ],
     ));
     assert_eq!(moved(&mut c, N), q);
 
@@ -623,7 +640,9 @@ fn the_status_page_says_eu_west_drained_25_percent() {
     let (_p, _) = serve(dir.path(), dns, admin_port);
     stdout(&ctl(
         dir.path(),
-        &["drain", "--region", "eu-west", "--share", "25%", "--token", TOKEN],
+        &[
+            "drain", "--region", "eu-west", "--share", "25%", "--token", TOKEN,
+        ],
     ));
     let out = Command::new(chromium)
         .args([

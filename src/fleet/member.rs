@@ -1073,10 +1073,7 @@ mod tests {
         assert_eq!(read_drains(ok).map(|r| r.len()), Ok(2));
         // A partial drain travels with its share.
         let partial = br#"{"version": 1, "drains": [{"drain": true, "region": "eu", "share": 0.25, "at": "2026-01-01T00:00:00Z"}]}"#;
-        assert_eq!(
-            read_drains(partial).map(|r| r[0].share),
-            Ok(Some(0.25))
-        );
+        assert_eq!(read_drains(partial).map(|r| r[0].share), Ok(Some(0.25)));
         for bad in [
             &br#"{"version": 1, "drains": [{"drain": true, "region": "eu", "share": 1.5, "at": "2026-01-01T00:00:00Z"}]}"#[..],
             br#"{"version": 1, "drains": [{"drain": true, "region": "eu", "share": 0, "at": "2026-01-01T00:00:00Z"}]}"#,

@@ -119,7 +119,11 @@ impl EndpointState {
         f64::from_bits(self.drain_share.load(Ordering::Relaxed))
     }
     pub fn set_drain_share(&self, share: f64) {
-        let share = if share > 0.0 && share < 1.0 { share } else { 0.0 };
+        let share = if share > 0.0 && share < 1.0 {
+            share
+        } else {
+            0.0
+        };
         self.drain_share.store(share.to_bits(), Ordering::Relaxed);
     }
     /// Up for answering: healthy and not drained.

@@ -132,8 +132,7 @@ fn spill_or_choose(ctx: &mut Ctx<'_, '_>) -> Located {
 }
 
 pub(super) fn rank(ctx: &mut Ctx<'_, '_>, out: &mut super::Picks) -> u8 {
-    let (chosen, coords, by, prefix) = if ctx.svc.spill == spill::Spill::Capacity && !ctx.all_ok
-    {
+    let (chosen, coords, by, prefix) = if ctx.svc.spill == spill::Spill::Capacity && !ctx.all_ok {
         spill_or_choose(ctx)
     } else {
         locate_and_choose(ctx, false)

@@ -171,7 +171,12 @@ pub(super) fn choose(ctx: &mut Ctx<'_, '_>, home: usize) -> Option<usize> {
             },
             mask(canonical(addr), prefix),
             name(best),
-            100.0 * set.iter().find(|m| m.group == best).map_or(0.0, |m| m.capacity) / covered,
+            100.0
+                * set
+                    .iter()
+                    .find(|m| m.group == best)
+                    .map_or(0.0, |m| m.capacity)
+                / covered,
         )
     });
     Some(best)
