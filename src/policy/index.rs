@@ -38,6 +38,10 @@ pub(super) struct Group {
     pub uniform: bool,
     /// The members' `capacity` added up, as configured (`spill = "capacity"`).
     pub capacity: f64,
+    /// For a region group: the family's other regions from this one's location, nearest first
+    /// (biased distance, region group index, the region's hash key); made at the first spill
+    /// from this region (regions and services are built together, so it never goes stale).
+    pub spill_order: std::sync::OnceLock<Vec<(f64, usize, u64)>>,
     up: UpCount,
 }
 
@@ -60,6 +64,7 @@ impl Group {
             cum,
             uniform,
             capacity,
+            spill_order: std::sync::OnceLock::new(),
             up: UpCount::default(),
         }
     }

@@ -76,10 +76,10 @@ fn region_key(name: &str) -> u64 {
     h
 }
 
-/// The rendezvous score of `region` for network `net`: `ln(u) / capacity` for a hash `u` in
+/// The rendezvous score of a region (by its [`region_key`]) for network `net`: `ln(u) / capacity` for a hash `u` in
 /// (0, 1); the highest wins, with probability capacity / the set's capacity.
-fn score(net: u128, region: &str, capacity: f64) -> f64 {
-    let u = ((hash_network(net, region_key(region)) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+fn score(net: u128, region_key: u64, capacity: f64) -> f64 {
+    let u = ((hash_network(net, region_key) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     u.ln() / capacity
 }
 
@@ -88,6 +88,7 @@ struct Member {
     group: usize,
     km: f64,
     capacity: f64,
+    key: u64,
 }
 
 /// The region (an index into `ctx.fam.regions`) that takes this client when its region
@@ -106,31 +107,39 @@ pub(super) fn choose(ctx: &mut Ctx<'_, '_>, home: usize) -> Option<usize> {
         return None;
     };
     let need = home_group.capacity;
-    // The regions that can answer, nearest first (after their bias; those without a location
-    // last), on a tie in region order.
-    let mut cands: smallvec::SmallVec<[(f64, usize); 8]> = fam
-        .regions
-        .iter()
-        .enumerate()
-        .filter(|&(g, (_, group))| g != home && ctx.any_ok(group))
-        .map(|(g, (r, _))| {
-            let km = regions[*r]
-                .location
-                .map_or(f64::INFINITY, |l| regions[*r].biased(distance_km(from, l)));
-            (km, g)
-        })
-        .collect();
-    cands.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    // The other regions nearest first (after their bias; those without a location last, on a
+    // tie in region order): fixed for the snapshot, so measured once per region, not per query.
+    let order = home_group.spill_order.get_or_init(|| {
+        let mut v: Vec<(f64, usize, u64)> = fam
+            .regions
+            .iter()
+            .enumerate()
+            .filter(|&(g, _)| g != home)
+            .map(|(g, (r, _))| {
+                let km = regions[*r]
+                    .location
+                    .map_or(f64::INFINITY, |l| regions[*r].biased(distance_km(from, l)));
+                (km, g, region_key(&regions[*r].name))
+            })
+            .collect();
+        v.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        v
+    });
     let addr = ctx.client.addr;
     let (net, prefix) = network(addr);
     let mut set: smallvec::SmallVec<[Member; 8]> = smallvec::SmallVec::new();
     let mut covered = 0.0;
-    for &(km, g) in &cands {
+    // Only the regions that can answer join, in that order, until they cover `need`.
+    for &(km, g, key) in order {
+        if !ctx.any_ok(&fam.regions[g].1) {
+            continue;
+        }
         let capacity = eligible_capacity(ctx, g);
         set.push(Member {
             group: g,
             km,
             capacity,
+            key,
         });
         covered += capacity;
         if covered >= need {
@@ -139,10 +148,7 @@ pub(super) fn choose(ctx: &mut Ctx<'_, '_>, home: usize) -> Option<usize> {
     }
     let best = set
         .iter()
-        .map(|m| {
-            let name = &regions[fam.regions[m.group].0].name;
-            (score(net, name, m.capacity), m.group)
-        })
+        .map(|m| (score(net, m.key, m.capacity), m.group))
         .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)))?
         .1;
     ctx.note(|| {
@@ -224,7 +230,8 @@ mod tests {
             let (net, _) = network(IpAddr::from([10, (i >> 8) as u8, i as u8, 0]));
             let best = (0..2)
                 .max_by(|&x, &y| {
-                    score(net, caps[x].0, caps[x].1).total_cmp(&score(net, caps[y].0, caps[y].1))
+                    let s = |i: usize| score(net, region_key(caps[i].0), caps[i].1);
+                    s(x).total_cmp(&s(y))
                 })
                 .unwrap();
             wins[best] += 1;
