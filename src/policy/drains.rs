@@ -110,7 +110,7 @@ pub fn check_share(share: Option<f64>) -> Result<Option<f64>, String> {
     match share {
         None => Ok(None),
         Some(s) if s.is_finite() && s > 0.0 && s < 1.0 => Ok(Some(s)),
-        Some(s) if s == 1.0 => Ok(None),
+        Some(1.0) => Ok(None),
         Some(s) => Err(format!(
             "share {s} is not in (0, 1]: give the share of client networks to move away, \
              e.g. 0.25"
