@@ -5,7 +5,7 @@
 //! | `GET /` | the status page for people ([`crate::status_page`]) |
 //! | `GET /status` | JSON: site, config generation and load time, last reload, every service and endpoint, regions, recent events ([`crate::history`]) |
 //! | `GET /metrics` | Prometheus / OpenMetrics text ([`crate::metrics`]) |
-//! | `POST /api/v1/drain`, `/api/v1/undrain` | `{"service", "endpoint"}` or `{"region"}` (optionally with `"service"`) |
+//! | `POST /api/v1/drain`, `/api/v1/undrain` | `{"service", "endpoint"}` or `{"region"}` (optionally with `"service"`); drain takes `"share"` (a partial drain) |
 //! | `POST /api/v1/reload` | same as SIGHUP ([`crate::reload`]) |
 //! | `PUT /api/v1/health` | `{"profile", "endpoint", "up", "load"}`: the state of a `push` profile's check of an endpoint |
 //! | `POST /api/v1/anycast/withdraw`, `/announce` | manual withdraw and its end ([`crate::anycast`]) |
@@ -509,6 +509,7 @@ fn status_doc(st: &AdminState) -> status::Status {
                         probe: (!e.probe.is_empty()).then(|| e.probe.clone()),
                         healthy: st.healthy(),
                         drained: st.drained(),
+                        drain_share: Some(st.drain_share()).filter(|s| *s > 0.0),
                         up: st.up(),
                         last_probe: st.last_probe().map(|p| last_probe(&p)),
                         checks: checks_doc(&snap, st),
@@ -717,6 +718,8 @@ struct Target {
     service: Option<String>,
     endpoint: Option<String>,
     region: Option<String>,
+    /// A partial drain: the share of client networks moved away (0 < share ≤ 1; default 1).
+    share: Option<f64>,
 }
 
 async fn drain(State(st): State<St>, headers: HeaderMap, body: Bytes) -> Response {
@@ -747,6 +750,17 @@ async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained:
         return error(
             StatusCode::BAD_REQUEST,
             "name an \"endpoint\" (an address) or a \"region\"",
+        );
+    }
+    let share = match crate::policy::drains::check_share(target.share) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if !drained && share.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "an undrain has no share: it returns every client network (drain again with a \
+             smaller share to return some)",
         );
     }
     // A `target` endpoint is named by its target; drains key it by its stand-in address,
@@ -853,7 +867,7 @@ async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained:
     // [fleet]: stored in etcd, applied by every site; while etcd is away, here only.
     let fleet_stored = match st.reloader.control().fleet.get() {
         None => None,
-        Some(f) => Some(f.change_drain(scope.clone(), drained, &snap).await),
+        Some(f) => Some(f.change_drain(scope.clone(), drained, share, &snap).await),
     };
     if let Some(Err(e)) = &fleet_stored {
         tracing::warn!("drain not stored in the fleet ({e}): applied at this site only");
@@ -863,6 +877,7 @@ async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained:
         _ => snap.health.drains.change(
             scope,
             drained,
+            share,
             &snap.services,
             &snap.regions,
             &snap.config.state_dir(),
@@ -877,11 +892,13 @@ async fn set_drained(st: &AdminState, headers: &HeaderMap, body: &[u8], drained:
         endpoint = target.endpoint.as_deref().unwrap_or("*"),
         region = target.region.as_deref().unwrap_or("*"),
         endpoints = matched.len(),
+        share = share.unwrap_or(1.0),
         "{}",
         if drained { "drained" } else { "undrained" }
     );
     let mut body = json!({
         "drained": drained,
+        "share": if drained { share.unwrap_or(1.0) } else { 0.0 },
         "count": matched.len(),
         "endpoints": matched,
         "persisted": saved.is_ok(),

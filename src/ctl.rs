@@ -83,6 +83,10 @@ pub struct DrainArgs {
     /// A whole region (of every service, or of --service).
     #[arg(long, value_name = "NAME")]
     pub region: Option<String>,
+    /// Drain only this share of client networks (/24, /56), chosen by hash and sticky: `25%`
+    /// or `0.25`; raising it later moves only more networks away [default: all]
+    #[arg(long, value_name = "SHARE", value_parser = parse_share)]
+    pub share: Option<f64>,
     #[command(flatten)]
     pub admin: Admin,
     /// Bearer token [default: $MERIDIAN_TOKEN, else admin.token of --config]
@@ -378,6 +382,33 @@ pub fn status(args: StatusArgs) -> i32 {
     })
 }
 
+/// `--share`: `25%` (or `25 %`) or `0.25`, in (0, 1].
+fn parse_share(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v = match t.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
+        None => t.parse::<f64>(),
+    }
+    .map_err(|_| format!("`{s}` is not a share: write 25% or 0.25"))?;
+    if v.is_finite() && v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "`{s}` is not a share between 0 and 100 % (write 25% or 0.25)"
+        ))
+    }
+}
+
+/// A drain share as people read it: `25 %`, `12.5 %`.
+pub fn share_words(share: f64) -> String {
+    let p = share * 100.0;
+    if (p - p.round()).abs() < 1e-6 {
+        format!("{p:.0} %")
+    } else {
+        format!("{p:.1} %")
+    }
+}
+
 pub fn drain(args: DrainArgs, drain: bool) -> i32 {
     let cmd = if drain { "drain" } else { "undrain" };
     run(cmd, async move {
@@ -391,6 +422,9 @@ pub fn drain(args: DrainArgs, drain: bool) -> i32 {
             if let Some(v) = v {
                 body.insert(k.into(), Value::String(v.clone()));
             }
+        }
+        if let Some(s) = args.share {
+            body.insert("share".into(), Value::from(s));
         }
         let path = format!("api/v1/{cmd}");
         let token = token(&args.token, &t);
@@ -406,9 +440,13 @@ pub fn drain(args: DrainArgs, drain: bool) -> i32 {
         }
         let v = json(&text, "the answer")?;
         let eps = v["endpoints"].as_array().cloned().unwrap_or_default();
+        let share = v["share"].as_f64().filter(|s| *s > 0.0 && *s < 1.0);
         outln!(
-            "{}: {} endpoint{}",
+            "{}{}: {} endpoint{}",
             if drain { "drained" } else { "undrained" },
+            share
+                .map(|s| format!(" {}", share_words(s)))
+                .unwrap_or_default(),
             eps.len(),
             if eps.len() == 1 { "" } else { "s" }
         );
@@ -770,13 +808,18 @@ pub fn render(v: &Status, now: SystemTime) -> String {
                 };
                 let service = scope.service.as_deref().unwrap_or("every service");
                 let at = or_unknown(&d.rule.at);
+                let partial = d.rule.share.filter(|_| d.rule.drain);
                 vec![
-                    if d.rule.drain {
-                        "drained".into()
-                    } else {
-                        "undrained".into()
+                    match (d.rule.drain, partial) {
+                        (true, Some(_)) => "partly".into(),
+                        (true, None) => "drained".into(),
+                        (false, _) => "undrained".into(),
                     },
-                    what,
+                    match partial {
+                        // "region eu-west drained 25 %": the share of client networks moved.
+                        Some(s) => format!("{what} drained {}", share_words(s)),
+                        None => what,
+                    },
                     service.to_string(),
                     format!("since {at} ({})", ago(at, now)),
                     match d.matches {
@@ -892,7 +935,11 @@ pub fn render(v: &Status, now: SystemTime) -> String {
             } else {
                 if healthy { "up" } else { "down" }.into()
             },
-            if drained { "drained" } else { "-" }.into(),
+            match (drained, e.drain_share) {
+                (true, _) => "drained".into(),
+                (false, Some(s)) => format!("drained {}", share_words(s)),
+                (false, None) => "-".into(),
+            },
             last,
             ms(&serde_json::to_value(e.rtt_ms).unwrap_or(Value::Null)),
             sv(&e.load),

@@ -327,8 +327,17 @@ fn render(
             };
             let forced = trace.down.covers(e);
             let healthy = e.state.healthy() && !forced;
+            // A partial drain that covers this client's network counts as a drain here.
+            let share = e.state.drain_share();
+            let partly = share > 0.0
+                && trace
+                    .client
+                    .as_ref()
+                    .is_some_and(|c| crate::policy::spill::drain_unit(c.addr) < share);
             let health = if e.state.drained() {
                 "drained"
+            } else if partly {
+                "drained (partial)"
             } else if healthy {
                 "up"
             } else {
@@ -351,7 +360,7 @@ fn render(
                 }
             } else if !family_ok {
                 format!("other family (query is {})", req.rtype)
-            } else if (!e.state.up() || forced) && !trace.all_down {
+            } else if (!e.state.up() || forced || partly) && !trace.all_down {
                 format!("skipped: {health}")
             } else if let Some((r, _)) = &trace.chosen_region {
                 if e.region != Some(*r) {
@@ -422,7 +431,8 @@ fn render(
                 "weight": e.weight,
                 "priority": e.priority,
                 "healthy": healthy,
-                "drained": e.state.drained(),
+                "drained": e.state.drained() || partly,
+                "drain_share": (share > 0.0).then_some(share),
                 "rtt_ms": e.state.rtt_us().map(|u| u as f64 / 1000.0),
                 "load": e.state.load(),
                 "picked": picked,

@@ -56,7 +56,8 @@ pub struct Args {
     #[arg(long, value_name = "X")]
     pub down: Vec<String>,
     /// Under the change, this endpoint (address or target) or region is drained; repeatable.
-    /// (`X:SHARE`, a partial drain, is not supported: meridian drains whole endpoints or regions.)
+    /// `X:SHARE` (`eu-west:25%`, `eu-west:0.25`) drains it for that share of client networks
+    /// only, as `meridian drain --share` does.
     #[arg(long, value_name = "X")]
     pub drain: Vec<String>,
     /// Under the change, this endpoint or region is no longer drained (e.g. a saved drain
@@ -374,7 +375,40 @@ impl Act {
 /// name or region name.
 fn apply(snap: &Snapshot, what: &str, act: Act) -> Result<(), String> {
     let flag = act.flag();
-    let drain = act == Act::Drain;
+    if mark(snap, what, act, 1.0) {
+        return Ok(());
+    }
+    // `X:SHARE`: a partial drain. An IPv6 address also has colons, so this is asked only once
+    // the whole word matched nothing.
+    if let Some((x, share)) = what.rsplit_once(':') {
+        let parsed = match share.trim().strip_suffix('%') {
+            Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
+            None => share.trim().parse::<f64>(),
+        };
+        if act == Act::Drain && !x.is_empty() {
+            if let Ok(v) = parsed {
+                if !(v.is_finite() && v > 0.0 && v <= 1.0) {
+                    return Err(format!(
+                        "--drain {what}: the share must be above 0 and at most 100 % (e.g. {x}:25%)"
+                    ));
+                }
+                if mark(snap, x, act, v) {
+                    return Ok(());
+                }
+                return Err(format!(
+                    "{flag} {x}: no endpoint address, target or region of that name"
+                ));
+            }
+        }
+    }
+    Err(format!(
+        "{flag} {what}: no endpoint address, target or region of that name"
+    ))
+}
+
+/// Applies `act` to the endpoints `what` names (a drain for `share` of client networks, as
+/// the server's partial drains); whether any matched.
+fn mark(snap: &Snapshot, what: &str, act: Act, share: f64) -> bool {
     let by_addr = what.parse::<IpAddr>().ok();
     let mut matched = false;
     for svc in &snap.services {
@@ -386,31 +420,21 @@ fn apply(snap: &Snapshot, what: &str, act: Act) -> Result<(), String> {
             {
                 match act {
                     Act::Down => e.state.set_healthy(false),
+                    Act::Drain if share < 1.0 => {
+                        e.state.set_drain_share(share);
+                        svc.set_partial(true);
+                    }
                     Act::Drain => e.state.set_drained(true),
-                    Act::Undrain => e.state.set_drained(false),
+                    Act::Undrain => {
+                        e.state.set_drained(false);
+                        e.state.set_drain_share(0.0);
+                    }
                 }
                 matched = true;
             }
         }
     }
-    if matched {
-        return Ok(());
-    }
-    // `X:SHARE`: a partial drain. An IPv6 address also has colons, so this is asked only once
-    // the whole word matched nothing.
-    if let Some((x, share)) = what.rsplit_once(':') {
-        let share_ok = share.trim_end_matches('%').parse::<f64>().is_ok();
-        if drain && share_ok && !x.is_empty() {
-            return Err(format!(
-                "--drain {what}: partial drains (X:SHARE) are not supported: meridian drains \
-                 whole endpoints and regions; simulate `--drain {x}`, or a weight change with \
-                 --new-config"
-            ));
-        }
-    }
-    Err(format!(
-        "{flag} {what}: no endpoint address, target or region of that name"
-    ))
+    matched
 }
 
 /// Per service: answers per place in each run, and per client network the places and

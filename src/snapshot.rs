@@ -20,6 +20,7 @@ use crate::base::problem::{Problem, Problems};
 use crate::config::{self, LoadedConfig};
 use crate::geo::{self, Coords, GeoDb, Locator, Override, OverrideTarget};
 use crate::health::EndpointKey;
+use crate::policy::spill::Spill;
 use crate::policy::{Endpoint, PolicyKind, Region, Service, WhenAllDown};
 use crate::zone::{Found, ZoneSet};
 
@@ -692,6 +693,7 @@ fn build_regions(config: &LoadedConfig) -> Vec<Region> {
                     .iter()
                     .filter_map(|c| geo::code(c.get_ref()))
                     .collect(),
+                bias: r.bias.as_ref().map_or(0.0, |b| *b.get_ref() as f64),
             }
         })
         .collect()
@@ -813,6 +815,11 @@ fn build_service(
                 .region
                 .and_then(|r| regions.iter().position(|x| &x.name == r.get_ref())),
             weight: e.weight.as_ref().map_or(1.0, |w| *w.get_ref()),
+            capacity: e
+                .capacity
+                .as_ref()
+                .or(e.weight.as_ref())
+                .map_or(1.0, |c| *c.get_ref()),
             priority: e.priority.unwrap_or(1),
             probe,
             health: m.health.map(|h| h.get_ref().display()),
@@ -826,6 +833,11 @@ fn build_service(
         _ => WhenAllDown::ServeAll,
     };
     let ttl_degraded = s.ttl_degraded.unwrap_or(s.ttl);
+    let spill = s
+        .spill
+        .as_ref()
+        .and_then(|v| Spill::parse(v.get_ref()))
+        .unwrap_or(Spill::Nearest);
     let lay = config::pool::layout(c, s);
     let policy_of = |t: &config::pool::TierLayout<'_>| PolicyKind::parse(t.policy?.get_ref());
     let new = |policy, when_all_down, endpoints| {
@@ -839,6 +851,7 @@ fn build_service(
             endpoints,
         );
         svc.ttl_degraded = ttl_degraded;
+        svc.spill = spill;
         svc
     };
     if !lay.tiered && lay.fallback.is_empty() {
@@ -871,6 +884,7 @@ fn build_service(
             target: None,
             region: None,
             weight: 1.0,
+            capacity: 1.0,
             priority: 1,
             probe: String::new(),
             health: None,

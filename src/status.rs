@@ -167,6 +167,9 @@ pub struct Endpoint {
     pub probe: Option<String>,
     pub healthy: bool,
     pub drained: bool,
+    /// A partial drain: the share of client networks for which it counts as drained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_share: Option<f64>,
     pub up: bool,
     pub last_probe: Option<LastProbe>,
     /// With health profiles: each profile's result on this endpoint, in the order of the

@@ -878,6 +878,40 @@ fn probers_share_and_takeover() {
     );
 }
 
+/// A partial drain through one site's API reaches the others with its share (SPEC "Partial
+/// drains persist and travel through `[fleet]` like full ones"), and so does raising it.
+#[test]
+fn partial_drains_travel_with_their_share() {
+    let _one = one_fleet_at_a_time();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let etcd = Etcd::start(&tmp.path().join("etcd"));
+    let h = HealthStub::start();
+    let eps = [("192.0.2.1", "/ok"), ("192.0.2.2", "/ok")];
+    let mut s = sites(tmp.path());
+    let fleet = fleet_table(&etcd, "/meridian/partial", "majority", 0);
+    start_all(&mut s, &h, &eps, &fleet);
+    assert!(wait_until(Duration::from_secs(10), || all_connected(&s)).is_some());
+    for share in [0.25, 0.5] {
+        let (code, body) = http(
+            s[1].admin,
+            "POST",
+            "/api/v1/drain",
+            Some(&format!(
+                r#"{{"service": "www.example.com", "endpoint": "192.0.2.2", "share": {share}}}"#
+            )),
+        );
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("\"fleet\":true"), "{body}");
+        let reached = wait_until(Duration::from_secs(2), || {
+            [&s[0], &s[2]].iter().all(|x| {
+                let e = x.endpoint("192.0.2.2");
+                e["drain_share"] == share && e["drained"] == false
+            })
+        });
+        assert!(reached.is_some(), "share {share} did not reach a and c");
+    }
+}
+
 /// A drain through one site's API reaches the others within 1 s and survives restarting all.
 #[test]
 fn drains_are_fleet_wide_and_survive_restarts() {

@@ -2,7 +2,7 @@
 //! queries sent from several loopback sources and ECS subnets, and `meridian simulate` replays
 //! it under a region drain. The shares and moved networks it prints are checked against what
 //! was sent and against what the server itself answered. A text `--queries` file and bad input
-//! (a malformed line, a partial drain, an unknown name, a file that is not dnstap) too.
+//! (a malformed line, a partial drain's share past 100 %, an unknown name, a file that is not dnstap) too.
 
 mod common;
 
@@ -467,9 +467,9 @@ fn text_queries_and_bad_input() {
             "--config",
             &config,
             "--drain",
-            "eu-west:0.5",
+            "eu-west:150%",
         ],
-        "partial drains (X:SHARE) are not supported",
+        "the share must be above 0 and at most 100 %",
     );
     fail(
         &[

@@ -1,4 +1,4 @@
-//! `[regions.NAME]`: where a region is (location, countries, continents).
+//! `[regions.NAME]`: where a region is (location, countries, continents) and its geo `bias`.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +15,13 @@ pub struct RegionConfig {
     pub countries: Vec<Spanned<String>>,
     #[serde(default)]
     pub continents: Vec<Spanned<String>>,
+    /// −99…99: geo distance to the region counts as `distance × (1 − bias/100)`, growing
+    /// (positive) or shrinking (negative) the area it wins (Route 53 geoproximity bias).
+    pub bias: Option<Spanned<i64>>,
 }
+
+/// The largest `bias` either way: at ±100 a region would win (or lose) every client.
+pub const MAX_BIAS: i64 = 99;
 
 /// Checks every `[regions.NAME]`.
 pub fn check(regions: &BTreeMap<String, Spanned<RegionConfig>>, cx: &Cx, out: &mut Vec<Problem>) {
@@ -24,6 +30,17 @@ pub fn check(regions: &BTreeMap<String, Spanned<RegionConfig>>, cx: &Cx, out: &m
         let r = region.get_ref();
         if let Some(loc) = &r.location {
             check_location(loc, &format!("{key}.location"), region.span(), cx, out);
+        }
+        if let Some(b) = &r.bias {
+            if b.get_ref().abs() > MAX_BIAS {
+                out.push(cx.at(
+                    b.span(),
+                    format!(
+                        "{key}.bias: {} is outside -{MAX_BIAS}…{MAX_BIAS}",
+                        b.get_ref()
+                    ),
+                ));
+            }
         }
         for cc in &r.countries {
             if !is_country_code(cc.get_ref()) {

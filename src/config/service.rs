@@ -24,6 +24,9 @@ pub struct ServiceConfig {
     pub when_all_down: Option<Spanned<String>>,
     /// TTL while the service answers around a failure (see [`crate::policy::Selection`]).
     pub ttl_degraded: Option<u32>,
+    /// Where a geo region's clients go when it cannot answer: `nearest` (the default: all to
+    /// the next nearest region) or `capacity` (spread by capacity, [`crate::policy::spill`]).
+    pub spill: Option<Spanned<String>>,
     /// Inline endpoints; with `pools`, the service answers with the union.
     pub endpoints: Option<Spanned<Vec<Spanned<EndpointConfig>>>>,
     /// Names of `[pool.NAME]`s (`config::pool`).
@@ -53,7 +56,13 @@ pub struct EndpointConfig {
     pub weight: Option<Spanned<f64>>,
     pub priority: Option<u32>,
     pub check: Option<Spanned<String>>,
+    /// What the endpoint can take, in any unit shared by the service (default: its weight):
+    /// `spill = "capacity"` spreads a failed region's clients in proportion to it.
+    pub capacity: Option<Spanned<f64>>,
 }
+
+/// The values of `[[service]] spill`.
+pub const SPILLS: &[&str] = &["nearest", "capacity"];
 
 pub const POLICIES: &[&str] = &[
     "round-robin",
@@ -131,6 +140,26 @@ pub fn check(services: &[Spanned<ServiceConfig>], cx: &Cx, out: &mut Vec<Problem
                     format!(
                         "{key}.when_all_down: `{}` is not one of serve-all, empty, servfail",
                         w.get_ref()
+                    ),
+                ));
+            }
+        }
+        if let Some(sp) = &s.spill {
+            let v = sp.get_ref().as_str();
+            // With tiers, `spill` applies to the geo tiers.
+            let geo = s.policy.as_ref().is_some_and(|p| p.get_ref() == "geo")
+                || s.tier.iter().any(|t| t.get_ref().policy.get_ref() == "geo");
+            if !SPILLS.contains(&v) {
+                out.push(cx.at(
+                    sp.span(),
+                    format!("{key}.spill: `{v}` is not one of {}", SPILLS.join(", ")),
+                ));
+            } else if v == "capacity" && !geo {
+                out.push(cx.at(
+                    sp.span(),
+                    format!(
+                        "{key}.spill: `capacity` applies to the geo policy only (this service is `{}`)",
+                        s.policy.as_ref().map_or("tiered without geo", |p| p.get_ref().as_str())
                     ),
                 ));
             }
@@ -246,6 +275,14 @@ pub fn check_endpoint(ep: &Spanned<EndpointConfig>, ekey: &str, cx: &Cx, out: &m
             out.push(cx.at(
                 w.span(),
                 format!("{ekey}.weight: must be a positive number"),
+            ));
+        }
+    }
+    if let Some(c) = &e.capacity {
+        if !(c.get_ref().is_finite() && *c.get_ref() > 0.0) {
+            out.push(cx.at(
+                c.span(),
+                format!("{ekey}.capacity: must be a positive number"),
             ));
         }
     }

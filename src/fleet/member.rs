@@ -123,6 +123,9 @@ struct Seen {
     ignored: BTreeMap<String, &'static str>,
 }
 
+/// A drain (true) or undrain of a scope, with its share (partial drains), not yet in etcd.
+type Pending = (Scope, bool, Option<f64>);
+
 /// The running fleet member of this process.
 pub struct Fleet {
     settings: Settings,
@@ -133,7 +136,7 @@ pub struct Fleet {
     client: Mutex<Option<Client>>,
     lease: Mutex<Option<i64>>,
     /// Drains and undrains made while etcd was unreachable, to store at rejoin.
-    pending: Mutex<Vec<(Scope, bool)>>,
+    pending: Mutex<Vec<Pending>>,
     /// The task that holds the session, ended by [`reconfigure`].
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -288,12 +291,17 @@ fn read_drains(value: &[u8]) -> Result<Vec<Rule>, String> {
     for (i, r) in rules.iter().enumerate() {
         let sc = &r.scope;
         let ok = match (&sc.endpoint, &sc.region) {
-            (Some(_), None) => sc.service.as_deref().is_some_and(name),
+            // An endpoint without `service` is drained in every service using it (SPEC
+            // "Pools": one address is one endpoint for drains), so it travels as it is.
+            (Some(ep), None) => name(ep) && sc.service.as_deref().is_none_or(name),
             (None, Some(region)) => name(region) && sc.service.as_deref().is_none_or(name),
             _ => false,
         };
         if !ok {
             return Err(format!("rule {i} names no endpoint of a service or region"));
+        }
+        if r.share.is_some_and(|s| !(s > 0.0 && s < 1.0)) {
+            return Err(format!("rule {i}: `share` is not between 0 and 1"));
         }
         if r.at.len() > 64 || humantime::parse_rfc3339_weak(&r.at).is_err() {
             return Err(format!("rule {i}: `at` is not an RFC 3339 time"));
@@ -337,7 +345,7 @@ fn launch(
     slot: &Slot,
     shared: SharedSnapshot,
     settings: Settings,
-    pending: Vec<(Scope, bool)>,
+    pending: Vec<Pending>,
 ) -> Arc<Fleet> {
     let f = Arc::new(Fleet {
         settings,
@@ -663,16 +671,17 @@ impl Fleet {
         &self,
         scope: Scope,
         drain: bool,
+        share: Option<f64>,
         snap: &Snapshot,
     ) -> Result<(), String> {
-        let r = self.store_drain(scope.clone(), drain, snap).await;
+        let r = self.store_drain(scope.clone(), drain, share, snap).await;
         if r.is_err() {
-            self.pending().push((scope, drain));
+            self.pending().push((scope, drain, share));
         }
         r
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<(Scope, bool)>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -680,8 +689,8 @@ impl Fleet {
     async fn replay_pending(&self) -> Result<(), String> {
         let todo = std::mem::take(&mut *self.pending());
         let snap = self.shared.load_full();
-        for (i, (scope, drain)) in todo.iter().enumerate() {
-            if let Err(e) = self.store_drain(scope.clone(), *drain, &snap).await {
+        for (i, (scope, drain, share)) in todo.iter().enumerate() {
+            if let Err(e) = self.store_drain(scope.clone(), *drain, *share, &snap).await {
                 // Put back what is left, ahead of anything queued meanwhile.
                 let mut p = self.pending();
                 let later = std::mem::take(&mut *p);
@@ -698,7 +707,13 @@ impl Fleet {
         Ok(())
     }
 
-    async fn store_drain(&self, scope: Scope, drain: bool, snap: &Snapshot) -> Result<(), String> {
+    async fn store_drain(
+        &self,
+        scope: Scope,
+        drain: bool,
+        share: Option<f64>,
+        snap: &Snapshot,
+    ) -> Result<(), String> {
         let Some(mut client) = self.client() else {
             return Err("etcd is not reachable".into());
         };
@@ -720,8 +735,14 @@ impl Fleet {
                     Compare::version(key.clone(), CompareOp::Equal, 0),
                 ),
             };
-            let new =
-                Drains::with_change(&rules, scope.clone(), drain, &snap.services, &snap.regions);
+            let new = Drains::with_change(
+                &rules,
+                scope.clone(),
+                drain,
+                share,
+                &snap.services,
+                &snap.regions,
+            );
             let txn = Txn::new().when([cmp]).and_then([TxnOp::put(
                 key.clone(),
                 Drains::encode(&new),
@@ -1052,9 +1073,23 @@ mod tests {
     fn drain_records_are_checked_before_use() {
         let ok = br#"{"version": 1, "drains": [{"drain": true, "service": "www.example.com", "endpoint": "192.0.2.1", "at": "2026-01-01T00:00:00Z"}, {"drain": true, "region": "eu", "at": "2026-01-01T00:00:00Z"}]}"#;
         assert_eq!(read_drains(ok).map(|r| r.len()), Ok(2));
+        // A partial drain travels with its share.
+        let partial = br#"{"version": 1, "drains": [{"drain": true, "region": "eu", "share": 0.25, "at": "2026-01-01T00:00:00Z"}]}"#;
+        assert_eq!(read_drains(partial).map(|r| r[0].share), Ok(Some(0.25)));
+        // An endpoint drained in every service (no `service`), fully or partly, is a record
+        // the other sites apply as it is.
+        let every = br#"{"version": 1, "drains": [{"drain": true, "endpoint": "192.0.2.1", "at": "2026-01-01T00:00:00Z"}, {"drain": true, "endpoint": "192.0.2.2", "share": 0.5, "at": "2026-01-01T00:00:00Z"}]}"#;
+        assert_eq!(read_drains(every).map(|r| r.len()), Ok(2));
+        for bad in [
+            &br#"{"version": 1, "drains": [{"drain": true, "region": "eu", "share": 1.5, "at": "2026-01-01T00:00:00Z"}]}"#[..],
+            br#"{"version": 1, "drains": [{"drain": true, "region": "eu", "share": 0, "at": "2026-01-01T00:00:00Z"}]}"#,
+            br#"{"version": 1, "drains": [{"drain": true, "region": "eu", "share": "half", "at": "2026-01-01T00:00:00Z"}]}"#,
+        ] {
+            assert!(read_drains(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
         for bad in [
             &br#"{"version": 1, "drains": [{"drain": true, "at": "2026-01-01T00:00:00Z"}]}"#[..],
-            br#"{"version": 1, "drains": [{"drain": true, "endpoint": "192.0.2.1", "at": "2026-01-01T00:00:00Z"}]}"#,
+            br#"{"version": 1, "drains": [{"drain": true, "endpoint": "192.0.2.1\n", "at": "2026-01-01T00:00:00Z"}]}"#,
             br#"{"version": 1, "drains": [{"drain": true, "region": "eu", "at": "yesterday"}]}"#,
             br#"{"version": 1, "drains": [{"drain": true, "region": "e u\n", "at": "2026-01-01T00:00:00Z"}]}"#,
             br#"{"version": 2, "drains": []}"#,

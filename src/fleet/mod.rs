@@ -88,7 +88,13 @@ mod absent {
         pub fn endpoint_json(&self, _: &str, _: IpAddr, _: &EndpointState) -> Value {
             match *self {}
         }
-        pub async fn change_drain(&self, _: Scope, _: bool, _: &Snapshot) -> Result<(), String> {
+        pub async fn change_drain(
+            &self,
+            _: Scope,
+            _: bool,
+            _: Option<f64>,
+            _: &Snapshot,
+        ) -> Result<(), String> {
             match *self {}
         }
         pub async fn shutdown(&self) {

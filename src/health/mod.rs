@@ -69,6 +69,10 @@ pub struct ProbeResult {
 pub struct EndpointState {
     healthy: AtomicBool,
     drained: AtomicBool,
+    /// A partial drain: the share (0 < share < 1, as f64 bits) of client networks for which
+    /// the endpoint counts as drained; 0 = none. Not part of `up`, which is the same for every
+    /// client: the policy compares it with the client network's hash.
+    drain_share: AtomicU64,
     /// Probe round-trip time in microseconds; 0 = not measured yet.
     rtt_us: AtomicU64,
     /// `X-Load` reported by the endpoint, as f64 bits; NaN = not reported.
@@ -138,6 +142,7 @@ impl EndpointState {
         EndpointState {
             healthy: AtomicBool::new(initially_up),
             drained: AtomicBool::new(false),
+            drain_share: AtomicU64::new(0),
             rtt_us: AtomicU64::new(0),
             load: AtomicU64::new(f64::NAN.to_bits()),
             last_probe: ArcSwapOption::empty(),
@@ -327,6 +332,19 @@ impl EndpointState {
         if self.drained.swap(v, Ordering::Relaxed) != v {
             bump_epoch();
         }
+    }
+    /// The share of client networks for which the endpoint is drained, below 1 (a full drain
+    /// is [`EndpointState::drained`]); 0 = no partial drain.
+    pub fn drain_share(&self) -> f64 {
+        f64::from_bits(self.drain_share.load(Ordering::Relaxed))
+    }
+    pub fn set_drain_share(&self, share: f64) {
+        let share = if share > 0.0 && share < 1.0 {
+            share
+        } else {
+            0.0
+        };
+        self.drain_share.store(share.to_bits(), Ordering::Relaxed);
     }
     /// Up for answering: healthy and not drained.
     pub fn up(&self) -> bool {

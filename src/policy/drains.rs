@@ -85,8 +85,37 @@ pub struct Rule {
     pub drain: bool,
     #[serde(flatten)]
     pub scope: Scope,
+    /// A partial drain: the share (0 < share < 1) of client networks that treat what it names
+    /// as drained, chosen by [`crate::policy::spill::drain_unit`]; absent = all (a full drain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<f64>,
     /// When it was made (RFC 3339), for `/status`.
     pub at: String,
+}
+
+impl Rule {
+    /// The share of client networks it drains: 1 for a full drain, 0 for an undrain.
+    pub fn drained_share(&self) -> f64 {
+        match (self.drain, self.share) {
+            (false, _) => 0.0,
+            (true, Some(s)) => s,
+            (true, None) => 1.0,
+        }
+    }
+}
+
+/// A drain's share as asked (`0.25`, from the API or `--share 25%`): in (0, 1]; 1 (or none)
+/// is a full drain, stored without a share.
+pub fn check_share(share: Option<f64>) -> Result<Option<f64>, String> {
+    match share {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 && s < 1.0 => Ok(Some(s)),
+        Some(1.0) => Ok(None),
+        Some(s) => Err(format!(
+            "share {s} is not in (0, 1]: give the share of client networks to move away, \
+             e.g. 0.25"
+        )),
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -178,17 +207,19 @@ impl Drains {
     /// endpoint of `services`, and writes the rules to `state_dir`. The rules change even when
     /// writing fails (the drain holds until the process ends); the error says why it will not
     /// survive a restart.
+    #[allow(clippy::too_many_arguments)]
     pub fn change(
         &self,
         scope: Scope,
         drain: bool,
+        share: Option<f64>,
         services: &[Arc<Service>],
         regions: &[Region],
         state_dir: &Path,
     ) -> Result<(), String> {
         let mut rules = self.lock();
         let region_of = |svc: &str, addr: IpAddr| region_of(services, regions, svc, addr);
-        push(&mut rules, scope, drain, &region_of);
+        push(&mut rules, scope, drain, share, &region_of);
         apply_rules(&rules, services, regions);
         self.operator_acted();
         // Saved under the lock: two changes at once reach the disk in the order they were made.
@@ -282,12 +313,13 @@ impl Drains {
         rules: &[Rule],
         scope: Scope,
         drain: bool,
+        share: Option<f64>,
         services: &[Arc<Service>],
         regions: &[Region],
     ) -> Vec<Rule> {
         let region_of = |svc: &str, addr: IpAddr| region_of(services, regions, svc, addr);
         let mut rules = rules.to_vec();
-        push(&mut rules, scope, drain, &region_of);
+        push(&mut rules, scope, drain, share, &region_of);
         rules
     }
 
@@ -350,28 +382,42 @@ pub fn service_label(s: &Service) -> String {
     crate::zone::stats::name_label(&s.name)
 }
 
-/// Puts `rules` in force on the endpoints of `services`: the last matching rule decides.
+/// Puts `rules` in force on the endpoints of `services`: the last matching rule decides. A
+/// partial drain sets the endpoint's drain share (the policy compares it with each client
+/// network's hash) and marks its service as having one.
 pub fn apply_rules(rules: &[Rule], services: &[Arc<Service>], regions: &[Region]) {
     for s in services {
         let name = service_label(s);
+        let mut partial = false;
         for e in &s.endpoints {
             let region = e
                 .region
                 .and_then(|r| regions.get(r))
                 .map(|r| r.name.as_str());
+            let share = drained_share(rules, &name, e.addr, region);
+            // Share first: a query that sees the flag must find the share in place.
             e.state
-                .set_drained(drained_by(rules, &name, e.addr, region));
+                .set_drain_share(if share < 1.0 { share } else { 0.0 });
+            e.state.set_drained(share >= 1.0);
+            partial |= share > 0.0 && share < 1.0;
         }
+        s.set_partial(partial);
     }
 }
 
-/// The last rule that matches decides.
-fn drained_by(rules: &[Rule], service: &str, addr: IpAddr, region: Option<&str>) -> bool {
+/// The share of client networks for which the endpoint is drained: the last rule that matches
+/// decides (0 = not drained, 1 = fully).
+fn drained_share(rules: &[Rule], service: &str, addr: IpAddr, region: Option<&str>) -> f64 {
     rules
         .iter()
         .rev()
         .find(|r| r.scope.matches(service, addr, region))
-        .is_some_and(|r| r.drain)
+        .map_or(0.0, Rule::drained_share)
+}
+
+#[cfg(test)]
+fn drained_by(rules: &[Rule], service: &str, addr: IpAddr, region: Option<&str>) -> bool {
+    drained_share(rules, service, addr, region) >= 1.0
 }
 
 /// Whether every endpoint under `old` is also under `new` (so `old` can never decide again
@@ -407,7 +453,13 @@ fn overlaps(a: &Scope, b: &Scope, region_of: &RegionOf<'_>) -> bool {
     }
 }
 
-fn push(rules: &mut Vec<Rule>, scope: Scope, drain: bool, region_of: &RegionOf<'_>) {
+fn push(
+    rules: &mut Vec<Rule>,
+    scope: Scope,
+    drain: bool,
+    share: Option<f64>,
+    region_of: &RegionOf<'_>,
+) {
     rules.retain(|r| !covers(&scope, &r.scope, region_of));
     // An undrain matters only as an exception to a wider drain still in force.
     if !drain
@@ -420,6 +472,7 @@ fn push(rules: &mut Vec<Rule>, scope: Scope, drain: bool, region_of: &RegionOf<'
     rules.push(Rule {
         drain,
         scope,
+        share: if drain { share } else { None },
         at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     });
 }
@@ -507,33 +560,33 @@ mod tests {
     #[test]
     fn last_matching_rule_decides_and_the_list_stays_short() {
         let mut r = Vec::new();
-        push(&mut r, region("eu", None), true, &where_is);
+        push(&mut r, region("eu", None), true, None, &where_is);
         assert!(drained(&r, "www", "192.0.2.20") && drained(&r, "api", "192.0.2.30"));
         assert!(!drained(&r, "www", "192.0.2.10"));
         // An exception inside the drained region.
-        push(&mut r, ep("www", "192.0.2.20"), false, &where_is);
+        push(&mut r, ep("www", "192.0.2.20"), false, None, &where_is);
         assert!(!drained(&r, "www", "192.0.2.20") && drained(&r, "api", "192.0.2.30"));
         assert_eq!(r.len(), 2);
         // Undraining the region clears the exception too.
-        push(&mut r, region("eu", None), false, &where_is);
+        push(&mut r, region("eu", None), false, None, &where_is);
         assert!(r.is_empty(), "{r:?}");
         // An undrain of something never drained is not stored.
-        push(&mut r, ep("www", "192.0.2.10"), false, &where_is);
+        push(&mut r, ep("www", "192.0.2.10"), false, None, &where_is);
         assert!(r.is_empty());
         // Drain twice, undrain once.
-        push(&mut r, ep("www", "192.0.2.10"), true, &where_is);
-        push(&mut r, ep("www", "192.0.2.10"), true, &where_is);
+        push(&mut r, ep("www", "192.0.2.10"), true, None, &where_is);
+        push(&mut r, ep("www", "192.0.2.10"), true, None, &where_is);
         assert_eq!(r.len(), 1);
-        push(&mut r, ep("www", "192.0.2.10"), false, &where_is);
+        push(&mut r, ep("www", "192.0.2.10"), false, None, &where_is);
         assert!(r.is_empty());
         // A region drain of one service; undrain the region of that service only.
-        push(&mut r, region("eu", None), true, &where_is);
-        push(&mut r, region("eu", Some("api")), false, &where_is);
+        push(&mut r, region("eu", None), true, None, &where_is);
+        push(&mut r, region("eu", Some("api")), false, None, &where_is);
         assert!(drained(&r, "www", "192.0.2.20") && !drained(&r, "api", "192.0.2.30"));
         // A new endpoint drain inside a drained region, then the region undrained: the
         // endpoint drain goes with it (as it did when drains were flags).
-        push(&mut r, ep("www", "192.0.2.20"), true, &where_is);
-        push(&mut r, region("eu", None), false, &where_is);
+        push(&mut r, ep("www", "192.0.2.20"), true, None, &where_is);
+        push(&mut r, region("eu", None), false, None, &where_is);
         assert!(r.is_empty(), "{r:?}");
     }
 
@@ -541,7 +594,7 @@ mod tests {
     fn save_and_restore_and_a_corrupt_file() {
         let dir = tempfile::tempdir().unwrap();
         let d = Drains::default();
-        push(&mut d.lock(), region("eu", None), true, &where_is);
+        push(&mut d.lock(), region("eu", None), true, None, &where_is);
         save(dir.path(), &d.lock()).unwrap();
         let back = Drains::default();
         assert_eq!(back.restore(dir.path()), Ok(1));

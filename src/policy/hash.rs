@@ -14,14 +14,14 @@ pub const V6_PREFIX: u8 = 56;
 
 /// splitmix64 finaliser: fixed across Rust versions and runs, unlike std's hashers, so a
 /// client keeps its endpoint across restarts and across sites.
-fn mix(mut z: u64) -> u64 {
+pub(super) fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
 
-fn ip_bits(ip: IpAddr) -> u128 {
+pub(super) fn ip_bits(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(a) => u32::from(a) as u128,
         IpAddr::V6(a) => u128::from(a),

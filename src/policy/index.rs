@@ -36,6 +36,12 @@ pub(super) struct Group {
     pub cum: Vec<f64>,
     /// Every member has the same weight: orders by weight reduce to orders by the draw.
     pub uniform: bool,
+    /// The members' `capacity` added up, as configured (`spill = "capacity"`).
+    pub capacity: f64,
+    /// For a region group: the family's other regions from this one's location, nearest first
+    /// (biased distance, region group index, the region's hash key); made at the first spill
+    /// from this region (regions and services are built together, so it never goes stale).
+    pub spill_order: std::sync::OnceLock<Vec<(f64, usize, u64)>>,
     up: UpCount,
 }
 
@@ -52,10 +58,13 @@ impl Group {
         let uniform = members
             .windows(2)
             .all(|w| endpoints[w[0]].weight == endpoints[w[1]].weight);
+        let capacity = members.iter().map(|&i| endpoints[i].capacity).sum();
         Group {
             members,
             cum,
             uniform,
+            capacity,
+            spill_order: std::sync::OnceLock::new(),
             up: UpCount::default(),
         }
     }

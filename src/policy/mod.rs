@@ -13,6 +13,7 @@ mod index;
 mod latency;
 mod least_loaded;
 mod round_robin;
+pub mod spill;
 mod stats;
 pub mod tier;
 mod weighted;
@@ -75,6 +76,19 @@ pub struct Region {
     pub location: Option<Coords>,
     pub countries: Vec<[u8; 2]>,
     pub continents: Vec<[u8; 2]>,
+    /// `bias` (−99…99): distances to the region count × (1 − bias/100).
+    pub bias: f64,
+}
+
+impl Region {
+    /// What a geo distance to this region counts as, after its `bias`.
+    pub fn biased(&self, km: f64) -> f64 {
+        if self.bias == 0.0 {
+            km
+        } else {
+            km * (1.0 - self.bias / 100.0)
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +102,8 @@ pub struct Endpoint {
     /// Index into the snapshot's regions.
     pub region: Option<usize>,
     pub weight: f64,
+    /// What the endpoint can take (`capacity`, default its weight), for `spill = "capacity"`.
+    pub capacity: f64,
     pub priority: u32,
     /// Probe target (the `check` URL, or derived from the profile).
     pub probe: String,
@@ -141,6 +157,11 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
     /// Endpoints are `target`s: every query type at the name is answered with a CNAME.
     pub targets: bool,
+    /// Where a geo region's clients go when it cannot answer (`spill`).
+    pub spill: spill::Spill,
+    /// Some endpoint has a partial drain ([`drains`]): who is up then depends on the client's
+    /// network, so [`select`] looks at each endpoint's share; set by the drain rules.
+    pub(crate) partial: std::sync::atomic::AtomicBool,
     /// Answer counters per endpoint, for metrics.
     pub stats: ServiceStats,
     rr_next: AtomicUsize,
@@ -172,6 +193,8 @@ impl Service {
             when_all_down,
             health,
             targets: endpoints.first().is_some_and(|e| e.target.is_some()),
+            spill: spill::Spill::Nearest,
+            partial: std::sync::atomic::AtomicBool::new(false),
             index: index::Index::new(&endpoints),
             endpoints,
             stats,
@@ -324,19 +347,25 @@ struct Counts<'a> {
     epoch: u64,
     endpoints: &'a [Endpoint],
     forced: Option<&'a Down>,
+    /// The client network's [`spill::drain_unit`] when the service has a partial drain: an
+    /// endpoint whose drain share is above it counts as drained for this client.
+    drain_h: Option<f64>,
 }
 
 impl Counts<'_> {
     fn up(&self, i: usize) -> bool {
         let e = &self.endpoints[i];
-        e.state.up() && !self.forced.is_some_and(|d| d.covers(e))
+        e.state.up()
+            && !self.forced.is_some_and(|d| d.covers(e))
+            && !self.drain_h.is_some_and(|h| h < e.state.drain_share())
     }
 
-    /// How many members of `g` are up: one load of its cached count, unless forced.
+    /// How many members of `g` are up: one load of its cached count, unless forced or
+    /// partially drained (then per client).
     fn n_up(&self, g: &index::Group) -> usize {
-        match self.forced {
-            None => g.n_up(self.epoch, self.endpoints),
-            Some(_) => g.members.iter().filter(|&&i| self.up(i)).count(),
+        match (self.forced, self.drain_h) {
+            (None, None) => g.n_up(self.epoch, self.endpoints),
+            _ => g.members.iter().filter(|&&i| self.up(i)).count(),
         }
     }
 }
@@ -404,6 +433,19 @@ pub fn select(
     select_in(svc, regions, family, client, trace, false)
 }
 
+impl Service {
+    /// Marks whether some endpoint has a partial drain (who is up then depends on the
+    /// client's network), on the service and on each of its tiers, which answer from clones
+    /// of its endpoints.
+    pub(crate) fn set_partial(&self, v: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.partial.store(v, Relaxed);
+        for t in self.tiers.iter().flat_map(|t| t.list.iter()) {
+            t.svc.partial.store(v, Relaxed);
+        }
+    }
+}
+
 /// [`select`] over the endpoints of `svc` alone (a service without tiers, or one tier);
 /// `serve_all`: answer as if every endpoint were up (a tiered service's `when_all_down =
 /// "serve-all"`, decided by its caller).
@@ -430,11 +472,21 @@ fn select_in(
         .as_deref()
         .filter(|t| !t.down.is_empty())
         .map(|t| t.down.clone());
+    // A partial drain makes who is up depend on the client's network (one hash, only for
+    // services that have one).
+    let drain_h = svc
+        .partial
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .then(|| spill::drain_unit(client.addr));
     let counts = Counts {
         epoch,
         endpoints: &svc.endpoints,
         forced: forced.as_ref(),
+        drain_h,
     };
+    if let (Some(h), Some(t)) = (drain_h, trace.as_deref_mut()) {
+        partial_notes(svc, regions, fam, client.addr, h, t);
+    }
     let is_up = |i: usize| counts.up(i);
     let n_up = counts.n_up(&fam.all);
     let mut all_down = false;
@@ -498,7 +550,11 @@ fn select_in(
         counts,
     };
     let mut picks = Picks::new();
-    let scope = ctx.rank(&mut picks);
+    let mut scope = ctx.rank(&mut picks);
+    if drain_h.is_some() {
+        // Which networks a partial drain moves is decided per /24 (/56).
+        scope = scope.max(spill::network(ctx.client.addr).1);
+    }
     picks.truncate(svc.max_answers);
     Selection {
         picks,
@@ -506,6 +562,43 @@ fn select_in(
         all_down,
         degraded,
         servfail: false,
+    }
+}
+
+/// For `explain`: each partial drain of the family's endpoints, and whether it applies to this
+/// client's network.
+fn partial_notes(
+    svc: &Service,
+    regions: &[Region],
+    fam: &index::FamilyIndex,
+    addr: IpAddr,
+    h: f64,
+    t: &mut Trace,
+) {
+    let (_, prefix) = spill::network(addr);
+    let net = crate::base::net::mask(crate::geo::canonical(addr), prefix);
+    for &i in &fam.all.members {
+        let e = &svc.endpoints[i];
+        let share = e.state.drain_share();
+        if share <= 0.0 {
+            continue;
+        }
+        let region = e
+            .region
+            .and_then(|r| regions.get(r))
+            .map(|r| format!(" ({})", r.name))
+            .unwrap_or_default();
+        let applies = if h < share {
+            "applies: this client network is among the moved, the endpoint counts as drained"
+        } else {
+            "does not apply: this client network stays"
+        };
+        t.notes.push(format!(
+            "partial drain: endpoint {}{region} drained {:.0} % of client networks; {applies} \
+             ({net}/{prefix}, hash {h:.3})",
+            e.label(),
+            share * 100.0
+        ));
     }
 }
 

@@ -13,6 +13,7 @@ fn ep(addr: &str, region: Option<usize>, weight: f64, priority: u32) -> Endpoint
         target: None,
         region,
         weight,
+        capacity: weight,
         priority,
         probe: String::new(),
         health: None,

@@ -64,6 +64,11 @@ pub(super) fn select(
         .as_deref()
         .filter(|t| !t.down.is_empty())
         .map(|t| t.down.clone());
+    // A partial drain counts per client network, as in `select_in`.
+    let drain_h = svc
+        .partial
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .then(|| super::spill::drain_unit(client.addr));
     let mut first: Option<usize> = None;
     let mut passed_over = false;
     for (i, t) in tiers.list.iter().enumerate() {
@@ -73,6 +78,7 @@ pub(super) fn select(
             epoch,
             endpoints: &t.svc.endpoints,
             forced: forced.as_ref(),
+            drain_h,
         };
         let up = if n == 0 { 0 } else { counts.n_up(&fam.all) };
         let qualifies = n > 0 && up >= t.min_up;
