@@ -117,8 +117,7 @@ pub fn layout<'a>(c: &'a Config, s: &'a ServiceConfig) -> Layout<'a> {
             DEFAULT_MIN_UP,
             s.pools.as_ref(),
             s.endpoints.as_ref(),
-            s.health.as_ref(),
-            s.health_min.as_ref(),
+            (s.health.as_ref(), s.health_min.as_ref()),
             format!("{key}.endpoints"),
         );
         return Layout {
@@ -139,8 +138,7 @@ pub fn layout<'a>(c: &'a Config, s: &'a ServiceConfig) -> Layout<'a> {
                 t.min_up.as_ref().map_or(DEFAULT_MIN_UP, |m| *m.get_ref()),
                 t.pools.as_ref(),
                 t.endpoints.as_ref(),
-                s.health.as_ref(),
-                s.health_min.as_ref(),
+                (s.health.as_ref(), s.health_min.as_ref()),
                 format!("{key}.tier[{i}].endpoints"),
             )
         })
@@ -152,14 +150,16 @@ pub fn layout<'a>(c: &'a Config, s: &'a ServiceConfig) -> Layout<'a> {
     }
 }
 
+/// A service's `health` and `health_min`, which apply to its inline endpoints.
+type Checks<'a> = (Option<&'a Spanned<HealthRef>>, Option<&'a Spanned<u32>>);
+
 fn tier_layout<'a>(
     c: &'a Config,
     policy: Option<&'a Spanned<String>>,
     min_up: usize,
     pools: Option<&'a Spanned<Vec<Spanned<String>>>>,
     endpoints: Option<&'a Spanned<Vec<Spanned<EndpointConfig>>>>,
-    health: Option<&'a Spanned<HealthRef>>,
-    health_min: Option<&'a Spanned<u32>>,
+    (health, health_min): Checks<'a>,
     list_key: String,
 ) -> TierLayout<'a> {
     let mut members: Vec<Member<'a>> = endpoints

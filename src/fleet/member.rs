@@ -293,7 +293,7 @@ fn read_drains(value: &[u8]) -> Result<Vec<Rule>, String> {
         let ok = match (&sc.endpoint, &sc.region) {
             // An endpoint without `service` is drained in every service using it (SPEC
             // "Pools": one address is one endpoint for drains), so it travels as it is.
-            (Some(ep), None) => name(ep) && sc.service.as_deref().is_none_or(name),
+            (Some(_), None) => sc.service.as_deref().is_none_or(name),
             (None, Some(region)) => name(region) && sc.service.as_deref().is_none_or(name),
             _ => false,
         };
