@@ -74,7 +74,8 @@ report="$work/report.md"
 } > "$report"
 
 run() {   # run LABEL BUDGET FLOOD(0|1)
-  local label=$1 budget=$2 flood=$3
+  local label=$1 budget=$2 flood=$3 f
+  f=$(printf '%s' "$label" | tr -c 'a-z0-9' '-')
   config "$budget" > "$work/meridian.toml"
   taskset -c 0 "$bin" serve --config "$work/meridian.toml" > "$work/serve.log" 2>&1 &
   local pid=$!
@@ -90,11 +91,11 @@ run() {   # run LABEL BUDGET FLOOD(0|1)
   local fpid=""
   if [ "$flood" = 1 ]; then
     timeout $((DURATION + 10)) taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$work/flood.txt" -D \
-      -l "$DURATION" -Q "$FLOOD_QPS" -c 8 -t 1 > "$work/flood-$label.txt" 2>&1 &
+      -l "$DURATION" -Q "$FLOOD_QPS" -c 8 -t 1 > "$work/flood-$f.txt" 2>&1 &
     fpid=$!
   fi
   timeout $((DURATION + 10)) taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$work/legit.txt" -D \
-    -l "$DURATION" -Q "$LEGIT_QPS" -c 4 -t 1 > "$work/legit-$label.txt" 2>&1 || true
+    -l "$DURATION" -Q "$LEGIT_QPS" -c 4 -t 1 > "$work/legit-$f.txt" 2>&1 || true
   [ -n "$fpid" ] && wait "$fpid" || true
   local made refused
   made=$(( $(metric '^meridian_dnssec_signatures_total.*cache="miss"') - made0 ))
@@ -102,10 +103,10 @@ run() {   # run LABEL BUDGET FLOOD(0|1)
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   local lq ll lat fq="-"
-  lq=$(awk '/Queries per second/ {print $4}' "$work/legit-$label.txt")
-  ll=$(awk '/Queries lost/ {print $3 " " $4}' "$work/legit-$label.txt")
-  lat=$(awk '/Average Latency/ {print $4 " s"}' "$work/legit-$label.txt")
-  [ "$flood" = 1 ] && fq=$(awk '/Queries per second/ {print $4}' "$work/flood-$label.txt")
+  lq=$(awk '/Queries per second/ {print $4}' "$work/legit-$f.txt")
+  ll=$(awk '/Queries lost/ {print $3 " " $4}' "$work/legit-$f.txt")
+  lat=$(awk '/Average Latency/ {print $4 " s"}' "$work/legit-$f.txt")
+  [ "$flood" = 1 ] && fq=$(awk '/Queries per second/ {print $4}' "$work/flood-$f.txt")
   echo "| $label | $lq | $ll | $lat | $fq | $made | $refused |" >> "$report"
 }
 
