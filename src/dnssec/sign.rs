@@ -251,17 +251,9 @@ impl Signer {
         rdatas: &[&[u8]],
         may_sign: &mut dyn FnMut() -> bool,
     ) -> Result<Option<Arc<[u8]>>, SignError> {
-        // Cache key: which key (two keys can share tag and algorithm, so part of the public
-        // key too), then the signed data, which holds owner, type, TTL, window and the RDATA
-        // set.
-        let id = &key.public_key()[..16.min(key.public_key().len())];
-        let mut ck = Vec::new();
-        ck.extend_from_slice(id);
         let owner = canonical_name(owner);
         let labels = rrsig_labels_wire(&owner);
-        self.sign_wire_with(
-            key, &owner, labels, rtype, ttl, window, rdatas, may_sign, ck,
-        )
+        self.sign_owner_wire(key, &owner, labels, rtype, ttl, window, rdatas, may_sign)
     }
 
     /// [`Signer::sign_rrset_with`] for an owner in canonical wire form (the fast path has
@@ -278,6 +270,9 @@ impl Signer {
         rdatas: &[&[u8]],
         may_sign: &mut dyn FnMut() -> bool,
     ) -> Result<Option<Arc<[u8]>>, SignError> {
+        // Cache key: which key (two keys can share tag and algorithm, so part of the public
+        // key too), then the signed data, which holds owner, type, TTL, window and the RDATA
+        // set.
         let id = &key.public_key()[..16.min(key.public_key().len())];
         let mut ck = Vec::with_capacity(160);
         ck.extend_from_slice(id);
