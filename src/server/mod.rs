@@ -19,9 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::answer::log::{LogHandle, Tap};
 use crate::answer::Transport;
@@ -68,8 +65,7 @@ pub struct ServerHandle {
     pub liveness: Liveness,
     udp_stop: Arc<AtomicBool>,
     udp_threads: Vec<std::thread::JoinHandle<()>>,
-    stop: watch::Sender<bool>,
-    tasks: JoinSet<()>,
+    tcp: tcp::TcpThreads,
     querylog: LogHandle,
     /// The interfaces this server answers on over AF_XDP (`[server] xdp`), for `/status` and
     /// the metrics (`crate::admin::AdminState::xdp`); empty without the `xdp` feature.
@@ -80,9 +76,9 @@ impl ServerHandle {
     /// Stops accepting, answers what was received, and waits for the tasks: about 1.5 s at
     /// most, so that SIGTERM ends the process within the SPEC's 2 s.
     pub async fn shutdown(mut self) {
-        // TCP first: the accept loops drop their listeners at once and connections begin to
+        // TCP first: its threads close their listeners at once and connections begin to
         // finish, while the UDP threads are being stopped below.
-        let _ = self.stop.send(true);
+        let tcp_threads = self.tcp.stop();
         self.udp_stop.store(true, Ordering::Relaxed);
         // Wake the blocked receivers now rather than at their next poll: an empty datagram to
         // each address (the loopback one for a wildcard bind), one per socket.
@@ -111,15 +107,14 @@ impl ServerHandle {
                 let _ = t.join();
             }
         });
-        // The accept loops bound their own wait (tcp::SHUTDOWN_WAIT); this is the backstop.
-        let deadline = tokio::time::sleep(tcp::SHUTDOWN_WAIT + Duration::from_millis(300));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                r = self.tasks.join_next() => if r.is_none() { break },
-                _ = &mut deadline => { self.tasks.abort_all(); break }
+        // The TCP threads bound their own wait (tcp::SHUTDOWN_WAIT); this is the backstop.
+        let tcp_done = tokio::task::spawn_blocking(move || {
+            for t in tcp_threads {
+                let _ = t.join();
             }
-        }
+        });
+        let _ =
+            tokio::time::timeout(tcp::SHUTDOWN_WAIT + Duration::from_millis(300), tcp_done).await;
         // UDP threads stop within their drain bound (udp::STOP_DRAIN) plus one poll interval.
         let _ = tokio::time::timeout(Duration::from_millis(500), udp_done).await;
         // Then the query log: what is queued is written and a dnstap stream ends with STOP.
@@ -146,18 +141,23 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
         s.set_only_v6(true)?;
     }
     s.set_reuse_address(true)?;
+    // One listener per TCP thread, the kernel spreading connections over them.
+    s.set_reuse_port(true)?;
+    // Accepted sockets inherit it, which saves a setsockopt per connection.
+    s.set_tcp_nodelay(true)?;
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     s.listen(1024)?;
     Ok(s.into())
 }
 
-/// Binds UDP and TCP on one address. With port 0 the UDP port is chosen by the kernel and TCP
-/// must take the same one; if another process holds it for TCP, try another port.
+/// Binds UDP and TCP on one address, `count` sockets of each. With port 0 the UDP port is
+/// chosen by the kernel and TCP must take the same one; if another process holds it for TCP,
+/// try another port.
 fn bind_pair(
     addr: SocketAddr,
-    udp_count: usize,
-) -> io::Result<(Vec<std::net::UdpSocket>, std::net::TcpListener)> {
+    count: usize,
+) -> io::Result<(Vec<std::net::UdpSocket>, Vec<std::net::TcpListener>)> {
     let tries = if addr.port() == 0 { 20 } else { 1 };
     let mut last_err = None;
     for _ in 0..tries {
@@ -166,10 +166,12 @@ fn bind_pair(
         match tcp_listener(bound) {
             Ok(tcp) => {
                 let mut udps = vec![first];
-                for _ in 1..udp_count {
+                let mut tcps = vec![tcp];
+                for _ in 1..count {
                     udps.push(udp_socket(bound)?);
+                    tcps.push(tcp_listener(bound)?);
                 }
-                return Ok((udps, tcp));
+                return Ok((udps, tcps));
             }
             Err(e) => last_err = Some(e),
         }
@@ -185,10 +187,8 @@ pub fn start(
     settings: &ListenSettings,
     querylog: LogHandle,
 ) -> io::Result<ServerHandle> {
-    let (stop, stop_rx) = watch::channel(false);
     let udp_stop = Arc::new(AtomicBool::new(false));
     let mut udp_threads = Vec::new();
-    let mut tasks = JoinSet::new();
     let mut addrs = Vec::new();
     let mut liveness = Liveness::default();
     let udp_count = if settings.udp_sockets == 0 {
@@ -197,11 +197,13 @@ pub fn start(
         settings.udp_sockets
     };
     let tcp_slots = tcp::Slots::new(settings.tcp_max_connections, settings.tcp_max_per_client);
+    // TCP thread i accepts from the i-th listener of every address.
+    let mut tcp_listeners: Vec<Vec<tcp::Listen>> = (0..udp_count).map(|_| Vec::new()).collect();
     for &addr in &settings.addrs {
-        let (udps, tcp) = bind_pair(addr, udp_count)
+        let (udps, tcps) = bind_pair(addr, udp_count)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        addrs.push(tcp.local_addr()?);
-        let local = tcp.local_addr()?;
+        let local = tcps[0].local_addr()?;
+        addrs.push(local);
         for (i, u) in udps.into_iter().enumerate() {
             let (snapshot, stop) = (snapshot.clone(), udp_stop.clone());
             let beat = liveness.add(format!("udp {addr} #{i}"));
@@ -212,16 +214,19 @@ pub fn start(
                     .spawn(move || udp::run(u, snapshot, stop, beat, log))?,
             );
         }
-        let listener = TcpListener::from_std(tcp)?;
-        tasks.spawn(tcp::accept_loop(
-            listener,
-            snapshot.clone(),
-            tcp_slots.clone(),
-            stop_rx.clone(),
-            liveness.add(format!("tcp {addr}")),
-            Tap::new(&querylog, Transport::Tcp, local),
-        ));
+        for (i, sock) in tcps.into_iter().enumerate() {
+            tcp_listeners[i].push(tcp::Listen {
+                sock,
+                tap: Tap::new(&querylog, Transport::Tcp, local),
+            });
+        }
     }
+    let per_thread = tcp_listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| (l, liveness.add(format!("tcp #{i}"))))
+        .collect();
+    let tcp = tcp::TcpThreads::start(per_thread, &snapshot, &tcp_slots)?;
     let running_xdp = xdp::Interfaces::default();
     // After the sockets are bound: an interface XDP cannot serve falls back to them.
     #[cfg(feature = "xdp")]
@@ -246,8 +251,7 @@ pub fn start(
         liveness,
         udp_stop,
         udp_threads,
-        stop,
-        tasks,
+        tcp,
         querylog,
         xdp: running_xdp,
     })

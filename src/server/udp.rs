@@ -29,7 +29,7 @@ const STOP_POLL: Duration = Duration::from_millis(200);
 /// Longest a stopping thread keeps answering what was queued before the stop.
 pub(crate) const STOP_DRAIN: Duration = Duration::from_millis(300);
 
-fn to_socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(crate) fn to_socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match ss.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the kernel wrote a sockaddr_in for AF_INET; storage is large enough.

@@ -1,0 +1,117 @@
+//! The few Linux calls the TCP threads make beyond `std`: an epoll set, an eventfd to wake a
+//! thread from another, and `accept4` straight into a non-blocking socket. Thin wrappers, so
+//! that the loop in [`super::worker`] reads as the protocol it serves and not as `unsafe`.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Readable (a query, EOF, an error, a connection to accept).
+pub const IN: u32 = libc::EPOLLIN as u32;
+/// Writable again after a write the socket could not take whole.
+pub const OUT: u32 = libc::EPOLLOUT as u32;
+/// Edge-triggered: used for listeners, which the loop accepts from until `EAGAIN` (or until it
+/// chooses to stop, remembering that more may be waiting).
+pub const ET: u32 = libc::EPOLLET as u32;
+
+/// An epoll set of one thread.
+pub struct Epoll(OwnedFd);
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new descriptor.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by the kernel and is owned by nothing else.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    pub fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
+    }
+
+    pub fn modify(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
+    }
+
+    /// Waits up to `timeout_ms` (0: do not wait) and fills `events`; an interrupted wait is an
+    /// empty one.
+    pub fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> usize {
+        let max = events.len().min(i32::MAX as usize) as i32;
+        // SAFETY: the kernel writes at most `max` events into the buffer it is given.
+        let n =
+            unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
+        usize::try_from(n).unwrap_or(0)
+    }
+}
+
+/// An eventfd: other threads [`EventFd::wake`] a TCP thread out of its `epoll_wait` (to stop,
+/// or to close a connection evicted for a newcomer).
+pub struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as in `Epoll::new`.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64. A full counter (EAGAIN) is already a wake.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Resets the counter, so that the (level-triggered) descriptor stops being readable.
+    pub fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a valid u64; EAGAIN when it was already zero.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+}
+
+/// Accepts one connection as a non-blocking socket in one system call (std's `accept` needs a
+/// second one to make it non-blocking). TCP_NODELAY comes from the listener: Linux copies it
+/// into the accepted socket.
+pub fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+    // SAFETY: zeroed sockaddr_storage is a valid value; the kernel fills at most `len` bytes.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `ss` and `len` are valid for writes and describe the same buffer.
+    let fd = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor from the kernel, owned by nothing else.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    match crate::server::udp::to_socket_addr(&ss) {
+        Some(peer) => Ok((stream, peer)),
+        None => Err(io::Error::other("accepted a socket of an unknown family")),
+    }
+}
