@@ -144,6 +144,85 @@ fn at_the_connection_limit_the_idlest_connection_makes_room() {
     }
 }
 
+/// With several TCP threads (one per `udp_sockets`, each with its own SO_REUSEPORT listener)
+/// the connections of one client, and the idlest connection of all, may sit on any thread: the
+/// limits are the server's, not a thread's, and eviction reaches across threads.
+#[test]
+fn the_limits_and_eviction_hold_across_tcp_threads() {
+    let s = server(
+        "udp_sockets = 4\ntcp_idle_timeout = \"60s\"\ntcp_max_connections = 6\n\
+         tcp_max_per_client = 3\n",
+    );
+    let mut same: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut c = connect_from("127.0.3.1", s.addr);
+            assert_mail(&ask(&mut c, &mail()).expect("under the per-client limit"));
+            c
+        })
+        .collect();
+    for _ in 0..4 {
+        // Whatever thread each lands on, a fourth from the same client is one too many.
+        let mut extra = connect_from("127.0.3.1", s.addr);
+        assert!(
+            ask(&mut extra, &mail()).is_none(),
+            "a fourth connection from one client"
+        );
+    }
+    for c in &mut same {
+        assert!(ask(c, &mail()).is_some(), "the first three are kept");
+    }
+    drop(same);
+    // Six held, oldest first; then six newcomers, each taking the slot of the idlest held one.
+    let mut held = Vec::new();
+    for a in 1..=6 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let c = loop {
+            // The three closed above are released once the server has read their EOF.
+            let mut c = connect_from(&format!("127.0.4.{a}"), s.addr);
+            if let Some(m) = ask(&mut c, &mail()) {
+                assert_mail(&m);
+                break c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "held connection {a} never admitted"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        held.push(c);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut newcomers = Vec::new();
+    for k in 0..6 {
+        let mut n = connect_from(&format!("127.0.5.{}", k + 1), s.addr);
+        assert_mail(&ask(&mut n, &mail()).expect("a newcomer is served at the limit"));
+        assert!(
+            closed(&mut held[k], Duration::from_secs(5)),
+            "newcomer {k}: the idlest connection ({k}) was closed"
+        );
+        newcomers.push(n);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (i, n) in newcomers.iter_mut().enumerate() {
+        assert!(ask(n, &mail()).is_some(), "newcomer {i} kept its slot");
+    }
+    // The graceful stop reaches every thread: idle connections are closed and the server is
+    // gone well within the SPEC's 2 s.
+    let started = Instant::now();
+    drop(s);
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    for (i, n) in newcomers.iter_mut().enumerate() {
+        assert!(
+            closed(n, Duration::from_secs(1)),
+            "newcomer {i} closed at the stop"
+        );
+    }
+}
+
 #[test]
 fn a_one_byte_a_second_sender_is_closed_at_the_idle_timeout() {
     let idle = Duration::from_secs(2);

@@ -2,8 +2,8 @@
 //!
 //! "Alive" here means *the loop that answers is still going round*: each UDP thread stamps its
 //! beat every time `recvmmsg` returns (at least every 200 ms when idle, because of its read
-//! timeout), and each TCP accept loop stamps its beat from a timer inside the same `select!`
-//! that accepts connections, so the stamp proves that the runtime still polls that very task.
+//! timeout), and each TCP thread stamps its beat every time round its epoll loop (at least
+//! every 50 ms, the period of its deadline sweep).
 //! A thread that died, deadlocked or spins inside one answer stops stamping, and the watchdog
 //! stops vouching for the process. A thread that merely exited (a panic) also stops stamping,
 //! so no separate "is it finished" check is needed.
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often an idle listener stamps its beat (the UDP read timeout and the TCP timer).
+/// How often an idle UDP thread stamps its beat (its read timeout); TCP threads stamp more often.
 pub const BEAT_EVERY: Duration = Duration::from_millis(200);
 
 /// Milliseconds of the coarse monotonic clock (the same clock for writers and the reader).

@@ -39,10 +39,16 @@ impl TestServer {
     /// [`TestServer::start`] with `server` (more `[server]` keys) in place of the default
     /// `tcp_idle_timeout = "2s"` and `tcp_max_connections = 8`.
     pub fn start_with(zones: &[(&str, &str)], server: &str, extra: &str) -> TestServer {
+        // One UDP socket (and one TCP thread) unless the test asks for more.
+        let sockets = if server.contains("udp_sockets") {
+            ""
+        } else {
+            "udp_sockets = 1\n"
+        };
         let (dir, cpath) = config_dir(
             zones,
             &format!(
-                "[server]\nlisten = [\"127.0.0.1:0\"]\nzones = \"zones\"\nudp_sockets = 1\n{server}{extra}"
+                "[server]\nlisten = [\"127.0.0.1:0\"]\nzones = \"zones\"\n{sockets}{server}{extra}"
             ),
         );
         let snap = Snapshot::load(&cpath).unwrap_or_else(|p| panic!("config rejected:\n{p}"));
