@@ -157,6 +157,8 @@ const QUEUE: usize = 16 * 1024;
 const POLL: Duration = Duration::from_millis(250);
 /// How long the writer sleeps when the queue is empty.
 const TICK: Duration = Duration::from_millis(2);
+/// How long it sleeps while logging is off; the stop waits for it (`shutdown` allows 400 ms).
+const IDLE_TICK: Duration = Duration::from_millis(50);
 /// Longest wait between two tries to reach a dnstap sink.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -563,7 +565,10 @@ impl Writer {
                 break;
             }
             if !wrote {
-                std::thread::sleep(TICK);
+                // With logging off nothing can arrive but the stop (and a reload that turns it
+                // on, seen at the next POLL): no need to wake 500 times a second for it.
+                let off = self.log.every.load(Ordering::Relaxed) == 0;
+                std::thread::sleep(if off { IDLE_TICK } else { TICK });
             }
             if last_poll.elapsed() >= POLL {
                 last_poll = Instant::now();
