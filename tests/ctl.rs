@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{free_port, write_config_dir, HealthStub, ServerProcess, EXAMPLE_ZONE};
+use common::{free_port, wait_until, write_config_dir, HealthStub, ServerProcess, EXAMPLE_ZONE};
 use serde_json::Value;
 
 const TOKEN: &str = "ctl-t0ken";
@@ -142,17 +142,6 @@ fn endpoint<'a>(status: &'a Value, addr: &str) -> &'a Value {
 fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     common::http_exchange(addr, &req).map_or((0, String::new()), |(code, _, body)| (code, body))
-}
-
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    cond()
 }
 
 fn answer(v: &Value) -> BTreeSet<String> {

@@ -31,7 +31,7 @@ use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{free_port, serve_command, HealthStub, ServerProcess, EXAMPLE_ZONE};
+use common::{free_port, serve_command, wait_for, HealthStub, ServerProcess, EXAMPLE_ZONE};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use serde_json::Value;
@@ -56,17 +56,6 @@ fn one_fleet_at_a_time() -> MutexGuard<'static, ()> {
     ONE_FLEET_AT_A_TIME
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-}
-
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if cond() {
-            return Some(t0.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond().then(|| t0.elapsed())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -530,7 +519,7 @@ fn quorum_failover_and_partition() {
 
     // Without a fleet each site has its own view: .1 leaves only a's answers.
     start_all(&mut s, &h, &eps, "");
-    let settled = wait_until(Duration::from_secs(10), || {
+    let settled = wait_for(Duration::from_secs(10), || {
         lacks(&s[0], "192.0.2.1") && has(&s[1], "192.0.2.1") && has(&s[2], "192.0.2.1")
     });
     assert!(
@@ -552,11 +541,11 @@ fn quorum_failover_and_partition() {
     let prefix = "/meridian/quorum";
     start_all(&mut s, &h, &eps, &fleet_table(&etcd, prefix, "majority", 0));
     assert!(
-        wait_until(Duration::from_secs(10), || all_connected(&s)).is_some(),
+        wait_for(Duration::from_secs(10), || all_connected(&s)).is_some(),
         "sites did not connect to etcd"
     );
     // Long enough for a to see .1 down on its own (rise/fall 2 at 1 s).
-    let a_down = wait_until(Duration::from_secs(8), || {
+    let a_down = wait_for(Duration::from_secs(8), || {
         s[0].endpoint("192.0.2.1")["fleet"]["own_verdict"] == false
     });
     assert!(
@@ -565,7 +554,7 @@ fn quorum_failover_and_partition() {
         s[0].endpoint("192.0.2.1")
     );
     // Every site has a's verdict: 2 of 3 healthy.
-    let counted = wait_until(Duration::from_secs(5), || {
+    let counted = wait_for(Duration::from_secs(5), || {
         s.iter().all(|x| {
             let f = &x.endpoint("192.0.2.1")["fleet"];
             f["reporting_sites"] == 3 && f["healthy_sites"] == 2
@@ -595,7 +584,7 @@ fn quorum_failover_and_partition() {
     h.set_failing("/toggle", None, true);
     let t0 = Instant::now();
     let mut gone: [Option<Duration>; 3] = [None; 3];
-    let all_gone = wait_until(FAILOVER + Duration::from_secs(1), || {
+    let all_gone = wait_for(FAILOVER + Duration::from_secs(1), || {
         for (i, site) in s.iter().enumerate() {
             if gone[i].is_none() && lacks(site, "192.0.2.3") {
                 gone[i] = Some(t0.elapsed());
@@ -615,7 +604,7 @@ fn quorum_failover_and_partition() {
     println!("fleet: failing for all → gone from every site: {spread:?} between the first and the last site");
     h.set_failing("/toggle", None, false);
     assert!(
-        wait_until(FAILOVER + Duration::from_secs(1), || s
+        wait_for(FAILOVER + Duration::from_secs(1), || s
             .iter()
             .all(|x| has(x, "192.0.2.3")))
         .is_some(),
@@ -626,13 +615,13 @@ fn quorum_failover_and_partition() {
     // view (a drops .1, b and c keep it).
     etcd.stop();
     let t0 = Instant::now();
-    let cut = wait_until(Duration::from_secs(8), || s.iter().all(|x| !x.connected()));
+    let cut = wait_for(Duration::from_secs(8), || s.iter().all(|x| !x.connected()));
     println!("fleet: etcd stopped: all sites disconnected after {cut:?}");
     assert!(cut.is_some(), "sites did not notice etcd is gone");
     // (a's own view of .3 may trail the fleet's by a probe after .3 came back: waited for
     // too, so that a still answers something when .2 is drained below.)
     assert!(
-        wait_until(Duration::from_secs(5), || lacks(&s[0], "192.0.2.1")
+        wait_for(Duration::from_secs(5), || lacks(&s[0], "192.0.2.1")
             && has(&s[0], "192.0.2.3")
             && has(&s[1], "192.0.2.1")
             && has(&s[2], "192.0.2.1"))
@@ -673,7 +662,7 @@ fn quorum_failover_and_partition() {
     // directions: the others' health reached a, and a's partition-time drain reached the
     // others (a writes it on rejoin, so it can trail the health view by a round trip).
     let mut joined = None;
-    let converged = wait_until(REPORT_TTL, || {
+    let converged = wait_for(REPORT_TTL, || {
         if joined.is_none() && all_connected(&s) {
             joined = Some(t0.elapsed());
         }
@@ -700,7 +689,7 @@ fn quorum_failover_and_partition() {
     let (code, body) = s[1].drain("/api/v1/undrain", "192.0.2.2");
     assert_eq!(code, 200, "{body}");
     assert!(
-        wait_until(Duration::from_secs(1), || s
+        wait_for(Duration::from_secs(1), || s
             .iter()
             .all(|x| has(x, "192.0.2.2")))
         .is_some(),
@@ -712,7 +701,7 @@ fn quorum_failover_and_partition() {
     let signal = |sig| etcd.process.as_ref().expect("etcd running").signal(sig);
     signal(libc::SIGSTOP);
     let mut slowest = Duration::ZERO;
-    let cut = wait_until(REPORT_TTL + Duration::from_secs(4), || {
+    let cut = wait_for(REPORT_TTL + Duration::from_secs(4), || {
         for site in &s {
             let q = Instant::now();
             assert!(
@@ -730,7 +719,7 @@ fn quorum_failover_and_partition() {
     signal(libc::SIGCONT);
     assert!(cut.is_some(), "sites did not give up on a hung etcd");
     assert!(
-        wait_until(Duration::from_secs(10), || all_connected(&s)).is_some(),
+        wait_for(Duration::from_secs(10), || all_connected(&s)).is_some(),
         "sites did not rejoin after etcd resumed"
     );
 
@@ -740,7 +729,7 @@ fn quorum_failover_and_partition() {
     h.set_failing("/only-a", Some("127.0.0.11"), false);
     start_all(&mut s, &h, &eps, &fleet_table(&etcd, prefix, "all", 0));
     assert!(
-        wait_until(Duration::from_secs(10), || all_connected(&s)
+        wait_for(Duration::from_secs(10), || all_connected(&s)
             && s.iter().all(|x| has(x, "192.0.2.1")))
         .is_some(),
         "all: .1 should start in every site's answers"
@@ -748,7 +737,7 @@ fn quorum_failover_and_partition() {
     h.set_failing("/only-a", Some("127.0.0.11"), true);
     let t0 = Instant::now();
     let mut gone: [Option<Duration>; 3] = [None; 3];
-    let out = wait_until(FAILOVER + Duration::from_secs(1), || {
+    let out = wait_for(FAILOVER + Duration::from_secs(1), || {
         for (i, site) in s.iter().enumerate() {
             if gone[i].is_none() && lacks(site, "192.0.2.1") {
                 gone[i] = Some(t0.elapsed());
@@ -790,7 +779,7 @@ fn probers_share_and_takeover() {
         &eps_ref,
         &fleet_table(&etcd, "/meridian/probers", "majority", 1),
     );
-    assert!(wait_until(Duration::from_secs(10), || all_connected(&s)).is_some());
+    assert!(wait_for(Duration::from_secs(10), || all_connected(&s)).is_some());
     // Assignments settle once every site has seen the others.
     let paths: Vec<&str> = eps.iter().map(|(_, p)| p.as_str()).collect();
     let (prober_of, r) = one_prober_each(&h, &paths, Duration::from_secs(15))
@@ -816,7 +805,7 @@ fn probers_share_and_takeover() {
     // report_ttl + one interval (SPEC), plus etcd's own lease-expiry sweep (every 500 ms)
     // and the prober's tick phase jitter.
     let limit = REPORT_TTL + INTERVAL + Duration::from_secs(1);
-    let took = wait_until(limit, || {
+    let took = wait_for(limit, || {
         h.hits().iter().any(|((p, ip), n)| {
             p == "/p1"
                 && *ip != victim_ip
@@ -890,7 +879,7 @@ fn partial_drains_travel_with_their_share() {
     let mut s = sites(tmp.path());
     let fleet = fleet_table(&etcd, "/meridian/partial", "majority", 0);
     start_all(&mut s, &h, &eps, &fleet);
-    assert!(wait_until(Duration::from_secs(10), || all_connected(&s)).is_some());
+    assert!(wait_for(Duration::from_secs(10), || all_connected(&s)).is_some());
     for share in [0.25, 0.5] {
         let (code, body) = http(
             s[1].admin,
@@ -902,7 +891,7 @@ fn partial_drains_travel_with_their_share() {
         );
         assert_eq!(code, 200, "{body}");
         assert!(body.contains("\"fleet\":true"), "{body}");
-        let reached = wait_until(Duration::from_secs(2), || {
+        let reached = wait_for(Duration::from_secs(2), || {
             [&s[0], &s[2]].iter().all(|x| {
                 let e = x.endpoint("192.0.2.2");
                 e["drain_share"] == share && e["drained"] == false
@@ -923,8 +912,8 @@ fn drains_are_fleet_wide_and_survive_restarts() {
     let mut s = sites(tmp.path());
     let fleet = fleet_table(&etcd, "/meridian/drains", "majority", 0);
     start_all(&mut s, &h, &eps, &fleet);
-    assert!(wait_until(Duration::from_secs(10), || all_connected(&s)).is_some());
-    assert!(wait_until(Duration::from_secs(5), || s
+    assert!(wait_for(Duration::from_secs(10), || all_connected(&s)).is_some());
+    assert!(wait_for(Duration::from_secs(5), || s
         .iter()
         .all(|x| has(x, "192.0.2.2")))
     .is_some());
@@ -933,7 +922,7 @@ fn drains_are_fleet_wide_and_survive_restarts() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"fleet\":true"), "{body}");
     let t0 = Instant::now();
-    let applied = wait_until(Duration::from_secs(1), || {
+    let applied = wait_for(Duration::from_secs(1), || {
         lacks(&s[0], "192.0.2.2") && lacks(&s[2], "192.0.2.2")
     });
     println!(
@@ -948,7 +937,7 @@ fn drains_are_fleet_wide_and_survive_restarts() {
         let _ = std::fs::remove_dir_all(site.dir.join("state"));
     }
     start_all(&mut s, &h, &eps, &fleet);
-    assert!(wait_until(Duration::from_secs(10), || all_connected(&s)).is_some());
+    assert!(wait_for(Duration::from_secs(10), || all_connected(&s)).is_some());
     for site in &s {
         assert_eq!(site.endpoint("192.0.2.2")["drained"], true, "{}", site.id);
         assert!(
@@ -963,7 +952,7 @@ fn drains_are_fleet_wide_and_survive_restarts() {
     let (code, body) = s[2].drain("/api/v1/undrain", "192.0.2.2");
     assert_eq!(code, 200, "{body}");
     let t0 = Instant::now();
-    let back = wait_until(Duration::from_secs(1), || {
+    let back = wait_for(Duration::from_secs(1), || {
         has(&s[0], "192.0.2.2") && has(&s[1], "192.0.2.2")
     });
     println!(
@@ -1054,7 +1043,7 @@ fn tls_client_certificates_and_etcd_users() {
             .unwrap_or((false, "etcdctl did not run".into()))
     };
     assert!(
-        wait_until(Duration::from_secs(20), || etcdctl(&["endpoint", "health"])
+        wait_for(Duration::from_secs(20), || etcdctl(&["endpoint", "health"])
             .0)
         .is_some(),
         "TLS etcd did not come up"
@@ -1085,13 +1074,13 @@ fn tls_client_certificates_and_etcd_users() {
     s[0].start(&good);
     s[1].start(&bad);
     assert!(
-        wait_until(Duration::from_secs(10), || s[0].connected()).is_some(),
+        wait_for(Duration::from_secs(10), || s[0].connected()).is_some(),
         "TLS + password site did not connect: {}\n{}",
         s[0].status()["fleet"],
         s[0].log()
     );
     assert!(
-        wait_until(Duration::from_secs(10), || s[1].status()["fleet"]
+        wait_for(Duration::from_secs(10), || s[1].status()["fleet"]
             ["last_error"]
             .is_string())
         .is_some(),
@@ -1216,7 +1205,7 @@ fn reports_count_only_under_their_own_leased_key() {
     let prefix = "/meridian/trust";
     start_all(&mut s, &h, &eps, &fleet_table(&etcd, prefix, "all", 0));
     assert!(
-        wait_until(Duration::from_secs(10), || all_connected(&s)
+        wait_for(Duration::from_secs(10), || all_connected(&s)
             && s.iter().all(|x| has(x, "192.0.2.1") && has(x, "192.0.2.2")))
         .is_some(),
         "fleet did not come up with both endpoints"
@@ -1249,7 +1238,7 @@ fn reports_count_only_under_their_own_leased_key() {
         Some(&marker),
     );
     assert!(
-        wait_until(Duration::from_secs(5), || s
+        wait_for(Duration::from_secs(5), || s
             .iter()
             .all(|x| x.status()["fleet"]["live_sites"]
                 .to_string()
@@ -1266,7 +1255,7 @@ fn reports_count_only_under_their_own_leased_key() {
     }
     etcd.ctl_ok(None, &["lease", "revoke", &marker], None);
     let want: Vec<String> = ["a", "b", "c"].iter().map(|x| x.to_string()).collect();
-    let seen = wait_until(Duration::from_secs(5), || {
+    let seen = wait_for(Duration::from_secs(5), || {
         s.iter().all(|x| {
             let st = x.status();
             let ig = st["fleet"]["ignored"].to_string();
@@ -1313,7 +1302,7 @@ fn reports_count_only_under_their_own_leased_key() {
         Some(&d),
     );
     assert!(
-        wait_until(Duration::from_secs(3), || s
+        wait_for(Duration::from_secs(3), || s
             .iter()
             .all(|x| lacks(x, "192.0.2.1")))
         .is_some(),
@@ -1322,7 +1311,7 @@ fn reports_count_only_under_their_own_leased_key() {
     assert!(s[2].fleet_sites().contains(&"d".to_string()));
     etcd.ctl_ok(None, &["lease", "revoke", &d], None);
     assert!(
-        wait_until(Duration::from_secs(3), || s
+        wait_for(Duration::from_secs(3), || s
             .iter()
             .all(|x| has(x, "192.0.2.1")))
         .is_some(),
@@ -1354,7 +1343,7 @@ fn reports_count_only_under_their_own_leased_key() {
         Some(&marker),
     );
     assert!(
-        wait_until(Duration::from_secs(5), || s
+        wait_for(Duration::from_secs(5), || s
             .iter()
             .all(|x| x.status()["fleet"]["live_sites"]
                 .to_string()
@@ -1370,7 +1359,7 @@ fn reports_count_only_under_their_own_leased_key() {
         );
     }
     assert!(
-        wait_until(Duration::from_secs(5), || s
+        wait_for(Duration::from_secs(5), || s
             .iter()
             .zip(&before)
             .all(|(x, b)| ignored(x, "drains_invalid") >= b + 2.0))
@@ -1407,7 +1396,7 @@ fn reports_count_only_under_their_own_leased_key() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"fleet\":true"), "{body}");
     assert!(
-        wait_until(Duration::from_secs(2), || s
+        wait_for(Duration::from_secs(2), || s
             .iter()
             .all(|x| lacks(x, "192.0.2.2")))
         .is_some(),
@@ -1444,7 +1433,7 @@ fn only_assigned_probers_vote_and_no_site_id_takes_every_endpoint() {
     let mut s = sites(tmp.path());
     let prefix = "/meridian/rank";
     start_all(&mut s, &h, &eps_ref, &fleet_table(&etcd, prefix, "all", 1));
-    assert!(wait_until(Duration::from_secs(10), || all_connected(&s)).is_some());
+    assert!(wait_for(Duration::from_secs(10), || all_connected(&s)).is_some());
     one_prober_each(&h, &paths, Duration::from_secs(15)).unwrap_or_else(|e| panic!("{e}"));
 
     let keys: Vec<String> = addrs
@@ -1476,7 +1465,7 @@ fn only_assigned_probers_vote_and_no_site_id_takes_every_endpoint() {
             .collect::<Vec<_>>()
     };
     assert!(
-        wait_until(Duration::from_secs(5), || s
+        wait_for(Duration::from_secs(5), || s
             .iter()
             .all(|site| !taken(site).is_empty()))
         .is_some(),
@@ -1498,7 +1487,7 @@ fn only_assigned_probers_vote_and_no_site_id_takes_every_endpoint() {
     let (who, _) =
         one_prober_each(&h, &rest, Duration::from_secs(15)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(who.len(), 4);
-    let kept = wait_until(Duration::from_secs(3), || {
+    let kept = wait_for(Duration::from_secs(3), || {
         s.iter().all(|site| {
             addrs
                 .iter()
@@ -1521,7 +1510,7 @@ fn only_assigned_probers_vote_and_no_site_id_takes_every_endpoint() {
     // x gone: every endpoint back with a real prober and in the answers.
     etcd.ctl_ok(None, &["lease", "revoke", &lease], None);
     assert!(
-        wait_until(FAILOVER + INTERVAL * 4, || s
+        wait_for(FAILOVER + INTERVAL * 4, || s
             .iter()
             .all(|site| addrs.iter().all(|a| has(site, a))))
         .is_some(),
@@ -1600,7 +1589,7 @@ fn rbac_recipe_lets_a_site_write_only_its_own_keys() {
     }
     let want: Vec<String> = vec!["a".into(), "b".into()];
     assert!(
-        wait_until(Duration::from_secs(10), || all_connected(&s)
+        wait_for(Duration::from_secs(10), || all_connected(&s)
             && s.iter().all(|x| x.fleet_sites() == want))
         .is_some(),
         "the sites did not join under the RBAC recipe: {}\n{}",
@@ -1614,7 +1603,7 @@ fn rbac_recipe_lets_a_site_write_only_its_own_keys() {
         "{code} {body}"
     );
     assert!(
-        wait_until(Duration::from_secs(1), || lacks(&s[1], "192.0.2.2")).is_some(),
+        wait_for(Duration::from_secs(1), || lacks(&s[1], "192.0.2.2")).is_some(),
         "a's drain did not reach b"
     );
     // a's user: not b's key, not a key that only starts like a's, nothing else under the prefix.
@@ -1666,18 +1655,18 @@ fn rbac_recipe_lets_a_site_write_only_its_own_keys() {
         v["kvs"][0]["lease"].as_i64().is_some_and(|l| l != 0)
     };
     assert!(
-        wait_until(Duration::from_secs(3), leased).is_some(),
+        wait_for(Duration::from_secs(3), leased).is_some(),
         "a did not put its leased report back over the unleased one"
     );
     assert!(
-        wait_until(Duration::from_secs(3), || s[1].fleet_sites() == want).is_some(),
+        wait_for(Duration::from_secs(3), || s[1].fleet_sites() == want).is_some(),
         "a's report was not restored: {}",
         s[1].status()["fleet"]
     );
     // SIGTERM: a revokes its lease under the recipe, so b drops it long before report_ttl.
     let t0 = Instant::now();
     s[0].stop();
-    let gone = wait_until(Duration::from_secs(2), || {
+    let gone = wait_for(Duration::from_secs(2), || {
         s[1].fleet_sites() == vec!["b".to_string()]
     });
     println!(
@@ -1717,7 +1706,7 @@ fn quorum_any_and_share_live_and_reload_applies_a_changed_fleet_table() {
         let f = &site.endpoint(addr)["fleet"];
         (f["healthy_sites"].as_u64(), f["reporting_sites"].as_u64())
     };
-    let settled = wait_until(Duration::from_secs(10), || {
+    let settled = wait_for(Duration::from_secs(10), || {
         all_connected(&s)
             && s.iter().all(|x| {
                 counts(x, "192.0.2.1") == (Some(2), Some(3))
@@ -1754,7 +1743,7 @@ fn quorum_any_and_share_live_and_reload_applies_a_changed_fleet_table() {
                 site.reload(&c);
             }
         }
-        let applied = wait_until(Duration::from_secs(5), || {
+        let applied = wait_for(Duration::from_secs(5), || {
             s.iter().all(|x| {
                 let f = x.status()["fleet"].clone();
                 f["quorum"] == quorum && f["connected"] == true
@@ -1768,7 +1757,7 @@ fn quorum_any_and_share_live_and_reload_applies_a_changed_fleet_table() {
     };
     // "0.5": 2 of 3 is enough for .1, 1 of 3 is not for .2.
     reload_all(&s, "0.5");
-    let share = wait_until(Duration::from_secs(3), || {
+    let share = wait_for(Duration::from_secs(3), || {
         s.iter()
             .all(|x| lacks(x, "192.0.2.2") && has(x, "192.0.2.1") && has(x, "192.0.2.3"))
     });
@@ -1779,7 +1768,7 @@ fn quorum_any_and_share_live_and_reload_applies_a_changed_fleet_table() {
     );
     // all: a's view alone takes .1 out everywhere.
     reload_all(&s, "all");
-    let all = wait_until(Duration::from_secs(3), || {
+    let all = wait_for(Duration::from_secs(3), || {
         s.iter()
             .all(|x| lacks(x, "192.0.2.1") && lacks(x, "192.0.2.2") && has(x, "192.0.2.3"))
     });
@@ -1793,7 +1782,7 @@ fn quorum_any_and_share_live_and_reload_applies_a_changed_fleet_table() {
     // its own view; b and c count without it, so .1 (failing only from a) is back there.
     let t0 = Instant::now();
     s[0].reload(&config(&s[0], &h, &eps, ""));
-    let left = wait_until(Duration::from_secs(2), || {
+    let left = wait_for(Duration::from_secs(2), || {
         s[0].status()["fleet"].is_null()
             && s[1].fleet_sites() == ["b", "c"]
             && has(&s[1], "192.0.2.1")
@@ -1828,7 +1817,7 @@ fn a_dead_site_leaves_the_quorum_after_report_ttl_a_stopped_one_at_once() {
     let mut s = sites(tmp.path());
     start_all(&mut s, &h, &eps, &fleet);
     let b_counts = |s: &[Site]| {
-        wait_until(Duration::from_secs(10), || {
+        wait_for(Duration::from_secs(10), || {
             all_connected(s)
                 && [&s[0], &s[2]]
                     .iter()
@@ -1843,7 +1832,7 @@ fn a_dead_site_leaves_the_quorum_after_report_ttl_a_stopped_one_at_once() {
     s[1].sigkill();
     let t0 = Instant::now();
     let mut still_counted_at = Duration::ZERO;
-    let left = wait_until(ttl + Duration::from_secs(2), || {
+    let left = wait_for(ttl + Duration::from_secs(2), || {
         let gone = [&s[0], &s[2]]
             .iter()
             .all(|x| x.fleet_sites() == ["a", "c"] && has(x, "192.0.2.1"));
@@ -1868,7 +1857,7 @@ fn a_dead_site_leaves_the_quorum_after_report_ttl_a_stopped_one_at_once() {
     assert!(b_counts(&s).is_some(), "b did not rejoin");
     s[1].stop();
     let t0 = Instant::now();
-    let left = wait_until(Duration::from_secs(1), || {
+    let left = wait_for(Duration::from_secs(1), || {
         [&s[0], &s[2]]
             .iter()
             .all(|x| x.fleet_sites() == ["a", "c"] && has(x, "192.0.2.1"))

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use hickory_proto::op::{Message, ResponseCode};
@@ -240,19 +240,6 @@ fn state(s: &TestServer, svc: &str, addr: &str) -> Arc<EndpointState> {
 }
 
 /// Polls `cond` every 20 ms until it holds; returns how long that took, or `None` after `limit`.
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
-    let t0 = Instant::now();
-    loop {
-        if cond() {
-            return Some(t0.elapsed());
-        }
-        if t0.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn reason(st: &EndpointState) -> String {
     st.last_probe()
         .map_or_else(|| "(not probed)".into(), |r| r.reason.clone())
@@ -260,7 +247,7 @@ fn reason(st: &EndpointState) -> String {
 
 /// Waits until every listed endpoint has been probed at least once.
 fn wait_probed(s: &TestServer, svc: &str, addrs: &[&str], limit: Duration) {
-    let ok = wait_until(limit, || {
+    let ok = wait_for(limit, || {
         addrs
             .iter()
             .all(|a| state(s, svc, a).last_probe().is_some())
@@ -309,7 +296,7 @@ endpoints = [
     );
 
     a.set(|b| b.status = 503);
-    let out = wait_until(Duration::from_secs(6), || {
+    let out = wait_for(Duration::from_secs(6), || {
         !answered(&s, "www.example.com.").contains(&ip("192.0.2.1"))
     })
     .expect("failing endpoint never left the answers");
@@ -319,7 +306,7 @@ endpoints = [
     assert_eq!(answered(&s, "www.example.com."), set(&["192.0.2.2"]));
 
     a.set(|b| b.status = 200);
-    let back = wait_until(Duration::from_secs(6), || {
+    let back = wait_for(Duration::from_secs(6), || {
         answered(&s, "www.example.com.").contains(&ip("192.0.2.1"))
     })
     .expect("recovered endpoint never came back");
@@ -381,7 +368,7 @@ endpoints = [
 
     a.set(|x| x.body = "not fine".into()); // 200, but without the expected text
     b.set(|x| x.delay = Duration::from_millis(800)); // longer than the 300 ms timeout
-    let t = wait_until(Duration::from_secs(4), || {
+    let t = wait_for(Duration::from_secs(4), || {
         answered(&s, "www.example.com.") == set(&["192.0.2.3"])
     });
     assert!(
@@ -404,7 +391,7 @@ endpoints = [
 
     a.set(|x| x.body = "all ok here".into());
     b.set(|x| x.delay = Duration::ZERO);
-    let t = wait_until(Duration::from_secs(3), || {
+    let t = wait_for(Duration::from_secs(3), || {
         answered(&s, "www.example.com.") == set(&all)
     });
     assert!(t.is_some(), "endpoints did not come back");
@@ -445,7 +432,7 @@ endpoints = [
     let prober = s.start_prober();
     // `initial = "down"`: nothing is up yet, so every endpoint is served (fail open).
     assert!(!state(&s, "www.example.com", "127.0.0.1").healthy());
-    let t = wait_until(Duration::from_secs(3), || {
+    let t = wait_for(Duration::from_secs(3), || {
         answered(&s, "www.example.com.") == set(&["127.0.0.1", "192.0.2.2"])
     });
     assert!(t.is_some(), "the listening port did not come up");
@@ -453,7 +440,7 @@ endpoints = [
     assert!(!closed.healthy());
     // The first result decides at once (SPEC), so the open port may be up before the closed
     // one's first probe has been recorded.
-    let t = wait_until(Duration::from_secs(3), || closed.last_probe().is_some());
+    let t = wait_for(Duration::from_secs(3), || closed.last_probe().is_some());
     assert!(t.is_some(), "the closed port was not probed");
     assert!(!closed.healthy());
     assert_eq!(reason(&closed), "refused");
@@ -501,7 +488,7 @@ endpoints = [ {{ address = "127.0.0.1" }} ]
     let _prober = s.start_prober();
     let strict = state(&s, "strict.example.com", "127.0.0.1");
     let lax = state(&s, "lax.example.com", "127.0.0.1");
-    let t = wait_until(Duration::from_secs(3), || {
+    let t = wait_for(Duration::from_secs(3), || {
         !strict.healthy() && lax.last_probe().is_some_and(|r| r.ok)
     });
     assert!(
@@ -516,7 +503,7 @@ endpoints = [ {{ address = "127.0.0.1" }} ]
     assert!(lax.healthy());
     // `host` is both the TLS server name and the Host header, though the probe connects to
     // the endpoint's address; custom headers are sent.
-    let seen = wait_until(Duration::from_secs(2), || {
+    let seen = wait_for(Duration::from_secs(2), || {
         srv.seen.lock().unwrap().sni.as_deref() == Some("probe.example.test")
     });
     assert!(seen.is_some(), "SNI: {:?}", srv.seen.lock().unwrap().sni);
@@ -565,7 +552,7 @@ endpoints = [ {{ address = "192.0.2.1", check = "{url}" }}, {{ address = "192.0.
         state(&s, "closed.example.com", "192.0.2.1"),
         state(&s, "closed.example.com", "192.0.2.2"),
     ];
-    let t = wait_until(Duration::from_secs(3), || {
+    let t = wait_for(Duration::from_secs(3), || {
         states.iter().all(|st| !st.healthy())
     });
     assert!(t.is_some(), "endpoints did not go down");
@@ -629,7 +616,7 @@ fn latency_policy_picks_the_fastest_health_server() {
         "1s",
         [fast.url("http", "/"), slow.url("http", "/")],
     );
-    let t = wait_until(Duration::from_secs(3), || {
+    let t = wait_for(Duration::from_secs(3), || {
         one.rtt_us().is_some() && two.rtt_us().is_some()
     });
     assert!(t.is_some(), "round-trip times were not measured");
@@ -646,7 +633,7 @@ fn latency_policy_picks_the_fastest_health_server() {
     // The slow one speeds up and the fast one slows down: the answer follows.
     slow.set(|b| b.delay = Duration::ZERO);
     fast.set(|b| b.delay = Duration::from_millis(120));
-    let t = wait_until(Duration::from_secs(5), || {
+    let t = wait_for(Duration::from_secs(5), || {
         answered(&s, "www.example.com.") == set(&["192.0.2.2"])
     });
     assert!(
@@ -667,7 +654,7 @@ fn least_loaded_follows_x_load_and_flips() {
         "500ms",
         [a.url("http", "/load"), b.url("http", "/load")],
     );
-    let t = wait_until(Duration::from_secs(3), || {
+    let t = wait_for(Duration::from_secs(3), || {
         one.load() == Some(0.2) && two.load() == Some(0.9)
     });
     assert!(t.is_some(), "loads {:?} {:?}", one.load(), two.load());
@@ -677,14 +664,14 @@ fn least_loaded_follows_x_load_and_flips() {
 
     a.set(|x| x.load = Some("5".into()));
     b.set(|x| x.load = Some("1.5".into()));
-    let t = wait_until(Duration::from_secs(3), || {
+    let t = wait_for(Duration::from_secs(3), || {
         answered(&s, "www.example.com.") == set(&["192.0.2.2"])
     });
     assert!(t.is_some(), "loads {:?} {:?}", one.load(), two.load());
 
     // A response without X-Load reports no load.
     a.set(|x| x.load = None);
-    let t = wait_until(Duration::from_secs(3), || one.load().is_none());
+    let t = wait_for(Duration::from_secs(3), || one.load().is_none());
     assert!(t.is_some(), "load stayed {:?}", one.load());
 }
 
@@ -745,7 +732,7 @@ fn reload_keeps_health_of_unchanged_endpoints_and_probes_new_ones() {
     let s = start(&reload_config(&bad_url, &good_url, None, true));
     let prober = s.start_prober();
     let down = state(&s, "www.example.com", "192.0.2.1");
-    let t = wait_until(Duration::from_secs(3), || !down.healthy());
+    let t = wait_for(Duration::from_secs(3), || !down.healthy());
     assert!(t.is_some(), "192.0.2.1 did not go down");
     assert_eq!(answered(&s, "www.example.com."), set(&["192.0.2.2"]));
 
@@ -764,14 +751,14 @@ fn reload_keeps_health_of_unchanged_endpoints_and_probes_new_ones() {
     // The new endpoint was never seen working: not answered until its first probe passes
     // (SPEC, health), which then decides at once (rise = 3 does not hold it back).
     assert_eq!(answered(&s, "www.example.com."), set(&["192.0.2.2"]));
-    let t = wait_until(Duration::from_secs(3), || {
+    let t = wait_for(Duration::from_secs(3), || {
         state(&s, "www.example.com", "192.0.2.3")
             .last_probe()
             .is_some()
             && prober.generation() > gen_before
     });
     assert!(t.is_some(), "the new endpoint was not probed");
-    let t = wait_until(Duration::from_secs(3), || {
+    let t = wait_for(Duration::from_secs(3), || {
         answered(&s, "www.example.com.") == set(&["192.0.2.2", "192.0.2.3"])
     });
     assert!(
@@ -790,7 +777,7 @@ fn reload_keeps_health_of_unchanged_endpoints_and_probes_new_ones() {
         &reload_config(&bad_url, &good_url, Some(&new_url), false),
     );
     s.reload();
-    let t = wait_until(Duration::from_secs(2), || prober.targets() == 2);
+    let t = wait_for(Duration::from_secs(2), || prober.targets() == 2);
     assert!(t.is_some(), "targets {}", prober.targets());
     // The removed target's task was aborted before the count changed; a probe it had already
     // sent may still land, so at most one more request, over five intervals that a live
@@ -876,7 +863,7 @@ endpoints = [ {{ address = "192.0.2.2", check = "{url}" }}, {{ address = "192.0.
         &before,
         &state(&s, "two.example.com", "192.0.2.2")
     ));
-    let t = wait_until(Duration::from_secs(2), || prober.targets() == 2);
+    let t = wait_for(Duration::from_secs(2), || prober.targets() == 2);
     assert!(t.is_some(), "targets {}", prober.targets());
 
     // Shutdown stops every probe: the two targets' probes already sent may land, nothing

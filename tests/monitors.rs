@@ -49,19 +49,6 @@ fn set(addrs: &[&str]) -> BTreeSet<IpAddr> {
     addrs.iter().map(|a| a.parse().expect("ip")).collect()
 }
 
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    loop {
-        if cond() {
-            return true;
-        }
-        if t0.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// One HTTP/1.1 request to the admin API; (status, body).
 fn http(
     addr: SocketAddr,

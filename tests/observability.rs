@@ -8,7 +8,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use hickory_proto::rr::RecordType;
@@ -148,15 +148,10 @@ fn has(metrics: &str, name: &str) -> bool {
         .any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
 }
 
-fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
-    let until = Instant::now() + within;
-    while Instant::now() < until {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+fn wait_until(what: &str, within: Duration, ok: impl FnMut() -> bool) {
+    if wait_for(within, ok).is_none() {
+        panic!("not within {within:?}: {what}");
     }
-    panic!("not within {within:?}: {what}");
 }
 
 // ---------------------------------------------------------------------------------------------

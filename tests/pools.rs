@@ -15,7 +15,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use hickory_proto::op::{Message, ResponseCode};
@@ -64,19 +64,6 @@ fn answered(s: &TestServer, name: &str) -> BTreeSet<IpAddr> {
     let m = s.udp(&query(name, RecordType::A));
     assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
     addrs(&m)
-}
-
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    loop {
-        if cond() {
-            return true;
-        }
-        if t0.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String) {

@@ -7,7 +7,8 @@
 //! | `http.rs` | one raw HTTP request on loopback, and [`HealthStub`], a health server for real checks |
 //! | `wire.rs` | the `wire.test` zone and raw packet builders of the wire tests |
 //!
-//! Everything but `wire` is re-exported here, so `use common::*` reaches it.
+//! Everything but `wire` is re-exported here, so `use common::*` reaches it; waiting for a
+//! condition ([`wait_for`], [`wait_until`]) lives in this file.
 #![allow(dead_code)]
 
 mod http;
@@ -35,4 +36,25 @@ pub fn example_config() -> String {
     let geoip = concat!(env!("CARGO_MANIFEST_DIR"), "/geoip/");
     rest.replace("id = \"dev1\"", "id = \"test-site\"")
         .replace("\"../geoip/", &format!("\"{geoip}"))
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` has passed (then once more); how long it
+/// took, or `None` if it never held.
+pub fn wait_for(
+    limit: std::time::Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Option<std::time::Duration> {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < limit {
+        if cond() {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cond().then(|| t0.elapsed())
+}
+
+/// [`wait_for`], saying only whether `cond` came to hold within `limit`.
+pub fn wait_until(limit: std::time::Duration, cond: impl FnMut() -> bool) -> bool {
+    wait_for(limit, cond).is_some()
 }
