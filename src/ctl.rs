@@ -785,6 +785,9 @@ pub fn render(v: &Status, now: SystemTime) -> String {
             head.push(vec![key.into(), fields(x, now)]);
         }
     }
+    if let Some(ifaces) = v.xdp.as_array().filter(|a| !a.is_empty()) {
+        head.push(vec!["xdp".into(), xdp_words(ifaces)]);
+    }
     out.push_str(&table(&head, ""));
 
     if !v.drains_state.ok {
@@ -1042,6 +1045,30 @@ pub fn render(v: &Status, now: SystemTime) -> String {
     out
 }
 
+/// `[server] xdp` as a line: each interface answering over AF_XDP, its queues and mode, and
+/// what it answered and dropped since start.
+fn xdp_words(ifaces: &[Value]) -> String {
+    ifaces
+        .iter()
+        .map(|i| {
+            let copy = if i["copy"].as_bool().unwrap_or(false) {
+                " copy"
+            } else {
+                " zero-copy"
+            };
+            format!(
+                "{}: {} queue(s), {}{copy}, {} answered, {} dropped",
+                s(&i["interface"]),
+                s(&i["queues"]),
+                s(&i["mode"]),
+                s(&i["answered"]),
+                s(&i["dropped"]),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// An endpoint's share of its service's answers over the last minute (`share_1m`, sampled
 /// once a second by the server's history).
 fn answer_share(e: &status::Endpoint) -> Option<&Value> {
@@ -1084,5 +1111,23 @@ mod tests {
             assert!(t.contains(want), "missing {want:?} in\n{t}");
         }
         assert!(!t.contains("FLEET"), "{t}");
+        assert!(!t.contains("xdp"), "no xdp line without [server] xdp:\n{t}");
+    }
+
+    #[test]
+    fn status_shows_the_interfaces_answering_over_af_xdp() {
+        let now = humantime::parse_rfc3339("2025-01-01T12:00:10Z").unwrap();
+        let v = json!({
+            "site": "fra1", "version": "0.1.0", "generation": 1,
+            "loaded_at": "2025-01-01T12:00:00.000Z", "last_reload": null, "zones": [],
+            "services": [], "drains": [],
+            "xdp": [{"interface": "eth0", "queues": 4, "mode": "native", "copy": true,
+                     "answered": 1234, "dropped": 5}]
+        });
+        let t = render_status(&v, now);
+        assert!(
+            t.contains("xdp          eth0: 4 queue(s), native copy, 1234 answered, 5 dropped"),
+            "{t}"
+        );
     }
 }
