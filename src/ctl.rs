@@ -1051,16 +1051,12 @@ fn xdp_words(ifaces: &[Value]) -> String {
     ifaces
         .iter()
         .map(|i| {
-            let copy = if i["copy"].as_bool().unwrap_or(false) {
-                " copy"
-            } else {
-                " zero-copy"
-            };
             format!(
-                "{}: {} queue(s), {}{copy}, {} answered, {} dropped",
+                "{}: {} queue(s), {} {}, {} answered, {} dropped",
                 s(&i["interface"]),
                 s(&i["queues"]),
                 s(&i["mode"]),
+                s(&i["copy"]),
                 s(&i["answered"]),
                 s(&i["dropped"]),
             )
@@ -1121,7 +1117,7 @@ mod tests {
             "site": "fra1", "version": "0.1.0", "generation": 1,
             "loaded_at": "2025-01-01T12:00:00.000Z", "last_reload": null, "zones": [],
             "services": [], "drains": [],
-            "xdp": [{"interface": "eth0", "queues": 4, "mode": "native", "copy": true,
+            "xdp": [{"interface": "eth0", "queues": 4, "mode": "native", "copy": "copy",
                      "answered": 1234, "dropped": 5}]
         });
         let t = render_status(&v, now);
