@@ -744,9 +744,12 @@ fn sign_response(
     let apex = &zone.origin;
     let limited = ctx.limited;
     let answers = signed(&resp.answers, online, limited, |_| true);
-    // NS anywhere but the apex is a referral's: the child's data, never signed here.
-    let authorities = signed(&resp.authorities, online, limited, |r| {
-        r.record_type() != RecordType::NS || r.name == *apex
+    // NS anywhere but the apex is a referral's: the child's data, never signed here. Not
+    // asked for once the answer section was refused (the reply is truncated anyway).
+    let authorities = answers.as_ref().and_then(|_| {
+        signed(&resp.authorities, online, limited, |r| {
+            r.record_type() != RecordType::NS || r.name == *apex
+        })
     });
     match (answers, authorities) {
         (Some(a), Some(n)) => {
@@ -758,6 +761,7 @@ fn sign_response(
             resp.authorities.clear();
             resp.additionals.clear();
             resp.metadata.truncation = true;
+            crate::dnssec::sign::record_refused();
         }
     }
 }

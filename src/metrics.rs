@@ -554,8 +554,8 @@ impl Collector for SnapshotCollector {
             single(
                 &mut enc,
                 "meridian_dnssec_signatures_refused",
-                "Signatures not made because the zone's signing budget was spent (the UDP \
-                 query got TC=1).",
+                "DO answers sent TC=1 because a signature they needed was past the zone's \
+                 signing budget (UDP without a valid server cookie).",
                 ConstCounter::new(refused),
             )?;
             let mut signed: Vec<(String, usize)> = snap

@@ -299,7 +299,9 @@ impl Signer {
             return Ok(Some(hit));
         }
         if !may_sign() {
-            SIGNATURES_REFUSED.fetch_add(1, Ordering::Relaxed);
+            // Not counted here: the fast path asks first and hands the query to the
+            // reference, which asks again; the answer sent TC=1 is counted once, where it is
+            // made (`record_refused`).
             return Ok(None);
         }
         let data = &ck[id_len..];
@@ -319,11 +321,16 @@ impl Signer {
 /// reload, which builds new signers, does not reset them.
 static SIGNATURES_HIT: AtomicU64 = AtomicU64::new(0);
 static SIGNATURES_MISS: AtomicU64 = AtomicU64::new(0);
-/// Signatures a budget refused to make.
+/// DO answers sent TC=1 because a signature they needed was past the signing budget.
 static SIGNATURES_REFUSED: AtomicU64 = AtomicU64::new(0);
 
+/// Counts one answer truncated because the signing budget refused a signature it needed.
+pub fn record_refused() {
+    SIGNATURES_REFUSED.fetch_add(1, Ordering::Relaxed);
+}
+
 /// (hits, misses, refused) of every signer so far: RRSIGs answered from a cache, made, and
-/// not made because the zone's signing budget was spent.
+/// answers truncated because the zone's signing budget was spent.
 pub fn signature_counts() -> (u64, u64, u64) {
     (
         SIGNATURES_HIT.load(Ordering::Relaxed),
