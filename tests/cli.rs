@@ -268,6 +268,36 @@ fn serve_on_a_taken_tcp_port_exits_2() {
     assert_bind_failure(&out, port);
 }
 
+/// Another process holding the port with SO_REUSEPORT (as a second meridian started by
+/// mistake would) is no co-owner: serve refuses the port as it refuses a plain holder,
+/// rather than quietly sharing the queries with it.
+#[test]
+fn serve_on_a_port_held_with_so_reuseport_exits_2() {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    for ty in [Type::DGRAM, Type::STREAM] {
+        let proto = if ty == Type::DGRAM {
+            Protocol::UDP
+        } else {
+            Protocol::TCP
+        };
+        let holder = Socket::new(Domain::IPV4, ty, Some(proto)).expect("socket");
+        holder.set_reuse_port(true).expect("SO_REUSEPORT");
+        holder.bind(&any.into()).expect("bind");
+        if ty == Type::STREAM {
+            holder.listen(16).expect("listen");
+        }
+        let port = holder
+            .local_addr()
+            .expect("addr")
+            .as_socket()
+            .expect("inet")
+            .port();
+        let (_dir, out) = serve_with_port(port);
+        assert_bind_failure(&out, port);
+    }
+}
+
 #[test]
 fn serve_answers_and_stops_on_sigterm() {
     let port = free_port();

@@ -151,6 +151,25 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// Fails ("address in use") when any other socket holds `addr` for UDP or TCP. SO_REUSEPORT,
+/// which lets our own threads' sockets share a port, would as quietly let a second process of
+/// the same user (a second meridian started by mistake) share it, each answering a part of the
+/// queries; so the port is first bound once without it, which fails as a plain bind does.
+/// SO_REUSEADDR on the TCP probe: connections of a previous run in TIME_WAIT own nothing.
+fn check_free(addr: SocketAddr) -> io::Result<()> {
+    let domain = Domain::for_address(addr);
+    let udp = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    let tcp = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        udp.set_only_v6(true)?;
+        tcp.set_only_v6(true)?;
+    }
+    tcp.set_reuse_address(true)?;
+    udp.bind(&addr.into())?;
+    tcp.bind(&addr.into())?;
+    Ok(())
+}
+
 /// Binds UDP and TCP on one address, `count` sockets of each. With port 0 the UDP port is
 /// chosen by the kernel and TCP must take the same one; if another process holds it for TCP,
 /// try another port.
@@ -199,6 +218,12 @@ pub fn start(
     let tcp_slots = tcp::Slots::new(settings.tcp_max_connections, settings.tcp_max_per_client);
     // TCP thread i accepts from the i-th listener of every address.
     let mut tcp_listeners: Vec<Vec<tcp::Listen>> = (0..udp_count).map(|_| Vec::new()).collect();
+    // All checked before any is bound: a wildcard and a specific address on one port (both
+    // ours) would otherwise look taken to each other.
+    for &addr in settings.addrs.iter().filter(|a| a.port() != 0) {
+        check_free(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    }
     for &addr in &settings.addrs {
         let (udps, tcps) = bind_pair(addr, udp_count)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
