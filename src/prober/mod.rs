@@ -3,13 +3,15 @@
 //! is), [`schedule`] (when probes go out; [`start`] runs the prober on the current tokio
 //! runtime and follows reloads by itself), `verdict` (rise/fall and what a result writes),
 //! `http` (the one HTTP/1.1 client, for http and https), `tcp` (connects), `tls` (rustls
-//! settings) and `exec` (check programs). `push` profiles have no probe: their states come
+//! settings), `exec` (check programs) and [`budget`] (the CPU budget that stretches intervals,
+//! and the cores the prober thread is kept on). `push` profiles have no probe: their states come
 //! from the admin API, and the prober only expires them (`schedule`).
 //!
 //! It sits on the control floor, above `snapshot` and `health`, because it reads the current
 //! snapshot (`SharedSnapshot`); `health` keeps only the state, so the model floor imports
 //! nothing above it.
 
+pub mod budget;
 mod exec;
 mod http;
 pub mod probe;
@@ -18,6 +20,7 @@ mod tcp;
 mod tls;
 mod verdict;
 
+pub use budget::{Meter, Reading};
 pub use schedule::{
     spawn_thread, start, start_with, ProbeEvent, ProberHandle, ProberOptions, ProberThread,
 };
