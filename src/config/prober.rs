@@ -43,7 +43,7 @@ pub fn parse_budget(s: &str) -> Result<Option<f64>, String> {
         ));
     };
     match num.trim().parse::<f64>() {
-        Ok(v) if v == 0.0 => Ok(None),
+        Ok(0.0) => Ok(None),
         Ok(v) if v > 0.0 && v <= 100.0 => Ok(Some(v / 100.0)),
         Ok(_) => Err(format!(
             "`{s}` must lie between 0% (off) and 100% of one core"

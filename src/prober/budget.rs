@@ -232,7 +232,7 @@ mod tests {
         assert_eq!(next_stretch(3.0, 0.22, Some(0.25)), 3.0);
         // Below it: back down, at most halving, never below 1.
         let s = next_stretch(3.0, 0.1, Some(0.25));
-        assert!(s < 3.0 && s >= 1.5, "{s}");
+        assert!((1.5..3.0).contains(&s), "{s}");
         assert_eq!(next_stretch(1.0, 0.01, Some(0.25)), 1.0);
         assert_eq!(next_stretch(1.2, 0.0, Some(0.25)), 1.0);
     }

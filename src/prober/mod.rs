@@ -14,7 +14,9 @@
 pub mod budget;
 mod exec;
 mod http;
+mod plain;
 pub mod probe;
+mod reactor;
 pub mod schedule;
 mod tcp;
 mod tls;

@@ -124,6 +124,7 @@ pub fn start_with(shared: SharedSnapshot, opts: ProberOptions) -> ProberHandle {
         tls: TlsConfigs::new(),
         observer: opts.observer,
         meter: opts.meter,
+        reactor: super::reactor::Reactor::new(),
     });
     let targets = Arc::new(AtomicUsize::new(0));
     let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -251,6 +252,8 @@ struct Ctx {
     tls: Option<TlsConfigs>,
     observer: Option<ProbeObserver>,
     meter: Arc<Meter>,
+    /// The epoll set of plain HTTP and TCP probes (`None`: they go through tokio's sockets).
+    reactor: Option<Arc<super::reactor::Reactor>>,
 }
 
 impl Ctx {
@@ -276,6 +279,9 @@ async fn supervise(
 ) {
     // Dropping this future (ProberHandle::shutdown) drops the set, which aborts every task.
     let mut set = JoinSet::new();
+    if let Some(r) = &ctx.reactor {
+        set.spawn(r.clone().drive());
+    }
     let mut running: HashMap<Arc<Target>, Running> = HashMap::new();
     let mut seen = None;
     let mut tick = tokio::time::interval(POLL);
@@ -544,7 +550,7 @@ async fn run_target(
                     super::probe::Kind::Exec => s.timeout + Duration::from_secs(1),
                     _ => s.timeout,
                 },
-                Box::pin(p.run()),
+                Box::pin(p.run(ctx.reactor.as_ref())),
             )
             .await
             {
