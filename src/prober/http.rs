@@ -147,7 +147,9 @@ impl HttpProbe {
             };
             return p.run(r, *to, self.source).await;
         }
-        self.run_hyper().await
+        // Boxed on its own: hyper's and rustls' state is kilobytes, and the plain path's
+        // future (which every probe of an address makes) should not be that large.
+        Box::pin(self.run_hyper()).await
     }
 
     async fn run_hyper(&self) -> Outcome {

@@ -124,23 +124,6 @@ fn send(s: &Registered, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
-fn recv(s: &Registered, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid and writable for its length.
-    let n = unsafe {
-        libc::recv(
-            s.fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
 fn read_failure(e: &io::Error) -> Outcome {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => Outcome::fail("refused", "refused"),
@@ -502,31 +485,33 @@ async fn fill(s: &Registered, buf: &mut Vec<u8>, limit: usize) -> Result<usize, 
     loop {
         // Taken before reading: an edge that comes during the read is kept for the wait.
         s.take(IN);
-        let start = buf.len();
-        let room = limit.saturating_sub(start).max(1);
-        buf.reserve(room.min(16 * 1024));
-        let spare = buf.capacity() - start;
-        buf.resize(start + spare.min(room), 0);
-        let r = recv(s, &mut buf[start..]);
-        match r {
-            Ok(n) => {
-                buf.truncate(start + n);
-                return Ok(n);
-            }
-            Err(e) => {
-                buf.truncate(start);
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => {
-                        // An error or hang-up without input: the read that follows would
-                        // say nothing more, so say why here.
-                        if s.wait(IN).await & IN == 0 {
-                            return Err(connect_error(s));
-                        }
-                    }
-                    io::ErrorKind::Interrupted => {}
-                    _ => return Err(read_failure(&e)),
+        let room = limit.saturating_sub(buf.len()).max(1);
+        if buf.len() == buf.capacity() {
+            // Grows by doubling from 2 KiB: a probe's answer is a few hundred bytes.
+            buf.reserve(buf.len().max(2048).min(room));
+        }
+        // Into the spare capacity as it is: zeroing it first cost more than the parse.
+        let spare = buf.spare_capacity_mut();
+        let want = spare.len().min(room);
+        // SAFETY: `spare` is writable for `want` bytes; recv writes at most that many.
+        let n = unsafe { libc::recv(s.fd(), spare.as_mut_ptr().cast(), want, libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            let n = n as usize;
+            // SAFETY: recv initialised the first `n` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            return Ok(n);
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock => {
+                // An error or hang-up without input: the read that follows would say
+                // nothing more, so say why here.
+                if s.wait(IN).await & IN == 0 {
+                    return Err(connect_error(s));
                 }
             }
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(read_failure(&e)),
         }
     }
 }

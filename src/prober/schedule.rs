@@ -541,8 +541,8 @@ async fn run_target(
         };
         let started = Instant::now();
         let out = match &probe {
-            // Boxed: the state of a probe in flight (hyper, rustls) is kilobytes, and only
-            // the few targets probing at a time need to hold it.
+            // Boxed: the state of a probe in flight is not small (hyper and rustls, boxed once
+            // more inside, are kilobytes), and only the targets probing now need to hold it.
             // An exec check keeps its own timeout, to kill and reap the program; this one
             // only backs it up.
             Ok(p) => match tokio::time::timeout(
