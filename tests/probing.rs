@@ -380,6 +380,8 @@ fn a_cpu_budget_stretches_probe_intervals_visibly_and_none_does_not() {
         Some(0.001)
     );
     assert!(metric(&tight_metrics, "meridian_prober_cpu_ratio").is_some());
+    let secs = metric(&tight_metrics, "meridian_prober_stretched_seconds_total");
+    assert!(secs.is_some_and(|s| s >= 1.0), "stretched seconds {secs:?}");
 
     let (off, off_probes, off_metrics) = probe_under_budget("off", n);
     println!("no budget: {off:?}, {off_probes} probes in 3 s");

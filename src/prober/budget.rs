@@ -1,6 +1,7 @@
 //! The prober's CPU budget and where its thread runs: [`Meter`] measures the prober thread's
 //! own CPU (`CLOCK_THREAD_CPUTIME_ID`) once a [`WINDOW`] and, past `[prober] cpu_budget`,
-//! stretches every target's interval by a common factor ([`next_stretch`]) instead of taking
+//! stretches every target's interval by a common factor ([`next_stretch`], from the CPU per
+//! probe and the probes the targets ask for) instead of taking
 //! more CPU from the answering threads; the factor, the budget and the CPU measured are what
 //! `/status` (`prober`) and the metrics (`meridian_prober_*`) show, so a stretched interval is
 //! never silent. [`prober_cores`] picks the cores the prober thread is kept on.
@@ -18,29 +19,46 @@ pub const WINDOW: Duration = Duration::from_secs(1);
 /// The most an interval is stretched: past it the prober takes more than its budget rather
 /// than let failover wait longer still (the factor shows at this cap in `/status`).
 pub const MAX_STRETCH: f64 = 10.0;
-/// The stretch comes back down only while the prober uses less than this share of its
-/// budget, so that it does not flap at the edge.
-const RELAX_BELOW: f64 = 0.8;
+/// Changes of the stretch smaller than this share are not made: no flapping at the edge.
+const DEAD_BAND: f64 = 0.1;
 
-/// The next stretch factor after a window in which the prober used `used` of a core under
-/// `budget` (`None`: no budget). The prober's CPU is proportional to its probe rate, the rate
-/// to 1 / stretch: the factor moves towards `stretch × used / budget`, at most doubling or
-/// halving in one window (a new factor reaches every target only at its next probe, so a
-/// full step would overshoot), within 1..=[`MAX_STRETCH`].
-pub fn next_stretch(stretch: f64, used: f64, budget: Option<f64>) -> f64 {
+/// What one budget window showed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    /// The prober thread's CPU, as a share of one core.
+    pub used: f64,
+    /// Probes finished per second.
+    pub rate: f64,
+}
+
+/// The next stretch factor after a window `w`, for targets that ask for `demand` probes a
+/// second unstretched (the sum of 1 / interval), under `budget` (`None`: no budget).
+///
+/// Estimated, not chased: the window's CPU per probe times `demand` is the prober's CPU
+/// unstretched, and the stretch that brings it to the budget is that over the budget. The CPU
+/// per probe does not depend on the stretch, so the estimate holds at once, although a new
+/// factor reaches each target only at its next probe (a controller that only followed the
+/// CPU share would see its last step a whole interval late, and overshoot: it went to 10×
+/// where 3× was enough). A window with no probe finished falls back on the CPU share alone.
+/// Steps are at most ×2 or ×½ a window, smaller ones than [`DEAD_BAND`] are not made, and
+/// the result lies within 1..=[`MAX_STRETCH`].
+pub fn next_stretch(stretch: f64, w: Window, demand: f64, budget: Option<f64>) -> f64 {
     let Some(budget) = budget.filter(|b| *b > 0.0) else {
         return 1.0;
     };
-    let ratio = used / budget;
-    let next = if ratio > 1.0 {
-        stretch * ratio.min(2.0)
-    } else if ratio < RELAX_BELOW && stretch > 1.0 {
-        // Aim at the budget's middle of the band, not its edge.
-        stretch * (ratio / ((1.0 + RELAX_BELOW) / 2.0)).max(0.5)
+    let needed = if w.rate > 0.0 && demand > 0.0 {
+        w.used / w.rate * demand / budget
     } else {
-        stretch
+        stretch * w.used / budget
     };
-    next.clamp(1.0, MAX_STRETCH)
+    let next = needed
+        .clamp(stretch * 0.5, stretch * 2.0)
+        .clamp(1.0, MAX_STRETCH);
+    if (next / stretch - 1.0).abs() < DEAD_BAND && next != 1.0 {
+        stretch
+    } else {
+        next
+    }
 }
 
 /// The cores the prober thread is kept on, out of the cores the process may use (`allowed`,
@@ -112,6 +130,11 @@ pub struct Meter {
     cores: AtomicU64,
     /// Whether the thread's CPU clock is the prober's alone (a thread of its own).
     own_thread: AtomicBool,
+    /// Probes finished so far, and at the end of the last window.
+    probes: AtomicU64,
+    probes_seen: AtomicU64,
+    /// Probes a second the targets ask for unstretched (the sum of 1 / interval), f64 bits.
+    demand: AtomicU64,
 }
 
 impl Default for Meter {
@@ -123,6 +146,9 @@ impl Default for Meter {
             stretched_ms: AtomicU64::new(0),
             cores: AtomicU64::new(0),
             own_thread: AtomicBool::new(false),
+            probes: AtomicU64::new(0),
+            probes_seen: AtomicU64::new(0),
+            demand: AtomicU64::new(0f64.to_bits()),
         }
     }
 }
@@ -194,6 +220,16 @@ impl Meter {
         self.stretch.store(s.to_bits(), Ordering::Relaxed);
     }
 
+    /// One probe finished.
+    pub(super) fn probed(&self) {
+        self.probes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The probes a second the targets ask for unstretched (after each reload).
+    pub(super) fn set_demand(&self, per_second: f64) {
+        self.demand.store(per_second.to_bits(), Ordering::Relaxed);
+    }
+
     /// One window's measurement: `used` share of a core over `window`. Returns the new
     /// stretch and the one before.
     pub(super) fn measured(&self, used: f64, window: Duration) -> (f64, f64) {
@@ -203,7 +239,13 @@ impl Meter {
             self.stretched_ms
                 .fetch_add(window.as_millis() as u64, Ordering::Relaxed);
         }
-        let next = next_stretch(before, used, some(load(&self.budget)));
+        let probes = self.probes.load(Ordering::Relaxed);
+        let done = probes.saturating_sub(self.probes_seen.swap(probes, Ordering::Relaxed));
+        let w = Window {
+            used,
+            rate: done as f64 / window.as_secs_f64().max(1e-3),
+        };
+        let next = next_stretch(before, w, load(&self.demand), some(load(&self.budget)));
         self.set_stretch(next);
         (next, before)
     }
@@ -213,39 +255,61 @@ impl Meter {
 mod tests {
     use super::*;
 
+    fn w(used: f64, rate: f64) -> Window {
+        Window { used, rate }
+    }
+
     #[test]
     fn no_budget_never_stretches() {
-        assert_eq!(next_stretch(1.0, 0.9, None), 1.0);
-        assert_eq!(next_stretch(4.0, 0.9, None), 1.0);
+        assert_eq!(next_stretch(1.0, w(0.9, 10_000.0), 10_000.0, None), 1.0);
+        assert_eq!(next_stretch(4.0, w(0.9, 10_000.0), 10_000.0, None), 1.0);
     }
 
     #[test]
-    fn over_budget_stretches_at_most_double_per_window() {
-        assert_eq!(next_stretch(1.0, 0.375, Some(0.25)), 1.5);
-        assert_eq!(next_stretch(1.0, 0.9, Some(0.25)), 2.0);
-        assert_eq!(next_stretch(8.0, 0.9, Some(0.25)), MAX_STRETCH);
+    fn the_stretch_comes_from_the_cost_per_probe() {
+        // 60 µs a probe, 10,000 asked a second: 60 % of a core, three times a 20 % budget.
+        let s = next_stretch(2.0, w(0.42, 7_000.0), 10_000.0, Some(0.2));
+        assert!((s - 3.0).abs() < 1e-9, "{s}");
+        // At most doubling in one window.
+        assert_eq!(
+            next_stretch(1.0, w(0.6, 10_000.0), 10_000.0, Some(0.2)),
+            2.0
+        );
+        assert_eq!(
+            next_stretch(8.0, w(0.9, 1_000.0), 10_000.0, Some(0.2)),
+            MAX_STRETCH
+        );
+        // Back down when probes got cheaper, at most halving; never below 1.
+        let s = next_stretch(3.0, w(0.05, 3_000.0), 10_000.0, Some(0.2));
+        assert_eq!(s, 1.5);
+        assert_eq!(
+            next_stretch(1.2, w(0.01, 8_000.0), 10_000.0, Some(0.2)),
+            1.0
+        );
+        // Within the dead band: kept.
+        assert_eq!(next_stretch(3.0, w(0.2, 3_100.0), 10_000.0, Some(0.2)), 3.0);
+        // No probe finished: by the CPU share alone.
+        let s = next_stretch(1.0, w(0.3, 0.0), 10_000.0, Some(0.2));
+        assert!((s - 1.5).abs() < 1e-9, "{s}");
+        assert_eq!(next_stretch(1.0, w(0.1, 0.0), 0.0, Some(0.2)), 1.0);
     }
 
     #[test]
-    fn under_budget_relaxes_with_a_dead_band() {
-        // Within the band: kept.
-        assert_eq!(next_stretch(3.0, 0.22, Some(0.25)), 3.0);
-        // Below it: back down, at most halving, never below 1.
-        let s = next_stretch(3.0, 0.1, Some(0.25));
-        assert!((1.5..3.0).contains(&s), "{s}");
-        assert_eq!(next_stretch(1.0, 0.01, Some(0.25)), 1.0);
-        assert_eq!(next_stretch(1.2, 0.0, Some(0.25)), 1.0);
-    }
-
-    #[test]
-    fn converges_on_the_budget() {
-        // A prober whose CPU is proportional to its rate: 0.6 of a core unstretched.
-        let mut s = 1.0;
+    fn converges_on_the_budget_although_targets_follow_a_window_late() {
+        // 60 µs a probe, 10,000 targets at 1 s; each window's probes follow the stretch of
+        // the window before (a target takes a new factor at its next probe).
+        let (cost, demand, budget) = (60e-6, 10_000.0, 0.2);
+        let (mut s, mut last) = (1.0f64, 1.0f64);
+        let mut worst: f64 = 1.0;
         for _ in 0..20 {
-            s = next_stretch(s, 0.6 / s, Some(0.25));
+            let rate = demand / last;
+            last = s;
+            s = next_stretch(s, w(cost * rate, rate), demand, Some(budget));
+            worst = worst.max(s);
         }
-        let used = 0.6 / s;
-        assert!((0.2..=0.26).contains(&used), "used {used} at stretch {s}");
+        let used = cost * demand / s;
+        assert!((0.18..=0.22).contains(&used), "used {used} at stretch {s}");
+        assert!(worst <= 3.3, "overshot to {worst}");
     }
 
     #[test]
@@ -264,12 +328,20 @@ mod tests {
     fn meter_counts_time_stretched() {
         let m = Meter::default();
         m.set_budget(Some(0.1));
+        m.set_demand(100.0);
+        for _ in 0..100 {
+            m.probed();
+        }
+        // 3 ms a probe, 100 a second: 30 % of a core, three times the budget; doubled first.
         assert_eq!(m.measured(0.3, WINDOW), (2.0, 1.0));
         assert_eq!(m.reading().stretched_seconds, 0.0);
+        for _ in 0..33 {
+            m.probed();
+        }
         m.measured(0.1, WINDOW);
         let r = m.reading();
         assert_eq!((r.cpu_budget, r.cpu), (Some(0.1), Some(0.1)));
-        assert_eq!(r.interval_stretch, 2.0);
+        assert!((r.interval_stretch - 3.03).abs() < 0.01, "{r:?}");
         assert_eq!(r.stretched_seconds, 1.0);
         m.set_budget(None);
         assert_eq!(m.reading().interval_stretch, 1.0);

@@ -1,12 +1,15 @@
-//! The prober's one HTTP client, for `http://` and `https://` targets alike: hyper's HTTP/1.1
-//! client connection (`hyper::client::conn::http1`) over a new TCP connection, with rustls in
-//! between for HTTPS. Never a pool: every probe opens its own connection, as HAProxy and gdnsd
-//! do, so that it sees what a new client sees (accept queue, TLS handshake, certificate).
+//! HTTP probes as a target makes them: the request worked out once per target
+//! ([`HttpProbe::new`]: the head's bytes for the plain path, the `HeaderMap` and `Uri` for
+//! hyper), then per probe one of two clients. Plain `http://` to an address goes through the
+//! prober's own epoll loop without hyper ([`super::plain`]: the cheap path thousands of
+//! targets a second take); HTTPS, and names resolved at each probe, through hyper's HTTP/1.1
+//! client connection (`hyper::client::conn::http1`) over tokio, with rustls in between for
+//! HTTPS. Never a pool: every probe opens its own connection, as HAProxy and gdnsd do, so
+//! that it sees what a new client sees (accept queue, TLS handshake, certificate).
 //!
-//! What does not change between probes (request head, server name, expectations) is worked
-//! out once per target in [`HttpProbe::new`]; a probe only copies the head, and reads as
-//! little of the response as its verdict needs: the head alone without `expect_body`, else the
-//! body until the substring shows up (at most [`BODY_LIMIT`]), searched chunk by chunk.
+//! Both read as little of the response as the verdict needs: the head alone without
+//! `expect_body`, else the body until the substring shows up (at most [`BODY_LIMIT`]),
+//! searched chunk by chunk ([`Finder`]).
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};

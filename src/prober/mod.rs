@@ -2,8 +2,9 @@
 //! (`crate::health`) the query path reads. By concern: [`probe`] (what a probe of a target
 //! is), [`schedule`] (when probes go out; [`start`] runs the prober on the current tokio
 //! runtime and follows reloads by itself), `verdict` (rise/fall and what a result writes),
-//! `http` (the one HTTP/1.1 client, for http and https), `tcp` (connects), `tls` (rustls
-//! settings), `exec` (check programs) and [`budget`] (the CPU budget that stretches intervals,
+//! `http` (HTTP probes: hyper for https and names), `plain` and `reactor` (plain
+//! http and tcp probes of an address on the prober's own epoll set), `tcp` (connects through
+//! tokio), `tls` (rustls settings), `exec` (check programs) and [`budget`] (the CPU budget that stretches intervals,
 //! and the cores the prober thread is kept on). `push` profiles have no probe: their states come
 //! from the admin API, and the prober only expires them (`schedule`).
 //!

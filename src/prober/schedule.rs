@@ -304,6 +304,13 @@ async fn supervise(
             snap.config.config.prober.as_ref(),
         ));
         let want = desired(&snap);
+        // What the CPU budget is measured against: the probes a second asked for.
+        ctx.meter.set_demand(
+            want.keys()
+                .filter(|t| t.kind != super::probe::Kind::Push)
+                .map(|t| 1.0 / t.settings.interval.as_secs_f64().max(1e-3))
+                .sum(),
+        );
         let gen = snap.generation;
         drop(snap);
         let before = running.len();
@@ -561,6 +568,7 @@ async fn run_target(
         };
         let duration = started.elapsed();
         drop(permit);
+        ctx.meter.probed();
 
         let members = members.load();
         let ok = out.ok;
