@@ -315,7 +315,7 @@ fn prober_status(admin: SocketAddr) -> Option<meridian::status::Prober> {
 
 /// Runs `serve` with `n` endpoints probed at 1 s under `budget` for a while; returns the
 /// prober's `/status` object once it has measured a few windows, the probes the endpoints
-/// answered over the 3 s after that, and the metrics text.
+/// answered over the 6 s after that, and the metrics text.
 fn probe_under_budget(budget: &str, n: usize) -> (meridian::status::Prober, usize, String) {
     let http_port = free_port();
     let hits = http_ok("127.0.0.1", http_port);
@@ -328,11 +328,12 @@ fn probe_under_budget(budget: &str, n: usize) -> (meridian::status::Prober, usiz
     );
     let mut serve = ServerProcess::serve(&cfg);
     serve.wait_http(admin, "/status", Duration::from_secs(10));
-    // Five budget windows: enough for a stretch to double its way up (1, 2, 4, 8, 10).
-    std::thread::sleep(Duration::from_secs(6));
+    // The first probes' burst (2 s, not measured), then four budget windows: enough for a
+    // stretch to double its way up (1, 2, 4, 8, 10).
+    std::thread::sleep(Duration::from_secs(7));
     let status = prober_status(admin).expect("the prober object in /status");
     let before = hits.load(Ordering::SeqCst);
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(6));
     let probes = hits.load(Ordering::SeqCst) - before;
     let req = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let (_, _, metrics) = http_exchange(admin, req).expect("metrics");
@@ -353,7 +354,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 fn a_cpu_budget_stretches_probe_intervals_visibly_and_none_does_not() {
     let n = 300;
     let (tight, tight_probes, tight_metrics) = probe_under_budget("0.1%", n);
-    println!("budget 0.1%: {tight:?}, {tight_probes} probes in 3 s");
+    println!("budget 0.1%: {tight:?}, {tight_probes} probes in 6 s");
     assert_eq!(tight.cpu_budget, Some(0.001));
     let cpu = tight.cpu.expect("the prober thread's CPU measured");
     assert!(
@@ -365,11 +366,11 @@ fn a_cpu_budget_stretches_probe_intervals_visibly_and_none_does_not() {
         "intervals not stretched under a 0.1 % budget: {tight:?}"
     );
     assert!(tight.stretched_seconds >= 1.0, "{tight:?}");
-    // Unstretched, 3 s are 900 probes; at a stretch of 4 or more, at most a quarter of that
-    // (and some slack for the probes due before the stretch grew).
+    // Unstretched, 6 s are 1,800 probes; at a stretch of 4 or more, at most a quarter of
+    // that (and some slack for the probes due before the stretch grew).
     assert!(
-        tight_probes <= 3 * n / 3,
-        "{tight_probes} probes in 3 s under a stretch of {}",
+        tight_probes <= 6 * n / 3,
+        "{tight_probes} probes in 6 s under a stretch of {}",
         tight.interval_stretch
     );
     assert!(tight_probes > 0, "probing stopped altogether");
@@ -384,14 +385,14 @@ fn a_cpu_budget_stretches_probe_intervals_visibly_and_none_does_not() {
     assert!(secs.is_some_and(|s| s >= 1.0), "stretched seconds {secs:?}");
 
     let (off, off_probes, off_metrics) = probe_under_budget("off", n);
-    println!("no budget: {off:?}, {off_probes} probes in 3 s");
+    println!("no budget: {off:?}, {off_probes} probes in 6 s");
     assert_eq!(off.cpu_budget, None);
     assert!(off.cpu.is_some(), "CPU is measured without a budget too");
     assert!(!off.stretched && off.interval_stretch == 1.0, "{off:?}");
     assert!(
-        off_probes >= 3 * n * 8 / 10,
-        "{off_probes} probes in 3 s of {} due, with no budget",
-        3 * n
+        off_probes >= 6 * n * 8 / 10,
+        "{off_probes} probes in 6 s of {} due, with no budget",
+        6 * n
     );
     assert_eq!(
         metric(&off_metrics, "meridian_prober_interval_stretch"),

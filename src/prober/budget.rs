@@ -16,6 +16,8 @@ use std::time::Duration;
 
 /// How often the prober's CPU is measured and the stretch adjusted.
 pub const WINDOW: Duration = Duration::from_secs(1);
+/// How long after new targets start (each probes at once) the budget is not measured.
+pub const SETTLE: Duration = Duration::from_secs(2);
 /// The most an interval is stretched: past it the prober takes more than its budget rather
 /// than let failover wait longer still (the factor shows at this cap in `/status`).
 pub const MAX_STRETCH: f64 = 10.0;

@@ -289,10 +289,18 @@ async fn supervise(
     // The CPU budget's window: this task runs on the prober's thread, so the thread's CPU
     // clock read here is the prober's (probes, TLS, hyper, and the kernel's share of them).
     let mut window = (Instant::now(), budget::thread_cpu());
+    // New targets all probe at once (their first probe): a burst whose CPU per probe (256 in
+    // flight, the endpoints' accept queues full, the probes made) is not what probing costs
+    // later, and which made the budget stretch 8× where 3× was enough. Windows begin after it.
+    let mut settle: Option<Instant> = None;
     loop {
         tick.tick().await;
         while set.try_join_next().is_some() {}
-        if ctx.meter.own_thread() && window.0.elapsed() >= budget::WINDOW {
+        if settle.is_some_and(|t| Instant::now() >= t) {
+            settle = None;
+            window = (Instant::now(), budget::thread_cpu());
+        }
+        if ctx.meter.own_thread() && settle.is_none() && window.0.elapsed() >= budget::WINDOW {
             window = measure(&ctx.meter, window);
         }
         let snap = shared.load_full();
@@ -334,6 +342,9 @@ async fn supervise(
                     started += 1;
                 }
             }
+        }
+        if started > 0 {
+            settle = Some(Instant::now() + budget::SETTLE);
         }
         count.store(running.len(), Ordering::Relaxed);
         generation.store(gen, Ordering::Relaxed);
