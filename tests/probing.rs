@@ -1,7 +1,8 @@
 //! Promises of the prober that only show with the real `meridian serve` binary and real
 //! sockets (SPEC "Health", docs/operations.md): probes never block answering (DNS answers over
 //! UDP and TCP come while hundreds of probes hang on a server that accepts and never replies),
-//! and at most 256 probes are in flight at once (counted at that server).
+//! and at most 256 probes are in flight at once (counted at that server); and `[prober]
+//! cpu_budget`: past it the probe intervals are stretched, visibly in `/status` and the metrics.
 
 mod common;
 
