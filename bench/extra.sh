@@ -15,7 +15,9 @@
 #             the log, lost queries from dnsperf
 #   rss     - RSS with the shipped config (country GeoIP database) after 10 s of ECS queries
 #   probing - DNS p99 at 50 % of peak with and without 10,000 endpoints probed at 1 s (http, each
-#             its own URL on examples/http_target.rs, which runs on dnsperf's core)
+#             its own URL on examples/http_target.rs, which runs on dnsperf's core); PROBE_BUDGET
+#             sets [prober] cpu_budget (default: the config's default), and the stretch the
+#             prober came to is printed from its log
 #   memory  - zones of 100,000 and 1,000,000 A records (MEMORY_SIZES): steady RSS of Knot and
 #             meridian on each, load time (wall and CPU until the last name answers), and a
 #             SIGHUP reload under 20,000 QPS: peak RSS (VmRSS sampled every 10 ms, and VmHWM
@@ -246,6 +248,7 @@ bench_probing() {
   cp -r "$W/mix/zones" "$W/probing/"
   {
     sed -e "s|@PORT@|$PORT_M|" -e "s|@ZONES@|zones|" "$here/meridian-bench.toml.in"
+    [ -z "${PROBE_BUDGET:-}" ] || printf '[prober]\ncpu_budget = "%s"\n' "$PROBE_BUDGET"
     printf '[health.h]\nkind = "http"\ninterval = "1s"\ntimeout = "1s"\nexpect_body = "ok"\n'
     awk -v port="$PORT_R" 'BEGIN {
       for (s = 0; s < 100; s++) {
@@ -278,6 +281,7 @@ bench_probing() {
   probed=$(awk -F'\t' '{print $3}' "$W/probing.tsv" | median)
   awk -v p="$base" -v q="$probed" -v r="$rate" 'BEGIN {printf "DNS p99 at %d QPS (median of the runs): %.3f ms without probing, %.3f ms while probing (%+.0f %%)\n", r, p, q, (q / p - 1) * 100}'
   echo "(columns above: prober CPU %, p99 without, p99 with, 1-min load)"
+  grep -h -o 'probe intervals stretched x[0-9.]*\|stretched to the most allowed' "$W/probing/probed.log" | sort | uniq -c || true
 }
 
 # ---- memory: steady RSS beside Knot, load time, reload peak ---------------------------------

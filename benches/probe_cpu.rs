@@ -6,6 +6,9 @@
 //! growth. A measurement, not a test: it used to be an `#[ignore]`d test in tests/health.rs
 //! that asserted nothing.
 //!
+//! `[prober] cpu_budget` is `off` unless `MERIDIAN_PROBE_BUDGET` says otherwise (`"20%"`): the
+//! cost per probe is measured unstretched; with a budget it shows the stretch it came to.
+//!
 //! Run: `cargo bench --bench probe_cpu` (10 s measured after 2 s of warm-up). Without
 //! `--bench` (`cargo test --benches`, as CI runs it) it does a short once-through with 100
 //! endpoints, unmeasured, and checks its own sanity: every endpoint probed and healthy.
@@ -109,8 +112,10 @@ fn main() {
         "$TTL 3600\n@ IN SOA ns1 hostmaster ( 7 3600 600 86400 300 )\n  IN NS ns1\nns1 IN A 192.0.2.53\n",
     )
     .expect("zone");
-    let mut cfg = String::from(
+    let budget = std::env::var("MERIDIAN_PROBE_BUDGET").unwrap_or_else(|_| "off".into());
+    let mut cfg = format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\nzones = \"zones\"\n\
+         [prober]\ncpu_budget = \"{budget}\"\n\
          [health.web]\nkind = \"http\"\ninterval = \"1s\"\ntimeout = \"1s\"\nexpect_body = \"ok\"\n",
     );
     for svc in 0..n.div_ceil(100) {
@@ -130,8 +135,9 @@ fn main() {
     let snap = Snapshot::load(&dir.path().join("m.toml")).unwrap_or_else(|p| panic!("{p}"));
     let shared = snapshot::shared(snap);
     let rss0 = rss_kib();
-    let prober =
-        meridian::prober::spawn_thread(shared.clone(), Default::default()).expect("prober");
+    let opts = meridian::prober::ProberOptions::default();
+    let meter = opts.meter.clone();
+    let prober = meridian::prober::spawn_thread(shared.clone(), opts).expect("prober");
     std::thread::sleep(warm);
     assert_eq!(prober.targets(), n, "one target per endpoint");
     let (c0, h0, t0) = (
@@ -169,6 +175,13 @@ fn main() {
         100.0 * cpu / dt.as_secs_f64(),
         1e6 * cpu / probes.max(1) as f64,
         rss_kib().saturating_sub(rss0)
+    );
+    let r = meter.reading();
+    println!(
+        "cpu_budget {budget}: interval stretch x{:.2} at the end, stretched {:.0} s; the prober's last second {:.1} % of a core",
+        r.interval_stretch,
+        r.stretched_seconds,
+        100.0 * r.cpu.unwrap_or(0.0)
     );
     prober.shutdown();
 }

@@ -573,6 +573,7 @@ fn status_doc(st: &AdminState) -> status::Status {
         xdp: st.xdp.status_json(),
         fleet: fleet.as_ref().map(|f| f.status_json()),
         secondary: st.secondaries.status(),
+        prober: Some(control.prober.reading().into()),
         drains: snap
             .health
             .drains

@@ -412,6 +412,7 @@ fn serve(path: &Path) -> i32 {
             shared.clone(),
             crate::prober::ProberOptions {
                 observer: Some(Arc::new(crate::metrics::observe_probe)),
+                meter: reloader.control().prober.clone(),
                 ..Default::default()
             },
         ) {

@@ -112,6 +112,7 @@ pub fn render_served(
         fleet: control.fleet.get(),
         secondaries: secondaries.clone(),
         xdp: xdp.clone(),
+        prober: control.prober.reading(),
     }));
     let mut out = String::with_capacity(16 * 1024);
     // Writing to a String cannot fail.
@@ -126,6 +127,7 @@ struct SnapshotCollector {
     fleet: Option<Arc<crate::fleet::Fleet>>,
     secondaries: Secondaries,
     xdp: Interfaces,
+    prober: crate::prober::Reading,
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -578,6 +580,36 @@ impl Collector for SnapshotCollector {
             )?;
         }
 
+        // The prober's CPU budget (`[prober] cpu_budget`): a stretched interval is never silent.
+        let p = &self.prober;
+        single(
+            &mut enc,
+            "meridian_prober_interval_stretch",
+            "The factor every health-probe interval is stretched by to keep the prober within its CPU budget (1 = as configured).",
+            gauge(p.interval_stretch),
+        )?;
+        single(
+            &mut enc,
+            "meridian_prober_stretched_seconds",
+            "Seconds during which probe intervals were stretched by the CPU budget.",
+            ConstCounter::new(p.stretched_seconds),
+        )?;
+        if let Some(b) = p.cpu_budget {
+            single(
+                &mut enc,
+                "meridian_prober_cpu_budget_ratio",
+                "[prober] cpu_budget: the share of one core the prober thread may use.",
+                gauge(b),
+            )?;
+        }
+        if let Some(c) = p.cpu {
+            single(
+                &mut enc,
+                "meridian_prober_cpu_ratio",
+                "The prober thread's CPU over the last second, as a share of one core.",
+                gauge(c),
+            )?;
+        }
         // Anycast (SPEC "Anycast"), when configured.
         if let Some(a) = &self.anycast {
             let (announced, transitions) = a.metrics_view();

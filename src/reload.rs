@@ -79,6 +79,8 @@ pub struct Control {
     pub anycast: crate::anycast::Slot,
     /// The `[fleet]` member.
     pub fleet: crate::fleet::Slot,
+    /// The prober's CPU budget, stretch and cores (`[prober]`), as the prober writes them.
+    pub prober: std::sync::Arc<crate::prober::Meter>,
 }
 
 impl Reloader {

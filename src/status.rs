@@ -37,6 +37,10 @@ pub struct Status {
     /// The `[fleet]` member's own object.
     pub fleet: Option<Value>,
     pub secondary: Vec<crate::secondary::ZoneStatus>,
+    /// The health prober's CPU budget and what it does (`[prober]`); left out by a server
+    /// that has none to show.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prober: Option<Prober>,
     /// The drain rules in force, oldest first.
     pub drains: Vec<Drain>,
     pub drains_state: DrainsState,
@@ -46,6 +50,38 @@ pub struct Status {
     /// Added by [`crate::history`]: recent events, newest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<Value>>,
+}
+
+/// The health prober's CPU: its budget, what it used, and how far it spreads probes out to
+/// stay within it (`crate::prober::budget`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Prober {
+    /// `[prober] cpu_budget` as a share of one core; null when off.
+    pub cpu_budget: Option<f64>,
+    /// The prober thread's CPU over the last second, share of one core.
+    pub cpu: Option<f64>,
+    /// The factor every probe interval is stretched by now: 1 = as configured.
+    pub interval_stretch: f64,
+    /// Whether intervals are being stretched now (`interval_stretch` > 1).
+    pub stretched: bool,
+    /// Seconds the intervals have been stretched since start.
+    pub stretched_seconds: f64,
+    /// The cores the prober thread is kept on; empty when not pinned (two cores or fewer).
+    pub cores: Vec<usize>,
+}
+
+impl From<crate::prober::Reading> for Prober {
+    fn from(r: crate::prober::Reading) -> Prober {
+        Prober {
+            cpu_budget: r.cpu_budget,
+            cpu: r.cpu,
+            interval_stretch: r.interval_stretch,
+            stretched: r.interval_stretch > 1.0,
+            stretched_seconds: r.stretched_seconds,
+            cores: r.cores,
+        }
+    }
 }
 
 /// The outcome of the last reload.

@@ -1,7 +1,8 @@
 //! Promises of the prober that only show with the real `meridian serve` binary and real
 //! sockets (SPEC "Health", docs/operations.md): probes never block answering (DNS answers over
 //! UDP and TCP come while hundreds of probes hang on a server that accepts and never replies),
-//! and at most 256 probes are in flight at once (counted at that server).
+//! and at most 256 probes are in flight at once (counted at that server); and `[prober]
+//! cpu_budget`: past it the probe intervals are stretched, visibly in `/status` and the metrics.
 
 mod common;
 
@@ -278,4 +279,128 @@ fn target_names_are_resolved_at_every_probe() {
         "127.0.0.2 still probed after the name moved"
     );
     serve.stop(Duration::from_secs(5));
+}
+
+/// `n` endpoints, each its own check URL at `http` (so `n` targets), probed every second, and
+/// `[prober] cpu_budget = budget`; the admin API on `admin`.
+fn budget_config(port: u16, admin: u16, http: SocketAddr, n: usize, budget: &str) -> String {
+    let mut c = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nzones = \"zones\"\nudp_sockets = 1\n\
+         [admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+         [prober]\ncpu_budget = \"{budget}\"\n\
+         [health.web]\nkind = \"http\"\ninterval = \"1s\"\ntimeout = \"1s\"\n\
+         [[service]]\nname = \"www.held.test\"\npolicy = \"round-robin\"\n\
+         health = \"web\"\nendpoints = [\n"
+    );
+    for i in 0..n {
+        c.push_str(&format!(
+            "  {{ address = \"10.9.{}.{}\", check = \"http://{http}/e{i}\" }},\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    c.push_str("]\n");
+    c
+}
+
+fn prober_status(admin: SocketAddr) -> Option<meridian::status::Prober> {
+    let req = "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (code, _, body) = http_exchange(admin, req)?;
+    if code != 200 {
+        return None;
+    }
+    serde_json::from_str::<meridian::status::Status>(&body)
+        .ok()?
+        .prober
+}
+
+/// Runs `serve` with `n` endpoints probed at 1 s under `budget` for a while; returns the
+/// prober's `/status` object once it has measured a few windows, the probes the endpoints
+/// answered over the 6 s after that, and the metrics text.
+fn probe_under_budget(budget: &str, n: usize) -> (meridian::status::Prober, usize, String) {
+    let http_port = free_port();
+    let hits = http_ok("127.0.0.1", http_port);
+    let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().expect("addr");
+    let (port, admin_port) = (free_port(), free_port());
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().expect("addr");
+    let (_dir, cfg) = config_dir(
+        &[("held.test.zone", ZONE)],
+        &budget_config(port, admin_port, http, n, budget),
+    );
+    let mut serve = ServerProcess::serve(&cfg);
+    serve.wait_http(admin, "/status", Duration::from_secs(10));
+    // The first probes' burst (2 s, not measured), then four budget windows: enough for a
+    // stretch to double its way up (1, 2, 4, 8, 10).
+    std::thread::sleep(Duration::from_secs(7));
+    let status = prober_status(admin).expect("the prober object in /status");
+    let before = hits.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(6));
+    let probes = hits.load(Ordering::SeqCst) - before;
+    let req = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (_, _, metrics) = http_exchange(admin, req).expect("metrics");
+    serve.stop(Duration::from_secs(5));
+    (status, probes, metrics)
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `[prober] cpu_budget`: past it the prober spreads its probes out instead of taking more
+/// CPU, and says so in `/status` and the metrics; without a budget it probes every endpoint
+/// every interval. 300 endpoints at 1 s cost the prober a few % of a core; a budget of 0.1 %
+/// is far below that.
+#[test]
+fn a_cpu_budget_stretches_probe_intervals_visibly_and_none_does_not() {
+    let n = 300;
+    let (tight, tight_probes, tight_metrics) = probe_under_budget("0.1%", n);
+    println!("budget 0.1%: {tight:?}, {tight_probes} probes in 6 s");
+    assert_eq!(tight.cpu_budget, Some(0.001));
+    let cpu = tight.cpu.expect("the prober thread's CPU measured");
+    assert!(
+        cpu > 0.001,
+        "the prober used {cpu} of a core: not over 0.1 %?"
+    );
+    assert!(
+        tight.stretched && tight.interval_stretch >= 4.0,
+        "intervals not stretched under a 0.1 % budget: {tight:?}"
+    );
+    assert!(tight.stretched_seconds >= 1.0, "{tight:?}");
+    // Unstretched, 6 s are 1,800 probes; at a stretch of 4 or more, at most a quarter of
+    // that (and some slack for the probes due before the stretch grew).
+    assert!(
+        tight_probes <= 6 * n / 3,
+        "{tight_probes} probes in 6 s under a stretch of {}",
+        tight.interval_stretch
+    );
+    assert!(tight_probes > 0, "probing stopped altogether");
+    let m = metric(&tight_metrics, "meridian_prober_interval_stretch").expect("stretch metric");
+    assert!(m >= 4.0, "meridian_prober_interval_stretch {m}");
+    assert_eq!(
+        metric(&tight_metrics, "meridian_prober_cpu_budget_ratio"),
+        Some(0.001)
+    );
+    assert!(metric(&tight_metrics, "meridian_prober_cpu_ratio").is_some());
+    let secs = metric(&tight_metrics, "meridian_prober_stretched_seconds_total");
+    assert!(secs.is_some_and(|s| s >= 1.0), "stretched seconds {secs:?}");
+
+    let (off, off_probes, off_metrics) = probe_under_budget("off", n);
+    println!("no budget: {off:?}, {off_probes} probes in 6 s");
+    assert_eq!(off.cpu_budget, None);
+    assert!(off.cpu.is_some(), "CPU is measured without a budget too");
+    assert!(!off.stretched && off.interval_stretch == 1.0, "{off:?}");
+    assert!(
+        off_probes >= 6 * n * 8 / 10,
+        "{off_probes} probes in 6 s of {} due, with no budget",
+        6 * n
+    );
+    assert_eq!(
+        metric(&off_metrics, "meridian_prober_interval_stretch"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&off_metrics, "meridian_prober_cpu_budget_ratio"),
+        None
+    );
 }

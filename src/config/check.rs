@@ -4,8 +4,8 @@
 
 use super::service::service_key;
 use super::{
-    admin, anycast, dnssec, fleet, geoip, health, log, pool, regions, rrl, secondary, server,
-    service, site, xdp, Cx, LoadedConfig, Problem,
+    admin, anycast, dnssec, fleet, geoip, health, log, pool, prober, regions, rrl, secondary,
+    server, service, site, xdp, Cx, LoadedConfig, Problem,
 };
 
 /// The checks that need nothing but the config itself; fills in `lc`'s checked settings.
@@ -35,6 +35,9 @@ pub(super) fn check(lc: &mut LoadedConfig, out: &mut Vec<Problem>) {
     }
     if let Some(l) = &c.log {
         log::check(l, &cx, out);
+    }
+    if let Some(p) = &c.prober {
+        prober::check(p, &cx, out);
     }
     health::check(&c.health, &cx, out);
     regions::check(&c.regions, &cx, out);

@@ -19,7 +19,8 @@
 //!   checks that tie one section to another (a service's `health` profile and `region`s, a
 //!   GeoIP network's `region`), and [`warnings`];
 //! - one file per section, named by its key: `server`, `site`, `geoip`, `admin`, `log`,
-//!   `health`, `regions`, `pool`, `service`, `rrl`, `anycast`, `fleet`, `secondary`, `dnssec`.
+//!   `health`, `regions`, `pool`, `service`, `rrl`, `anycast`, `fleet`, `secondary`, `dnssec`,
+//!   `prober`.
 //!
 //! ## One convention for a section
 //!
@@ -50,6 +51,7 @@ pub mod health;
 mod load;
 pub mod log;
 pub mod pool;
+pub mod prober;
 pub mod regions;
 pub mod rrl;
 pub mod secondary;
@@ -108,6 +110,8 @@ pub struct Config {
     pub secondary: Vec<Spanned<secondary::SecondaryConfig>>,
     #[serde(default)]
     pub dnssec: Vec<Spanned<dnssec::DnssecConfig>>,
+    /// `[prober]`: the health prober's CPU budget (`config::prober`).
+    pub prober: Option<prober::ProberConfig>,
 }
 
 /// A latitude and longitude as written (`[site]`, `[regions.x]`, `[geoip] networks`).

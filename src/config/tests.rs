@@ -229,3 +229,27 @@ fn line_col_counts_from_one() {
     assert_eq!(line_col("ab\ncd", 3), (2, 1));
     assert_eq!(line_col("ab\ncd", 1), (1, 2));
 }
+
+#[test]
+fn prober_cpu_budget_is_checked_where_it_is_written() {
+    let base = "[server]\nlisten = [\"127.0.0.1:1\"]\nzones = \".\"\n";
+    let ok = parse_str(&format!("{base}[prober]\ncpu_budget = \"25%\"\n")).unwrap();
+    assert_eq!(prober::cpu_budget(ok.config.prober.as_ref()), Some(0.25));
+    let off = parse_str(&format!("{base}[prober]\ncpu_budget = \"off\"\n")).unwrap();
+    assert_eq!(prober::cpu_budget(off.config.prober.as_ref()), None);
+    let default = parse_str(base).unwrap();
+    assert_eq!(
+        prober::cpu_budget(default.config.prober.as_ref()),
+        Some(prober::DEFAULT_CPU_BUDGET)
+    );
+    for bad in ["\"250%\"", "\"25\"", "\"fast\""] {
+        let err = parse_str(&format!("{base}[prober]\ncpu_budget = {bad}\n")).unwrap_err();
+        let p = &err.0[0];
+        assert_eq!((p.line, p.col), (5, 14), "{p}");
+        assert!(p.message.starts_with("prober.cpu_budget:"), "{p}");
+    }
+    let err = parse_str(&format!("{base}[prober]\ncpu_budget = 25\n")).unwrap_err();
+    assert!(err.0[0].message.contains("cpu_budget"), "{}", err.0[0]);
+    let err = parse_str(&format!("{base}[prober]\nbudget = \"25%\"\n")).unwrap_err();
+    assert_eq!(err.0[0].line, 5, "{}", err.0[0]);
+}

@@ -1,12 +1,15 @@
-//! The prober's one HTTP client, for `http://` and `https://` targets alike: hyper's HTTP/1.1
-//! client connection (`hyper::client::conn::http1`) over a new TCP connection, with rustls in
-//! between for HTTPS. Never a pool: every probe opens its own connection, as HAProxy and gdnsd
-//! do, so that it sees what a new client sees (accept queue, TLS handshake, certificate).
+//! HTTP probes as a target makes them: the request worked out once per target
+//! ([`HttpProbe::new`]: the head's bytes for the plain path, the `HeaderMap` and `Uri` for
+//! hyper), then per probe one of two clients. Plain `http://` to an address goes through the
+//! prober's own epoll loop without hyper ([`super::plain`]: the cheap path thousands of
+//! targets a second take); HTTPS, and names resolved at each probe, through hyper's HTTP/1.1
+//! client connection (`hyper::client::conn::http1`) over tokio, with rustls in between for
+//! HTTPS. Never a pool: every probe opens its own connection, as HAProxy and gdnsd do, so
+//! that it sees what a new client sees (accept queue, TLS handshake, certificate).
 //!
-//! What does not change between probes (request head, server name, expectations) is worked
-//! out once per target in [`HttpProbe::new`]; a probe only copies the head, and reads as
-//! little of the response as its verdict needs: the head alone without `expect_body`, else the
-//! body until the substring shows up (at most [`BODY_LIMIT`]), searched chunk by chunk.
+//! Both read as little of the response as the verdict needs: the head alone without
+//! `expect_body`, else the body until the substring shows up (at most [`BODY_LIMIT`]),
+//! searched chunk by chunk ([`Finder`]).
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
@@ -20,7 +23,11 @@ use hyper::{Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 
+use std::sync::Arc;
+
+use super::plain::PlainHttp;
 use super::probe::{Kind, Outcome, Target, BODY_LIMIT};
+use super::reactor::Reactor;
 use super::tcp::{self, Dest};
 use super::tls::TlsConfigs;
 
@@ -38,6 +45,9 @@ pub(super) struct HttpProbe {
     conn: hyper::client::conn::http1::Builder,
     expect_status: Vec<(u16, u16)>,
     expect_body: Option<Box<[u8]>>,
+    /// Plain HTTP: the request as it goes on the wire (what hyper writes from `uri` and
+    /// `headers`: title-case names, in the map's order), for [`super::plain`].
+    request: Box<[u8]>,
 }
 
 impl HttpProbe {
@@ -112,6 +122,7 @@ impl HttpProbe {
             }
             _ => None,
         };
+        let request = wire_request(&uri, &headers);
         let mut conn = hyper::client::conn::http1::Builder::new();
         conn.title_case_headers(true)
             .max_buf_size(HEAD_LIMIT.max(BODY_LIMIT / 2));
@@ -124,10 +135,27 @@ impl HttpProbe {
             conn,
             expect_status: s.expect_status.clone(),
             expect_body: s.expect_body.as_ref().map(|b| b.as_bytes().into()),
+            request,
         })
     }
 
-    pub async fn run(&self) -> Outcome {
+    /// One probe: plain HTTP to an address on the prober's own epoll set when it has one
+    /// ([`super::plain`]), else (HTTPS, a name to resolve) through tokio and hyper.
+    pub async fn run(&self, reactor: Option<&Arc<Reactor>>) -> Outcome {
+        if let (None, Dest::Addr(to), Some(r)) = (&self.tls, &self.dest, reactor) {
+            let p = PlainHttp {
+                request: &self.request,
+                expect_status: &self.expect_status,
+                expect_body: self.expect_body.as_deref(),
+            };
+            return p.run(r, *to, self.source).await;
+        }
+        // Boxed on its own: hyper's and rustls' state is kilobytes, and the plain path's
+        // future (which every probe of an address makes) should not be that large.
+        Box::pin(self.run_hyper()).await
+    }
+
+    async fn run_hyper(&self) -> Outcome {
         let tcp = match tcp::connect(&self.dest, self.source).await {
             Ok(s) => s,
             Err(o) => return o,
@@ -209,6 +237,27 @@ impl HttpProbe {
     }
 }
 
+/// The request hyper would write for `uri` and `headers` (`title_case_headers`): the request
+/// line, each header with its name in title case, the blank line.
+fn wire_request(uri: &Uri, headers: &HeaderMap) -> Box<[u8]> {
+    let mut r = Vec::with_capacity(256);
+    r.extend_from_slice(b"GET ");
+    r.extend_from_slice(uri.to_string().as_bytes());
+    r.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        let mut upper = true;
+        for &b in name.as_str().as_bytes() {
+            r.push(if upper { b.to_ascii_uppercase() } else { b });
+            upper = b == b'-';
+        }
+        r.extend_from_slice(b": ");
+        r.extend_from_slice(value.as_bytes());
+        r.extend_from_slice(b"\r\n");
+    }
+    r.extend_from_slice(b"\r\n");
+    r.into_boxed_slice()
+}
+
 /// Whether the first [`BODY_LIMIT`] bytes of `body` contain `needle`, stopping as soon as
 /// they do.
 async fn body_contains(mut body: Incoming, needle: &[u8]) -> Result<bool, hyper::Error> {
@@ -229,15 +278,15 @@ async fn body_contains(mut body: Incoming, needle: &[u8]) -> Result<bool, hyper:
 
 /// A substring search over a body that comes in chunks, without joining them: only the last
 /// `needle.len() - 1` bytes of what came before are kept, to find a needle across two chunks.
-struct Finder<'a> {
+pub(super) struct Finder<'a> {
     needle: &'a [u8],
     carry: Vec<u8>,
     left: usize,
-    found: bool,
+    pub found: bool,
 }
 
 impl<'a> Finder<'a> {
-    fn new(needle: &'a [u8]) -> Finder<'a> {
+    pub fn new(needle: &'a [u8]) -> Finder<'a> {
         Finder {
             needle,
             carry: Vec::new(),
@@ -245,10 +294,10 @@ impl<'a> Finder<'a> {
             found: needle.is_empty(),
         }
     }
-    fn done(&self) -> bool {
+    pub fn done(&self) -> bool {
         self.found || self.left == 0
     }
-    fn feed(&mut self, data: &[u8]) {
+    pub fn feed(&mut self, data: &[u8]) {
         if self.done() {
             return;
         }
@@ -399,6 +448,13 @@ mod tests {
     /// (hyper's shutdown of the write side was one more packet each way, for nothing).
     #[test]
     fn a_probe_sends_no_fin_before_its_reset() {
+        // Both ways a plain HTTP probe can go: hyper on tokio's sockets, and the prober's own
+        // epoll loop.
+        no_fin_before_reset(false);
+        no_fin_before_reset(true);
+    }
+
+    fn no_fin_before_reset(plain: bool) {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -441,12 +497,20 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let out = rt.block_on(probe.run());
+        let out = rt.block_on(async {
+            if plain {
+                let r = super::super::reactor::Reactor::new().expect("epoll");
+                tokio::spawn(r.clone().drive());
+                probe.run(Some(&r)).await
+            } else {
+                probe.run(None).await
+            }
+        });
         assert!(out.ok, "{}", out.reason);
         let next = server.join().unwrap();
         assert!(
             matches!(&next, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
-            "the endpoint saw {next:?} after its answer, not a reset"
+            "the endpoint saw {next:?} after its answer, not a reset (own epoll loop: {plain})"
         );
     }
 

@@ -298,10 +298,15 @@ impl Probe {
         }
     }
 
-    pub async fn run(&self) -> Outcome {
+    /// One probe; plain HTTP and TCP to an address go through `reactor`, the prober's own
+    /// epoll set, when there is one.
+    pub async fn run(&self, reactor: Option<&std::sync::Arc<super::reactor::Reactor>>) -> Outcome {
         match self {
-            Probe::Http(p) => p.run().await,
-            Probe::Tcp(p) => p.run().await,
+            Probe::Http(p) => p.run(reactor).await,
+            Probe::Tcp(p) => match (&p.dest, reactor) {
+                (Dest::Addr(to), Some(r)) => super::plain::tcp_check(r, *to, p.source).await,
+                _ => p.run().await,
+            },
             Probe::Exec(p) => p.run().await,
         }
     }

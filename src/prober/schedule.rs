@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::budget::{self, Meter};
 use super::probe::{Outcome, Probe, Settings, Target};
 use super::tls::TlsConfigs;
 use super::verdict::Verdict;
@@ -62,6 +63,10 @@ pub struct ProberOptions {
     pub max_in_flight: usize,
     /// Called after every probe, on the probing task; keep it short.
     pub observer: Option<ProbeObserver>,
+    /// Where the CPU budget is applied and shown (`reload::Control::prober`). The budget is
+    /// measured only on a prober thread of its own ([`spawn_thread`]): elsewhere the thread's
+    /// CPU clock is not the prober's alone.
+    pub meter: Arc<Meter>,
 }
 
 impl Default for ProberOptions {
@@ -69,6 +74,7 @@ impl Default for ProberOptions {
         ProberOptions {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             observer: None,
+            meter: Arc::default(),
         }
     }
 }
@@ -117,6 +123,8 @@ pub fn start_with(shared: SharedSnapshot, opts: ProberOptions) -> ProberHandle {
         sem: Semaphore::new(opts.max_in_flight.max(1)),
         tls: TlsConfigs::new(),
         observer: opts.observer,
+        meter: opts.meter,
+        reactor: super::reactor::Reactor::new(),
     });
     let targets = Arc::new(AtomicUsize::new(0));
     let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -173,6 +181,11 @@ pub fn spawn_thread(shared: SharedSnapshot, opts: ProberOptions) -> std::io::Res
         .name("prober".into())
         .spawn(move || {
             lower_priority();
+            let cores = budget::keep_off_answering_cores();
+            if let Some(c) = &cores {
+                tracing::info!(cores = ?c, "prober kept off the answering cores");
+            }
+            opts.meter.set_own_thread(cores.as_deref());
             rt.block_on(async move {
                 let h = start_with(shared, opts);
                 let _ = tx.send((h.targets.clone(), h.generation.clone()));
@@ -238,6 +251,9 @@ struct Ctx {
     sem: Semaphore,
     tls: Option<TlsConfigs>,
     observer: Option<ProbeObserver>,
+    meter: Arc<Meter>,
+    /// The epoll set of plain HTTP and TCP probes (`None`: they go through tokio's sockets).
+    reactor: Option<Arc<super::reactor::Reactor>>,
 }
 
 impl Ctx {
@@ -263,19 +279,46 @@ async fn supervise(
 ) {
     // Dropping this future (ProberHandle::shutdown) drops the set, which aborts every task.
     let mut set = JoinSet::new();
+    if let Some(r) = &ctx.reactor {
+        set.spawn(r.clone().drive());
+    }
     let mut running: HashMap<Arc<Target>, Running> = HashMap::new();
     let mut seen = None;
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The CPU budget's window: this task runs on the prober's thread, so the thread's CPU
+    // clock read here is the prober's (probes, TLS, hyper, and the kernel's share of them).
+    let mut window = (Instant::now(), budget::thread_cpu());
+    // New targets all probe at once (their first probe): a burst whose CPU per probe (256 in
+    // flight, the endpoints' accept queues full, the probes made) is not what probing costs
+    // later, and which made the budget stretch 8× where 3× was enough. Windows begin after it.
+    let mut settle: Option<Instant> = None;
     loop {
         tick.tick().await;
         while set.try_join_next().is_some() {}
+        if settle.is_some_and(|t| Instant::now() >= t) {
+            settle = None;
+            window = (Instant::now(), budget::thread_cpu());
+        }
+        if ctx.meter.own_thread() && settle.is_none() && window.0.elapsed() >= budget::WINDOW {
+            window = measure(&ctx.meter, window);
+        }
         let snap = shared.load_full();
         if seen == Some(snap.generation) {
             continue;
         }
         seen = Some(snap.generation);
+        ctx.meter.set_budget(crate::config::prober::cpu_budget(
+            snap.config.config.prober.as_ref(),
+        ));
         let want = desired(&snap);
+        // What the CPU budget is measured against: the probes a second asked for.
+        ctx.meter.set_demand(
+            want.keys()
+                .filter(|t| t.kind != super::probe::Kind::Push)
+                .map(|t| 1.0 / t.settings.interval.as_secs_f64().max(1e-3))
+                .sum(),
+        );
         let gen = snap.generation;
         drop(snap);
         let before = running.len();
@@ -300,6 +343,9 @@ async fn supervise(
                 }
             }
         }
+        if started > 0 {
+            settle = Some(Instant::now() + budget::SETTLE);
+        }
         count.store(running.len(), Ordering::Relaxed);
         generation.store(gen, Ordering::Relaxed);
         tracing::info!(
@@ -310,6 +356,36 @@ async fn supervise(
             "health prober following the config"
         );
     }
+}
+
+/// Ends one budget window begun at `from` (time and thread CPU): records the CPU share,
+/// adjusts the stretch, says so when probes start or stop being spread out. Returns the next
+/// window's start.
+fn measure(meter: &Meter, from: (Instant, Duration)) -> (Instant, Duration) {
+    let now = (Instant::now(), budget::thread_cpu());
+    let wall = now.0.duration_since(from.0);
+    let used = now.1.saturating_sub(from.1).as_secs_f64() / wall.as_secs_f64().max(1e-3);
+    let (next, before) = meter.measured(used, wall);
+    let budget = meter.reading().cpu_budget.unwrap_or(0.0);
+    if before == 1.0 && next > 1.0 {
+        tracing::warn!(
+            cpu = format!("{:.1}%", used * 100.0),
+            budget = format!("{:.1}%", budget * 100.0),
+            "prober over its CPU budget ([prober] cpu_budget): probe intervals stretched x{next:.2}"
+        );
+    } else if before > 1.0 && next == 1.0 {
+        tracing::info!(
+            cpu = format!("{:.1}%", used * 100.0),
+            "prober back within its CPU budget: probe intervals as configured"
+        );
+    } else if next >= budget::MAX_STRETCH && before < budget::MAX_STRETCH {
+        tracing::warn!(
+            cpu = format!("{:.1}%", used * 100.0),
+            "prober intervals stretched to the most allowed (x{}); it now takes more than its budget",
+            budget::MAX_STRETCH
+        );
+    }
+    now
 }
 
 /// Targets of a snapshot and the endpoints each one stands for: one target per (profile,
@@ -465,7 +541,8 @@ async fn run_target(
         // next one, and the grid is kept.
         due = Some(match due {
             None => ctx.slot_at(Instant::now() + phase),
-            Some(d) => ctx.slot_at(d + s.interval),
+            // Past the CPU budget every interval is stretched by the meter's factor.
+            Some(d) => ctx.slot_at(d + s.interval.mul_f64(ctx.meter.stretch())),
         });
         // [fleet] probers = N: other sites probe this target. The verdict follows what
         // answers use, so a takeover goes on from the fleet's view instead of a stale one.
@@ -482,8 +559,8 @@ async fn run_target(
         };
         let started = Instant::now();
         let out = match &probe {
-            // Boxed: the state of a probe in flight (hyper, rustls) is kilobytes, and only
-            // the few targets probing at a time need to hold it.
+            // Boxed: the state of a probe in flight is not small (hyper and rustls, boxed once
+            // more inside, are kilobytes), and only the targets probing now need to hold it.
             // An exec check keeps its own timeout, to kill and reap the program; this one
             // only backs it up.
             Ok(p) => match tokio::time::timeout(
@@ -491,7 +568,7 @@ async fn run_target(
                     super::probe::Kind::Exec => s.timeout + Duration::from_secs(1),
                     _ => s.timeout,
                 },
-                Box::pin(p.run()),
+                Box::pin(p.run(ctx.reactor.as_ref())),
             )
             .await
             {
@@ -502,6 +579,7 @@ async fn run_target(
         };
         let duration = started.elapsed();
         drop(permit);
+        ctx.meter.probed();
 
         let members = members.load();
         let ok = out.ok;

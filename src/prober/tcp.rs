@@ -1,6 +1,7 @@
-//! TCP for probes: the connect that every kind of probe starts with (a `tcp://` check is only
-//! that), from the profile's `source` address when one is set, and with a name resolved at
-//! each probe.
+//! TCP for probes through tokio: the connect that HTTPS probes and probes of a name start with
+//! (a `tcp://` check of a name is only that), from the profile's `source` address when one is
+//! set, and with a name resolved at each probe. Plain probes of an address connect on the
+//! prober's own epoll set instead (`super::plain`).
 
 use std::net::{IpAddr, SocketAddr};
 
