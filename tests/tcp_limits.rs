@@ -193,11 +193,11 @@ fn the_limits_and_eviction_hold_across_tcp_threads() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut newcomers = Vec::new();
-    for k in 0..6 {
+    for (k, idlest) in held.iter_mut().enumerate() {
         let mut n = connect_from(&format!("127.0.5.{}", k + 1), s.addr);
         assert_mail(&ask(&mut n, &mail()).expect("a newcomer is served at the limit"));
         assert!(
-            closed(&mut held[k], Duration::from_secs(5)),
+            closed(idlest, Duration::from_secs(5)),
             "newcomer {k}: the idlest connection ({k}) was closed"
         );
         newcomers.push(n);

@@ -36,6 +36,10 @@ pub struct ServerConfig {
     /// UDP sockets (SO_REUSEPORT) per listen address; 0 = one per CPU.
     #[serde(default)]
     pub udp_sockets: usize,
+    /// TCP threads, each with its own SO_REUSEPORT listener per address and epoll loop;
+    /// 0 = as many as UDP sockets.
+    #[serde(default)]
+    pub tcp_threads: usize,
     /// Folder for state that must outlive the process (drains); default `state/` beside the
     /// config file. See [`LoadedConfig::state_dir`].
     pub state_dir: Option<Spanned<String>>,

@@ -37,6 +37,8 @@ pub mod xdp;
 pub struct ListenSettings {
     pub addrs: Vec<SocketAddr>,
     pub udp_sockets: usize,
+    /// TCP threads; 0 = as many as UDP sockets.
+    pub tcp_threads: usize,
     pub tcp_max_connections: usize,
     pub tcp_max_per_client: usize,
     /// `[server] xdp`: interfaces whose queries are taken over AF_XDP (feature `xdp`).
@@ -50,6 +52,7 @@ impl ListenSettings {
         ListenSettings {
             addrs: c.listen.clone(),
             udp_sockets: s.udp_sockets,
+            tcp_threads: s.tcp_threads,
             tcp_max_connections: *s.tcp_max_connections.get_ref(),
             tcp_max_per_client: *s.tcp_max_per_client.get_ref(),
             xdp: s.xdp.iter().map(|i| i.get_ref().clone()).collect(),
@@ -170,12 +173,13 @@ fn check_free(addr: SocketAddr) -> io::Result<()> {
     Ok(())
 }
 
-/// Binds UDP and TCP on one address, `count` sockets of each. With port 0 the UDP port is
-/// chosen by the kernel and TCP must take the same one; if another process holds it for TCP,
-/// try another port.
+/// Binds UDP and TCP on one address, `udp_count` UDP sockets and `tcp_count` TCP listeners.
+/// With port 0 the UDP port is chosen by the kernel and TCP must take the same one; if another
+/// process holds it for TCP, try another port.
 fn bind_pair(
     addr: SocketAddr,
-    count: usize,
+    udp_count: usize,
+    tcp_count: usize,
 ) -> io::Result<(Vec<std::net::UdpSocket>, Vec<std::net::TcpListener>)> {
     let tries = if addr.port() == 0 { 20 } else { 1 };
     let mut last_err = None;
@@ -186,8 +190,10 @@ fn bind_pair(
             Ok(tcp) => {
                 let mut udps = vec![first];
                 let mut tcps = vec![tcp];
-                for _ in 1..count {
+                for _ in 1..udp_count {
                     udps.push(udp_socket(bound)?);
+                }
+                for _ in 1..tcp_count {
                     tcps.push(tcp_listener(bound)?);
                 }
                 return Ok((udps, tcps));
@@ -216,8 +222,12 @@ pub fn start(
         settings.udp_sockets
     };
     let tcp_slots = tcp::Slots::new(settings.tcp_max_connections, settings.tcp_max_per_client);
+    let tcp_count = match settings.tcp_threads {
+        0 => udp_count,
+        n => n,
+    };
     // TCP thread i accepts from the i-th listener of every address.
-    let mut tcp_listeners: Vec<Vec<tcp::Listen>> = (0..udp_count).map(|_| Vec::new()).collect();
+    let mut tcp_listeners: Vec<Vec<tcp::Listen>> = (0..tcp_count).map(|_| Vec::new()).collect();
     // All checked before any is bound: a wildcard and a specific address on one port (both
     // ours) would otherwise look taken to each other.
     for &addr in settings.addrs.iter().filter(|a| a.port() != 0) {
@@ -225,7 +235,7 @@ pub fn start(
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     }
     for &addr in &settings.addrs {
-        let (udps, tcps) = bind_pair(addr, udp_count)
+        let (udps, tcps) = bind_pair(addr, udp_count, tcp_count)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         let local = tcps[0].local_addr()?;
         addrs.push(local);
