@@ -460,18 +460,11 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = std::thread::spawn(move || {
             let (mut c, _) = listener.accept().unwrap();
-            c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-                .unwrap();
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = c.read(&mut buf).unwrap();
-                assert!(n > 0, "closed before the request's end");
-                head.extend_from_slice(&buf[..n]);
-            }
+            crate::prober::test_server::read_head(&mut c);
             c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
                 .unwrap();
             // What comes next from the probe: a FIN reads as Ok(0), a reset as an error.
+            let mut buf = [0u8; 1024];
             c.read(&mut buf)
         });
         let settings = super::super::probe::Settings {

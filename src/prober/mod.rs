@@ -27,3 +27,23 @@ pub use budget::{Meter, Reading};
 pub use schedule::{
     spawn_thread, start, start_with, ProbeEvent, ProberHandle, ProberOptions, ProberThread,
 };
+
+/// What the probe tests' HTTP servers share.
+#[cfg(test)]
+mod test_server {
+    use std::io::Read;
+
+    /// Reads a request head (through its blank line) from an accepted connection.
+    pub fn read_head(c: &mut std::net::TcpStream) -> Vec<u8> {
+        c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("read timeout");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = c.read(&mut buf).expect("read the request");
+            assert!(n > 0, "closed before the request's end");
+            head.extend_from_slice(&buf[..n]);
+        }
+        head
+    }
+}

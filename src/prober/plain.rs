@@ -519,7 +519,7 @@ async fn fill(s: &Registered, buf: &mut Vec<u8>, limit: usize) -> Result<usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
+    use std::io::Write;
 
     /// One probe of a server on loopback that reads the request head and writes `answer`
     /// (then closes, with a FIN); returns the outcome and the request the server read.
@@ -528,15 +528,7 @@ mod tests {
         let to = listener.local_addr().unwrap();
         let server = std::thread::spawn(move || {
             let (mut c, _) = listener.accept().unwrap();
-            c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-                .unwrap();
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = c.read(&mut buf).unwrap();
-                assert!(n > 0, "closed before the request's end");
-                head.extend_from_slice(&buf[..n]);
-            }
+            let head = crate::prober::test_server::read_head(&mut c);
             // In pieces, so that the probe reads more than once.
             for part in answer.chunks(7) {
                 let _ = c.write_all(part);
