@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod counters;
+pub mod epoll;
 pub mod liveness;
 pub mod net;
 pub mod out;

@@ -14,17 +14,16 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 
 use tokio::io::unix::AsyncFd;
 
-pub(super) const IN: u32 = libc::EPOLLIN as u32;
-pub(super) const OUT: u32 = libc::EPOLLOUT as u32;
+use crate::base::epoll::{Epoll, ET, RDHUP};
+pub(super) use crate::base::epoll::{IN, OUT};
 /// Error or hang-up: whatever was waited for will not come.
 pub(super) const ERR: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
-const RDHUP: u32 = libc::EPOLLRDHUP as u32;
 
 /// Events fetched by one `epoll_wait`.
 const BATCH: usize = 256;
@@ -47,7 +46,7 @@ struct Table {
 }
 
 pub(super) struct Reactor {
-    ep: AsyncFd<OwnedFd>,
+    ep: AsyncFd<Epoll>,
     table: Mutex<Table>,
 }
 
@@ -64,17 +63,11 @@ impl Reactor {
     /// for its probes to make progress. `None` when epoll cannot be had (the prober then uses
     /// tokio's sockets).
     pub fn new() -> Option<Arc<Reactor>> {
-        // SAFETY: epoll_create1 makes a new descriptor, owned below.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: `fd` is a new descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: an OwnedFd's descriptor stays open, and the same, until it is dropped with
-        // the AsyncFd.
+        let ep = Epoll::new().ok()?;
+        // SAFETY: the epoll descriptor stays open, and the same, until it is dropped with the
+        // AsyncFd.
         let ep =
-            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()?;
+            unsafe { AsyncFd::register_with_interest(ep, tokio::io::Interest::READABLE) }.ok()?;
         Some(Arc::new(Reactor {
             ep,
             table: Mutex::new(Table::default()),
@@ -134,22 +127,11 @@ impl Reactor {
             fd,
             slot,
         };
-        let mut ev = libc::epoll_event {
-            events: IN | OUT | RDHUP | libc::EPOLLET as u32,
-            u64: (u64::from(generation) << 32) | u64::from(slot),
-        };
-        // SAFETY: both descriptors are open; `ev` outlives the call.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                self.ep.get_ref().as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                reg.fd.as_raw_fd(),
-                &mut ev,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        self.ep.get_ref().add(
+            reg.fd.as_raw_fd(),
+            IN | OUT | RDHUP | ET,
+            (u64::from(generation) << 32) | u64::from(slot),
+        )?;
         Ok(reg)
     }
 
@@ -157,24 +139,11 @@ impl Reactor {
     /// may be waiting).
     fn dispatch(&self) -> io::Result<bool> {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
-        // SAFETY: `events` has room for BATCH entries; timeout 0 never blocks.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.ep.get_ref().as_raw_fd(),
-                events.as_mut_ptr(),
-                BATCH as i32,
-                0,
-            )
+        let n = match self.ep.get_ref().wait(&mut events, 0) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+            Err(e) => return Err(e),
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(true)
-            } else {
-                Err(e)
-            };
-        }
-        let n = n as usize;
         let mut wake = Vec::with_capacity(n);
         {
             let mut t = self.lock();

@@ -1,60 +1,10 @@
-//! The few Linux calls the TCP threads make beyond `std`: an epoll set, an eventfd to wake a
-//! thread from another, and `accept4` straight into a non-blocking socket. Thin wrappers, so
+//! The few Linux calls the TCP threads make beyond `std` and [`crate::base::epoll`]: an
+//! eventfd to wake a thread from another, and `accept4` straight into a non-blocking socket. Thin wrappers, so
 //! that the loop in [`super::worker`] reads as the protocol it serves and not as `unsafe`.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-
-/// Readable (a query, EOF, an error, a connection to accept).
-pub const IN: u32 = libc::EPOLLIN as u32;
-/// Writable again after a write the socket could not take whole.
-pub const OUT: u32 = libc::EPOLLOUT as u32;
-/// Edge-triggered: used for listeners, which the loop accepts from until `EAGAIN` (or until it
-/// chooses to stop, remembering that more may be waiting).
-pub const ET: u32 = libc::EPOLLET as u32;
-
-/// An epoll set of one thread.
-pub struct Epoll(OwnedFd);
-
-impl Epoll {
-    pub fn new() -> io::Result<Epoll> {
-        // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new descriptor.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by the kernel and is owned by nothing else.
-        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events, u64: token };
-        // SAFETY: `ev` is a valid epoll_event for the duration of the call.
-        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    pub fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
-    }
-
-    pub fn modify(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
-    }
-
-    /// Waits up to `timeout_ms` (0: do not wait) and fills `events`; an interrupted wait is an
-    /// empty one.
-    pub fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> usize {
-        let max = events.len().min(i32::MAX as usize) as i32;
-        // SAFETY: the kernel writes at most `max` events into the buffer it is given.
-        let n =
-            unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
-        usize::try_from(n).unwrap_or(0)
-    }
-}
 
 /// An eventfd: other threads [`EventFd::wake`] a TCP thread out of its `epoll_wait` (to stop,
 /// or to close a connection evicted for a newcomer).

@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::slots::{Inbox, Refused, Slot, Slots};
-use super::sys::{self, Epoll, ET, IN, OUT};
+use super::sys;
 use super::{complete, EVICT_WAIT, LINGER, OUT_BATCH, SHUTDOWN_WAIT, STOP_GRACE};
 use crate::answer::log::Tap;
 use crate::answer::{respond, Transport};
 use crate::base::counters;
+use crate::base::epoll::{Epoll, ET, IN, OUT};
 use crate::base::liveness::Beat;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
@@ -209,7 +210,8 @@ impl Worker {
             } else {
                 next_sweep.saturating_duration_since(now).as_millis() as i32 + 1
             };
-            let n = self.ep.wait(&mut events, timeout);
+            // An interrupted (or failed) wait is an empty round.
+            let n = self.ep.wait(&mut events, timeout).unwrap_or(0);
             for ev in &events[..n] {
                 let (token, flags) = (ev.u64, ev.events);
                 if token == WAKE {
