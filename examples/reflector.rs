@@ -28,13 +28,15 @@ fn main() {
         }
     };
     eprintln!("reflector on {addr}");
-    meridian::server::udp::run_batched(sock, Arc::new(AtomicBool::new(false)), |q, _src, out| {
-        if q.len() < 12 {
-            return false;
+    meridian::server::udp::run_batched(sock, Arc::new(AtomicBool::new(false)), || {
+        |q: &[u8], _src: SocketAddr, out: &mut Vec<u8>| {
+            if q.len() < 12 {
+                return false;
+            }
+            out.clear();
+            out.extend_from_slice(q);
+            out[2] |= 0x80;
+            true
         }
-        out.clear();
-        out.extend_from_slice(q);
-        out[2] |= 0x80;
-        true
     });
 }

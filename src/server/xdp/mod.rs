@@ -349,9 +349,6 @@ fn serve(
     max_frame: usize,
 ) {
     let iface = attached.iface.clone();
-    let answer = |i: usize, p: &[u8], s: SocketAddr, o: &mut Vec<u8>| {
-        super::udp::answer(&snapshot, &taps[i].1, p, s, o)
-    };
     let mut rx: Vec<(u64, u32)> = Vec::with_capacity(BATCH);
     let mut tx: Vec<(u64, u32)> = Vec::with_capacity(BATCH);
     let mut back: Vec<u64> = Vec::with_capacity(BATCH * 2);
@@ -379,6 +376,11 @@ fn serve(
             continue;
         }
         let started = Instant::now();
+        // One snapshot per batch, as the UDP loop loads it.
+        let snap = snapshot.load();
+        let answer = |i: usize, p: &[u8], s: SocketAddr, o: &mut Vec<u8>| {
+            super::udp::answer(&snap, &taps[i].1, p, s, o)
+        };
         tx.clear();
         let umem = sock.umem();
         for &(addr, len) in &rx {
