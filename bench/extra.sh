@@ -259,7 +259,7 @@ bench_probing() {
     }'
   } >"$W/probing/meridian.toml"
   sed -e "s|@PORT@|$PORT_M|" -e "s|@ZONES@|zones|" "$here/meridian-bench.toml.in" >"$W/probing/plain.toml"
-  taskset -c 1 "$repo/target/release/examples/http_target" "127.0.0.1:$PORT_R" >"$W/probing/target.log" 2>&1 &
+  taskset -c "${TARGET_CORE:-1}" "$repo/target/release/examples/http_target" "127.0.0.1:$PORT_R" >"$W/probing/target.log" 2>&1 &
   pids+=("$!")
   # Interleaved: without probing, with, REPS times, so that a change of the machine's load
   # touches both sides alike. The prober's CPU is measured with no DNS load first.

@@ -12,6 +12,7 @@ pub mod net;
 pub mod out;
 pub mod problem;
 pub mod random;
+pub mod sched;
 pub mod secret;
 pub mod text;
 pub mod wire;

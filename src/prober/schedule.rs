@@ -205,44 +205,18 @@ pub fn spawn_thread(shared: SharedSnapshot, opts: ProberOptions) -> std::io::Res
     })
 }
 
-/// nice 10 for the calling thread (Linux: nice is per thread), and a short scheduler slice
-/// (Linux 6.12+): the kernel lets a running task finish its slice before a woken one takes the
-/// core, and a DNS thread woken by a query should not wait out milliseconds of probing. Not
-/// SCHED_IDLE: on a saturated machine the prober must still get its share, or endpoints would
-/// be marked down because their probes never ran.
+/// nice 10 for the calling thread (Linux: nice is per thread; a process started nicer stays
+/// as nice), and a short scheduler slice (Linux 6.12+): the kernel lets a running task finish
+/// its slice before a woken one takes the core, and a DNS thread woken by a query should not
+/// wait out milliseconds of probing. The answering threads ask for the same short slice
+/// ([`crate::base::sched::answering`]), and at nice 0 against 10 their deadlines come first.
+/// Not SCHED_IDLE: on a saturated machine the prober must still get its share, or endpoints
+/// would be marked down because their probes never ran.
 fn lower_priority() {
-    /// `struct sched_attr` of sched_setattr(2), SCHED_ATTR_SIZE_VER1.
-    #[repr(C)]
-    struct SchedAttr {
-        size: u32,
-        policy: u32,
-        flags: u64,
-        nice: i32,
-        priority: u32,
-        runtime: u64,
-        deadline: u64,
-        period: u64,
-        util_min: u32,
-        util_max: u32,
-    }
-    let attr = SchedAttr {
-        size: std::mem::size_of::<SchedAttr>() as u32,
-        policy: libc::SCHED_OTHER as u32,
-        flags: 0,
-        nice: 10,
-        priority: 0,
-        runtime: 100_000, // ns: the slice
-        deadline: 0,
-        period: 0,
-        util_min: 0,
-        util_max: 0,
-    };
-    // SAFETY: both calls only change the calling thread's scheduling; `attr` outlives the call.
-    unsafe {
-        if libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) != 0 {
-            libc::setpriority(libc::PRIO_PROCESS, 0, 10);
-        }
-    }
+    crate::base::sched::set_fair(
+        crate::base::sched::nice().max(10),
+        crate::base::sched::ANSWERING_SLICE,
+    );
 }
 
 struct Ctx {

@@ -246,7 +246,10 @@ pub fn start(
             udp_threads.push(
                 std::thread::Builder::new()
                     .name(format!("udp {addr}"))
-                    .spawn(move || udp::run(u, snapshot, stop, beat, log))?,
+                    .spawn(move || {
+                        crate::base::sched::answering();
+                        udp::run(u, snapshot, stop, beat, log)
+                    })?,
             );
         }
         for (i, sock) in tcps.into_iter().enumerate() {

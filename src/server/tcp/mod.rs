@@ -111,7 +111,10 @@ impl TcpThreads {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("tcp #{i}"))
-                    .spawn(move || w.run())?,
+                    .spawn(move || {
+                        crate::base::sched::answering();
+                        w.run()
+                    })?,
             );
         }
         Ok(TcpThreads {

@@ -309,7 +309,10 @@ fn start_one(
         threads.push(
             std::thread::Builder::new()
                 .name(format!("xdp {name}/{q}"))
-                .spawn(move || serve(sock, snapshot, stop, beat, taps, attached, max_frame))?,
+                .spawn(move || {
+                    crate::base::sched::answering();
+                    serve(sock, snapshot, stop, beat, taps, attached, max_frame)
+                })?,
         );
     }
     Ok(threads)
