@@ -687,3 +687,42 @@ fn a_client_reading_a_byte_at_a_time_holds_its_slot_no_longer_than_the_idle_time
     let mut other = connect_from("127.0.0.2", s.addr);
     assert_mail(&ask(&mut other, &mail()).expect("answered"));
 }
+
+/// TCP_DEFER_ACCEPT: a connection that has sent nothing is not the server's yet, so silent
+/// connections cannot take the slots (or force the eviction) that a client with a query
+/// needs; and once the kernel hands one over, the time it spent silent counts toward its idle
+/// timeout. Before the listeners deferred, the query's connection evicted the idlest of the
+/// two silent ones (it read EOF at once).
+#[test]
+fn silent_connections_take_no_slot_and_still_close_at_the_idle_timeout() {
+    let s = server("tcp_idle_timeout = \"2s\"\ntcp_max_connections = 2\n");
+    let started = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..2)
+        .map(|i| connect_from(&format!("127.0.0.{}", 20 + i), s.addr))
+        .collect();
+    let mut c = connect_from("127.0.0.30", s.addr);
+    let m = ask(&mut c, &mail()).expect("the query's connection is answered");
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    drop(c);
+    for q in &mut silent {
+        q.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let mut b = [0u8; 4];
+        match q.read(&mut b) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            other => panic!("a silent connection was evicted for a query's: {other:?}"),
+        }
+    }
+    // Each is closed about tcp_idle_timeout after it connected, not a defer period later.
+    for q in &mut silent {
+        q.set_read_timeout(Some(Duration::from_secs(6)))
+            .expect("timeout");
+        let mut b = [0u8; 4];
+        assert_eq!(q.read(&mut b).expect("EOF, not a timeout"), 0);
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took <= Duration::from_millis(2800),
+        "silent connections closed after {took:?} (idle timeout 2 s)"
+    );
+}

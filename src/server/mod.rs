@@ -148,6 +148,7 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     s.set_reuse_port(true)?;
     // Accepted sockets inherit it, which saves a setsockopt per connection.
     s.set_tcp_nodelay(true)?;
+    tcp::sys::defer_accept(&s);
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     s.listen(1024)?;

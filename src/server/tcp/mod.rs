@@ -52,7 +52,7 @@ use crate::base::liveness::Beat;
 use crate::snapshot::SharedSnapshot;
 
 mod slots;
-mod sys;
+pub(super) mod sys;
 mod worker;
 
 pub(crate) use slots::Slots;

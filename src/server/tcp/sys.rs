@@ -39,6 +39,30 @@ impl EventFd {
     }
 }
 
+/// How long the kernel holds a connection that has sent nothing before handing it to
+/// `accept` anyway (TCP_DEFER_ACCEPT, one SYN-ACK retransmission). gdnsd sets it too.
+/// A connection is then accepted with its query already there: measured with
+/// `bench/round3.sh`'s tcp1 loop, ~8 % more one-query connections per core, and a client that
+/// connects and stays silent takes no slot until then. The time counts toward its idle
+/// timeout (`worker.rs`), so it is still closed `tcp_idle_timeout` after it connected.
+pub const DEFER_ACCEPT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sets TCP_DEFER_ACCEPT on a listener (best effort: without it connections are accepted at
+/// once, as before).
+pub fn defer_accept(listener: &impl AsRawFd) {
+    let secs = DEFER_ACCEPT.as_secs() as libc::c_int;
+    // SAFETY: a valid socket descriptor and a c_int option value that outlives the call.
+    unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Accepts one connection as a non-blocking socket in one system call (std's `accept` needs a
 /// second one to make it non-blocking). TCP_NODELAY comes from the listener: Linux copies it
 /// into the accepted socket.

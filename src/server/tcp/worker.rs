@@ -432,6 +432,16 @@ impl Worker {
                 self.after_answers(i);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if c.interest == 0 {
+                    // The read right after accept found nothing: with TCP_DEFER_ACCEPT the
+                    // kernel hands over a connection without data only once it has been
+                    // silent for the defer period, which counts toward its idle timeout.
+                    let now = Instant::now();
+                    c.deadline = c
+                        .deadline
+                        .checked_sub(super::sys::DEFER_ACCEPT)
+                        .map_or(now, |d| d.max(now));
+                }
                 if !self.interest(i, IN) {
                     self.close(i, Close::Plain);
                 }
