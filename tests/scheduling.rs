@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 
-/// The slice `base::sched::ANSWERING_SLICE` asks for, in nanoseconds.
+/// The slice `base::sched::SHORT_SLICE` asks for, in nanoseconds.
 const SHORT_SLICE_NS: u64 = 100_000;
 
 /// (thread id, name) of every thread of this process.

@@ -42,8 +42,8 @@ pub fn nice() -> i32 {
 
 /// Sets the calling thread to SCHED_OTHER at `nice` with a scheduler slice of `slice` (the
 /// kernel clamps it to 0.1–100 ms). Where the kernel has no custom slices (before 6.12) or
-/// refuses, only the nice value is set. Returns whether the slice was taken.
-pub fn set_fair(nice: i32, slice: Duration) -> bool {
+/// refuses, only the nice value is set.
+pub fn set_fair(nice: i32, slice: Duration) {
     let attr = SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,
         policy: libc::SCHED_OTHER as u32,
@@ -58,18 +58,16 @@ pub fn set_fair(nice: i32, slice: Duration) -> bool {
     };
     // SAFETY: both calls only change the calling thread's scheduling; `attr` outlives the call.
     unsafe {
-        if libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) == 0 {
-            return true;
+        if libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, 0, nice);
         }
-        libc::setpriority(libc::PRIO_PROCESS, 0, nice);
     }
-    false
 }
 
-/// A thread that answers queries: its nice value as it is, and a short slice.
+/// A thread that answers queries: its nice value as it is, and the short slice.
 pub fn answering() {
-    set_fair(nice(), ANSWERING_SLICE);
+    set_fair(nice(), SHORT_SLICE);
 }
 
-/// The slice of threads that answer queries (the kernel's smallest).
-pub const ANSWERING_SLICE: Duration = Duration::from_micros(100);
+/// The slice of the threads that answer queries and of the prober (the kernel's smallest).
+pub const SHORT_SLICE: Duration = Duration::from_micros(100);

@@ -215,7 +215,7 @@ pub fn spawn_thread(shared: SharedSnapshot, opts: ProberOptions) -> std::io::Res
 fn lower_priority() {
     crate::base::sched::set_fair(
         crate::base::sched::nice().max(10),
-        crate::base::sched::ANSWERING_SLICE,
+        crate::base::sched::SHORT_SLICE,
     );
 }
 
