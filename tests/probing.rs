@@ -374,7 +374,14 @@ fn a_cpu_budget_stretches_probe_intervals_visibly_and_none_does_not() {
         "{tight_probes} probes in 6 s under a stretch of {}",
         tight.interval_stretch
     );
-    assert!(tight_probes > 0, "probing stopped altogether");
+    // Stretched ×10 at most, the targets' phases spread over the stretched period: any 6 s
+    // hold at least about 6/10 of them (half of that here, for the probes the stretch still
+    // holds back). Stretching by adding the period to each target's last probe kept them in
+    // one burst every 10 s, and a 6 s window could see none (CI, stop 28).
+    assert!(
+        tight_probes >= 6 * n / 20,
+        "{tight_probes} probes in 6 s: the stretched probes came in bursts, not spread"
+    );
     let m = metric(&tight_metrics, "meridian_prober_interval_stretch").expect("stretch metric");
     assert!(m >= 4.0, "meridian_prober_interval_stretch {m}");
     assert_eq!(

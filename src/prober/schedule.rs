@@ -1,8 +1,9 @@
 //! When probes go out: the prober's supervisor, which follows the snapshot's generation and
 //! keeps one task per distinct [`Target`] (stopping the tasks of targets a reload removed and
 //! starting tasks for new ones, while unchanged targets keep running with their counters), and
-//! each target's loop: first probe at once, then a fixed interval at a random phase, every
-//! probe under the in-flight bound and cut off by its timeout.
+//! each target's loop: first probe at once, then a fixed interval (stretched past the CPU
+//! budget) at a random phase the target keeps, every probe under the in-flight bound and cut
+//! off by its timeout.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -238,6 +239,29 @@ impl Ctx {
         let n = since.div_ceil(slot);
         self.epoch + Duration::from_nanos(u64::try_from(n * slot).unwrap_or(u64::MAX))
     }
+
+    /// When a target at `phase` (a share of its period, 0..1) probes next: the first point at
+    /// or after `after` of its grid, `epoch + (k + phase) × period`.
+    fn on_grid(&self, after: Instant, period: Duration, phase: f64) -> Instant {
+        on_grid(self.epoch, after, period, phase)
+    }
+}
+
+/// The first time at or after `after` (within a microsecond's rounding) of the form
+/// `epoch + (k + phase) × period`, k a whole number.
+///
+/// Why a grid and not "one period after the last probe": a target keeps its phase as a share
+/// of the period, so when the CPU budget stretches every period from 1 s to 10 s, targets
+/// whose phases were spread over 1 s come out spread over 10 s. Adding the stretched period
+/// to each target's last probe kept the 1 s band, so the prober fired every target in one
+/// burst every 10 s and was silent in between (a 6 s window saw no probe at all).
+fn on_grid(epoch: Instant, after: Instant, period: Duration, phase: f64) -> Instant {
+    let p = period.as_secs_f64().max(1e-6);
+    let x = after.saturating_duration_since(epoch).as_secs_f64() / p - phase;
+    // The tolerance keeps a point computed from the one before (itself on the grid) from
+    // skipping a whole period on a float rounding.
+    let k = (x - 1e-6 / p).ceil();
+    epoch + Duration::from_secs_f64(((k + phase) * p).max(0.0))
 }
 
 struct Running {
@@ -479,11 +503,13 @@ async fn run_target(
     }
     // The first probe goes out at once: a new endpoint (at start or after a reload) is
     // answered on its `initial` state only for as long as that probe takes (the burst of first
-    // probes is bounded by the in-flight semaphore). The later ones start at a random phase of
-    // the interval, so that thousands of targets do not fire together, rounded up to a
+    // probes is bounded by the in-flight semaphore). The later ones keep a random phase of
+    // the period, so that thousands of targets do not fire together, rounded up to a
     // [`SLOT`] boundary shared by every target: the probes of one slot go out together, on
     // one wakeup of the thread, and their connections complete in batches too.
-    let phase = s.interval.mul_f64(crate::base::random::random_unit());
+    let phase = crate::base::random::random_unit();
+    // The time the probe is due on the target's grid ([`on_grid`]), before rounding to a slot.
+    let mut nominal: Option<Instant> = None;
     let mut due: Option<Instant> = None;
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
@@ -510,14 +536,19 @@ async fn run_target(
             sleep.as_mut().reset(d);
             sleep.as_mut().await;
         }
-        // The next probe is one interval after this one was due, on the grid of slots. A probe
-        // that overran it (only possible when timeout = interval) is followed at once by the
-        // next one, and the grid is kept.
-        due = Some(match due {
-            None => ctx.slot_at(Instant::now() + phase),
-            // Past the CPU budget every interval is stretched by the meter's factor.
-            Some(d) => ctx.slot_at(d + s.interval.mul_f64(ctx.meter.stretch())),
-        });
+        // The next probe is one period after this one was due, on the target's grid and then
+        // the grid of slots. Past the CPU budget the period is the interval stretched by the
+        // meter's factor, and the target keeps its phase as a share of it (see [`on_grid`]);
+        // never sooner than one interval after this one. A probe that overran it (only
+        // possible when timeout = interval) is followed at once by the next one, and the grid
+        // is kept.
+        let period = s.interval.mul_f64(ctx.meter.stretch());
+        let next = match nominal {
+            None => ctx.on_grid(Instant::now(), period, phase),
+            Some(n) => ctx.on_grid(n + s.interval, period, phase),
+        };
+        nominal = Some(next);
+        due = Some(ctx.slot_at(next));
         // [fleet] probers = N: other sites probe this target. The verdict follows what
         // answers use, so a takeover goes on from the fleet's view instead of a stale one.
         if !members.load().iter().any(|m| m.state.probe_here()) {
@@ -605,4 +636,80 @@ fn labels(members: &[ProbedEndpoint]) -> String {
         s.push_str(&format!("{} {}", m.service, m.address));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::on_grid;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    /// 300 targets at 1 s, phases spread over the second, probed (in simulation) while the
+    /// stretch doubles its way up to 10 as the budget meter would set it; returns every probe's
+    /// time in seconds from the start.
+    fn simulate(stretch_at: impl Fn(f64) -> f64) -> Vec<Vec<f64>> {
+        let epoch = Instant::now();
+        let interval = Duration::from_secs(1);
+        let secs = |t: Instant| t.duration_since(epoch).as_secs_f64();
+        (0..300)
+            .map(|i| {
+                let phase = i as f64 / 300.0;
+                let mut t = on_grid(epoch, epoch, interval, phase);
+                let mut times = vec![];
+                while secs(t) < 60.0 {
+                    times.push(secs(t));
+                    let period = interval.mul_f64(stretch_at(secs(t)));
+                    t = on_grid(epoch, t + interval, period, phase);
+                }
+                times
+            })
+            .collect()
+    }
+
+    fn doubling(t: f64) -> f64 {
+        match t {
+            t if t < 3.0 => 1.0,
+            t if t < 4.0 => 2.0,
+            t if t < 5.0 => 4.0,
+            t if t < 6.0 => 8.0,
+            _ => 10.0,
+        }
+    }
+
+    #[test]
+    fn a_stretched_period_spreads_the_targets_over_all_of_it() {
+        let probes = simulate(doubling);
+        // Once stretched ×10, every second holds about a tenth of the targets: no burst of
+        // all of them every 10 s with silence in between (what adding the stretched period
+        // to each target's last probe did).
+        for second in 20..50 {
+            let n = probes
+                .iter()
+                .flatten()
+                .filter(|&&t| t >= second as f64 && t < second as f64 + 1.0)
+                .count();
+            assert!((20..=40).contains(&n), "{n} probes in second {second}");
+        }
+        // And no target probes sooner than its configured interval.
+        for times in &probes {
+            for w in times.windows(2) {
+                assert!(w[1] - w[0] >= 1.0 - 1e-5, "{w:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn unstretched_a_target_probes_once_an_interval_on_its_phase() {
+        let probes = simulate(|_| 1.0);
+        for (i, times) in probes.iter().enumerate() {
+            assert_eq!(times.len(), 60, "target {i}");
+            for (k, t) in times.iter().enumerate() {
+                let want = k as f64 + i as f64 / 300.0;
+                assert!(
+                    (t - want).abs() < 1e-5,
+                    "target {i} probe {k} at {t}, not {want}"
+                );
+            }
+        }
+    }
 }
