@@ -25,7 +25,7 @@ use crate::ecs;
 use crate::edns::{self, Transport};
 use crate::policy::Family;
 use crate::snapshot::Snapshot;
-use crate::zone::{Found, SoaParts};
+use crate::zone::{Found, RRset, SoaParts, Zone};
 
 /// What the fast path did with a packet.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,7 +38,11 @@ pub enum Fast {
 
 const TYPE_OPT: u16 = 41;
 const TYPE_A: u16 = 1;
+const TYPE_NS: u16 = 2;
+const TYPE_PTR: u16 = 12;
+const TYPE_MX: u16 = 15;
 const TYPE_TXT: u16 = 16;
+const TYPE_SRV: u16 = 33;
 const TYPE_AAAA: u16 = 28;
 const TYPE_RRSIG: u16 = 46;
 const TYPE_NSEC: u16 = 47;
@@ -224,13 +228,16 @@ struct Suffixes<'p> {
     /// start; its suffixes sit at `12 + start` in the response.
     qname: &'p [u8],
     qstarts: &'p [u8],
-    /// Suffixes of names written into rdata: (offset in the response, bytes without the root).
-    more: [(u16, &'p [u8]); 8],
-    more_len: usize,
+    /// Suffixes of names written into the response since: (offset, bytes without the root).
+    more: smallvec::SmallVec<[(u16, &'p [u8]); 16]>,
 }
 
 /// hickory's `COMPRESSION_CANDIDATE_LIMIT`.
 const MAX_SUFFIXES: usize = 64;
+
+/// Below hickory's `COMPRESSED_NAME_LIMIT` (120), past which it writes names uncompressed: a
+/// response with more names than this goes to the reference.
+const MAX_NAMES: usize = 100;
 
 impl<'p> Suffixes<'p> {
     fn new(packet: &'p [u8], q: &'p Parsed) -> Self {
@@ -238,8 +245,7 @@ impl<'p> Suffixes<'p> {
         Suffixes {
             qname: &packet[12..root],
             qstarts: &q.starts()[..(q.labels - 1).min(MAX_SUFFIXES)],
-            more: [(0, &[]); 8],
-            more_len: 0,
+            more: smallvec::SmallVec::new(),
         }
     }
 
@@ -249,16 +255,27 @@ impl<'p> Suffixes<'p> {
                 return Some(12 + u16::from(s));
             }
         }
-        self.more[..self.more_len]
+        self.more
             .iter()
             .find(|(_, b)| *b == suffix)
             .map(|&(at, _)| at)
     }
 
-    /// Writes `name` (uncompressed wire form with its root label) at the end of `out`.
-    /// `None` when the name has more labels than this path keeps track of.
+    /// Remembers `suffix`, written at `at`, while there is room for it (as hickory does, and
+    /// only below offset 0x3FFF, which [`Self::put`] keeps to).
+    fn remember(&mut self, at: usize, suffix: &'p [u8]) {
+        if self.qstarts.len() + self.more.len() < MAX_SUFFIXES {
+            self.more.push((at as u16, suffix));
+        }
+    }
+
+    /// Writes `name` (uncompressed wire form with its root label) at the end of `out`,
+    /// compressed. `None` when the response is too long for pointers into it.
     fn put(&mut self, out: &mut Vec<u8>, name: &'p [u8]) -> Option<()> {
         let body = name.len().checked_sub(1)?;
+        if out.len() + name.len() >= 0x3FFF {
+            return None;
+        }
         let mut i = 0;
         while i < body {
             let suffix = &name[i..body];
@@ -266,13 +283,25 @@ impl<'p> Suffixes<'p> {
                 out.extend_from_slice(&(0xC000 | at).to_be_bytes());
                 return Some(());
             }
-            if self.qstarts.len() + self.more_len < MAX_SUFFIXES {
-                if self.more_len == self.more.len() || out.len() >= 0x3FFF {
-                    return None;
-                }
-                self.more[self.more_len] = (out.len() as u16, suffix);
-                self.more_len += 1;
-            }
+            self.remember(out.len(), suffix);
+            let len = name[i] as usize + 1;
+            out.extend_from_slice(name.get(i..i + len)?);
+            i += len;
+        }
+        out.push(0);
+        Some(())
+    }
+
+    /// Writes `name` whole, as hickory writes the names of rdata that must not be compressed
+    /// (SRV, RFC 2782), remembering its suffixes all the same.
+    fn put_whole(&mut self, out: &mut Vec<u8>, name: &'p [u8]) -> Option<()> {
+        let body = name.len().checked_sub(1)?;
+        if out.len() + name.len() >= 0x3FFF {
+            return None;
+        }
+        let mut i = 0;
+        while i < body {
+            self.remember(out.len(), &name[i..body]);
             let len = name[i] as usize + 1;
             out.extend_from_slice(name.get(i..i + len)?);
             i += len;
@@ -302,6 +331,109 @@ fn put_soa<'p>(
     let rdlen = (out.len() - len_at - 2) as u16;
     out[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
     Some(())
+}
+
+/// Writes the records of an NS, MX, SRV or PTR RRset, owned by the question name, with the
+/// name in each rdata written as hickory writes it (compressed, but SRV's whole); returns how
+/// many, and adds the names whose addresses go in the additional section (NS, MX and SRV
+/// targets) to `targets`.
+fn put_named<'p>(
+    out: &mut Vec<u8>,
+    qtype: u16,
+    set: &'p RRset,
+    names: &mut Suffixes<'p>,
+    targets: &mut smallvec::SmallVec<[&'p [u8]; 8]>,
+) -> Option<u16> {
+    let fixed = match RecordType::from(qtype) {
+        RecordType::MX => 2,
+        RecordType::SRV => 6,
+        _ => 0,
+    };
+    let mut n = 0u16;
+    for rdata in set.rdata() {
+        let name = rdata.get(fixed..)?;
+        out.extend_from_slice(&0xC00Cu16.to_be_bytes());
+        out.extend_from_slice(&qtype.to_be_bytes());
+        out.extend_from_slice(&CLASS_IN.to_be_bytes());
+        out.extend_from_slice(&set.ttl.to_be_bytes());
+        let len_at = out.len();
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&rdata[..fixed]);
+        if qtype == TYPE_SRV {
+            names.put_whole(out, name)?;
+        } else {
+            names.put(out, name)?;
+        }
+        let rdlen = (out.len() - len_at - 2) as u16;
+        out[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+        if qtype != TYPE_PTR {
+            targets.push(name);
+        }
+        n += 1;
+    }
+    Some(n)
+}
+
+/// The additional section of an NS, MX or SRV answer, as [`crate::dns`] builds it: for each
+/// target in this zone (`origin`, its wire key), once, its A and then its AAAA records, the
+/// owner compressed. Returns how many records.
+fn put_addresses<'p>(
+    out: &mut Vec<u8>,
+    zone: &'p Zone,
+    origin: &[u8],
+    targets: &[&'p [u8]],
+    names: &mut Suffixes<'p>,
+) -> Option<u16> {
+    let mut n = 0u16;
+    let mut buf = [0u8; 255];
+    for (i, &target) in targets.iter().enumerate() {
+        // Wire names compare without regard to case byte by byte: a length byte (< 64) is
+        // never an ASCII letter.
+        if targets[..i].iter().any(|t| t.eq_ignore_ascii_case(target)) {
+            continue;
+        }
+        let key = buf.get_mut(..target.len())?;
+        for (k, b) in key.iter_mut().zip(target) {
+            *k = b.to_ascii_lowercase();
+        }
+        if !in_zone(key, origin) {
+            continue;
+        }
+        let Some(node) = zone.node_at(key) else {
+            continue;
+        };
+        for rtype in [RecordType::A, RecordType::AAAA] {
+            let Some(set) = node.rrset(rtype) else {
+                continue;
+            };
+            for rdata in set.rdata() {
+                names.put(out, target)?;
+                out.extend_from_slice(&u16::from(rtype).to_be_bytes());
+                out.extend_from_slice(&CLASS_IN.to_be_bytes());
+                out.extend_from_slice(&set.ttl.to_be_bytes());
+                out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+                out.extend_from_slice(rdata);
+                n += 1;
+            }
+        }
+    }
+    Some(n)
+}
+
+/// Whether the wire key `key` is `origin` or below it (both lower-case).
+fn in_zone(key: &[u8], origin: &[u8]) -> bool {
+    let Some(at) = key.len().checked_sub(origin.len()) else {
+        return false;
+    };
+    if key[at..] != *origin {
+        return false;
+    }
+    // On a label boundary: walk the labels from the start.
+    let mut i = 0;
+    while i < at {
+        i += usize::from(key[i]) + 1;
+    }
+    i == at
 }
 
 /// Writes one resource record whose owner is a compression pointer.
@@ -443,6 +575,8 @@ pub fn try_answer<'s>(
     out.extend_from_slice(&packet[12..q.qend]);
 
     let mut names = Suffixes::new(packet, &q);
+    // NS, MX and SRV targets: their addresses go in the additional section.
+    let mut targets: smallvec::SmallVec<[&[u8]; 8]> = smallvec::SmallVec::new();
     let mut rcode = ResponseCode::NoError;
     let mut answers = 0u16;
     let mut negative = false;
@@ -509,15 +643,8 @@ pub fn try_answer<'s>(
                 outcome.all_down = sel.all_down;
                 outcome.picks = sel.picks;
             } else {
-                if qtype == RecordType::ANY
-                    || node.rrset(RecordType::CNAME).is_some()
-                    || matches!(
-                        qtype,
-                        RecordType::NS | RecordType::MX | RecordType::SRV | RecordType::PTR
-                    )
-                {
-                    // CNAME chasing, additional-section processing and names to compress
-                    // inside rdata live in the slow path.
+                if qtype == RecordType::ANY || node.rrset(RecordType::CNAME).is_some() {
+                    // CNAME chasing lives in the slow path.
                     return None;
                 }
                 match node.rrset(qtype) {
@@ -529,6 +656,11 @@ pub fn try_answer<'s>(
                             return None;
                         }
                         answers += 1;
+                    }
+                    // Names in rdata, compressed, and the additional section's addresses
+                    // (signed zones' NS, MX and SRV fell back above).
+                    Some(set) if matches!(q.qtype, TYPE_NS | TYPE_MX | TYPE_SRV | TYPE_PTR) => {
+                        answers += put_named(out, q.qtype, set, &mut names, &mut targets)?;
                     }
                     Some(set) => {
                         for rdata in set.rdata() {
@@ -597,6 +729,15 @@ pub fn try_answer<'s>(
         }
     }
     let mut additional = 0u16;
+    if !targets.is_empty() {
+        additional = put_addresses(out, zone, origin(), &targets, &mut names)?;
+        // Names past hickory's limit of compressed names go uncompressed there: the
+        // reference answers such a response (the question, answers' owners and rdata,
+        // additional owners).
+        if 1 + 2 * usize::from(answers) + usize::from(additional) > MAX_NAMES {
+            return None;
+        }
+    }
     let limit = edns::size_limit(
         transport,
         q.edns.as_ref().map(|e| e.payload),
@@ -626,7 +767,7 @@ pub fn try_answer<'s>(
             out.push(scope);
             out.extend_from_slice(&bytes[..*nbytes]);
         }
-        additional = 1;
+        additional += 1;
     }
     if out.len() > limit {
         // Truncation rules live in the slow path.

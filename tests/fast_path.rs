@@ -20,6 +20,11 @@ const ZONE: &str = "$TTL 300
         NS  ns1
         NS  ns2
         MX  10 mail
+        MX  20 MAIL
+        MX  30 mx.example.net.
+        MX  40 geo
+        MX  50 ns.child
+        MX  60 ns.sub
         TXT \"v=spf1 -all\" \"second string\"
         CAA 0 issue \"ca.example.net\"
 ns1     A 192.0.2.53
@@ -33,13 +38,34 @@ sub     NS ns.sub
 ns.sub  A 192.0.2.77
 child   NS ns.child
 ns.child A 192.0.2.88
+_sip._tcp SRV 0 5 5060 sipserver
+        SRV 1 5 5060 sip.example.net.
+        SRV 2 5 5060 SipServer
+sipserver A 192.0.2.60
+        A 192.0.2.61
+        AAAA 2001:db8::60
+ptr     PTR mail
+        PTR host.example.org.
+ext     MX 1 a.example.net.
+        MX 2 b.example.org.
+        MX 3 c.example.co.uk.
+        MX 4 d.sub.example.co.uk.
+        MX 5 A.EXAMPLE.NET.
+        MX 6 e.sub.example.co.uk.
+        MX 7 f.g.h.example.com.
+        MX 8 ns1.fast.test.
 big     TXT \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" \"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\" \"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\" \"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\" \"eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee\" \"ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\"
 ";
 
 fn snapshot() -> (tempfile::TempDir, Snapshot) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("zones")).expect("mkdir");
-    std::fs::write(dir.path().join("zones/fast.test.zone"), ZONE).expect("zone");
+    // `many`: 70 exchanges with an address each, past the names hickory compresses.
+    let mut zone = ZONE.to_string();
+    for i in 0..70 {
+        zone += &format!("many MX {i} m{i}\nm{i} A 192.0.2.{}\n", 100 + i);
+    }
+    std::fs::write(dir.path().join("zones/fast.test.zone"), zone).expect("zone");
     // A child zone served beside its parent: DS at its apex is the parent's to answer.
     std::fs::write(
         dir.path().join("zones/child.fast.test.zone"),
@@ -204,6 +230,13 @@ fn fast_path_matches_the_reference_handler() {
         "ns1.nope.fast.test.",
         "hostmaster.fast.test.",
         "x.ns1.fast.test.",
+        "_sip._tcp.fast.test.",
+        "_SIP._tcp.fast.test.",
+        "ptr.fast.test.",
+        "ext.fast.test.",
+        "Ext.Fast.Test.",
+        "many.fast.test.",
+        "sipserver.fast.test.",
     ] {
         for t in [
             RecordType::A,
@@ -213,6 +246,10 @@ fn fast_path_matches_the_reference_handler() {
             RecordType::CAA,
             RecordType::SSHFP,
             RecordType::DS,
+            RecordType::NS,
+            RecordType::MX,
+            RecordType::SRV,
+            RecordType::PTR,
         ] {
             cases.push(packet(name, t, None, None));
             cases.push(packet(name, t, Some((1232, false)), None));
@@ -285,6 +322,25 @@ fn fast_path_matches_the_reference_handler() {
         );
         assert_eq!(m.answers.first().map(|r| r.ttl), ttl, "{name} {t}: {m}");
     }
+    // Names in rdata and the additional section are this path's too (NS at the apex, MX, SRV,
+    // PTR), with the addresses of in-zone targets after them.
+    for (name, t, answers, additional) in [
+        ("fast.test.", RecordType::NS, 2, 2),
+        ("fast.test.", RecordType::MX, 6, 4),
+        ("_sip._tcp.fast.test.", RecordType::SRV, 3, 3),
+        ("ptr.fast.test.", RecordType::PTR, 2, 0),
+        ("ext.fast.test.", RecordType::MX, 8, 1),
+    ] {
+        let p = packet(name, t, Some((4096, false)), None);
+        assert_eq!(
+            fast::answer(&snap, &p, src, &mut out),
+            Fast::Answered,
+            "{name} {t}"
+        );
+        let m = Message::from_vec(&out).expect("decodes");
+        assert_eq!(m.answers.len(), answers, "{name} {t}: {m}");
+        assert_eq!(m.additionals.len(), additional, "{name} {t}: {m}");
+    }
     assert!(
         answered * 10 >= cases.len() * 7,
         "fast path took only {answered} of {}",
@@ -301,8 +357,13 @@ fn fast_path_leaves_the_special_cases_to_the_reference() {
         packet("alias.fast.test.", RecordType::A, None, None), // CNAME chase
         packet("x.wild.fast.test.", RecordType::A, None, None), // wildcard
         packet("www.sub.fast.test.", RecordType::A, None, None), // referral
-        packet("fast.test.", RecordType::NS, None, None),      // additional section
-        packet("fast.test.", RecordType::MX, None, None),
+        // More names than hickory compresses (120): the reference's.
+        packet(
+            "many.fast.test.",
+            RecordType::MX,
+            Some((65000, false)),
+            None,
+        ),
         packet("fast.test.", RecordType::ANY, None, None), // RFC 8482
         packet("fast.test.", RecordType::AXFR, None, None),
         packet("example.org.", RecordType::A, None, None), // REFUSED

@@ -373,6 +373,11 @@ impl Zone {
         self.nodes.get(&*wire_key(name))
     }
 
+    /// [`Zone::node`] by wire key (lower-case wire form with the root label).
+    pub fn node_at(&self, key: &[u8]) -> Option<&Node> {
+        self.nodes.get(key)
+    }
+
     pub fn contains(&self, name: &Name) -> bool {
         self.origin.zone_of(name)
     }
