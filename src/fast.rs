@@ -1,6 +1,8 @@
 //! The fast path (UDP and TCP): the queries that make up nearly all traffic — one question of class IN,
 //! at most an OPT with ECS and a COOKIE, answered from an exact name, a balanced name, NODATA or NXDOMAIN —
-//! read and written straight from and to bytes, with rdata encoded once at zone load.
+//! read and written straight from and to bytes, with rdata encoded once at zone load. Names
+//! inside rdata (SOA, NS, MX, SRV, PTR) are compressed as hickory's encoder does it, and NS, MX
+//! and SRV answers carry their in-zone targets' addresses in the additional section.
 //!
 //! DNSSEC: in a zone signed here, a DO query of type A, AAAA or TXT for an exact name (static
 //! or balanced) or a name that does not exist (compact denial: SOA and NSEC) is signed on this
