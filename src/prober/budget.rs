@@ -12,7 +12,10 @@
 //! prober's CPU and says so.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// How often the prober's CPU is measured and the stretch adjusted.
 pub const WINDOW: Duration = Duration::from_secs(1);
@@ -115,6 +118,52 @@ pub fn thread_cpu() -> Duration {
     )
 }
 
+/// The prober's clock: it reads unstretched seconds, running `1 / stretch` as fast as real
+/// time. A target probes each time this clock has moved one interval on from its last due
+/// reading, so it is probed every stretched interval.
+///
+/// Why a clock of its own rather than a stretched interval added to each target's last probe:
+/// when the stretch changes, every target's next probe moves with it at once, so targets keep
+/// their places in the cycle. Adding the stretched interval kept targets spread over 1 s in a
+/// 1 s band when the period grew to 10 s: one burst of every target per period and silence in
+/// between (a 6 s window saw no probe at all, CI stop 28). Putting each probe on a fixed grid
+/// of the current period instead spread them, but cost half a period at every wobble of the
+/// stretch (about every second), which the budget made up for by stretching further.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clock {
+    /// When the stretch last changed, and the clock's reading (seconds) then.
+    at: Instant,
+    reading: f64,
+    stretch: f64,
+}
+
+impl Clock {
+    pub fn new(at: Instant) -> Self {
+        Clock {
+            at,
+            reading: 0.0,
+            stretch: 1.0,
+        }
+    }
+
+    /// The clock's reading at `t` (not before the last change of the stretch).
+    pub fn reading(&self, t: Instant) -> f64 {
+        self.reading + t.saturating_duration_since(self.at).as_secs_f64() / self.stretch
+    }
+
+    /// When the clock reads `reading`, if the stretch stays as it is.
+    pub fn when(&self, reading: f64) -> Instant {
+        self.at + Duration::from_secs_f64(((reading - self.reading) * self.stretch).max(0.0))
+    }
+
+    /// From `t` on, the clock runs at `1 / stretch`.
+    pub fn restretch(&mut self, t: Instant, stretch: f64) {
+        self.reading = self.reading(t);
+        self.at = t.max(self.at);
+        self.stretch = stretch.max(1.0);
+    }
+}
+
 /// What the prober's budget is and does now, shared between the prober (which writes it) and
 /// whatever shows it (`reload::Control::prober`: `/status`, the metrics). One per server.
 #[derive(Debug)]
@@ -137,6 +186,8 @@ pub struct Meter {
     probes_seen: AtomicU64,
     /// Probes a second the targets ask for unstretched (the sum of 1 / interval), f64 bits.
     demand: AtomicU64,
+    /// The clock probes are due by; changed with the stretch.
+    clock: Mutex<Clock>,
 }
 
 impl Default for Meter {
@@ -151,6 +202,7 @@ impl Default for Meter {
             probes: AtomicU64::new(0),
             probes_seen: AtomicU64::new(0),
             demand: AtomicU64::new(0f64.to_bits()),
+            clock: Mutex::new(Clock::new(Instant::now())),
         }
     }
 }
@@ -219,7 +271,19 @@ impl Meter {
     }
 
     fn set_stretch(&self, s: f64) {
-        self.stretch.store(s.to_bits(), Ordering::Relaxed);
+        if self.stretch.swap(s.to_bits(), Ordering::Relaxed) != s.to_bits() {
+            self.with_clock(|c| c.restretch(Instant::now(), s));
+        }
+    }
+
+    /// The prober's [`Clock`] as it is now (the stretch may change it later).
+    pub(super) fn clock(&self) -> Clock {
+        self.with_clock(|c| *c)
+    }
+
+    fn with_clock<T>(&self, f: impl FnOnce(&mut Clock) -> T) -> T {
+        // A panic while holding it cannot leave a clock half written: the value is Copy.
+        f(&mut self.clock.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// One probe finished.
