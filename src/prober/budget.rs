@@ -156,6 +156,11 @@ impl Clock {
         self.at + Duration::from_secs_f64(((reading - self.reading) * self.stretch).max(0.0))
     }
 
+    /// The clock runs at `1 / stretch` of real time.
+    pub fn stretch(&self) -> f64 {
+        self.stretch
+    }
+
     /// From `t` on, the clock runs at `1 / stretch`.
     pub fn restretch(&mut self, t: Instant, stretch: f64) {
         self.reading = self.reading(t);

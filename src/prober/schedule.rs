@@ -232,9 +232,10 @@ struct Ctx {
 }
 
 impl Ctx {
-    /// The first slot boundary at or after `t`.
-    fn slot_at(&self, t: Instant) -> Instant {
-        let slot = SLOT.as_nanos();
+    /// The first boundary at or after `t` of slots `stretch` times [`SLOT`] long: stretched,
+    /// as many probes go out per wakeup as unstretched, in fewer wakeups.
+    fn slot_at(&self, t: Instant, stretch: f64) -> Instant {
+        let slot = SLOT.mul_f64(stretch.max(1.0)).as_nanos();
         let since = t.saturating_duration_since(self.epoch).as_nanos();
         let n = since.div_ceil(slot);
         self.epoch + Duration::from_nanos(u64::try_from(n * slot).unwrap_or(u64::MAX))
@@ -513,7 +514,10 @@ async fn run_target(
             // Until the clock reads `d`, on the grid of slots; a stretch that grew meanwhile
             // moves it later (one that shrank takes effect from the next probe).
             loop {
-                sleep.as_mut().reset(ctx.slot_at(ctx.meter.clock().when(d)));
+                let clock = ctx.meter.clock();
+                sleep
+                    .as_mut()
+                    .reset(ctx.slot_at(clock.when(d), clock.stretch()));
                 sleep.as_mut().await;
                 if ctx.meter.clock().reading(Instant::now()) >= d - 1e-6 {
                     break;
