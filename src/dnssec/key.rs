@@ -212,6 +212,16 @@ impl SigningKey {
         let rng = SystemRandom::new();
         let (algorithm, pair) = match alg_num {
             13 => {
+                // BIND writes the scalar as a big number with its leading zero bytes left
+                // out (one key in 256 has a 31-byte PrivateKey); ring wants all 32.
+                let secret = match secret.len() {
+                    n @ 1..=31 => {
+                        let mut full = vec![0u8; 32 - n];
+                        full.extend_from_slice(&secret);
+                        full
+                    }
+                    _ => secret,
+                };
                 // ring wants the uncompressed point 0x04 ‖ X ‖ Y; the DNSKEY holds X ‖ Y.
                 let mut point = Vec::with_capacity(65);
                 point.push(4);

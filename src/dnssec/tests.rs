@@ -106,6 +106,35 @@ fn rfc6605_p256_bind_files_give_the_rfc_tag_and_ds() {
     assert_eq!(key.cdnskey().flags(), 257);
 }
 
+/// BIND writes a P-256 scalar without its leading zero bytes (one key of 256 that
+/// dnssec-keygen makes has a 31-byte PrivateKey; CI met one). The scalar 1, whose public key
+/// is the curve's generator, is the extreme case: one byte.
+#[test]
+fn a_p256_scalar_written_without_its_leading_zeros_loads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write(
+        d,
+        "Kexample.net.+013+27578.key",
+        "example.net. 3600 IN DNSKEY 257 3 13 axfR8uEsQkf4vOblY6RA8ncDfYEt6zOg9KE5RdiYwpZP40Li/hp/m47n60p8D54WK84zV2sxXs7LtkBoN79R9Q==\n",
+    );
+    let private = write(
+        d,
+        "Kexample.net.+013+27578.private",
+        "Private-key-format: v1.2\nAlgorithm: 13 (ECDSAP256SHA256)\nPrivateKey: AQ==\n",
+    );
+    let key = SigningKey::load(&name("example.net."), &private).expect("load");
+    assert_eq!(key.tag(), 27578);
+    // A wrong short scalar is still told apart from its public key.
+    let wrong = write(
+        d,
+        "Kexample.net.+013+27578.private",
+        "Private-key-format: v1.2\nAlgorithm: 13 (ECDSAP256SHA256)\nPrivateKey: Ag==\n",
+    );
+    let e = SigningKey::load(&name("example.net."), &wrong).expect_err("2G is not G");
+    assert!(e.message.contains("not a P-256 key matching"), "{e}");
+}
+
 #[test]
 fn rfc8080_ed25519_bind_files_give_the_rfc_tag_ds_and_signature() {
     let dir = tempfile::tempdir().expect("tempdir");
