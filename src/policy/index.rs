@@ -222,10 +222,24 @@ pub(super) fn weighted_rest(
     k: usize,
     out: &mut Picks,
 ) {
-    let mut keyed: smallvec::SmallVec<[(f64, usize); 8]> = cands
+    let need = k.saturating_sub(out.len());
+    let mut cands = cands;
+    let Some(first) = cands.next() else {
+        return;
+    };
+    let Some(second) = cands.next() else {
+        // One candidate has one order: no draw and no logarithm (geo's region of one
+        // endpoint, on every query it answers).
+        if need > 0 {
+            out.push(first);
+        }
+        return;
+    };
+    let mut keyed: smallvec::SmallVec<[(f64, usize); 8]> = [first, second]
+        .into_iter()
+        .chain(cands)
         .map(|i| (random_unit().ln() / svc.endpoints[i].weight, i))
         .collect();
-    let need = k.saturating_sub(out.len());
     top_first(&mut keyed, need, |a, b| b.0.total_cmp(&a.0));
     out.extend(keyed.into_iter().take(need).map(|(_, i)| i));
 }

@@ -358,11 +358,17 @@ impl Zone {
             }
         }
         // RFC 4592: a wildcard child of the closest encloser stands in for the missing name.
+        // On the stack: every NXDOMAIN comes here, and a random-subdomain flood is all
+        // NXDOMAINs (a heap buffer was a malloc and a free per query).
         let ce = &wire[usize::from(starts[closest])..];
-        let mut wild = Vec::with_capacity(ce.len() + 2);
-        wild.extend_from_slice(&[1, b'*']);
-        wild.extend_from_slice(ce);
-        match self.nodes.get(wild.as_slice()) {
+        // `*.<ce>` longer than a name may be (255) is no name in the zone.
+        let mut wild = [0u8; 255];
+        let Some(rest) = wild.get_mut(2..2 + ce.len()) else {
+            return Found::NxDomain;
+        };
+        rest.copy_from_slice(ce);
+        wild[..2].copy_from_slice(&[1, b'*']);
+        match self.nodes.get(&wild[..2 + ce.len()]) {
             Some(node) => Found::Wildcard(node),
             None => Found::NxDomain,
         }
