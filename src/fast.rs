@@ -274,6 +274,19 @@ impl<'p> Suffixes<'p> {
     /// Writes `name` (uncompressed wire form with its root label) at the end of `out`,
     /// compressed. `None` when the response is too long for pointers into it.
     fn put(&mut self, out: &mut Vec<u8>, name: &'p [u8]) -> Option<()> {
+        self.write(out, name, true)
+    }
+
+    /// Writes `name` whole, as hickory writes the names of rdata that must not be compressed
+    /// (SRV, RFC 2782), remembering its suffixes all the same.
+    fn put_whole(&mut self, out: &mut Vec<u8>, name: &'p [u8]) -> Option<()> {
+        self.write(out, name, false)
+    }
+
+    /// [`Self::put`] (`compress`) and [`Self::put_whole`]: label by label, each suffix either
+    /// replaced by a pointer to where it was written before or remembered.
+    #[inline(always)]
+    fn write(&mut self, out: &mut Vec<u8>, name: &'p [u8], compress: bool) -> Option<()> {
         let body = name.len().checked_sub(1)?;
         if out.len() + name.len() >= 0x3FFF {
             return None;
@@ -281,29 +294,11 @@ impl<'p> Suffixes<'p> {
         let mut i = 0;
         while i < body {
             let suffix = &name[i..body];
-            if let Some(at) = self.find(suffix) {
+            if let Some(at) = compress.then(|| self.find(suffix)).flatten() {
                 out.extend_from_slice(&(0xC000 | at).to_be_bytes());
                 return Some(());
             }
             self.remember(out.len(), suffix);
-            let len = name[i] as usize + 1;
-            out.extend_from_slice(name.get(i..i + len)?);
-            i += len;
-        }
-        out.push(0);
-        Some(())
-    }
-
-    /// Writes `name` whole, as hickory writes the names of rdata that must not be compressed
-    /// (SRV, RFC 2782), remembering its suffixes all the same.
-    fn put_whole(&mut self, out: &mut Vec<u8>, name: &'p [u8]) -> Option<()> {
-        let body = name.len().checked_sub(1)?;
-        if out.len() + name.len() >= 0x3FFF {
-            return None;
-        }
-        let mut i = 0;
-        while i < body {
-            self.remember(out.len(), &name[i..body]);
             let len = name[i] as usize + 1;
             out.extend_from_slice(name.get(i..i + len)?);
             i += len;
